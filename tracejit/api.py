@@ -1,0 +1,394 @@
+"""The public API: `function`, `grad`, `value_and_grad`, `vjp`, `jvp`,
+`jacobian`, `hessian`, `make_ir`, `stop_gradient`.
+
+Every transformation is a `Dispatcher` (compiler.py) with its own `build`:
+trace the user's function, transform the program, return it. Called from
+inside another trace, a transformation replays its program into that trace
+instead, which is how `grad(grad(f))` and `hessian` work.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import replace
+
+import numpy as np
+
+from . import autodiff, ops, pytree
+from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
+from .errors import TracerTypeError, UnsupportedError
+from .ir import Program
+from .trace import Tracer, current_builder, trace
+
+
+def _as_tuple(value) -> tuple:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, (int, str)) else tuple(value)
+
+
+class Function(Dispatcher):
+    """A traced, compiled NumPy function. See `function`."""
+
+    def __init__(self, fn, static_argnums=(), static_argnames=(), cache=True):
+        super().__init__(getattr(fn, "__name__", "fn"), cache)
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.static_argnums = frozenset(_as_tuple(static_argnums))
+        self.static_argnames = frozenset(_as_tuple(static_argnames))
+        try:
+            self._signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            self._signature = None
+        self._simple = not (self.static_argnums or self.static_argnames)
+
+    def __call__(self, *args, **kwargs):
+        if current_builder() is not None and is_tracing((args, kwargs)):
+            return self.fn(*args, **kwargs)
+        if self._simple and not kwargs:
+            return self.call_flat(args)
+        return self.call_flat(*self.split(args, kwargs))
+
+    def __get__(self, instance, owner):
+        # Decorating a method: bind `self` as a static argument.
+        return self if instance is None else functools.partial(self, instance)
+
+    # --------------------------------------------------- static arguments
+    # Calls with keywords or static arguments are normalised to a "split"
+    # form: dynamic = (positional tuple, keyword dict), statics = (SPLIT,
+    # (name, value)...). Plain positional calls skip all of this.
+    def split(self, args, kwargs) -> tuple[tuple, tuple]:
+        if self._signature is None:
+            raise TracerTypeError(f"{self.name}: keyword arguments need an inspectable "
+                                  "signature")
+        bound = self._signature.bind(*args, **kwargs)
+        positional, keywords, statics = [], {}, []
+        for index, (name, value) in enumerate(bound.arguments.items()):
+            param = self._signature.parameters[name]
+            if index in self.static_argnums or name in self.static_argnames:
+                statics.append((name, _hashable(name, value)))
+            elif param.kind is param.VAR_POSITIONAL:
+                positional.extend(value)
+            elif param.kind is param.VAR_KEYWORD:
+                keywords.update(value)
+            elif param.kind is param.KEYWORD_ONLY or statics or keywords:
+                keywords[name] = value  # after a static one, pass by name
+            else:
+                positional.append(value)
+        return (tuple(positional), keywords), (SPLIT, *statics)
+
+    def python_call(self, dynamic, statics):
+        """Call the user's function with dynamic and static arguments rejoined."""
+        if not statics:
+            return self.fn(*dynamic)
+        positional, keywords = dynamic
+        return self.fn(*positional, **keywords, **dict(statics[1:]))
+
+    def argument_leaves(self, dynamic, statics, argnum: int) -> tuple:
+        """(first leaf, leaf count, treedef) of positional argument `argnum` in
+        the flattened dynamic arguments."""
+        if not statics:
+            ordered, position = list(dynamic), argnum
+        else:
+            positional, keywords = dynamic
+            ordered = list(positional) + [keywords[k] for k in sorted(keywords)]
+            names = list(self._signature.parameters)
+            name = names[argnum] if -len(names) <= argnum < len(names) else None
+            if name in dict(statics[1:]):
+                raise TracerTypeError(f"argnums {argnum} names the static argument {name!r}")
+            dynamic_names = [n for n in names if n not in dict(statics[1:])]
+            position = dynamic_names.index(name) if name in dynamic_names else len(ordered)
+            if position >= len(positional) and name in keywords:
+                position = len(positional) + sorted(keywords).index(name)
+        if not -len(ordered) <= position < len(ordered):
+            raise TracerTypeError(f"argnums {argnum} is out of range for {len(ordered)} "
+                                  "dynamic arguments")
+        offset = sum(len(pytree.flatten(piece)[0]) for piece in ordered[:position % len(ordered)])
+        leaves, treedef = pytree.flatten(ordered[position])
+        return offset, len(leaves), treedef
+
+    def build(self, args, statics):
+        fn = self.fn
+        if statics:
+            def fn(positional, keywords):
+                return self.python_call((positional, keywords), statics)
+        program, treedef, builder = trace(fn, args, self.name)
+        return program, treedef, builder.input_syms
+
+    # ------------------------------------------------------------ inspection
+    def _dynamic(self, args, kwargs):
+        if self._simple and not kwargs:
+            return args, ()
+        return self.split(args, kwargs)
+
+    def ir(self, *args, **kwargs) -> Program:
+        """The optimised IR for these arguments (prints readably)."""
+        program, _, _ = self.build(*self._dynamic(args, kwargs))
+        return prepare(program)
+
+    def source(self, *args, **kwargs) -> str:
+        """The generated Numba source for these arguments."""
+        program, _, _ = self.build(*self._dynamic(args, kwargs))
+        return Kernel(prepare(program), self.name, use_disk=False, interpret=True).source
+
+
+SPLIT = "__split__"
+
+
+def _hashable(name, value):
+    try:
+        hash(value)
+    except TypeError:
+        raise TracerTypeError(f"static argument {name!r} must be hashable, got "
+                              f"{type(value).__name__}") from None
+    return value
+
+
+def function(fn=None, *, static_argnums=(), static_argnames=(), cache=True):
+    """Trace `fn` (plain NumPy code) into IR and run it as a cached Numba kernel.
+
+    Works as `@function` or `@function(static_argnums=..., cache=False)`.
+    Static arguments are hashable Python values baked into the trace; all
+    others are pytrees of arrays and scalars. Kernels are shape-generic: a new
+    batch size reuses the compiled kernel unless the code reads `x.shape`.
+    """
+    if fn is None:
+        return lambda f: function(f, static_argnums=static_argnums,
+                                  static_argnames=static_argnames, cache=cache)
+    if isinstance(fn, Function):
+        return fn
+    return Function(fn, static_argnums, static_argnames, cache)
+
+
+def as_function(fn) -> Function:
+    return fn if isinstance(fn, Function) else Function(fn)
+
+
+# --------------------------------------------------------------- transforms
+
+class Transform(Dispatcher):
+    """A transformation of a Function: same dispatch, its own program."""
+
+    kind = "transform"
+
+    def __init__(self, fun: Function):
+        super().__init__(f"{fun.name}_{self.kind}", fun.cache_enabled)
+        self.fun = fun
+        functools.update_wrapper(self, fun.fn, updated=())
+
+    def __call__(self, *args, **kwargs):
+        dynamic, statics = self.fun._dynamic(args, kwargs)
+        if current_builder() is not None and is_tracing(dynamic):
+            program, treedef, _ = self.build(dynamic, statics)
+            return inline(program, treedef, dynamic)
+        return self.call_flat(dynamic, statics)
+
+    def trace_fun(self, dynamic, statics):
+        return self.fun.build(dynamic, statics)
+
+    def ir(self, *args, **kwargs) -> Program:
+        program, _, _ = self.build(*self.fun._dynamic(args, kwargs))
+        return prepare(program)
+
+    def source(self, *args, **kwargs) -> str:
+        program, _, _ = self.build(*self.fun._dynamic(args, kwargs))
+        return Kernel(prepare(program), self.name, use_disk=False, interpret=True).source
+
+
+def _leaf_ranges(fun: Function, dynamic, statics, argnums):
+    """For each argnum: (first leaf index, leaf count, treedef) in the flat args."""
+    return [fun.argument_leaves(dynamic, statics, num) for num in argnums]
+
+
+class Grad(Transform):
+    """`grad` and `value_and_grad`: one fused kernel for value and gradient."""
+
+    def __init__(self, fun, argnums=0, has_aux=False, with_value=False):
+        self.kind = "value_and_grad" if with_value else "grad"
+        super().__init__(fun)
+        self.argnums = argnums
+        self.has_aux = has_aux
+        self.with_value = with_value
+
+    def build(self, dynamic, statics):
+        program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
+        value_def, aux_def = _split_aux(out_treedef, self.has_aux)
+        value = program.outvars[0]
+        if pytree.num_leaves(value_def) != 1 or value.aval.ndim != 0 or not autodiff.is_float(
+                value.aval):
+            raise TracerTypeError(
+                f"grad of {self.fun.name}: the function must return a scalar float "
+                f"(got {value.aval})" + (" and an aux value; set has_aux=True"
+                                         if not self.has_aux else ""))
+        argnums = _as_tuple(self.argnums)
+        spans = _leaf_ranges(self.fun, dynamic, statics, argnums)
+        wrt = []
+        for num, (start, count, _) in zip(argnums, spans):
+            for leaf in range(start, start + count):
+                autodiff.check_differentiable(program.invars[leaf].aval,
+                                              f"argument {num} of {self.fun.name}")
+                wrt.append(leaf)
+        seeds = [1.0] + [None] * (len(program.outvars) - 1)
+        joint = autodiff.vjp_program(program, wrt, seeds)
+        n_out = len(program.outvars)
+        grads = joint.outvars[n_out:]
+        grad_def = _grads_treedef(spans, self.argnums)
+        outs, treedef = _assemble(joint.outvars[:n_out], grads, grad_def, value_def,
+                                  aux_def, self.with_value, self.has_aux)
+        return replace(joint, outvars=outs, name=self.name), treedef, input_syms
+
+
+def _split_aux(out_treedef, has_aux):
+    if not has_aux:
+        return out_treedef, None
+    if out_treedef[0] not in ("t", "l") or len(out_treedef[1]) != 2:
+        raise TracerTypeError("has_aux=True: the function must return a pair (value, aux)")
+    return out_treedef[1][0], out_treedef[1][1]
+
+
+def _grads_treedef(spans, argnums):
+    defs = tuple(treedef for _, _, treedef in spans)
+    return defs[0] if isinstance(argnums, int) else ("t", defs)
+
+
+def _assemble(outs, grads, grad_def, value_def, aux_def, with_value, has_aux):
+    value, aux = outs[:1], outs[1:]
+    if with_value and has_aux:
+        return value + aux + grads, ("t", (("t", (value_def, aux_def)), grad_def))
+    if with_value:
+        return value + grads, ("t", (value_def, grad_def))
+    if has_aux:
+        return grads + aux, ("t", (grad_def, aux_def))
+    return grads, grad_def
+
+
+def grad(fun, argnums=0, has_aux=False):
+    """Compiled gradient of a scalar function w.r.t. `argnums` (same pytree
+    structure as those arguments). `fun` may be a plain Python function."""
+    return Grad(as_function(fun), argnums, has_aux, with_value=False)
+
+
+def value_and_grad(fun, argnums=0, has_aux=False):
+    """Compiled `(value, gradient)`, forward and backward in one fused kernel."""
+    return Grad(as_function(fun), argnums, has_aux, with_value=True)
+
+
+class Jvp(Transform):
+    kind = "jvp"
+
+    def build(self, dynamic, statics):
+        primals, tangents = dynamic
+        program, out_treedef, input_syms = self.trace_fun(primals, statics)
+        n = len(program.invars)
+        tangent_leaves, tangent_def = pytree.flatten(tangents)
+        if tangent_def != pytree.flatten(primals)[1]:
+            raise TracerTypeError("jvp: tangents must have the same structure as primals")
+        for var, t in zip(program.invars, tangent_leaves):
+            if np.shape(t) != tuple(ops.aval_of(t).shape) or not _same_shape(var, t):
+                raise TracerTypeError("jvp: each tangent must have its primal's shape")
+        joint = autodiff.jvp_program(program, list(range(n)))
+        treedef = ("t", (out_treedef, out_treedef))
+        return replace(joint, name=self.name), treedef, input_syms
+
+
+def _same_shape(var, t) -> bool:
+    from .shapes import value
+    return tuple(value(d) for d in var.aval.shape) == tuple(np.shape(t)) or isinstance(
+        t, Tracer)
+
+
+def jvp(fun, primals, tangents):
+    """Forward mode: `(fun(*primals), J @ tangents)`, compiled."""
+    transform = Jvp(as_function(fun))
+    primals, tangents = tuple(primals), tuple(tangents)
+    if current_builder() is not None and is_tracing((primals, tangents)):
+        program, treedef, _ = transform.build((primals, tangents), ())
+        return inline(program, treedef, (primals, tangents))
+    return transform.call_flat((primals, tangents))
+
+
+class Vjp(Transform):
+    """Forward kernel returning outputs and residuals; backward kernel on them."""
+
+    kind = "vjp"
+
+    def build(self, dynamic, statics):
+        program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
+        n_in, n_out = len(program.invars), len(program.outvars)
+        wrt = [k for k, v in enumerate(program.invars) if autodiff.is_float(v.aval)]
+        joint = autodiff.vjp_program(program, wrt, [autodiff.INPUT] * n_out)
+        joint = prepare(joint)
+        fwd, bwd, n_res = autodiff.split_at_cotangents(joint, n_in, n_out)
+        self._pending = (bwd, wrt, n_in, out_treedef)
+        return fwd, ("t", (out_treedef, ("t", (pytree.LEAF,) * n_res))), input_syms
+
+    def extend(self, entry, program) -> None:
+        bwd, wrt, n_in, out_treedef = self._pending
+        entry.extra = (self.kernel(bwd, self.name + "_bwd"), wrt, n_in, out_treedef)
+
+
+def vjp(fun, *primals):
+    """`(fun(*primals), vjp_fn)`; `vjp_fn(cotangent)` returns one cotangent per primal."""
+    transform = _vjp_transform(as_function(fun))
+    if current_builder() is not None and is_tracing(primals):
+        raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
+    entry, leaves = transform.entry(primals)
+    outs, residuals = entry(leaves)
+    backward, wrt, n_in, out_treedef = entry.extra
+    structure = pytree.flatten(primals)
+
+    def vjp_fn(cotangent):
+        ct_leaves, ct_def = pytree.flatten(cotangent)
+        if ct_def != out_treedef:
+            raise TracerTypeError("vjp_fn: the cotangent must have the output's structure")
+        ct_leaves = [np.asarray(c, dtype=np.asarray(o).dtype)
+                     for c, o in zip(ct_leaves, pytree.flatten(outs)[0])]
+        backward.prepare_call(list(residuals) + ct_leaves) if not backward.interpret else None
+        grads = backward(list(residuals) + ct_leaves)
+        full = [np.zeros_like(leaf, dtype=float) for leaf in structure[0]]
+        for k, g in zip(wrt, grads):
+            full[k] = g
+        return pytree.unflatten(structure[1], full)
+
+    return outs, vjp_fn
+
+
+@functools.lru_cache(maxsize=256)
+def _vjp_transform(fun: Function) -> Vjp:
+    return Vjp(fun)
+
+
+def jacobian(fun, argnums=0):
+    """Dense Jacobian by reverse mode, one backward kernel call per output
+    element; shape `out.shape + x.shape` for array argument(s)."""
+    fun = as_function(fun)
+
+    def jac(*args):
+        out, vjp_fn = vjp(fun, *args)
+        out = np.asarray(out)
+        rows = []
+        for k in range(out.size):
+            basis = np.zeros(out.size, dtype=out.dtype)
+            basis[k] = 1.0
+            rows.append(vjp_fn(basis.reshape(out.shape)))
+        picked = [tuple(np.stack([row[n] for row in rows]).reshape(
+            out.shape + np.shape(args[n])) for n in _as_tuple(argnums))]
+        return picked[0][0] if isinstance(argnums, int) else picked[0]
+
+    return jac
+
+
+def hessian(fun, argnums=0):
+    """Second derivatives: the Jacobian of the compiled gradient."""
+    return jacobian(grad(fun, argnums), argnums)
+
+
+def stop_gradient(x):
+    """The identity, with a zero derivative."""
+    return ops.stop_gradient(x)
+
+
+def make_ir(fn, static_argnums=()):
+    """`make_ir(fn)(*args)` -> the (optimised) IR of an undecorated function."""
+    return Function(fn, static_argnums).ir

@@ -1,0 +1,474 @@
+"""Code generation: a Program becomes the source of one Numba kernel.
+
+The schedule groups equations into loop nests:
+- elementwise and index-moving equations over the same iteration space fuse
+  into one nest; their intermediate values are scalar locals, never arrays;
+- a reduction joins the nest over its input and accumulates there (a scalar
+  accumulator when the reduced axes are innermost, else into its output);
+- array ops (matmul, gather, concatenate, ...) stand alone and emit what
+  their primitive record says.
+Only values used outside their nest, or returned, are stored in arrays. The
+kernel reads every size from its inputs' `.shape`, so one kernel serves
+every batch size; joins of sizes the trace assumed are checked at the top.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+
+from .ir import Literal, Program, Var, use_counts
+from .primitives import ARRAY, ELEMENTWISE, INDEXMAP, REDUCE
+from .shapes import resolve
+
+FASTMATH = "{'nsz', 'contract', 'arcp', 'afn', 'reassoc'}"
+
+
+def _is_one(dim) -> bool:
+    return type(dim) is int and dim == 1
+
+
+class Group:
+    """One loop nest: equations sharing the iteration space `space`."""
+
+    def __init__(self, space: tuple, first):
+        self.space = space
+        self.eqns = [first]
+        self.reduced: set[int] = set()  # ids of reduction outputs made here
+
+    @property
+    def is_loop(self) -> bool:
+        return self.space is not None
+
+
+def _full_shape(eqn) -> tuple:
+    """The shape an equation iterates over: its output, or a reduction's input."""
+    aval = eqn.inputs[0].aval if eqn.prim.kind == REDUCE else eqn.outputs[0].aval
+    return tuple(map(resolve, aval.shape))
+
+
+def _space(eqn) -> tuple | None:
+    """The loop space: the iterated shape without unit axes (so (n, 1) and (n,)
+    share one nest), or None for array ops."""
+    if eqn.prim.kind not in (ELEMENTWISE, INDEXMAP, REDUCE):
+        return None
+    return tuple(d for d in _full_shape(eqn) if not _is_one(d))
+
+
+def _expand(shape, idx) -> list[str]:
+    """Loop indices for each axis of `shape`: unit axes read index 0."""
+    it = iter(idx)
+    return ["0" if _is_one(d) else next(it) for d in shape]
+
+
+def _fits(group: Group, eqn, produced: dict) -> bool:
+    if not group.is_loop or _space(eqn) != group.space:
+        return False
+    for atom in eqn.inputs:
+        if not isinstance(atom, Var):
+            continue
+        if id(atom) in group.reduced:
+            return False  # a reduction is complete only after its loop
+        if (eqn.prim.kind == INDEXMAP and produced.get(id(atom)) is group
+                and not _same_element(eqn)):
+            return False  # moved elements must come from a stored array
+    return True
+
+
+def _same_element(eqn) -> bool:
+    """An index map that reads the element at the same loop position (it only
+    adds or drops unit axes), so it can read a value computed in the nest."""
+    (x,) = eqn.inputs
+    out = eqn.outputs[0].aval
+    mapping = eqn.prim.index_map(x.aval, out, **eqn.params)
+    targets = [m for m, d in zip(mapping, x.aval.shape) if not _is_one(resolve(d))]
+    if any(axis is None or (start, step) != (0, 1) for axis, start, step in targets):
+        return False
+    out_axes = [k for k, d in enumerate(out.shape) if not _is_one(resolve(d))]
+    return [axis for axis, _, _ in targets] == out_axes
+
+
+def schedule(program: Program, views: set) -> list[Group]:
+    """Greedy list scheduling: keep adding ready equations that fit the open
+    loop nest; start a new nest only when none does."""
+    pending = [e for e in program.eqns]
+    defined = {id(v) for v in program.invars + program.constvars}
+    produced: dict[int, Group] = {}
+    groups: list[Group] = []
+    current: Group | None = None
+    while pending:
+        ready = [e for e in pending if e.prim.shape_only or
+                 all(not isinstance(a, Var) or id(a) in defined for a in e.inputs)]
+        pick = next((e for e in ready if current is not None and id(e) not in views
+                     and _fits(current, e, produced)), None)
+        if pick is None:
+            pick = ready[0]
+            space = None if id(pick) in views else _space(pick)
+            current = Group(space, pick) if space is not None else None
+            groups.append(current if current is not None else Group(None, pick))
+        else:
+            current.eqns.append(pick)
+        if pick.prim.kind == REDUCE and current is not None:
+            current.reduced.add(id(pick.outputs[0]))
+        pending.remove(pick)
+        out = pick.outputs[0]
+        defined.add(id(out))
+        produced[id(out)] = current if current is not None else groups[-1]
+    return groups
+
+
+class Emitter:
+    """Writes the kernel source; also the `ctx` handed to array-op emitters."""
+
+    def __init__(self, program: Program, kernel_name: str):
+        self.program = program
+        self.kernel_name = kernel_name
+        self.names: dict[int, str] = {}
+        self.constants: dict[tuple, str] = {}
+        self.dim_names: dict[int, str] = {}
+        self.lines: list[str] = []
+        self._fresh = itertools.count()
+
+    # -------------------------------------------------------------- naming
+    def fresh(self, prefix: str) -> str:
+        return f"{prefix}{next(self._fresh)}"
+
+    def name(self, atom) -> str:
+        if isinstance(atom, Literal):
+            return self.literal(atom.value)
+        return self.names[id(atom)]
+
+    def literal(self, value) -> str:
+        value = np.asarray(value)[()]
+        dtype = value.dtype
+        if dtype == np.float64 and np.isfinite(value):
+            text = repr(float(value))
+            return f"({text})" if text.startswith("-") else text
+        if dtype == np.bool_:
+            return repr(bool(value))
+        if dtype == np.int64:
+            return f"({int(value)})" if value < 0 else str(int(value))
+        key = (dtype.str, repr(value.item()))
+        if key not in self.constants:
+            self.constants[key] = f"_k{len(self.constants)}"
+        return self.constants[key]
+
+    def constant_lines(self) -> list[str]:
+        out = []
+        for (dtype_str, text), name in self.constants.items():
+            dtype = np.dtype(dtype_str)
+            text = {"inf": "np.inf", "-inf": "-np.inf", "nan": "np.nan"}.get(text, text)
+            out.append(f"{name} = np.{dtype.name}({text})")
+        return out
+
+    def dtype(self, aval) -> str:
+        return f"np.{np.dtype(aval.dtype).name}"
+
+    def dims(self, aval) -> list[str]:
+        return [self.dim(d) for d in aval.shape]
+
+    def dim(self, d) -> str:
+        d = resolve(d)
+        return str(d) if type(d) is int else self.dim_names[id(d)]
+
+    def shape(self, aval) -> str:
+        dims = self.dims(aval)
+        return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+
+    def loops(self, dims: list[str], indent: int):
+        """`for` headers over `dims`; returns (index names, lines, body indent)."""
+        idx = [self.fresh("i") for _ in dims]
+        lines = [" " * (indent + 4 * k) + f"for {i} in range({d}):"
+                 for k, (i, d) in enumerate(zip(idx, dims))]
+        return idx, lines, indent + 4 * len(dims)
+
+    def emit(self, line: str, indent: int = 4) -> None:
+        self.lines.append(" " * indent + line)
+
+
+def generate(program: Program, kernel_name: str) -> str:
+    """The source of a module defining `kernel_name(*inputs, *consts) -> tuple`."""
+    em = Emitter(program, identifier(kernel_name))
+    args = []
+    for k, var in enumerate(program.invars):
+        em.names[id(var)] = f"a{k}"
+        args.append(f"a{k}")
+    for k, var in enumerate(program.constvars):
+        em.names[id(var)] = f"c{k}"
+        args.append(f"c{k}")
+    _emit_dims(em, program)
+    _emit_checks(em, program)
+    views = _matmul_views(program)
+    counts = use_counts(program)
+    for group in schedule(program, views):
+        if group.is_loop:
+            _emit_loop_group(em, group, counts)
+        else:
+            _emit_single(em, group.eqns[0], id(group.eqns[0]) in views)
+    outs = ", ".join(em.name(a) for a in program.outvars)
+    em.emit(f"return ({outs}{',' if len(program.outvars) == 1 else ''})")
+    return _module_source(em, args, program)
+
+
+def identifier(name: str) -> str:
+    name = re.sub(r"\W", "_", name)
+    return name if name[:1].isalpha() else f"k_{name}"
+
+
+def _module_source(em: Emitter, args: list[str], program: Program) -> str:
+    header = [
+        f'"""Kernel generated by tracejit for `{program.name}`. Do not edit: regenerated."""',
+        "import numpy as np",
+        "from numba import njit",
+        "",
+        "import tracejit.runtime as _rt",
+        "",
+        *em.constant_lines(),
+        "",
+        "",
+        f"@njit(cache=_CACHE, error_model='numpy', nogil=True, fastmath={FASTMATH})",
+        f"def {em.kernel_name}({', '.join(args)}):",
+    ]
+    return "\n".join(header + em.lines) + "\n"
+
+
+# ------------------------------------------------------------ shapes, checks
+
+def _input_dims(program: Program):
+    """(input name index, axis, raw dim) for every input dimension."""
+    for k, var in enumerate(program.invars + program.constvars):
+        for axis, d in enumerate(var.aval.shape):
+            yield k, axis, d
+
+
+def _emit_dims(em: Emitter, program: Program) -> None:
+    all_vars = program.invars + program.constvars
+    for k, axis, d in _input_dims(program):
+        root = resolve(d)
+        if type(root) is not int and id(root) not in em.dim_names:
+            name = f"n{len(em.dim_names)}"
+            em.dim_names[id(root)] = name
+            em.emit(f"{name} = {em.names[id(all_vars[k])]}.shape[{axis}]")
+
+
+def _emit_checks(em: Emitter, program: Program) -> None:
+    all_vars = program.invars + program.constvars
+    source = {}
+    for k, axis, d in _input_dims(program):
+        if type(d) is not int:
+            source.setdefault(id(d), f"{em.names[id(all_vars[k])]}.shape[{axis}]")
+    done = set()
+    for a, b, what in program.checks.pairs:
+        sa, sb = source.get(id(a)), source.get(id(b))
+        if sa is None or sb is None or sa == sb or (sa, sb) in done:
+            continue
+        done.add((sa, sb))
+        message = f"{what}: {sa} != {sb} (shapes differ from what the trace assumed)"
+        em.emit(f"if {sa} != {sb}:")
+        em.emit(f"    raise ValueError({message!r})")
+
+
+def _matmul_views(program: Program) -> set:
+    """Transposes read only by matmuls are emitted as views (BLAS takes them)."""
+    consumers: dict[int, list] = {}
+    for eqn in program.eqns:
+        for a in eqn.inputs:
+            if isinstance(a, Var):
+                consumers.setdefault(id(a), []).append(eqn)
+    outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
+    views = set()
+    for eqn in program.eqns:
+        out = eqn.outputs[0]
+        users = consumers.get(id(out), [])
+        if (eqn.prim.name == "transpose" and users and id(out) not in outputs
+                and all(u.prim.name == "matmul" for u in users)):
+            views.add(id(eqn))
+    return views
+
+
+# ------------------------------------------------------------ single ops
+
+def _emit_single(em: Emitter, eqn, as_view: bool) -> None:
+    out = eqn.outputs[0]
+    name = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
+    ins = [] if eqn.prim.shape_only else [em.name(a) for a in eqn.inputs]
+    em.emit(f"# {eqn.prim.name} at {eqn.location}")
+    if as_view:
+        perm = eqn.params["perm"]
+        view = f"{ins[0]}.T" if tuple(perm) == (1, 0) else f"{ins[0]}.transpose({tuple(perm)!r})"
+        em.emit(f"{name} = {view}")
+        return
+    for line in eqn.prim.emit(em, name, ins, eqn):
+        em.emit(line)
+
+
+# ------------------------------------------------------------ loop nests
+
+def _emit_loop_group(em: Emitter, group: Group, counts: dict) -> None:
+    dims = [em.dim(d) for d in group.space]
+    in_group = {id(e.outputs[0]) for e in group.eqns}
+    outside_uses = _outside_uses(group, counts)
+    em.emit(f"# loop over {space_text(dims)}: " + ", ".join(e.prim.name for e in group.eqns))
+    idx = [em.fresh("i") for _ in dims]
+    nest = Nest(idx)
+    locals_: dict[int, str] = {}
+    for eqn in group.eqns:
+        shape = _full_shape(eqn)
+        full_idx = _expand(shape, idx)
+        if eqn.prim.kind == REDUCE:
+            _reduction(em, eqn, shape, full_idx, nest, locals_, in_group)
+            continue
+        out = eqn.outputs[0]
+        value = _scalar_expr(em, eqn, shape, full_idx, locals_, in_group)
+        local = em.fresh(f"v_{eqn.prim.name}_")
+        locals_[id(out)] = local
+        nest.body.append(f"{local} = {value}")
+        if id(out) not in outside_uses:
+            continue
+        if out.aval.ndim == 0:
+            em.names[id(out)] = local
+        else:
+            array = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
+            em.emit(f"{array} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
+            nest.body.append(f"{array}[{', '.join(full_idx)}] = {local}")
+    nest.write(em, dims)
+
+
+class Nest:
+    """Statements of a loop nest: `pre[d]` runs before loop d starts, `post[d]`
+    after it ends, `body` in the innermost loop."""
+
+    def __init__(self, idx):
+        self.idx = idx
+        self.pre = {d: [] for d in range(len(idx) + 1)}
+        self.post = {d: [] for d in range(len(idx) + 1)}
+        self.body: list[str] = []
+
+    def write(self, em: Emitter, dims) -> None:
+        depth = len(dims)
+        for level in range(depth):
+            for line in self.pre[level]:
+                em.emit(line, 4 + 4 * level)
+            em.emit(f"for {self.idx[level]} in range({dims[level]}):", 4 + 4 * level)
+        for line in self.pre[depth] + self.body + self.post[depth]:
+            em.emit(line, 4 + 4 * depth)
+        for level in reversed(range(depth)):
+            for line in self.post[level]:
+                em.emit(line, 4 + 4 * level)
+
+
+def space_text(dims) -> str:
+    return "(" + ", ".join(dims) + ")"
+
+
+def _tuple(items) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _outside_uses(group: Group, counts: dict) -> set:
+    inside: dict[int, int] = {}
+    for eqn in group.eqns:
+        for a in eqn.inputs:
+            if isinstance(a, Var):
+                inside[id(a)] = inside.get(id(a), 0) + 1
+    return {id(e.outputs[0]) for e in group.eqns
+            if counts.get(id(e.outputs[0]), 0) > inside.get(id(e.outputs[0]), 0)}
+
+
+def _read(em: Emitter, atom, index: list[str], locals_: dict, in_group: set) -> str:
+    """The scalar expression for `atom` at `index` (one entry per atom axis)."""
+    if isinstance(atom, Literal):
+        return em.literal(atom.value)
+    if id(atom) in locals_:
+        return locals_[id(atom)]
+    name = em.names[id(atom)]
+    if atom.aval.ndim == 0:
+        return name
+    return f"{name}[{', '.join(index)}]"
+
+
+def _aligned_index(aval, space, idx) -> list[str]:
+    """Right-aligned NumPy broadcasting: unit axes of the operand read 0."""
+    offset = len(space) - aval.ndim
+    return ["0" if _is_one(resolve(d)) and not _is_one(space[offset + k]) else idx[offset + k]
+            for k, d in enumerate(aval.shape)]
+
+
+def _mapped_index(mapping, idx) -> list[str]:
+    out = []
+    for axis, start, step in mapping:
+        if axis is None:
+            out.append(str(start))
+            continue
+        term = idx[axis] if step == 1 else f"{step} * {idx[axis]}"
+        out.append(term if start == 0 else f"{start} + {term}")
+    return out
+
+
+def _scalar_expr(em: Emitter, eqn, space, idx, locals_, in_group) -> str:
+    prim = eqn.prim
+    if prim.kind == INDEXMAP:
+        (x,) = eqn.inputs
+        mapping = prim.index_map(x.aval, eqn.outputs[0].aval, **eqn.params)
+        return _read(em, x, _mapped_index(mapping, idx), locals_, in_group)
+    operands = [_read(em, a, _aligned_index(a.aval, space, idx), locals_, in_group)
+                for a in eqn.inputs]
+    template = prim.scalar
+    if callable(template):
+        return template(*operands, **eqn.params)
+    return template.format(*operands)
+
+
+def _reduction(em, eqn, shape, full_idx, nest: Nest, locals_, in_group) -> None:
+    """Accumulate in the nest: a scalar accumulator when the reduced axes are the
+    innermost loops (stored when they end), else straight into the output."""
+    prim, out = eqn.prim, eqn.outputs[0]
+    (x,) = eqn.inputs
+    axes = eqn.params["axes"]
+    kept = [k for k in range(len(shape)) if k not in axes]
+    value = _read(em, x, full_idx, locals_, in_group)
+    identity_fn, update = prim.monoid
+    init = em.literal(identity_fn(x.aval.dtype))
+    is_arg = "{idx}" in update
+    flat = _flat_index(em, shape, axes, full_idx) if is_arg else ""
+    name = em.names[id(out)] = em.fresh(f"t_{prim.name}_")
+    out_idx = [full_idx[k] for k in kept]
+    loop_of = {k: pos for pos, k in enumerate(k for k in range(len(shape))
+                                              if not _is_one(shape[k]))}
+    kept_loops = [loop_of[k] for k in kept if k in loop_of]
+    if kept_loops == list(range(len(kept_loops))):
+        depth = len(kept_loops)
+        acc = em.fresh("acc")
+        nest.pre[depth].append(f"{acc} = {init}")
+        result = f"{name}_i" if is_arg else acc
+        if is_arg:
+            nest.pre[depth].append(f"{name}_i = 0")
+        if out.aval.ndim:
+            em.emit(f"{name} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
+            nest.post[depth].append(f"{name}[{', '.join(out_idx)}] = {result}")
+        else:
+            nest.post[depth].append(f"{name} = {result}")
+        nest.body.extend(update.format(acc=acc, v=value, idx=f"{name}_i", k=flat).split("\n"))
+        return
+    cell = f"{name}[{', '.join(out_idx)}]"
+    if is_arg:
+        em.emit(f"{name}_v = np.full({em.shape(out.aval)}, {init})")
+        em.emit(f"{name} = np.zeros({em.shape(out.aval)}, np.int64)")
+        acc_cell = f"{name}_v[{', '.join(out_idx)}]"
+        nest.body.extend(update.format(acc=acc_cell, v=value, idx=cell, k=flat).split("\n"))
+    else:
+        em.emit(f"{name} = np.full({em.shape(out.aval)}, {init})")
+        nest.body.extend(update.format(acc=cell, v=value, idx="", k="").split("\n"))
+
+
+def _flat_index(em: Emitter, shape, axes, idx) -> str:
+    """Row-major position within the reduced axes (argmax's answer)."""
+    expr = ""
+    for k in axes:
+        expr = idx[k] if not expr else f"({expr}) * {em.dim(shape[k])} + {idx[k]}"
+    return expr
+
+
+__all__ = ["generate", "schedule", "ARRAY"]

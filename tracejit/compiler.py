@@ -1,0 +1,250 @@
+"""From a traced program to a callable kernel: passes, code generation,
+compilation through the cache, and the per-signature dispatch tables.
+
+`Dispatcher` is the machinery shared by `tracejit.function` and every
+transformation (`grad`, `value_and_grad`, `jvp`, ...): they differ only in
+how they turn arguments into a Program.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import cache, codegen, passes, pytree
+from .ir import Literal, Program, verify
+from .shapes import resolve
+from .trace import Tracer, current_builder, replay
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def jit_disabled() -> bool:
+    return os.environ.get("TRACEJIT_DISABLE_JIT", "").lower() in _TRUE
+
+
+def verify_passes() -> bool:
+    return os.environ.get("TRACEJIT_VERIFY", "").lower() in _TRUE
+
+
+@dataclass
+class Stats:
+    """How often a function traced, compiled, and found its kernel cached."""
+
+    traces: int = 0
+    compiles: int = 0
+    memory_hits: int = 0
+    disk_hits: int = 0
+
+
+def prepare(program: Program) -> Program:
+    """The pass pipeline before code generation (verified when TRACEJIT_VERIFY=1)."""
+    checked = verify_passes()
+    for step in (passes.optimize, passes.strip_stop_gradient, passes.optimize):
+        program = step(program)
+        if checked:
+            verify(program)
+    return program
+
+
+class Kernel:
+    """A compiled (or interpreted) program: call it with flat leaves."""
+
+    def __init__(self, program: Program, name: str, use_disk: bool, interpret: bool):
+        self.program = program
+        self.consts = tuple(np.ascontiguousarray(c) for c in program.consts)
+        self.out_avals = [a.aval for a in program.outvars]
+        self.interpret = interpret
+        self.name = codegen.identifier(name)
+        self.fn = None
+        if not interpret:
+            module = cache.load_module(self.source, self.name, use_disk=use_disk)
+            self.fn = module.function(self.name)
+        self._convert = [_scalar_type(a) for a in self.out_avals]
+
+    @functools.cached_property
+    def source(self) -> str:
+        return codegen.generate(self.program, self.name)
+
+    def prepare_call(self, leaves) -> str:
+        """Compile for these argument types if needed; says where the code came from."""
+        if self.interpret:
+            return "memory"
+        return cache.compile_for(self.fn, tuple(leaves) + self.consts)
+
+    def __call__(self, leaves) -> list:
+        if self.interpret:
+            outs = replay(self.program, list(leaves), list(self.consts))
+            return [np.asarray(o, dtype=a.dtype) if a.ndim else a.dtype.type(o)
+                    for o, a in zip(outs, self.out_avals)]
+        outs = self.fn(*leaves, *self.consts)
+        return [conv(o) if conv else o for conv, o in zip(self._convert, outs)]
+
+
+def _scalar_type(aval):
+    """Numba returns 0-d results as Python scalars; give them their dtype back."""
+    return aval.dtype.type if aval.ndim == 0 else None
+
+
+def _leaf_signature(leaf):
+    """Exact per-leaf key for the hot dispatch table."""
+    if type(leaf) is np.ndarray:
+        return (leaf.dtype, leaf.shape, leaf.strides)
+    return type(leaf)
+
+
+def _layout(arr: np.ndarray) -> str:
+    if arr.flags.c_contiguous:
+        return "C"
+    return "F" if arr.flags.f_contiguous else "A"
+
+
+def abstract_signature(leaf):
+    """Per-leaf key independent of sizes: dtype, rank, unit axes, layout."""
+    if isinstance(leaf, np.ndarray):
+        return (leaf.dtype, tuple(d == 1 for d in leaf.shape), _layout(leaf),
+                leaf.flags.writeable)
+    if isinstance(leaf, np.generic):
+        return (leaf.dtype,)
+    if isinstance(leaf, (bool, int, float)):
+        return type(leaf)
+    return ("other", type(leaf))
+
+
+class Entry:
+    """Kernel + the output structure for one abstract signature."""
+
+    def __init__(self, kernel: Kernel, out_treedef, bound_axes):
+        self.kernel = kernel
+        self.out_treedef = out_treedef
+        self.bound_axes = bound_axes  # (leaf, axis) sizes the trace depended on
+        self.extra = None
+
+    def __call__(self, leaves):
+        return pytree.unflatten(self.out_treedef, self.kernel(leaves))
+
+
+class Dispatcher:
+    """Per-signature tables of compiled entries for one traceable callable.
+
+    Subclasses implement `build(args) -> (program, out_treedef, input_syms)`.
+    """
+
+    def __init__(self, name: str, cache_enabled: bool = True):
+        self.name = name
+        self.cache_enabled = cache_enabled
+        self.stats = Stats()
+        self._fast: dict = {}
+        self._entries: dict = {}
+        self._lock = threading.RLock()
+
+    # The hot path: flatten, one dict lookup, the call.
+    def call_flat(self, args: tuple, statics: tuple = ()):
+        leaves, treedef = pytree.flatten(args)
+        key = (treedef, statics, *[_leaf_signature(leaf) for leaf in leaves])
+        entry = self._fast.get(key)
+        if entry is None:
+            entry = self._miss(key, args, statics, leaves, treedef)
+        else:
+            self.stats.memory_hits += 1
+        return entry(leaves)
+
+    def entry(self, args: tuple, statics: tuple = ()):
+        """(entry, leaves) for these arguments, compiling on a miss."""
+        leaves, treedef = pytree.flatten(args)
+        key = (treedef, statics, *[_leaf_signature(leaf) for leaf in leaves])
+        entry = self._fast.get(key)
+        if entry is None:
+            entry = self._miss(key, args, statics, leaves, treedef)
+        return entry, leaves
+
+    def _miss(self, key, args, statics, leaves, treedef) -> Entry:
+        with self._lock:
+            for leaf in leaves:
+                _check_leaf(leaf)
+            abstract = (treedef, statics, *[abstract_signature(leaf) for leaf in leaves])
+            entry = self._lookup(abstract, leaves)
+            if entry is None:
+                entry = self._compile(abstract, args, statics, leaves)
+            where = entry.kernel.prepare_call(leaves)
+            self.stats.compiles += where == "compiled"
+            self.stats.disk_hits += where == "disk"
+            self.stats.memory_hits += where == "memory"
+            if len(self._fast) > 512:  # many distinct shapes: keep the table bounded
+                self._fast.clear()
+            self._fast[key] = entry
+            return entry
+
+    def _lookup(self, abstract, leaves):
+        table = self._entries.get(abstract)
+        if table is None:
+            return None
+        axes, by_sizes = table
+        return by_sizes.get(_sizes(leaves, axes))
+
+    def _compile(self, abstract, args, statics, leaves) -> Entry:
+        program, out_treedef, input_syms = self.build(args, statics)
+        self.stats.traces += 1
+        bound = tuple((leaf, axis) for leaf, axis, sym in input_syms
+                      if type(resolve(sym)) is int)
+        entry = Entry(self.kernel(program, self.name), out_treedef, bound)
+        self.extend(entry, program)
+        axes, by_sizes = self._entries.setdefault(abstract, (bound, {}))
+        if axes != bound:  # a retrace bound other sizes: key on both sets
+            axes = tuple(sorted(set(axes) | set(bound)))
+            by_sizes = {}
+            self._entries[abstract] = (axes, by_sizes)
+        by_sizes[_sizes(leaves, axes)] = entry
+        return entry
+
+    def kernel(self, program: Program, name: str) -> Kernel:
+        use_disk = self.cache_enabled and cache.disk_cache_enabled()
+        return Kernel(prepare(program), name, use_disk, jit_disabled())
+
+    def extend(self, entry: Entry, program: Program) -> None:
+        """Hook for dispatchers that attach more to an entry (vjp's backward kernel)."""
+
+    def build(self, args, statics):
+        """-> (program, out_treedef, input_syms) for these (dynamic) arguments."""
+        raise NotImplementedError
+
+
+def _sizes(leaves, axes) -> tuple:
+    return tuple(np.shape(leaves[leaf])[axis] for leaf, axis in axes)
+
+
+def _check_leaf(leaf) -> None:
+    from .errors import TracerTypeError
+
+    if isinstance(leaf, np.ndarray):
+        if leaf.dtype.kind not in "fiub":
+            raise TracerTypeError(f"unsupported array dtype {leaf.dtype} (float, int and "
+                                  "bool arrays are supported)")
+        return
+    if isinstance(leaf, (bool, int, float, np.generic)):
+        return
+    raise TracerTypeError(
+        f"argument leaf of type {type(leaf).__name__} is not an array or scalar; pass NumPy "
+        "arrays or Python scalars in tuples/lists/dicts, or mark the argument static")
+
+
+def is_tracing(args) -> bool:
+    """True when called from inside another trace with traced arguments."""
+    if current_builder() is None:
+        return False
+    leaves, _ = pytree.flatten(args)
+    return any(isinstance(leaf, Tracer) for leaf in leaves)
+
+
+def inline(program: Program, out_treedef, args):
+    """Replay a program into the enclosing trace (nested transformations)."""
+    leaves, _ = pytree.flatten(args)
+    outs = replay(program, leaves, program.consts)
+    return pytree.unflatten(out_treedef, outs)
+
+
+__all__ = ["Dispatcher", "Kernel", "Literal", "Stats", "prepare"]

@@ -1,0 +1,448 @@
+"""NumPy's surface on tracers: operators, ufuncs, `np.*` functions, methods, indexing.
+
+Users keep writing plain NumPy. Ufuncs reach `Tracer.__array_ufunc__`,
+functions reach `Tracer.__array_function__`; both map onto the op layer.
+Composites (mean, var, norm, clip, ...) are written here from primitives, so
+their gradients come for free.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .errors import ShapeError, TracerTypeError, UnsupportedError, with_location
+from .shapes import bind as bind_dim
+from .shapes import bind_shape, normalize_axes
+from .trace import Tracer
+
+LN2 = float(np.log(2.0))
+LN10 = float(np.log(10.0))
+
+UFUNCS = {
+    np.add: ops.add, np.subtract: ops.sub, np.multiply: ops.mul, np.divide: ops.div,
+    np.true_divide: ops.div, np.power: ops.power, np.float_power: ops.power,
+    np.maximum: ops.maximum, np.minimum: ops.minimum, np.fmax: ops.maximum,
+    np.fmin: ops.minimum,
+    np.negative: ops.neg, np.positive: lambda x: x, np.exp: ops.exp, np.log: ops.log,
+    np.log1p: ops.log1p, np.expm1: ops.expm1, np.sqrt: ops.sqrt, np.absolute: ops.abs_,
+    np.fabs: ops.abs_, np.sign: ops.sign, np.sin: ops.sin, np.cos: ops.cos, np.tan: ops.tan,
+    np.tanh: ops.tanh, np.arctan: ops.arctan, np.sinh: ops.sinh, np.cosh: ops.cosh,
+    np.floor: ops.floor, np.ceil: ops.ceil, np.rint: ops.round_,
+    np.less: ops.lt, np.less_equal: ops.le, np.greater: ops.gt, np.greater_equal: ops.ge,
+    np.equal: ops.eq, np.not_equal: ops.ne, np.logical_and: ops.logical_and,
+    np.logical_or: ops.logical_or, np.logical_not: ops.logical_not, np.matmul: ops.matmul,
+    np.square: lambda x: ops.integer_pow(ops.promote(x)[0], 2),
+    np.reciprocal: lambda x: ops.div(1.0, x),
+    np.exp2: lambda x: ops.exp(ops.mul(x, LN2)),
+    np.log2: lambda x: ops.div(ops.log(x), LN2),
+    np.log10: lambda x: ops.div(ops.log(x), LN10),
+    np.logaddexp: lambda x, y: _logaddexp(x, y),
+    np.bitwise_and: lambda x, y: _bool_only(ops.logical_and, x, y),
+    np.bitwise_or: lambda x, y: _bool_only(ops.logical_or, x, y),
+    np.invert: lambda x: _bool_only(ops.logical_not, x),
+}
+
+
+def _bool_only(op, *xs):
+    if any(ops.aval_of(x).dtype != np.bool_ for x in xs):
+        raise UnsupportedError(with_location("bitwise ops are traced for bool arrays only"))
+    return op(*xs)
+
+
+def _logaddexp(x, y):
+    big = ops.maximum(x, y)
+    safe = ops.stop_gradient(ops.select(big == -np.inf, ops.zeros_like(big), big))
+    return ops.add(safe, ops.log(ops.add(ops.exp(ops.sub(x, safe)), ops.exp(ops.sub(y, safe)))))
+
+
+def array_ufunc(self, ufunc, method, *inputs, out=None, **kwargs):
+    if method != "__call__" or out is not None or kwargs:
+        detail = f"np.{ufunc.__name__}.{method}" if method != "__call__" else (
+            f"np.{ufunc.__name__} with {', '.join(['out'] * (out is not None) + list(kwargs))}")
+        raise UnsupportedError(with_location(f"{detail} is not supported while tracing"))
+    fn = UFUNCS.get(ufunc)
+    if fn is None:
+        raise UnsupportedError(with_location(f"np.{ufunc.__name__} is not supported by tracejit"))
+    return fn(*inputs)
+
+
+# ------------------------------------------------------------- reductions
+
+def _reduction(name, fn, x, axis, keepdims, dtype=None):
+    x = asarray(x)
+    axes = normalize_axes(axis, x.ndim, name)
+    out = fn(x, axes)
+    if dtype is not None:
+        out = ops.convert(out, dtype)
+    return ops.expand_dims(out, axes) if keepdims else out
+
+
+def sum_(x, axis=None, dtype=None, keepdims=False, **unused):
+    _no_extras("sum", unused)
+    x = asarray(x)
+    if x.dtype == np.bool_ or (np.issubdtype(x.dtype, np.integer) and x.dtype.itemsize < 8):
+        x = ops.convert(x, np.int64)
+    return _reduction("sum", ops.reduce_sum, x, axis, keepdims, dtype)
+
+
+def mean(x, axis=None, dtype=None, keepdims=False, **unused):
+    _no_extras("mean", unused)
+    x = asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = ops.convert(x, np.float64)
+    axes = normalize_axes(axis, x.ndim, "mean")
+    total = ops.reduce_sum(x, axes)
+    out = ops.div(total, ops.dimsize(x, axes, x.dtype))
+    if dtype is not None:
+        out = ops.convert(out, dtype)
+    return ops.expand_dims(out, axes) if keepdims else out
+
+
+def var(x, axis=None, dtype=None, keepdims=False, ddof=0, **unused):
+    _no_extras("var", unused)
+    centred = ops.sub(x, mean(x, axis, keepdims=True))
+    squares = ops.integer_pow(centred, 2)
+    if ddof == 0:
+        return mean(squares, axis, dtype, keepdims)
+    axes = normalize_axes(axis, squares.ndim, "var")
+    count = ops.sub(ops.dimsize(squares, axes, squares.dtype), float(ddof))
+    return ops.div(sum_(squares, axis, dtype, keepdims), count)
+
+
+def std(x, axis=None, dtype=None, keepdims=False, ddof=0, **unused):
+    return ops.sqrt(var(x, axis, dtype, keepdims, ddof, **unused))
+
+
+def amax(x, axis=None, keepdims=False, **unused):
+    _no_extras("max", unused)
+    return _reduction("max", ops.reduce_max, x, axis, keepdims)
+
+
+def amin(x, axis=None, keepdims=False, **unused):
+    _no_extras("min", unused)
+    return _reduction("min", ops.reduce_min, x, axis, keepdims)
+
+
+def prod(x, axis=None, dtype=None, keepdims=False, **unused):
+    _no_extras("prod", unused)
+    return _reduction("prod", ops.reduce_prod, x, axis, keepdims, dtype)
+
+
+def _arg_reduction(name):
+    def reduce(x, axis=None, keepdims=False, **unused):
+        _no_extras(name, unused)
+        x = asarray(x)
+        axes = normalize_axes(axis, x.ndim, name)
+        out = ops.bind(ops.R[name], x, axes=axes)
+        return ops.expand_dims(out, axes) if keepdims and axis is not None else out
+
+    return reduce
+
+
+argmax, argmin = _arg_reduction("argmax"), _arg_reduction("argmin")
+
+
+def _no_extras(name, unused):
+    if unused:
+        raise UnsupportedError(with_location(
+            f"np.{name}: argument(s) {', '.join(unused)} are not supported while tracing"))
+
+
+def norm(x, ord=None, axis=None, keepdims=False):
+    """np.linalg.norm for vectors (ord None/2/1/inf/-inf) and Frobenius norms."""
+    x = asarray(x)
+    absx = ops.abs_(x)
+    if ord in (None, 2, "fro") and (ord != 2 or axis is not None or x.ndim == 1):
+        return ops.sqrt(sum_(ops.integer_pow(x, 2), axis, keepdims=keepdims))
+    if ord == 1 and (axis is not None or x.ndim == 1):
+        return sum_(absx, axis, keepdims=keepdims)
+    if ord in (np.inf, -np.inf) and (axis is not None or x.ndim == 1):
+        return (amax if ord > 0 else amin)(absx, axis, keepdims=keepdims)
+    raise UnsupportedError(with_location(f"np.linalg.norm with ord={ord!r} on {x.ndim}-D input"))
+
+
+# ---------------------------------------------------------- shape functions
+
+def asarray(x, dtype=None):
+    if not isinstance(x, Tracer):
+        x = np.asarray(x)
+    return x if dtype is None else ops.convert(x, dtype)
+
+
+def transpose(x, axes=None):
+    x = asarray(x)
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
+    return ops.transpose(x, perm)
+
+
+def swapaxes(x, a, b):
+    perm = list(range(asarray(x).ndim))
+    perm[a], perm[b] = perm[b], perm[a]
+    return ops.transpose(x, perm)
+
+
+def reshape(x, *shape, order="C", newshape=None, **unused):
+    if order != "C":
+        raise UnsupportedError(with_location("reshape: only order='C' is supported"))
+    shape = newshape if newshape is not None else shape
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return ops.reshape(asarray(x), tuple(int(s) for s in shape))
+
+
+def ravel(x):
+    return reshape(x, -1)
+
+
+def expand_dims(x, axis):
+    return ops.expand_dims(asarray(x), axis if isinstance(axis, tuple) else (axis,))
+
+
+def squeeze(x, axis=None):
+    x = asarray(x)
+    if axis is None:
+        axes = [k for k, d in enumerate(x.aval.shape) if isinstance(d, int) and d == 1]
+    else:
+        axes = normalize_axes(axis, x.ndim, "squeeze")
+    return ops.squeeze(x, axes)
+
+
+def broadcast_to(x, shape):
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return ops.broadcast_to(asarray(x), shape)
+
+
+def concatenate(arrays, axis=0, **unused):
+    _no_extras("concatenate", unused)
+    arrays = [asarray(a) for a in arrays]
+    if axis is None:
+        return ops.concatenate([ravel(a) for a in arrays], 0)
+    return ops.concatenate(arrays, axis % arrays[0].ndim)
+
+
+def stack(arrays, axis=0, **unused):
+    _no_extras("stack", unused)
+    arrays = [asarray(a) for a in arrays]
+    axis = axis % (arrays[0].ndim + 1)
+    return ops.concatenate([ops.expand_dims(a, (axis,)) for a in arrays], axis)
+
+
+def where(cond, x=None, y=None):
+    if x is None or y is None:
+        raise UnsupportedError(with_location(
+            "np.where(cond) with one argument has a data-dependent shape",
+            hint="use the three-argument form np.where(cond, x, y)"))
+    return ops.select(cond, x, y)
+
+
+def clip(x, a_min=None, a_max=None, **kwargs):
+    a_min, a_max = kwargs.pop("min", a_min), kwargs.pop("max", a_max)
+    _no_extras("clip", kwargs)
+    if a_min is not None:
+        x = ops.maximum(x, a_min)
+    if a_max is not None:
+        x = ops.minimum(x, a_max)
+    return x
+
+
+def dot(a, b):
+    a, b = asarray(a), asarray(b)
+    if a.ndim == 0 or b.ndim == 0:
+        return ops.mul(a, b)
+    return ops.matmul(a, b)
+
+
+def outer(a, b):
+    return ops.outer(ravel(a), ravel(b))
+
+
+def like(value):
+    def make(x, dtype=None, shape=None, **unused):
+        _no_extras("*_like", unused)
+        if shape is not None:
+            return np.full(shape, value, dtype=dtype or asarray(x).dtype)
+        return ops.full_like(x, value, dtype)
+
+    return make
+
+
+def full_like(x, fill_value, dtype=None, **unused):
+    _no_extras("full_like", unused)
+    return ops.full_like(x, fill_value, dtype)
+
+
+def take(x, indices, axis=None):
+    x = asarray(x)
+    if axis is None:
+        x, axis = ravel(x), 0
+    return _gather(x, [_index_array(indices)], axis % x.ndim)
+
+
+FUNCTIONS = {
+    np.sum: sum_, np.mean: mean, np.var: var, np.std: std, np.max: amax, np.amax: amax,
+    np.min: amin, np.amin: amin, np.prod: prod, np.argmax: argmax, np.argmin: argmin,
+    np.linalg.norm: norm, np.transpose: transpose, np.swapaxes: swapaxes, np.reshape: reshape,
+    np.ravel: ravel, np.expand_dims: expand_dims, np.squeeze: squeeze,
+    np.broadcast_to: broadcast_to, np.concatenate: concatenate, np.stack: stack,
+    np.where: where, np.clip: clip, np.dot: dot, np.outer: outer,
+    np.zeros_like: like(0), np.ones_like: like(1), np.full_like: full_like, np.take: take,
+    np.asarray: asarray, np.array: lambda x, dtype=None, **kw: asarray(x, dtype),
+    np.shape: lambda x: x.shape, np.ndim: lambda x: asarray(x).ndim,
+    np.size: lambda x: x.size,
+}
+
+
+def array_function(self, func, types, args, kwargs):
+    fn = FUNCTIONS.get(func)
+    if fn is None:
+        name = getattr(func, "__module__", "numpy").replace("numpy", "np") + "." + func.__name__
+        raise UnsupportedError(with_location(
+            f"{name} is not supported by tracejit",
+            hint="compose it from supported NumPy functions (see the README's op list)"))
+    return fn(*args, **kwargs)
+
+
+# ----------------------------------------------------------------- indexing
+
+def getitem(x, key):
+    key = key if isinstance(key, tuple) else (key,)
+    key = tuple(_index_array(k) if isinstance(k, list) else k for k in key)
+    if any(_is_advanced(k) for k in key):
+        return _advanced_index(x, key)
+    return _basic_index(x, key)
+
+
+def _is_advanced(k) -> bool:
+    return isinstance(k, (Tracer, np.ndarray)) and asarray(k).ndim >= 0 and not isinstance(
+        k, np.generic)
+
+
+def _index_array(k):
+    arr = asarray(k)
+    if arr.dtype == np.bool_:
+        raise UnsupportedError(with_location(
+            "boolean mask indexing gives a data-dependent shape",
+            hint="use np.where(mask, x, 0) (and a sum) instead of x[mask]"))
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TracerTypeError(with_location(f"index arrays must be integers, got {arr.dtype}"))
+    return arr
+
+
+def _expand_ellipsis(key, ndim):
+    used = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if used > ndim:
+        raise ShapeError(with_location(f"too many indices ({used}) for an array of {ndim} dims"))
+    out = []
+    for k in key:
+        if k is Ellipsis:
+            out.extend([slice(None)] * (ndim - used))
+        else:
+            out.append(k)
+    if not any(k is Ellipsis for k in key):
+        out.extend([slice(None)] * (ndim - used))
+    return out
+
+
+def _basic_index(x, key):
+    key = _expand_ellipsis(key, x.ndim)
+    starts, stops, steps, int_axes, new_axes = [], [], [], [], []
+    axis, out_pos = 0, 0
+    for k in key:
+        if k is None:
+            new_axes.append(out_pos)
+            out_pos += 1
+            continue
+        if isinstance(k, slice):
+            starts.append(k.start), stops.append(k.stop), steps.append(k.step)
+            out_pos += 1
+        else:
+            size = bind_dim(x.aval.shape[axis])
+            i = int(k)
+            if not -size <= i < size:
+                raise IndexError(with_location(
+                    f"index {i} is out of bounds for axis {axis} with size {size}"))
+            i %= size
+            starts.append(i), stops.append(i + 1), steps.append(1)
+            int_axes.append(axis)
+        axis += 1
+    out = ops.static_slice(x, starts, stops, steps)
+    out = ops.squeeze(out, int_axes)
+    return ops.expand_dims(out, tuple(new_axes)) if new_axes else out
+
+
+def _advanced_index(x, key):
+    key = _expand_ellipsis(key, x.ndim)
+    if any(k is None for k in key):
+        raise UnsupportedError(with_location("indexing: None mixed with index arrays"))
+    positions = [i for i, k in enumerate(key) if not isinstance(k, slice)]
+    if positions != list(range(positions[0], positions[-1] + 1)):
+        raise UnsupportedError(with_location(
+            "indexing: index arrays must be adjacent (e.g. x[:, i, j], not x[i, :, j])"))
+    sliced = ops.static_slice(
+        x, *zip(*[(k.start, k.stop, k.step) if isinstance(k, slice) else (0, None, 1)
+                  for k in key]))
+    indices = [_index_array(key[i]) for i in positions]
+    return _gather(sliced, indices, positions[0])
+
+
+def _gather(x, indices, axis):
+    indices = [i if isinstance(i, Tracer) or i.ndim else np.asarray(i, np.int64)
+               for i in indices]
+    return ops.gather(x, indices, axis)
+
+
+def iterate(x):
+    n = len(x)
+    return (getitem(x, i) for i in range(n))
+
+
+# ------------------------------------------------- methods on the tracer
+
+def _shape(self):
+    """Reading the shape ties the kernel to these sizes (they join the cache key)."""
+    return bind_shape(self.aval.shape)
+
+
+def _size(self):
+    return int(np.prod(bind_shape(self.aval.shape)))
+
+
+def _len(self):
+    if self.ndim == 0:
+        raise TypeError("len() of unsized object")
+    return bind_dim(self.aval.shape[0])
+
+
+def _astype(self, dtype, copy=True):
+    return ops.convert(self, dtype)
+
+
+def _swap(op):
+    return lambda self, other: op(other, self)
+
+
+METHODS = {
+    "__array_ufunc__": array_ufunc, "__array_function__": array_function,
+    "__add__": ops.add, "__radd__": _swap(ops.add), "__sub__": ops.sub,
+    "__rsub__": _swap(ops.sub), "__mul__": ops.mul, "__rmul__": _swap(ops.mul),
+    "__truediv__": ops.div, "__rtruediv__": _swap(ops.div), "__pow__": ops.power,
+    "__rpow__": _swap(ops.power), "__matmul__": ops.matmul, "__rmatmul__": _swap(ops.matmul),
+    "__neg__": ops.neg, "__pos__": lambda self: self, "__abs__": ops.abs_,
+    "__lt__": ops.lt, "__le__": ops.le, "__gt__": ops.gt, "__ge__": ops.ge, "__eq__": ops.eq,
+    "__ne__": ops.ne, "__and__": UFUNCS[np.bitwise_and], "__or__": UFUNCS[np.bitwise_or],
+    "__invert__": UFUNCS[np.invert], "__getitem__": getitem, "__len__": _len,
+    "__iter__": iterate,
+    "sum": sum_, "mean": mean, "var": var, "std": std, "max": amax, "min": amin,
+    "prod": prod, "argmax": argmax, "argmin": argmin, "reshape": reshape,
+    "transpose": lambda self, *axes: transpose(
+        self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else
+        (axes or None)),
+    "swapaxes": swapaxes, "squeeze": squeeze, "ravel": ravel, "flatten": ravel,
+    "astype": _astype, "dot": dot, "clip": clip, "copy": lambda self: self, "take": take,
+    "shape": property(_shape), "size": property(_size),
+    "T": property(lambda self: transpose(self)),
+}
+
+for _name, _method in METHODS.items():
+    setattr(Tracer, _name, _method)

@@ -1,0 +1,300 @@
+"""The functional op layer: NumPy's type promotion on top of the primitives.
+
+Rules in primitives.py and the NumPy surface in numpy_api.py both build IR
+through these functions. Promotion happens here, once, as explicit `convert`
+equations, so every elementwise equation sees operands of one dtype. Python
+scalars are weak (NumPy 2 / JAX semantics): `x32 * 2.0` stays float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import primitives as P
+from .shapes import bind as bind_dim
+from .shapes import normalize_axes, resolve
+from .trace import Tracer, bind, weak_aval
+
+R = P.REGISTRY
+
+
+def aval_of(value):
+    if isinstance(value, Tracer):
+        return value.aval
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        return weak_aval(value)
+    arr = np.asarray(value)
+    from .ir import AVal
+    return AVal(arr.shape, arr.dtype)
+
+
+def result_dtype(*values) -> np.dtype:
+    """NumPy 2 promotion, with weak Python scalars and weak scalar arguments."""
+    strong = [aval_of(v) for v in values if not aval_of(v).weak]
+    weak = [aval_of(v) for v in values if aval_of(v).weak]
+    stand_ins = [{"b": False, "i": 0, "f": 0.0}[w.dtype.kind] for w in weak]
+    if not strong:
+        return np.result_type(*[w.dtype for w in weak])
+    return np.result_type(*[s.dtype for s in strong], *stand_ins)
+
+
+def convert(x, dtype):
+    dtype = np.dtype(dtype)
+    if isinstance(x, Tracer):
+        if x.dtype == dtype and not x.aval.weak:
+            return x
+        return bind(R["convert"], x, dtype=dtype)
+    return np.asarray(x, dtype=dtype)[()] if np.ndim(x) == 0 else np.asarray(x, dtype=dtype)
+
+
+def promote(*values, to_float=False):
+    dtype = result_dtype(*values)
+    if to_float and not np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(np.float64)
+    return [convert(v, dtype) for v in values]
+
+
+def _binary(name, to_float=False):
+    def op(x, y):
+        return bind(R[name], *promote(x, y, to_float=to_float))
+
+    op.__name__ = name
+    return op
+
+
+add, sub, mul, maximum, minimum = (_binary(n) for n in
+                                   ("add", "sub", "mul", "maximum", "minimum"))
+div = _binary("div", to_float=True)
+lt, le, gt, ge, eq, ne = (_binary(n) for n in ("lt", "le", "gt", "ge", "eq", "ne"))
+logical_and, logical_or = _binary("logical_and"), _binary("logical_or")
+
+
+def _unary(name, to_float=True):
+    def op(x):
+        (x,) = promote(x, to_float=to_float)
+        return bind(R[name], x)
+
+    op.__name__ = name
+    return op
+
+
+(exp, log, log1p, expm1, sqrt, sin, cos, tan, tanh, arctan, sinh, cosh) = (
+    _unary(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh",
+                        "arctan", "sinh", "cosh"))
+neg, abs_, sign = _unary("neg", False), _unary("abs", False), _unary("sign", False)
+floor, ceil, round_ = _unary("floor"), _unary("ceil"), _unary("round")
+
+
+def logical_not(x):
+    return bind(R["logical_not"], convert(x, bool))
+
+
+def power(x, y):
+    """`x ** y`; a small integral constant exponent becomes integer_pow (exact,
+    and differentiable at x <= 0)."""
+    if isinstance(y, (int, float, np.integer, np.floating)) and not isinstance(y, bool):
+        if float(y).is_integer() and abs(y) <= 64:
+            (x,) = promote(x, to_float=isinstance(y, float) or y < 0)
+            if y < 0:
+                return div(1.0, integer_pow(x, -int(y)))
+            return integer_pow(x, int(y))
+    return bind(R["pow"], *promote(x, y, to_float=True))
+
+
+def integer_pow(x, n: int):
+    if n == 1:
+        return x
+    return bind(R["integer_pow"], x, y=int(n))
+
+
+def select(cond, x, y):
+    x, y = promote(x, y)
+    return bind(R["select"], convert(cond, bool), x, y)
+
+
+def full_like(x, value, dtype=None):
+    dtype = np.dtype(dtype or aval_of(x).dtype)
+    fill = np.asarray(value, dtype=dtype)[()]
+    if not isinstance(x, Tracer):
+        return np.full(np.shape(x), fill)
+    return broadcast_in_dim(fill, x.aval.shape, (), traced=True)
+
+
+def zeros_like(x, dtype=None):
+    return full_like(x, 0, dtype)
+
+
+def ones_like(x, dtype=None):
+    return full_like(x, 1, dtype)
+
+
+def broadcast_in_dim(x, shape, bdims, traced=False):
+    shape, bdims = tuple(shape), tuple(bdims)
+    xs = aval_of(x).shape
+    if bdims == tuple(range(len(shape))) and tuple(map(resolve, xs)) == tuple(map(resolve, shape)):
+        return x
+    return bind(R["broadcast_in_dim"], x, _traced=traced, shape=shape, bdims=bdims)
+
+
+def broadcast_to(x, shape):
+    shape = tuple(shape)
+    rank = len(aval_of(x).shape)
+    return broadcast_in_dim(x, shape, tuple(range(len(shape) - rank, len(shape))))
+
+
+def _reduce(name, x, axes):
+    axes = tuple(axes)
+    if not axes:
+        return x
+    return bind(R[name], x, axes=axes)
+
+
+def reduce_sum(x, axes):
+    return _reduce("reduce_sum", x, axes)
+
+
+def reduce_max(x, axes):
+    return _reduce("reduce_max", x, axes)
+
+
+def reduce_min(x, axes):
+    return _reduce("reduce_min", x, axes)
+
+
+def reduce_prod(x, axes):
+    return _reduce("reduce_prod", x, axes)
+
+
+def squeeze(x, axes):
+    axes = tuple(sorted(axes))
+    return bind(R["squeeze"], x, axes=axes) if axes else x
+
+
+def expand_dims(x, axes):
+    """Insert unit axes at the given (output) positions."""
+    shape = list(aval_of(x).shape)
+    rank = len(shape) + len(axes)
+    axes = normalize_axes(axes, rank, "expand_dims")
+    it = iter(range(len(shape)))
+    out_shape, bdims = [], []
+    for k in range(rank):
+        if k in axes:
+            out_shape.append(1)
+        else:
+            src = next(it)
+            out_shape.append(shape[src])
+            bdims.append(k)
+    return broadcast_in_dim(x, tuple(out_shape), tuple(bdims))
+
+
+def transpose(x, perm):
+    perm = tuple(int(p) for p in perm)
+    return x if perm == tuple(range(len(perm))) else bind(R["transpose"], x, perm=perm)
+
+
+def swap_last(x):
+    n = aval_of(x).ndim
+    return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+def reshape(x, shape):
+    """Reshape; only unit axes moving keeps symbolic sizes, anything else binds them."""
+    in_shape = aval_of(x).shape
+    unit_only = _unit_only_reshape(in_shape, tuple(shape))
+    if unit_only is not None:
+        out_shape, targets = unit_only
+        squeezed = squeeze(x, [k for k, d in enumerate(in_shape) if _is_one(d)])
+        return broadcast_in_dim(squeezed, out_shape, targets)
+    size = int(np.prod([bind_dim(d) for d in in_shape]))
+    shape = [int(resolve(d)) for d in shape]
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1]))
+        shape[shape.index(-1)] = size // known if known else 0
+    return bind(R["reshape"], x, shape=tuple(shape))
+
+
+def _is_one(d) -> bool:
+    d = resolve(d)
+    return type(d) is int and d == 1
+
+
+def _unit_only_reshape(in_shape, new_shape):
+    """If `new_shape` only adds or removes unit axes of `in_shape` (the other
+    sizes given as -1 or matching), return (output shape, where the kept
+    axes go) with symbolic sizes kept."""
+    src = [d for d in in_shape if not _is_one(d)]
+    dst = [k for k, d in enumerate(new_shape) if not (type(d) is int and d == 1)]
+    if len(src) != len(dst) or list(new_shape).count(-1) > 1:
+        return None
+    out = list(new_shape)
+    for d, k in zip(src, dst):
+        want = new_shape[k]
+        if want == -1 or resolve(want) is resolve(d):
+            out[k] = d
+        elif isinstance(want, (int, np.integer)) and want == _value(d):
+            out[k] = bind_dim(d)
+        else:
+            return None
+    return tuple(out), tuple(dst)
+
+
+def _value(d) -> int:
+    d = resolve(d)
+    return d if type(d) is int else d.value
+
+
+def matmul(a, b):
+    a, b = promote(a, b, to_float=True)
+    return bind(R["matmul"], a, b)
+
+
+def outer(a, b):
+    return mul(expand_dims(a, (1,)), expand_dims(b, (0,)))
+
+
+def gather(x, indices, axis):
+    return bind(R["gather"], x, *indices, axis=axis)
+
+
+def scatter_add(g, indices, axis, shape):
+    return bind(R["scatter_add"], g, *indices, axis=axis, shape=tuple(shape))
+
+
+def static_slice(x, starts, stops, steps):
+    """Static slice; a sliced (not full) symbolic dimension is bound to its size."""
+    shape = aval_of(x).shape
+    norm = []
+    for d, start, stop, step in zip(shape, starts, stops, steps):
+        if start in (0, None) and stop is None and step in (1, None):
+            norm.append((0, None, 1))
+        else:
+            norm.append(slice(start, stop, step).indices(bind_dim(d)))
+    if all(stop is None for _, stop, _ in norm):
+        return x
+    starts, stops, steps = (tuple(col) for col in zip(*norm))
+    return bind(R["slice"], x, starts=starts, stops=stops, steps=steps)
+
+
+def slice_embed(g, shape, starts, steps):
+    return bind(R["slice_embed"], g, shape=tuple(shape), starts=tuple(starts),
+                steps=tuple(steps))
+
+
+def concatenate(xs, axis):
+    xs = promote(*xs)
+    if len(xs) == 1:
+        return xs[0]
+    for x in xs:
+        bind_dim(aval_of(x).shape[axis])
+    return bind(R["concatenate"], *xs, axis=axis)
+
+
+def stop_gradient(x):
+    return bind(R["stop_gradient"], x) if isinstance(x, Tracer) else x
+
+
+def dimsize(x, axes, dtype):
+    sizes = [resolve(aval_of(x).shape[a]) for a in axes]
+    if all(type(s) is int for s in sizes):
+        return np.asarray(np.prod(sizes), dtype=dtype)[()]
+    return bind(R["dimsize"], x, axes=tuple(axes), dtype=np.dtype(dtype))

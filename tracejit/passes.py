@@ -1,0 +1,124 @@
+"""Program-to-program passes. Each returns a new Program that still verifies.
+
+- `fold_constants`: scalar equations on literals (and sizes known at trace
+  time) become literals;
+- `simplify`: `x + 0`, `x * 1`, same-dtype converts... become `x`;
+- `cse`: equal equations on equal operands are computed once;
+- `dce`: equations no output depends on are dropped;
+- `strip_stop_gradient`: after differentiation, stop_gradient is the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .ir import Eqn, Literal, Program, Var
+from .primitives import canonical_params
+from .shapes import resolve
+
+
+def _rewrite(program: Program, visit) -> Program:
+    """Run `visit(eqn, subst) -> atom | Eqn | None` over the equations in order.
+    Returning an atom replaces the equation's output by that atom."""
+    subst: dict[int, object] = {}
+
+    def read(atom):
+        return subst.get(id(atom), atom) if isinstance(atom, Var) else atom
+
+    eqns = []
+    for eqn in program.eqns:
+        eqn = Eqn(eqn.prim, [read(a) for a in eqn.inputs], eqn.params, eqn.outputs, eqn.location)
+        result = visit(eqn)
+        if isinstance(result, (Var, Literal)):
+            subst[id(eqn.outputs[0])] = result
+        else:
+            eqns.append(eqn)
+    outvars = [read(a) for a in program.outvars]
+    return replace(program, eqns=eqns, outvars=outvars)
+
+
+def dce(program: Program) -> Program:
+    live = {id(a) for a in program.outvars if isinstance(a, Var)}
+    kept = []
+    for eqn in reversed(program.eqns):
+        if any(id(v) in live for v in eqn.outputs):
+            kept.append(eqn)
+            live.update(id(a) for a in eqn.inputs if isinstance(a, Var))
+    return replace(program, eqns=kept[::-1])
+
+
+def _atom_key(atom):
+    if isinstance(atom, Literal):
+        return ("lit", atom.aval.dtype.str, atom.value.item())
+    return id(atom)
+
+
+def cse(program: Program) -> Program:
+    seen: dict = {}
+
+    def visit(eqn):
+        key = (eqn.prim.name, tuple(_atom_key(a) for a in eqn.inputs),
+               canonical_params(eqn.params))
+        if key in seen:
+            return seen[key]
+        seen[key] = eqn.outputs[0]
+        return None
+
+    return _rewrite(program, visit)
+
+
+def fold_constants(program: Program) -> Program:
+    def visit(eqn):
+        out = eqn.outputs[0]
+        if eqn.prim.name == "dimsize":
+            sizes = [resolve(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]]
+            if all(type(s) is int for s in sizes):
+                return Literal(np.prod(sizes), out.aval)
+        if out.aval.ndim == 0 and all(isinstance(a, Literal) for a in eqn.inputs):
+            with np.errstate(all="ignore"):
+                value = eqn.prim.impl(*[a.value for a in eqn.inputs], **eqn.params)
+            return Literal(value, out.aval)
+        return None
+
+    return _rewrite(program, visit)
+
+
+_NEUTRAL = {"add": (0, (0, 1)), "sub": (0, (1,)), "mul": (1, (0, 1)), "div": (1, (1,))}
+
+
+def simplify(program: Program) -> Program:
+    def visit(eqn):
+        out = eqn.outputs[0].aval
+        name = eqn.prim.name
+        if name == "convert" and eqn.inputs[0].aval.same_type(out) and not eqn.inputs[0].aval.weak:
+            return eqn.inputs[0]
+        if name == "select" and isinstance(eqn.inputs[0], Literal):
+            chosen = eqn.inputs[1] if eqn.inputs[0].value else eqn.inputs[2]
+            return chosen if chosen.aval.same_type(out) else None
+        if name == "integer_pow" and eqn.params["y"] == 1:
+            return eqn.inputs[0]
+        if name in _NEUTRAL:
+            neutral, positions = _NEUTRAL[name]
+            for pos in positions:
+                other = eqn.inputs[1 - pos]
+                lit = eqn.inputs[pos]
+                if (isinstance(lit, Literal) and lit.value == neutral
+                        and other.aval.same_type(out)):
+                    return other
+        return None
+
+    return _rewrite(program, visit)
+
+
+def strip_stop_gradient(program: Program) -> Program:
+    return _rewrite(program, lambda eqn: eqn.inputs[0] if eqn.prim.name == "stop_gradient"
+                    else None)
+
+
+def optimize(program: Program) -> Program:
+    """The standard pipeline run before differentiation and code generation."""
+    for step in (fold_constants, simplify, cse, dce):
+        program = step(program)
+    return program

@@ -1,0 +1,768 @@
+"""The registry of primitives: one record per op, holding every rule for it.
+
+A record holds
+- `abstract_eval`: the shape and dtype rule (symbolic shapes, see shapes.py);
+- `impl`: the NumPy reference implementation (the interpreter runs these);
+- the derivative: for elementwise ops `partials` (one derivative per operand,
+  from which both the VJP and the JVP follow), otherwise `vjp` and `jvp`
+  written with tracejit ops, so the adjoint is IR;
+- the Numba emission: `scalar` (an expression template over scalar operand
+  expressions) for elementwise ops, `index_map` for ops that only move
+  elements, a `monoid` for reductions, or `emit` for array ops.
+
+The code generator, interpreter, autodiff and verifier all read these records
+and keep no per-op tables of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import ops
+from .errors import ShapeError, TracerTypeError
+from .ir import AVal
+from .shapes import (
+    broadcast_shapes,
+    concrete_shape,
+    format_shape,
+    join,
+    resolve,
+    resolve_shape,
+)
+
+ELEMENTWISE, INDEXMAP, REDUCE, ARRAY = "elementwise", "indexmap", "reduce", "array"
+
+
+@dataclass
+class Primitive:
+    name: str
+    kind: str
+    abstract_eval: Callable  # (avals, params, checks) -> [AVal]
+    impl: Callable  # (*arrays, **params) -> array
+    partials: Callable | None = None  # elementwise: (out, *xs, **p) -> [d out / d x_i | None]
+    vjp: Callable | None = None  # (g, out, *xs, **p) -> [cotangent_i | None]
+    jvp: Callable | None = None  # (tangents, out, *xs, **p) -> tangent | None
+    scalar: str | Callable | None = None  # elementwise: "np.exp({0})" or fn(*exprs, **p)
+    index_map: Callable | None = None  # indexmap: (in_aval, out_aval, **p) -> [(axis|None, off, step)]
+    monoid: tuple | None = None  # reduce: (identity(dtype), "update statement")
+    emit: Callable | None = None  # array ops: (ctx, out_name, in_names, eqn) -> [lines]
+    differentiable: bool = True
+    nan_safe: bool = False  # multiply cotangents with a zero-preserving product
+    shape_only: bool = False  # reads only its operands' sizes, never their values
+
+    def __repr__(self) -> str:
+        return f"<primitive {self.name}>"
+
+    def bind(self, *args, **params):
+        return ops.bind(self, *args, **params)
+
+
+REGISTRY: dict[str, Primitive] = {}
+
+
+def register(prim: Primitive) -> Primitive:
+    assert prim.name not in REGISTRY, prim.name
+    REGISTRY[prim.name] = prim
+    return prim
+
+
+# ------------------------------------------------------------ elementwise
+
+def _same_dtype(avals, name):
+    dtypes = {a.dtype for a in avals}
+    if len(dtypes) > 1:
+        names = ", ".join(str(d) for d in sorted(dtypes, key=str))
+        raise TracerTypeError(f"{name}: operands must share a dtype, got {names}")
+    return avals[0].dtype
+
+
+def _elementwise_rule(out_dtype=None, operands=slice(None)):
+    """Broadcast all operands; dtype from the operands picked by `operands`
+    (all must agree) unless `out_dtype` fixes it (comparisons give bool)."""
+
+    def rule(avals, params, checks, name="elementwise"):
+        shape = broadcast_shapes([a.shape for a in avals], name, checks)
+        dtype = _same_dtype(avals[operands], name)
+        if out_dtype is not None:
+            dtype = np.dtype(out_dtype)
+        if "dtype" in params:
+            dtype = np.dtype(params["dtype"])
+        return [AVal(shape, dtype, all(a.weak for a in avals))]
+
+    return rule
+
+
+def elementwise(name, nin, impl, scalar, partials=None, out_dtype=None, operands=slice(None),
+                **extra) -> Primitive:
+    base = _elementwise_rule(out_dtype, operands)
+    rule = lambda avals, params, checks: base(avals, params, checks, name)  # noqa: E731
+    differentiable = partials is not None or "vjp" in extra
+    prim = Primitive(name, ELEMENTWISE, rule, impl, partials=partials, scalar=scalar,
+                     differentiable=differentiable, **extra)
+    prim.nin = nin
+    return register(prim)
+
+
+def _recip(x):
+    return 1.0 / x
+
+
+unary = [
+    ("neg", np.negative, "(-{0})", lambda out, x: [-1.0]),
+    ("exp", np.exp, "_rt.exp({0})", lambda out, x: [out]),
+    ("log", np.log, "np.log({0})", lambda out, x: [_recip(x)], True),
+    ("log1p", np.log1p, "np.log1p({0})", lambda out, x: [_recip(x + 1.0)], True),
+    ("expm1", np.expm1, "_rt.expm1({0})", lambda out, x: [out + 1.0]),
+    ("sqrt", np.sqrt, "np.sqrt({0})",
+     lambda out, x: [ops.select(out == 0.0, ops.zeros_like(out), 0.5 / out)], True),
+    ("abs", np.abs, "abs({0})", lambda out, x: [ops.sign(x)]),
+    ("sin", np.sin, "np.sin({0})", lambda out, x: [ops.cos(x)]),
+    ("cos", np.cos, "np.cos({0})", lambda out, x: [-ops.sin(x)]),
+    ("tan", np.tan, "np.tan({0})", lambda out, x: [1.0 + out * out], True),
+    ("tanh", np.tanh, "_rt.tanh({0})", lambda out, x: [1.0 - out * out]),
+    ("arctan", np.arctan, "np.arctan({0})", lambda out, x: [_recip(1.0 + x * x)]),
+    ("sinh", np.sinh, "np.sinh({0})", lambda out, x: [ops.cosh(x)]),
+    ("cosh", np.cosh, "np.cosh({0})", lambda out, x: [ops.sinh(x)]),
+]
+for _name, _impl, _scalar, _partials, *_safe in unary:
+    elementwise(_name, 1, _impl, _scalar, _partials, nan_safe=bool(_safe))
+
+# Piecewise-constant ops: their derivative is zero almost everywhere.
+for _name, _impl, _scalar in [("sign", np.sign, "_rt.sign({0})"),
+                              ("floor", np.floor, "np.floor({0})"),
+                              ("ceil", np.ceil, "np.ceil({0})"),
+                              ("round", np.round, "_rt.round_half_even({0})")]:
+    elementwise(_name, 1, _impl, _scalar)
+
+elementwise("logical_not", 1, np.logical_not, "(not {0})", out_dtype=bool)
+
+
+def _pow_partials(out, x, y):
+    x_is_zero = x == 0.0
+    safe_x = ops.select(x_is_zero, ops.ones_like(x), x)
+    dx = y * x ** (y - 1.0)
+    dy = ops.select(x_is_zero, ops.zeros_like(out), out * ops.log(safe_x))
+    return [dx, dy]
+
+
+def _max_partials(out, x, y):
+    # Ties split the gradient evenly, as JAX does.
+    half = ops.select(x == y, ops.full_like(out, 0.5), ops.zeros_like(out))
+    wins = ops.convert(x > y, out.dtype)
+    return [wins + half, (1.0 - wins) - half]
+
+
+def _min_partials(out, x, y):
+    dx, dy = _max_partials(out, y, x)
+    return [dy, dx]
+
+
+binary = [
+    ("add", np.add, "({0} + {1})", lambda out, x, y: [1.0, 1.0]),
+    ("sub", np.subtract, "({0} - {1})", lambda out, x, y: [1.0, -1.0]),
+    ("mul", np.multiply, "({0} * {1})", lambda out, x, y: [y, x]),
+    ("div", np.divide, "({0} / {1})", lambda out, x, y: [_recip(y), -out / y], True),
+    ("pow", np.power, "({0} ** {1})", _pow_partials, True),
+    ("maximum", np.maximum, "_rt.maximum({0}, {1})", _max_partials),
+    ("minimum", np.minimum, "_rt.minimum({0}, {1})", _min_partials),
+]
+for _name, _impl, _scalar, _partials, *_safe in binary:
+    elementwise(_name, 2, _impl, _scalar, _partials, nan_safe=bool(_safe))
+
+for _name, _impl, _op in [("lt", np.less, "<"), ("le", np.less_equal, "<="),
+                          ("gt", np.greater, ">"), ("ge", np.greater_equal, ">="),
+                          ("eq", np.equal, "=="), ("ne", np.not_equal, "!=")]:
+    elementwise(_name, 2, _impl, f"({{0}} {_op} {{1}})", out_dtype=bool)
+
+elementwise("logical_and", 2, np.logical_and, "({0} and {1})", out_dtype=bool)
+elementwise("logical_or", 2, np.logical_or, "({0} or {1})", out_dtype=bool)
+
+
+def _integer_pow_partials(out, x, *, y):
+    if y == 0:
+        return [None]
+    return [float(y) * (x if y == 2 else ops.integer_pow(x, y - 1))]
+
+
+def _integer_pow_scalar(x, *, y):
+    if y == 0:
+        return f"({x} * 0 + 1)"
+    if 0 < y <= 4:
+        return "(" + " * ".join([x] * y) + ")"
+    return f"({x} ** {y})"
+
+
+elementwise("integer_pow", 1, lambda x, *, y: np.power(x, y), _integer_pow_scalar,
+            _integer_pow_partials)
+
+
+def _select_vjp(g, out, c, x, y):
+    zeros = ops.zeros_like(g)
+    return [None, ops.select(c, g, zeros), ops.select(c, zeros, g)]
+
+
+def _select_jvp(tangents, out, c, x, y):
+    _, tx, ty = tangents
+    tx = ops.zeros_like(out) if tx is None else tx
+    ty = ops.zeros_like(out) if ty is None else ty
+    return ops.select(c, tx, ty)
+
+
+select = elementwise("select", 3, np.where, "({1} if {0} else {2})", operands=slice(1, None),
+                     vjp=_select_vjp, jvp=_select_jvp)
+
+
+def _convert_scalar(x, *, dtype):
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return f"({x} != 0)"
+    return f"np.{dtype.name}({x})"
+
+
+def _convert_partials(out, x, *, dtype):
+    if not (_is_float(x.dtype) and _is_float(np.dtype(dtype))):
+        return [None]
+    return [1.0]
+
+
+def _convert_vjp(g, out, x, *, dtype):
+    if not (_is_float(x.dtype) and _is_float(np.dtype(dtype))):
+        return [None]
+    return [ops.convert(g, x.dtype)]
+
+
+def _is_float(dtype) -> bool:
+    return np.issubdtype(dtype, np.floating)
+
+
+elementwise("convert", 1, lambda x, *, dtype: np.asarray(x).astype(dtype), _convert_scalar,
+            vjp=_convert_vjp, jvp=lambda ts, out, x, *, dtype: (
+                None if ts[0] is None or not _is_float(np.dtype(dtype))
+                else ops.convert(ts[0], dtype)))
+
+
+# ---------------------------------------------------------------- indexmap
+# Ops that only move elements: out[i] = x[map(i)]. In a fused loop they cost
+# index arithmetic, never a copy.
+
+def _indexmap(name, rule, impl, index_map, vjp, differentiable=True):
+    return register(Primitive(
+        name, INDEXMAP, rule, impl, vjp=vjp, index_map=index_map,
+        jvp=(lambda ts, out, x, **p: None if ts[0] is None else ops.bind(REGISTRY[name], ts[0], **p))
+        if differentiable else (lambda ts, out, x, **p: None),
+        differentiable=differentiable))
+
+
+def _broadcast_rule(avals, params, checks):
+    (x,) = avals
+    shape, bdims = params["shape"], params["bdims"]
+    if len(bdims) != x.ndim or any(b >= len(shape) for b in bdims):
+        raise ShapeError(f"broadcast_to: cannot map {format_shape(x.shape)} into "
+                         f"{format_shape(shape)}")
+    for k, b in enumerate(bdims):
+        d = resolve(x.shape[k])
+        if not (type(d) is int and d == 1):
+            join(d, shape[b], "broadcast_to", checks)
+    return [AVal(tuple(shape), x.dtype, x.weak)]
+
+
+def _broadcast_impl(x, *, shape, bdims):
+    x = np.asarray(x)
+    target = concrete_shape(shape)
+    expanded = [1] * len(target)
+    for k, b in enumerate(bdims):
+        expanded[b] = x.shape[k]
+    return np.broadcast_to(x.reshape(expanded), target)
+
+
+def _broadcast_map(x, out, *, shape, bdims):
+    return [(None if _is_one(x.shape[k]) and not _is_one(shape[b]) else b, 0, 1)
+            for k, b in enumerate(bdims)]
+
+
+def _is_one(dim) -> bool:
+    dim = resolve(dim)
+    return type(dim) is int and dim == 1
+
+
+def _broadcast_vjp(g, out, x, *, shape, bdims):
+    summed = [b for b in range(len(shape)) if b not in bdims]
+    summed += [b for k, b in enumerate(bdims) if _is_one(x.aval.shape[k]) and not _is_one(shape[b])]
+    g = ops.reduce_sum(g, tuple(sorted(summed))) if summed else g
+    kept = [b for b in range(len(shape)) if b not in summed]
+    kept_x = tuple(k for k in range(x.ndim) if bdims[k] in kept)
+    return [ops.broadcast_in_dim(g, x.aval.shape, kept_x)]
+
+
+broadcast_in_dim = _indexmap("broadcast_in_dim", _broadcast_rule, _broadcast_impl,
+                             _broadcast_map, _broadcast_vjp)
+
+
+def _transpose_rule(avals, params, checks):
+    (x,) = avals
+    perm = params["perm"]
+    if sorted(perm) != list(range(x.ndim)):
+        raise ShapeError(f"transpose: axes {perm} do not fit {format_shape(x.shape)}")
+    return [AVal(tuple(x.shape[p] for p in perm), x.dtype, x.weak)]
+
+
+_indexmap("transpose", _transpose_rule, lambda x, *, perm: np.transpose(x, perm),
+          lambda x, out, *, perm: [(perm.index(k), 0, 1) for k in range(len(perm))],
+          lambda g, out, x, *, perm: [ops.transpose(g, tuple(np.argsort(perm)))])
+
+
+def _squeeze_rule(avals, params, checks):
+    (x,) = avals
+    for ax in params["axes"]:
+        if not _is_one(x.shape[ax]):
+            raise ShapeError(f"squeeze: axis {ax} of {format_shape(x.shape)} is not 1")
+    shape = tuple(d for k, d in enumerate(x.shape) if k not in params["axes"])
+    return [AVal(shape, x.dtype, x.weak)]
+
+
+def _squeeze_map(x, out, *, axes):
+    positions, mapping = iter(range(out.ndim)), []
+    for k in range(x.ndim):
+        mapping.append((None if k in axes else next(positions), 0, 1))
+    return mapping
+
+
+def _squeeze_vjp(g, out, x, *, axes):
+    kept = [k for k in range(x.ndim) if k not in axes]
+    return [ops.broadcast_in_dim(g, x.aval.shape, tuple(kept))]
+
+
+_indexmap("squeeze", _squeeze_rule, lambda x, *, axes: np.squeeze(x, axes), _squeeze_map,
+          _squeeze_vjp)
+
+
+def _slice_rule(avals, params, checks):
+    (x,) = avals
+    shape = []
+    for d, start, stop, step in zip(x.shape, params["starts"], params["stops"], params["steps"]):
+        if (start, stop, step) == (0, None, 1):
+            shape.append(d)
+        else:
+            shape.append(len(range(start, stop, step)))
+    return [AVal(tuple(shape), x.dtype, x.weak)]
+
+
+def _python_slice(start, step, count) -> slice:
+    """The slice taking `count` elements from `start` by `step` (negative steps too)."""
+    stop = start + step * (count - 1) + (1 if step > 0 else -1)
+    return slice(start, None if stop < 0 else stop, step)
+
+
+def _slice_impl(x, *, starts, stops, steps):
+    x = np.asarray(x)
+    return x[tuple(slice(None) if b is None else _python_slice(a, c, len(range(a, b, c)))
+                   for a, b, c in zip(starts, stops, steps))]
+
+
+_indexmap("slice", _slice_rule, _slice_impl,
+          lambda x, out, *, starts, stops, steps: [
+              (k, a, c) for k, (a, c) in enumerate(zip(starts, steps))],
+          lambda g, out, x, *, starts, stops, steps: [
+              ops.slice_embed(g, x.aval.shape, starts, steps)])
+
+_indexmap("stop_gradient", lambda avals, params, checks: [avals[0]], lambda x: x,
+          lambda x, out: [(k, 0, 1) for k in range(x.ndim)],
+          lambda g, out, x: [None], differentiable=False)
+
+
+# -------------------------------------------------------------- reductions
+
+def _reduce_rule(out_dtype=None):
+    def rule(avals, params, checks):
+        (x,) = avals
+        axes = params["axes"]
+        shape = tuple(d for k, d in enumerate(x.shape) if k not in axes)
+        return [AVal(shape, np.dtype(out_dtype or x.dtype), x.weak and out_dtype is None)]
+
+    return rule
+
+
+def _identity(kind):
+    def make(dtype):
+        dtype = np.dtype(dtype)
+        if kind in (0, 1):
+            return dtype.type(kind)
+        info = np.finfo(dtype) if _is_float(dtype) else np.iinfo(dtype)
+        big = dtype.type(np.inf) if _is_float(dtype) else dtype.type(info.max)
+        small = dtype.type(-np.inf) if _is_float(dtype) else dtype.type(info.min)
+        return small if kind == "max" else big
+
+    return make
+
+
+def _sum_vjp(g, out, x, *, axes):
+    kept = tuple(k for k in range(x.ndim) if k not in axes)
+    return [ops.broadcast_in_dim(g, x.aval.shape, kept)]
+
+
+def _extremum_weights(out, x, axes):
+    """Where x attains its max/min, split evenly among ties (as JAX)."""
+    kept = tuple(k for k in range(x.ndim) if k not in axes)
+    hit = ops.convert(x == ops.broadcast_in_dim(out, x.aval.shape, kept), x.dtype)
+    count = ops.broadcast_in_dim(ops.reduce_sum(hit, axes), x.aval.shape, kept)
+    return hit / count, kept
+
+
+def _extremum_vjp(g, out, x, *, axes):
+    weights, kept = _extremum_weights(out, x, axes)
+    return [ops.broadcast_in_dim(g, x.aval.shape, kept) * weights]
+
+
+def _extremum_jvp(tangents, out, x, *, axes):
+    weights, _ = _extremum_weights(out, x, axes)
+    return None if tangents[0] is None else ops.reduce_sum(tangents[0] * weights, axes)
+
+
+def _prod_others(out, x, axes):
+    """d prod / d x_i = product of the other entries, exact even where x has zeros."""
+    kept = tuple(k for k in range(x.ndim) if k not in axes)
+    is_zero = x == 0.0
+    zeros = ops.broadcast_in_dim(ops.reduce_sum(ops.convert(is_zero, x.dtype), axes),
+                                 x.aval.shape, kept)
+    nonzero_prod = ops.broadcast_in_dim(
+        ops.reduce_prod(ops.select(is_zero, ops.ones_like(x), x), axes), x.aval.shape, kept)
+    safe_x = ops.select(is_zero, ops.ones_like(x), x)
+    when_one_zero = ops.select(is_zero, nonzero_prod, ops.zeros_like(x))
+    return ops.select(zeros == 0.0, ops.broadcast_in_dim(out, x.aval.shape, kept) / safe_x,
+                      ops.select(zeros == 1.0, when_one_zero, ops.zeros_like(x))), kept
+
+
+def _prod_vjp(g, out, x, *, axes):
+    others, kept = _prod_others(out, x, axes)
+    return [ops.broadcast_in_dim(g, x.aval.shape, kept) * others]
+
+
+def _prod_jvp(tangents, out, x, *, axes):
+    others, _ = _prod_others(out, x, axes)
+    return None if tangents[0] is None else ops.reduce_sum(tangents[0] * others, axes)
+
+
+def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None):
+    def run(x, *, axes):
+        return impl(np.asarray(x), axis=axes)
+
+    return register(Primitive(name, REDUCE, _reduce_rule(out_dtype), run, vjp=vjp, jvp=jvp,
+                              monoid=(identity, update), differentiable=vjp is not None))
+
+
+_reduction("reduce_sum", np.sum, _identity(0), "{acc} += {v}", _sum_vjp,
+           lambda ts, out, x, *, axes: None if ts[0] is None else ops.reduce_sum(ts[0], axes))
+_reduction("reduce_prod", np.prod, _identity(1), "{acc} *= {v}", _prod_vjp, _prod_jvp)
+_reduction("reduce_max", np.max, _identity("max"), "{acc} = _rt.maximum({acc}, {v})",
+           _extremum_vjp, _extremum_jvp)
+_reduction("reduce_min", np.min, _identity("min"), "{acc} = _rt.minimum({acc}, {v})",
+           _extremum_vjp, _extremum_jvp)
+
+
+def _arg_impl(fn):
+    def run(x, *, axes):
+        x = np.asarray(x)
+        if len(axes) == 1:
+            return fn(x, axis=axes[0])
+        moved = np.moveaxis(x, axes, range(x.ndim - len(axes), x.ndim))
+        flat = moved.reshape(moved.shape[: x.ndim - len(axes)] + (-1,))
+        return fn(flat, axis=-1)
+
+    return run
+
+
+# The update keeps the first extremum and the first NaN, as NumPy does.
+_reduction("argmax", _arg_impl(np.argmax), _identity("max"),
+           "if {v} > {acc} or ({v} != {v} and {acc} == {acc}):\n    {acc} = {v}\n    {idx} = {k}",
+           out_dtype=np.int64)
+_reduction("argmin", _arg_impl(np.argmin), _identity("min"),
+           "if {v} < {acc} or ({v} != {v} and {acc} == {acc}):\n    {acc} = {v}\n    {idx} = {k}",
+           out_dtype=np.int64)
+
+
+# -------------------------------------------------------------- array ops
+
+def _array_op(name, rule, impl, emit, vjp=None, jvp=None, linear=False, shape_only=False):
+    if linear and jvp is None:
+        def jvp(tangents, out, *xs, **params):
+            if all(t is None for t in tangents):
+                return None
+            filled = [ops.zeros_like(x) if t is None else t for t, x in zip(tangents, xs)]
+            return ops.bind(REGISTRY[name], *filled, **params)
+    return register(Primitive(name, ARRAY, rule, impl, vjp=vjp, jvp=jvp, emit=emit,
+                              differentiable=vjp is not None, shape_only=shape_only))
+
+
+def _matmul_rule(avals, params, checks):
+    a, b = avals
+    if a.ndim not in (1, 2, 3) or b.ndim not in (1, 2, 3) or 0 in (a.ndim, b.ndim):
+        raise ShapeError(f"matmul: operands of {a.ndim} and {b.ndim} dims are not supported "
+                         "(1-D, 2-D and stacked 3-D are)")
+    if (a.ndim == 3) != (b.ndim == 3) and not (a.ndim == 3 and b.ndim == 2):
+        raise ShapeError("matmul: stacked matmul needs a 3-D left operand")
+    dtype = _same_dtype(avals, "matmul")
+    if not _is_float(dtype):
+        raise TracerTypeError(f"matmul: only floating-point operands are compiled, got {dtype}")
+    inner_a = a.shape[-1]
+    inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    try:
+        join(inner_a, inner_b, "matmul", checks)
+    except ShapeError:
+        raise ShapeError(f"matmul: inner dimensions of {format_shape(a.shape)} @ "
+                         f"{format_shape(b.shape)} do not match") from None
+    shape = a.shape[:-1] + (b.shape[-1:] if b.ndim >= 2 else ())
+    if a.ndim == 3 and b.ndim == 3:
+        join(a.shape[0], b.shape[0], "matmul (batch)", checks)
+    return [AVal(tuple(shape), dtype)]
+
+
+def _matmul_vjp(g, out, a, b):
+    ga = _matmul_transpose_a(g, b, a)
+    gb = _matmul_transpose_b(g, a, b)
+    return [ga, gb]
+
+
+def _matmul_transpose_a(g, b, a):
+    if b.ndim == 1:
+        return ops.outer(g, b) if a.ndim == 2 else g[..., None] * b
+    if a.ndim == 1:
+        return ops.matmul(b, g)
+    return ops.matmul(g, ops.swap_last(b))
+
+
+def _matmul_transpose_b(g, a, b):
+    if a.ndim == 1:
+        return ops.outer(a, g) if b.ndim == 2 else a * g
+    if b.ndim == 1:
+        return ops.matmul(ops.swap_last(a), g) if a.ndim == 2 else ops.reduce_sum(
+            ops.matmul(ops.swap_last(a), g[..., None]), (0,))[..., 0]
+    gb = ops.matmul(ops.swap_last(a), g)
+    return ops.reduce_sum(gb, (0,)) if b.ndim == 2 and a.ndim == 3 else gb
+
+
+def _matmul_jvp(tangents, out, a, b):
+    ta, tb = tangents
+    terms = []
+    if ta is not None:
+        terms.append(ops.matmul(ta, b))
+    if tb is not None:
+        terms.append(ops.matmul(a, tb))
+    return None if not terms else terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+def _emit_matmul(ctx, out, ins, eqn):
+    a, b = (x.aval for x in eqn.inputs)
+    if a.ndim < 3:
+        return [f"{out} = np.dot({ins[0]}, {ins[1]})"]
+    k = ctx.fresh("b")
+    rhs = f"{ins[1]}[{k}]" if b.ndim == 3 else ins[1]
+    return [f"{out} = np.empty({ctx.shape(eqn.outputs[0].aval)}, {ctx.dtype(a)})",
+            f"for {k} in range({ctx.dim(a.shape[0])}):",
+            f"    {out}[{k}] = np.dot(np.ascontiguousarray({ins[0]}[{k}]), {rhs})"]
+
+
+_array_op("matmul", _matmul_rule, np.matmul, _emit_matmul, _matmul_vjp, _matmul_jvp)
+
+
+def _reshape_rule(avals, params, checks):
+    (x,) = avals
+    shape = params["shape"]
+    if int(np.prod(concrete_shape(x.shape))) != int(np.prod(concrete_shape(shape))):
+        raise ShapeError(f"reshape: cannot reshape {format_shape(x.shape)} into "
+                         f"{format_shape(shape)}")
+    return [AVal(tuple(shape), x.dtype, x.weak)]
+
+
+_array_op("reshape", _reshape_rule, lambda x, *, shape: np.reshape(x, concrete_shape(shape)),
+          lambda ctx, out, ins, eqn: [
+              f"{out} = np.ascontiguousarray({ins[0]}).reshape({ctx.shape(eqn.outputs[0].aval)})"],
+          lambda g, out, x, *, shape: [ops.reshape(g, x.aval.shape)], linear=True)
+
+
+def _concat_rule(avals, params, checks):
+    axis = params["axis"]
+    first = avals[0]
+    _same_dtype(avals, "concatenate")
+    if any(a.ndim != first.ndim for a in avals) or not 0 <= axis < first.ndim:
+        raise ShapeError("concatenate: operands need the same number of dims, got "
+                         + ", ".join(format_shape(a.shape) for a in avals))
+    shape = list(first.shape)
+    for a in avals[1:]:
+        for k in range(first.ndim):
+            if k != axis:
+                shape[k] = join(shape[k], a.shape[k], "concatenate", checks)
+    shape[axis] = sum(resolve(a.shape[axis]) for a in avals)
+    return [AVal(tuple(shape), first.dtype)]
+
+
+def _emit_concatenate(ctx, out, ins, eqn):
+    axis, aval = eqn.params["axis"], eqn.outputs[0].aval
+    lines = [f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"]
+    start = 0
+    for name, x in zip(ins, eqn.inputs):
+        size = resolve(x.aval.shape[axis])
+        where = [":"] * aval.ndim
+        where[axis] = f"{start}:{start + size}"
+        lines.append(f"{out}[{', '.join(where)}] = {name}")
+        start += size
+    return lines
+
+
+def _concat_vjp(g, out, *xs, axis):
+    cts, start = [], 0
+    for x in xs:
+        size = resolve(x.aval.shape[axis])
+        starts = tuple(start if k == axis else 0 for k in range(g.ndim))
+        stops = tuple(start + size if k == axis else None for k in range(g.ndim))
+        cts.append(ops.static_slice(g, starts, stops, (1,) * g.ndim))
+        start += size
+    return cts
+
+
+_array_op("concatenate", _concat_rule, lambda *xs, axis: np.concatenate(xs, axis),
+          _emit_concatenate, _concat_vjp,
+          linear=True)
+
+
+def _gather_rule(avals, params, checks):
+    x, *indices = avals
+    axis = params["axis"]
+    for idx in indices:
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TracerTypeError(f"indexing: index arrays must be integers, got {idx.dtype}")
+    if axis + len(indices) > x.ndim:
+        raise ShapeError(f"indexing: too many indices for {format_shape(x.shape)}")
+    index_shape = broadcast_shapes([i.shape for i in indices], "indexing", checks)
+    shape = x.shape[:axis] + index_shape + x.shape[axis + len(indices):]
+    return [AVal(tuple(shape), x.dtype, x.weak)]
+
+
+def _gather_impl(x, *indices, axis):
+    return np.asarray(x)[(slice(None),) * axis + tuple(indices)]
+
+
+_array_op("gather", _gather_rule, _gather_impl,
+          lambda ctx, out, ins, eqn: _emit_indexed(ctx, out, ins, eqn, scatter=False),
+          lambda g, out, x, *idx, axis: [ops.scatter_add(g, idx, axis, x.aval.shape)]
+          + [None] * len(idx),
+          lambda ts, out, x, *idx, axis: None if ts[0] is None else ops.gather(ts[0], idx, axis))
+
+
+def _emit_indexed(ctx, out, ins, eqn, scatter):
+    """gather: out[i, j, t] = x[i, idx[j], t]; scatter_add: out[i, idx[j], t] += g[i, j, t].
+    Negative indices wrap; out-of-range ones raise IndexError, never read outside."""
+    axis = eqn.params["axis"]
+    data, indices = eqn.inputs[0].aval, [a.aval for a in eqn.inputs[1:]]
+    big = eqn.outputs[0].aval if scatter else data  # the array indexed by idx
+    loop_aval = data if scatter else eqn.outputs[0].aval
+    dims = ctx.dims(loop_aval)
+    idx, lines, indent = ctx.loops(dims, 0)
+    n_idx = len(loop_aval.shape) - (big.ndim - len(indices)) - 0
+    index_rank = n_idx
+    mid = idx[axis:axis + index_rank]
+    positions = []
+    for name, ind in zip(ins[1:], indices):
+        offset = index_rank - ind.ndim
+        read = [("0" if _is_one(ind.shape[k]) else mid[offset + k]) for k in range(ind.ndim)]
+        pos = ctx.fresh("p")
+        size = ctx.dim(big.shape[axis + len(positions)])
+        lines += [" " * indent + line for line in (
+            f"{pos} = {name}[{', '.join(read)}]" if read else f"{pos} = {name}",
+            f"if {pos} < 0:", f"    {pos} += {size}",
+            f"if {pos} < 0 or {pos} >= {size}:",
+            f"    raise IndexError('index out of bounds in {eqn.prim.name} at "
+            f"{eqn.location.replace(chr(39), '')}')")]
+        positions.append(pos)
+    big_index = ", ".join(idx[:axis] + positions + idx[axis + index_rank:])
+    small_index = ", ".join(idx)
+    if scatter:
+        head = [f"{out} = np.zeros({ctx.shape(big)}, {ctx.dtype(big)})"]
+        body = f"{out}[{big_index}] += {ins[0]}[{small_index}]"
+    else:
+        head = [f"{out} = np.empty({ctx.shape(loop_aval)}, {ctx.dtype(loop_aval)})"]
+        body = f"{out}[{small_index}] = {ins[0]}[{big_index}]"
+    return head + lines + [" " * indent + body]
+
+
+def _scatter_rule(avals, params, checks):
+    g = avals[0]
+    return [AVal(tuple(params["shape"]), g.dtype, g.weak)]
+
+
+def _scatter_impl(g, *indices, axis, shape):
+    out = np.zeros(concrete_shape(shape), dtype=np.asarray(g).dtype)
+    np.add.at(out, (slice(None),) * axis + tuple(indices), g)
+    return out
+
+
+_array_op("scatter_add", _scatter_rule, _scatter_impl,
+          lambda ctx, out, ins, eqn: _emit_indexed(ctx, out, ins, eqn, scatter=True),
+          lambda g, out, x, *idx, axis, shape: [ops.gather(g, idx, axis)] + [None] * len(idx),
+          lambda ts, out, x, *idx, axis, shape: None if ts[0] is None
+          else ops.scatter_add(ts[0], idx, axis, shape))
+
+
+def _embed_impl(g, *, shape, starts, steps):
+    out = np.zeros(concrete_shape(shape), dtype=np.asarray(g).dtype)
+    g = np.asarray(g)
+    out[tuple(_python_slice(a, c, n) for a, c, n in zip(starts, steps, g.shape))] = g
+    return out
+
+
+def _emit_embed(ctx, out, ins, eqn):
+    aval, g = eqn.outputs[0].aval, eqn.inputs[0].aval
+    where = []
+    for dim, full, start, step in zip(g.shape, aval.shape, eqn.params["starts"],
+                                      eqn.params["steps"]):
+        if (start, step) == (0, 1) and resolve(dim) == resolve(full):
+            where.append(":")
+            continue
+        sl = _python_slice(start, step, resolve(dim))
+        where.append(f"{sl.start}:{'' if sl.stop is None else sl.stop}:{sl.step}")
+    return [f"{out} = np.zeros({ctx.shape(aval)}, {ctx.dtype(aval)})",
+            f"{out}[{', '.join(where)}] = {ins[0]}"]
+
+
+def _embed_vjp(g, out, x, *, shape, starts, steps):
+    stops = tuple(None if (a, c) == (0, 1) else a + c * (resolve(n) - 1) + 1
+                  for a, c, n in zip(starts, steps, x.aval.shape))
+    return [ops.static_slice(g, starts, stops, steps)]
+
+
+_array_op("slice_embed",
+          lambda avals, params, checks: [AVal(tuple(params["shape"]), avals[0].dtype,
+                                              avals[0].weak)],
+          _embed_impl, lambda ctx, out, ins, eqn: _emit_embed(ctx, out, ins, eqn),
+          _embed_vjp, linear=True)
+
+
+def _dimsize_rule(avals, params, checks):
+    return [AVal((), np.dtype(params["dtype"]))]
+
+
+def _dimsize_impl(x, *, axes, dtype):
+    shape = np.shape(x)
+    return np.asarray(np.prod([shape[a] for a in axes]), dtype=dtype)
+
+
+_array_op("dimsize", _dimsize_rule, _dimsize_impl,
+          lambda ctx, out, ins, eqn: [
+              f"{out} = {ctx.dtype(eqn.outputs[0].aval)}("
+              + " * ".join(ctx.dim(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"])
+              + ")"], shape_only=True)
+
+
+def canonical_params(params: dict) -> tuple:
+    """Hashable form of params (symbolic dims resolved), for CSE and cache keys."""
+    items = []
+    for key, val in sorted(params.items()):
+        if isinstance(val, tuple):
+            val = tuple(resolve(v) if not isinstance(v, (tuple, np.dtype)) else v for v in val)
+        items.append((key, val))
+    return tuple(items)
+
+
+__all__ = ["REGISTRY", "Primitive", "resolve_shape"]

@@ -1,0 +1,242 @@
+"""Tracing: run the user's Python function on `Tracer`s and record the IR.
+
+A `Builder` collects equations for one program. Tracers are placeholders that
+know only their abstract value; every NumPy operation on them goes through
+`bind`, which applies the primitive's shape rule and records an equation.
+Builders nest (a `grad` traced inside a `function`): a tracer of an outer
+builder met by an inner one is captured as an input of the inner program.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import pytree
+from .errors import (
+    ConcretizationError,
+    ShapeError,
+    TracejitError,
+    TracerTypeError,
+    user_location,
+    with_location,
+)
+from .ir import AVal, Eqn, Literal, Program, Var
+from .shapes import ShapeChecks, Sym, format_shape
+
+_builders: list[Builder] = []
+
+
+class Builder:
+    """Collects the equations of one program while its function is traced."""
+
+    def __init__(self, name: str = "fn"):
+        self.name = name
+        self.invars: list[Var] = []
+        self.eqns: list[Eqn] = []
+        self.constvars: list[Var] = []
+        self.const_values: list = []
+        self._captured: dict[int, Var] = {}
+        self.checks = ShapeChecks()
+        self.input_syms: list[tuple[int, int, Sym]] = []
+
+    def __enter__(self) -> Builder:
+        _builders.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _builders.pop()
+
+    def new_input(self, aval: AVal) -> Tracer:
+        var = Var(aval)
+        self.invars.append(var)
+        return Tracer(self, var)
+
+    def capture(self, value) -> Var:
+        """An array or outer tracer used here becomes a constant input."""
+        key = id(value)
+        if key not in self._captured:
+            aval = value.aval if isinstance(value, Tracer) else AVal(value.shape, value.dtype)
+            var = Var(aval)
+            self.constvars.append(var)
+            self.const_values.append(value)
+            self._captured[key] = var
+        return self._captured[key]
+
+    def atom(self, value):
+        """The IR operand for `value`: a variable, a captured constant or a literal."""
+        if isinstance(value, Tracer):
+            return value.ir_var if value.builder is self else self.capture(value)
+        if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+            return Literal(value, weak_aval(value))
+        if isinstance(value, (np.ndarray, np.generic)):
+            if value.ndim == 0:
+                return Literal(value, AVal((), value.dtype))
+            return self.capture(value)
+        raise TracerTypeError(with_location(
+            f"cannot use a {type(value).__name__} as an array operand"))
+
+    def program(self, outputs: list) -> Program:
+        outvars = [self.atom(o) for o in outputs]
+        return Program(self.invars, self.constvars, self.eqns, outvars, self.checks, self.name,
+                       self.const_values)
+
+
+def weak_aval(value) -> AVal:
+    """Python scalars are weakly typed: they take the other operand's dtype."""
+    if isinstance(value, bool):
+        return AVal((), np.dtype(bool), True)
+    if isinstance(value, int):
+        return AVal((), np.dtype(np.int64), True)
+    return AVal((), np.dtype(np.float64), True)
+
+
+def current_builder() -> Builder | None:
+    return _builders[-1] if _builders else None
+
+
+def bind(prim, *args, _traced=False, **params):
+    """Apply `prim`: record an equation when tracing, else run the NumPy reference.
+    `_traced` records even without tracer operands (a fill of a traced shape)."""
+    builder = current_builder()
+    if builder is None or not (_traced or any(isinstance(a, Tracer) for a in args)):
+        return prim.impl(*args, **params)
+    inputs = [builder.atom(a) for a in args]
+    location = user_location()
+    try:
+        (aval,) = prim.abstract_eval([a.aval for a in inputs], params, builder.checks)
+    except TracejitError as err:
+        shapes = ", ".join(f"{_dtype_str(a.aval)}{format_shape(a.aval.shape)}" for a in inputs)
+        message = f"{err.args[0]}\n  op: {prim.name} on {shapes}"
+        raise type(err)(with_location(message, location)) from None
+    out = Var(aval)
+    builder.eqns.append(Eqn(prim, inputs, params, [out], location))
+    return Tracer(builder, out)
+
+
+def _dtype_str(aval: AVal) -> str:
+    return f"{aval.dtype}"
+
+
+class Tracer:
+    """Stands for an array while a function is traced. Supports NumPy's
+    operators, ufuncs, functions and array methods (see numpy_api.py)."""
+
+    __slots__ = ("builder", "ir_var")
+    __array_priority__ = 1000
+
+    def __init__(self, builder: Builder, var: Var):
+        self.builder = builder
+        self.ir_var = var
+
+    @property
+    def aval(self) -> AVal:
+        return self.ir_var.aval
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.ir_var.aval.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.ir_var.aval.ndim
+
+    def __repr__(self) -> str:
+        return f"Tracer<{self.ir_var.aval}>"
+
+    def __bool__(self):
+        raise ConcretizationError(with_location(
+            f"the truth value of a traced array {self.aval} is only known when the kernel runs",
+            hint="use np.where(cond, a, b) for data-dependent choices, or mark the argument "
+                 "static with static_argnums / static_argnames"))
+
+    def _concrete(self, what):
+        raise ConcretizationError(with_location(
+            f"{what}() of a traced array {self.aval}: its value is only known when the kernel runs",
+            hint="keep the computation in NumPy ops, or pass the value as a static argument"))
+
+    def __float__(self):
+        self._concrete("float")
+
+    def __int__(self):
+        self._concrete("int")
+
+    def __index__(self):
+        self._concrete("index")
+
+    def __array__(self, *args, **kwargs):
+        raise TracerTypeError(with_location(
+            f"np.asarray() of a traced array {self.aval}: the value does not exist while "
+            "tracing", hint="this usually means a NumPy function tracejit does not trace was "
+            "called; use the np.* functions listed in the README"))
+
+    def __hash__(self):
+        return id(self)
+
+
+# --------------------------------------------------------- tracing entry
+
+def abstractify(leaf, builder_leaf_index: int, builder: Builder) -> AVal:
+    """The abstract value of an argument leaf: non-1 dims become symbols."""
+    if isinstance(leaf, Tracer):
+        return leaf.aval
+    if isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic):
+        return weak_aval(leaf)
+    if isinstance(leaf, (np.ndarray, np.generic)):
+        shape = []
+        for axis, size in enumerate(np.shape(leaf)):
+            if size == 1:
+                shape.append(1)
+            else:
+                sym = Sym(size)
+                builder.input_syms.append((builder_leaf_index, axis, sym))
+                shape.append(sym)
+        return AVal(tuple(shape), np.asarray(leaf).dtype)
+    raise TracerTypeError(with_location(
+        f"argument leaf of type {type(leaf).__name__} is not an array or scalar",
+        hint="pass NumPy arrays or Python scalars in tuples/lists/dicts; mark other values "
+             "static with static_argnums / static_argnames"))
+
+
+def trace(fn, args: tuple, name: str | None = None):
+    """Trace `fn(*args)` (args are pytrees) into a Program.
+
+    Returns (program, out_treedef, builder). Leaves that are Tracers of an
+    outer builder are traced as inputs too, keeping their abstract values."""
+    leaves, treedef = pytree.flatten(args)
+    builder = Builder(name or getattr(fn, "__name__", "fn"))
+    tracers = [builder.new_input(abstractify(leaf, i, builder)) for i, leaf in enumerate(leaves)]
+    with builder:
+        out = fn(*pytree.unflatten(treedef, tracers))
+        out_leaves, out_treedef = pytree.flatten(out)
+        for leaf in out_leaves:
+            _check_output(leaf)
+        program = builder.program(out_leaves)
+    return program, out_treedef, builder
+
+
+def _check_output(leaf) -> None:
+    if not isinstance(leaf, (Tracer, np.ndarray, np.generic, bool, int, float)):
+        raise TracerTypeError(with_location(
+            f"function returned a {type(leaf).__name__}; outputs must be arrays or scalars "
+            "in tuples/lists/dicts"))
+
+
+def replay(program: Program, args: list, consts: list) -> list:
+    """Evaluate `program` by binding each equation: builds IR when the args
+    are tracers, runs NumPy when they are arrays (the reference interpreter)."""
+    env: dict[int, object] = {}
+    for var, val in zip(program.invars, args):
+        env[id(var)] = val
+    for var, val in zip(program.constvars, consts):
+        env[id(var)] = val
+
+    def read(atom):
+        return atom.value if isinstance(atom, Literal) else env[id(atom)]
+
+    for eqn in program.eqns:
+        out = bind(eqn.prim, *[read(a) for a in eqn.inputs], **eqn.params)
+        env[id(eqn.outputs[0])] = out
+    return [read(a) for a in program.outvars]
+
+
+__all__ = ["Builder", "ShapeError", "Tracer", "bind", "trace", "replay"]
