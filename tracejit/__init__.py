@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from . import numpy_api as _numpy_api  # noqa: F401  (installs NumPy's surface on tracers)
 from .api import (
     Function,
+    custom_vjp,
     function,
     grad,
     hessian,
@@ -31,6 +32,6 @@ from .errors import (
 
 __all__ = [
     "ConcretizationError", "Function", "ShapeError", "TracejitError", "TracerTypeError",
-    "UnsupportedError", "function", "grad", "hessian", "jacobian", "jvp", "make_ir",
+    "UnsupportedError", "custom_vjp", "function", "grad", "hessian", "jacobian", "jvp", "make_ir",
     "stop_gradient", "value_and_grad", "vjp",
 ]

@@ -19,7 +19,7 @@ from . import autodiff, ops, pytree
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
 from .errors import TracerTypeError, UnsupportedError
 from .ir import Program
-from .trace import Tracer, current_builder, trace
+from .trace import Tracer, _builders, current_builder, trace
 
 
 def _as_tuple(value) -> tuple:
@@ -44,11 +44,20 @@ class Function(Dispatcher):
         self._simple = not (self.static_argnums or self.static_argnames)
 
     def __call__(self, *args, **kwargs):
-        if current_builder() is not None and is_tracing((args, kwargs)):
-            return self.fn(*args, **kwargs)
-        if self._simple and not kwargs:
-            return self.call_flat(args)
-        return self.call_flat(*self.split(args, kwargs))
+        if kwargs or not self._simple or _builders:
+            if current_builder() is not None and is_tracing((args, kwargs)):
+                return self.fn(*args, **kwargs)
+            if self._simple and not kwargs:
+                return self.call_flat(args)
+            return self.call_flat(*self.split(args, kwargs))
+        leaves: list = []
+        key = pytree.signature(args, leaves)
+        entry = self._fast.get(key)
+        if entry is None:
+            entry = self._miss(key, args, ())
+        else:
+            self.stats.memory_hits += 1
+        return entry.call(leaves)
 
     def __get__(self, instance, owner):
         # Decorating a method: bind `self` as a static argument.
@@ -387,6 +396,38 @@ def hessian(fun, argnums=0):
 def stop_gradient(x):
     """The identity, with a zero derivative."""
     return ops.stop_gradient(x)
+
+
+class custom_vjp:  # noqa: N801 - named like jax.custom_vjp, used as a decorator
+    """A function with a user-defined gradient rule, as `jax.custom_vjp`:
+
+        @tracejit.custom_vjp
+        def f(x): ...
+        f.defvjp(fwd, bwd)   # fwd(*args) -> (out, residuals); bwd(residuals, g) -> cotangents
+
+    `f` must return one array; `bwd` returns a tuple with one cotangent per argument.
+    """
+
+    def __init__(self, fun):
+        functools.update_wrapper(self, fun)
+        self.fun = fun
+        self.fwd = self.bwd = None
+
+    def defvjp(self, fwd, bwd):
+        self.fwd, self.bwd = fwd, bwd
+        return self
+
+    def __call__(self, *args):
+        if current_builder() is None or not is_tracing(args):
+            return self.fun(*args)
+        if self.fwd is None:
+            raise TracerTypeError(f"custom_vjp {self.__name__}: call defvjp(fwd, bwd) first")
+        out, residuals = self.fwd(*args)
+        res_leaves, res_def = pytree.flatten(residuals)
+        arg_leaves, arg_def = pytree.flatten(args)
+        return ops.bind(ops.R["custom_vjp_call"], out, *res_leaves, *arg_leaves,
+                        _traced=True, bwd=self.bwd, n_res=len(res_leaves), res_def=res_def,
+                        arg_def=arg_def)
 
 
 def make_ir(fn, static_argnums=()):

@@ -44,7 +44,7 @@ class Stats:
 def prepare(program: Program) -> Program:
     """The pass pipeline before code generation (verified when TRACEJIT_VERIFY=1)."""
     checked = verify_passes()
-    for step in (passes.optimize, passes.strip_stop_gradient, passes.optimize):
+    for step in (passes.optimize, passes.strip_identities, passes.optimize):
         program = step(program)
         if checked:
             verify(program)
@@ -90,13 +90,6 @@ def _scalar_type(aval):
     return aval.dtype.type if aval.ndim == 0 else None
 
 
-def _leaf_signature(leaf):
-    """Exact per-leaf key for the hot dispatch table."""
-    if type(leaf) is np.ndarray:
-        return (leaf.dtype, leaf.shape, leaf.strides)
-    return type(leaf)
-
-
 def _layout(arr: np.ndarray) -> str:
     if arr.flags.c_contiguous:
         return "C"
@@ -116,16 +109,29 @@ def abstract_signature(leaf):
 
 
 class Entry:
-    """Kernel + the output structure for one abstract signature."""
+    """Kernel + the output structure for one abstract signature. `call` is
+    specialised once so the hot path does no per-call decisions."""
 
     def __init__(self, kernel: Kernel, out_treedef, bound_axes):
         self.kernel = kernel
         self.out_treedef = out_treedef
         self.bound_axes = bound_axes  # (leaf, axis) sizes the trace depended on
         self.extra = None
+        self.call = self._specialise()
 
     def __call__(self, leaves):
-        return pytree.unflatten(self.out_treedef, self.kernel(leaves))
+        return self.call(leaves)
+
+    def _specialise(self):
+        kernel, treedef = self.kernel, self.out_treedef
+        if kernel.interpret or any(kernel._convert):
+            return lambda leaves: pytree.unflatten(treedef, kernel(leaves))
+        fn, consts = kernel.fn, kernel.consts
+        if treedef == pytree.LEAF:
+            if consts:
+                return lambda leaves: fn(*leaves, *consts)[0]
+            return lambda leaves: fn(*leaves)[0]
+        return lambda leaves: pytree.unflatten(treedef, fn(*leaves, *consts))
 
 
 class Dispatcher:
@@ -144,25 +150,30 @@ class Dispatcher:
 
     # The hot path: flatten, one dict lookup, the call.
     def call_flat(self, args: tuple, statics: tuple = ()):
-        leaves, treedef = pytree.flatten(args)
-        key = (treedef, statics, *[_leaf_signature(leaf) for leaf in leaves])
+        leaves: list = []
+        key = pytree.signature(args, leaves)
+        if statics:
+            key = (key, statics)
         entry = self._fast.get(key)
         if entry is None:
-            entry = self._miss(key, args, statics, leaves, treedef)
+            entry = self._miss(key, args, statics)
         else:
             self.stats.memory_hits += 1
-        return entry(leaves)
+        return entry.call(leaves)
 
     def entry(self, args: tuple, statics: tuple = ()):
         """(entry, leaves) for these arguments, compiling on a miss."""
-        leaves, treedef = pytree.flatten(args)
-        key = (treedef, statics, *[_leaf_signature(leaf) for leaf in leaves])
+        leaves: list = []
+        key = pytree.signature(args, leaves)
+        if statics:
+            key = (key, statics)
         entry = self._fast.get(key)
         if entry is None:
-            entry = self._miss(key, args, statics, leaves, treedef)
+            entry = self._miss(key, args, statics)
         return entry, leaves
 
-    def _miss(self, key, args, statics, leaves, treedef) -> Entry:
+    def _miss(self, key, args, statics) -> Entry:
+        leaves, treedef = pytree.flatten(args)
         with self._lock:
             for leaf in leaves:
                 _check_leaf(leaf)
@@ -221,9 +232,9 @@ def _check_leaf(leaf) -> None:
     from .errors import TracerTypeError
 
     if isinstance(leaf, np.ndarray):
-        if leaf.dtype.kind not in "fiub":
+        if leaf.dtype.kind not in "fiub" or not leaf.dtype.isnative:
             raise TracerTypeError(f"unsupported array dtype {leaf.dtype} (float, int and "
-                                  "bool arrays are supported)")
+                                  "bool arrays in native byte order are supported)")
         return
     if isinstance(leaf, (bool, int, float, np.generic)):
         return

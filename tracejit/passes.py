@@ -5,7 +5,8 @@
 - `simplify`: `x + 0`, `x * 1`, same-dtype converts... become `x`;
 - `cse`: equal equations on equal operands are computed once;
 - `dce`: equations no output depends on are dropped;
-- `strip_stop_gradient`: after differentiation, stop_gradient is the identity.
+- `strip_identities`: after differentiation, stop_gradient (and custom_vjp_call)
+  are the identity.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def simplify(program: Program) -> Program:
     return _rewrite(program, visit)
 
 
-def strip_stop_gradient(program: Program) -> Program:
-    return _rewrite(program, lambda eqn: eqn.inputs[0] if eqn.prim.name == "stop_gradient"
-                    else None)
+def strip_identities(program: Program) -> Program:
+    """After differentiation, stop_gradient and custom_vjp_call are their operand."""
+    return _rewrite(program, lambda eqn: eqn.inputs[0] if eqn.prim.forward_identity else None)
 
 
 def optimize(program: Program) -> Program:

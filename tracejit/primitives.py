@@ -16,8 +16,8 @@ and keep no per-op tables of their own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from . import ops
 from .errors import ShapeError, TracerTypeError
 from .ir import AVal
 from .shapes import (
+    Sym,
     broadcast_shapes,
     concrete_shape,
     format_shape,
@@ -46,12 +47,13 @@ class Primitive:
     vjp: Callable | None = None  # (g, out, *xs, **p) -> [cotangent_i | None]
     jvp: Callable | None = None  # (tangents, out, *xs, **p) -> tangent | None
     scalar: str | Callable | None = None  # elementwise: "np.exp({0})" or fn(*exprs, **p)
-    index_map: Callable | None = None  # indexmap: (in_aval, out_aval, **p) -> [(axis|None, off, step)]
+    index_map: Callable | None = None  # (in_aval, out_aval, **p) -> [(axis|None, off, step)]
     monoid: tuple | None = None  # reduce: (identity(dtype), "update statement")
     emit: Callable | None = None  # array ops: (ctx, out_name, in_names, eqn) -> [lines]
     differentiable: bool = True
     nan_safe: bool = False  # multiply cotangents with a zero-preserving product
     shape_only: bool = False  # reads only its operands' sizes, never their values
+    forward_identity: bool = False  # computes operand 0 unchanged (lowered away by passes)
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -249,11 +251,12 @@ elementwise("convert", 1, lambda x, *, dtype: np.asarray(x).astype(dtype), _conv
 # index arithmetic, never a copy.
 
 def _indexmap(name, rule, impl, index_map, vjp, differentiable=True):
-    return register(Primitive(
-        name, INDEXMAP, rule, impl, vjp=vjp, index_map=index_map,
-        jvp=(lambda ts, out, x, **p: None if ts[0] is None else ops.bind(REGISTRY[name], ts[0], **p))
-        if differentiable else (lambda ts, out, x, **p: None),
-        differentiable=differentiable))
+    def linear_jvp(tangents, out, x, **params):
+        return None if tangents[0] is None else ops.bind(REGISTRY[name], tangents[0], **params)
+
+    return register(Primitive(name, INDEXMAP, rule, impl, vjp=vjp, index_map=index_map,
+                              jvp=linear_jvp if differentiable else lambda *a, **p: None,
+                              differentiable=differentiable))
 
 
 def _broadcast_rule(avals, params, checks):
@@ -370,7 +373,32 @@ _indexmap("slice", _slice_rule, _slice_impl,
 
 _indexmap("stop_gradient", lambda avals, params, checks: [avals[0]], lambda x: x,
           lambda x, out: [(k, 0, 1) for k in range(x.ndim)],
-          lambda g, out, x: [None], differentiable=False)
+          lambda g, out, x: [None], differentiable=False).forward_identity = True
+
+
+def _custom_vjp_vjp(g, out, value, *rest, bwd, n_res, res_def, arg_def):
+    from . import pytree
+
+    residuals = pytree.unflatten(res_def, rest[:n_res])
+    cts = bwd(residuals, g)
+    ct_leaves, ct_def = pytree.flatten(tuple(cts) if isinstance(cts, list) else cts)
+    if ct_def != arg_def:
+        raise TracerTypeError("custom_vjp: bwd must return one cotangent per argument, "
+                              f"structured like the arguments ({pytree.describe(arg_def)})")
+    return [None] * (1 + n_res) + ct_leaves
+
+
+def _custom_vjp_jvp(tangents, out, *xs, **params):
+    raise TracerTypeError("forward mode (jvp) through a custom_vjp function is not "
+                          "supported; define the gradient with grad/vjp only")
+
+
+# `custom_vjp_call(value, *residuals, *args)`: the forward value computed by the
+# user's fwd, with the user's bwd as its VJP rule (see api.custom_vjp).
+register(Primitive(
+    "custom_vjp_call", ARRAY, lambda avals, params, checks: [avals[0]],
+    lambda value, *rest, **params: value, vjp=_custom_vjp_vjp, jvp=_custom_vjp_jvp,
+    forward_identity=True))
 
 
 # -------------------------------------------------------------- reductions
@@ -756,13 +784,16 @@ _array_op("dimsize", _dimsize_rule, _dimsize_impl,
 
 
 def canonical_params(params: dict) -> tuple:
-    """Hashable form of params (symbolic dims resolved), for CSE and cache keys."""
-    items = []
-    for key, val in sorted(params.items()):
-        if isinstance(val, tuple):
-            val = tuple(resolve(v) if not isinstance(v, (tuple, np.dtype)) else v for v in val)
-        items.append((key, val))
-    return tuple(items)
+    """Hashable form of params (symbolic dims resolved), for CSE."""
+    return tuple((key, _canonical(val)) for key, val in sorted(params.items()))
+
+
+def _canonical(value):
+    if isinstance(value, Sym):
+        return resolve(value)
+    if isinstance(value, tuple):
+        return tuple(_canonical(v) for v in value)
+    return value
 
 
 __all__ = ["REGISTRY", "Primitive", "resolve_shape"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from numpy import ndarray
+
 # A treedef is a hashable nested tuple: ("*",) for a leaf, (None,) for None,
 # ("t", children), ("l", children) or ("d", keys, children).
 LEAF = ("*",)
@@ -32,6 +34,31 @@ def _flatten_into(tree: Any, leaves: list) -> tuple:
         return NONE
     leaves.append(tree)
     return LEAF
+
+
+def signature(tree: Any, leaves: list):
+    """One pass that collects the leaves and returns a hashable key of the
+    structure *and* each array's dtype, shape and strides. The hot dispatch
+    path of every compiled function is this call plus one dict lookup, so
+    array children are handled inline rather than by recursion."""
+    kind = type(tree)
+    if kind is tuple or kind is list:
+        parts = []
+        for child in tree:
+            if type(child) is ndarray:
+                leaves.append(child)
+                parts.append((child.dtype.num, child.shape, child.strides))
+            else:
+                parts.append(signature(child, leaves))
+        return (kind, tuple(parts))
+    if kind is ndarray:
+        leaves.append(tree)
+        return (tree.dtype.num, tree.shape, tree.strides)
+    if kind is dict:
+        keys = tuple(sorted(tree))
+        return (keys, tuple([signature(tree[k], leaves) for k in keys]))
+    leaves.append(tree)
+    return kind
 
 
 def unflatten(treedef: tuple, leaves) -> Any:

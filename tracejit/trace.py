@@ -94,6 +94,7 @@ def current_builder() -> Builder | None:
     return _builders[-1] if _builders else None
 
 
+
 def bind(prim, *args, _traced=False, **params):
     """Apply `prim`: record an equation when tracing, else run the NumPy reference.
     `_traced` records even without tracer operands (a fill of a traced shape)."""
