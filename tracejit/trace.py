@@ -97,9 +97,11 @@ def current_builder() -> Builder | None:
 
 def bind(prim, *args, _traced=False, **params):
     """Apply `prim`: record an equation when tracing, else run the NumPy reference.
-    `_traced` records even without tracer operands (a fill of a traced shape)."""
+    Constant operands are folded eagerly unless the result's shape is symbolic
+    (a parameter holds a `Sym`) or `_traced` asks for an equation anyway."""
     builder = current_builder()
-    if builder is None or not (_traced or any(isinstance(a, Tracer) for a in args)):
+    if builder is None or not (_traced or any(isinstance(a, Tracer) for a in args)
+                               or _symbolic_params(params)):
         return prim.impl(*args, **params)
     inputs = [builder.atom(a) for a in args]
     location = user_location()
@@ -112,6 +114,11 @@ def bind(prim, *args, _traced=False, **params):
     out = Var(aval)
     builder.eqns.append(Eqn(prim, inputs, params, [out], location))
     return Tracer(builder, out)
+
+
+def _symbolic_params(params: dict) -> bool:
+    return any(isinstance(v, Sym) or (isinstance(v, tuple) and any(isinstance(d, Sym) for d in v))
+               for v in params.values())
 
 
 def _dtype_str(aval: AVal) -> str:

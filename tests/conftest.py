@@ -1,0 +1,24 @@
+"""Shared fixtures: a private kernel cache, the IR verifier on, and interpreter / Numba modes."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_and_verifier(tmp_path_factory):
+    """Kernels go to a fresh cache directory, and every pass is verified."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRACEJIT_CACHE_DIR", str(tmp_path_factory.mktemp("tracejit-cache")))
+        mp.setenv("TRACEJIT_VERIFY", "1")
+        yield
+
+
+@pytest.fixture
+def interpret(monkeypatch):
+    """Kernels built in this test run through the NumPy reference interpreter."""
+    monkeypatch.setenv("TRACEJIT_DISABLE_JIT", "1")
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    """Kernels built in this test are compiled by Numba, whatever the caller's environment."""
+    monkeypatch.delenv("TRACEJIT_DISABLE_JIT", raising=False)

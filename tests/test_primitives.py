@@ -1,0 +1,562 @@
+"""Every primitive, as users reach it, against NumPy: one table drives all the checks.
+
+A row of `ROWS` names the primitive it exercises, a function written in plain
+NumPy that reaches it, the argument shapes to try (broadcasting pairs, unit and
+0-d dims), a sampler per argument (the domain: log wants positive inputs, FD
+checks want no kinks) and whether the function is differentiable. From the table:
+
+1. the shape/dtype rule and the interpreter (TRACEJIT_DISABLE_JIT=1) against
+   NumPy, for every shape case in float32 and float64;
+2. the compiled kernels against NumPy: one traced function per (primitive kind,
+   dtype) holding every row of that kind, so each kind compiles once per dtype;
+3. forward and reverse derivatives against finite differences, to order 2, in
+   float64 for every shape case (interpreted);
+4. the compiled backward kernel against the interpreted adjoint, one
+   `value_and_grad` per kind.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import tracejit
+from tracejit.primitives import REGISTRY
+from tracejit.shapes import concrete_shape
+from tracejit.testing import check_grads
+from tracejit.trace import trace
+
+FLOATS = (np.float32, np.float64)
+
+
+# ------------------------------------------------------------------ samplers
+# Each takes (rng, shape, dtype) and returns an array of that shape.
+
+def real(rng, shape, dtype):
+    return np.asarray(rng.standard_normal(shape), dtype)
+
+
+def positive(rng, shape, dtype):
+    return np.asarray(rng.uniform(0.5, 2.0, shape), dtype)
+
+
+def nonzero(rng, shape, dtype):
+    """Away from 0: no kink for abs, sign, maximum(x, 0)."""
+    return np.asarray(rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape), dtype)
+
+
+def above_minus_one(rng, shape, dtype):
+    return np.asarray(rng.uniform(-0.5, 2.0, shape), dtype)
+
+
+def no_poles(rng, shape, dtype):
+    return np.asarray(rng.uniform(-1.2, 1.2, shape), dtype)
+
+
+def off_grid(rng, shape, dtype):
+    """At least 0.15 from every integer and half-integer: floor, ceil, rint and
+    sign are locally constant there."""
+    return np.asarray(rng.integers(-3, 4, shape) + rng.uniform(0.15, 0.35, shape), dtype)
+
+
+def halves(rng, shape, dtype):
+    """Exact ties for rounding (half to even)."""
+    return np.asarray(rng.integers(-3, 3, shape) + 0.5, dtype)
+
+
+def small_ints(rng, shape, dtype):
+    """-1, 0 or 1: comparisons meet equal operands, reductions meet ties."""
+    return np.asarray(rng.integers(-1, 2, shape), dtype)
+
+
+def with_zeros(rng, shape, dtype):
+    x = rng.standard_normal(shape)
+    return np.asarray(np.where(rng.random(shape) < 0.3, 0.0, x), dtype)
+
+
+def with_nan(rng, shape, dtype):
+    x = rng.standard_normal(shape)
+    return np.asarray(np.where(rng.random(shape) < 0.3, np.nan, x), dtype)
+
+
+def index(size):
+    """Integer indices into an axis of `size`, negative ones included."""
+
+    def sample(rng, shape, dtype):
+        return np.asarray(rng.integers(-size, size, shape), np.int64)
+
+    sample.__name__ = f"index{size}"
+    return sample
+
+
+# --------------------------------------------------------------- the table
+
+@dataclass(frozen=True)
+class Row:
+    label: str  # test id; unique
+    prim: str  # the primitive this row exercises
+    fn: Callable  # plain NumPy code reaching it
+    shapes: tuple  # argument shape cases: a tuple of shapes per case
+    domain: tuple  # one sampler per argument
+    grad: bool = True  # derivatives checked against finite differences
+    ref: Callable | None = None  # the NumPy reference when `fn` is not plain NumPy
+    modes: tuple = ("rev", "fwd")  # derivative modes the primitive supports
+    order: int = 2  # up to which order derivatives are checked
+
+    def reference(self, *args):
+        return (self.ref or self.fn)(*args)
+
+
+def row(prim, fn, shapes, domain=real, *, label=None, **options) -> Row:
+    domain = domain if isinstance(domain, tuple) else (domain,) * len(shapes[0])
+    return Row(label or prim, prim, fn, tuple(shapes), domain, **options)
+
+
+def cases(*shapes):
+    """Shape cases of a one-argument function."""
+    return tuple((s,) for s in shapes)
+
+
+UNARY = cases((), (3,), (3, 4), (2, 1, 4), (1,))
+BINARY = (
+    ((3, 4), (3, 4)),
+    ((3, 4), (4,)),
+    ((3, 1), (1, 4)),
+    ((2, 3, 4), (3, 1)),
+    ((), (3,)),
+    ((3,), ()),
+    ((1,), (2, 3)),
+)
+TERNARY = (
+    ((3, 4), (3, 4), (3, 4)),
+    ((3, 4), (4,), (3, 1)),
+    ((3, 1), (), (4,)),
+    ((), (3,), (3,)),
+    ((2, 1, 4), (3, 1), (1,)),
+)
+MATRICES = cases((3, 4), (2, 3, 4), (1, 4), (3, 1))
+MATMUL = (
+    ((3, 4), (4, 5)),
+    ((4,), (4, 5)),
+    ((3, 4), (4,)),
+    ((4,), (4,)),
+    ((2, 3, 4), (2, 4, 5)),
+    ((2, 3, 4), (4, 5)),
+    ((1, 4), (4, 1)),
+)
+
+
+def other_float(dtype):
+    return np.float32 if dtype == np.float64 else np.float64
+
+
+def scatter_ref(x, i, g):
+    out = np.zeros_like(x)
+    np.add.at(out, i, g)
+    return out
+
+
+@tracejit.custom_vjp
+def sin_with_rule(x):
+    return np.sin(x)
+
+
+sin_with_rule.defvjp(lambda x: (np.sin(x), np.cos(x)), lambda cos_x, g: (g * cos_x,))
+
+
+def embed_ref(where):
+    def ref(x, g):
+        out = np.zeros_like(x)
+        out[where] = g
+        return out
+
+    return ref
+
+
+_ELEMENTWISE_ROWS = [
+    # unary
+    row("neg", lambda x: -x, UNARY),
+    row("exp", np.exp, UNARY),
+    row("log", np.log, UNARY, positive),
+    row("log1p", np.log1p, UNARY, above_minus_one),
+    row("expm1", np.expm1, UNARY),
+    row("sqrt", np.sqrt, UNARY, positive),
+    row("abs", np.abs, UNARY, nonzero),
+    row("abs", lambda x: abs(x), UNARY, nonzero, label="abs_builtin"),
+    row("sin", np.sin, UNARY),
+    row("cos", np.cos, UNARY),
+    row("tan", np.tan, UNARY, no_poles),
+    row("tanh", np.tanh, UNARY),
+    row("arctan", np.arctan, UNARY),
+    row("sinh", np.sinh, UNARY),
+    row("cosh", np.cosh, UNARY),
+    # piecewise constant: derivative zero away from the jumps
+    row("sign", np.sign, UNARY, off_grid),
+    row("sign", np.sign, UNARY, with_zeros, label="sign_at_zero", grad=False),
+    row("floor", np.floor, UNARY, off_grid),
+    row("ceil", np.ceil, UNARY, off_grid),
+    row("round", np.rint, UNARY, off_grid),
+    row("round", np.rint, UNARY, halves, label="rint_ties", grad=False),
+    # binary, over broadcasting pairs
+    row("add", lambda x, y: x + y, BINARY),
+    row("sub", lambda x, y: x - y, BINARY),
+    row("mul", lambda x, y: x * y, BINARY),
+    row("div", lambda x, y: x / y, BINARY, (real, nonzero)),
+    row("pow", lambda x, y: x**y, BINARY, (positive, real)),
+    row("pow", np.power, BINARY, (positive, real), label="np_power"),
+    row("maximum", np.maximum, BINARY),
+    row("minimum", np.minimum, BINARY),
+    row("maximum", np.maximum, BINARY, small_ints, label="maximum_ties", grad=False),
+    row("minimum", np.minimum, BINARY, small_ints, label="minimum_ties", grad=False),
+    # a Python scalar operand is weak: float32 stays float32
+    row("add", lambda x: x + 1.5, UNARY, label="add_scalar"),
+    row("add", lambda x: 2 + x, UNARY, label="radd_int"),
+    row("sub", lambda x: 1 - x, UNARY, label="rsub_int"),
+    row("mul", lambda x: 2.5 * x, UNARY, label="rmul_scalar"),
+    row("div", lambda x: x / 3, UNARY, label="div_int"),
+    row("div", lambda x: 1.0 / x, UNARY, nonzero, label="rdiv_scalar"),
+    row("pow", lambda x: x**2.5, UNARY, positive, label="pow_scalar"),
+    row("pow", lambda x: 2.0**x, UNARY, label="rpow_scalar"),
+    row("maximum", lambda x: np.maximum(x, 0.0), UNARY, nonzero, label="relu"),
+    row("minimum", lambda x: np.clip(x, -1.0, 1.0), UNARY, label="clip"),
+    row("integer_pow", lambda x: x**3, UNARY),
+    row("integer_pow", np.square, UNARY, label="square"),
+    row("integer_pow", lambda x: x**5, UNARY, label="pow5"),
+    row("integer_pow", lambda x: x**3.0, UNARY, label="pow_integral_float"),
+    row("integer_pow", lambda x: x**-2, UNARY, nonzero, label="pow_negative_int"),
+    row("integer_pow", lambda x: x**0, UNARY, label="pow0"),
+    # comparisons and logic give bool
+    row("lt", lambda x, y: x < y, BINARY, small_ints, grad=False),
+    row("le", lambda x, y: x <= y, BINARY, small_ints, grad=False),
+    row("gt", lambda x, y: x > y, BINARY, small_ints, grad=False),
+    row("ge", lambda x, y: x >= y, BINARY, small_ints, grad=False),
+    row("eq", lambda x, y: x == y, BINARY, small_ints, grad=False),
+    row("ne", lambda x, y: x != y, BINARY, small_ints, grad=False),
+    row("gt", lambda x: x > 0.5, UNARY, label="gt_scalar", grad=False),
+    row("logical_and", lambda x, y: np.logical_and(x > 0, y > 0), BINARY, grad=False),
+    row("logical_and", lambda x, y: (x > 0) & (y < 0), BINARY, label="and_operator",
+        grad=False),
+    row("logical_or", lambda x, y: np.logical_or(x > 0, y > 0), BINARY, grad=False),
+    row("logical_or", lambda x, y: (x > 0) | (y < 0), BINARY, label="or_operator", grad=False),
+    row("logical_not", lambda x: ~(x > 0), UNARY, grad=False),
+    row("logical_not", np.logical_not, UNARY, with_zeros, label="np_logical_not_float",
+        grad=False),
+    # select: the condition is not differentiated; x and y are
+    row("select", lambda c, x, y: np.where(c > 0, x, y), TERNARY),
+    row("select", lambda x: np.where(x > 0, x, 0.0), UNARY, nonzero, label="where_scalar"),
+    # convert
+    row("convert", lambda x: x.astype(other_float(x.dtype)), UNARY, label="convert_float",
+        grad=False),
+    row("convert", lambda x: x.astype(np.int64), UNARY, off_grid, label="convert_int",
+        grad=False),
+    row("convert", lambda x: x.astype(bool), UNARY, with_zeros, label="convert_bool",
+        grad=False),
+    row("convert", lambda x: (x > 0).astype(x.dtype), UNARY, label="convert_from_bool",
+        grad=False),
+    row("convert", lambda x: x.astype(np.int32) + 1, UNARY, off_grid,
+        label="convert_int32_weak", grad=False),
+]
+
+_INDEXMAP_ROWS = [
+    row("broadcast_in_dim", lambda x: np.broadcast_to(x, (2, 3, 4)),
+        cases((4,), (3, 1), (), (1, 4), (2, 1, 4))),
+    row("broadcast_in_dim", lambda x: x[None], cases((3,), (3, 4)), label="new_axis"),
+    row("broadcast_in_dim", lambda x: x[:, None], cases((3,), (3, 4)), label="new_axis_middle"),
+    row("broadcast_in_dim", lambda x: np.expand_dims(x, -1), cases((3,), (2, 3)),
+        label="expand_dims"),
+    row("broadcast_in_dim", lambda x: x.reshape(3, 1, 4), cases((3, 4),),
+        label="unit_reshape"),
+    row("transpose", lambda x: x.T, MATRICES),
+    row("transpose", lambda x: np.transpose(x, (1, 2, 0)), cases((2, 3, 4), (2, 1, 4)),
+        label="transpose_axes"),
+    row("transpose", lambda x: x.transpose(2, 0, 1), cases((2, 3, 4),), label="transpose_method"),
+    row("transpose", lambda x: np.swapaxes(x, 0, 2), cases((2, 3, 4), (1, 3, 2)),
+        label="swapaxes"),
+    row("squeeze", np.squeeze, cases((3, 1, 4), (1,), (1, 1), (1, 3))),
+    row("squeeze", lambda x: x.squeeze(axis=0), cases((1, 3), (1, 3, 4)),
+        label="squeeze_axis"),
+    row("slice", lambda x: x[1:3, ::2], cases((4, 5), (3, 6))),
+    row("slice", lambda x: x[::-1], cases((5,), (4, 3)), label="slice_reversed"),
+    row("slice", lambda x: x[-2::-2], cases((5,), (6, 3)), label="slice_negative_step"),
+    row("slice", lambda x: x[-1], cases((3,), (4, 3)), label="int_index"),
+    row("slice", lambda x: x[..., 1], cases((3, 2), (2, 3, 4)), label="ellipsis_index"),
+    row("stop_gradient", lambda x: tracejit.stop_gradient(x) * x, UNARY, grad=False),
+]
+
+_REDUCE_ROWS = [
+    row("reduce_sum", lambda x: x.sum(axis=1), MATRICES),
+    row("reduce_sum", lambda x: x.sum(), cases((3,), (3, 4), (2, 1, 4)), label="sum_all"),
+    row("reduce_sum", lambda x: np.sum(x, axis=(0, 2)), cases((2, 3, 4), (2, 1, 4)),
+        label="sum_axes"),
+    row("reduce_sum", lambda x: x.sum(axis=-1, keepdims=True), MATRICES, label="sum_keepdims"),
+    row("reduce_prod", lambda x: x.prod(axis=1), MATRICES, with_zeros),
+    row("reduce_prod", np.prod, cases((3,), (2, 3)), label="prod_all"),
+    row("reduce_max", lambda x: x.max(axis=1), MATRICES),
+    row("reduce_max", np.max, cases((3,), (3, 4)), label="max_all"),
+    row("reduce_max", lambda x: np.amax(x, axis=0, keepdims=True), MATRICES,
+        label="max_keepdims"),
+    row("reduce_max", lambda x: x.max(axis=1), MATRICES, with_nan, label="max_nan", grad=False),
+    row("reduce_min", lambda x: x.min(axis=0), MATRICES),
+    row("reduce_min", np.min, cases((3,), (3, 4)), label="min_all"),
+    row("reduce_min", lambda x: x.min(axis=1), MATRICES, with_nan, label="min_nan", grad=False),
+    row("argmax", lambda x: x.argmax(axis=1), MATRICES, grad=False),
+    row("argmax", np.argmax, cases((3,), (3, 4), (2, 3, 4)), label="argmax_flat", grad=False),
+    row("argmax", lambda x: x.argmax(axis=0, keepdims=True), MATRICES,
+        label="argmax_keepdims", grad=False),
+    row("argmax", lambda x: x.argmax(axis=1), MATRICES, small_ints, label="argmax_ties",
+        grad=False),
+    row("argmax", lambda x: x.argmax(axis=1), MATRICES, with_nan, label="argmax_nan",
+        grad=False),
+    row("argmin", lambda x: np.argmin(x, axis=0), MATRICES, grad=False),
+    row("argmin", np.argmin, cases((3,), (3, 4)), label="argmin_flat", grad=False),
+    row("argmin", lambda x: x.argmin(axis=1), MATRICES, small_ints, label="argmin_ties",
+        grad=False),
+    row("argmin", lambda x: x.argmin(axis=1), MATRICES, with_nan, label="argmin_nan",
+        grad=False),
+]
+
+_ARRAY_ROWS = [
+    row("matmul", lambda x, y: x @ y, MATMUL),
+    row("matmul", np.matmul, MATMUL[:4], label="np_matmul"),
+    row("matmul", np.dot, ((((3, 4), (4, 5))), ((4,), (4,))), label="np_dot"),
+    row("matmul", lambda x, y: x.T @ y, (((4, 3), (4, 5)), ((4, 1), (4, 2))),
+        label="matmul_transposed"),
+    row("reshape", lambda x: x.reshape(-1), cases((3, 4), (2, 3, 4))),
+    row("reshape", lambda x: x.reshape(4, 3), cases((3, 4), (2, 6)), label="reshape_2d"),
+    row("reshape", lambda x: np.reshape(x, (2, -1)), cases((2, 3, 4), (4, 3)),
+        label="np_reshape"),
+    row("reshape", lambda x: x.T.reshape(-1), cases((3, 4),), label="reshape_transposed"),
+    row("concatenate", lambda x, y: np.concatenate([x, y]),
+        (((2, 3), (4, 3)), ((3,), (2,)), ((1, 3), (2, 3)))),
+    row("concatenate", lambda x, y: np.concatenate([x, y], axis=-1),
+        (((3, 2), (3, 4)), ((2, 3, 1), (2, 3, 2))), label="concatenate_last"),
+    row("concatenate", lambda x, y: np.concatenate([x, 2.0 * y, x], axis=1),
+        (((3, 2), (3, 4)),), label="concatenate_three"),
+    row("concatenate", lambda x, y: np.stack([x, y]), (((3,), (3,)), ((2, 3), (2, 3))),
+        label="stack"),
+    row("concatenate", lambda x, y: np.stack([x, y], axis=1), (((2, 3), (2, 3)),),
+        label="stack_middle"),
+    row("gather", lambda x, i: x[i], (((5, 3), (4,)), ((5,), (2, 2)), ((5, 3), ())),
+        (real, index(5))),
+    row("gather", lambda x, i: x[:, i], (((3, 5), (4,)), ((2, 5, 3), (2, 2))), (real, index(5)),
+        label="gather_axis1"),
+    row("gather", lambda x, i, j: x[i, j], (((5, 6), (4,), (4,)), ((5, 6), (4, 1), (3,))),
+        (real, index(5), index(6)), label="gather_pair"),
+    row("gather", lambda x, i: np.take(x, i, axis=1), (((3, 5), (4,)),), (real, index(5)),
+        label="take_axis"),
+    row("gather", lambda x, i: np.take(x, i), (((3, 5), (4,)),), (real, index(15)),
+        label="take_flat"),
+    row("gather", lambda x: x[[1, 1, -4, 3]], cases((5,), (5, 2)), label="gather_list"),
+    row("scatter_add", lambda x, i, g: tracejit.grad(lambda x: (x[i] * g).sum())(x),
+        (((5, 3), (4,), (4, 3)), ((5,), (2, 2), (2, 2))), (real, index(5), real),
+        ref=scatter_ref),
+    row("scatter_add", lambda x, g: tracejit.grad(lambda x: (x[[1, 1, -4, 3]] * g).sum())(x),
+        (((5,), (4,)), ((5, 2), (4, 2))), label="scatter_repeated",
+        ref=lambda x, g: scatter_ref(x, [1, 1, -4, 3], g)),
+    row("slice_embed", lambda x, g: tracejit.grad(lambda x: (x[1:3, ::2] * g).sum())(x),
+        (((4, 5), (2, 3)),), ref=embed_ref((slice(1, 3), slice(None, None, 2)))),
+    row("slice_embed", lambda x, g: tracejit.grad(lambda x: (x[-2::-2] * g).sum())(x),
+        (((5,), (2,)), ((6, 3), (3, 3))), label="slice_embed_negative_step",
+        ref=embed_ref(slice(-2, None, -2))),
+    # a user-defined VJP; forward mode through it is not supported
+    row("custom_vjp_call", sin_with_rule, UNARY, ref=np.sin, modes=("rev",), order=1),
+    row("dimsize", lambda x: np.mean(x, axis=0), MATRICES),
+    row("dimsize", lambda x: x.mean(), cases((3,), (3, 4)), label="mean_all"),
+    row("dimsize", lambda x: np.var(x, axis=1), MATRICES, label="var"),
+    row("dimsize", lambda x: x.std(ddof=1), cases((3,), (3, 4)), label="std_ddof"),
+]
+
+ROWS = _ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS
+assert len({r.label for r in ROWS}) == len(ROWS), "row labels must be unique"
+
+
+# ------------------------------------------------------------------ helpers
+
+def shape_id(shapes) -> str:
+    return ",".join("x".join(map(str, s)) if s else "0d" for s in shapes)
+
+
+def make_args(row: Row, shapes, dtype) -> list:
+    seed = zlib.crc32(f"{row.label}/{shapes}/{np.dtype(dtype).name}".encode())
+    rng = np.random.default_rng(seed)
+    return [sample(rng, shape, dtype) for sample, shape in zip(row.domain, shapes)]
+
+
+def leaves(out) -> list:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def is_float(x) -> bool:
+    return np.asarray(x).dtype.kind == "f"
+
+
+def mismatch(actual, expected, rtol) -> str | None:
+    """Why `actual` is not `expected` (shape, dtype, then values), or None."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if actual.shape != expected.shape or actual.dtype != expected.dtype:
+        return f"got {actual.dtype}{actual.shape}, NumPy gives {expected.dtype}{expected.shape}"
+    try:
+        if is_float(expected):
+            np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol, equal_nan=True)
+        else:
+            np.testing.assert_array_equal(actual, expected)
+    except AssertionError as err:
+        return str(err)
+    return None
+
+
+def assert_matches(actual, expected, rtol):
+    actual, expected = leaves(actual), leaves(expected)
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        problem = mismatch(a, e, rtol)
+        assert problem is None, problem
+
+
+def differentiable_part(fn, args):
+    """(g, float_args): `fn` as a function of its float arguments only, the
+    others (index arrays) held fixed, as check_grads converts all to float64."""
+    floats = [k for k, a in enumerate(args) if is_float(a)]
+
+    def g(*xs):
+        full = list(args)
+        for k, x in zip(floats, xs):
+            full[k] = x
+        return fn(*full)
+
+    return g, tuple(args[k] for k in floats)
+
+
+def params(rows, dtypes=FLOATS):
+    return [pytest.param(r, shapes, dtype,
+                         id=f"{r.label}-{shape_id(shapes)}-{np.dtype(dtype).name}")
+            for r in rows for shapes in r.shapes for dtype in dtypes]
+
+
+# -------------------------------------------------------------- coverage
+
+def test_every_primitive_has_a_row():
+    covered = {r.prim for r in ROWS}
+    assert not set(REGISTRY) - covered, f"primitives without a row: {set(REGISTRY) - covered}"
+    assert not covered - set(REGISTRY), f"rows naming no primitive: {covered - set(REGISTRY)}"
+
+
+@pytest.mark.parametrize("r", ROWS, ids=[r.label for r in ROWS])
+def test_row_reaches_its_primitive(r):
+    """The traced (unoptimised) program of the row holds its primitive."""
+    args = make_args(r, r.shapes[0], np.float64)
+    program, _, _ = trace(r.fn, tuple(args))
+    assert r.prim in {eqn.prim.name for eqn in program.eqns}, str(program)
+
+
+# ------------------------------------------- 1. rule and interpreter vs NumPy
+
+INTERPRETER_RTOL = {np.float32: 1e-6, np.float64: 1e-12}
+
+
+@pytest.mark.parametrize("r, shapes, dtype", params(ROWS))
+def test_shape_rule_matches_numpy(r, shapes, dtype):
+    args = make_args(r, shapes, dtype)
+    expected = [np.asarray(e) for e in leaves(r.reference(*args))]
+    program = tracejit.make_ir(r.fn)(*args)
+    got = [(concrete_shape(v.aval.shape), v.aval.dtype) for v in program.outvars]
+    assert got == [(e.shape, e.dtype) for e in expected], str(program)
+
+
+@pytest.mark.parametrize("r, shapes, dtype", params(ROWS))
+def test_interpreter_matches_numpy(r, shapes, dtype, interpret):
+    args = make_args(r, shapes, dtype)
+    expected = r.reference(*args)
+    assert_matches(tracejit.function(r.fn)(*args), expected, INTERPRETER_RTOL[dtype])
+
+
+# ------------------------------------------------- 2. compiled vs NumPy
+
+KINDS = ("elementwise", "indexmap", "reduce", "array")
+COMPILED_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def rows_of_kind(kind) -> list[Row]:
+    return [r for r in ROWS if REGISTRY[r.prim].kind == kind]
+
+
+def batch(rows, dtype, offset) -> list[tuple[Row, list]]:
+    """(row, args) for each row at one of its shape cases; the case rotates
+    with the row's position (and `offset`), so a batch covers many of them."""
+    return [(r, make_args(r, r.shapes[(k + offset) % len(r.shapes)], dtype))
+            for k, r in enumerate(rows)]
+
+
+def run_batch(entries, flat):
+    """Every row's function on its own slice of the flat argument list."""
+    outs, start = [], 0
+    for r, args in entries:
+        outs.append(r.fn(*flat[start:start + len(args)]))
+        start += len(args)
+    return tuple(outs)
+
+
+def test_kinds_are_all_in_the_table():
+    assert {p.kind for p in REGISTRY.values()} == set(KINDS)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kind", KINDS)
+def test_compiled_matches_numpy(kind, dtype, compiled):
+    entries = batch(rows_of_kind(kind), dtype, offset=FLOATS.index(dtype))
+    flat = [a for _, args in entries for a in args]
+    outs = tracejit.function(lambda *flat: run_batch(entries, flat))(*flat)
+    problems = []
+    for (r, args), out in zip(entries, outs):
+        for a, e in zip(leaves(out), leaves(r.reference(*args))):
+            problem = mismatch(a, e, COMPILED_RTOL[dtype])
+            if problem:
+                shapes = shape_id([np.shape(x) for x in args])
+                problems.append(f"{r.label} at {shapes}: {problem}")
+    assert not problems, "\n\n".join(problems)
+
+
+# ------------------------------------------ 3. derivatives vs finite differences
+
+GRAD_ROWS = [r for r in ROWS if r.grad]
+
+
+@pytest.mark.parametrize("r, shapes, dtype", params(GRAD_ROWS, (np.float64,)))
+def test_derivatives_match_finite_differences(r, shapes, dtype, interpret):
+    f, args = differentiable_part(r.fn, make_args(r, shapes, dtype))
+    check_grads(f, args, order=r.order, modes=r.modes)
+
+
+# ------------------------------------ 4. compiled backward vs interpreted adjoint
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compiled_gradient_matches_interpreter(kind, monkeypatch):
+    entries = batch([r for r in rows_of_kind(kind) if r.grad], np.float64, offset=2)
+    flat = [a for _, args in entries for a in args]
+    floats = [a for a in flat if is_float(a)]
+    others = [a for a in flat if not is_float(a)]
+    rng = np.random.default_rng(0)
+    weights = [np.asarray(rng.standard_normal(np.shape(r.reference(*args))))
+               for r, args in entries]
+
+    def loss(floats, others, weights):
+        fs, os_ = iter(floats), iter(others)
+        outs = run_batch(entries, [next(fs) if is_float(a) else next(os_) for a in flat])
+        total = 0.0
+        for out, w in zip(outs, weights):
+            total = total + (out * w).sum()
+        return total
+
+    monkeypatch.delenv("TRACEJIT_DISABLE_JIT", raising=False)
+    value, grads = tracejit.value_and_grad(loss)(floats, others, weights)
+    monkeypatch.setenv("TRACEJIT_DISABLE_JIT", "1")
+    ref_value, ref_grads = tracejit.value_and_grad(loss)(floats, others, weights)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    assert len(grads) == len(ref_grads) == len(floats)
+    for g, ref in zip(grads, ref_grads):
+        assert g.dtype == ref.dtype == np.float64
+        np.testing.assert_allclose(g, ref, rtol=1e-12, atol=1e-12)
