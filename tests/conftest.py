@@ -20,5 +20,7 @@ def interpret(monkeypatch):
 
 @pytest.fixture
 def compiled(monkeypatch):
-    """Kernels built in this test are compiled by Numba, whatever the caller's environment."""
+    """Kernels built in this test are compiled by Numba before the first call
+    returns (no interpreter while a background compile runs)."""
     monkeypatch.delenv("TRACEJIT_DISABLE_JIT", raising=False)
+    monkeypatch.setenv("TRACEJIT_COMPILE", "sync")

@@ -8,8 +8,8 @@
 
 __version__ = "0.1.0"
 
-from . import numpy_api as _numpy_api  # noqa: F401  (installs NumPy's surface on tracers)
 from . import nn, pytree, testing  # noqa: F401
+from . import numpy_api as _numpy_api  # noqa: F401  (installs NumPy's surface on tracers)
 from .api import (
     Function,
     custom_vjp,

@@ -353,8 +353,10 @@ def vjp(fun, *primals):
             raise TracerTypeError("vjp_fn: the cotangent must have the output's structure")
         ct_leaves = [np.asarray(c, dtype=np.asarray(o).dtype)
                      for c, o in zip(ct_leaves, pytree.flatten(outs)[0])]
-        backward.prepare_call(list(residuals) + ct_leaves) if not backward.interpret else None
-        grads = backward(list(residuals) + ct_leaves)
+        leaves = list(residuals) + ct_leaves
+        if backward.fn is None and not backward.interpret:
+            backward.compile(leaves)
+        grads = backward(leaves)
         full = [np.zeros_like(leaf, dtype=float) for leaf in structure[0]]
         for k, g in zip(wrt, grads):
             full[k] = g

@@ -85,7 +85,8 @@ def vjp_program(program: Program, wrt: list[int], seeds: list) -> Program:
 def _backward(program: Program, env: dict, cts: dict) -> None:
     for eqn in reversed(program.eqns):
         g = cts.pop(id(eqn.outputs[0]), None)
-        if g is None or not eqn.prim.differentiable:
+        if g is None or not eqn.prim.differentiable or not any(
+                isinstance(a, Var) and is_float(a.aval) for a in eqn.inputs):
             continue
         xs = [_read(env, a) for a in eqn.inputs]
         out = env[id(eqn.outputs[0])]

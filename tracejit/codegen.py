@@ -38,8 +38,23 @@ class Group:
 
     def __init__(self, space: tuple, first):
         self.space = space
-        self.eqns = [first]
-        self.reduced: set[int] = set()  # ids of reduction outputs made here
+        self.eqns = []
+        # Values complete only when loop `depth` ends (reductions, epilogues):
+        # id(var) -> depth, or -1 when complete only after the whole nest.
+        self.ready_at: dict[int, int] = {}
+        if space is None:
+            self.eqns.append(first)
+        else:
+            self.add(first)
+
+    def add(self, eqn) -> None:
+        self.eqns.append(eqn)
+        level = len(_space(eqn))
+        out = id(eqn.outputs[0])
+        if eqn.prim.kind == REDUCE:
+            self.ready_at[out] = _reduction_depth(eqn)
+        elif level < len(self.space):
+            self.ready_at[out] = level
 
     @property
     def is_loop(self) -> bool:
@@ -66,18 +81,37 @@ def _expand(shape, idx) -> list[str]:
     return ["0" if _is_one(d) else next(it) for d in shape]
 
 
-def _fits(group: Group, eqn, produced: dict) -> bool:
-    if not group.is_loop or _space(eqn) != group.space:
+def _fits(group: Group, eqn, produced: dict, virtual: dict) -> bool:
+    """Can `eqn` join the nest: in its innermost body (same space), or as an
+    epilogue after loop `level` ends (its space is a prefix of the nest's)?"""
+    space = _space(eqn)
+    if not group.is_loop or space is None or space != group.space[:len(space)]:
         return False
+    level = len(space)
+    if level < len(group.space) and level == 0 and eqn.prim.kind != REDUCE and not any(
+            isinstance(a, Var) and produced.get(id(_source(a, virtual))) is group
+            for a in eqn.inputs):
+        return False  # scalar work unrelated to this nest: leave it to its own group
     for atom in eqn.inputs:
-        if not isinstance(atom, Var):
+        atom = _source(atom, virtual)
+        if not isinstance(atom, Var) or produced.get(id(atom)) is not group:
             continue
-        if id(atom) in group.reduced:
-            return False  # a reduction is complete only after its loop
-        if (eqn.prim.kind == INDEXMAP and produced.get(id(atom)) is group
+        ready = group.ready_at.get(id(atom), len(group.space))
+        if ready != level:
+            return False  # not available at that point of the nest
+        if (eqn.prim.kind == INDEXMAP and level == len(group.space)
                 and not _same_element(eqn)):
             return False  # moved elements must come from a stored array
     return True
+
+
+def _reduction_depth(eqn) -> int:
+    """After which loop a reduction's result is complete: the number of kept
+    loops when they are the outer ones (a scalar accumulator), else -1."""
+    shape = _full_shape(eqn)
+    loops = [k for k in range(len(shape)) if not _is_one(shape[k])]
+    kept = [pos for pos, k in enumerate(loops) if k not in eqn.params["axes"]]
+    return len(kept) if kept == list(range(len(kept))) else -1
 
 
 def _same_element(eqn) -> bool:
@@ -93,28 +127,61 @@ def _same_element(eqn) -> bool:
     return [axis for axis, _, _ in targets] == out_axes
 
 
-def schedule(program: Program, views: set) -> list[Group]:
+def _source(atom, virtual: dict):
+    """The stored value a virtual (read-through) variable reads from."""
+    while isinstance(atom, Var) and id(atom) in virtual:
+        atom = virtual[id(atom)].inputs[0]
+    return atom
+
+
+def virtual_reads(program: Program, views: set) -> dict:
+    """Index maps that are never stored: every consumer is a loop nest, so it
+    reads the operand at the mapped index instead (a broadcast of a row sum,
+    a transposed input). Maps id(output) -> equation."""
+    consumers: dict[int, list] = {}
+    for eqn in program.eqns:
+        for a in eqn.inputs:
+            if isinstance(a, Var):
+                consumers.setdefault(id(a), []).append(eqn)
+    outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
+    stored = {id(v) for v in program.invars + program.constvars}
+    virtual: dict[int, object] = {}
+    for eqn in program.eqns:
+        out = eqn.outputs[0]
+        if eqn.prim.kind in (ARRAY, REDUCE) or id(eqn) in views or out.aval.ndim == 0:
+            stored.add(id(out))  # arrays, and scalars (plain locals of the kernel)
+            continue
+        if eqn.prim.kind != INDEXMAP or id(out) in outputs:
+            continue
+        source = eqn.inputs[0]
+        readable = not isinstance(source, Var) or id(source) in stored or id(source) in virtual
+        users = consumers.get(id(out), [])
+        if readable and all(u.prim.kind != ARRAY or u.prim.shape_only for u in users):
+            virtual[id(out)] = eqn
+    return virtual
+
+
+def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
     """Greedy list scheduling: keep adding ready equations that fit the open
     loop nest; start a new nest only when none does."""
-    pending = [e for e in program.eqns]
+    pending = [e for e in program.eqns if id(e.outputs[0]) not in virtual]
     defined = {id(v) for v in program.invars + program.constvars}
     produced: dict[int, Group] = {}
     groups: list[Group] = []
     current: Group | None = None
     while pending:
-        ready = [e for e in pending if e.prim.shape_only or
-                 all(not isinstance(a, Var) or id(a) in defined for a in e.inputs)]
+        ready = [e for e in pending if e.prim.shape_only or all(
+            not isinstance(a, Var) or id(a) in defined
+            for a in (_source(x, virtual) for x in e.inputs))]
         pick = next((e for e in ready if current is not None and id(e) not in views
-                     and _fits(current, e, produced)), None)
+                     and _fits(current, e, produced, virtual)), None)
         if pick is None:
             pick = ready[0]
             space = None if id(pick) in views else _space(pick)
             current = Group(space, pick) if space is not None else None
             groups.append(current if current is not None else Group(None, pick))
         else:
-            current.eqns.append(pick)
-        if pick.prim.kind == REDUCE and current is not None:
-            current.reduced.add(id(pick.outputs[0]))
+            current.add(pick)
         pending.remove(pick)
         out = pick.outputs[0]
         defined.add(id(out))
@@ -132,6 +199,7 @@ class Emitter:
         self.constants: dict[tuple, str] = {}
         self.dim_names: dict[int, str] = {}
         self.lines: list[str] = []
+        self.virtual: dict = {}
         self.parallel = False
         self._fresh = itertools.count()
 
@@ -206,7 +274,8 @@ def generate(program: Program, kernel_name: str) -> str:
     _emit_checks(em, program)
     views = _matmul_views(program)
     counts = use_counts(program)
-    for group in schedule(program, views):
+    em.virtual = virtual_reads(program, views)
+    for group in schedule(program, views, em.virtual):
         if group.is_loop:
             _emit_loop_group(em, group, counts)
         else:
@@ -321,15 +390,17 @@ def _emit_loop_group(em: Emitter, group: Group, counts: dict) -> None:
     locals_: dict[int, str] = {}
     for eqn in group.eqns:
         shape = _full_shape(eqn)
-        full_idx = _expand(shape, idx)
+        level = len(_space(eqn))
+        full_idx = _expand(shape, idx[:level])
+        lines = nest.at(level)
         if eqn.prim.kind == REDUCE:
-            _reduction(em, eqn, shape, full_idx, nest, locals_, in_group)
+            _reduction(em, eqn, shape, full_idx, nest, lines, locals_, in_group)
             continue
         out = eqn.outputs[0]
         value = _scalar_expr(em, eqn, shape, full_idx, locals_, in_group)
         local = em.fresh(f"v_{eqn.prim.name}_")
         locals_[id(out)] = local
-        nest.body.append(f"{local} = {value}")
+        lines.append(f"{local} = {value}")
         if id(out) not in outside_uses:
             continue
         if out.aval.ndim == 0:
@@ -337,7 +408,7 @@ def _emit_loop_group(em: Emitter, group: Group, counts: dict) -> None:
         else:
             array = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
             em.emit(f"{array} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
-            nest.body.append(f"{array}[{', '.join(full_idx)}] = {local}")
+            lines.append(f"{array}[{', '.join(full_idx)}] = {local}")
     parallel = nest.parallel_safe and dims and _traced_size(group.space) >= PARALLEL_MIN_SIZE
     em.parallel |= bool(parallel)
     nest.write(em, dims, bool(parallel))
@@ -358,6 +429,11 @@ class Nest:
         self.body: list[str] = []
 
         self.parallel_safe = True  # no cross-iteration writes but `+=`/`*=` sums
+
+    def at(self, level: int) -> list[str]:
+        """Where statements of loop level `level` go: the innermost body, or
+        after the loop `level` ends (an epilogue)."""
+        return self.body if level == len(self.idx) else self.post[level]
 
     def write(self, em: Emitter, dims, parallel: bool) -> None:
         """Emit the nest; `parallel` adds a prange copy taken above a size threshold
@@ -409,6 +485,11 @@ def _read(em: Emitter, atom, index: list[str], locals_: dict, in_group: set) -> 
         return em.literal(atom.value)
     if id(atom) in locals_:
         return locals_[id(atom)]
+    if id(atom) in em.virtual:
+        eqn = em.virtual[id(atom)]
+        (x,) = eqn.inputs
+        mapping = eqn.prim.index_map(x.aval, atom.aval, **eqn.params)
+        return _read(em, x, _mapped_index(mapping, index), locals_, in_group)
     name = em.names[id(atom)]
     if atom.aval.ndim == 0:
         return name
@@ -447,7 +528,7 @@ def _scalar_expr(em: Emitter, eqn, space, idx, locals_, in_group) -> str:
     return template.format(*operands)
 
 
-def _reduction(em, eqn, shape, full_idx, nest: Nest, locals_, in_group) -> None:
+def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_, in_group) -> None:
     """Accumulate in the nest: a scalar accumulator when the reduced axes are the
     innermost loops (stored when they end), else straight into the output."""
     prim, out = eqn.prim, eqn.outputs[0]
@@ -479,7 +560,7 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, locals_, in_group) -> None:
             nest.post[depth].append(f"{name}[{', '.join(out_idx)}] = {result}")
         else:
             nest.post[depth].append(f"{name} = {result}")
-        nest.body.extend(update.format(acc=acc, v=value, idx=f"{name}_i", k=flat).split("\n"))
+        lines.extend(update.format(acc=acc, v=value, idx=f"{name}_i", k=flat).split("\n"))
         return
     nest.parallel_safe = False  # several outer iterations update one output cell
     cell = f"{name}[{', '.join(out_idx)}]"
@@ -487,10 +568,10 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, locals_, in_group) -> None:
         em.emit(f"{name}_v = np.full({em.shape(out.aval)}, {init})")
         em.emit(f"{name} = np.zeros({em.shape(out.aval)}, np.int64)")
         acc_cell = f"{name}_v[{', '.join(out_idx)}]"
-        nest.body.extend(update.format(acc=acc_cell, v=value, idx=cell, k=flat).split("\n"))
+        lines.extend(update.format(acc=acc_cell, v=value, idx=cell, k=flat).split("\n"))
     else:
         em.emit(f"{name} = np.full({em.shape(out.aval)}, {init})")
-        nest.body.extend(update.format(acc=cell, v=value, idx="", k="").split("\n"))
+        lines.extend(update.format(acc=cell, v=value, idx="", k="").split("\n"))
 
 
 def _flat_index(em: Emitter, shape, axes, idx) -> str:

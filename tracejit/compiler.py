@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,35 +54,42 @@ def prepare(program: Program) -> Program:
 
 
 class Kernel:
-    """A compiled (or interpreted) program: call it with flat leaves."""
+    """A program and, once compiled, its Numba kernel. Until then (or with
+    TRACEJIT_DISABLE_JIT=1) calls run the NumPy reference interpreter."""
 
     def __init__(self, program: Program, name: str, use_disk: bool, interpret: bool):
         self.program = program
         self.consts = tuple(np.ascontiguousarray(c) for c in program.consts)
         self.out_avals = [a.aval for a in program.outvars]
         self.interpret = interpret
+        self.use_disk = use_disk
         self.name = codegen.identifier(name)
         self.fn = None
-        if not interpret:
-            module = cache.load_module(self.source, self.name, use_disk=use_disk)
-            self.fn = module.function(self.name)
         self._convert = [_scalar_type(a) for a in self.out_avals]
 
     @functools.cached_property
     def source(self) -> str:
         return codegen.generate(self.program, self.name)
 
-    def prepare_call(self, leaves) -> str:
-        """Compile for these argument types if needed; says where the code came from."""
-        if self.interpret:
-            return "memory"
+    def compile(self, leaves) -> str:
+        """Load (or write) the module and compile for these argument types;
+        says where the machine code came from: memory, disk or compiled."""
+        if self.fn is None:
+            module = cache.load_module(self.source, self.name, use_disk=self.use_disk)
+            fn = module.function(self.name)
+            where = cache.compile_for(fn, tuple(leaves) + self.consts)
+            self.fn = fn
+            return where
         return cache.compile_for(self.fn, tuple(leaves) + self.consts)
 
+    def interpreted(self, leaves) -> list:
+        outs = replay(self.program, list(leaves), list(self.consts))
+        return [np.asarray(o, dtype=a.dtype) if a.ndim else a.dtype.type(o)
+                for o, a in zip(outs, self.out_avals)]
+
     def __call__(self, leaves) -> list:
-        if self.interpret:
-            outs = replay(self.program, list(leaves), list(self.consts))
-            return [np.asarray(o, dtype=a.dtype) if a.ndim else a.dtype.type(o)
-                    for o, a in zip(outs, self.out_avals)]
+        if self.fn is None:
+            return self.interpreted(leaves)
         outs = self.fn(*leaves, *self.consts)
         return [conv(o) if conv else o for conv, o in zip(self._convert, outs)]
 
@@ -110,21 +119,76 @@ def abstract_signature(leaf):
 
 class Entry:
     """Kernel + the output structure for one abstract signature. `call` is
-    specialised once so the hot path does no per-call decisions."""
+    specialised once the kernel is compiled, so the hot path makes no
+    per-call decisions; before that it runs the interpreter."""
 
     def __init__(self, kernel: Kernel, out_treedef, bound_axes):
         self.kernel = kernel
         self.out_treedef = out_treedef
         self.bound_axes = bound_axes  # (leaf, axis) sizes the trace depended on
         self.extra = None
-        self.call = self._specialise()
+        self.compiling: threading.Thread | None = None
+        self.interpreted_seconds = 0.0
+        self.call = self._interpreted
 
     def __call__(self, leaves):
         return self.call(leaves)
 
+    def _interpreted(self, leaves):
+        """Serve a call while the kernel compiles. Interpreted calls hold the GIL
+        and starve the compiler thread, so after INTERPRET_BUDGET seconds of them
+        a call waits for the kernel instead."""
+        if self.compiling is not None and self.interpreted_seconds > INTERPRET_BUDGET:
+            self.wait()
+        if self.kernel.fn is not None and self.compiling is None:
+            return self.call(leaves)
+        start = time.perf_counter()
+        out = pytree.unflatten(self.out_treedef, self.kernel(leaves))
+        self.interpreted_seconds += time.perf_counter() - start
+        return out
+
+    def prepare(self, leaves, stats: Stats, background: bool) -> None:
+        """Make sure machine code exists for these argument types: now, or in a
+        background thread while calls keep running on the interpreter."""
+        if self.kernel.interpret:
+            stats.memory_hits += 1
+            return
+        if self.compiling is not None:
+            stats.memory_hits += 1  # the pending compile will serve these too
+            return
+        if self.kernel.fn is not None or not background:
+            self._compile(leaves, stats)
+            return
+        self.compiling = threading.Thread(target=self._compile_in_background,
+                                          args=(list(leaves), stats), daemon=True)
+        self.compiling.start()
+
+    def wait(self) -> None:
+        """Block until a background compile has finished."""
+        thread = self.compiling
+        if thread is not None:
+            thread.join()
+
+    def _compile(self, leaves, stats: Stats) -> None:
+        where = self.kernel.compile(leaves)
+        stats.compiles += where == "compiled"
+        stats.disk_hits += where == "disk"
+        stats.memory_hits += where == "memory"
+        self.call = self._specialise()
+
+    def _compile_in_background(self, leaves, stats: Stats) -> None:
+        try:
+            self._compile(leaves, stats)
+        except Exception as err:  # the interpreter keeps serving calls correctly
+            warnings.warn(f"tracejit: compiling {self.kernel.name} failed, running the NumPy "
+                          f"interpreter instead: {type(err).__name__}: {err}",
+                          TracejitCompileWarning, stacklevel=1)
+        finally:
+            self.compiling = None
+
     def _specialise(self):
         kernel, treedef = self.kernel, self.out_treedef
-        if kernel.interpret or any(kernel._convert):
+        if any(kernel._convert):
             return lambda leaves: pytree.unflatten(treedef, kernel(leaves))
         fn, consts = kernel.fn, kernel.consts
         if treedef == pytree.LEAF:
@@ -132,6 +196,19 @@ class Entry:
                 return lambda leaves: fn(*leaves, *consts)[0]
             return lambda leaves: fn(*leaves)[0]
         return lambda leaves: pytree.unflatten(treedef, fn(*leaves, *consts))
+
+
+INTERPRET_BUDGET = 0.2  # seconds of interpreted calls before waiting for the kernel
+
+
+class TracejitCompileWarning(UserWarning):
+    """A background compile failed; results still come from the interpreter."""
+
+
+def background_compile() -> bool:
+    """Compile in a background thread (calls meanwhile run the interpreter)
+    unless TRACEJIT_COMPILE=sync."""
+    return os.environ.get("TRACEJIT_COMPILE", "background").lower() != "sync"
 
 
 class Dispatcher:
@@ -181,10 +258,7 @@ class Dispatcher:
             entry = self._lookup(abstract, leaves)
             if entry is None:
                 entry = self._compile(abstract, args, statics, leaves)
-            where = entry.kernel.prepare_call(leaves)
-            self.stats.compiles += where == "compiled"
-            self.stats.disk_hits += where == "disk"
-            self.stats.memory_hits += where == "memory"
+            entry.prepare(leaves, self.stats, background_compile())
             if len(self._fast) > 512:  # many distinct shapes: keep the table bounded
                 self._fast.clear()
             self._fast[key] = entry
@@ -211,6 +285,11 @@ class Dispatcher:
             self._entries[abstract] = (axes, by_sizes)
         by_sizes[_sizes(leaves, axes)] = entry
         return entry
+
+    def wait(self) -> None:
+        """Block until every background compile of this function has finished."""
+        for entry in list(self._fast.values()):
+            entry.wait()
 
     def kernel(self, program: Program, name: str) -> Kernel:
         use_disk = self.cache_enabled and cache.disk_cache_enabled()

@@ -16,13 +16,13 @@ from dataclasses import replace
 import numpy as np
 
 from .ir import Eqn, Literal, Program, Var
-from .primitives import canonical_params
+from .primitives import REGISTRY, canonical_params
 from .shapes import resolve
 
 
 def _rewrite(program: Program, visit) -> Program:
-    """Run `visit(eqn, subst) -> atom | Eqn | None` over the equations in order.
-    Returning an atom replaces the equation's output by that atom."""
+    """Run `visit(eqn) -> atom | Eqn | None` over the equations in order.
+    An atom replaces the equation's output; an Eqn replaces the equation."""
     subst: dict[int, object] = {}
 
     def read(atom):
@@ -35,7 +35,7 @@ def _rewrite(program: Program, visit) -> Program:
         if isinstance(result, (Var, Literal)):
             subst[id(eqn.outputs[0])] = result
         else:
-            eqns.append(eqn)
+            eqns.append(result if isinstance(result, Eqn) else eqn)
     outvars = [read(a) for a in program.outvars]
     return replace(program, eqns=eqns, outvars=outvars)
 
@@ -98,6 +98,9 @@ def simplify(program: Program) -> Program:
         if name == "select" and isinstance(eqn.inputs[0], Literal):
             chosen = eqn.inputs[1] if eqn.inputs[0].value else eqn.inputs[2]
             return chosen if chosen.aval.same_type(out) else None
+        if name in _UNIT_REDUCIBLE and all(
+                _is_unit(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]):
+            return _squeeze_eqn(eqn)
         if name == "integer_pow" and eqn.params["y"] == 1:
             return eqn.inputs[0]
         if name in _NEUTRAL:
@@ -111,6 +114,20 @@ def simplify(program: Program) -> Program:
         return None
 
     return _rewrite(program, visit)
+
+
+_UNIT_REDUCIBLE = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
+
+
+def _is_unit(dim) -> bool:
+    dim = resolve(dim)
+    return type(dim) is int and dim == 1
+
+
+def _squeeze_eqn(eqn) -> Eqn:
+    """A reduction over unit axes only moves elements: it is a squeeze."""
+    return Eqn(REGISTRY["squeeze"], eqn.inputs, {"axes": eqn.params["axes"]}, eqn.outputs,
+               eqn.location)
 
 
 def strip_identities(program: Program) -> Program:
