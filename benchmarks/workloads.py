@@ -287,6 +287,8 @@ def numba_elementwise_value_and_grad(params, x):
 
 # The NUMBA_NOTES.md recipe that beats JAX: polynomial exp/tanh the compiler can vectorise
 # (no libm calls), fastmath without nnan/ninf so NaN still propagates, and prange.
+# inline="always" matters: without it the call tanh -> exp was not inlined into the loop,
+# which then did not vectorise (measured on 1e6, one thread: 13 ms against 1.7 ms).
 _FASTMATH = {"reassoc", "nsz", "contract", "afn", "arcp"}
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # Cody-Waite split: k * _LN2_HI is exact for |k| < 2^11
@@ -303,7 +305,7 @@ def _int64_bits_as_float64(typingctx, bits):
     return sig, codegen
 
 
-@njit(fastmath=_FASTMATH, cache=True)
+@njit(fastmath=_FASTMATH, cache=True, inline="always")
 def _exp_poly(x):
     # Clamp instead of branching so the loop stays vectorisable; exp(-708) ~ 3e-308 stands
     # in for underflow to 0, harmless in a sum.
@@ -325,12 +327,11 @@ def _exp_poly(x):
     return p * _int64_bits_as_float64((np.int64(k) + 1023) << 52)
 
 
-@njit(fastmath=_FASTMATH, cache=True)
+@njit(fastmath=_FASTMATH, cache=True, inline="always")
 def _tanh_poly(u):
-    # exp of a non-positive argument never overflows; the sign is restored with a select.
-    e = _exp_poly(-2.0 * abs(u))
-    t = (1.0 - e) / (1.0 + e)
-    return t if u >= 0 else -t
+    # exp of a non-positive argument never overflows; copysign restores the sign.
+    e = _exp_poly(-2.0 * np.abs(u))
+    return np.copysign((1.0 - e) / (1.0 + e), u)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)

@@ -484,39 +484,64 @@ def rows_of_kind(kind) -> list[Row]:
     return [r for r in ROWS if REGISTRY[r.prim].kind == kind]
 
 
-def batch(rows, dtype, offset) -> list[tuple[Row, list]]:
-    """(row, args) for each row at one of its shape cases; the case rotates
-    with the row's position (and `offset`), so a batch covers many of them."""
-    return [(r, make_args(r, r.shapes[(k + offset) % len(r.shapes)], dtype))
-            for k, r in enumerate(rows)]
+class Batch:
+    """Rows at one of their shape cases, run as one traced function.
 
+    Rows drawing the same sampler for the same argument slot at the same shape
+    share one array, so their loops fuse into one nest: Numba's compile time
+    grows faster than the kernel's length.
+    """
 
-def run_batch(entries, flat):
-    """Every row's function on its own slice of the flat argument list."""
-    outs, start = [], 0
-    for r, args in entries:
-        outs.append(r.fn(*flat[start:start + len(args)]))
-        start += len(args)
-    return tuple(outs)
+    def __init__(self, rows, dtype, case: int):
+        self.arrays: list = []
+        self.entries: list = []  # (row, the positions of its arguments in `arrays`)
+        position: dict = {}
+        for r in rows:
+            shapes = r.shapes[case % len(r.shapes)]
+            slots = []
+            for k, (sample, shape) in enumerate(zip(r.domain, shapes)):
+                key = (sample, shape, k)
+                if key not in position:
+                    position[key] = len(self.arrays)
+                    rng = np.random.default_rng(len(self.arrays))
+                    self.arrays.append(sample(rng, shape, dtype))
+                slots.append(position[key])
+            self.entries.append((r, slots))
+
+    def run(self, arrays) -> tuple:
+        return tuple(r.fn(*[arrays[k] for k in slots]) for r, slots in self.entries)
+
+    def references(self) -> list:
+        return [r.reference(*[self.arrays[k] for k in slots]) for r, slots in self.entries]
+
+    def describe(self, index: int) -> str:
+        r, slots = self.entries[index]
+        return f"{r.label} at {shape_id([np.shape(self.arrays[k]) for k in slots])}"
 
 
 def test_kinds_are_all_in_the_table():
     assert {p.kind for p in REGISTRY.values()} == set(KINDS)
 
 
+def compile_once(dispatcher, *args):
+    """Call a tracejit function or transform, and check Numba compiled it for the call."""
+    out = dispatcher(*args)
+    assert dispatcher.stats.compiles + dispatcher.stats.disk_hits == 1, dispatcher.stats
+    return out
+
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("kind", KINDS)
 def test_compiled_matches_numpy(kind, dtype, compiled):
-    entries = batch(rows_of_kind(kind), dtype, offset=FLOATS.index(dtype))
-    flat = [a for _, args in entries for a in args]
-    outs = tracejit.function(lambda *flat: run_batch(entries, flat))(*flat)
+    """Every row of a kind in one kernel, at shape case 1 (float32) or 2 (float64)."""
+    b = Batch(rows_of_kind(kind), dtype, case=1 + FLOATS.index(dtype))
+    outs = compile_once(tracejit.function(lambda *arrays: b.run(arrays)), *b.arrays)
     problems = []
-    for (r, args), out in zip(entries, outs):
-        for a, e in zip(leaves(out), leaves(r.reference(*args))):
+    for index, (out, expected) in enumerate(zip(outs, b.references())):
+        for a, e in zip(leaves(out), leaves(expected)):
             problem = mismatch(a, e, COMPILED_RTOL[dtype])
             if problem:
-                shapes = shape_id([np.shape(x) for x in args])
-                problems.append(f"{r.label} at {shapes}: {problem}")
+                problems.append(f"{b.describe(index)}: {problem}")
     assert not problems, "\n\n".join(problems)
 
 
@@ -533,30 +558,120 @@ def test_derivatives_match_finite_differences(r, shapes, dtype, interpret):
 
 # ------------------------------------ 4. compiled backward vs interpreted adjoint
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_compiled_gradient_matches_interpreter(kind, monkeypatch):
-    entries = batch([r for r in rows_of_kind(kind) if r.grad], np.float64, offset=2)
-    flat = [a for _, args in entries for a in args]
-    floats = [a for a in flat if is_float(a)]
-    others = [a for a in flat if not is_float(a)]
-    rng = np.random.default_rng(0)
-    weights = [np.asarray(rng.standard_normal(np.shape(r.reference(*args))))
-               for r, args in entries]
+def first_row_per_primitive(rows) -> list[Row]:
+    return list({r.prim: r for r in reversed(rows)}.values())[::-1]
 
-    def loss(floats, others, weights):
-        fs, os_ = iter(floats), iter(others)
-        outs = run_batch(entries, [next(fs) if is_float(a) else next(os_) for a in flat])
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compiled_gradient_matches_interpreter(kind, compiled, monkeypatch):
+    """value_and_grad of a weighted sum of one row per differentiable primitive
+    of a kind, at shape case 3, in float64: compiled against interpreted."""
+    b = Batch(first_row_per_primitive([r for r in rows_of_kind(kind) if r.grad]),
+              np.float64, case=3)
+    floats = [k for k, a in enumerate(b.arrays) if is_float(a)]
+    others = [k for k, a in enumerate(b.arrays) if not is_float(a)]
+    rng = np.random.default_rng(0)
+    weights = [np.asarray(rng.standard_normal(np.shape(e))) for e in b.references()]
+
+    def loss(xs, indices, weights):
+        arrays = dict(zip(floats, xs)) | dict(zip(others, indices))
         total = 0.0
-        for out, w in zip(outs, weights):
+        for out, w in zip(b.run([arrays[k] for k in range(len(b.arrays))]), weights):
             total = total + (out * w).sum()
         return total
 
-    monkeypatch.delenv("TRACEJIT_DISABLE_JIT", raising=False)
-    value, grads = tracejit.value_and_grad(loss)(floats, others, weights)
+    args = ([b.arrays[k] for k in floats], [b.arrays[k] for k in others], weights)
+    value, grads = compile_once(tracejit.value_and_grad(loss), *args)
     monkeypatch.setenv("TRACEJIT_DISABLE_JIT", "1")
-    ref_value, ref_grads = tracejit.value_and_grad(loss)(floats, others, weights)
+    ref_value, ref_grads = tracejit.value_and_grad(loss)(*args)
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     assert len(grads) == len(ref_grads) == len(floats)
     for g, ref in zip(grads, ref_grads):
         assert g.dtype == ref.dtype == np.float64
         np.testing.assert_allclose(g, ref, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------ targeted checks
+
+SHAPE_ERRORS = [
+    ("add", lambda x, y: x + y, ((3, 4), (5,))),
+    ("lt", lambda x, y: x < y, ((3,), (4,))),
+    ("select", lambda c, x, y: np.where(c > 0, x, y), ((3,), (3,), (2,))),
+    ("matmul", lambda x, y: x @ y, ((3, 4), (5, 6))),
+    ("concatenate", lambda x, y: np.concatenate([x, y]), ((2, 3), (2, 4))),
+    ("broadcast_to", lambda x: np.broadcast_to(x, (3, 4)), ((2,),)),
+    ("reshape", lambda x: x.reshape(5, 3), ((3, 4),)),
+    ("squeeze", lambda x: x.squeeze(axis=0), ((3, 4),)),
+    ("sum", lambda x: x.sum(axis=2), ((3, 4),)),
+]
+
+
+@pytest.mark.parametrize("op, fn, shapes", SHAPE_ERRORS, ids=[e[0] for e in SHAPE_ERRORS])
+def test_shape_error_names_the_op(op, fn, shapes):
+    args = [np.ones(s) for s in shapes]
+    with pytest.raises(tracejit.ShapeError, match=op) as info:
+        tracejit.make_ir(fn)(*args)
+    assert isinstance(info.value, ValueError)
+
+
+def test_compiled_gather_wraps_negative_indices_and_rejects_out_of_range(compiled):
+    """Through gather (forward) and scatter_add (backward) in one kernel."""
+    x = np.arange(15.0).reshape(5, 3)
+    w = np.arange(12.0).reshape(4, 3)
+    i = np.array([-1, 0, -5, 4])
+    f = tracejit.value_and_grad(lambda x, i, w: (x[i] * w).sum())
+    value, grad = compile_once(f, x, i, w)
+    assert value == (x[i] * w).sum()
+    np.testing.assert_array_equal(grad, scatter_ref(x, i, w))
+    for bad in ([0, 5, 1, 2], [0, 1, -6, 2]):
+        with pytest.raises(IndexError):
+            f(x, np.array(bad), w)
+    assert f.stats.compiles == 1
+
+
+def test_compiled_kernel_takes_0d_array_arguments(compiled):
+    x = np.array(0.5)
+    out = compile_once(tracejit.function(lambda x: np.exp(x)), x)
+    assert np.shape(out) == () and out == np.exp(0.5)
+
+
+def test_stop_gradient_blocks_the_gradient(interpret):
+    x = np.array([1.0, -2.0, 3.0])
+    grad = tracejit.grad(lambda x: (tracejit.stop_gradient(x) * x).sum())(x)
+    np.testing.assert_array_equal(grad, x)
+
+
+def test_convert_gradient_has_the_input_dtype(interpret):
+    x = np.array([1.0, -2.0, 3.0], np.float32)
+    w = np.array([0.1, 0.2, 0.3])
+    grad = tracejit.grad(lambda x: (x.astype(np.float64) * w).sum())(x)
+    assert grad.dtype == np.float32
+    np.testing.assert_array_equal(grad, w.astype(np.float32))
+
+
+def test_tied_extrema_split_the_gradient_evenly(interpret):
+    x = np.array([[1.0, 3.0, 3.0], [2.0, 0.0, -1.0]])
+    grad = tracejit.grad(lambda x: x.max(axis=1).sum())(x)
+    np.testing.assert_array_equal(grad, [[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])
+    grad = tracejit.grad(lambda x: x.min(axis=1).sum())(x)
+    np.testing.assert_array_equal(grad, [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    x, y = np.array([1.0, 3.0, 3.0]), np.array([3.0, 3.0, 2.0])  # y wins, tie, x wins
+    gx, gy = tracejit.grad(lambda x, y: np.maximum(x, y).sum(), argnums=(0, 1))(x, y)
+    np.testing.assert_array_equal(gx, [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(gy, [1.0, 0.5, 0.0])
+
+
+def test_minimum_gradient_goes_to_the_smaller_operand(interpret):
+    x, y = np.array([1.0, 3.0, 3.0]), np.array([3.0, 3.0, 2.0])  # x wins, tie, y wins
+    gx, gy = tracejit.grad(lambda x, y: np.minimum(x, y).sum(), argnums=(0, 1))(x, y)
+    np.testing.assert_array_equal(gx, [1.0, 0.5, 0.0])
+    np.testing.assert_array_equal(gy, [0.0, 0.5, 1.0])
+
+
+def test_vjp_backward_kernel_knows_the_primal_shape(interpret):
+    """The backward program of `vjp` broadcasts the cotangent to x's shape:
+    x's sizes must be readable from the backward program's inputs."""
+    x = np.ones((3, 4))
+    _, vjp_fn = tracejit.vjp(lambda x: x.sum(axis=1), x)
+    (grad,) = vjp_fn(np.arange(3.0))
+    np.testing.assert_array_equal(grad, np.broadcast_to(np.arange(3.0)[:, None], (3, 4)))

@@ -19,7 +19,8 @@ from . import autodiff, ops, pytree
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
 from .errors import TracerTypeError, UnsupportedError
 from .ir import Program
-from .trace import Tracer, _builders, current_builder, trace
+from .shapes import concrete_shape
+from .trace import _builders, current_builder, trace
 
 
 def _as_tuple(value) -> tuple:
@@ -294,17 +295,13 @@ class Jvp(Transform):
         if tangent_def != pytree.flatten(primals)[1]:
             raise TracerTypeError("jvp: tangents must have the same structure as primals")
         for var, t in zip(program.invars, tangent_leaves):
-            if np.shape(t) != tuple(ops.aval_of(t).shape) or not _same_shape(var, t):
-                raise TracerTypeError("jvp: each tangent must have its primal's shape")
+            if concrete_shape(ops.aval_of(t).shape) != concrete_shape(var.aval.shape):
+                raise TracerTypeError("jvp: each tangent must have its primal's shape, got "
+                                      f"{concrete_shape(ops.aval_of(t).shape)} for "
+                                      f"{concrete_shape(var.aval.shape)}")
         joint = autodiff.jvp_program(program, list(range(n)))
         treedef = ("t", (out_treedef, out_treedef))
         return replace(joint, name=self.name), treedef, input_syms
-
-
-def _same_shape(var, t) -> bool:
-    from .shapes import value
-    return tuple(value(d) for d in var.aval.shape) == tuple(np.shape(t)) or isinstance(
-        t, Tracer)
 
 
 def jvp(fun, primals, tangents):

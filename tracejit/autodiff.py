@@ -213,6 +213,7 @@ def split_at_cotangents(program: Program, n_primal: int, n_out: int):
     defined_fwd = {id(v) for v in program.invars[:n_primal] + program.constvars}
     defined_fwd |= {id(e.outputs[0]) for e in forward}
     residuals = _residuals(backward, grads, defined_fwd)
+    residuals += _size_carriers(program, n_primal, backward, residuals)
     fwd = replace(program, invars=program.invars[:n_primal], eqns=forward,
                   outvars=program.outvars[:n_out] + residuals,
                   name=program.name + "_fwd")
@@ -228,6 +229,24 @@ def _residuals(backward, grads, defined_fwd) -> list:
             seen.add(id(atom))
             residuals.append(atom)
     return residuals
+
+
+def _size_carriers(program: Program, n_primal: int, backward, residuals) -> list:
+    """Forward values passed along only for their sizes: the backward kernel
+    reads every symbolic size from one of its inputs."""
+    def roots(avals):
+        return {id(r): r for a in avals for r in map(resolve, a.shape) if type(r) is not int}
+
+    have = roots([v.aval for v in residuals + program.invars[n_primal:]])
+    need = roots([v.aval for e in backward for v in e.outputs])
+    extra = []
+    for key in need:
+        if key not in have:
+            carrier = next(v for v in program.invars[:n_primal] + program.constvars
+                           if key in roots([v.aval]))
+            extra.append(carrier)
+            have.update(roots([carrier.aval]))
+    return extra
 
 
 def check_differentiable(aval, name: str) -> None:

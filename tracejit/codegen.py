@@ -96,9 +96,11 @@ def _fits(group: Group, eqn, produced: dict, virtual: dict) -> bool:
         atom = _source(atom, virtual)
         if not isinstance(atom, Var) or produced.get(id(atom)) is not group:
             continue
-        ready = group.ready_at.get(id(atom), len(group.space))
-        if ready != level:
-            return False  # not available at that point of the nest
+        ready = group.ready_at.get(id(atom))
+        if ready is None and level != len(group.space):
+            return False  # an innermost-loop value, gone after the loop
+        if ready is not None and (ready != level or level == len(group.space)):
+            return False  # complete only after a loop ends: epilogues of that loop only
         if (eqn.prim.kind == INDEXMAP and level == len(group.space)
                 and not _same_element(eqn)):
             return False  # moved elements must come from a stored array
@@ -264,12 +266,13 @@ def generate(program: Program, kernel_name: str) -> str:
     """The source of a module defining `kernel_name(*inputs, *consts) -> tuple`."""
     em = Emitter(program, identifier(kernel_name))
     args = []
-    for k, var in enumerate(program.invars):
-        em.names[id(var)] = f"a{k}"
-        args.append(f"a{k}")
-    for k, var in enumerate(program.constvars):
-        em.names[id(var)] = f"c{k}"
-        args.append(f"c{k}")
+    for prefix, variables in (("a", program.invars), ("c", program.constvars)):
+        for k, var in enumerate(variables):
+            args.append(f"{prefix}{k}")
+            em.names[id(var)] = f"{prefix}{k}"
+            if var.aval.ndim == 0:  # a 0-d array or a scalar: read it as a scalar
+                em.names[id(var)] = f"s{prefix}{k}"
+                em.emit(f"s{prefix}{k} = _rt.as_scalar({prefix}{k})")
     _emit_dims(em, program)
     _emit_checks(em, program)
     views = _matmul_views(program)

@@ -260,13 +260,18 @@ def scatter_add(g, indices, axis, shape):
     return bind(R["scatter_add"], g, *indices, axis=axis, shape=tuple(shape))
 
 
-def static_slice(x, starts, stops, steps):
-    """Static slice; a sliced (not full) symbolic dimension is bound to its size."""
+def static_slice(x, starts, stops, steps, normalized=False):
+    """Static slice with Python's slice semantics, or already `normalized`
+    (what `slice.indices` returns: a stop of -1 means "past index 0").
+    A sliced (not whole) symbolic dimension is bound to its size."""
     shape = aval_of(x).shape
     norm = []
     for d, start, stop, step in zip(shape, starts, stops, steps):
         if start in (0, None) and stop is None and step in (1, None):
             norm.append((0, None, 1))
+        elif normalized:
+            bind_dim(d)
+            norm.append((start, stop, step))
         else:
             norm.append(slice(start, stop, step).indices(bind_dim(d)))
     if all(stop is None for _, stop, _ in norm):

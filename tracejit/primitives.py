@@ -158,8 +158,7 @@ def _max_partials(out, x, y):
 
 
 def _min_partials(out, x, y):
-    dx, dy = _max_partials(out, y, x)
-    return [dy, dx]
+    return _max_partials(out, y, x)  # d min(x, y)/dx = [y > x], ties split
 
 
 binary = [
@@ -450,16 +449,23 @@ def _extremum_jvp(tangents, out, x, *, axes):
 
 
 def _prod_others(out, x, axes):
-    """d prod / d x_i = product of the other entries, exact even where x has zeros."""
+    """d prod / d x_i = product of the other entries, computed without dividing
+    by zero. Exact in value for any zeros; its own derivative is exact where a
+    reduced slice holds at most one zero (with more, second order reads 0)."""
     kept = tuple(k for k in range(x.ndim) if k not in axes)
+
+    def spread(reduced):
+        return ops.broadcast_in_dim(reduced, x.aval.shape, kept)
+
     is_zero = x == 0.0
-    zeros = ops.broadcast_in_dim(ops.reduce_sum(ops.convert(is_zero, x.dtype), axes),
-                                 x.aval.shape, kept)
-    nonzero_prod = ops.broadcast_in_dim(
-        ops.reduce_prod(ops.select(is_zero, ops.ones_like(x), x), axes), x.aval.shape, kept)
     safe_x = ops.select(is_zero, ops.ones_like(x), x)
-    when_one_zero = ops.select(is_zero, nonzero_prod, ops.zeros_like(x))
-    return ops.select(zeros == 0.0, ops.broadcast_in_dim(out, x.aval.shape, kept) / safe_x,
+    zeros = spread(ops.reduce_sum(ops.convert(is_zero, x.dtype), axes))
+    nonzero_prod = spread(ops.reduce_prod(safe_x, axes))
+    # The zero entry's own value (0), kept symbolic so its derivative survives.
+    zero_entry = spread(ops.reduce_sum(ops.select(is_zero, x, ops.zeros_like(x)), axes))
+    when_one_zero = ops.select(is_zero, nonzero_prod, zero_entry * nonzero_prod / safe_x)
+    no_zero = spread(out) / safe_x
+    return ops.select(zeros == 0.0, no_zero,
                       ops.select(zeros == 1.0, when_one_zero, ops.zeros_like(x))), kept
 
 
@@ -491,8 +497,8 @@ _reduction("reduce_min", np.min, _identity("min"), "{acc} = _rt.minimum({acc}, {
 
 
 def _arg_impl(fn):
-    def run(x, *, axes):
-        x = np.asarray(x)
+    def run(x, *, axis):
+        x, axes = np.asarray(x), axis
         if len(axes) == 1:
             return fn(x, axis=axes[0])
         moved = np.moveaxis(x, axes, range(x.ndim - len(axes), x.ndim))
@@ -645,7 +651,7 @@ def _concat_vjp(g, out, *xs, axis):
         size = resolve(x.aval.shape[axis])
         starts = tuple(start if k == axis else 0 for k in range(g.ndim))
         stops = tuple(start + size if k == axis else None for k in range(g.ndim))
-        cts.append(ops.static_slice(g, starts, stops, (1,) * g.ndim))
+        cts.append(ops.static_slice(g, starts, stops, (1,) * g.ndim, normalized=True))
         start += size
     return cts
 
@@ -755,9 +761,14 @@ def _emit_embed(ctx, out, ins, eqn):
 
 
 def _embed_vjp(g, out, x, *, shape, starts, steps):
-    stops = tuple(None if (a, c) == (0, 1) else a + c * (resolve(n) - 1) + 1
-                  for a, c, n in zip(starts, steps, x.aval.shape))
-    return [ops.static_slice(g, starts, stops, steps)]
+    stops = []
+    for a, c, n in zip(starts, steps, x.aval.shape):
+        n = resolve(n)
+        if type(n) is not int:  # a symbolic size is only ever sliced whole
+            stops.append(None)
+        else:
+            stops.append(a + c * (n - 1) + (1 if c > 0 else -1))
+    return [ops.static_slice(g, starts, tuple(stops), steps, normalized=True)]
 
 
 _array_op("slice_embed",

@@ -37,9 +37,10 @@ Calling conventions the code generator must respect (see the benchmark in
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 __all__ = [
+    "as_scalar",
     "exp",
     "expm1",
     "log",
@@ -493,3 +494,21 @@ def sign(x):
 def round_half_even(x):
     """np.round(x): nearest integer, ties to even (llvm.rint, vectorises)."""
     return np.rint(x)
+
+
+# --------------------------------------------------------------------------
+# Argument normalisation.
+# --------------------------------------------------------------------------
+
+
+def as_scalar(x):
+    """A 0-d argument as a scalar: a 0-d array's element, or the scalar itself.
+    The IR does not tell 0-d arrays from scalars, the kernel's argument types do."""
+    return x[()] if isinstance(x, np.ndarray) else x
+
+
+@overload(as_scalar)
+def _as_scalar_typed(x):
+    if isinstance(x, types.Array):
+        return lambda x: x[()]
+    return lambda x: x
