@@ -59,7 +59,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--only", nargs="+", metavar="NAME", choices=list(WORKLOADS))
-    p.add_argument("--quick", action="store_true", help="short cells, no mlp-large (< 60 s)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short cells, no mlp-large, no tf, first calls of tracejit and numba only (< 60 s)",
+    )
     p.add_argument("--no-cold", action="store_true", help="skip the first-call subprocesses")
     p.add_argument(
         "--stat",
@@ -75,8 +79,8 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--frameworks",
-        default=",".join(FRAMEWORKS),
-        help="comma-separated subset of " + ",".join(FRAMEWORKS) + " ('' for none)",
+        help="comma-separated subset of " + ",".join(FRAMEWORKS) + " ('' for none); default: "
+        "all, but no tf with --quick (its import alone takes 5-15 s)",
     )
     return p.parse_args(argv)
 
@@ -196,21 +200,18 @@ w = workloads.WORKLOADS["mlp-seed"]
 params, data = w.make_data(np.{dtype}, 0)
 """
 
-# name -> (extra setup, timed code, untimed code after). Imports are setup: the targets are
-# for trace + compile. tracejit compiles in a background thread by default and answers the
-# first call with an interpreter, so it gets two rows: the first call as a user sees it,
-# and the time until its kernel is compiled (or loaded from disk) and ready.
-_WAIT = "getattr(vg, 'wait', lambda: None)()"
+# name -> (extra setup, timed code, label of the full time). Imports are setup: the targets
+# are for trace + compile. tracejit compiles in a background thread by default and answers
+# the first call with an interpreter, so one process reports two moments: the first call
+# as a user sees it (mark), and the kernel compiled or loaded from disk and ready (total).
 _FIRST_CALLS = {
-    "tracejit, first call": (
+    "tracejit": (
         "import tracejit",
-        "vg = tracejit.value_and_grad(w.loss)\nvg(params, *data)",
-        _WAIT,  # untimed: the disk cache must be complete for the warm process
-    ),
-    "tracejit, kernel ready": (
-        "import tracejit",
-        f"vg = tracejit.value_and_grad(w.loss)\nvg(params, *data)\n{_WAIT}",
-        "",
+        "vg = tracejit.value_and_grad(w.loss)\n"
+        "vg(params, *data)\n"
+        "mark('first call')\n"
+        "getattr(vg, 'wait', lambda: None)()",
+        "kernel ready",
     ),
     "numba (hand)": ("import numba", "w.numba_value_and_grad(params, *data)", ""),
     "jax": (
@@ -221,14 +222,22 @@ _FIRST_CALLS = {
 }
 
 
-def first_call_section(dtype: str, frameworks) -> str:
+def _first_call_rows(name: str, label: str, fc) -> list[list[str]]:
+    rows = [
+        [f"{name}, {mark}", f"{cold:.2f}", f"{fc.marks_warm.get(mark, float('nan')):.2f}", ""]
+        for mark, cold in fc.marks_cold.items()
+    ]
+    total = f"{name}, {label}" if label else name
+    return rows + [[total, f"{fc.cold:.2f}", f"{fc.warm:.2f}", f"{fc.setup_cold:.2f}"]]
+
+
+def first_call_section(dtype: str, names) -> str:
     rows = []
-    for name, (extra, code, after) in _FIRST_CALLS.items():
-        if name in FRAMEWORKS and name not in frameworks:
-            continue
+    for name in names:
+        extra, code, label = _FIRST_CALLS[name]
         try:
-            fc = cold_first_call(code, _SETUP.format(dtype=dtype) + extra, after)
-            rows.append([name, f"{fc.cold:.2f}", f"{fc.warm:.2f}", f"{fc.setup_cold:.2f}"])
+            fc = cold_first_call(code, _SETUP.format(dtype=dtype) + extra)
+            rows += _first_call_rows(name, label, fc)
         except FirstCallError as exc:
             rows.append([name, f"n/a ({exc.kind})", "n/a", "n/a"])
     header = ["mlp-seed first call (s)", "cold", "warm disk cache", "imports+data (cold)"]
@@ -278,6 +287,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         reexec_with_threads(args.threads, argv)
+    if args.frameworks is None:
+        args.frameworks = ",".join(f for f in FRAMEWORKS if not (args.quick and f == "tf"))
     frameworks = [f for f in args.frameworks.split(",") if f]
     unknown = set(frameworks) - set(FRAMEWORKS)
     if unknown:
@@ -287,14 +298,20 @@ def main(argv=None) -> int:
     print(preamble(args), flush=True)
     results = {}
     for w in selected_workloads(args):
+        start = time.perf_counter()
         check_hand_gradient(w)  # the reference every column is checked against
         results[w.name] = run_workload(w, dtype, frameworks, target_s, args.stat)
-        print(f"  measured {w.name}", file=sys.stderr, flush=True)
+        elapsed = time.perf_counter() - start
+        print(f"  measured {w.name} in {elapsed:.1f} s", file=sys.stderr, flush=True)
     print("\n" + times_table(results, args.stat) + "\n\n" + ratios_table(results))
     if notes(results):
         print("\n" + "\n".join(notes(results)))
     if not args.no_cold:
-        print("\n" + first_call_section(args.dtype, frameworks))
+        # JAX is a reference here, not a target: --quick leaves it out to stay under a minute.
+        names = [n for n in _FIRST_CALLS if n not in FRAMEWORKS or n in frameworks]
+        if args.quick:
+            names = [n for n in names if n not in FRAMEWORKS]
+        print("\n" + first_call_section(args.dtype, names))
     return 0
 
 

@@ -104,13 +104,17 @@ def median_us(
 # --------------------------------------------------------------------------- first call
 
 # Runs in the child. setup (imports, data) and code (the first call) are timed apart so the
-# report can tell import cost from trace+compile cost; `after` runs untimed (e.g. waits for a
-# background compile so that the disk cache is complete for the next process).
+# report can tell import cost from trace+compile cost. Inside code, mark("label") records the
+# seconds since code started (several moments from one process: each process costs seconds).
+# `after` runs untimed (e.g. waits for a background compile so that the disk cache is
+# complete for the next process).
 _RUNNER = r"""
 import json, sys, time
 setup, code, after, paths = json.loads(sys.argv[1])
 sys.path[:0] = paths
+marks = {}
 ns = {"__name__": "__firstcall__"}
+ns["mark"] = lambda label: marks.__setitem__(label, time.perf_counter() - t1)
 try:
     t0 = time.perf_counter()
     exec(compile(setup, "<setup>", "exec"), ns)
@@ -121,7 +125,7 @@ try:
 except BaseException as exc:
     print("@@RESULT " + json.dumps({"error": type(exc).__name__, "message": str(exc)[:300]}))
     sys.exit(1)
-print("@@RESULT " + json.dumps({"setup": t1 - t0, "call": t2 - t1}))
+print("@@RESULT " + json.dumps({"setup": t1 - t0, "call": t2 - t1, "marks": marks}))
 """
 
 
@@ -135,12 +139,17 @@ class FirstCall(NamedTuple):
     cold: float  # seconds of the first call, empty caches
     warm: float  # seconds of the first call in a new process, caches from the cold run
     setup_cold: float  # seconds of setup (imports, data) in the cold process
+    marks_cold: dict  # label -> seconds, from mark(label) calls in the code
+    marks_warm: dict
 
 
 def run_first_call(
     code: str, setup: str = "", after: str = "", env: dict | None = None, timeout=600
 ) -> dict:
-    """Run setup then time ``code`` once in a fresh interpreter; {'setup': s, 'call': s}."""
+    """Run setup then time ``code`` once in a fresh interpreter.
+
+    Returns {'setup': s, 'call': s, 'marks': {label: s}}; raises FirstCallError.
+    """
     payload = json.dumps([setup, code, after, [BENCH_DIR, REPO_DIR]])
     try:
         proc = subprocess.run(
@@ -175,7 +184,7 @@ def cold_first_call(code_str: str, setup: str = "", after: str = "", timeout=600
         }
         cold = run_first_call(code_str, setup, after, env, timeout)
         warm = run_first_call(code_str, setup, after, env, timeout)
-    return FirstCall(cold["call"], warm["call"], cold["setup"])
+    return FirstCall(cold["call"], warm["call"], cold["setup"], cold["marks"], warm["marks"])
 
 
 # --------------------------------------------------------------------------- threads

@@ -158,7 +158,8 @@ def virtual_reads(program: Program, views: set) -> dict:
         source = eqn.inputs[0]
         readable = not isinstance(source, Var) or id(source) in stored or id(source) in virtual
         users = consumers.get(id(out), [])
-        if readable and all(u.prim.kind != ARRAY or u.prim.shape_only for u in users):
+        if readable and all((u.prim.kind != ARRAY and id(u) not in views) or u.prim.shape_only
+                            for u in users):
             virtual[id(out)] = eqn
     return virtual
 

@@ -531,50 +531,48 @@ def _array_op(name, rule, impl, emit, vjp=None, jvp=None, linear=False, shape_on
 
 
 def _matmul_rule(avals, params, checks):
+    """NumPy matmul for 1-D, 2-D and one level of stacking (3-D)."""
     a, b = avals
-    if a.ndim not in (1, 2, 3) or b.ndim not in (1, 2, 3) or 0 in (a.ndim, b.ndim):
+    if not (1 <= a.ndim <= 3 and 1 <= b.ndim <= 3):
         raise ShapeError(f"matmul: operands of {a.ndim} and {b.ndim} dims are not supported "
                          "(1-D, 2-D and stacked 3-D are)")
-    if (a.ndim == 3) != (b.ndim == 3) and not (a.ndim == 3 and b.ndim == 2):
-        raise ShapeError("matmul: stacked matmul needs a 3-D left operand")
     dtype = _same_dtype(avals, "matmul")
     if not _is_float(dtype):
         raise TracerTypeError(f"matmul: only floating-point operands are compiled, got {dtype}")
-    inner_a = a.shape[-1]
     inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     try:
-        join(inner_a, inner_b, "matmul", checks)
+        join(a.shape[-1], inner_b, "matmul", checks)
     except ShapeError:
         raise ShapeError(f"matmul: inner dimensions of {format_shape(a.shape)} @ "
                          f"{format_shape(b.shape)} do not match") from None
-    shape = a.shape[:-1] + (b.shape[-1:] if b.ndim >= 2 else ())
+    batch = ()
     if a.ndim == 3 and b.ndim == 3:
-        join(a.shape[0], b.shape[0], "matmul (batch)", checks)
-    return [AVal(tuple(shape), dtype)]
+        batch = (join(a.shape[0], b.shape[0], "matmul (batch)", checks),)
+    elif 3 in (a.ndim, b.ndim):
+        batch = ((a if a.ndim == 3 else b).shape[0],)
+    rows = a.shape[-2:-1] if a.ndim >= 2 else ()
+    cols = b.shape[-1:] if b.ndim >= 2 else ()
+    return [AVal(tuple(batch + rows + cols), dtype)]
 
 
 def _matmul_vjp(g, out, a, b):
-    ga = _matmul_transpose_a(g, b, a)
-    gb = _matmul_transpose_b(g, a, b)
-    return [ga, gb]
-
-
-def _matmul_transpose_a(g, b, a):
-    if b.ndim == 1:
-        return ops.outer(g, b) if a.ndim == 2 else g[..., None] * b
+    """Through the 2-D form: 1-D operands gain a unit axis (as NumPy does),
+    stacked products sum over the batch for an unstacked operand."""
+    a2 = a if a.ndim >= 2 else ops.expand_dims(a, (0,))
+    b2 = b if b.ndim >= 2 else ops.expand_dims(b, (1,))
+    g2 = g
     if a.ndim == 1:
-        return ops.matmul(b, g)
-    return ops.matmul(g, ops.swap_last(b))
-
-
-def _matmul_transpose_b(g, a, b):
-    if a.ndim == 1:
-        return ops.outer(a, g) if b.ndim == 2 else a * g
+        g2 = ops.expand_dims(g2, (g2.ndim - (1 if b.ndim >= 2 else 0),))
     if b.ndim == 1:
-        return ops.matmul(ops.swap_last(a), g) if a.ndim == 2 else ops.reduce_sum(
-            ops.matmul(ops.swap_last(a), g[..., None]), (0,))[..., 0]
-    gb = ops.matmul(ops.swap_last(a), g)
-    return ops.reduce_sum(gb, (0,)) if b.ndim == 2 and a.ndim == 3 else gb
+        g2 = ops.expand_dims(g2, (g2.ndim,))
+    ga = _unbatch(ops.matmul(g2, ops.swap_last(b2)), a2.ndim)
+    gb = _unbatch(ops.matmul(ops.swap_last(a2), g2), b2.ndim)
+    return [ops.squeeze(ga, (0,)) if a.ndim == 1 else ga,
+            ops.squeeze(gb, (1,)) if b.ndim == 1 else gb]
+
+
+def _unbatch(ct, ndim):
+    return ops.reduce_sum(ct, (0,)) if ct.ndim > ndim else ct
 
 
 def _matmul_jvp(tangents, out, a, b):
@@ -589,13 +587,15 @@ def _matmul_jvp(tangents, out, a, b):
 
 def _emit_matmul(ctx, out, ins, eqn):
     a, b = (x.aval for x in eqn.inputs)
-    if a.ndim < 3:
+    if a.ndim < 3 and b.ndim < 3:
         return [f"{out} = np.dot({ins[0]}, {ins[1]})"]
     k = ctx.fresh("b")
-    rhs = f"{ins[1]}[{k}]" if b.ndim == 3 else ins[1]
+    left = f"np.ascontiguousarray({ins[0]}[{k}])" if a.ndim == 3 else ins[0]
+    right = f"np.ascontiguousarray({ins[1]}[{k}])" if b.ndim == 3 else ins[1]
+    batch = ctx.dim(eqn.outputs[0].aval.shape[0])
     return [f"{out} = np.empty({ctx.shape(eqn.outputs[0].aval)}, {ctx.dtype(a)})",
-            f"for {k} in range({ctx.dim(a.shape[0])}):",
-            f"    {out}[{k}] = np.dot(np.ascontiguousarray({ins[0]}[{k}]), {rhs})"]
+            f"for {k} in range({batch}):",
+            f"    {out}[{k}] = np.dot({left}, {right})"]
 
 
 _array_op("matmul", _matmul_rule, np.matmul, _emit_matmul, _matmul_vjp, _matmul_jvp)
