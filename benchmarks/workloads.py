@@ -360,12 +360,13 @@ def numba_par_elementwise_value_and_grad(params, x):
 # --------------------------------------------------------------------------- the table
 
 
-def _mlp(name, description, batch, n_in, n_hidden, n_out, heavy=False):
+def _mlp(name, description, sizes, heavy=False):
+    """sizes: (batch, inputs, hidden units, classes)."""
     return Workload(
         name=name,
         description=description,
         family="mlp",
-        make_data=partial(mlp_data, batch, n_in, n_hidden, n_out),
+        make_data=partial(mlp_data, *sizes),
         loss=mlp_loss,
         numpy_value_and_grad=numpy_mlp_value_and_grad,
         numba_value_and_grad=numba_mlp_value_and_grad,
@@ -385,15 +386,12 @@ WORKLOADS: dict[str, Workload] = {
             numpy_value_and_grad=numpy_linear_value_and_grad,
             numba_value_and_grad=numba_linear_value_and_grad,
         ),
-        _mlp("mlp-seed", "batch 32, 10->5 relu ->2 softmax xent", 32, 10, 5, 2),
-        _mlp("mlp-medium", "batch 128, 784->256 relu ->10 softmax xent", 128, 784, 256, 10),
+        _mlp("mlp-seed", "batch 32, 10->5 relu ->2 softmax xent", (32, 10, 5, 2)),
+        _mlp("mlp-medium", "batch 128, 784->256 relu ->10 softmax xent", (128, 784, 256, 10)),
         _mlp(
             "mlp-large",
             "batch 2048, 784->256 relu ->10 softmax xent",
-            2048,
-            784,
-            256,
-            10,
+            (2048, 784, 256, 10),
             heavy=True,
         ),
         Workload(

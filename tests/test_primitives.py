@@ -106,6 +106,8 @@ class Row:
     ref: Callable | None = None  # the NumPy reference when `fn` is not plain NumPy
     modes: tuple = ("rev", "fwd")  # derivative modes the primitive supports
     order: int = 2  # up to which order derivatives are checked
+    compiled: bool = True  # False: the same equations as an earlier row, so only
+    # the (fast) interpreter checks run it; Numba compiles cost ~0.1-2 s per row
 
     def reference(self, *args):
         return (self.ref or self.fn)(*args)
@@ -186,7 +188,7 @@ _ELEMENTWISE_ROWS = [
     row("expm1", np.expm1, UNARY),
     row("sqrt", np.sqrt, UNARY, positive),
     row("abs", np.abs, UNARY, nonzero),
-    row("abs", lambda x: abs(x), UNARY, nonzero, label="abs_builtin"),
+    row("abs", lambda x: abs(x), UNARY, nonzero, label="abs_builtin", compiled=False),
     row("sin", np.sin, UNARY),
     row("cos", np.cos, UNARY),
     row("tan", np.tan, UNARY, no_poles),
@@ -207,7 +209,7 @@ _ELEMENTWISE_ROWS = [
     row("mul", lambda x, y: x * y, BINARY),
     row("div", lambda x, y: x / y, BINARY, (real, nonzero)),
     row("pow", lambda x, y: x**y, BINARY, (positive, real)),
-    row("pow", np.power, BINARY, (positive, real), label="np_power"),
+    row("pow", np.power, BINARY, (positive, real), label="np_power", compiled=False),
     row("maximum", np.maximum, BINARY),
     row("minimum", np.minimum, BINARY),
     row("maximum", np.maximum, BINARY, small_ints, label="maximum_ties", grad=False),
@@ -239,9 +241,10 @@ _ELEMENTWISE_ROWS = [
     row("gt", lambda x: x > 0.5, UNARY, label="gt_scalar", grad=False),
     row("logical_and", lambda x, y: np.logical_and(x > 0, y > 0), BINARY, grad=False),
     row("logical_and", lambda x, y: (x > 0) & (y < 0), BINARY, label="and_operator",
-        grad=False),
+        grad=False, compiled=False),
     row("logical_or", lambda x, y: np.logical_or(x > 0, y > 0), BINARY, grad=False),
-    row("logical_or", lambda x, y: (x > 0) | (y < 0), BINARY, label="or_operator", grad=False),
+    row("logical_or", lambda x, y: (x > 0) | (y < 0), BINARY, label="or_operator", grad=False,
+        compiled=False),
     row("logical_not", lambda x: ~(x > 0), UNARY, grad=False),
     row("logical_not", np.logical_not, UNARY, with_zeros, label="np_logical_not_float",
         grad=False),
@@ -273,7 +276,8 @@ _INDEXMAP_ROWS = [
     row("transpose", lambda x: x.T, MATRICES),
     row("transpose", lambda x: np.transpose(x, (1, 2, 0)), cases((2, 3, 4), (2, 1, 4)),
         label="transpose_axes"),
-    row("transpose", lambda x: x.transpose(2, 0, 1), cases((2, 3, 4),), label="transpose_method"),
+    row("transpose", lambda x: x.transpose(2, 0, 1), cases((2, 3, 4),), label="transpose_method",
+        compiled=False),
     row("transpose", lambda x: np.swapaxes(x, 0, 2), cases((2, 3, 4), (1, 3, 2)),
         label="swapaxes"),
     row("squeeze", np.squeeze, cases((3, 1, 4), (1,), (1, 1), (1, 3))),
@@ -321,8 +325,8 @@ _REDUCE_ROWS = [
 
 _ARRAY_ROWS = [
     row("matmul", lambda x, y: x @ y, MATMUL),
-    row("matmul", np.matmul, MATMUL[:4], label="np_matmul"),
-    row("matmul", np.dot, ((((3, 4), (4, 5))), ((4,), (4,))), label="np_dot"),
+    row("matmul", np.matmul, MATMUL[:4], label="np_matmul", compiled=False),
+    row("matmul", np.dot, (((3, 4), (4, 5)), ((4,), (4,))), label="np_dot", compiled=False),
     row("matmul", lambda x, y: x.T @ y, (((4, 3), (4, 5)), ((4, 1), (4, 2))),
         label="matmul_transposed"),
     row("reshape", lambda x: x.reshape(-1), cases((3, 4), (2, 3, 4))),
@@ -339,7 +343,7 @@ _ARRAY_ROWS = [
     row("concatenate", lambda x, y: np.stack([x, y]), (((3,), (3,)), ((2, 3), (2, 3))),
         label="stack"),
     row("concatenate", lambda x, y: np.stack([x, y], axis=1), (((2, 3), (2, 3)),),
-        label="stack_middle"),
+        label="stack_middle", compiled=False),
     row("gather", lambda x, i: x[i], (((5, 3), (4,)), ((5,), (2, 2)), ((5, 3), ())),
         (real, index(5))),
     row("gather", lambda x, i: x[:, i], (((3, 5), (4,)), ((2, 5, 3), (2, 2))), (real, index(5)),

@@ -43,6 +43,7 @@ class Function(Dispatcher):
         except (TypeError, ValueError):
             self._signature = None
         self._simple = not (self.static_argnums or self.static_argnames)
+        self._method: Function | None = None
 
     def __call__(self, *args, **kwargs):
         if kwargs or not self._simple or _builders:
@@ -61,8 +62,14 @@ class Function(Dispatcher):
         return entry.call(leaves)
 
     def __get__(self, instance, owner):
-        # Decorating a method: bind `self` as a static argument.
-        return self if instance is None else functools.partial(self, instance)
+        """Decorating a method: `self` is a static argument (hashed by identity,
+        baked into the trace, as with jax.jit on methods)."""
+        if instance is None:
+            return self
+        if self._method is None:
+            self._method = Function(self.fn, self.static_argnums | {0}, self.static_argnames,
+                                    self.cache_enabled)
+        return functools.partial(self._method, instance)
 
     # --------------------------------------------------- static arguments
     # Calls with keywords or static arguments are normalised to a "split"
@@ -227,10 +234,11 @@ class Grad(Transform):
         value = program.outvars[0]
         if pytree.num_leaves(value_def) != 1 or value.aval.ndim != 0 or not autodiff.is_float(
                 value.aval):
+            returned_pair = out_treedef[0] in ("t", "l") and not self.has_aux
             raise TracerTypeError(
-                f"grad of {self.fun.name}: the function must return a scalar float "
-                f"(got {value.aval})" + (" and an aux value; set has_aux=True"
-                                         if not self.has_aux else ""))
+                f"grad of {self.fun.name}: the function must return a scalar float, got "
+                f"{value.aval if pytree.num_leaves(value_def) == 1 else pytree.describe(value_def)}"
+                + ("; if it returns (value, aux), set has_aux=True" if returned_pair else ""))
         argnums = _as_tuple(self.argnums)
         spans = _leaf_ranges(self.fun, dynamic, statics, argnums)
         wrt = []

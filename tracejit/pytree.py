@@ -57,6 +57,8 @@ def signature(tree: Any, leaves: list):
     if kind is dict:
         keys = tuple(sorted(tree))
         return (keys, tuple([signature(tree[k], leaves) for k in keys]))
+    if tree is None:
+        return None
     leaves.append(tree)
     return kind
 
