@@ -168,6 +168,9 @@ def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
     """Greedy list scheduling: keep adding ready equations that fit the open
     loop nest; start a new nest only when none does."""
     pending = [e for e in program.eqns if id(e.outputs[0]) not in virtual]
+    # Size-only equations (mean's divisor) depend on input shapes alone: first,
+    # so they never split a loop nest.
+    pending.sort(key=lambda e: not e.prim.shape_only)
     defined = {id(v) for v in program.invars + program.constvars}
     produced: dict[int, Group] = {}
     groups: list[Group] = []
