@@ -195,6 +195,12 @@ class Transform(Dispatcher):
         functools.update_wrapper(self, fun.fn, updated=())
 
     def __call__(self, *args, **kwargs):
+        if not (kwargs or _builders) and self.fun._simple:
+            leaves: list = []
+            entry = self._fast.get(pytree.signature(args, leaves))
+            if entry is not None:
+                self.stats.memory_hits += 1
+                return entry.call(leaves)
         dynamic, statics = self.fun._dynamic(args, kwargs)
         if current_builder() is not None and is_tracing(dynamic):
             program, treedef, _ = self.build(dynamic, statics)

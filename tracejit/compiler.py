@@ -188,15 +188,22 @@ class Entry:
             self.compiling = None
 
     def _specialise(self):
-        kernel, treedef = self.kernel, self.out_treedef
-        if any(kernel._convert):
-            return lambda leaves: pytree.unflatten(treedef, kernel(leaves))
-        fn, consts = kernel.fn, kernel.consts
-        if treedef == pytree.LEAF:
-            if consts:
-                return lambda leaves: fn(*leaves, *consts)[0]
-            return lambda leaves: fn(*leaves)[0]
-        return lambda leaves: pytree.unflatten(treedef, fn(*leaves, *consts))
+        """The hot call, generated once: the kernel call and the output tree
+        built in one expression (scalars get their NumPy type back)."""
+        kernel = self.kernel
+        convert = kernel._convert
+        namespace = {"fn": kernel.fn, "consts": kernel.consts}
+        namespace.update({f"t{k}": conv for k, conv in enumerate(convert) if conv})
+
+        def leaf(k):
+            return f"t{k}(r[{k}])" if convert[k] else f"r[{k}]"
+
+        tree = pytree.expression(self.out_treedef, leaf)
+        if tree is None:
+            return lambda leaves: pytree.unflatten(self.out_treedef, kernel(leaves))
+        call = "fn(*leaves, *consts)" if kernel.consts else "fn(*leaves)"
+        exec(f"def call(leaves):\n    r = {call}\n    return {tree}\n", namespace)
+        return namespace["call"]
 
 
 INTERPRET_BUDGET = 0.2  # seconds of interpreted calls before waiting for the kernel

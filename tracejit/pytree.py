@@ -36,31 +36,42 @@ def _flatten_into(tree: Any, leaves: list) -> tuple:
     return LEAF
 
 
-def signature(tree: Any, leaves: list):
-    """One pass that collects the leaves and returns a hashable key of the
-    structure *and* each array's dtype, shape and strides. The hot dispatch
-    path of every compiled function is this call plus one dict lookup, so
-    array children are handled inline rather than by recursion."""
+def signature(tree: Any, leaves: list) -> tuple:
+    """One pass collecting the leaves and a flat hashable key of the structure
+    and each array's dtype and shape. The hot dispatch path of every compiled
+    function is this call plus one dict lookup, so it is kept flat and inline.
+    (Memory layout is left to Numba's own dispatch: the kernels are
+    layout-generic, Numba specialises them per layout.)"""
+    key: list = []
+    _signature_into(tree, leaves, key)
+    return tuple(key)
+
+
+def _signature_into(tree, leaves: list, key: list) -> None:
     kind = type(tree)
     if kind is tuple or kind is list:
-        parts = []
+        key.append(len(tree) if kind is tuple else ~len(tree))
         for child in tree:
             if type(child) is ndarray:
                 leaves.append(child)
-                parts.append((child.dtype.num, child.shape, child.strides))
+                key.append(child.dtype)
+                key.append(child.shape)
             else:
-                parts.append(signature(child, leaves))
-        return (kind, tuple(parts))
-    if kind is ndarray:
+                _signature_into(child, leaves, key)
+    elif kind is ndarray:
         leaves.append(tree)
-        return (tree.dtype.num, tree.shape, tree.strides)
-    if kind is dict:
+        key.append(tree.dtype)
+        key.append(tree.shape)
+    elif kind is dict:
         keys = tuple(sorted(tree))
-        return (keys, tuple([signature(tree[k], leaves) for k in keys]))
-    if tree is None:
-        return None
-    leaves.append(tree)
-    return kind
+        key.append(keys)
+        for k in keys:
+            _signature_into(tree[k], leaves, key)
+    elif tree is None:
+        key.append(None)
+    else:
+        leaves.append(tree)
+        key.append(kind)
 
 
 def unflatten(treedef: tuple, leaves) -> Any:
@@ -80,6 +91,31 @@ def _build(treedef: tuple, leaves) -> Any:
         return [_build(child, leaves) for child in treedef[1]]
     keys, children = treedef[1], treedef[2]
     return {key: _build(child, leaves) for key, child in zip(keys, children)}
+
+
+def expression(treedef: tuple, leaf, counter=None) -> str | None:
+    """Python source building the tree of `treedef`, `leaf(k)` giving the k-th
+    leaf's source; None when a dict key has no literal form. Compiled once per
+    signature, it rebuilds outputs without walking the treedef on every call."""
+    counter = counter if counter is not None else iter(range(1 << 30))
+    tag = treedef[0]
+    if tag == "*":
+        return leaf(next(counter))
+    if tag is None:
+        return "None"
+    if tag == "d":
+        if not all(type(k) in (str, int) for k in treedef[1]):
+            return None
+        items = [(repr(k), expression(c, leaf, counter)) for k, c in zip(treedef[1], treedef[2])]
+        if any(v is None for _, v in items):
+            return None
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    items = [expression(c, leaf, counter) for c in treedef[1]]
+    if any(v is None for v in items):
+        return None
+    if tag == "l":
+        return "[" + ", ".join(items) + "]"
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def num_leaves(treedef: tuple) -> int:
