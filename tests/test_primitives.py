@@ -84,6 +84,21 @@ def with_nan(rng, shape, dtype):
     return np.asarray(np.where(rng.random(shape) < 0.3, np.nan, x), dtype)
 
 
+def integers(rng, shape, dtype):
+    """An int64 operand, whatever the float dtype under test (promotion)."""
+    return rng.integers(-3, 4, shape)
+
+
+def mask(rng, shape, dtype):
+    return np.asarray(rng.random(shape) < 0.5)
+
+
+def python_float(rng, shape, dtype):
+    """A Python scalar argument: weakly typed, a runtime input of the kernel."""
+    assert shape == ()
+    return float(rng.uniform(0.5, 2.0))
+
+
 def index(size):
     """Integer indices into an axis of `size`, negative ones included."""
 
@@ -216,6 +231,8 @@ _ELEMENTWISE_ROWS = [
     row("maximum", np.maximum, BINARY, small_ints, label="maximum_ties", grad=False),
     row("minimum", np.minimum, BINARY, small_ints, label="minimum_ties", grad=False),
     # a Python scalar operand is weak: float32 stays float32
+    row("mul", lambda x, s: x * s, (((3, 4), ()), ((), ())), (real, python_float),
+        label="mul_scalar_arg"),
     row("add", lambda x: x + 1.5, UNARY, label="add_scalar"),
     row("add", lambda x: 2 + x, UNARY, label="radd_int"),
     row("sub", lambda x: 1 - x, UNARY, label="rsub_int"),
@@ -252,7 +269,13 @@ _ELEMENTWISE_ROWS = [
     # select: the condition is not differentiated; x and y are
     row("select", lambda c, x, y: np.where(c > 0, x, y), TERNARY),
     row("select", lambda x: np.where(x > 0, x, 0.0), UNARY, nonzero, label="where_scalar"),
+    row("select", np.where, TERNARY, (mask, real, real), label="where_mask"),
+    row("select", lambda x: np.where(x > 0, 1.0, -1.0), UNARY, label="where_two_scalars",
+        grad=False),
     # convert
+    row("convert", lambda x, i: x + i, BINARY, (real, integers), label="convert_promote_int"),
+    row("convert", lambda i: np.exp(i), UNARY, integers, label="convert_int_to_float",
+        grad=False),
     row("convert", lambda x: x.astype(other_float(x.dtype)), UNARY, label="convert_float",
         grad=False),
     row("convert", lambda x: x.astype(np.int64), UNARY, off_grid, label="convert_int",
@@ -294,14 +317,14 @@ _INDEXMAP_ROWS = [
 
 _REDUCE_ROWS = [
     row("reduce_sum", lambda x: x.sum(axis=1), MATRICES),
-    row("reduce_sum", lambda x: x.sum(), cases((3,), (3, 4), (2, 1, 4)), label="sum_all"),
+    row("reduce_sum", lambda x: x.sum(), cases((3,), (3, 4), (2, 1, 4), ()), label="sum_all"),
     row("reduce_sum", lambda x: np.sum(x, axis=(0, 2)), cases((2, 3, 4), (2, 1, 4)),
         label="sum_axes"),
     row("reduce_sum", lambda x: x.sum(axis=-1, keepdims=True), MATRICES, label="sum_keepdims"),
     row("reduce_prod", lambda x: x.prod(axis=1), MATRICES, with_zeros),
     row("reduce_prod", np.prod, cases((3,), (2, 3)), label="prod_all"),
     row("reduce_max", lambda x: x.max(axis=1), MATRICES),
-    row("reduce_max", np.max, cases((3,), (3, 4)), label="max_all"),
+    row("reduce_max", np.max, cases((3,), (3, 4), ()), label="max_all"),
     row("reduce_max", lambda x: np.amax(x, axis=0, keepdims=True), MATRICES,
         label="max_keepdims"),
     row("reduce_max", lambda x: x.max(axis=1), MATRICES, with_nan, label="max_nan", grad=False),
@@ -309,7 +332,8 @@ _REDUCE_ROWS = [
     row("reduce_min", np.min, cases((3,), (3, 4)), label="min_all"),
     row("reduce_min", lambda x: x.min(axis=1), MATRICES, with_nan, label="min_nan", grad=False),
     row("argmax", lambda x: x.argmax(axis=1), MATRICES, grad=False),
-    row("argmax", np.argmax, cases((3,), (3, 4), (2, 3, 4)), label="argmax_flat", grad=False),
+    row("argmax", np.argmax, cases((3,), (3, 4), (2, 3, 4), ()), label="argmax_flat",
+        grad=False),
     row("argmax", lambda x: x.argmax(axis=0, keepdims=True), MATRICES,
         label="argmax_keepdims", grad=False),
     row("argmax", lambda x: x.argmax(axis=1), MATRICES, small_ints, label="argmax_ties",
@@ -358,6 +382,8 @@ _ARRAY_ROWS = [
     row("gather", lambda x, i: np.take(x, i), (((3, 5), (4,)),), (real, index(15)),
         label="take_flat"),
     row("gather", lambda x: x[[1, 1, -4, 3]], cases((5,), (5, 2)), label="gather_list"),
+    row("gather", lambda x, i: x[1:, i], (((4, 5), (3,)), ((3, 5), (2, 2))), (real, index(5)),
+        label="gather_after_slice"),
     row("scatter_add", lambda x, i, g: tracejit.grad(lambda x: (x[i] * g).sum())(x),
         (((5, 3), (4,), (4, 3)), ((5,), (2, 2), (2, 2))), (real, index(5), real),
         ref=scatter_ref),
@@ -717,3 +743,9 @@ def test_vjp_backward_kernel_knows_the_primal_shape(interpret):
     _, vjp_fn = tracejit.vjp(lambda x: x.sum(axis=1), x)
     (grad,) = vjp_fn(np.arange(3.0))
     np.testing.assert_array_equal(grad, np.broadcast_to(np.arange(3.0)[:, None], (3, 4)))
+
+
+def test_prod_hessian_with_two_zeros(interpret):
+    """d2 prod / dx0 dx1 at x0 = x1 = 0 is the product of the other entries."""
+    hessian = tracejit.hessian(lambda x: np.prod(x))(np.array([0.0, 0.0, 2.0]))
+    np.testing.assert_array_equal(hessian, [[0.0, 2.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])

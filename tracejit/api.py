@@ -149,6 +149,11 @@ class Function(Dispatcher):
         program, _, _ = self.build(*self._dynamic(args, kwargs))
         return Kernel(prepare(program), self.name, use_disk=False, interpret=True).source
 
+    def grad_ir(self, *args, argnums=0, **kwargs) -> Program:
+        """The optimised IR of the value-and-gradient program (forward equations,
+        then the adjoint) for these arguments."""
+        return value_and_grad(self, argnums).ir(*args, **kwargs)
+
 
 SPLIT = "__split__"
 

@@ -279,6 +279,12 @@ def take(x, indices, axis=None):
     return _gather(x, [_index_array(indices)], axis % x.ndim)
 
 
+def round_(x, decimals=0, out=None):
+    if decimals != 0 or out is not None:
+        raise UnsupportedError(with_location("np.round: only decimals=0 is supported"))
+    return ops.round_(x)
+
+
 FUNCTIONS = {
     np.sum: sum_, np.mean: mean, np.var: var, np.std: std, np.max: amax, np.amax: amax,
     np.min: amin, np.amin: amin, np.prod: prod, np.argmax: argmax, np.argmin: argmin,
@@ -289,7 +295,7 @@ FUNCTIONS = {
     np.zeros_like: like(0), np.ones_like: like(1), np.full_like: full_like, np.take: take,
     np.asarray: asarray, np.array: lambda x, dtype=None, **kw: asarray(x, dtype),
     np.shape: lambda x: x.shape, np.ndim: lambda x: asarray(x).ndim,
-    np.size: lambda x: x.size,
+    np.size: lambda x: x.size, np.round: round_, np.around: round_,
 }
 
 
@@ -439,7 +445,7 @@ METHODS = {
         self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else
         (axes or None)),
     "swapaxes": swapaxes, "squeeze": squeeze, "ravel": ravel, "flatten": ravel,
-    "astype": _astype, "dot": dot, "clip": clip, "copy": lambda self: self, "take": take,
+    "astype": _astype, "dot": dot, "clip": clip, "round": round_, "copy": lambda self: self, "take": take,
     "shape": property(_shape), "size": property(_size),
     "T": property(lambda self: transpose(self)),
 }

@@ -1,0 +1,77 @@
+"""The kernel disk cache seen from the API: a new process loads the kernel
+instead of compiling it, and a damaged cache file is rebuilt with a warning."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import json, warnings
+    import numpy as np
+    import tracejit
+
+    @tracejit.function
+    def predict(x, W):
+        return np.tanh(x @ W).sum(axis=1)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = predict(np.ones((4, 3)), np.full((3, 2), 0.5))
+    s = predict.stats
+    print(json.dumps({"out": out.tolist(), "traces": s.traces, "compiles": s.compiles,
+                      "disk_hits": s.disk_hits,
+                      "warnings": [type(w.message).__name__ for w in caught]}))
+""")
+
+
+def run_in_new_process(cache_dir) -> dict:
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(cache_dir), "TRACEJIT_COMPILE": "sync"}
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+    env.pop("TRACEJIT_DISABLE_CACHE", None)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("disk-cache")
+
+
+@pytest.fixture(scope="module")
+def first_run(cache_dir):
+    return run_in_new_process(cache_dir)
+
+
+EXPECTED = [2 * float(__import__("numpy").tanh(1.5))] * 4
+
+
+def test_first_process_compiles(first_run, cache_dir):
+    assert first_run["compiles"] == 1 and first_run["disk_hits"] == 0
+    assert first_run["out"] == pytest.approx(EXPECTED)
+    assert os.stat(cache_dir).st_mode & 0o777 == 0o700
+    assert [p for p in os.listdir(cache_dir) if p.endswith(".py")]
+
+
+def test_second_process_loads_from_disk(first_run, cache_dir):
+    second = run_in_new_process(cache_dir)
+    assert second["traces"] == 1  # tracing is cheap and always redone
+    assert second["compiles"] == 0 and second["disk_hits"] == 1
+    assert second["out"] == pytest.approx(EXPECTED)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_module_file_is_rebuilt_with_a_warning(first_run, cache_dir, damage):
+    (module,) = [cache_dir / p for p in os.listdir(cache_dir) if p.endswith(".py")]
+    text = module.read_bytes()
+    module.write_bytes(text[: len(text) // 2] if damage == "truncate" else b"\x00garbage(")
+    rebuilt = run_in_new_process(cache_dir)
+    assert "TracejitCacheWarning" in rebuilt["warnings"]
+    assert rebuilt["out"] == pytest.approx(EXPECTED)
+    assert module.read_bytes() == text  # rewritten whole, not left half-written
+    assert not [p for p in os.listdir(cache_dir) if p.endswith(".tmp")]
