@@ -46,20 +46,11 @@ class Function(Dispatcher):
         self._method: Function | None = None
 
     def __call__(self, *args, **kwargs):
-        if kwargs or not self._simple or _builders:
-            if current_builder() is not None and is_tracing((args, kwargs)):
-                return self.fn(*args, **kwargs)
-            if self._simple and not kwargs:
-                return self.call_flat(args)
-            return self.call_flat(*self.split(args, kwargs))
-        leaves: list = []
-        key = pytree.signature(args, leaves)
-        entry = self._fast.get(key)
-        if entry is None:
-            entry = self._miss(key, args, ())
-        else:
-            self.stats.memory_hits += 1
-        return entry.call(leaves)
+        if not (kwargs or _builders) and self._simple:
+            return self.call_flat(args)  # the hot path
+        if current_builder() is not None and is_tracing((args, kwargs)):
+            return self.fn(*args, **kwargs)  # inside another trace: trace through
+        return self.call_flat(*self._dynamic(args, kwargs))
 
     def __get__(self, instance, owner):
         """Decorating a method: `self` is a static argument (hashed by identity,
@@ -201,11 +192,7 @@ class Transform(Dispatcher):
 
     def __call__(self, *args, **kwargs):
         if not (kwargs or _builders) and self.fun._simple:
-            leaves: list = []
-            entry = self._fast.get(pytree.signature(args, leaves))
-            if entry is not None:
-                self.stats.memory_hits += 1
-                return entry.call(leaves)
+            return self.call_flat(args)  # the hot path
         dynamic, statics = self.fun._dynamic(args, kwargs)
         if current_builder() is not None and is_tracing(dynamic):
             program, treedef, _ = self.build(dynamic, statics)

@@ -233,13 +233,11 @@ class Dispatcher:
         self._entries: dict = {}
         self._lock = threading.RLock()
 
-    # The hot path: flatten, one dict lookup, the call.
     def call_flat(self, args: tuple, statics: tuple = ()):
+        """The hot path: flatten with the key, one dict lookup, the call."""
         leaves: list = []
         key = pytree.signature(args, leaves)
-        if statics:
-            key = (key, statics)
-        entry = self._fast.get(key)
+        entry = self._fast.get((key, statics) if statics else key)
         if entry is None:
             entry = self._miss(key, args, statics)
         else:
@@ -250,14 +248,13 @@ class Dispatcher:
         """(entry, leaves) for these arguments, compiling on a miss."""
         leaves: list = []
         key = pytree.signature(args, leaves)
-        if statics:
-            key = (key, statics)
-        entry = self._fast.get(key)
+        entry = self._fast.get((key, statics) if statics else key)
         if entry is None:
             entry = self._miss(key, args, statics)
         return entry, leaves
 
     def _miss(self, key, args, statics) -> Entry:
+        key = (key, statics) if statics else key
         leaves, treedef = pytree.flatten(args)
         with self._lock:
             for leaf in leaves:

@@ -445,7 +445,8 @@ METHODS = {
         self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else
         (axes or None)),
     "swapaxes": swapaxes, "squeeze": squeeze, "ravel": ravel, "flatten": ravel,
-    "astype": _astype, "dot": dot, "clip": clip, "round": round_, "copy": lambda self: self, "take": take,
+    "astype": _astype, "dot": dot, "clip": clip, "round": round_, "take": take,
+    "copy": lambda self: self,
     "shape": property(_shape), "size": property(_size),
     "T": property(lambda self: transpose(self)),
 }
