@@ -162,7 +162,10 @@ def reduce_min(x, axes):
 
 
 def reduce_prod(x, axes):
-    return _reduce("reduce_prod", x, axes)
+    """One axis at a time, so the derivative rule handles a single axis."""
+    for axis in sorted(axes, reverse=True):
+        x = _reduce("reduce_prod", x, (axis,))
+    return x
 
 
 def squeeze(x, axes):

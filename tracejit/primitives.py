@@ -33,6 +33,9 @@ from .shapes import (
     resolve,
     resolve_shape,
 )
+from .shapes import (
+    bind as bind_dim,
+)
 
 ELEMENTWISE, INDEXMAP, REDUCE, ARRAY = "elementwise", "indexmap", "reduce", "array"
 
@@ -448,35 +451,27 @@ def _extremum_jvp(tangents, out, x, *, axes):
     return None if tangents[0] is None else ops.reduce_sum(tangents[0] * weights, axes)
 
 
-def _prod_others(out, x, axes):
-    """d prod / d x_i = product of the other entries, computed without dividing
-    by zero. Exact in value for any zeros; its own derivative is exact where a
-    reduced slice holds at most one zero (with more, second order reads 0)."""
-    kept = tuple(k for k in range(x.ndim) if k not in axes)
-
-    def spread(reduced):
-        return ops.broadcast_in_dim(reduced, x.aval.shape, kept)
-
-    is_zero = x == 0.0
-    safe_x = ops.select(is_zero, ops.ones_like(x), x)
-    zeros = spread(ops.reduce_sum(ops.convert(is_zero, x.dtype), axes))
-    nonzero_prod = spread(ops.reduce_prod(safe_x, axes))
-    # The zero entry's own value (0), kept symbolic so its derivative survives.
-    zero_entry = spread(ops.reduce_sum(ops.select(is_zero, x, ops.zeros_like(x)), axes))
-    when_one_zero = ops.select(is_zero, nonzero_prod, zero_entry * nonzero_prod / safe_x)
-    no_zero = spread(out) / safe_x
-    return ops.select(zeros == 0.0, no_zero,
-                      ops.select(zeros == 1.0, when_one_zero, ops.zeros_like(x))), kept
+def _prod_others(x, axes):
+    """d prod / d x_i: the product of the *other* entries along the (single,
+    see ops.reduce_prod) reduced axis k, as prod_j where(i == j, 1, x_j) over an
+    n x n mask. Exact for any zeros and to any order (only selects and products),
+    at O(n^2) work in the backward pass; n becomes part of the kernel's key."""
+    (k,) = axes
+    n = bind_dim(x.aval.shape[k])
+    mask = np.eye(n, dtype=bool).reshape((n, n) + (1,) * (x.ndim - k - 1))
+    pairs = ops.select(mask, 1.0, ops.expand_dims(x, (k,)))  # axes k: i, k + 1: j
+    return ops.reduce_prod(pairs, (k + 1,))
 
 
 def _prod_vjp(g, out, x, *, axes):
-    others, kept = _prod_others(out, x, axes)
-    return [ops.broadcast_in_dim(g, x.aval.shape, kept) * others]
+    kept = tuple(k for k in range(x.ndim) if k not in axes)
+    return [ops.broadcast_in_dim(g, x.aval.shape, kept) * _prod_others(x, axes)]
 
 
 def _prod_jvp(tangents, out, x, *, axes):
-    others, _ = _prod_others(out, x, axes)
-    return None if tangents[0] is None else ops.reduce_sum(tangents[0] * others, axes)
+    if tangents[0] is None:
+        return None
+    return ops.reduce_sum(tangents[0] * _prod_others(x, axes), axes)
 
 
 def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None):
