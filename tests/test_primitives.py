@@ -230,6 +230,8 @@ _ELEMENTWISE_ROWS = [
     row("ceil", np.ceil, UNARY, off_grid),
     row("round", np.rint, UNARY, off_grid),
     row("round", np.rint, UNARY, halves, label="rint_ties", grad=False),
+    row("round", np.round, UNARY, halves, label="np_round", grad=False, compiled=False),
+    row("round", lambda x: x.round(), UNARY, off_grid, label="round_method", compiled=False),
     row("exp", np.exp, UNARY, extreme, label="exp_extreme", grad=False),
     row("expm1", np.expm1, UNARY, extreme, label="expm1_extreme", grad=False),
     row("tanh", np.tanh, UNARY, extreme, label="tanh_extreme", grad=False),
@@ -557,7 +559,8 @@ def test_derivatives_match_finite_differences(r, shapes, dtype, interpret):
 # differentiable ones, with every row's output as aux, so it checks both the
 # forward values and the compiled adjoint.
 
-FAMILIES = ("unary", "nary", "indexmap", "reduce", "array", "indexed")
+FAMILIES = ("unary", "nary", "indexmap", "reduce", "array")
+SIZE_GENERIC = ("unary", "nary", "reduce")  # no row reads a size: one kernel for all sizes
 COMPILED_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
@@ -565,8 +568,6 @@ def family(r: Row) -> str:
     kind = REGISTRY[r.prim].kind
     if kind == "elementwise":
         return "unary" if len(r.domain) == 1 else "nary"
-    if r.prim in ("gather", "scatter_add", "slice_embed", "concatenate"):
-        return "indexed"
     return kind
 
 
@@ -586,12 +587,14 @@ class Batch:
     kernel, a faster Numba compile.
     """
 
-    def __init__(self, rows, dtype, case: int):
+    def __init__(self, rows, dtype, case: int, grow: int = 0):
+        """`grow` adds to every dimension but unit ones: the same kernel must serve."""
         self.arrays: list = []
         self.entries: list = []  # (row, the positions of its arguments in `arrays`)
         position: dict = {}
         for r in rows:
-            shapes = r.shapes[case % len(r.shapes)]
+            shapes = [tuple(d if d == 1 else d + grow for d in shape)
+                      for shape in r.shapes[case % len(r.shapes)]]
             slots = []
             for k, (sample, shape) in enumerate(zip(r.domain, shapes)):
                 key = (sample, shape, k)
@@ -621,13 +624,26 @@ def compile_once(dispatcher, *args):
 
 
 @dataclass
-class GradientRun:
+class Float32Run:
+    batch: Batch
+    kernel: tracejit.Function
+    outputs: tuple
+
+
+@dataclass
+class Float64Run:
     batch: Batch
     compiled: tuple  # ((value, outputs), gradients) from the Numba kernel
     interpreted: tuple  # the same from the NumPy reference interpreter
 
 
-def run_float64_kernel(name) -> GradientRun:
+def run_float32_kernel(name) -> Float32Run:
+    b = Batch(rows_of_family(name), np.float32, case=1)
+    kernel = tracejit.function(lambda *arrays: b.run(arrays))
+    return Float32Run(b, kernel, compile_once(kernel, *b.arrays))
+
+
+def run_float64_kernel(name) -> Float64Run:
     b = Batch(first_row_per_primitive(rows_of_family(name)), np.float64, case=2)
     in_loss = [k for k, (r, _) in enumerate(b.entries) if r.grad]
     floats = [k for k, a in enumerate(b.arrays) if is_float(a)]
@@ -644,41 +660,31 @@ def run_float64_kernel(name) -> GradientRun:
         return total, outs
 
     args = ([b.arrays[k] for k in floats], [b.arrays[k] for k in others], weights)
+    compiled = compile_once(tracejit.value_and_grad(loss, has_aux=True), *args)
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("TRACEJIT_DISABLE_JIT", raising=False)
-        mp.setenv("TRACEJIT_COMPILE", "sync")
-        compiled = compile_once(tracejit.value_and_grad(loss, has_aux=True), *args)
         mp.setenv("TRACEJIT_DISABLE_JIT", "1")
         interpreted = tracejit.value_and_grad(loss, has_aux=True)(*args)
-    return GradientRun(b, compiled, interpreted)
+    return Float64Run(b, compiled, interpreted)
 
 
 @pytest.fixture(scope="module")
-def float64_kernel():
-    """family -> GradientRun, compiled once per family for the tests below."""
+def kernels():
+    """(family, dtype) -> its run: compiled once, shared by the tests below."""
     runs: dict = {}
+    build = {np.float32: run_float32_kernel, np.float64: run_float64_kernel}
 
-    def get(name) -> GradientRun:
-        if name not in runs:
-            runs[name] = run_float64_kernel(name)
-        return runs[name]
+    def get(name, dtype):
+        if (name, dtype) not in runs:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.delenv("TRACEJIT_DISABLE_JIT", raising=False)
+                mp.setenv("TRACEJIT_COMPILE", "sync")  # no interpreter while compiling
+                runs[name, dtype] = build[dtype](name)
+        return runs[name, dtype]
 
     return get
 
 
-def test_every_family_has_compiled_rows():
-    assert {family(r) for r in ROWS if r.compiled} == set(FAMILIES)
-
-
-@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name", FAMILIES)
-def test_compiled_matches_numpy(name, dtype, float64_kernel, compiled):
-    if dtype == np.float32:
-        b = Batch(rows_of_family(name), dtype, case=1)
-        outs = compile_once(tracejit.function(lambda *arrays: b.run(arrays)), *b.arrays)
-    else:
-        run = float64_kernel(name)
-        b, ((_, outs), _) = run.batch, run.compiled
+def check_outputs(b: Batch, outs, dtype):
     problems = []
     for index, (out, expected) in enumerate(zip(outs, b.references())):
         for a, e in zip(leaves(out), leaves(expected)):
@@ -688,11 +694,31 @@ def test_compiled_matches_numpy(name, dtype, float64_kernel, compiled):
     assert not problems, "\n\n".join(problems)
 
 
+def test_every_family_has_compiled_rows():
+    assert {family(r) for r in ROWS if r.compiled} == set(FAMILIES)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("name", FAMILIES)
-def test_compiled_gradient_matches_interpreter(name, float64_kernel):
-    run = float64_kernel(name)
-    (value, _), grads = run.compiled
-    (ref_value, _), ref_grads = run.interpreted
+def test_compiled_matches_numpy(name, dtype, kernels):
+    run = kernels(name, dtype)
+    outs = run.outputs if dtype == np.float32 else run.compiled[0][1]
+    check_outputs(run.batch, outs, dtype)
+
+
+@pytest.mark.parametrize("name", SIZE_GENERIC)
+def test_compiled_kernel_serves_new_sizes(name, kernels, compiled):
+    run = kernels(name, np.float32)
+    b = Batch(rows_of_family(name), np.float32, case=1, grow=2)
+    outs = run.kernel(*b.arrays)
+    assert run.kernel.stats.compiles == 1, "new sizes recompiled a shape-generic kernel"
+    check_outputs(b, outs, np.float32)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_compiled_gradient_matches_interpreter(name, kernels):
+    (value, _), grads = kernels(name, np.float64).compiled
+    (ref_value, _), ref_grads = kernels(name, np.float64).interpreted
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     assert len(grads) == len(ref_grads)
     for g, ref in zip(grads, ref_grads):

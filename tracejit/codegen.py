@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from .ir import Literal, Program, Var, use_counts
+from .ir import Literal, Program, Var, consumers_of, use_counts
 from .primitives import ARRAY, ELEMENTWISE, INDEXMAP, REDUCE
 from .shapes import resolve
 
@@ -140,11 +140,7 @@ def virtual_reads(program: Program, views: set) -> dict:
     """Index maps that are never stored: every consumer is a loop nest, so it
     reads the operand at the mapped index instead (a broadcast of a row sum,
     a transposed input). Maps id(output) -> equation."""
-    consumers: dict[int, list] = {}
-    for eqn in program.eqns:
-        for a in eqn.inputs:
-            if isinstance(a, Var):
-                consumers.setdefault(id(a), []).append(eqn)
+    consumers = consumers_of(program)
     outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
     stored = {id(v) for v in program.invars + program.constvars}
     virtual: dict[int, object] = {}
@@ -353,11 +349,7 @@ def _emit_checks(em: Emitter, program: Program) -> None:
 
 def _matmul_views(program: Program) -> set:
     """Transposes read only by matmuls are emitted as views (BLAS takes them)."""
-    consumers: dict[int, list] = {}
-    for eqn in program.eqns:
-        for a in eqn.inputs:
-            if isinstance(a, Var):
-                consumers.setdefault(id(a), []).append(eqn)
+    consumers = consumers_of(program)
     outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
     views = set()
     for eqn in program.eqns:

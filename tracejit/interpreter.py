@@ -10,27 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import Literal, Program
+from .ir import Program
 from .shapes import Sym, resolve
+from .trace import replay
 
 
 def interpret(program: Program, args, consts) -> list:
     """Evaluate `program` on NumPy values; returns the outputs in order."""
-    env: dict[int, object] = {}
     sizes = _input_sizes(program, args, consts)
-    for var, val in zip(program.invars, args):
-        env[id(var)] = val
-    for var, val in zip(program.constvars, consts):
-        env[id(var)] = val
 
-    def read(atom):
-        return atom.value if isinstance(atom, Literal) else env[id(atom)]
+    def apply(prim, *values, **params):
+        return prim.impl(*values, **{k: _sized(v, sizes) for k, v in params.items()})
 
     with np.errstate(all="ignore"):  # inf and NaN flow as in the kernels, silently
-        for eqn in program.eqns:
-            params = {k: _sized(v, sizes) for k, v in eqn.params.items()}
-            env[id(eqn.outputs[0])] = eqn.prim.impl(*[read(a) for a in eqn.inputs], **params)
-    return [read(a) for a in program.outvars]
+        return replay(program, list(args), list(consts), apply)
 
 
 def _input_sizes(program: Program, args, consts) -> dict:

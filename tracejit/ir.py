@@ -112,9 +112,14 @@ class Program:
         return pretty(self)
 
 
-def producers(program: Program) -> dict:
-    """Map each variable to the equation that defines it."""
-    return {id(v): eqn for eqn in program.eqns for v in eqn.outputs}
+def consumers_of(program: Program) -> dict:
+    """Map id(var) to the equations that read it."""
+    consumers: dict[int, list] = {}
+    for eqn in program.eqns:
+        for a in eqn.inputs:
+            if isinstance(a, Var):
+                consumers.setdefault(id(a), []).append(eqn)
+    return consumers
 
 
 def use_counts(program: Program) -> dict:

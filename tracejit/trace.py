@@ -229,9 +229,10 @@ def _check_output(leaf) -> None:
             "in tuples/lists/dicts"))
 
 
-def replay(program: Program, args: list, consts: list) -> list:
-    """Evaluate `program` by binding each equation: builds IR when the args
-    are tracers, runs NumPy when they are arrays (the reference interpreter)."""
+def replay(program: Program, args: list, consts: list, apply=None) -> list:
+    """Evaluate `program` equation by equation with `apply(prim, *values,
+    **params)`; the default, `bind`, records IR into the current trace."""
+    apply = apply or bind
     env: dict[int, object] = {}
     for var, val in zip(program.invars, args):
         env[id(var)] = val
@@ -242,8 +243,7 @@ def replay(program: Program, args: list, consts: list) -> list:
         return atom.value if isinstance(atom, Literal) else env[id(atom)]
 
     for eqn in program.eqns:
-        out = bind(eqn.prim, *[read(a) for a in eqn.inputs], **eqn.params)
-        env[id(eqn.outputs[0])] = out
+        env[id(eqn.outputs[0])] = apply(eqn.prim, *[read(a) for a in eqn.inputs], **eqn.params)
     return [read(a) for a in program.outvars]
 
 
