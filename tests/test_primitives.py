@@ -176,6 +176,8 @@ MATMUL = (
     ((2, 3, 4), (2, 4, 5)),
     ((2, 3, 4), (4, 5)),
     ((1, 4), (4, 1)),
+    ((2, 3, 4), (4,)),
+    ((3, 4), (2, 4, 5)),
 )
 
 
@@ -768,6 +770,20 @@ def test_compiled_kernel_takes_0d_array_arguments(compiled):
     x = np.array(0.5)
     out = compile_once(tracejit.function(lambda x: np.exp(x)), x)
     assert np.shape(out) == () and out == np.exp(0.5)
+
+
+def test_compiled_argmax_over_a_unit_axis_with_keepdims(compiled):
+    """The fused broadcast must read the argmax after the reduction stored it."""
+    x = np.array([[3.0, 1.0, 2.0, 5.0]])
+    out = compile_once(tracejit.function(lambda x: x.argmax(axis=0, keepdims=True)), x)
+    np.testing.assert_array_equal(out, np.zeros((1, 4), np.int64))
+
+
+def test_gradient_through_a_filled_array(interpret):
+    """zeros_like is a broadcast of a literal: its VJP must not need the literal's aval."""
+    x = np.array([1.0, 2.0, 3.0])
+    grad = tracejit.grad(lambda x: (np.zeros_like(x) + x).sum())(x)
+    np.testing.assert_array_equal(grad, np.ones(3))
 
 
 def test_stop_gradient_blocks_the_gradient(interpret):
