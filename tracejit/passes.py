@@ -93,8 +93,8 @@ def simplify(program: Program) -> Program:
     def visit(eqn):
         out = eqn.outputs[0].aval
         name = eqn.prim.name
-        if name == "convert" and eqn.inputs[0].aval.same_type(out) and not eqn.inputs[0].aval.weak:
-            return eqn.inputs[0]
+        if name == "convert" and eqn.inputs[0].aval.same_type(out):
+            return eqn.inputs[0]  # (weakness only matters while tracing)
         if name == "select" and isinstance(eqn.inputs[0], Literal):
             chosen = eqn.inputs[1] if eqn.inputs[0].value else eqn.inputs[2]
             return chosen if chosen.aval.same_type(out) else None

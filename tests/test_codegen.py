@@ -1,0 +1,81 @@
+"""What the code generator decides: fusion, read-through index maps, epilogues,
+the parallel path for large inputs, and shape checks at the top of kernels."""
+
+import numpy as np
+import pytest
+
+import tracejit
+from tracejit import nn
+
+
+def loop_headers(source: str) -> list[str]:
+    """The loop nests of a kernel (scalar-only groups have no loop)."""
+    return [line.strip() for line in source.splitlines()
+            if line.strip().startswith("# loop") and "loop over ()" not in line]
+
+
+def test_elementwise_chain_and_reduction_fuse_into_one_loop():
+    def f(x, a, c):
+        return np.sum(np.tanh(a * x + c) ** 2 * np.exp(-x * x))
+
+    src = tracejit.value_and_grad(f, argnums=(1, 2)).source(np.ones(10), 0.5, 0.1)
+    assert len(loop_headers(src)) == 1  # forward, backward and three reductions together
+    assert "np.empty" not in src  # no temporaries at all
+
+
+def test_row_broadcast_is_read_through_not_stored():
+    src = tracejit.function(nn.softmax).source(np.ones((4, 3)))
+    assert "broadcast_in_dim" not in src.split("def ")[1].split("return")[0].replace(
+        "# loop", "")
+    assert len(loop_headers(src)) == 3  # max, exp-sum (+ its epilogue), divide
+
+
+def test_epilogue_runs_after_the_inner_loop():
+    def row_norm(x):
+        return np.sqrt((x * x).sum(axis=1)) + 1.0
+
+    f = tracejit.function(row_norm)
+    assert len(loop_headers(f.source(np.ones((3, 4))))) == 1
+    x = np.random.default_rng(0).normal(size=(5, 7))
+    np.testing.assert_allclose(f(x), row_norm(x), rtol=1e-13)
+
+
+@pytest.mark.usefixtures("compiled")
+def test_large_inputs_take_the_parallel_path_and_agree():
+    def loss(params, x):
+        a, c = params
+        return np.sum(np.tanh(a * x + c) ** 2 * np.exp(-x * x)) + np.max(x)
+
+    rng = np.random.default_rng(0)
+    params = (np.array(0.7), np.array(0.1))
+    vg = tracejit.value_and_grad(loss)
+    src = vg.source(params, rng.normal(size=200_000))
+    assert "in prange(" not in src  # max is not a prange reduction: stays serial
+    smooth = tracejit.value_and_grad(lambda p, x: np.sum(np.tanh(p[0] * x + p[1]) ** 2))
+    x = rng.normal(size=200_000)
+    assert "in prange(" in smooth.source(params, x)
+    for n in (200_000, 1_000):  # above and below the threshold, one kernel
+        x = rng.normal(size=n)
+        value, (ga, gc) = smooth(params, x)
+        t = np.tanh(0.7 * x + 0.1)
+        np.testing.assert_allclose(value, np.sum(t**2), rtol=1e-12)
+        np.testing.assert_allclose(ga, np.sum(2 * t * (1 - t**2) * x), rtol=1e-10)
+        np.testing.assert_allclose(gc, np.sum(2 * t * (1 - t**2)), rtol=1e-10)
+    assert smooth.stats.traces == 1 and smooth.stats.compiles == 1
+    value, grads = vg(params, x)
+    np.testing.assert_allclose(value, loss(params, x), rtol=1e-12)
+
+
+@pytest.mark.usefixtures("compiled")
+def test_joined_sizes_are_checked_when_the_kernel_runs():
+    f = tracejit.function(lambda x, W: x @ W)
+    f(np.ones((2, 3)), np.ones((3, 4)))
+    with pytest.raises(ValueError, match="matmul"):
+        f(np.ones((2, 5)), np.ones((3, 4)))
+    assert f.stats.traces == 1
+
+
+def test_float32_kernels_write_float32_constants():
+    src = tracejit.function(lambda x: np.maximum(x * 0.5, 1.0)).source(
+        np.ones(3, np.float32))
+    assert "np.float32(0.5)" in src and "np.float32(1.0)" in src
