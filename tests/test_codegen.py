@@ -79,3 +79,14 @@ def test_float32_kernels_write_float32_constants():
     src = tracejit.function(lambda x: np.maximum(x * 0.5, 1.0)).source(
         np.ones(3, np.float32))
     assert "np.float32(0.5)" in src and "np.float32(1.0)" in src
+
+
+@pytest.mark.usefixtures("compiled")
+def test_kernels_take_any_memory_layout_without_retracing():
+    f = tracejit.function(lambda x, W: np.tanh(x @ W).sum(axis=0) + x[:, 0].sum())
+    rng = np.random.default_rng(1)
+    x, W = rng.normal(size=(5, 3)), rng.normal(size=(3, 4))
+    for x_in, W_in in [(x, W), (np.asfortranarray(x), W), (x, W.T.copy().T), (x[::-1], W)]:
+        expected = np.tanh(x_in @ W_in).sum(axis=0) + x_in[:, 0].sum()
+        np.testing.assert_allclose(f(x_in, W_in), expected, rtol=1e-12)
+    assert f.stats.traces == 1

@@ -2,14 +2,20 @@
 
 The schedule groups equations into loop nests:
 - elementwise and index-moving equations over the same iteration space fuse
-  into one nest; their intermediate values are scalar locals, never arrays;
+  into one nest (unit axes do not count, so (n, 1) and (n,) share it); their
+  intermediate values are scalar locals, never arrays;
 - a reduction joins the nest over its input and accumulates there (a scalar
   accumulator when the reduced axes are innermost, else into its output);
+- work on a reduction's result (a row's mean, its log) runs as an epilogue
+  right after the inner loop that completed it;
+- index maps whose consumers are all loop nests are never stored: readers
+  index their operand through the map (a broadcast row sum, a transpose);
 - array ops (matmul, gather, concatenate, ...) stand alone and emit what
-  their primitive record says.
+  their primitive record says; transposes read only by matmul are views.
 Only values used outside their nest, or returned, are stored in arrays. The
 kernel reads every size from its inputs' `.shape`, so one kernel serves
 every batch size; joins of sizes the trace assumed are checked at the top.
+Large nests also get a `prange` copy taken above a size threshold.
 """
 
 from __future__ import annotations
@@ -203,6 +209,9 @@ class Emitter:
         self.lines: list[str] = []
         self.virtual: dict = {}
         self.parallel = False
+        # OpenBLAS threads keep spinning after a product; prange threads would
+        # fight them for the cores, so kernels with a matmul stay serial.
+        self.calls_blas = any(e.prim.name == "matmul" for e in program.eqns)
         self._fresh = itertools.count()
 
     # -------------------------------------------------------------- naming
@@ -408,7 +417,8 @@ def _emit_loop_group(em: Emitter, group: Group, counts: dict) -> None:
             array = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
             em.emit(f"{array} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
             lines.append(f"{array}[{', '.join(full_idx)}] = {local}")
-    parallel = nest.parallel_safe and dims and _traced_size(group.space) >= PARALLEL_MIN_SIZE
+    parallel = (nest.parallel_safe and dims and not em.calls_blas
+                and _traced_size(group.space) >= PARALLEL_MIN_SIZE)
     em.parallel |= bool(parallel)
     nest.write(em, dims, bool(parallel))
 

@@ -100,17 +100,12 @@ def _scalar_type(aval):
     return aval.dtype.type if aval.ndim == 0 else None
 
 
-def _layout(arr: np.ndarray) -> str:
-    if arr.flags.c_contiguous:
-        return "C"
-    return "F" if arr.flags.f_contiguous else "A"
-
-
 def abstract_signature(leaf):
-    """Per-leaf key independent of sizes: dtype, rank, unit axes, layout."""
+    """Per-leaf key independent of sizes: dtype, rank and which axes are 1.
+    (The generated code is layout-generic; Numba's dispatcher specialises the
+    machine code per memory layout, so layout is part of its key, not ours.)"""
     if isinstance(leaf, np.ndarray):
-        return (leaf.dtype, tuple(d == 1 for d in leaf.shape), _layout(leaf),
-                leaf.flags.writeable)
+        return (leaf.dtype, tuple(d == 1 for d in leaf.shape))
     if isinstance(leaf, np.generic):
         return (leaf.dtype,)
     if isinstance(leaf, (bool, int, float)):
