@@ -583,14 +583,14 @@ def _matmul_jvp(tangents, out, a, b):
 def _emit_matmul(ctx, out, ins, eqn):
     a, b = (x.aval for x in eqn.inputs)
     if a.ndim < 3 and b.ndim < 3:
-        return [f"{out} = np.dot({ins[0]}, {ins[1]})"]
+        return [f"{out} = _rt.dot({ins[0]}, {ins[1]})"]
     k = ctx.fresh("b")
     left = f"np.ascontiguousarray({ins[0]}[{k}])" if a.ndim == 3 else ins[0]
     right = f"np.ascontiguousarray({ins[1]}[{k}])" if b.ndim == 3 else ins[1]
     batch = ctx.dim(eqn.outputs[0].aval.shape[0])
     return [f"{out} = np.empty({ctx.shape(eqn.outputs[0].aval)}, {ctx.dtype(a)})",
             f"for {k} in range({batch}):",
-            f"    {out}[{k}] = np.dot({left}, {right})"]
+            f"    {out}[{k}] = _rt.dot({left}, {right})"]
 
 
 _array_op("matmul", _matmul_rule, np.matmul, _emit_matmul, _matmul_vjp, _matmul_jvp)
