@@ -27,7 +27,7 @@ from .errors import TracerTypeError
 from .ir import Literal, Program, Var
 from .primitives import ELEMENTWISE
 from .shapes import resolve
-from .trace import Builder, Tracer, bind
+from .trace import Builder, Tracer, bind, located
 
 INPUT = "input"  # a seed given as a program input rather than a constant
 
@@ -44,8 +44,9 @@ def _replay_forward(program: Program, builder: Builder, primals: list) -> tuple[
     for var, val in zip(program.constvars, program.consts):
         env[id(var)] = _const_tracer(builder, var, val)
     for eqn in program.eqns:
-        env[id(eqn.outputs[0])] = bind(eqn.prim, *[_read(env, a) for a in eqn.inputs],
-                                       **eqn.params)
+        with located(eqn.location):
+            env[id(eqn.outputs[0])] = bind(eqn.prim, *[_read(env, a) for a in eqn.inputs],
+                                           **eqn.params)
     return env, [_read(env, a) for a in program.outvars]
 
 
@@ -66,7 +67,7 @@ def vjp_program(program: Program, wrt: list[int], seeds: list) -> Program:
     constant (1.0 for a scalar loss), or INPUT (it becomes a trailing input)."""
     builder = Builder(program.name + "_vjp")
     builder.checks.pairs.extend(program.checks.pairs)
-    with builder:
+    with builder, located(f"<gradient of {program.name}>"):
         primals = [builder.new_input(v.aval) for v in program.invars]
         env, outs = _replay_forward(program, builder, primals)
         cts: dict[int, object] = {}
@@ -90,9 +91,10 @@ def _backward(program: Program, env: dict, cts: dict) -> None:
             continue
         xs = [_read(env, a) for a in eqn.inputs]
         out = env[id(eqn.outputs[0])]
-        for atom, ct in zip(eqn.inputs, _input_cotangents(eqn, g, out, xs)):
-            if ct is not None and isinstance(atom, Var) and is_float(atom.aval):
-                _accumulate(cts, atom, unbroadcast(ct, atom.aval))
+        with located(eqn.location):
+            for atom, ct in zip(eqn.inputs, _input_cotangents(eqn, g, out, xs)):
+                if ct is not None and isinstance(atom, Var) and is_float(atom.aval):
+                    _accumulate(cts, atom, unbroadcast(ct, atom.aval))
 
 
 def _input_cotangents(eqn, g, out, xs) -> list:
@@ -151,7 +153,7 @@ def jvp_program(program: Program, wrt: list[int]) -> Program:
     (inputs..., tangents of inputs[wrt]...)."""
     builder = Builder(program.name + "_jvp")
     builder.checks.pairs.extend(program.checks.pairs)
-    with builder:
+    with builder, located(f"<tangent of {program.name}>"):
         primals = [builder.new_input(v.aval) for v in program.invars]
         tangents = {id(program.invars[i]): builder.new_input(program.invars[i].aval)
                     for i in wrt}
@@ -159,18 +161,23 @@ def jvp_program(program: Program, wrt: list[int]) -> Program:
         for var, val in zip(program.constvars, program.consts):
             env[id(var)] = _const_tracer(builder, var, val)
         for eqn in program.eqns:
-            xs = [_read(env, a) for a in eqn.inputs]
-            out = bind(eqn.prim, *xs, **eqn.params)
-            env[id(eqn.outputs[0])] = out
-            ts = [tangents.get(id(a)) if isinstance(a, Var) else None for a in eqn.inputs]
-            if any(t is not None for t in ts) and eqn.prim.differentiable:
-                t_out = _output_tangent(eqn, ts, out, xs)
-                if t_out is not None:
-                    tangents[id(eqn.outputs[0])] = t_out
+            with located(eqn.location):
+                _jvp_equation(eqn, env, tangents)
         outs = [_read(env, a) for a in program.outvars]
         t_outs = [_tangent_out(tangents, a, o) for a, o in zip(program.outvars, outs)]
         result = builder.program(outs + t_outs)
     return result
+
+
+def _jvp_equation(eqn, env: dict, tangents: dict) -> None:
+    xs = [_read(env, a) for a in eqn.inputs]
+    out = bind(eqn.prim, *xs, **eqn.params)
+    env[id(eqn.outputs[0])] = out
+    ts = [tangents.get(id(a)) if isinstance(a, Var) else None for a in eqn.inputs]
+    if any(t is not None for t in ts) and eqn.prim.differentiable:
+        t_out = _output_tangent(eqn, ts, out, xs)
+        if t_out is not None:
+            tangents[id(eqn.outputs[0])] = t_out
 
 
 def _output_tangent(eqn, ts, out, xs):

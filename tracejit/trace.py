@@ -9,6 +9,8 @@ builder met by an inner one is captured as an input of the inner program.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import pytree
@@ -24,6 +26,19 @@ from .ir import AVal, Eqn, Literal, Program, Var
 from .shapes import ShapeChecks, Sym, format_shape
 
 _builders: list[Builder] = []
+_locations: list[str] = []  # set while replaying or differentiating an equation
+
+
+@contextlib.contextmanager
+def located(location: str):
+    """Equations made inside take `location` (the equation being replayed or
+    differentiated), not the caller's frame: generated code, and so the
+    kernel cache key, must not depend on where a transformation is called."""
+    _locations.append(location)
+    try:
+        yield
+    finally:
+        _locations.pop()
 
 
 class Builder:
@@ -104,7 +119,7 @@ def bind(prim, *args, _traced=False, **params):
                                or _symbolic_params(params)):
         return prim.impl(*args, **params)
     inputs = [builder.atom(a) for a in args]
-    location = user_location()
+    location = _locations[-1] if _locations else user_location()
     try:
         (aval,) = prim.abstract_eval([a.aval for a in inputs], params, builder.checks)
     except TracejitError as err:
@@ -243,7 +258,9 @@ def replay(program: Program, args: list, consts: list, apply=None) -> list:
         return atom.value if isinstance(atom, Literal) else env[id(atom)]
 
     for eqn in program.eqns:
-        env[id(eqn.outputs[0])] = apply(eqn.prim, *[read(a) for a in eqn.inputs], **eqn.params)
+        with located(eqn.location):
+            env[id(eqn.outputs[0])] = apply(eqn.prim, *[read(a) for a in eqn.inputs],
+                                            **eqn.params)
     return [read(a) for a in program.outvars]
 
 
