@@ -211,7 +211,7 @@ class Emitter:
         self.parallel = False
         # OpenBLAS threads keep spinning after a product; prange threads would
         # fight them for the cores, so kernels with a matmul stay serial.
-        self.calls_blas = any(e.prim.name == "matmul" for e in program.eqns)
+        self.calls_blas = any(e.prim.blas for e in program.eqns)
         self._fresh = itertools.count()
 
     # -------------------------------------------------------------- naming
@@ -357,7 +357,7 @@ def _emit_checks(em: Emitter, program: Program) -> None:
 
 
 def _matmul_views(program: Program) -> set:
-    """Transposes read only by matmuls are emitted as views (BLAS takes them)."""
+    """Transposes read only by BLAS calls are emitted as views (BLAS takes them)."""
     consumers = consumers_of(program)
     outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
     views = set()
@@ -365,7 +365,7 @@ def _matmul_views(program: Program) -> set:
         out = eqn.outputs[0]
         users = consumers.get(id(out), [])
         if (eqn.prim.name == "transpose" and users and id(out) not in outputs
-                and all(u.prim.name == "matmul" for u in users)):
+                and all(u.prim.blas for u in users)):
             views.add(id(eqn))
     return views
 

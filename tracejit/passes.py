@@ -16,8 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from .ir import Eqn, Literal, Program, Var
-from .primitives import REGISTRY, canonical_params
-from .shapes import resolve
+from .primitives import canonical_params
 
 
 def _rewrite(program: Program, visit) -> Program:
@@ -73,10 +72,6 @@ def cse(program: Program) -> Program:
 def fold_constants(program: Program) -> Program:
     def visit(eqn):
         out = eqn.outputs[0]
-        if eqn.prim.name == "dimsize":
-            sizes = [resolve(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]]
-            if all(type(s) is int for s in sizes):
-                return Literal(np.prod(sizes), out.aval)
         if out.aval.ndim == 0 and all(isinstance(a, Literal) for a in eqn.inputs):
             with np.errstate(all="ignore"):
                 value = eqn.prim.impl(*[a.value for a in eqn.inputs], **eqn.params)
@@ -86,48 +81,11 @@ def fold_constants(program: Program) -> Program:
     return _rewrite(program, visit)
 
 
-_NEUTRAL = {"add": (0, (0, 1)), "sub": (0, (1,)), "mul": (1, (0, 1)), "div": (1, (1,))}
-
-
 def simplify(program: Program) -> Program:
-    def visit(eqn):
-        out = eqn.outputs[0].aval
-        name = eqn.prim.name
-        if name == "convert" and eqn.inputs[0].aval.same_type(out):
-            return eqn.inputs[0]  # (weakness only matters while tracing)
-        if name == "select" and isinstance(eqn.inputs[0], Literal):
-            chosen = eqn.inputs[1] if eqn.inputs[0].value else eqn.inputs[2]
-            return chosen if chosen.aval.same_type(out) else None
-        if name in _UNIT_REDUCIBLE and all(
-                _is_unit(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]):
-            return _squeeze_eqn(eqn)
-        if name == "integer_pow" and eqn.params["y"] == 1:
-            return eqn.inputs[0]
-        if name in _NEUTRAL:
-            neutral, positions = _NEUTRAL[name]
-            for pos in positions:
-                other = eqn.inputs[1 - pos]
-                lit = eqn.inputs[pos]
-                if (isinstance(lit, Literal) and lit.value == neutral
-                        and other.aval.same_type(out)):
-                    return other
-        return None
-
-    return _rewrite(program, visit)
-
-
-_UNIT_REDUCIBLE = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
-
-
-def _is_unit(dim) -> bool:
-    dim = resolve(dim)
-    return type(dim) is int and dim == 1
-
-
-def _squeeze_eqn(eqn) -> Eqn:
-    """A reduction over unit axes only moves elements: it is a squeeze."""
-    return Eqn(REGISTRY["squeeze"], eqn.inputs, {"axes": eqn.params["axes"]}, eqn.outputs,
-               eqn.location)
+    """Each primitive's own rewrite rule (its record's `simplify`): `x + 0`,
+    `x * 1`, a same-dtype convert, a select on a constant, a reduction over
+    unit axes, a size known at trace time..."""
+    return _rewrite(program, lambda eqn: eqn.prim.simplify(eqn) if eqn.prim.simplify else None)
 
 
 def strip_identities(program: Program) -> Program:

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import ops
 from .errors import ShapeError, TracerTypeError
-from .ir import AVal
+from .ir import AVal, Eqn, Literal
 from .shapes import (
     Sym,
     broadcast_shapes,
@@ -57,6 +57,8 @@ class Primitive:
     nan_safe: bool = False  # multiply cotangents with a zero-preserving product
     shape_only: bool = False  # reads only its operands' sizes, never their values
     forward_identity: bool = False  # computes operand 0 unchanged (lowered away by passes)
+    simplify: Callable | None = None  # (eqn) -> replacement atom, Eqn, or None (passes.py)
+    blas: bool = False  # codegen: calls BLAS (operands may be transposed views)
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -164,17 +166,32 @@ def _min_partials(out, x, y):
     return _max_partials(out, y, x)  # d min(x, y)/dx = [y > x], ties split
 
 
+def _drop_neutral(neutral, positions):
+    """`x + 0`, `x * 1`, ... is `x` (when it does not broadcast `x` further)."""
+    def rewrite(eqn):
+        out = eqn.outputs[0].aval
+        for pos in positions:
+            literal, other = eqn.inputs[pos], eqn.inputs[1 - pos]
+            if (isinstance(literal, Literal) and literal.value == neutral
+                    and other.aval.same_type(out)):
+                return other
+        return None
+
+    return rewrite
+
+
 binary = [
-    ("add", np.add, "({0} + {1})", lambda out, x, y: [1.0, 1.0]),
-    ("sub", np.subtract, "({0} - {1})", lambda out, x, y: [1.0, -1.0]),
-    ("mul", np.multiply, "({0} * {1})", lambda out, x, y: [y, x]),
-    ("div", np.divide, "({0} / {1})", lambda out, x, y: [_recip(y), -out / y], True),
-    ("pow", np.power, "({0} ** {1})", _pow_partials, True),
-    ("maximum", np.maximum, "_rt.maximum({0}, {1})", _max_partials),
-    ("minimum", np.minimum, "_rt.minimum({0}, {1})", _min_partials),
+    ("add", np.add, "({0} + {1})", lambda out, x, y: [1.0, 1.0], _drop_neutral(0, (0, 1))),
+    ("sub", np.subtract, "({0} - {1})", lambda out, x, y: [1.0, -1.0], _drop_neutral(0, (1,))),
+    ("mul", np.multiply, "({0} * {1})", lambda out, x, y: [y, x], _drop_neutral(1, (0, 1))),
+    ("div", np.divide, "({0} / {1})", lambda out, x, y: [_recip(y), -out / y],
+     _drop_neutral(1, (1,)), True),
+    ("pow", np.power, "({0} ** {1})", _pow_partials, None, True),
+    ("maximum", np.maximum, "_rt.maximum({0}, {1})", _max_partials, None),
+    ("minimum", np.minimum, "_rt.minimum({0}, {1})", _min_partials, None),
 ]
-for _name, _impl, _scalar, _partials, *_safe in binary:
-    elementwise(_name, 2, _impl, _scalar, _partials, nan_safe=bool(_safe))
+for _name, _impl, _scalar, _partials, _simplify, *_safe in binary:
+    elementwise(_name, 2, _impl, _scalar, _partials, nan_safe=bool(_safe), simplify=_simplify)
 
 for _name, _impl, _op in [("lt", np.less, "<"), ("le", np.less_equal, "<="),
                           ("gt", np.greater, ">"), ("ge", np.greater_equal, ">="),
@@ -200,7 +217,8 @@ def _integer_pow_scalar(x, *, y):
 
 
 elementwise("integer_pow", 1, lambda x, *, y: np.power(x, y), _integer_pow_scalar,
-            _integer_pow_partials)
+            _integer_pow_partials,
+            simplify=lambda eqn: eqn.inputs[0] if eqn.params["y"] == 1 else None)
 
 
 def _select_vjp(g, out, c, x, y):
@@ -215,8 +233,17 @@ def _select_jvp(tangents, out, c, x, y):
     return ops.select(c, tx, ty)
 
 
+def _select_constant(eqn):
+    """A select on a constant condition is the branch it picks."""
+    cond, x, y = eqn.inputs
+    if not isinstance(cond, Literal):
+        return None
+    chosen = x if cond.value else y
+    return chosen if chosen.aval.same_type(eqn.outputs[0].aval) else None
+
+
 select = elementwise("select", 3, np.where, "({1} if {0} else {2})", operands=slice(1, None),
-                     vjp=_select_vjp, jvp=_select_jvp)
+                     vjp=_select_vjp, jvp=_select_jvp, simplify=_select_constant)
 
 
 def _convert_scalar(x, *, dtype):
@@ -245,7 +272,10 @@ def _is_float(dtype) -> bool:
 elementwise("convert", 1, lambda x, *, dtype: np.asarray(x).astype(dtype), _convert_scalar,
             vjp=_convert_vjp, jvp=lambda ts, out, x, *, dtype: (
                 None if ts[0] is None or not _is_float(np.dtype(dtype))
-                else ops.convert(ts[0], dtype)))
+                else ops.convert(ts[0], dtype)),
+            # to its own dtype it is nothing (weak typing only matters while tracing)
+            simplify=lambda eqn: eqn.inputs[0] if eqn.inputs[0].aval.same_type(
+                eqn.outputs[0].aval) else None)
 
 
 # ---------------------------------------------------------------- indexmap
@@ -474,12 +504,22 @@ def _prod_jvp(tangents, out, x, *, axes):
     return ops.reduce_sum(tangents[0] * _prod_others(x, axes), axes)
 
 
+def _unit_reduction_is_squeeze(eqn):
+    """Reducing over unit axes only moves elements: a squeeze."""
+    x = eqn.inputs[0].aval
+    if not all(_is_one(x.shape[a]) for a in eqn.params["axes"]):
+        return None
+    return Eqn(REGISTRY["squeeze"], eqn.inputs, {"axes": eqn.params["axes"]}, eqn.outputs,
+               eqn.location)
+
+
 def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None):
     def run(x, *, axes):
         return impl(np.asarray(x), axis=axes)
 
     return register(Primitive(name, REDUCE, _reduce_rule(out_dtype), run, vjp=vjp, jvp=jvp,
-                              monoid=(identity, update), differentiable=vjp is not None))
+                              monoid=(identity, update), differentiable=vjp is not None,
+                              simplify=_unit_reduction_is_squeeze if vjp else None))
 
 
 _reduction("reduce_sum", np.sum, _identity(0), "{acc} += {v}", _sum_vjp,
@@ -514,7 +554,7 @@ _reduction("argmin", _arg_impl(np.argmin), _identity("min"),
 
 # -------------------------------------------------------------- array ops
 
-def _array_op(name, rule, impl, emit, vjp=None, jvp=None, linear=False, shape_only=False):
+def _array_op(name, rule, impl, emit, vjp=None, jvp=None, linear=False, **flags):
     if linear and jvp is None:
         def jvp(tangents, out, *xs, **params):
             if all(t is None for t in tangents):
@@ -522,7 +562,7 @@ def _array_op(name, rule, impl, emit, vjp=None, jvp=None, linear=False, shape_on
             filled = [ops.zeros_like(x) if t is None else t for t, x in zip(tangents, xs)]
             return ops.bind(REGISTRY[name], *filled, **params)
     return register(Primitive(name, ARRAY, rule, impl, vjp=vjp, jvp=jvp, emit=emit,
-                              differentiable=vjp is not None, shape_only=shape_only))
+                              differentiable=vjp is not None, **flags))
 
 
 def _matmul_rule(avals, params, checks):
@@ -593,7 +633,7 @@ def _emit_matmul(ctx, out, ins, eqn):
             f"    {out}[{k}] = _rt.dot({left}, {right})"]
 
 
-_array_op("matmul", _matmul_rule, np.matmul, _emit_matmul, _matmul_vjp, _matmul_jvp)
+_array_op("matmul", _matmul_rule, np.matmul, _emit_matmul, _matmul_vjp, _matmul_jvp, blas=True)
 
 
 def _reshape_rule(avals, params, checks):
@@ -773,6 +813,14 @@ _array_op("slice_embed",
           _embed_vjp, linear=True)
 
 
+def _known_size(eqn):
+    """A size fixed at trace time is a constant."""
+    sizes = [resolve(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]]
+    if all(type(s) is int for s in sizes):
+        return Literal(np.prod(sizes), eqn.outputs[0].aval)
+    return None
+
+
 def _dimsize_rule(avals, params, checks):
     return [AVal((), np.dtype(params["dtype"]))]
 
@@ -786,7 +834,7 @@ _array_op("dimsize", _dimsize_rule, _dimsize_impl,
           lambda ctx, out, ins, eqn: [
               f"{out} = {ctx.dtype(eqn.outputs[0].aval)}("
               + " * ".join(ctx.dim(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"])
-              + ")"], shape_only=True)
+              + ")"], shape_only=True, simplify=_known_size)
 
 
 def canonical_params(params: dict) -> tuple:
