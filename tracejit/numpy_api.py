@@ -70,11 +70,9 @@ def array_ufunc(self, ufunc, method, *inputs, out=None, **kwargs):
 # ------------------------------------------------------------- reductions
 
 def _reduction(name, fn, x, axis, keepdims, dtype=None):
-    x = asarray(x)
+    x = asarray(x, dtype)  # NumPy accumulates in `dtype`
     axes = normalize_axes(axis, x.ndim, name)
     out = fn(x, axes)
-    if dtype is not None:
-        out = ops.convert(out, dtype)
     return ops.expand_dims(out, axes) if keepdims else out
 
 
@@ -88,14 +86,12 @@ def sum_(x, axis=None, dtype=None, keepdims=False, **unused):
 
 def mean(x, axis=None, dtype=None, keepdims=False, **unused):
     _no_extras("mean", unused)
-    x = asarray(x)
+    x = asarray(x, dtype)  # NumPy accumulates in `dtype`
     if not np.issubdtype(x.dtype, np.floating):
         x = ops.convert(x, np.float64)
     axes = normalize_axes(axis, x.ndim, "mean")
     total = ops.reduce_sum(x, axes)
     out = ops.div(total, ops.dimsize(x, axes, x.dtype))
-    if dtype is not None:
-        out = ops.convert(out, dtype)
     return ops.expand_dims(out, axes) if keepdims else out
 
 
