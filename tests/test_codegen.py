@@ -90,3 +90,18 @@ def test_kernels_take_any_memory_layout_without_retracing():
         expected = np.tanh(x_in @ W_in).sum(axis=0) + x_in[:, 0].sum()
         np.testing.assert_allclose(f(x_in, W_in), expected, rtol=1e-12)
     assert f.stats.traces == 1
+
+
+def test_scalar_prologue_lets_forward_and_backward_share_one_loop():
+    def loss(params, x, y):
+        W, b = params
+        return np.mean((W * x + b - y) ** 2)
+
+    args = ((np.ones(1), np.zeros(1)), np.arange(4.0), np.arange(4.0) * 2)
+    src = tracejit.value_and_grad(loss).source(*args)
+    assert len(loop_headers(src)) == 1
+    value, (dW, db) = tracejit.value_and_grad(loss)(*args)
+    residual = args[1] - args[2]
+    np.testing.assert_allclose([value, dW[0], db[0]],
+                               [np.mean(residual**2), np.mean(2 * residual * args[1]),
+                                np.mean(2 * residual)], rtol=1e-13)

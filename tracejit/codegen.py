@@ -42,12 +42,15 @@ def _is_one(dim) -> bool:
 class Group:
     """One loop nest: equations sharing the iteration space `space`."""
 
-    def __init__(self, space: tuple, first):
+    def __init__(self, space: tuple, first, virtual: dict):
         self.space = space
+        self.virtual = virtual
         self.eqns = []
         # Values complete only when loop `depth` ends (reductions, epilogues):
         # id(var) -> depth, or -1 when complete only after the whole nest.
         self.ready_at: dict[int, int] = {}
+        self.members: set[int] = set()
+        self.prologue: set[int] = set()  # scalars computed before the loops start
         if space is None:
             self.eqns.append(first)
         else:
@@ -57,10 +60,19 @@ class Group:
         self.eqns.append(eqn)
         level = len(_space(eqn))
         out = id(eqn.outputs[0])
-        if eqn.prim.kind == REDUCE:
+        if self.is_prologue(eqn):
+            self.prologue.add(out)
+        elif eqn.prim.kind == REDUCE:
             self.ready_at[out] = _reduction_depth(eqn)
         elif level < len(self.space):
             self.ready_at[out] = level
+        self.members.add(out)
+
+    def is_prologue(self, eqn) -> bool:
+        """Scalar work that needs nothing from the loops runs before them."""
+        return (bool(self.space) and not _space(eqn) and eqn.prim.kind != REDUCE
+                and not any(id(a) in self.members and id(a) not in self.prologue
+                            for a in (_source(x, self.virtual) for x in eqn.inputs)))
 
     @property
     def is_loop(self) -> bool:
@@ -94,13 +106,10 @@ def _fits(group: Group, eqn, produced: dict, virtual: dict) -> bool:
     if not group.is_loop or space is None or space != group.space[:len(space)]:
         return False
     level = len(space)
-    if level < len(group.space) and level == 0 and eqn.prim.kind != REDUCE and not any(
-            isinstance(a, Var) and produced.get(id(_source(a, virtual))) is group
-            for a in eqn.inputs):
-        return False  # scalar work unrelated to this nest: leave it to its own group
     for atom in eqn.inputs:
         atom = _source(atom, virtual)
-        if not isinstance(atom, Var) or produced.get(id(atom)) is not group:
+        if (not isinstance(atom, Var) or produced.get(id(atom)) is not group
+                or id(atom) in group.prologue):
             continue
         ready = group.ready_at.get(id(atom))
         if ready is None and level != len(group.space):
@@ -186,8 +195,8 @@ def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
         if pick is None:
             pick = ready[0]
             space = None if id(pick) in views else _space(pick)
-            current = Group(space, pick) if space is not None else None
-            groups.append(current if current is not None else Group(None, pick))
+            current = Group(space, pick, virtual) if space is not None else None
+            groups.append(current if current is not None else Group(None, pick, virtual))
         else:
             current.add(pick)
         pending.remove(pick)
@@ -400,7 +409,7 @@ def _emit_loop_group(em: Emitter, group: Group, counts: dict) -> None:
         shape = _full_shape(eqn)
         level = len(_space(eqn))
         full_idx = _expand(shape, idx[:level])
-        lines = nest.at(level)
+        lines = nest.pre[0] if id(eqn.outputs[0]) in group.prologue else nest.at(level)
         if eqn.prim.kind == REDUCE:
             _reduction(em, eqn, shape, full_idx, nest, lines, locals_, in_group)
             continue
