@@ -366,14 +366,15 @@ def _emit_checks(em: Emitter, program: Program) -> None:
 
 
 def _matmul_views(program: Program) -> set:
-    """Transposes read only by BLAS calls are emitted as views (BLAS takes them)."""
+    """Index maps with a view form (transposes) read only by BLAS calls are
+    emitted as zero-copy views: BLAS takes strided operands."""
     consumers = consumers_of(program)
     outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
     views = set()
     for eqn in program.eqns:
         out = eqn.outputs[0]
         users = consumers.get(id(out), [])
-        if (eqn.prim.name == "transpose" and users and id(out) not in outputs
+        if (eqn.prim.view is not None and users and id(out) not in outputs
                 and all(u.prim.blas for u in users)):
             views.add(id(eqn))
     return views
@@ -387,9 +388,7 @@ def _emit_single(em: Emitter, eqn, as_view: bool) -> None:
     ins = [] if eqn.prim.shape_only else [em.name(a) for a in eqn.inputs]
     em.emit(f"# {eqn.prim.name} at {eqn.location}")
     if as_view:
-        perm = eqn.params["perm"]
-        view = f"{ins[0]}.T" if tuple(perm) == (1, 0) else f"{ins[0]}.transpose({tuple(perm)!r})"
-        em.emit(f"{name} = {view}")
+        em.emit(f"{name} = {eqn.prim.view(ins[0], **eqn.params)}")
         return
     for line in eqn.prim.emit(em, name, ins, eqn):
         em.emit(line)

@@ -58,7 +58,8 @@ class Primitive:
     shape_only: bool = False  # reads only its operands' sizes, never their values
     forward_identity: bool = False  # computes operand 0 unchanged (lowered away by passes)
     simplify: Callable | None = None  # (eqn) -> replacement atom, Eqn, or None (passes.py)
-    blas: bool = False  # codegen: calls BLAS (operands may be transposed views)
+    blas: bool = False  # codegen: calls BLAS (operands may be strided views)
+    view: Callable | None = None  # (operand name, **params) -> a zero-copy view expression
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -344,9 +345,14 @@ def _transpose_rule(avals, params, checks):
     return [AVal(tuple(x.shape[p] for p in perm), x.dtype, x.weak)]
 
 
+def _transpose_view(x: str, *, perm) -> str:
+    return f"{x}.T" if tuple(perm) == (1, 0) else f"{x}.transpose({tuple(perm)!r})"
+
+
 _indexmap("transpose", _transpose_rule, lambda x, *, perm: np.transpose(x, perm),
           lambda x, out, *, perm: [(perm.index(k), 0, 1) for k in range(len(perm))],
-          lambda g, out, x, *, perm: [ops.transpose(g, tuple(np.argsort(perm)))])
+          lambda g, out, x, *, perm: [ops.transpose(g, tuple(np.argsort(perm)))]
+          ).view = _transpose_view
 
 
 def _squeeze_rule(avals, params, checks):
