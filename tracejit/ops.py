@@ -162,10 +162,7 @@ def reduce_min(x, axes):
 
 
 def reduce_prod(x, axes):
-    """One axis at a time, so the derivative rule handles a single axis."""
-    for axis in sorted(axes, reverse=True):
-        x = _reduce("reduce_prod", x, (axis,))
-    return x
+    return _reduce("reduce_prod", x, axes)
 
 
 def squeeze(x, axes):

@@ -488,15 +488,20 @@ def _extremum_jvp(tangents, out, x, *, axes):
 
 
 def _prod_others(x, axes):
-    """d prod / d x_i: the product of the *other* entries along the (single,
-    see ops.reduce_prod) reduced axis k, as prod_j where(i == j, 1, x_j) over an
-    n x n mask. Exact for any zeros and to any order (only selects and products),
-    at O(n^2) work in the backward pass; n becomes part of the kernel's key."""
-    (k,) = axes
+    """d prod / d x_i: the product of the *other* entries over the reduced axes.
+    Along one axis k it is prod_j where(i == j, 1, x_j) over an n x n mask; over
+    several, the others along the last axis times the others of the rows'
+    products over the rest. Exact for any zeros and to any order (only selects
+    and products), at O(n^2) work per axis; each n becomes part of the key."""
+    *rest, k = sorted(axes)
     n = bind_dim(x.aval.shape[k])
     mask = np.eye(n, dtype=bool).reshape((n, n) + (1,) * (x.ndim - k - 1))
     pairs = ops.select(mask, 1.0, ops.expand_dims(x, (k,)))  # axes k: i, k + 1: j
-    return ops.reduce_prod(pairs, (k + 1,))
+    along_k = ops.reduce_prod(pairs, (k + 1,))
+    if not rest:
+        return along_k
+    rows = _prod_others(ops.reduce_prod(x, (k,)), tuple(rest))  # rest < k: same indices
+    return along_k * ops.expand_dims(rows, (k,))
 
 
 def _prod_vjp(g, out, x, *, axes):
