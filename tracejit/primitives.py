@@ -740,8 +740,7 @@ def _emit_indexed(ctx, out, ins, eqn, scatter):
     loop_aval = data if scatter else eqn.outputs[0].aval
     dims = ctx.dims(loop_aval)
     idx, lines, indent = ctx.loops(dims, 0)
-    n_idx = len(loop_aval.shape) - (big.ndim - len(indices)) - 0
-    index_rank = n_idx
+    index_rank = loop_aval.ndim - (big.ndim - len(indices))  # axes the indices span
     mid = idx[axis:axis + index_rank]
     positions = []
     for name, ind in zip(ins[1:], indices):
