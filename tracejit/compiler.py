@@ -13,11 +13,13 @@ import os
 import threading
 import time
 import warnings
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import cache, codegen, passes, pytree
+from . import cache, codegen, config, passes, pytree
 from .interpreter import interpret
 from .ir import Literal, Program, verify
 from .shapes import resolve
@@ -125,7 +127,7 @@ class Entry:
         self.extra = None
         self.compiling: threading.Thread | None = None
         self.interpreted_seconds = 0.0
-        self.call = self._interpreted
+        self.call = _interpreting(weakref.ref(self))  # no cycle: freed without the gc
 
     def __call__(self, leaves):
         return self.call(leaves)
@@ -193,12 +195,22 @@ class Entry:
         def leaf(k):
             return f"t{k}(r[{k}])" if convert[k] else f"r[{k}]"
 
-        tree = pytree.expression(self.out_treedef, leaf)
+        treedef = self.out_treedef
+        tree = pytree.expression(treedef, leaf)
         if tree is None:
-            return lambda leaves: pytree.unflatten(self.out_treedef, kernel(leaves))
+            return lambda leaves: pytree.unflatten(treedef, kernel(leaves))
         call = "fn(*leaves, *consts)" if kernel.consts else "fn(*leaves)"
         exec(f"def call(leaves):\n    r = {call}\n    return {tree}\n", namespace)
-        return namespace["call"]
+        return namespace.pop("call")  # its globals must not hold it: no cycle
+
+
+def _interpreting(entry_ref):
+    """An entry's call before its kernel exists; holds the entry weakly (the caller
+    holds it strongly), so entries form no reference cycle."""
+    def call(leaves):
+        return entry_ref()._interpreted(leaves)
+
+    return call
 
 
 INTERPRET_BUDGET = 0.2  # seconds of interpreted calls before waiting for the kernel
@@ -226,6 +238,7 @@ class Dispatcher:
         self.stats = Stats()
         self._fast: dict = {}
         self._entries: dict = {}
+        self._recent: OrderedDict = OrderedDict()  # (abstract, sizes) -> entry, LRU first
         self._lock = threading.RLock()
 
     def call_flat(self, args: tuple, statics: tuple = ()):
@@ -269,7 +282,11 @@ class Dispatcher:
         if table is None:
             return None
         axes, by_sizes = table
-        return by_sizes.get(_sizes(leaves, axes))
+        sizes = _sizes(leaves, axes)
+        entry = by_sizes.get(sizes)
+        if entry is not None:
+            self._recent.move_to_end((abstract, sizes))
+        return entry
 
     def _compile(self, abstract, args, statics, leaves) -> Entry:
         program, out_treedef, input_syms = self.build(args, statics)
@@ -283,8 +300,25 @@ class Dispatcher:
             axes = tuple(sorted(set(axes) | set(bound)))
             by_sizes = {}
             self._entries[abstract] = (axes, by_sizes)
-        by_sizes[_sizes(leaves, axes)] = entry
+            for old in [k for k in self._recent if k[0] == abstract]:
+                del self._recent[old]
+        sizes = _sizes(leaves, axes)
+        by_sizes[sizes] = entry
+        self._recent[(abstract, sizes)] = entry
+        while len(self._recent) > config.cache_size:
+            self._evict(*self._recent.popitem(last=False))
         return entry
+
+    def _evict(self, where, entry) -> None:
+        """Forget the least recently used entry (tracejit.config.cache_size bounds them)."""
+        abstract, sizes = where
+        table = self._entries.get(abstract)
+        if table is not None:
+            table[1].pop(sizes, None)
+            if not table[1]:
+                del self._entries[abstract]
+        for key in [k for k, e in self._fast.items() if e is entry]:
+            del self._fast[key]
 
     def wait(self) -> None:
         """Block until every background compile of this function has finished."""
