@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from dataclasses import replace
 
 import numpy as np
 
 from . import autodiff, ops, pytree
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
-from .errors import TracerTypeError, UnsupportedError
+from .errors import TracerTypeError, UnsupportedError, with_location
 from .ir import Program
 from .shapes import concrete_shape
 from .trace import _builders, current_builder, trace
@@ -44,6 +45,7 @@ class Function(Dispatcher):
             self._signature = None
         self._simple = not (self.static_argnums or self.static_argnames)
         self._method: Function | None = None
+        self._vjp: Vjp | None = None  # vjp()'s transform, kept for the next call
 
     def __call__(self, *args, **kwargs):
         if not (kwargs or _builders) and self._simple:
@@ -75,7 +77,7 @@ class Function(Dispatcher):
         for index, (name, value) in enumerate(bound.arguments.items()):
             param = self._signature.parameters[name]
             if index in self.static_argnums or name in self.static_argnames:
-                statics.append((name, _hashable(name, value)))
+                statics.append((name, Static(name, value)))
             elif param.kind is param.VAR_POSITIONAL:
                 positional.extend(value)
             elif param.kind is param.VAR_KEYWORD:
@@ -91,7 +93,7 @@ class Function(Dispatcher):
         if not statics:
             return self.fn(*dynamic)
         positional, keywords = dynamic
-        return self.fn(*positional, **keywords, **dict(statics[1:]))
+        return self.fn(*positional, **keywords, **{n: s.value for n, s in statics[1:]})
 
     def argument_leaves(self, dynamic, statics, argnum: int) -> tuple:
         """(first leaf, leaf count, treedef) of positional argument `argnum` in
@@ -149,13 +151,37 @@ class Function(Dispatcher):
 SPLIT = "__split__"
 
 
-def _hashable(name, value):
-    try:
-        hash(value)
-    except TypeError:
-        raise TracerTypeError(f"static argument {name!r} must be hashable, got "
-                              f"{type(value).__name__}") from None
-    return value
+class Static:
+    """A static argument's value in a cache key: keyed by type and value, so that
+    `1`, `1.0` and `True` (equal, with equal hashes) get entries of their own."""
+
+    __slots__ = ("value", "_key", "_hash")
+
+    def __init__(self, name, value):
+        self.value = value
+        self._key = _typed(value)
+        try:
+            self._hash = hash(self._key)
+        except TypeError:
+            raise TracerTypeError(with_location(
+                f"static argument {name!r} must be hashable, got {type(value).__name__}",
+                hint="pass a tuple instead of a list, or make the argument dynamic")) from None
+
+    def __eq__(self, other):
+        return type(other) is Static and self._key == other._key
+
+    def __hash__(self):
+        return self._hash
+
+    def __repr__(self):
+        return f"Static({self.value!r})"
+
+
+def _typed(value):
+    """A key telling apart equal values of different types, inside tuples too."""
+    if type(value) in (tuple, frozenset):
+        return type(value), type(value)(_typed(v) for v in value)
+    return type(value), value
 
 
 def function(fn=None, *, static_argnums=(), static_argnames=(), cache=True):
@@ -342,7 +368,8 @@ class Vjp(Transform):
 
 def vjp(fun, *primals):
     """`(fun(*primals), vjp_fn)`; `vjp_fn(cotangent)` returns one cotangent per primal."""
-    transform = _vjp_transform(as_function(fun))
+    fun = as_function(fun)  # held here: its transform refers to it weakly
+    transform = _vjp_transform(fun)
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
     entry, leaves = transform.entry(primals)
@@ -368,9 +395,12 @@ def vjp(fun, *primals):
     return outs, vjp_fn
 
 
-@functools.lru_cache(maxsize=256)
 def _vjp_transform(fun: Function) -> Vjp:
-    return Vjp(fun)
+    """The function's vjp transform, made once. It refers back to the function weakly,
+    so the pair is freed with the function, without the cyclic gc."""
+    if fun._vjp is None:
+        fun._vjp = Vjp(weakref.proxy(fun))
+    return fun._vjp
 
 
 def jacobian(fun, argnums=0):
