@@ -28,10 +28,12 @@ Calling conventions the code generator must respect (see the benchmark in
   zero-division check (an exit from the loop) in front of every division.
 * Loops with a float reduction (``s += ...``) vectorise only if the caller
   has 'reassoc'; map loops vectorise with no fastmath at all.
-* The helpers are disk-cached (``cache=True``): compiling a kernel that uses
-  exp/tanh/log/sigmoid drops from ~1.8 s to ~0.2 s once they are cached.  A
-  cached *kernel* embeds the helpers' machine code, so a kernel cache key
-  should include this file's contents (or the tracejit version).
+* The helpers are disk-cached: compiling a kernel that uses exp/tanh/log/sigmoid
+  drops from ~1.8 s to ~0.2 s once they are cached.  Numba's own cache is off
+  (``cache=False``); tracejit.cache gives every dispatcher here its verified
+  cache in the tracejit cache directory (numba_cache.py).  A cached *kernel*
+  embeds the helpers' machine code, so a kernel cache key includes this file's
+  contents.
 """
 
 import numpy as np
@@ -58,10 +60,10 @@ __all__ = [
 # into an FMA (never less accurate).  No 'reassoc': it would let LLVM fold the
 # hi/lo splitting tricks away.  No 'nnan'/'ninf': the special-value selects
 # are comparisons against NaN/inf.  error_model='numpy' because the Python
-# model adds a branch (a loop exit) before every division.  cache=True: the
-# helpers are most of a small kernel's compile time; everything they depend
-# on is in this file, so Numba's mtime-keyed cache invalidates correctly.
-_JIT = dict(fastmath={"contract"}, error_model="numpy", cache=True)
+# model adds a branch (a loop exit) before every division.  Disk-cached by
+# tracejit.cache, verified (the helpers are most of a small kernel's compile
+# time; everything they depend on is in this file, whose hash stamps the cache).
+_JIT = dict(fastmath={"contract"}, error_model="numpy", cache=False)
 
 _FLOATS = (types.float32, types.float64)
 
@@ -520,7 +522,7 @@ def _as_scalar_typed(x):
 # --------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def dot(a, b):
     """np.dot through BLAS, compiled once per operand layout and cached on disk:
     typing np.dot costs ~0.3-0.8 s per layout pair in every kernel otherwise."""
