@@ -91,8 +91,11 @@ def logical_not(x):
 
 def power(x, y):
     """`x ** y`; a small integral constant exponent becomes integer_pow (exact,
-    and differentiable at x <= 0)."""
+    and differentiable at x <= 0), and `x ** 0.5` is `sqrt(x)`, as NumPy's
+    operator computes it (so its derivative at 0 is sqrt's)."""
     if isinstance(y, (int, float, np.integer, np.floating)) and not isinstance(y, bool):
+        if y == 0.5:
+            return sqrt(x)
         if float(y).is_integer() and abs(y) <= 64:
             (x,) = promote(x, to_float=isinstance(y, float) or y < 0)
             if y < 0:

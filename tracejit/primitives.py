@@ -52,6 +52,7 @@ class Primitive:
     scalar: str | Callable | None = None  # elementwise: "np.exp({0})" or fn(*exprs, **p)
     index_map: Callable | None = None  # (in_aval, out_aval, **p) -> [(axis|None, off, step)]
     monoid: tuple | None = None  # reduce: (identity(dtype), "update statement")
+    accumulate: Callable | None = None  # reduce: input dtype -> accumulator dtype
     emit: Callable | None = None  # array ops: (ctx, out_name, in_names, eqn) -> [lines]
     differentiable: bool = True
     nan_safe: bool = False  # multiply cotangents with a zero-preserving product
@@ -151,7 +152,10 @@ elementwise("logical_not", 1, np.logical_not, "(not {0})", out_dtype=bool)
 def _pow_partials(out, x, y):
     x_is_zero = x == 0.0
     safe_x = ops.select(x_is_zero, ops.ones_like(x), x)
-    dx = y * x ** (y - 1.0)
+    # At x = 0 with 0 <= y < 1 the slope is infinite (or, for y = 0, 0 * inf): take 0,
+    # the subgradient sqrt uses at 0, so x ** y agrees with sqrt(x) at y = 0.5.
+    flat = ops.logical_and(x_is_zero, ops.logical_and(y >= 0.0, y < 1.0))
+    dx = ops.select(flat, ops.zeros_like(out), y * x ** (y - 1.0))
     dy = ops.select(x_is_zero, ops.zeros_like(out), out * ops.log(safe_x))
     return [dx, dy]
 
@@ -524,18 +528,32 @@ def _unit_reduction_is_squeeze(eqn):
                eqn.location)
 
 
-def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None):
+def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None,
+               accumulate=None):
     def run(x, *, axes):
-        return impl(np.asarray(x), axis=axes)
+        x = np.asarray(x)
+        if accumulate is None or accumulate(x.dtype) == x.dtype:
+            return impl(x, axis=axes)
+        return impl(x, axis=axes, dtype=accumulate(x.dtype)).astype(x.dtype)
 
     return register(Primitive(name, REDUCE, _reduce_rule(out_dtype), run, vjp=vjp, jvp=jvp,
                               monoid=(identity, update), differentiable=vjp is not None,
-                              simplify=_unit_reduction_is_squeeze if vjp else None))
+                              simplify=_unit_reduction_is_squeeze if vjp else None,
+                              accumulate=accumulate))
+
+
+def _wide(dtype):
+    """float32 sums and products accumulate in float64: a float32 accumulator loses
+    ~n/2 ulp over n terms (NumPy's pairwise sum only ~log2(n)/2, and not along every
+    axis); the result is rounded to float32 once."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float32 else np.dtype(dtype)
 
 
 _reduction("reduce_sum", np.sum, _identity(0), "{acc} += {v}", _sum_vjp,
-           lambda ts, out, x, *, axes: None if ts[0] is None else ops.reduce_sum(ts[0], axes))
-_reduction("reduce_prod", np.prod, _identity(1), "{acc} *= {v}", _prod_vjp, _prod_jvp)
+           lambda ts, out, x, *, axes: None if ts[0] is None else ops.reduce_sum(ts[0], axes),
+           accumulate=_wide)
+_reduction("reduce_prod", np.prod, _identity(1), "{acc} *= {v}", _prod_vjp, _prod_jvp,
+           accumulate=_wide)
 _reduction("reduce_max", np.max, _identity("max"), "{acc} = _rt.maximum({acc}, {v})",
            _extremum_vjp, _extremum_jvp)
 _reduction("reduce_min", np.min, _identity("min"), "{acc} = _rt.minimum({acc}, {v})",
