@@ -554,7 +554,8 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_, in_group) -
     kept = [k for k in range(len(shape)) if k not in axes]
     value = _read(em, x, full_idx, locals_, in_group)
     identity_fn, update = prim.monoid
-    init = em.literal(identity_fn(x.aval.dtype))
+    wide = prim.accumulate is not None and prim.accumulate(x.aval.dtype) != x.aval.dtype
+    init = em.literal(identity_fn(prim.accumulate(x.aval.dtype) if wide else x.aval.dtype))
     is_arg = "{idx}" in update
     flat = _flat_index(em, shape, axes, full_idx) if is_arg else ""
     name = em.names[id(out)] = em.fresh(f"t_{prim.name}_")
@@ -576,7 +577,8 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_, in_group) -
             em.emit(f"{name} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
             nest.post[depth].append(f"{name}[{', '.join(out_idx)}] = {result}")
         else:
-            nest.post[depth].append(f"{name} = {result}")
+            rounded = f"{em.dtype(out.aval)}({result})" if wide else result
+            nest.post[depth].append(f"{name} = {rounded}")
         lines.extend(update.format(acc=acc, v=value, idx=f"{name}_i", k=flat).split("\n"))
         return
     nest.parallel_safe = False  # several outer iterations update one output cell
@@ -586,6 +588,11 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_, in_group) -
         em.emit(f"{name} = np.zeros({em.shape(out.aval)}, np.int64)")
         acc_cell = f"{name}_v[{', '.join(out_idx)}]"
         lines.extend(update.format(acc=acc_cell, v=value, idx=cell, k=flat).split("\n"))
+    elif wide:  # accumulate in a wide array, rounded once the nest is done
+        em.emit(f"{name}_w = np.full({em.shape(out.aval)}, {init})")
+        wide_cell = f"{name}_w[{', '.join(out_idx)}]"
+        lines.extend(update.format(acc=wide_cell, v=value, idx="", k="").split("\n"))
+        nest.post[0].append(f"{name} = {name}_w.astype({em.dtype(out.aval)})")
     else:
         em.emit(f"{name} = np.full({em.shape(out.aval)}, {init})")
         lines.extend(update.format(acc=cell, v=value, idx="", k="").split("\n"))
