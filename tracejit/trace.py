@@ -171,8 +171,9 @@ class Tracer:
     def __bool__(self):
         raise ConcretizationError(with_location(
             f"the truth value of a traced array {self.aval} is only known when the kernel runs",
-            hint="use np.where(cond, a, b) for data-dependent choices, or mark the argument "
-                 "static with static_argnums / static_argnames"))
+            hint="use np.where(cond, a, b) for data-dependent values, tracejit.lax.cond / "
+                 "lax.while_loop for data-dependent control flow, or mark the argument static "
+                 "with static_argnums / static_argnames"))
 
     def _concrete(self, what):
         raise ConcretizationError(with_location(
