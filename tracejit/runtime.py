@@ -41,7 +41,11 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from .errors import NonFiniteError, SizeMismatch  # raised by kernels' checks
+
 __all__ = [
+    "NonFiniteError",
+    "SizeMismatch",
     "as_scalar",
     "dot",
     "exp",
