@@ -53,6 +53,7 @@ class Primitive:
     index_map: Callable | None = None  # (in_aval, out_aval, **p) -> [(axis|None, off, step)]
     monoid: tuple | None = None  # reduce: (identity(dtype), "update statement")
     accumulate: Callable | None = None  # reduce: input dtype -> accumulator dtype
+    empty_error: str | None = None  # reduce without identity: NumPy's error when empty
     emit: Callable | None = None  # array ops: (ctx, out_name, in_names, eqn) -> [lines]
     differentiable: bool = True
     nan_safe: bool = False  # multiply cotangents with a zero-preserving product
@@ -460,10 +461,12 @@ register(Primitive(
 
 # -------------------------------------------------------------- reductions
 
-def _reduce_rule(out_dtype=None):
+def _reduce_rule(out_dtype=None, empty_error=None):
     def rule(avals, params, checks):
         (x,) = avals
         axes = params["axes"]
+        if empty_error and any(resolve(x.shape[a]) == 0 for a in axes):
+            raise ShapeError(empty_error)  # sizes that may be 0 are checked by the kernel
         shape = tuple(d for k, d in enumerate(x.shape) if k not in axes)
         return [AVal(shape, np.dtype(out_dtype or x.dtype), x.weak and out_dtype is None)]
 
@@ -544,17 +547,22 @@ def _unit_reduction_is_squeeze(eqn):
 
 
 def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None,
-               accumulate=None):
+               accumulate=None, empty_error=None):
     def run(x, *, axes):
         x = np.asarray(x)
         if accumulate is None or accumulate(x.dtype) == x.dtype:
             return impl(x, axis=axes)
         return impl(x, axis=axes, dtype=accumulate(x.dtype)).astype(x.dtype)
 
-    return register(Primitive(name, REDUCE, _reduce_rule(out_dtype), run, vjp=vjp, jvp=jvp,
-                              monoid=(identity, update), differentiable=vjp is not None,
+    return register(Primitive(name, REDUCE, _reduce_rule(out_dtype, empty_error), run, vjp=vjp,
+                              jvp=jvp, monoid=(identity, update),
+                              differentiable=vjp is not None,
                               simplify=_unit_reduction_is_squeeze if vjp else None,
-                              accumulate=accumulate))
+                              accumulate=accumulate, empty_error=empty_error))
+
+
+def _no_identity(operation: str) -> str:
+    return f"zero-size array to reduction operation {operation} which has no identity"
 
 
 def _wide(dtype):
@@ -570,9 +578,9 @@ _reduction("reduce_sum", np.sum, _identity(0), "{acc} += {v}", _sum_vjp,
 _reduction("reduce_prod", np.prod, _identity(1), "{acc} *= {v}", _prod_vjp, _prod_jvp,
            accumulate=_wide)
 _reduction("reduce_max", np.max, _identity("max"), "{acc} = _rt.maximum({acc}, {v})",
-           _extremum_vjp, _extremum_jvp)
+           _extremum_vjp, _extremum_jvp, empty_error=_no_identity("maximum"))
 _reduction("reduce_min", np.min, _identity("min"), "{acc} = _rt.minimum({acc}, {v})",
-           _extremum_vjp, _extremum_jvp)
+           _extremum_vjp, _extremum_jvp, empty_error=_no_identity("minimum"))
 
 
 def _arg_impl(fn):
@@ -590,10 +598,10 @@ def _arg_impl(fn):
 # The update keeps the first extremum and the first NaN, as NumPy does.
 _reduction("argmax", _arg_impl(np.argmax), _identity("max"),
            "if {v} > {acc} or ({v} != {v} and {acc} == {acc}):\n    {acc} = {v}\n    {idx} = {k}",
-           out_dtype=np.int64)
+           out_dtype=np.int64, empty_error="attempt to get argmax of an empty sequence")
 _reduction("argmin", _arg_impl(np.argmin), _identity("min"),
            "if {v} < {acc} or ({v} != {v} and {acc} == {acc}):\n    {acc} = {v}\n    {idx} = {k}",
-           out_dtype=np.int64)
+           out_dtype=np.int64, empty_error="attempt to get argmin of an empty sequence")
 
 
 # -------------------------------------------------------------- array ops
