@@ -293,6 +293,7 @@ def generate(program: Program, kernel_name: str) -> str:
                 em.emit(f"s{prefix}{k} = _rt.as_scalar({prefix}{k})")
     _emit_dims(em, program)
     _emit_checks(em, program)
+    _emit_empty_checks(em, program)
     views = _matmul_views(program)
     counts = use_counts(program)
     em.virtual = virtual_reads(program, views)
@@ -355,14 +356,33 @@ def _emit_checks(em: Emitter, program: Program) -> None:
         if type(d) is not int:
             source.setdefault(id(d), f"{em.names[id(all_vars[k])]}.shape[{axis}]")
     done = set()
-    for a, b, what in program.checks.pairs:
+    for index, (a, b, what) in enumerate(program.checks.pairs):
         sa, sb = source.get(id(a)), source.get(id(b))
         if sa is None or sb is None or sa == sb or (sa, sb) in done:
             continue
         done.add((sa, sb))
-        message = f"{what}: {sa} != {sb} (shapes differ from what the trace assumed)"
-        em.emit(f"if {sa} != {sb}:")
-        em.emit(f"    raise ValueError({message!r})")
+        # The dispatcher names the arguments from the check's index (errors.SizeMismatch).
+        em.emit(f"if {sa} != {sb}:  # {what}")
+        em.emit(f"    raise _rt.SizeMismatch({index}, {sa}, {sb})")
+
+
+def _emit_empty_checks(em: Emitter, program: Program) -> None:
+    """Reductions without an identity (max, argmax...) raise NumPy's error on an empty
+    input, as NumPy does, instead of returning their accumulator's start value."""
+    done = set()
+    for eqn in program.eqns:
+        if eqn.prim.kind != REDUCE or not eqn.prim.empty_error:
+            continue
+        roots = [resolve(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]]
+        symbolic = [d for d in roots if type(d) is not int]
+        if not symbolic or any(id(d) not in em.dim_names for d in symbolic):
+            continue  # known sizes (0 is refused while tracing), or sizes made by the kernel
+        size = " * ".join(em.dim(d) for d in symbolic)
+        if size not in done:
+            done.add(size)
+            message = f"{eqn.prim.empty_error} ({eqn.prim.name} at {eqn.location})"
+            em.emit(f"if {size} == 0:")
+            em.emit(f"    raise ValueError({message!r})")
 
 
 def _matmul_views(program: Program) -> set:
