@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cache, codegen, config, passes, pytree
+from . import cache, codegen, config, errors, passes, pytree
 from .interpreter import interpret
 from .ir import Literal, Program, verify
 from .shapes import resolve
@@ -86,6 +86,7 @@ class Kernel:
         return cache.compile_for(self.fn, tuple(leaves) + self.consts)
 
     def interpreted(self, leaves) -> list:
+        errors.check_sizes(self.program, list(leaves) + list(self.consts))  # as the kernel does
         outs = interpret(self.program, leaves, self.consts)
         return [np.asarray(o, dtype=a.dtype) if a.ndim else a.dtype.type(o)
                 for o, a in zip(outs, self.out_avals)]
@@ -233,6 +234,7 @@ class Dispatcher:
     """
 
     def __init__(self, name: str, cache_enabled: bool = True):
+        _dispatchers.add(self)
         self.name = name
         self.cache_enabled = cache_enabled
         self.stats = Stats()
@@ -250,7 +252,20 @@ class Dispatcher:
             entry = self._miss(key, args, statics)
         else:
             self.stats.memory_hits += 1
-        return entry.call(leaves)
+        try:
+            return entry.call(leaves)
+        except errors.KERNEL_CHECKS as err:  # a size or debug check: name what failed
+            raise self.explain(err, entry, args, statics) from None
+
+    def explain(self, err, entry, args, statics) -> Exception:
+        """The user's error for a failed kernel check: argument names, shapes, op, line."""
+        values = pytree.flatten(args)[0] + list(entry.kernel.consts)
+        return errors.explain(err, entry.kernel, self.leaf_names(args, statics), values)
+
+    def leaf_names(self, args, statics) -> list[str]:
+        """The user's name for each argument leaf (`params[0]`, `batch['x']`)."""
+        return [f"argument {k}{path}" for k, arg in enumerate(args)
+                for path in pytree.leaf_paths(arg)]
 
     def entry(self, args: tuple, statics: tuple = ()):
         """(entry, leaves) for these arguments, compiling on a miss."""
@@ -265,13 +280,23 @@ class Dispatcher:
         key = (key, statics) if statics else key
         leaves, treedef = pytree.flatten(args)
         with self._lock:
-            for leaf in leaves:
-                _check_leaf(leaf)
-            abstract = (treedef, statics, *[abstract_signature(leaf) for leaf in leaves])
+            for k, leaf in enumerate(leaves):
+                problem = errors.leaf_problem(leaf)
+                if problem:
+                    raise errors.TracerTypeError(errors.with_location(
+                        f"{self.name}: {self.leaf_names(args, statics)[k]} {problem}"))
+            abstract = (treedef, statics, config.kernel_flags(),
+                        *[abstract_signature(leaf) for leaf in leaves])
             entry = self._lookup(abstract, leaves)
-            if entry is None:
+            new = entry is None
+            if new:
                 entry = self._compile(abstract, args, statics, leaves)
-            entry.prepare(leaves, self.stats, background_compile())
+            try:
+                entry.prepare(leaves, self.stats, background_compile())
+            except BaseException:
+                if new:  # a failed call leaves no entry behind
+                    self._forget(entry)
+                raise
             if len(self._fast) > 512:  # many distinct shapes: keep the table bounded
                 self._fast.clear()
             self._fast[key] = entry
@@ -320,6 +345,12 @@ class Dispatcher:
         for key in [k for k, e in self._fast.items() if e is entry]:
             del self._fast[key]
 
+    def _forget(self, entry) -> None:
+        for where, known in list(self._recent.items()):
+            if known is entry:
+                del self._recent[where]
+                self._evict(where, entry)
+
     def wait(self) -> None:
         """Block until every background compile of this function has finished."""
         for entry in list(self._fast.values()):
@@ -337,23 +368,21 @@ class Dispatcher:
         raise NotImplementedError
 
 
+_dispatchers: weakref.WeakSet = weakref.WeakSet()
+
+
+def _forget_fast_paths() -> None:
+    """A switch that changes kernels (config.debug_nans...) was set: every call looks
+    its kernel up again, under the new flags (part of the abstract key)."""
+    for dispatcher in list(_dispatchers):
+        dispatcher._fast.clear()
+
+
+config.on_change(_forget_fast_paths)
+
+
 def _sizes(leaves, axes) -> tuple:
     return tuple(np.shape(leaves[leaf])[axis] for leaf, axis in axes)
-
-
-def _check_leaf(leaf) -> None:
-    from .errors import TracerTypeError
-
-    if isinstance(leaf, np.ndarray):
-        if leaf.dtype.kind not in "fiub" or not leaf.dtype.isnative:
-            raise TracerTypeError(f"unsupported array dtype {leaf.dtype} (float, int and "
-                                  "bool arrays in native byte order are supported)")
-        return
-    if isinstance(leaf, (bool, int, float, np.generic)):
-        return
-    raise TracerTypeError(
-        f"argument leaf of type {type(leaf).__name__} is not an array or scalar; pass NumPy "
-        "arrays or Python scalars in tuples/lists/dicts, or mark the argument static")
 
 
 def is_tracing(args) -> bool:
