@@ -25,6 +25,7 @@ from .api import (
 )
 from .errors import (
     ConcretizationError,
+    LeakedTracerError,
     ShapeError,
     TracejitError,
     TracerTypeError,
@@ -32,7 +33,7 @@ from .errors import (
 )
 
 __all__ = [
-    "ConcretizationError", "Function", "ShapeError", "TracejitError", "TracerTypeError",
-    "UnsupportedError", "custom_vjp", "function", "grad", "hessian", "jacobian", "jvp", "make_ir",
-    "stop_gradient", "value_and_grad", "vjp",
+    "ConcretizationError", "Function", "LeakedTracerError", "ShapeError", "TracejitError",
+    "TracerTypeError", "UnsupportedError", "custom_vjp", "function", "grad", "hessian",
+    "jacobian", "jvp", "make_ir", "stop_gradient", "value_and_grad", "vjp",
 ]

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import autodiff, ops, pytree
+from . import autodiff, errors, ops, pytree
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
 from .errors import TracerTypeError, UnsupportedError, with_location
 from .ir import Program
@@ -123,8 +123,22 @@ class Function(Dispatcher):
         if statics:
             def fn(positional, keywords):
                 return self.python_call((positional, keywords), statics)
-        program, treedef, builder = trace(fn, args, self.name)
+        program, treedef, builder = trace(fn, args, self.name, self.leaf_names(args, statics))
         return program, treedef, builder.input_syms
+
+    def leaf_names(self, dynamic, statics) -> list[str]:
+        """The user's name of each dynamic argument leaf, from the signature: `x`,
+        `params[0]`, `batch['labels']` (`argument 2` where the signature cannot tell)."""
+        params = list(self._signature.parameters.values()) if self._signature else []
+        if statics:
+            positional, keywords = dynamic
+            static_names = {name for name, _ in statics[1:]}
+            params = [p for p in params if p.name not in static_names]
+            named = [(_positional_name(params, k), arg) for k, arg in enumerate(positional)]
+            named += [(name, keywords[name]) for name in sorted(keywords)]
+        else:
+            named = [(_positional_name(params, k), arg) for k, arg in enumerate(dynamic)]
+        return [name + path for name, arg in named for path in pytree.leaf_paths(arg)]
 
     # ------------------------------------------------------------ inspection
     def _dynamic(self, args, kwargs):
@@ -149,6 +163,16 @@ class Function(Dispatcher):
 
 
 SPLIT = "__split__"
+
+
+def _positional_name(params, k: int) -> str:
+    """The name of positional argument `k` under these parameters."""
+    for index, param in enumerate(params):
+        if param.kind is param.VAR_POSITIONAL:
+            return f"{param.name}[{k - index}]" if k >= index else params[k].name
+        if index == k and param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            return param.name
+    return f"argument {k}"
 
 
 class Static:
@@ -228,6 +252,9 @@ class Transform(Dispatcher):
     def trace_fun(self, dynamic, statics):
         return self.fun.build(dynamic, statics)
 
+    def leaf_names(self, dynamic, statics) -> list[str]:
+        return self.fun.leaf_names(dynamic, statics)
+
     def ir(self, *args, **kwargs) -> Program:
         program, _, _ = self.build(*self.fun._dynamic(args, kwargs))
         return prepare(program)
@@ -253,24 +280,13 @@ class Grad(Transform):
         self.with_value = with_value
 
     def build(self, dynamic, statics):
-        program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
-        value_def, aux_def = _split_aux(out_treedef, self.has_aux)
-        value = program.outvars[0]
-        if pytree.num_leaves(value_def) != 1 or value.aval.ndim != 0 or not autodiff.is_float(
-                value.aval):
-            returned_pair = out_treedef[0] in ("t", "l") and not self.has_aux
-            raise TracerTypeError(
-                f"grad of {self.fun.name}: the function must return a scalar float, got "
-                f"{value.aval if pytree.num_leaves(value_def) == 1 else pytree.describe(value_def)}"
-                + ("; if it returns (value, aux), set has_aux=True" if returned_pair else ""))
         argnums = _as_tuple(self.argnums)
         spans = _leaf_ranges(self.fun, dynamic, statics, argnums)
-        wrt = []
-        for num, (start, count, _) in zip(argnums, spans):
-            for leaf in range(start, start + count):
-                autodiff.check_differentiable(program.invars[leaf].aval,
-                                              f"argument {num} of {self.fun.name}")
-                wrt.append(leaf)
+        self._check_arguments(dynamic, statics, spans)
+        program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
+        value_def, aux_def = _split_aux(out_treedef, self.has_aux)
+        self._check_output(program.outvars[0], value_def, out_treedef)
+        wrt = [leaf for start, count, _ in spans for leaf in range(start, start + count)]
         seeds = [1.0] + [None] * (len(program.outvars) - 1)
         joint = autodiff.vjp_program(program, wrt, seeds)
         n_out = len(program.outvars)
@@ -279,6 +295,40 @@ class Grad(Transform):
         outs, treedef = _assemble(joint.outvars[:n_out], grads, grad_def, value_def,
                                   aux_def, self.with_value, self.has_aux)
         return replace(joint, outvars=outs, name=self.name), treedef, input_syms
+
+    def _check_arguments(self, dynamic, statics, spans) -> None:
+        """Gradients are taken w.r.t. float leaves: name the argument that is not."""
+        leaves = pytree.flatten(dynamic)[0]
+        for start, count, _ in spans:
+            for k in range(start, start + count):
+                if not autodiff.is_float(ops.aval_of(leaves[k])):
+                    name = self.leaf_names(dynamic, statics)[k]
+                    raise TracerTypeError(with_location(
+                        f"{self.kind} of {self.fun.name}: cannot differentiate with respect to "
+                        f"{name} ({errors.describe_value(leaves[k])}): gradients need "
+                        "floating-point arguments",
+                        hint=f"pass {name} as a float (e.g. np.asarray(..., float)), or leave "
+                             "it out of argnums"))
+
+    def _check_output(self, value, value_def, out_treedef) -> None:
+        """grad needs one float scalar: say what the function returned instead."""
+        if pytree.num_leaves(value_def) == 1 and value.aval.ndim == 0 and autodiff.is_float(
+                value.aval):
+            return
+        if pytree.num_leaves(value_def) != 1:
+            got = f"a structure {pytree.describe(value_def)} of {pytree.num_leaves(value_def)} "
+            got += "values"
+        else:
+            shape = concrete_shape(value.aval.shape)
+            got = (f"a {value.aval.dtype} array of shape {shape}" if shape
+                   else f"a {value.aval.dtype} scalar")
+        returned_pair = out_treedef[0] in ("t", "l") and not self.has_aux
+        hint = ("if it returns (value, aux), set has_aux=True" if returned_pair else
+                "for the derivatives of every output use tracejit.jacobian, or tracejit.vjp "
+                "with a cotangent; to differentiate a sum or mean, return np.sum(...)")
+        raise TracerTypeError(with_location(
+            f"{self.kind} of {self.fun.name}: the function must return a float scalar, it "
+            f"returned {got}", hint=hint))
 
 
 def _split_aux(out_treedef, has_aux):

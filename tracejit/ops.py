@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import primitives as P
+from .errors import UnsupportedError, dtype_problem, with_location
 from .shapes import bind as bind_dim
 from .shapes import normalize_axes, resolve
 from .trace import Tracer, bind, weak_aval
@@ -40,6 +41,9 @@ def result_dtype(*values) -> np.dtype:
 
 def convert(x, dtype):
     dtype = np.dtype(dtype)
+    problem = dtype_problem(dtype)
+    if problem:
+        raise UnsupportedError(with_location(f"astype / conversion to {dtype}: {problem}"))
     if isinstance(x, Tracer):
         if x.dtype == dtype and not x.aval.weak:
             return x
