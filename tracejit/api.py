@@ -423,26 +423,47 @@ def vjp(fun, *primals):
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
     entry, leaves = transform.entry(primals)
-    outs, residuals = entry(leaves)
+    try:
+        outs, residuals = entry(leaves)
+    except errors.KERNEL_CHECKS as err:
+        raise transform.explain(err, entry, primals, ()) from None
     backward, wrt, n_in, out_treedef = entry.extra
     structure = pytree.flatten(primals)
 
     def vjp_fn(cotangent):
-        ct_leaves, ct_def = pytree.flatten(cotangent)
-        if ct_def != out_treedef:
-            raise TracerTypeError("vjp_fn: the cotangent must have the output's structure")
-        ct_leaves = [np.asarray(c, dtype=np.asarray(o).dtype)
-                     for c, o in zip(ct_leaves, pytree.flatten(outs)[0])]
+        ct_leaves = _cotangent_leaves(cotangent, out_treedef, pytree.flatten(outs)[0])
         leaves = list(residuals) + ct_leaves
         if backward.fn is None and not backward.interpret:
             backward.compile(leaves)
-        grads = backward(leaves)
+        try:
+            grads = backward(leaves)
+        except errors.KERNEL_CHECKS as err:
+            names = [f"residual {k}" for k in range(len(residuals))]
+            names += [f"cotangent{path}" for path in pytree.leaf_paths(cotangent)]
+            raise errors.explain(err, backward, names, leaves) from None
         full = [np.zeros_like(leaf, dtype=float) for leaf in structure[0]]
         for k, g in zip(wrt, grads):
             full[k] = g
         return pytree.unflatten(structure[1], full)
 
     return outs, vjp_fn
+
+
+def _cotangent_leaves(cotangent, out_treedef, outs) -> list:
+    """The cotangent's leaves, each of its output's shape and dtype."""
+    leaves, treedef = pytree.flatten(cotangent)
+    if treedef != out_treedef:
+        raise TracerTypeError(with_location(
+            f"vjp_fn: the cotangent must have the output's structure "
+            f"{pytree.describe(out_treedef)}, got {pytree.describe(treedef)}"))
+    converted = []
+    for path, c, out in zip(pytree.leaf_paths(cotangent), leaves, outs):
+        if np.shape(c) != np.shape(out):
+            raise errors.ShapeError(with_location(
+                f"vjp_fn: cotangent{path} has shape {np.shape(c)}, the output it belongs to "
+                f"has shape {np.shape(out)}"))
+        converted.append(np.asarray(c, dtype=np.asarray(out).dtype))
+    return converted
 
 
 def _vjp_transform(fun: Function) -> Vjp:

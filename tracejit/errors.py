@@ -53,14 +53,15 @@ class SizeMismatch(ShapeError):
 
 class NonFiniteError(FloatingPointError):
     """Raised by a kernel built with tracejit.config.debug_nans / debug_infs: check
-    number `index` found a NaN (or an infinity); the dispatcher names the op."""
+    number `index` found a NaN (`kind` 0) or an infinity (1); the dispatcher names the op."""
 
-    def __init__(self, index):
-        super().__init__(index)
-        self.index = int(index)
+    def __init__(self, index, kind=0):
+        super().__init__(index, kind)
+        self.index, self.kind = int(index), int(kind)
 
     def __str__(self) -> str:
-        return f"debug check {self.index} of the kernel found a non-finite value"
+        return (f"debug check {self.index} of the kernel found "
+                f"{'an infinity' if self.kind else 'a NaN'}")
 
 
 KERNEL_CHECKS = (SizeMismatch, NonFiniteError)  # what kernels raise for the dispatcher to explain
@@ -172,10 +173,23 @@ def explain(err: Exception, kernel, names: list, values: list) -> Exception:
     """The error a user sees for a kernel check that failed (KERNEL_CHECKS)."""
     if isinstance(err, SizeMismatch):
         return explain_size_mismatch(err, kernel.program, names, values)
-    what = kernel.debug_checks[err.index]
+    op, location, operands = kernel.debug_checks[err.index]
+    backward = location.endswith(BACKWARD)
+    where = location[: -len(BACKWARD)] if backward else location
+    named = [names[k] for k in operands if k < len(names)]
     return FloatingPointError(with_location(
-        f"{what}\n  (tracejit.config.debug_nans / debug_infs check every op's output)",
-        hint="the first op to produce the value is named; look at its inputs at that line"))
+        f"{'an infinity' if err.kind else 'a NaN'} was produced by {op} in the "
+        f"{'backward (gradient)' if backward else 'forward'} pass, at {where}"
+        + (f"\n  its operands include the arguments {', '.join(named)}" if named else "")
+        + "\n  (tracejit.config.debug_nans / debug_infs check the output of every op)",
+        hint="this is the first op whose output is not finite; look at its inputs at that line"))
+
+
+BACKWARD = " (backward)"  # ends the location of equations made by reverse-mode AD
+
+
+def backward_location(location: str) -> str:
+    return location if location.endswith(BACKWARD) else location + BACKWARD
 
 
 def dtype_problem(dtype) -> str | None:

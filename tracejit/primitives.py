@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ops
-from .errors import ShapeError, TracerTypeError
+from .errors import NonFiniteError, ShapeError, TracerTypeError
 from .ir import AVal, Eqn, Literal
 from .shapes import (
     Sym,
@@ -62,6 +62,7 @@ class Primitive:
     simplify: Callable | None = None  # (eqn) -> replacement atom, Eqn, or None (passes.py)
     blas: bool = False  # codegen: calls BLAS (operands may be strided views)
     view: Callable | None = None  # (operand name, **params) -> a zero-copy view expression
+    raises: bool = False  # may raise inside a loop nest (codegen keeps such kernels serial)
     # Equations with several outputs (loops, branches): `bind` returns a list,
     # `vjp` gets a list of output cotangents (None: zero), and `jvp` is
     # (tangents, *xs, **p) -> (outputs, output tangents), one equation for both.
@@ -163,6 +164,21 @@ for _name, _impl, _scalar in [("sign", np.sign, "_rt.sign({0})"),
     elementwise(_name, 1, _impl, _scalar)
 
 elementwise("logical_not", 1, np.logical_not, "(not {0})", out_dtype=bool)
+
+
+def _debug_check_impl(x, *, index, mode):
+    x = np.asarray(x)
+    if mode & 1 and np.isnan(x).any():
+        raise NonFiniteError(index, 0)
+    if mode & 2 and np.isinf(x).any():
+        raise NonFiniteError(index, 1)
+    return x
+
+
+# tracejit.config.debug_nans / debug_infs: `x` unchanged, after raising NonFiniteError(index)
+# if it holds a NaN (mode bit 1) or an infinity (bit 2). Inserted by debug.instrument.
+elementwise("debug_check", 1, _debug_check_impl,
+            lambda x, *, index, mode: f"_rt.debug_check({x}, {index}, {mode})", raises=True)
 
 
 def _pow_partials(out, x, y):

@@ -45,6 +45,7 @@ from .errors import NonFiniteError, SizeMismatch  # raised by kernels' checks
 
 __all__ = [
     "NonFiniteError",
+    "debug_check",
     "SizeMismatch",
     "as_scalar",
     "dot",
@@ -475,6 +476,17 @@ def log1p(x):
 # --------------------------------------------------------------------------
 # NaN-propagating helpers with NumPy semantics.
 # --------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def debug_check(x, index, mode):
+    """`x`, after raising NonFiniteError(index, kind) if it is a NaN (mode bit 1) or an
+    infinity (bit 2): tracejit.config.debug_nans / debug_infs."""
+    if mode & 1 and x != x:
+        raise NonFiniteError(index, 0)
+    if mode & 2 and (x == np.inf or x == -np.inf):
+        raise NonFiniteError(index, 1)
+    return x
 
 
 @njit(**_JIT)
