@@ -220,7 +220,9 @@ class Emitter:
         self.parallel = False
         # OpenBLAS threads keep spinning after a product; prange threads would
         # fight them for the cores, so kernels with a matmul stay serial.
-        self.calls_blas = any(e.prim.blas for e in program.eqns)
+        # Ops that raise inside a loop (debug checks) keep the loops serial too: a prange
+        # loop cannot leave early.
+        self.calls_blas = any(e.prim.blas or e.prim.raises for e in program.eqns)
         self._fresh = itertools.count()
 
     # -------------------------------------------------------------- naming
