@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cache, codegen, config, errors, passes, pytree
+from . import cache, codegen, config, debug, errors, passes, pytree
 from .interpreter import interpret
 from .ir import Literal, Program, verify
 from .shapes import resolve
@@ -69,6 +69,7 @@ class Kernel:
         self.name = codegen.identifier(name)
         self.fn = None
         self._convert = [_scalar_type(a) for a in self.out_avals]
+        self.debug_checks: tuple = ()  # what each debug check names (debug.instrument)
 
     @functools.cached_property
     def source(self) -> str:
@@ -358,7 +359,12 @@ class Dispatcher:
 
     def kernel(self, program: Program, name: str) -> Kernel:
         use_disk = self.cache_enabled and cache.disk_cache_enabled()
-        return Kernel(prepare(program), name, use_disk, jit_disabled())
+        program, checks = prepare(program), ()
+        if config.kernel_flags():  # tracejit.config.debug_nans / debug_infs
+            program, checks = debug.instrument(program, config.kernel_flags())
+        kernel = Kernel(program, name, use_disk, jit_disabled())
+        kernel.debug_checks = checks
+        return kernel
 
     def extend(self, entry: Entry, program: Program) -> None:
         """Hook for dispatchers that attach more to an entry (vjp's backward kernel)."""
