@@ -46,7 +46,7 @@ _HEADER = "# tracejit-digest: "
 _FORMAT = "sealed-1"  # how files are written: part of every name, so old files are never read
 _TRUE_WORDS = {"1", "true", "yes"}
 # Our module files and the temporary files of interrupted writes (see store.atomic_write).
-_OWN_FILE = re.compile(r"^\w+_[0-9a-f]{20}\.py$", re.ASCII)
+_OWN_FILE = re.compile(r"^\w+_[0-9a-f]{10,20}\.py$", re.ASCII)
 
 _lock = threading.RLock()  # one module file is executed once, even with compile threads
 _loaded: dict[Path, KernelModule] = {}
@@ -83,25 +83,38 @@ def disk_cache_enabled() -> bool:
     return os.environ.get("TRACEJIT_DISABLE_CACHE", "").strip().lower() not in _TRUE_WORDS
 
 
-def load_module(source: str, name_hint: str, *, use_disk: bool) -> KernelModule:
+def load_module(source: str, name_hint: str, *, use_disk: bool,
+                stem: str | None = None) -> KernelModule:
     """Write ``source`` to a digest-named file and import it (once per process).
 
     With ``use_disk`` (and the disk cache neither disabled by the environment nor
     unusable) the file lives in the checked cache directory and its Numba dispatchers
     cache their machine code there, verified. Otherwise the module stays private to
-    this process (a temporary directory, or memory alone) and nothing is cached.
+    this process (a temporary directory, or memory alone) and nothing is cached. A
+    caller that names its modules by content itself (shared loop nests, imported by
+    name from kernels) passes ``stem``, which must then include :func:`version_tag`.
+    The module's name is ``package(use_disk).stem`` either way: kernels import their
+    nests by that name, whether the store took the files or not.
     """
-    stem = f"{_sanitize(name_hint)}_{_digest(source)[:20]}"
-    target = _disk_store() if use_disk and disk_cache_enabled() else None
+    use_disk = use_disk and disk_cache_enabled()
+    stem = stem or f"{_sanitize(name_hint)}_{_digest(source)[:20]}"
+    name = f"{package(use_disk)}.{stem}"
+    target = _disk_store() if use_disk else None
     with _lock:
         if target is not None:
             loaded = _loaded.get(target.path / f"{stem}.py")
+            if loaded is None:
+                loaded = _load_from_store(target, stem, source, name)
             if loaded is not None:
                 return loaded
-            loaded = _load_from_store(target, stem, source)
-            if loaded is not None:
-                return loaded
-        return _load_private(stem, source)
+        return _load_private(name, source)
+
+
+def package(use_disk: bool) -> str:
+    """The package generated modules are imported under (kernels import their shared
+    nests from it by name). A distinct one for private modules keeps them from replacing
+    disk-cached ones in sys.modules, where Numba looks up the globals of cached kernels."""
+    return _PACKAGE if use_disk and disk_cache_enabled() else f"{_PACKAGE}_private"
 
 
 def compile_for(kernel: Dispatcher, args: tuple) -> str:
@@ -217,6 +230,13 @@ def _digest(source: str) -> str:
     return hasher.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def version_tag() -> str:
+    """A short digest of everything compiled code depends on besides its own source
+    (tracejit, Numba, NumPy, Python, the runtime helpers, the cache's file format)."""
+    return _digest("")[:10]
+
+
 def _tracejit_version() -> str:
     try:
         import tracejit
@@ -239,7 +259,8 @@ def _render(source: str) -> bytes:
     return f"{_HEADER}{hashlib.sha256(body).hexdigest()}\n".encode() + body
 
 
-def _load_from_store(target: store.Store, stem: str, source: str) -> KernelModule | None:
+def _load_from_store(target: store.Store, stem: str, source: str,
+                     name: str) -> KernelModule | None:
     """The module from the store's file, written first unless it already holds exactly
     these bytes; None if the store cannot take the file (read-only, full)."""
     path = target.path / f"{stem}.py"
@@ -253,7 +274,7 @@ def _load_from_store(target: store.Store, stem: str, source: str) -> KernelModul
                       "for); rewriting it", TracejitCacheWarning)
         if not target.write(path, expected):
             return None
-    module = _import(path, f"{_PACKAGE}.{stem}", expected.decode())
+    module = _import(path, name, expected.decode())
     numba_cache.install(module, target)
     loaded = _loaded[path] = KernelModule(path, module, written)
     return loaded
@@ -268,33 +289,32 @@ def _read_if_present(path: Path) -> bytes | None:
         return b""  # unreadable (a directory, no permission): replaced by a good file
 
 
-def _load_private(stem: str, source: str) -> KernelModule:
-    """A module private to this process: a file in a temporary directory (for tools
-    that read source files), or, if even that cannot be written, memory alone."""
+def _load_private(name: str, source: str) -> KernelModule:
+    """Module `name` private to this process: a file in a temporary directory (for
+    tools that read source files), or, if even that cannot be written, memory alone."""
     directory = _private_tmp_dir()
-    path = directory / f"{stem}.py" if directory is not None else Path(f"<tracejit {stem}>")
-    loaded = _loaded.get(path)
+    in_memory = Path(f"<tracejit {name}>")
+    path = directory / f"{name}.py" if directory is not None else in_memory
+    loaded = _loaded.get(path) or _loaded.get(in_memory)
     if loaded is None:
         text = _render(source)
         if directory is not None:
             try:
                 store.atomic_write(path, text)
             except OSError:
-                path = Path(f"<tracejit {stem}>")
-        # A distinct name keeps a private copy from replacing the disk-cached module in
-        # sys.modules, where Numba looks up the globals of kernels it loads from disk.
-        module = _import(path, f"{_PACKAGE}.{stem}_private", text.decode())
-        loaded = _loaded[path] = KernelModule(path, module)
+                path = in_memory
+        loaded = _loaded[path] = KernelModule(path, _import(path, name, text.decode()))
     return loaded
 
 
 def _import(path: Path, name: str, text: str) -> types.ModuleType:
     """Execute the checked `text` as module `name` (never re-read from disk, never
     from a bytecode file someone could plant beside it)."""
-    package = sys.modules.get(_PACKAGE)
-    if package is None:
-        package = sys.modules[_PACKAGE] = types.ModuleType(_PACKAGE)
-        package.__path__ = []
+    package_name = name.rpartition(".")[0]
+    parent = sys.modules.get(package_name)
+    if parent is None:
+        parent = sys.modules[package_name] = types.ModuleType(package_name)
+        parent.__path__ = []
     # mtime None: linecache keeps the lines even if the file is deleted later.
     linecache.cache[str(path)] = (len(text), None, text.splitlines(True), str(path))
     module = importlib.util.module_from_spec(
@@ -310,7 +330,7 @@ def _import(path: Path, name: str, text: str) -> types.ModuleType:
     except BaseException:
         sys.modules.pop(name, None)
         raise
-    setattr(package, name.rpartition(".")[2], module)
+    setattr(parent, name.rpartition(".")[2], module)
     return module
 
 
@@ -327,8 +347,8 @@ def _forget_if_unused(kernel: Dispatcher) -> None:
             return
         del _loaded[path]
         sys.modules.pop(name, None)
-        with contextlib.suppress(AttributeError):
-            delattr(sys.modules[_PACKAGE], name.rpartition(".")[2])
+        with contextlib.suppress(AttributeError, KeyError):
+            delattr(sys.modules[name.rpartition(".")[0]], name.rpartition(".")[2])
         linecache.cache.pop(str(path), None)
         if loaded.written:
             with contextlib.suppress(OSError):
