@@ -111,6 +111,17 @@ class Kernel:
         return [conv(o) if conv else o for conv, o in zip(self._convert, outs)]
 
 
+def make_kernel(program: Program, name: str, use_disk: bool, interpret: bool) -> Kernel:
+    """The kernel of a traced program: the passes, then the debug checks that
+    tracejit.config.debug_nans / debug_infs ask for (debug.instrument)."""
+    program, checks = prepare(program), ()
+    if config.kernel_flags():
+        program, checks = debug.instrument(program, config.kernel_flags())
+    kernel = Kernel(program, name, use_disk, interpret)
+    kernel.debug_checks = checks
+    return kernel
+
+
 def _scalar_type(aval):
     """Numba returns 0-d results as Python scalars; give them their dtype back."""
     return aval.dtype.type if aval.ndim == 0 else None
@@ -142,6 +153,8 @@ class Entry:
         self.compiling: threading.Thread | None = None
         self.interpreted_seconds = 0.0
         self.call = _interpreting(weakref.ref(self))  # no cycle: freed without the gc
+        self.hits = 0  # calls served from the fast table (memory hits)
+        self.seen_hits = 0  # `hits` when the LRU last looked: used since, if they differ
 
     def __call__(self, leaves):
         return self.call(leaves)
@@ -250,7 +263,7 @@ class Dispatcher:
         _dispatchers.add(self)
         self.name = name
         self.cache_enabled = cache_enabled
-        self.stats = Stats()
+        self._stats = Stats()  # traces, compiles, disk hits; memory hits of evicted entries
         self._fast: dict = {}
         self._entries: dict = {}
         self._recent: OrderedDict = OrderedDict()  # (abstract, sizes) -> entry, LRU first
@@ -264,10 +277,11 @@ class Dispatcher:
         if entry is None:
             entry = self._miss(key, args, statics)
         else:
-            self.stats.memory_hits += 1
+            entry.hits += 1
         try:
             return entry.call(leaves)
         except errors.KERNEL_CHECKS as err:  # a size or debug check: name what failed
+            self._fast.pop((key, statics) if statics else key, None)  # keep no failed key
             raise self.explain(err, entry, args, statics) from None
 
     def explain(self, err, entry, args, statics) -> Exception:
@@ -305,7 +319,7 @@ class Dispatcher:
             if new:
                 entry = self._compile(abstract, args, statics, leaves)
             try:
-                entry.prepare(leaves, self.stats, background_compile())
+                entry.prepare(leaves, self._stats, background_compile())
             except BaseException:
                 if new:  # a failed call leaves no entry behind
                     self._forget(entry)
@@ -328,7 +342,7 @@ class Dispatcher:
 
     def _compile(self, abstract, args, statics, leaves) -> Entry:
         program, out_treedef, input_syms = self.build(args, statics)
-        self.stats.traces += 1
+        self._stats.traces += 1
         bound = tuple((leaf, axis) for leaf, axis, sym in input_syms
                       if type(resolve(sym)) is int)
         entry = Entry(self.kernel(program, self.name), out_treedef, bound)
@@ -344,11 +358,26 @@ class Dispatcher:
         by_sizes[sizes] = entry
         self._recent[(abstract, sizes)] = entry
         while len(self._recent) > config.cache_size:
+            where, oldest = next(iter(self._recent.items()))
+            if oldest is entry or oldest.hits != oldest.seen_hits:  # new, or called since
+                oldest.seen_hits = oldest.hits  # last looked at: a second chance
+                self._recent.move_to_end(where)
+                continue
             self._evict(*self._recent.popitem(last=False))
         return entry
 
+    @property
+    def stats(self) -> Stats:
+        """How often this function traced, compiled and found its kernel cached (a
+        snapshot; memory hits are counted per entry, so the hot path shares no counter)."""
+        s = self._stats
+        hits = s.memory_hits + sum(e.hits for e in self._recent.values())
+        return Stats(s.traces, s.compiles, hits, s.disk_hits)
+
     def _evict(self, where, entry) -> None:
-        """Forget the least recently used entry (tracejit.config.cache_size bounds them)."""
+        """Forget the least recently used entry (tracejit.config.cache_size bounds them;
+        the order is by lookup, with a second chance for entries called since: CLOCK)."""
+        self._stats.memory_hits += entry.hits
         abstract, sizes = where
         table = self._entries.get(abstract)
         if table is not None:
@@ -371,12 +400,7 @@ class Dispatcher:
 
     def kernel(self, program: Program, name: str) -> Kernel:
         use_disk = self.cache_enabled and cache.disk_cache_enabled()
-        program, checks = prepare(program), ()
-        if config.kernel_flags():  # tracejit.config.debug_nans / debug_infs
-            program, checks = debug.instrument(program, config.kernel_flags())
-        kernel = Kernel(program, name, use_disk, jit_disabled())
-        kernel.debug_checks = checks
-        return kernel
+        return make_kernel(program, name, use_disk, jit_disabled())
 
     def extend(self, entry: Entry, program: Program) -> None:
         """Hook for dispatchers that attach more to an entry (vjp's backward kernel)."""
