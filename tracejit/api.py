@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import autodiff, errors, ops, pytree
-from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
+from .compiler import Dispatcher, inline, is_tracing, make_kernel, prepare
 from .errors import TracerTypeError, UnsupportedError, with_location
 from .ir import Program
 from .shapes import concrete_shape
@@ -154,7 +154,7 @@ class Function(Dispatcher):
     def source(self, *args, **kwargs) -> str:
         """The generated Numba source for these arguments."""
         program, _, _ = self.build(*self._dynamic(args, kwargs))
-        return Kernel(prepare(program), self.name, use_disk=False, interpret=True).source
+        return make_kernel(program, self.name, use_disk=False, interpret=True).source
 
     def grad_ir(self, *args, argnums=0, **kwargs) -> Program:
         """The optimised IR of the value-and-gradient program (forward equations,
@@ -261,7 +261,7 @@ class Transform(Dispatcher):
 
     def source(self, *args, **kwargs) -> str:
         program, _, _ = self.build(*self.fun._dynamic(args, kwargs))
-        return Kernel(prepare(program), self.name, use_disk=False, interpret=True).source
+        return make_kernel(program, self.name, use_disk=False, interpret=True).source
 
 
 def _leaf_ranges(fun: Function, dynamic, statics, argnums):

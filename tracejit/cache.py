@@ -133,12 +133,32 @@ def compile_for(kernel: Dispatcher, args: tuple) -> str:
             return "memory"
         hits = kernel.stats.cache_hits[sig]
         try:
-            kernel.compile(sig)
+            _compile_apart(kernel, sig)
         except Exception:
             _forget_if_unused(kernel)
             raise
         # Dispatcher.compile counts a hit exactly when it took the code from disk.
         return "disk" if kernel.stats.cache_hits[sig] > hits else "compiled"
+
+
+def _compile_apart(kernel: Dispatcher, sig: tuple) -> None:
+    """Compile on a thread of its own. Numba keeps some exceptions it raised and caught
+    while compiling (failed overload lookups), tracebacks included; on this thread their
+    frames lead back to no caller, so nothing the caller holds (the user's arrays) is
+    kept alive by them."""
+    failure: list = []
+
+    def run():
+        try:
+            kernel.compile(sig)
+        except BaseException as err:  # re-raised in the caller
+            failure.append(err)
+
+    worker = threading.Thread(target=run, name="tracejit-compile", daemon=True)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
 
 
 def clear_cache() -> None:
@@ -335,21 +355,25 @@ def _import(path: Path, name: str, text: str) -> types.ModuleType:
 
 
 def _forget_if_unused(kernel: Dispatcher) -> None:
-    """After a failed compile: a module none of whose kernels has machine code is
-    forgotten, and its file removed if this process wrote it (a failed call leaves
-    nothing behind)."""
-    name = kernel.py_func.__module__
+    """After a failed compile: the kernel's module and the nest modules it calls, when
+    none of their kernels has machine code, are forgotten, and their files removed if
+    this process wrote them (a failed call leaves nothing behind)."""
+    module = sys.modules.get(kernel.py_func.__module__)
+    names = {kernel.py_func.__module__}
+    names |= {v.py_func.__module__ for v in vars(module).values() if isinstance(v, Dispatcher)}
     for path, loaded in list(_loaded.items()):
-        if loaded.module.__name__ != name:
-            continue
-        kernels = [v for v in vars(loaded.module).values() if isinstance(v, Dispatcher)]
-        if any(k.overloads for k in kernels):
-            return
-        del _loaded[path]
-        sys.modules.pop(name, None)
-        with contextlib.suppress(AttributeError, KeyError):
-            delattr(sys.modules[name.rpartition(".")[0]], name.rpartition(".")[2])
-        linecache.cache.pop(str(path), None)
-        if loaded.written:
-            with contextlib.suppress(OSError):
-                path.unlink()
+        if loaded.module.__name__ in names and not any(
+                v.overloads for v in vars(loaded.module).values() if isinstance(v, Dispatcher)):
+            _forget(path, loaded)
+
+
+def _forget(path: Path, loaded: KernelModule) -> None:
+    name = loaded.module.__name__
+    del _loaded[path]
+    sys.modules.pop(name, None)
+    with contextlib.suppress(AttributeError, KeyError):
+        delattr(sys.modules[name.rpartition(".")[0]], name.rpartition(".")[2])
+    linecache.cache.pop(str(path), None)
+    if loaded.written:
+        with contextlib.suppress(OSError):
+            path.unlink()
