@@ -50,24 +50,26 @@ def test_warm_cache_serves_every_kernel_from_disk(warm, tmp_path):
     assert not h.cache_warnings(result)
 
 
-@pytest.mark.parametrize("suffix", ["py", "nbi", "nbc", "key"])
-def test_damaged_files_of_every_kind_are_rebuilt(warm, tmp_path, suffix):
-    cache = h.copy_cache(warm, tmp_path / "cache")
-    rng = random.Random(suffix)
-    if suffix == "key":
-        targets = [cache / ".tracejit-key"]
-    elif suffix == "py":
-        targets = sorted(cache.glob("*.py"))
-    else:  # every kernel's and every runtime helper's
-        targets = h.numba_files(cache, suffix)
-    for k, path in enumerate(targets):
-        h.damage(path, ["flip", "truncate", "empty", "garbage"][k % 4], rng)
-    first = h.run_child(cache)
-    assert h.cache_warnings(first) or suffix == "key"  # a bad key is silently replaced
-    # A rewritten module file is the source its machine code was cached for.
-    assert first["compiles"] > 0 or suffix == "py"
-    again = h.run_child(cache)  # the rebuilt files are good
-    assert again["compiles"] == 0 and not h.cache_warnings(again)
+def test_damaged_files_of_every_kind_are_rebuilt(warm, tmp_path):
+    dirs = {}
+    for suffix in ("py", "nbi", "nbc", "key"):
+        cache = dirs[suffix] = h.copy_cache(warm, tmp_path / suffix / "cache")
+        rng = random.Random(suffix)
+        if suffix == "key":
+            targets = [cache / ".tracejit-key"]
+        elif suffix == "py":
+            targets = sorted(cache.glob("*.py"))
+        else:  # every kernel's and every runtime helper's
+            targets = h.numba_files(cache, suffix)
+        for k, path in enumerate(targets):
+            h.damage(path, ["flip", "truncate", "empty", "garbage"][k % 4], rng)
+    first = run_all({suffix: ((cache,), {}) for suffix, cache in dirs.items()})
+    for suffix, result in first.items():
+        assert h.cache_warnings(result) or suffix == "key", suffix  # a bad key is replaced
+        # A rewritten module file is the source its machine code was cached for.
+        assert result["compiles"] > 0 or suffix == "py", suffix
+    for suffix, result in run_all({s: ((c,), {}) for s, c in dirs.items()}).items():
+        assert result["compiles"] == 0 and not h.cache_warnings(result), suffix  # repaired
 
 
 @pytest.mark.parametrize("suffix", ["nbc", "nbi"])
@@ -148,23 +150,29 @@ def test_unsafe_directories_are_not_used(warm, tmp_path, marker):
         assert result["disk_hits"] == 0, kind
 
 
-@pytest.mark.parametrize("mode", ["sync", "background"])
-def test_read_only_storage_serves_what_it_holds(warm, tmp_path, mode):
-    cases = {"warm": ((h.copy_cache(warm, tmp_path / "warm"), "erofs"), {"compile_mode": mode}),
-             "empty": ((tmp_path / "empty", "erofs"), {"compile_mode": mode, "light": True})}
+def test_read_only_storage_serves_what_it_holds(warm, tmp_path):
+    cases = {}
+    for mode in ("sync", "background"):
+        cases[f"warm-{mode}"] = ((h.copy_cache(warm, tmp_path / mode / "warm"), "erofs"),
+                                 {"compile_mode": mode})
+        cases[f"empty-{mode}"] = ((tmp_path / mode / "empty", "erofs"),
+                                  {"compile_mode": mode, "light": True})
     results = run_all(cases)
-    assert results["warm"]["disk_hits"] == 3 and results["warm"]["compiles"] == 0
-    assert results["empty"]["compiles"] == 3
-    for result in results.values():
-        assert len(h.cache_warnings(result)) == 1, result["warnings"]
+    for name, result in results.items():
+        assert len(h.cache_warnings(result)) == 1, (name, result["warnings"])
+        if name.startswith("warm"):
+            assert result["disk_hits"] == 3 and result["compiles"] == 0, name
+        else:
+            assert result["compiles"] == 3, name
 
 
-@pytest.mark.parametrize("mode", ["sync", "background"])
-def test_full_storage_keeps_kernels_in_memory(tmp_path, mode):
-    result = h.run_child(tmp_path / "cache", "enospc", compile_mode=mode, light=True)
-    (warning,) = h.cache_warnings(result)
-    assert "No space left" in warning or "not using" in warning
-    assert result["compiles"] == 3
+def test_full_storage_keeps_kernels_in_memory(tmp_path):
+    results = run_all({mode: ((tmp_path / mode, "enospc"), {"compile_mode": mode, "light": True})
+                       for mode in ("sync", "background")})
+    for mode, result in results.items():
+        (warning,) = h.cache_warnings(result)
+        assert "No space left" in warning or "not using" in warning, mode
+        assert result["compiles"] == 3, mode
 
 
 def _mount_tmpfs(path, size):
@@ -194,14 +202,14 @@ def test_a_really_full_and_a_really_read_only_file_system(warm, tmp_path):
 
 
 def test_kill_9_during_compiles_and_writes(tmp_path):
-    counts = h.kill_trials(tmp_path / "cache", rounds=2, procs=3, seed=1)
+    counts = h.kill_trials(tmp_path / "cache", rounds=2, procs=2, seed=1, max_delay=2.5)
     assert counts["verified"] == 2 and counts["killed"] >= 1, counts
 
 
 def test_concurrent_cold_processes(tmp_path):
     cache = tmp_path / "cache"
-    run_all({f"p{k}": ((cache,), {}) for k in range(3)})
-    after = h.run_child(cache)
+    run_all({f"p{k}": ((cache,), {"light": True}) for k in range(3)})
+    after = h.run_child(cache, light=True)
     assert after["compiles"] == 0 and after["disk_hits"] == 3
     assert not h.cache_warnings(after)
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
