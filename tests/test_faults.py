@@ -450,6 +450,7 @@ def test_float32_reductions_accumulate_accurately(request, mode):
 
 
 def test_numerics_table_is_within_its_bounds(interpret):
+    pytest.importorskip("mpmath")  # the references (the test extra)
     import numerics
 
     for row in numerics.table():
@@ -460,6 +461,7 @@ def test_numerics_table_is_within_its_bounds(interpret):
 def test_numerics_table_compiled(compiled):
     """The kernels' polynomial exp/log (runtime.py): the elementwise functions in
     float32, where they are tightest (the row functions share those helpers)."""
+    pytest.importorskip("mpmath")
     import numerics
 
     for row in numerics.table((np.float32,), numerics.ELEMENTWISE):
