@@ -69,8 +69,7 @@ class TraceRecord:
     """One trace: who, why, how long, how big. Filled in as the stages pass."""
 
     __slots__ = ("dispatcher", "args", "statics", "abstract", "leaves", "reason", "start",
-                 "traced", "end", "program", "optimized", "forward", "entry", "thread",
-                 "__weakref__")
+                 "traced", "end", "program", "optimized", "forward", "entry", "thread")
 
     def __init__(self, dispatcher, args, statics, abstract, leaves):
         self.dispatcher = dispatcher
@@ -221,8 +220,8 @@ def _phase_of(name: str, previous: int) -> int:
 def group_pipeline_times(pipeline_times: dict, timers: dict) -> dict:
     """Numba's per-pass `pipeline_times` summed into PHASES. Type inference
     includes compiling the functions the kernel calls (Numba types a call by
-    compiling the callee); "LLVM lock held" (from Numba's `timers`) is the time
-    spent in LLVM, callees included, and overlaps the phases."""
+    compiling the callee); "LLVM (callees too)" (Numba's `timers`: the time
+    its LLVM lock was held) overlaps the phases."""
     if not pipeline_times:
         return {}
     phases = dict.fromkeys(PHASES, 0.0)
@@ -232,7 +231,7 @@ def group_pipeline_times(pipeline_times: dict, timers: dict) -> dict:
             phase = _phase_of(name, phase)
             phases[PHASES[phase]] += t.init + t.run + t.finalize
     if timers.get("llvm_lock") is not None:
-        phases["LLVM lock held"] = float(timers["llvm_lock"])
+        phases["LLVM (callees too)"] = float(timers["llvm_lock"])
     return {k: v for k, v in phases.items() if v}
 
 

@@ -142,10 +142,14 @@ def reason_for(record) -> Reason:
     same = [sizes for abstract, sizes in history.signatures if abstract == record.abstract]
     if same:
         return _size_reason(same[-1], record.leaves, names)
-    # The closest earlier signature, the latest on ties.
+    # The closest earlier signature, the latest on ties; all that changed against it.
     candidates = [_differences(record.abstract, old, names)
                   for old, _ in reversed(history.signatures)]
-    return min(candidates, key=len)[0]
+    found = min(candidates, key=len)
+    first = found[0]
+    text = "; ".join(r.text for r in found[:3]) + (
+        f"; and {len(found) - 3} more" if len(found) > 3 else "")
+    return Reason(first.kind, text, first.subject, first.values)
 
 
 def _size_reason(bound: dict, leaves: list, names: list) -> Reason:
@@ -347,7 +351,7 @@ def compiled(record) -> None:
         logger.warning("compile %s failed after %.2f s%s: %s", record.kernel.name, seconds,
                        where, record.error)
         return
-    phases = ", ".join(f"{name} {t:.2f} s" for name, t in record.phases.items())
+    phases = ", ".join(f"{name} {t:.2f} s" for name, t in record.phases.items() if t >= 0.005)
     logger.log(level, "compile %s: %s in %.2f s%s%s", record.kernel.name,
                SOURCE_PHRASES.get(record.source, record.source), seconds,
                f" (Numba: {phases})" if phases else "", where)

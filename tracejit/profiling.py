@@ -336,13 +336,19 @@ class Profiler:
     # ------------------------------------------------------------ results
     @property
     def reports(self) -> list[Report]:
-        """One per function and signature, the most expensive first; eager and
-        bare-kernel times are measured the first time this is read."""
+        """One per function and signature, the most expensive first (call
+        `measure()` first for the eager and bare-kernel times)."""
+        return sorted(self._reports.values(), key=lambda r: r.total_s, reverse=True)
+
+    def measure(self) -> Profiler:
+        """Time, once, what the calls did not show: each row's eager
+        interpreter and bare kernel (about 0.1 s per row); the table and
+        `as_dict()` do this themselves."""
         if not self._measured:
             self._measured = True
             for report in self._reports.values():
                 report.measure()
-        return sorted(self._reports.values(), key=lambda r: r.total_s, reverse=True)
+        return self
 
     def wait(self) -> None:
         """Block until the background compiles of the functions seen are done."""
@@ -353,6 +359,7 @@ class Profiler:
         from . import __version__
 
         end = self.stop if self.stop is not None else perf_counter()
+        self.measure()
         return {"tracejit": __version__,
                 "elapsed_s": _round(end - self.start) if self.start else None,
                 "profiler_overhead_us": _round(wrapper_overhead_us()),
@@ -369,7 +376,7 @@ class Profiler:
     def __str__(self) -> str:
         from .profile_text import profiler_text
 
-        return profiler_text(self)
+        return profiler_text(self.measure())
 
 
 def profiler() -> Profiler:

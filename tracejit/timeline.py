@@ -36,7 +36,8 @@ def chrome_trace(prof) -> dict:
 
     for report in prof._reports.values():
         _report_spans(report, span, threads, pid)
-    _numba_spans(prof.numba_spans, span)
+    remote = [s for r in prof._reports.values() for c in r.compiles for s in c.numba_spans]
+    _numba_spans(prof.numba_spans + remote, span)  # ours, and those a compile worker sent
     spans.sort(key=lambda e: (e["pid"], e["tid"], e["ts"], -e["dur"]))
     instants = [_first_kernel_call(r, base, pid) for r in prof._reports.values()]
     return {"traceEvents": _metadata(threads, spans, main.ident) + spans
