@@ -212,7 +212,7 @@ PHASES = ("untyped passes", "type inference", "typed passes", "lowering + LLVM",
 def _phase_of(name: str, previous: int) -> int:
     if "type_inference" in name:
         return max(previous, 1)
-    if "lowering" in name:
+    if "native" in name and "lowering" in name:  # native_lowering, native_parfor_lowering
         return max(previous, 3)
     return previous + 1 if previous in (1, 3) else previous
 

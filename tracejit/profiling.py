@@ -11,7 +11,7 @@ A profiler observes the compiler's events (events.py): traces with their
 reason, passes, code generation, compiles with Numba's phase times and where
 the machine code came from, calls served by the interpreter and by the
 kernel. Off, it costs nothing: compiled calls run untouched. On, each compiled
-call goes through a timing wrapper (`overhead_us` in `as_dict()`).
+call goes through a timing wrapper (`profiler_overhead_us` in `as_dict()`).
 
 The eager time is the NumPy reference interpreter running the same program:
 what the code costs without the JIT. It, the bare Numba kernel and (where
@@ -31,7 +31,8 @@ from time import perf_counter
 
 from . import events, log
 
-PAUSE = 0.2  # s of sleep before each timed sample: BLAS threads spin after a call
+PAUSE = 0.2  # s of sleep before each timed sample of profile(): BLAS threads spin after a call
+TABLE_PAUSE = 0.05  # the same when a profiler's table measures its rows
 SPAN_LIMIT = 5000  # calls per row kept for the timeline (counts and totals keep all)
 SAMPLE_LIMIT = 100_000  # kernel call durations per row kept for the median
 MEASURE_SECONDS = 0.1  # per quantity and row when a table measures eager and bare times
@@ -62,6 +63,7 @@ class Report:
         self.eager_us = self.bare_us = self.python_us = None
         self.call_measured = "kernel calls"  # what call_us times
         self.profiler = None  # set by profile(): the session, for its timeline
+        self._ir = None
 
     # ------------------------------------------------------------ derived numbers
     @property
@@ -174,18 +176,20 @@ class Report:
         function alone, optimised on its own); "adjoint" is their difference."""
         if self.trace is None:
             return {}
-        total = (len(self.trace.program.eqns), len(self.trace.optimized.eqns))
-        forward = self.trace.forward
-        if forward is None:
-            return {"total": total}
-        from .compiler import prepare
+        if self._ir is None:
+            total = (len(self.trace.program.eqns), len(self.trace.optimized.eqns))
+            forward = self.trace.forward
+            self._ir = {"total": total}
+            if forward is not None:
+                from .compiler import prepare
 
-        fwd = (len(forward.eqns), len(prepare(forward).eqns))
-        return {"forward": fwd, "adjoint": (total[0] - fwd[0], total[1] - fwd[1]),
-                "total": total}
+                fwd = (len(forward.eqns), len(prepare(forward).eqns))
+                self._ir = {"forward": fwd, "adjoint": (total[0] - fwd[0], total[1] - fwd[1]),
+                            "total": total}
+        return self._ir
 
     # ------------------------------------------------------------ measuring
-    def measure(self, seconds: float = MEASURE_SECONDS, call=None) -> Report:
+    def measure(self, seconds: float = MEASURE_SECONDS, call=None, pause: float = None) -> Report:
         """Time what is still unknown, on the first call's inputs: `call` (the
         full call) or, if no kernel call was recorded, the entry's call,
         interleaved with the bare Numba kernel; then the eager interpreter.
@@ -208,13 +212,13 @@ class Report:
             fn = kernel.fn
             timed["bare"] = lambda: fn(*leaves, *consts)
         if timed:
-            _pause()
+            _pause(pause)
             timed = _timings(timed, seconds)
             self.bare_us = timed["bare"][0] if "bare" in timed else self.bare_us
             if "call" in timed:
                 self.call_us, self.call_iqr_us = timed["call"]
         if self.eager_us is None:
-            _pause()
+            _pause(pause)
             self.eager_us = _median_us(lambda: kernel.interpreted(leaves), seconds)
         return self
 
@@ -347,7 +351,7 @@ class Profiler:
         if not self._measured:
             self._measured = True
             for report in self._reports.values():
-                report.measure()
+                report.measure(pause=TABLE_PAUSE)
         return self
 
     def wait(self) -> None:
@@ -428,9 +432,10 @@ def _waiting_for_kernel(prof: Profiler) -> bool:
 
 # ----------------------------------------------------------------- timing
 
-def _pause() -> None:
-    if PAUSE:
-        time.sleep(PAUSE)
+def _pause(seconds: float | None = None) -> None:
+    seconds = PAUSE if seconds is None else min(seconds, PAUSE)
+    if seconds:
+        time.sleep(seconds)
 
 
 def _batch_size(fn) -> tuple[int, float]:
