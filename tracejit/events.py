@@ -98,6 +98,25 @@ class CompileRecord:
         self.error = None
 
 
+def _notify(method: str, log_event, record) -> None:
+    """Tell the log and every active profiler; their failures never reach the caller."""
+    _safely(log_event, record)
+    for recorder in list(_recorders):
+        _safely(getattr(recorder, method), record)
+
+
+def _safely(fn, *args):
+    """Observers must not break a trace or a compile: a failure is logged, not raised."""
+    try:
+        return fn(*args)
+    except Warning:  # a warning turned into an error (-W error) is the user's to see
+        raise
+    except Exception:  # noqa: BLE001
+        log.logger.exception("tracejit: an observer of the compiler failed in %s",
+                             getattr(fn, "__qualname__", fn))
+        return None
+
+
 def _thread() -> tuple:
     """(pid, thread id, thread name): the track an event belongs on."""
     current = threading.current_thread()
@@ -111,7 +130,7 @@ def trace_begin(dispatcher, args, statics, abstract, leaves) -> TraceRecord:
     if not _tracing_now():
         stack.clear()  # left behind by traces that raised
     record = TraceRecord(dispatcher, args, statics, abstract, list(leaves))
-    record.reason = log.reason_for(record)
+    record.reason = _safely(log.reason_for, record) or log.Reason("first", "unknown")
     stack.append(record)
     return record
 
@@ -135,9 +154,7 @@ def prepared(record: TraceRecord, entry) -> None:
     if record in stack:
         del stack[stack.index(record):]
     _entries.add(entry)
-    log.traced(record)
-    for recorder in list(_recorders):
-        recorder.on_trace(record)
+    _notify("on_trace", log.traced, record)
 
 
 def _stack() -> list:
@@ -178,18 +195,14 @@ def compile_end(record: CompileRecord, source: str, fn=None, args=None, *, phase
     record.phases = phases or {}
     record.numba_spans = list(numba_spans or ())
     _open_compiles.pop(record.kernel, None)
-    log.compiled(record)
-    for recorder in list(_recorders):
-        recorder.on_compile(record)
+    _notify("on_compile", log.compiled, record)
 
 
 def compile_failed(kernel, error: BaseException) -> None:
     record = _open_compiles.pop(kernel, None) or CompileRecord(kernel)
     record.end = perf_counter()
     record.error = f"{type(error).__name__}: {error}"
-    log.compiled(record)
-    for recorder in list(_recorders):
-        recorder.on_compile(record)
+    _notify("on_compile", log.compiled, record)
 
 
 def numba_phases(fn, args) -> dict:

@@ -156,7 +156,7 @@ def _size_reason(bound: dict, leaves: list, names: list) -> Reason:
     for (leaf, axis), old in bound.items():
         new = np.shape(leaves[leaf])[axis]
         if new != old:
-            subject = f"{names[leaf]}.shape[{axis}]"
+            subject = f"{_name(names, leaf)}.shape[{axis}]"
             return Reason("size", f"{subject} is {new}; the code read it as a Python int when "
                           f"it was {old}", subject, (old, new))
     return Reason("size", "a size the code read as a Python int changed", "a size")
@@ -168,8 +168,12 @@ def _differences(new: tuple, old: tuple, names: list) -> list[Reason]:
     found = _static_differences(new[1], old[1])
     for k, (a, b) in enumerate(zip(new[2:], old[2:])):
         if a != b:
-            found.append(_leaf_difference(names[k], a, b))
+            found.append(_leaf_difference(_name(names, k), a, b))
     return found or [Reason("structure", "a new signature", "the arguments")]
+
+
+def _name(names: list, leaf: int) -> str:
+    return names[leaf] if leaf < len(names) else f"argument leaf {leaf}"
 
 
 def _static_differences(new: tuple, old: tuple) -> list[Reason]:
