@@ -291,3 +291,13 @@ def test_numba_phases_are_grouped_in_pipeline_order():
     phases = events.group_pipeline_times({"nopython": times}, {"llvm_lock": 2.5})
     assert phases == {"untyped passes": 3.0, "type inference": 3.0, "typed passes": 15.0,
                       "lowering + LLVM": 7.0, "backend": 8.0, "LLVM (callees too)": 2.5}
+
+
+def test_a_failing_observer_does_not_break_the_call(interpret, monkeypatch, caplog):
+    def broken(self, record):
+        raise RuntimeError("observer bug")
+
+    monkeypatch.setattr(profiling.Profiler, "on_trace", broken)
+    with caplog.at_level(logging.ERROR, logger="tracejit"), tracejit.profiler():
+        assert tracejit.function(lambda x: x * 3.0)(X)[1] == pytest.approx(X[1] * 3.0)
+    assert "an observer of the compiler failed" in caplog.text
