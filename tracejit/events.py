@@ -16,7 +16,8 @@ worker process compare with the caller's.
     events.trace_end(t, program)       traced and transformed, before the passes
     events.prepared(t, entry)          passes done, the Entry exists
     c = events.compile_begin(kernel)   code generation and compilation start
-    events.codegen_end(c)              the kernel's source exists
+    events.codegen_end(c, source, helpers)
+        The kernel's source exists (and `helpers` shared modules it calls).
     events.compile_end(c, source, fn, args)
         Machine code is ready; `source` is "memory", "disk" or "compiled";
         `fn` is the Numba dispatcher and `args` the arguments it was compiled
@@ -85,7 +86,7 @@ class CompileRecord:
     """One compile of one kernel: code generation, then Numba (or its caches)."""
 
     __slots__ = ("kernel", "start", "codegen_end", "end", "source", "phases", "thread",
-                 "numba_spans", "error")
+                 "numba_spans", "error", "source_lines", "helpers")
 
     def __init__(self, kernel):
         self.kernel = kernel
@@ -96,6 +97,7 @@ class CompileRecord:
         self.phases: dict = {}
         self.numba_spans: list = []
         self.error = None
+        self.source_lines = self.helpers = 0
 
 
 def _notify(method: str, log_event, record) -> None:
@@ -177,8 +179,9 @@ def compile_begin(kernel) -> CompileRecord:
     return record
 
 
-def codegen_end(record: CompileRecord) -> None:
+def codegen_end(record: CompileRecord, source: str = "", helpers: int = 0) -> None:
     record.codegen_end = perf_counter()
+    record.source_lines, record.helpers = source.count("\n"), helpers
 
 
 def compile_end(record: CompileRecord, source: str, fn=None, args=None, *, phases=None,

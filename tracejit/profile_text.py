@@ -38,7 +38,9 @@ def _compile_lines(report) -> list[tuple[str, str]]:
         return [("compile", report.source)]
     thread = loads[0].thread[2]
     where = "" if thread == "MainThread" else f", on thread {thread!r}"
-    lines = [("code generation", duration(report.codegen_s)),
+    source_lines, helpers = report.generated
+    lines = [("code generation", f"{duration(report.codegen_s)} ({source_lines} lines, "
+                                 f"{helpers} shared nest modules)"),
              ("compile", f"{duration(report.compile_s)} ({report.source}{where}; code "
                          "generation included)")]
     lines += [(f"  {name}", duration(seconds)) for name, seconds in report.phases.items()]

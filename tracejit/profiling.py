@@ -106,6 +106,12 @@ class Report:
                 merged[name] = merged.get(name, 0.0) + seconds
         return merged
 
+    @property
+    def generated(self) -> tuple[int, int]:
+        """(lines of the kernel's source, shared nest modules it calls)."""
+        first = next((c for c in self.compiles if c.codegen_end), None)
+        return (first.source_lines, first.helpers) if first else (0, 0)
+
     def count(self, source: str) -> int:
         return sum(c.source == source for c in self.compiles)
 
@@ -245,7 +251,8 @@ class Report:
             "disk_loads": self.count("disk"), "memory_hits": self.count("memory"),
             "source": self.source, "compile_error": self.error,
             "trace_ms": ms(self.trace_s), "passes_ms": ms(self.passes_s),
-            "codegen_ms": ms(self.codegen_s), "compile_s": _round(self.compile_s),
+            "codegen_ms": ms(self.codegen_s), "kernel_source_lines": self.generated[0],
+            "shared_nest_modules": self.generated[1], "compile_s": _round(self.compile_s),
             "numba_phases_s": {k: _round(v) for k, v in self.phases.items()},
             "ir_eqns": {k: list(v) for k, v in self.ir_eqns.items()},
             "first_call_s": _round(self.first_call_s),
