@@ -59,7 +59,7 @@ from numba.core import event as numba_event
 from . import log
 
 recording = False  # a profiler is active: compiled calls go through timing wrappers
-_recorders: list = []  # active profilers: on_trace, on_compile, on_call(...)
+_recorders: list = []  # active profilers: on_trace, on_compile, on_*_call(...)
 _entries: weakref.WeakSet = weakref.WeakSet()  # every entry whose call may be wrapped
 _lock = threading.RLock()
 _tracing = threading.local()  # the traces in progress on this thread (nested calls)
@@ -264,7 +264,7 @@ def kernel_call(entry, call):
 
 def interpreted_call(entry, leaves, start: float, end: float) -> None:
     for recorder in list(_recorders):
-        recorder.on_call(entry, leaves, start, end, True)
+        recorder.on_interpreted_call(entry, leaves, start, end)
 
 
 def _timed(entry, call, recorders=_recorders):
@@ -277,7 +277,7 @@ def _timed(entry, call, recorders=_recorders):
         out = call(leaves)
         end = perf_counter()
         for recorder in recorders:
-            recorder.on_call(entry, leaves, start, end, False)
+            recorder.on_kernel_call(entry, leaves, start, end)
         return out
 
     timed.__wrapped__ = call

@@ -27,14 +27,15 @@ import statistics
 import threading
 import time
 import weakref
+from threading import get_ident
 from time import perf_counter
 
 from . import events, log
 
 PAUSE = 0.2  # s of sleep before each timed sample of profile(): BLAS threads spin after a call
 TABLE_PAUSE = 0.05  # the same when a profiler's table measures its rows
-SPAN_LIMIT = 5000  # calls per row kept for the timeline (counts and totals keep all)
-SAMPLE_LIMIT = 100_000  # kernel call durations per row kept for the median
+CALL_LIMIT = 100_000  # calls per row kept (for the median and the timeline); counts keep all
+TIMELINE_LIMIT = 5000  # calls per row written to the timeline
 MEASURE_SECONDS = 0.1  # per quantity and row when a table measures eager and bare times
 
 
@@ -54,10 +55,9 @@ class Report:
         self.trace = None  # events.TraceRecord
         self.compiles: list = []  # events.CompileRecord
         self.interpreted_calls = self.kernel_calls = 0
-        self.interpreted_s = self.kernel_s = 0.0
-        self.first_call_end = None
-        self.spans: list = []  # (start, end, interpreted, thread id) of the first calls
-        self.samples: list = []  # kernel call durations (s)
+        self.interpreted_s = 0.0
+        self.calls: list = []  # (start, end, interpreted, thread id) of the first CALL_LIMIT
+        self.kernel_s_beyond = 0.0  # kernel seconds of the calls beyond CALL_LIMIT
         self.leaves = None  # the first call's inputs, for measuring
         self.call_us = self.call_iqr_us = None
         self.eager_us = self.bare_us = self.python_us = None
@@ -69,6 +69,20 @@ class Report:
     @property
     def kernel(self):
         return self._kernel()
+
+    @property
+    def kernel_s(self) -> float:
+        return self.kernel_s_beyond + sum(e - s for s, e, interpreted, _ in self.calls
+                                          if not interpreted)
+
+    @property
+    def samples(self) -> list:
+        """Durations of the kernel calls kept, in seconds."""
+        return [e - s for s, e, interpreted, _ in self.calls if not interpreted]
+
+    @property
+    def first_call_end(self):
+        return self.calls[0][1] if self.calls else None
 
     @property
     def traces(self) -> int:
@@ -288,6 +302,7 @@ class Profiler:
 
     def __init__(self):
         self._reports: dict = {}  # kernel -> Report, in order of first appearance
+        self._by_entry: dict = {}  # entry -> Report, for the calls
         self._dispatchers: weakref.WeakSet = weakref.WeakSet()
         self._measured = False
         self._numba = events.numba_recorder()
@@ -312,31 +327,39 @@ class Profiler:
         report = self._report(record.entry.kernel, record.dispatcher.name,
                               getattr(record.dispatcher, "kind", "function"))
         report.trace, report.reason = record, record.reason
+        self._by_entry[record.entry] = report
         report.signature = log.signature_text(record)
         report.leaves = record.leaves
 
     def on_compile(self, record) -> None:
         self._report(record.kernel, record.kernel.name).compiles.append(record)
 
-    def on_call(self, entry, leaves, start: float, end: float, interpreted: bool) -> None:
-        report = self._reports.get(entry.kernel)
+    def on_kernel_call(self, entry, leaves, start: float, end: float) -> None:
+        """The hot one while recording: kept to a lookup, a count and an append."""
+        report = self._by_entry.get(entry)
         if report is None:
-            report = self._report(entry.kernel, entry.kernel.name)
-        if interpreted:
-            report.interpreted_calls += 1
-            report.interpreted_s += end - start
+            report = self._first_call(entry, leaves)
+        report.kernel_calls += 1
+        calls = report.calls
+        if len(calls) < CALL_LIMIT:
+            calls.append((start, end, False, get_ident()))
         else:
-            report.kernel_calls += 1
-            report.kernel_s += end - start
-            if len(report.samples) < SAMPLE_LIMIT:
-                report.samples.append(end - start)
-        if report.first_call_end is None:
-            report.first_call_end = end
-            if report.leaves is None:
-                report.leaves = list(leaves)
-                report.signature = " ".join(log._leaf_text(leaf) for leaf in leaves)
-        if len(report.spans) < SPAN_LIMIT:
-            report.spans.append((start, end, interpreted, threading.get_ident()))
+            report.kernel_s_beyond += end - start
+
+    def on_interpreted_call(self, entry, leaves, start: float, end: float) -> None:
+        report = self._by_entry.get(entry) or self._first_call(entry, leaves)
+        report.interpreted_calls += 1
+        report.interpreted_s += end - start
+        if len(report.calls) < CALL_LIMIT:
+            report.calls.append((start, end, True, get_ident()))
+
+    def _first_call(self, entry, leaves) -> Report:
+        """The report of an entry seen first by a call (traced before profiling)."""
+        report = self._by_entry[entry] = self._report(entry.kernel, entry.kernel.name)
+        if report.leaves is None:
+            report.leaves = list(leaves)
+            report.signature = " ".join(log._leaf_text(leaf) for leaf in leaves)
+        return report
 
     def _report(self, kernel, name: str, kind: str = "function") -> Report:
         report = self._reports.get(kernel)

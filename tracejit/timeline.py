@@ -15,6 +15,7 @@ import os
 import threading
 
 from .events import PHASES, _phase_of
+from .profiling import TIMELINE_LIMIT
 
 
 def chrome_trace(prof) -> dict:
@@ -56,7 +57,7 @@ def _report_spans(report, span, threads, pid) -> None:
     if trace is not None:
         where = trace.thread[:2]
         threads[where] = trace.thread[2]
-        first = report.spans[0] if report.spans else None
+        first = report.calls[0] if report.calls else None
         if first is not None and first[3] == where[1] and first[0] >= trace.end:
             span(f"first call {name}", "first call", trace.start, report.first_call_end, where)
         span(f"trace {name}", "trace", trace.start, trace.traced, where,
@@ -74,7 +75,7 @@ def _report_spans(report, span, threads, pid) -> None:
         span("code generation", "codegen", record.start, record.codegen_end, where)
         numba = "Numba disk cache" if record.source == "disk" else "module load, Numba compile"
         span(numba, "numba", record.codegen_end or record.start, record.end, where)
-    for start, end, interpreted, tid in report.spans:
+    for start, end, interpreted, tid in report.calls[:TIMELINE_LIMIT]:
         threads.setdefault((pid, tid), f"thread {tid}")
         kind = "interpreted" if interpreted else "kernel"
         span(f"{name} ({kind})", kind, start, end, (pid, tid))
@@ -109,7 +110,7 @@ def _numba_spans(numba_spans, span) -> None:
 
 
 def _first_kernel_call(report, base, pid):
-    first = next((s for s in report.spans if not s[2]), None)
+    first = next((s for s in report.calls if not s[2]), None)
     if first is None or report.interpreted_calls == 0:
         return None
     return {"name": f"{report.name}: kernel takes over", "cat": "switch", "ph": "i", "s": "t",
