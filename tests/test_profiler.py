@@ -156,7 +156,7 @@ def check_timeline(prof, expect_background, tmp_path=None):
         assert [e["ts"] for e in track] == sorted(e["ts"] for e in track)
         _check_nested(track)
     categories = {e["cat"] for e in spans}
-    assert {"trace", "passes", "kernel"} <= categories
+    assert {"trace", "passes"} <= categories and categories & {"kernel", "interpreted"}
     names = {e["args"]["name"] for e in events_ if e["ph"] == "M" and e["name"] == "thread_name"}
     assert "main thread" in names
     if expect_background:
@@ -172,7 +172,7 @@ def _check_nested(track):
     open_ends: list = []
     for e in track:
         start, end = e["ts"], e["ts"] + e["dur"]
-        while open_ends and open_ends[-1] <= start:
+        while open_ends and open_ends[-1] <= start + 1e-3:  # float rounding of ts + dur
             open_ends.pop()
         assert not open_ends or end <= open_ends[-1] + 1e-3, e
         open_ends.append(end)
@@ -301,3 +301,24 @@ def test_a_failing_observer_does_not_break_the_call(interpret, monkeypatch, capl
     with caplog.at_level(logging.ERROR, logger="tracejit"), tracejit.profiler():
         assert tracejit.function(lambda x: x * 3.0)(X)[1] == pytest.approx(X[1] * 3.0)
     assert "an observer of the compiler failed" in caplog.text
+
+
+def test_a_compile_reported_by_a_worker_process(interpret):
+    """The interface a compile worker uses: its phases, times and process track."""
+    fn = tracejit.function(lambda x: x + 1.0)
+    with tracejit.profiler() as prof:
+        fn(X)
+        (entry,) = set(fn._fast.values())
+        job = events.compile_begin(entry.kernel)
+        start = job.start
+        events.compile_end(job, "compiled", phases={"type inference": 0.25}, start=start,
+                           end=start + 0.5, pid=99999, tid=7,
+                           numba_spans=[("compile", "k", start + 0.1, start + 0.4, 99999, 7)])
+    (report,) = prof.reports
+    assert report.source == "fresh" and report.phases == {"type inference": 0.25}
+    assert report.compile_s == pytest.approx(0.5)
+    data = timeline.chrome_trace(prof)
+    worker = [e for e in data["traceEvents"] if e["pid"] == 99999]
+    assert {"name": "compile worker 99999"} in [e["args"] for e in worker if e["ph"] == "M"]
+    assert {"compile", "numba"} <= {e["cat"] for e in worker if e["ph"] == "X"}
+    check_timeline(prof, expect_background=False)

@@ -94,6 +94,7 @@ class Kernel:
         if fn is None:
             events.codegen_end(compiling, self.generated.source, len(self.generated.helpers))
             fn = self.load()
+            events.loaded(compiling)
         where = cache.compile_for(fn, args)
         self.fn = fn
         events.compile_end(compiling, where, fn, args)

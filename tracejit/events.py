@@ -18,6 +18,7 @@ worker process compare with the caller's.
     c = events.compile_begin(kernel)   code generation and compilation start
     events.codegen_end(c, source, helpers)
         The kernel's source exists (and `helpers` shared modules it calls).
+    events.loaded(c)                   its modules are written and imported
     events.compile_end(c, source, fn, args)
         Machine code is ready; `source` is "memory", "disk" or "compiled";
         `fn` is the Numba dispatcher and `args` the arguments it was compiled
@@ -39,7 +40,10 @@ A compile in a worker process: call `compile_begin` when the job is sent and
 numba_spans=...)` when its result arrives, with `phases = numba_phases(fn,
 args)` and the timestamps taken in the worker, and `numba_spans` from
 `with numba_recorder() as spans:` around the worker's compile (plain tuples,
-picklable).
+picklable). The worker's compile gets its own process track in the timeline;
+the caller's own load of the result from the disk cache, if it goes through
+Kernel.compile, is a second compile record (source "disk") of the same
+kernel, and the report adds both.
 
 What observers read from the compiler's objects: `entry.kernel`, `entry.call`;
 `kernel.name`, `kernel.program`, `kernel.fn`, `kernel.consts`,
@@ -86,13 +90,13 @@ class CompileRecord:
     """One compile of one kernel: code generation, then Numba (or its caches)."""
 
     __slots__ = ("kernel", "start", "codegen_end", "end", "source", "phases", "thread",
-                 "numba_spans", "error", "source_lines", "helpers")
+                 "numba_spans", "error", "source_lines", "helpers", "loaded")
 
     def __init__(self, kernel):
         self.kernel = kernel
         self.thread = _thread()
         self.start = perf_counter()
-        self.codegen_end = self.end = None
+        self.codegen_end = self.loaded = self.end = None
         self.source = None
         self.phases: dict = {}
         self.numba_spans: list = []
@@ -182,6 +186,10 @@ def compile_begin(kernel) -> CompileRecord:
 def codegen_end(record: CompileRecord, source: str = "", helpers: int = 0) -> None:
     record.codegen_end = perf_counter()
     record.source_lines, record.helpers = source.count("\n"), helpers
+
+
+def loaded(record: CompileRecord) -> None:
+    record.loaded = perf_counter()
 
 
 def compile_end(record: CompileRecord, source: str, fn=None, args=None, *, phases=None,

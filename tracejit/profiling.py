@@ -133,13 +133,13 @@ class Report:
     def source(self) -> str:
         """Where the machine code came from: fresh, disk, memory; interpreter
         (TRACEJIT_DISABLE_JIT), failed, or compiling (not ready yet)."""
-        kernel = self.kernel
-        if kernel is not None and getattr(kernel, "interpret", False):
-            return "interpreter"
         for record in self.compiles:
             if record.error is not None:
                 return "failed"
             return {"compiled": "fresh"}.get(record.source, record.source)
+        kernel = self.kernel
+        if kernel is not None and getattr(kernel, "interpret", False):
+            return "interpreter"
         return "compiling" if kernel is None or kernel.fn is None else "memory"
 
     @property

@@ -73,8 +73,10 @@ def _report_spans(report, span, threads, pid) -> None:
                 "numba phases (s)": record.phases}
         span(f"compile {record.kernel.name}", "compile", record.start, record.end, where, args)
         span("code generation", "codegen", record.start, record.codegen_end, where)
-        numba = "Numba disk cache" if record.source == "disk" else "module load, Numba compile"
-        span(numba, "numba", record.codegen_end or record.start, record.end, where)
+        span("module write and import", "load", record.codegen_end, record.loaded, where)
+        numba = "Numba disk cache" if record.source == "disk" else "Numba compile"
+        span(numba, "numba", record.loaded or record.codegen_end or record.start, record.end,
+             where)
     for start, end, interpreted, tid in report.calls[:TIMELINE_LIMIT]:
         threads.setdefault((pid, tid), f"thread {tid}")
         kind = "interpreted" if interpreted else "kernel"
