@@ -160,7 +160,7 @@ def check_timeline(prof, expect_background, tmp_path=None):
     names = {e["args"]["name"] for e in events_ if e["ph"] == "M" and e["name"] == "thread_name"}
     assert "main thread" in names
     if expect_background:
-        assert {"interpreted", "compile", "codegen", "numba", "numba phase"} <= categories
+        assert {"interpreted", "compile", "codegen", "load", "numba", "numba phase"} <= categories
         compile_tracks = {(e["pid"], e["tid"]) for e in spans if e["cat"] == "compile"}
         call_tracks = {(e["pid"], e["tid"]) for e in spans if e["cat"] == "interpreted"}
         assert compile_tracks.isdisjoint(call_tracks)  # the compile has its own track
