@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import autodiff, ops, pytree
+from . import autodiff, ops, pytree, rolling
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
 from .errors import TracerTypeError, UnsupportedError
 from .ir import Program
@@ -32,10 +32,11 @@ def _as_tuple(value) -> tuple:
 class Function(Dispatcher):
     """A traced, compiled NumPy function. See `function`."""
 
-    def __init__(self, fn, static_argnums=(), static_argnames=(), cache=True):
+    def __init__(self, fn, static_argnums=(), static_argnames=(), cache=True, roll_loops=True):
         super().__init__(getattr(fn, "__name__", "fn"), cache)
         functools.update_wrapper(self, fn)
         self.fn = fn
+        self.roll_loops = roll_loops
         self.static_argnums = frozenset(_as_tuple(static_argnums))
         self.static_argnames = frozenset(_as_tuple(static_argnames))
         try:
@@ -59,7 +60,7 @@ class Function(Dispatcher):
             return self
         if self._method is None:
             self._method = Function(self.fn, self.static_argnums | {0}, self.static_argnames,
-                                    self.cache_enabled)
+                                    self.cache_enabled, self.roll_loops)
         return functools.partial(self._method, instance)
 
     # --------------------------------------------------- static arguments
@@ -122,6 +123,8 @@ class Function(Dispatcher):
             def fn(positional, keywords):
                 return self.python_call((positional, keywords), statics)
         program, treedef, builder = trace(fn, args, self.name)
+        if self.roll_loops:
+            program = rolling.roll_loops(program)
         return program, treedef, builder.input_syms
 
     # ------------------------------------------------------------ inspection
@@ -158,20 +161,23 @@ def _hashable(name, value):
     return value
 
 
-def function(fn=None, *, static_argnums=(), static_argnames=(), cache=True):
+def function(fn=None, *, static_argnums=(), static_argnames=(), cache=True, roll_loops=True):
     """Trace `fn` (plain NumPy code) into IR and run it as a cached Numba kernel.
 
     Works as `@function` or `@function(static_argnums=..., cache=False)`.
     Static arguments are hashable Python values baked into the trace; all
     others are pytrees of arrays and scalars. Kernels are shape-generic: a new
     batch size reuses the compiled kernel unless the code reads `x.shape`.
+    A Python loop whose steps repeat the same work is rolled back into one
+    `lax.scan` (its body compiled once); `roll_loops=False` keeps it unrolled.
     """
     if fn is None:
         return lambda f: function(f, static_argnums=static_argnums,
-                                  static_argnames=static_argnames, cache=cache)
+                                  static_argnames=static_argnames, cache=cache,
+                                  roll_loops=roll_loops)
     if isinstance(fn, Function):
         return fn
-    return Function(fn, static_argnums, static_argnames, cache)
+    return Function(fn, static_argnums, static_argnames, cache, roll_loops)
 
 
 def as_function(fn) -> Function:

@@ -771,13 +771,16 @@ def _emit_indexed(ctx, out, ins, eqn, scatter):
             f"{eqn.location.replace(chr(39), '')}')")]
         positions.append(pos)
     big_index = ", ".join(idx[:axis] + positions + idx[axis + index_rank:])
-    small_index = ", ".join(idx)
+    # 0-d values are scalars in kernels: no index, no array
+    small = f"[{', '.join(idx)}]" if idx else ""
     if scatter:
         head = [f"{out} = np.zeros({ctx.shape(big)}, {ctx.dtype(big)})"]
-        body = f"{out}[{big_index}] += {ins[0]}[{small_index}]"
-    else:
+        body = f"{out}[{big_index}] += {ins[0]}{small}"
+    elif idx:
         head = [f"{out} = np.empty({ctx.shape(loop_aval)}, {ctx.dtype(loop_aval)})"]
-        body = f"{out}[{small_index}] = {ins[0]}[{big_index}]"
+        body = f"{out}{small} = {ins[0]}[{big_index}]"
+    else:
+        head, body = [], f"{out} = {ins[0]}[{big_index}]"
     return head + lines + [" " * indent + body]
 
 
