@@ -22,9 +22,8 @@ def char_rnn(params, X, Y, h0):
 
 def rnn_data(steps, vocab=7, hidden=5, seed=0):
     rng = np.random.default_rng(seed)
-    params = (rng.standard_normal((vocab, hidden)) * 0.3, rng.standard_normal((hidden, hidden)) * 0.3,
-              rng.standard_normal((hidden, vocab)) * 0.3, rng.standard_normal(hidden) * 0.1,
-              rng.standard_normal(vocab) * 0.1)
+    shapes = [(vocab, hidden), (hidden, hidden), (hidden, vocab), (hidden,), (vocab,)]
+    params = tuple(rng.standard_normal(shape) * 0.3 for shape in shapes)
     ids = rng.integers(0, vocab, steps + 1)
     return params, np.eye(vocab)[ids[:-1]], ids[1:], np.zeros(hidden)
 
