@@ -18,7 +18,7 @@ import numpy as np
 from . import autodiff, ops, pytree, rolling
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
 from .errors import TracerTypeError, UnsupportedError
-from .ir import Program
+from .ir import Program, Var
 from .shapes import concrete_shape
 from .trace import _builders, current_builder, trace
 
@@ -338,12 +338,15 @@ class Vjp(Transform):
         joint = autodiff.vjp_program(program, wrt, [autodiff.INPUT] * n_out)
         joint = prepare(joint)
         fwd, bwd, n_res = autodiff.split_at_cotangents(joint, n_in, n_out)
-        self._pending = (bwd, wrt, n_in, out_treedef)
+        # outputs that got a cotangent input (constant ones have no derivative)
+        seeded = [k for k, a in enumerate(program.outvars)
+                  if isinstance(a, Var) and autodiff.is_float(a.aval)]
+        self._pending = (bwd, wrt, seeded, out_treedef)
         return fwd, ("t", (out_treedef, ("t", (pytree.LEAF,) * n_res))), input_syms
 
     def extend(self, entry, program) -> None:
-        bwd, wrt, n_in, out_treedef = self._pending
-        entry.extra = (self.kernel(bwd, self.name + "_bwd"), wrt, n_in, out_treedef)
+        bwd, wrt, seeded, out_treedef = self._pending
+        entry.extra = (self.kernel(bwd, self.name + "_bwd"), wrt, seeded, out_treedef)
 
 
 def vjp(fun, *primals):
@@ -353,7 +356,7 @@ def vjp(fun, *primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
     entry, leaves = transform.entry(primals)
     outs, residuals = entry(leaves)
-    backward, wrt, n_in, out_treedef = entry.extra
+    backward, wrt, seeded, out_treedef = entry.extra
     structure = pytree.flatten(primals)
 
     def vjp_fn(cotangent):
@@ -362,7 +365,7 @@ def vjp(fun, *primals):
             raise TracerTypeError("vjp_fn: the cotangent must have the output's structure")
         ct_leaves = [np.asarray(c, dtype=np.asarray(o).dtype)
                      for c, o in zip(ct_leaves, pytree.flatten(outs)[0])]
-        leaves = list(residuals) + ct_leaves
+        leaves = list(residuals) + [ct_leaves[k] for k in seeded]
         if backward.fn is None and not backward.interpret:
             backward.compile(leaves)
         grads = backward(leaves)
