@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tracejit
-from tracejit import events, profiling, timeline
+from tracejit import events, profiling, timeline, worker
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +79,9 @@ def test_background_compile_serves_calls_by_the_interpreter(monkeypatch):
     assert report.kind == "value_and_grad" and report.source == "fresh"
     assert report.interpreted_calls >= 1 and report.kernel_calls >= 1
     assert report.compiles[0].thread[2] != "MainThread"
+    if worker.enabled():  # compiled in the worker process, then loaded from disk
+        assert report.compiles[0].worker_seconds > 0 and report.count("disk") == 1
+        assert {"type inference", "lowering + LLVM"} <= set(report.phases)
     assert report.kernel_ready_s >= report.first_call_s > 0
     assert report.python_us is None  # a transformation has no untraced counterpart
     ir = report.ir_eqns
@@ -160,7 +163,8 @@ def check_timeline(prof, expect_background, tmp_path=None):
     names = {e["args"]["name"] for e in events_ if e["ph"] == "M" and e["name"] == "thread_name"}
     assert "main thread" in names
     if expect_background:
-        assert {"interpreted", "compile", "codegen", "load", "numba", "numba phase"} <= categories
+        assert {"interpreted", "compile", "codegen", "load", "numba"} <= categories
+        assert categories & {"worker", "numba phase"}  # in the worker, or in a thread here
         compile_tracks = {(e["pid"], e["tid"]) for e in spans if e["cat"] == "compile"}
         call_tracks = {(e["pid"], e["tid"]) for e in spans if e["cat"] == "interpreted"}
         assert compile_tracks.isdisjoint(call_tracks)  # the compile has its own track
@@ -185,6 +189,9 @@ def test_timeline_of_a_synchronous_session(compiled, tmp_path):
             fn(X, W)
     check_timeline(prof, expect_background=False, tmp_path=tmp_path)
     data = json.loads((tmp_path / "trace.json").read_text())
+    phases = {e["name"].split(" [")[0] for e in data["traceEvents"]
+              if e.get("cat") == "numba phase"}
+    assert {"untyped passes", "type inference", "lowering + LLVM"} <= phases
     main_track = [e for e in data["traceEvents"] if e["ph"] == "X" and e["cat"] in
                   ("first call", "trace", "passes", "compile", "kernel")]
     first = next(e for e in main_track if e["cat"] == "first call")

@@ -25,6 +25,11 @@ worker process compare with the caller's.
         for (Numba's phase times are read from fn.overloads[sig].metadata).
     events.compile_failed(kernel, error)
         The compile that `compile_begin(kernel)` started raised.
+    events.compiled_elsewhere(c, reply)
+        The compile worker process answered (worker.compile_elsewhere): the
+        record closes with its phases and wall time; None (no worker, code
+        already on disk, or a failure) leaves the record open, and the
+        caller's own `compile_begin` for the kernel continues it.
     entry.call = events.kernel_call(entry, call)
         Installing the compiled call of an entry. Returns `call`, or while a
         profiler records, a timing wrapper around it. This is how the hot path
@@ -35,15 +40,14 @@ worker process compare with the caller's.
         A call served by the NumPy interpreter (while the kernel compiles, or
         with TRACEJIT_DISABLE_JIT=1).
 
-A compile in a worker process: call `compile_begin` when the job is sent and
-`compile_end(c, source, phases=..., start=..., end=..., pid=..., tid=...,
-numba_spans=...)` when its result arrives, with `phases = numba_phases(fn,
-args)` and the timestamps taken in the worker, and `numba_spans` from
-`with numba_recorder() as spans:` around the worker's compile (plain tuples,
-picklable). The worker's compile gets its own process track in the timeline;
-the caller's own load of the result from the disk cache, if it goes through
-Kernel.compile, is a second compile record (source "disk") of the same
-kernel, and the report adds both.
+The worker process (worker.py) answers with its wall time and the Numba
+pass times of its compile; a worker that also sends `start`, `end` (its
+perf_counter), `pid`, `tid` and `numba_spans` (from `with numba_recorder()
+as spans:` around its compile; plain tuples) gets its own exact process track
+in the timeline: pass those to `compile_end(c, source, phases=..., start=...,
+end=..., pid=..., tid=..., numba_spans=...)`. The caller's load of the result
+from the disk cache is a second compile record (source "disk"); the report
+adds both.
 
 What observers read from the compiler's objects: `entry.kernel`, `entry.call`;
 `kernel.name`, `kernel.program`, `kernel.fn`, `kernel.consts`,
@@ -90,7 +94,8 @@ class CompileRecord:
     """One compile of one kernel: code generation, then Numba (or its caches)."""
 
     __slots__ = ("kernel", "start", "codegen_end", "end", "source", "phases", "thread",
-                 "numba_spans", "error", "source_lines", "helpers", "loaded")
+                 "numba_spans", "error", "source_lines", "helpers", "loaded", "continued",
+                 "worker_seconds")
 
     def __init__(self, kernel):
         self.kernel = kernel
@@ -102,6 +107,8 @@ class CompileRecord:
         self.numba_spans: list = []
         self.error = None
         self.source_lines = self.helpers = 0
+        self.continued = False  # the worker did not compile: this process goes on with it
+        self.worker_seconds = None  # the compile worker's own wall time
 
 
 def _notify(method: str, log_event, record) -> None:
@@ -179,13 +186,18 @@ def _tracing_now() -> bool:
 # ----------------------------------------------------------------- compiling
 
 def compile_begin(kernel) -> CompileRecord:
+    record = _open_compiles.get(kernel)
+    if record is not None and record.continued:
+        record.continued = False
+        return record
     record = _open_compiles[kernel] = CompileRecord(kernel)
     return record
 
 
 def codegen_end(record: CompileRecord, source: str = "", helpers: int = 0) -> None:
-    record.codegen_end = perf_counter()
-    record.source_lines, record.helpers = source.count("\n"), helpers
+    if record.codegen_end is None:  # a continued record has it already
+        record.codegen_end = perf_counter()
+        record.source_lines, record.helpers = source.count("\n"), helpers
 
 
 def loaded(record: CompileRecord) -> None:
@@ -207,6 +219,16 @@ def compile_end(record: CompileRecord, source: str, fn=None, args=None, *, phase
     record.numba_spans = list(numba_spans or ())
     _open_compiles.pop(record.kernel, None)
     _notify("on_compile", log.compiled, record)
+
+
+def compiled_elsewhere(record: CompileRecord, reply) -> None:
+    """The compile worker's answer: {"where", "seconds", "phases": {pass: s}}."""
+    if reply is None:
+        record.continued = True
+        return
+    record.worker_seconds = reply.get("seconds")
+    compile_end(record, reply.get("where", "compiled"),
+                phases=group_pass_seconds(reply.get("phases") or {}))
 
 
 def compile_failed(kernel, error: BaseException) -> None:
@@ -239,6 +261,15 @@ def _phase_of(name: str, previous: int) -> int:
     if "native" in name and "lowering" in name:  # native_lowering, native_parfor_lowering
         return max(previous, 3)
     return previous + 1 if previous in (1, 3) else previous
+
+
+def group_pass_seconds(passes: dict) -> dict:
+    """{pass name: seconds} in pipeline order (a worker's report) summed into PHASES."""
+    phases, phase = dict.fromkeys(PHASES, 0.0), 0
+    for name, seconds in passes.items():
+        phase = _phase_of(name, phase)
+        phases[PHASES[phase]] += seconds
+    return {k: v for k, v in phases.items() if v}
 
 
 def group_pipeline_times(pipeline_times: dict, timers: dict) -> dict:

@@ -356,6 +356,8 @@ def compiled(record) -> None:
                        where, record.error)
         return
     phases = ", ".join(f"{name} {t:.2f} s" for name, t in record.phases.items() if t >= 0.005)
+    if record.worker_seconds is not None:
+        where = f" in the compile worker process ({record.worker_seconds:.2f} s there)"
     logger.log(level, "compile %s: %s in %.2f s%s%s", record.kernel.name,
                SOURCE_PHRASES.get(record.source, record.source), seconds,
                f" (Numba: {phases})" if phases else "", where)

@@ -38,6 +38,8 @@ def _compile_lines(report) -> list[tuple[str, str]]:
         return [("compile", report.source)]
     thread = loads[0].thread[2]
     where = "" if thread == "MainThread" else f", on thread {thread!r}"
+    if loads[0].worker_seconds is not None:
+        where = ", in the compile worker process, then loaded from disk"
     source_lines, helpers = report.generated
     lines = [("code generation", f"{duration(report.codegen_s)} ({source_lines} lines, "
                                  f"{helpers} shared nest modules)"),

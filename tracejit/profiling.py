@@ -155,8 +155,8 @@ class Report:
 
     @property
     def kernel_ready_s(self):
-        """From the start of the trace to machine code ready."""
-        ready = [c.end for c in self.compiles if c.error is None]
+        """From the start of the trace to machine code ready in this process."""
+        ready = [c.end for c in self.compiles if c.error is None and c.worker_seconds is None]
         return ready[0] - self.trace.start if self.trace and ready else None
 
     @property

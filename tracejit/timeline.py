@@ -71,8 +71,13 @@ def _report_spans(report, span, threads, pid) -> None:
         threads[where] = record.thread[2]
         args = {"source": record.source, "error": record.error,
                 "numba phases (s)": record.phases}
-        span(f"compile {record.kernel.name}", "compile", record.start, record.end, where, args)
+        elsewhere = record.worker_seconds is not None
+        span(f"compile {record.kernel.name}" + (" (worker process)" if elsewhere else ""),
+             "compile", record.start, record.end, where, args)
         span("code generation", "codegen", record.start, record.codegen_end, where)
+        if elsewhere:
+            _worker_spans(record, span, where)
+            continue
         span("module write and import", "load", record.codegen_end, record.loaded, where)
         numba = "Numba disk cache" if record.source == "disk" else "Numba compile"
         span(numba, "numba", record.loaded or record.codegen_end or record.start, record.end,
@@ -81,6 +86,15 @@ def _report_spans(report, span, threads, pid) -> None:
         threads.setdefault((pid, tid), f"thread {tid}")
         kind = "interpreted" if interpreted else "kernel"
         span(f"{name} ({kind})", kind, start, end, (pid, tid))
+
+
+def _worker_spans(record, span, where) -> None:
+    """Waiting for the worker; inside, its own compile (its wall time, ending
+    when the answer came: the worker sends no timestamps)."""
+    after = record.codegen_end or record.start
+    span("module write, worker compile, answer", "worker", after, record.end, where)
+    span("Numba compile in the worker", "numba", max(after, record.end - record.worker_seconds),
+         record.end, where, {"worker seconds": record.worker_seconds})
 
 
 def _numba_spans(numba_spans, span) -> None:
