@@ -31,9 +31,12 @@ from .errors import (
     TracerTypeError,
     UnsupportedError,
 )
+from .log import RetraceWarning
+from .profiling import Profiler, Report, profile, profiler
 
 __all__ = [
-    "ConcretizationError", "Function", "LeakedTracerError", "ShapeError", "TracejitError",
-    "TracerTypeError", "UnsupportedError", "custom_vjp", "function", "grad", "hessian",
-    "jacobian", "jvp", "make_ir", "stop_gradient", "value_and_grad", "vjp",
+    "ConcretizationError", "Function", "LeakedTracerError", "Profiler", "Report",
+    "RetraceWarning", "ShapeError", "TracejitError", "TracerTypeError", "UnsupportedError",
+    "custom_vjp", "function", "grad", "hessian", "jacobian", "jvp", "make_ir", "profile",
+    "profiler", "stop_gradient", "value_and_grad", "vjp",
 ]

@@ -16,10 +16,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import autodiff, errors, ops, pytree
+from . import autodiff, errors, events, ops, pytree, rolling
 from .compiler import Dispatcher, inline, is_tracing, make_kernel, prepare
 from .errors import TracerTypeError, UnsupportedError, with_location
-from .ir import Program
+from .ir import Program, Var
 from .shapes import concrete_shape
 from .trace import _builders, current_builder, trace
 
@@ -33,10 +33,11 @@ def _as_tuple(value) -> tuple:
 class Function(Dispatcher):
     """A traced, compiled NumPy function. See `function`."""
 
-    def __init__(self, fn, static_argnums=(), static_argnames=(), cache=True):
+    def __init__(self, fn, static_argnums=(), static_argnames=(), cache=True, roll_loops=True):
         super().__init__(getattr(fn, "__name__", "fn"), cache)
         functools.update_wrapper(self, fn)
         self.fn = fn
+        self.roll_loops = roll_loops
         self.static_argnums = frozenset(_as_tuple(static_argnums))
         self.static_argnames = frozenset(_as_tuple(static_argnames))
         try:
@@ -45,7 +46,7 @@ class Function(Dispatcher):
             self._signature = None
         self._simple = not (self.static_argnums or self.static_argnames)
         self._method: Function | None = None
-        self._vjp: Vjp | None = None  # vjp()'s transform, kept for the next call
+        self._transforms: dict = {}  # jvp()'s and vjp()'s, kept for the next call
 
     def __call__(self, *args, **kwargs):
         if not (kwargs or _builders) and self._simple:
@@ -61,7 +62,7 @@ class Function(Dispatcher):
             return self
         if self._method is None:
             self._method = Function(self.fn, self.static_argnums | {0}, self.static_argnames,
-                                    self.cache_enabled)
+                                    self.cache_enabled, self.roll_loops)
         return functools.partial(self._method, instance)
 
     # --------------------------------------------------- static arguments
@@ -124,6 +125,8 @@ class Function(Dispatcher):
             def fn(positional, keywords):
                 return self.python_call((positional, keywords), statics)
         program, treedef, builder = trace(fn, args, self.name, self.leaf_names(args, statics))
+        if self.roll_loops:
+            program = rolling.roll_loops(program)
         return program, treedef, builder.input_syms
 
     def leaf_names(self, dynamic, statics) -> list[str]:
@@ -197,8 +200,8 @@ class Static:
     def __hash__(self):
         return self._hash
 
-    def __repr__(self):
-        return f"Static({self.value!r})"
+    def __repr__(self):  # as the user wrote it (logs and reports show it)
+        return repr(self.value)
 
 
 def _typed(value):
@@ -208,20 +211,23 @@ def _typed(value):
     return type(value), value
 
 
-def function(fn=None, *, static_argnums=(), static_argnames=(), cache=True):
+def function(fn=None, *, static_argnums=(), static_argnames=(), cache=True, roll_loops=True):
     """Trace `fn` (plain NumPy code) into IR and run it as a cached Numba kernel.
 
     Works as `@function` or `@function(static_argnums=..., cache=False)`.
     Static arguments are hashable Python values baked into the trace; all
     others are pytrees of arrays and scalars. Kernels are shape-generic: a new
     batch size reuses the compiled kernel unless the code reads `x.shape`.
+    A Python loop whose steps repeat the same work is rolled back into one
+    `lax.scan` (its body compiled once); `roll_loops=False` keeps it unrolled.
     """
     if fn is None:
         return lambda f: function(f, static_argnums=static_argnums,
-                                  static_argnames=static_argnames, cache=cache)
+                                  static_argnames=static_argnames, cache=cache,
+                                  roll_loops=roll_loops)
     if isinstance(fn, Function):
         return fn
-    return Function(fn, static_argnums, static_argnames, cache)
+    return Function(fn, static_argnums, static_argnames, cache, roll_loops)
 
 
 def as_function(fn) -> Function:
@@ -250,7 +256,9 @@ class Transform(Dispatcher):
         return self.call_flat(dynamic, statics)
 
     def trace_fun(self, dynamic, statics):
-        return self.fun.build(dynamic, statics)
+        traced = self.fun.build(dynamic, statics)
+        events.forward_traced(traced[0])
+        return traced
 
     def leaf_names(self, dynamic, statics) -> list[str]:
         return self.fun.leaf_names(dynamic, statics)
@@ -388,7 +396,8 @@ class Jvp(Transform):
 
 def jvp(fun, primals, tangents):
     """Forward mode: `(fun(*primals), J @ tangents)`, compiled."""
-    transform = Jvp(as_function(fun))
+    fun = as_function(fun)  # held here: its transform refers to it weakly
+    transform = _transform(Jvp, fun)
     primals, tangents = tuple(primals), tuple(tangents)
     if current_builder() is not None and is_tracing((primals, tangents)):
         program, treedef, _ = transform.build((primals, tangents), ())
@@ -408,18 +417,21 @@ class Vjp(Transform):
         joint = autodiff.vjp_program(program, wrt, [autodiff.INPUT] * n_out)
         joint = prepare(joint)
         fwd, bwd, n_res = autodiff.split_at_cotangents(joint, n_in, n_out)
-        self._pending = (bwd, wrt, n_in, out_treedef)
+        # outputs that got a cotangent input (constant ones have no derivative)
+        seeded = [k for k, a in enumerate(program.outvars)
+                  if isinstance(a, Var) and autodiff.is_float(a.aval)]
+        self._pending = (bwd, wrt, seeded, out_treedef)
         return fwd, ("t", (out_treedef, ("t", (pytree.LEAF,) * n_res))), input_syms
 
     def extend(self, entry, program) -> None:
-        bwd, wrt, n_in, out_treedef = self._pending
-        entry.extra = (self.kernel(bwd, self.name + "_bwd"), wrt, n_in, out_treedef)
+        bwd, wrt, seeded, out_treedef = self._pending
+        entry.extra = (self.kernel(bwd, self.name + "_bwd"), wrt, seeded, out_treedef)
 
 
 def vjp(fun, *primals):
     """`(fun(*primals), vjp_fn)`; `vjp_fn(cotangent)` returns one cotangent per primal."""
     fun = as_function(fun)  # held here: its transform refers to it weakly
-    transform = _vjp_transform(fun)
+    transform = _transform(Vjp, fun)
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
     entry, leaves = transform.entry(primals)
@@ -427,19 +439,20 @@ def vjp(fun, *primals):
         outs, residuals = entry(leaves)
     except errors.KERNEL_CHECKS as err:
         raise transform.explain(err, entry, primals, ()) from None
-    backward, wrt, n_in, out_treedef = entry.extra
+    backward, wrt, seeded, out_treedef = entry.extra
     structure = pytree.flatten(primals)
 
     def vjp_fn(cotangent):
         ct_leaves = _cotangent_leaves(cotangent, out_treedef, pytree.flatten(outs)[0])
-        leaves = list(residuals) + ct_leaves
+        leaves = list(residuals) + [ct_leaves[k] for k in seeded]
         if backward.fn is None and not backward.interpret:
             backward.compile(leaves)
         try:
             grads = backward(leaves)
         except errors.KERNEL_CHECKS as err:
+            paths = pytree.leaf_paths(cotangent)
             names = [f"residual {k}" for k in range(len(residuals))]
-            names += [f"cotangent{path}" for path in pytree.leaf_paths(cotangent)]
+            names += [f"cotangent{paths[k]}" for k in seeded]
             raise errors.explain(err, backward, names, leaves) from None
         full = [np.zeros_like(leaf, dtype=float) for leaf in structure[0]]
         for k, g in zip(wrt, grads):
@@ -466,12 +479,15 @@ def _cotangent_leaves(cotangent, out_treedef, outs) -> list:
     return converted
 
 
-def _vjp_transform(fun: Function) -> Vjp:
-    """The function's vjp transform, made once. It refers back to the function weakly,
-    so the pair is freed with the function, without the cyclic gc."""
-    if fun._vjp is None:
-        fun._vjp = Vjp(weakref.proxy(fun))
-    return fun._vjp
+def _transform(kind, fun: Function) -> Transform:
+    """One jvp / vjp transformation per tracejit function, so that calling `jvp(f, ...)`
+    again reuses its kernels. Kept on the function, referring back to it weakly: the
+    pair is freed with the function, without the cyclic gc (an lru_cache would keep
+    hundreds of functions, and what they capture, alive)."""
+    transform = fun._transforms.get(kind)
+    if transform is None:
+        transform = fun._transforms[kind] = kind(weakref.proxy(fun))
+    return transform
 
 
 def jacobian(fun, argnums=0):

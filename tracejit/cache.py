@@ -125,7 +125,11 @@ def compile_for(kernel: Dispatcher, args: tuple) -> str:
     with a :class:`TracejitCacheWarning` (numba_cache.py); typing and lowering errors
     propagate unchanged, and the module of a kernel that never compiled is forgotten.
     """
-    sig = tuple(numba.typeof(arg) for arg in args)
+    return compile_signature(kernel, tuple(numba.typeof(arg) for arg in args))
+
+
+def compile_signature(kernel: Dispatcher, sig: tuple) -> str:
+    """`compile_for` given the Numba argument types (a compile worker has no values)."""
     if sig in kernel.overloads:  # fast path without the lock: a compile may be running
         return "memory"
     with _lock:
@@ -139,6 +143,36 @@ def compile_for(kernel: Dispatcher, args: tuple) -> str:
             raise
         # Dispatcher.compile counts a hit exactly when it took the code from disk.
         return "disk" if kernel.stats.cache_hits[sig] > hits else "compiled"
+
+
+def store_writable() -> bool:
+    """Whether new files can go to the cache directory now (it is usable, and neither
+    read-only nor full): a compile worker is only worth asking then."""
+    target = _disk_store() if disk_cache_enabled() else None
+    return target is not None and target.writable
+
+
+def read_note(path: Path) -> str | None:
+    """A small text file written by `write_note` beside the modules in the cache
+    directory; None if missing, unusable, or failing its seal."""
+    path = Path(path)
+    target = _disk_store()
+    if target is None or path.parent != target.path:
+        return None
+    try:
+        payload = target.unseal(path.name, path.read_bytes())
+    except OSError:
+        return None
+    return None if payload is None else payload.decode(errors="replace")
+
+
+def write_note(path: Path, text: str) -> None:
+    """Seal `text` into `path` in the cache directory (atomically; silently skipped when
+    the directory cannot take it)."""
+    path = Path(path)
+    target = _disk_store()
+    if target is not None and path.parent == target.path:
+        target.write(path, target.seal(path.name, text.encode()))
 
 
 def _compile_apart(kernel: Dispatcher, sig: tuple) -> None:
@@ -170,6 +204,8 @@ def clear_cache() -> None:
         for entry in directory.iterdir():
             if _OWN_FILE.match(entry.name) or store.is_temp_name(entry.name):
                 entry.unlink(missing_ok=True)
+            if _OWN_FILE.match(entry.name):
+                entry.with_name(entry.name + ".compiled").unlink(missing_ok=True)
         numba_files = directory / numba_cache.CACHE_SUBDIR
         if numba_files.is_dir() and not numba_files.is_symlink():
             for entry in numba_files.iterdir():
