@@ -86,6 +86,17 @@ def test_vjp_cotangent_of_the_wrong_shape(interpret):
     np.testing.assert_array_equal(grad, np.full(3, 2.0))
 
 
+def test_interpreted_gradients_keep_their_shapes(interpret):
+    """A broadcast left to NumPy's broadcasting must meet an operand of full shape (a
+    seed times a constant is a scalar otherwise: wrong shapes and sums)."""
+    f = lambda x, b: np.sum((x + b) * 2.0)  # noqa: E731
+    gx, gb = tracejit.grad(f, argnums=(0, 1))(np.ones((3, 4)), np.ones(4))
+    np.testing.assert_array_equal(gx, np.full((3, 4), 2.0))
+    np.testing.assert_array_equal(gb, np.full(4, 6.0))
+    g = tracejit.grad(lambda x: np.sum(x * 2.0) + np.sum(x))(np.ones(3))
+    np.testing.assert_array_equal(g, [3.0, 3.0, 3.0])
+
+
 # ------------------------------------------------------- argument checks
 
 @pytest.mark.parametrize(("bad", "pattern"), [

@@ -50,6 +50,7 @@ class _Writer:
         self.names: dict[int, str] = {}
         self.dims: dict[int, str] = {}
         self.namespace: dict = {}
+        self.lazy: set = set()  # broadcasts left to NumPy's broadcasting in their consumers
         self.lines: list[str] = []
         self._fresh = itertools.count()
 
@@ -106,9 +107,19 @@ class _Writer:
     def _impl(self, eqn):
         prim, out = eqn.prim, eqn.outputs[0]
         if (prim.impl_broadcasting is not None and id(out) not in self.outputs
-                and all(u.prim.kind == ELEMENTWISE for u in self.consumers.get(id(out), ()))):
+                and all(u.prim.kind == ELEMENTWISE and self._restores_shape(u, out)
+                        for u in self.consumers.get(id(out), ()))):
+            self.lazy.add(id(out))
             return prim.impl_broadcasting
         return prim.impl
+
+    def _restores_shape(self, user, lazy) -> bool:
+        """NumPy's broadcasting gives `user` its full shape from another operand, one
+        of full shape that is itself not left unbroadcast (else `1.0 * 2.0` stays a
+        scalar where the program says (n,))."""
+        want = tuple(map(resolve, user.outputs[0].aval.shape))
+        return any(isinstance(a, Var) and a is not lazy and id(a) not in self.lazy
+                   and tuple(map(resolve, a.aval.shape)) == want for a in user.inputs)
 
     def _sizes(self, value) -> str:
         """A parameter holding symbolic sizes, as an expression of this call's sizes."""
