@@ -377,6 +377,10 @@ def value_and_grad(fun, argnums=0, has_aux=False):
 class Jvp(Transform):
     kind = "jvp"
 
+    def leaf_names(self, dynamic, statics) -> list[str]:
+        primals = self.fun.leaf_names(dynamic[0], statics)
+        return primals + [f"the tangent of {name}" for name in primals]
+
     def build(self, dynamic, statics):
         primals, tangents = dynamic
         program, out_treedef, input_syms = self.trace_fun(primals, statics)
