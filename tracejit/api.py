@@ -15,12 +15,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import autodiff, ops, pytree
+from . import autodiff, ops, pytree, variables
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
 from .errors import TracerTypeError, UnsupportedError
 from .ir import Program
 from .shapes import concrete_shape
-from .trace import _builders, current_builder, trace
+from .trace import _builders, current_builder
 
 
 def _as_tuple(value) -> tuple:
@@ -42,15 +42,23 @@ class Function(Dispatcher):
             self._signature = inspect.signature(fn)
         except (TypeError, ValueError):
             self._signature = None
-        self._simple = not (self.static_argnums or self.static_argnames)
+        self._static_free = not (self.static_argnums or self.static_argnames)
+        self._simple = self._static_free  # and no Variables: the hot path applies
+        self._variables: list = []  # the Variables its traces use (trailing inputs)
         self._method: Function | None = None
 
     def __call__(self, *args, **kwargs):
         if not (kwargs or _builders) and self._simple:
-            return self.call_flat(args)  # the hot path
-        if current_builder() is not None and is_tracing((args, kwargs)):
-            return self.fn(*args, **kwargs)  # inside another trace: trace through
-        return self.call_flat(*self._dynamic(args, kwargs))
+            try:
+                return self.call_flat(args)  # the hot path
+            except variables.VariablesDiscovered:
+                pass  # its trace read Variables: they are inputs from now on
+        if current_builder() is not None:
+            return self.fn(*args, **kwargs)  # inside a trace or an eager tape: trace through
+        dynamic, statics = self._dynamic(args, kwargs)
+        if self._variables:
+            return variables.call(self, self, dynamic, statics, writes=True)
+        return self.call_flat(dynamic, statics)
 
     def __get__(self, instance, owner):
         """Decorating a method: `self` is a static argument (hashed by identity,
@@ -116,29 +124,33 @@ class Function(Dispatcher):
         leaves, treedef = pytree.flatten(ordered[position])
         return offset, len(leaves), treedef
 
-    def build(self, args, statics):
+    def build(self, args, statics, writes=True):
+        """Trace into a program; Variables it reads are trailing inputs and,
+        with `writes`, the values it assigns them extra outputs."""
         fn = self.fn
         if statics:
             def fn(positional, keywords):
                 return self.python_call((positional, keywords), statics)
-        program, treedef, builder = trace(fn, args, self.name)
-        return program, treedef, builder.input_syms
+        return variables.trace_function(self, fn, args, writes)
 
     # ------------------------------------------------------------ inspection
     def _dynamic(self, args, kwargs):
-        if self._simple and not kwargs:
+        if self._static_free and not kwargs:
             return args, ()
         return self.split(args, kwargs)
 
+    def _program(self, args, kwargs) -> Program:
+        program, _, _ = variables.retrying(lambda: self.build(*self._dynamic(args, kwargs)), self)
+        return prepare(program)
+
     def ir(self, *args, **kwargs) -> Program:
         """The optimised IR for these arguments (prints readably)."""
-        program, _, _ = self.build(*self._dynamic(args, kwargs))
-        return prepare(program)
+        return self._program(args, kwargs)
 
     def source(self, *args, **kwargs) -> str:
         """The generated Numba source for these arguments."""
-        program, _, _ = self.build(*self._dynamic(args, kwargs))
-        return Kernel(prepare(program), self.name, use_disk=False, interpret=True).source
+        return Kernel(self._program(args, kwargs), self.name, use_disk=False,
+                      interpret=True).source
 
     def grad_ir(self, *args, argnums=0, **kwargs) -> Program:
         """The optimised IR of the value-and-gradient program (forward equations,
@@ -192,23 +204,32 @@ class Transform(Dispatcher):
 
     def __call__(self, *args, **kwargs):
         if not (kwargs or _builders) and self.fun._simple:
-            return self.call_flat(args)  # the hot path
+            try:
+                return self.call_flat(args)  # the hot path
+            except variables.VariablesDiscovered:
+                pass
         dynamic, statics = self.fun._dynamic(args, kwargs)
-        if current_builder() is not None and is_tracing(dynamic):
+        if current_builder() is not None:
             program, treedef, _ = self.build(dynamic, statics)
             return inline(program, treedef, dynamic)
+        if self.fun._variables:
+            return variables.call(self, self.fun, dynamic, statics, writes=False)
         return self.call_flat(dynamic, statics)
 
     def trace_fun(self, dynamic, statics):
-        return self.fun.build(dynamic, statics)
+        return self.fun.build(dynamic, statics, writes=False)
 
-    def ir(self, *args, **kwargs) -> Program:
-        program, _, _ = self.build(*self.fun._dynamic(args, kwargs))
+    def _program(self, args, kwargs) -> Program:
+        program, _, _ = variables.retrying(
+            lambda: self.build(*self.fun._dynamic(args, kwargs)), self.fun)
         return prepare(program)
 
+    def ir(self, *args, **kwargs) -> Program:
+        return self._program(args, kwargs)
+
     def source(self, *args, **kwargs) -> str:
-        program, _, _ = self.build(*self.fun._dynamic(args, kwargs))
-        return Kernel(prepare(program), self.name, use_disk=False, interpret=True).source
+        return Kernel(self._program(args, kwargs), self.name, use_disk=False,
+                      interpret=True).source
 
 
 def _leaf_ranges(fun: Function, dynamic, statics, argnums):
@@ -296,7 +317,7 @@ class Jvp(Transform):
     def build(self, dynamic, statics):
         primals, tangents = dynamic
         program, out_treedef, input_syms = self.trace_fun(primals, statics)
-        n = len(program.invars)
+        n = len(pytree.flatten(primals)[0])
         tangent_leaves, tangent_def = pytree.flatten(tangents)
         if tangent_def != pytree.flatten(primals)[1]:
             raise TracerTypeError("jvp: tangents must have the same structure as primals")
@@ -306,6 +327,9 @@ class Jvp(Transform):
                                       f"{concrete_shape(ops.aval_of(t).shape)} for "
                                       f"{concrete_shape(var.aval.shape)}")
         joint = autodiff.jvp_program(program, list(range(n)))
+        if len(program.invars) > n:  # the function's Variables come after the tangents
+            joint, input_syms = variables.trailing_inputs(
+                joint, n, len(program.invars) - n, input_syms, shift=n)
         treedef = ("t", (out_treedef, out_treedef))
         return replace(joint, name=self.name), treedef, input_syms
 
@@ -314,10 +338,10 @@ def jvp(fun, primals, tangents):
     """Forward mode: `(fun(*primals), J @ tangents)`, compiled."""
     transform = Jvp(as_function(fun))
     primals, tangents = tuple(primals), tuple(tangents)
-    if current_builder() is not None and is_tracing((primals, tangents)):
+    if current_builder() is not None:
         program, treedef, _ = transform.build((primals, tangents), ())
         return inline(program, treedef, (primals, tangents))
-    return transform.call_flat((primals, tangents))
+    return variables.call(transform, transform.fun, (primals, tangents), (), writes=False)
 
 
 class Vjp(Transform):
@@ -328,7 +352,8 @@ class Vjp(Transform):
     def build(self, dynamic, statics):
         program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
         n_in, n_out = len(program.invars), len(program.outvars)
-        wrt = [k for k, v in enumerate(program.invars) if autodiff.is_float(v.aval)]
+        n_args = len(pytree.flatten(dynamic)[0])  # then the function's Variables
+        wrt = [k for k, v in enumerate(program.invars[:n_args]) if autodiff.is_float(v.aval)]
         joint = autodiff.vjp_program(program, wrt, [autodiff.INPUT] * n_out)
         joint = prepare(joint)
         fwd, bwd, n_res = autodiff.split_at_cotangents(joint, n_in, n_out)
@@ -345,7 +370,7 @@ def vjp(fun, *primals):
     transform = _vjp_transform(as_function(fun))
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
-    entry, leaves = transform.entry(primals)
+    entry, leaves = variables.entry(transform, transform.fun, primals)
     outs, residuals = entry(leaves)
     backward, wrt, n_in, out_treedef = entry.extra
     structure = pytree.flatten(primals)

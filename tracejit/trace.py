@@ -28,6 +28,16 @@ from .shapes import ShapeChecks, Sym, format_shape
 _builders: list[Builder] = []
 _locations: list[str] = []  # set while replaying or differentiating an equation
 
+# Types that stand for an array and know what they are in the current trace
+# (a `tracejit.Variable` reads as a traced input): type -> fn(value) -> operand.
+OPERANDS: dict[type, object] = {}
+
+
+def operand(value):
+    """`value` as the op layer sees it: registered stand-ins are resolved."""
+    resolve_fn = OPERANDS.get(type(value))
+    return value if resolve_fn is None else resolve_fn(value)
+
 
 @contextlib.contextmanager
 def located(location: str):
@@ -87,8 +97,15 @@ class Builder:
             if value.ndim == 0:
                 return Literal(value, AVal((), value.dtype))
             return self.capture(value)
+        if type(value) in OPERANDS:
+            return self.atom(operand(value))
         raise TracerTypeError(with_location(
             f"cannot use a {type(value).__name__} as an array operand"))
+
+    def result(self, prim, args, params, out: Var) -> Tracer:
+        """The value `bind` hands back for a recorded equation (the eager tape's
+        builder also computes it)."""
+        return Tracer(self, out)
 
     def program(self, outputs: list) -> Program:
         outvars = [self.atom(o) for o in outputs]
@@ -128,7 +145,7 @@ def bind(prim, *args, _traced=False, **params):
         raise type(err)(with_location(message, location)) from None
     out = Var(aval)
     builder.eqns.append(Eqn(prim, inputs, params, [out], location))
-    return Tracer(builder, out)
+    return builder.result(prim, args, params, out)
 
 
 def _symbolic_params(params: dict) -> bool:
