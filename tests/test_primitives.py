@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 
 import tracejit
+from tracejit import lax
 from tracejit.primitives import REGISTRY
 from tracejit.shapes import concrete_shape
 from tracejit.testing import check_grads
@@ -437,7 +438,53 @@ _ARRAY_ROWS = [
     row("dimsize", lambda x: x.std(ddof=1), cases((3,), (3, 4)), label="std_ddof"),
 ]
 
-ROWS = _ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS
+def rnn_scan(W, xs, h):
+    """A recurrent step over the rows of xs: carry and per-step outputs."""
+    def step(h, x):
+        h = np.tanh(x @ W + h)
+        return h, h * h
+    return lax.scan(step, h, xs)
+
+
+def decay_while(x, a):
+    """A trip count read from the carry (fixed here, so finite differences see it)."""
+    def body(c):
+        v, k = c
+        return np.sin(v) * a + 0.3, k + 1
+    return lax.while_loop(lambda c: c[1] < 4, body, (x, 0))[0]
+
+
+def small_int(value):
+    def sample(rng, shape, dtype):
+        return value
+
+    sample.__name__ = f"int{value}"
+    return sample
+
+
+_CONTROL_ROWS = [
+    row("scan", rnn_scan, (((3, 3), (5, 3), (3,)), ((2, 4), (3, 2), (4,)), ((3, 3), (0, 3), (3,)))),
+    row("scan", lambda x, ys: lax.scan(lambda c, y: (c * y + 1.0, c - y), x, ys, reverse=True),
+        (((3,), (4, 3)), ((), (5,))), label="scan_reverse"),
+    row("scan", lambda x: lax.scan(lambda c, _: (np.sin(c) * 1.5, None), x, None, length=3)[0],
+        UNARY, label="scan_no_xs"),
+    row("scan", lambda x: lax.fori_loop(0, 4, lambda i, v: v * 0.9 + np.sin(v) * i, x), UNARY,
+        label="fori_static"),
+    row("while_loop", decay_while, (((3,), ()), ((), ()))),
+    row("while_loop", lambda x, n: lax.fori_loop(0, n, lambda i, v: v * np.cos(v) + i, x),
+        (((3,), ()), ((), ())), (real, small_int(3)), label="fori_traced"),
+    row("switch", lambda x, i: lax.switch(i, [np.sin, np.cos, lambda v: v ** 3], x),
+        (((3,), ()),), (real, small_int(1))),
+    row("switch", lambda x, i: lax.switch(i, [np.sin, np.cos], x), (((3,), ()),),
+        (real, small_int(5)), label="switch_clamped"),
+    row("switch", lambda x: lax.cond(x.sum() > 0, np.exp, lambda v: -v, x), UNARY, nonzero,
+        label="cond"),
+]
+
+# TODO(lead): control flow compiles once codegen emits loops; interpreted until then.
+_CONTROL_ROWS = [replace(r, compiled=False) for r in _CONTROL_ROWS]
+
+ROWS = _ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _CONTROL_ROWS
 assert len({r.label for r in ROWS}) == len(ROWS), "row labels must be unique"
 
 
