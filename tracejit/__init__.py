@@ -30,9 +30,12 @@ from .errors import (
     TracerTypeError,
     UnsupportedError,
 )
+from .tape import GradientTape, UnconnectedGradients, gradients
+from .variables import Variable
 
 __all__ = [
-    "ConcretizationError", "Function", "ShapeError", "TracejitError", "TracerTypeError",
-    "UnsupportedError", "custom_vjp", "function", "grad", "hessian", "jacobian", "jvp", "make_ir",
-    "stop_gradient", "value_and_grad", "vjp",
+    "ConcretizationError", "Function", "GradientTape", "ShapeError", "TracejitError",
+    "TracerTypeError", "UnconnectedGradients", "UnsupportedError", "Variable", "custom_vjp",
+    "function", "grad", "gradients", "hessian", "jacobian", "jvp", "make_ir", "stop_gradient",
+    "value_and_grad", "vjp",
 ]

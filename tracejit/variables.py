@@ -122,9 +122,7 @@ class Variable:
         return self.assign(self._current() - delta, read_value)
 
     def _current(self):
-        """The value an update starts from: traced inside a trace, else the array
-        (eager updates are not recorded by tapes, as in TensorFlow)."""
-        return read(self) if _owner_scope() is not None else self._value
+        return current(self)
 
     def _store(self, value) -> None:
         _check_shape(self, np.shape(value))
@@ -259,14 +257,22 @@ def read(var: Variable):
     else:
         return var._value  # a trace of a program, not of user code
     current = _builders[-1]
+    here = value
     if isinstance(value, Tracer) and value.builder is not current:
-        value = Tracer(current, current.capture(value))
+        here = Tracer(current, current.capture(value))
     for tape in recording_tapes:
-        tape._read(var, value)
-    return value
+        tape._read(var, value, here)
+    return here
 
 
 OPERANDS[Variable] = read
+
+
+def current(var: Variable):
+    """The value an update of `var` starts from: traced inside a trace of a
+    function, else its array (eager updates are not recorded by tapes, as in
+    TensorFlow)."""
+    return read(var) if _owner_scope() is not None else var._value
 
 
 # --------------------------------------------------- traces of functions
