@@ -16,6 +16,7 @@ and keep no per-op tables of their own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -156,7 +157,7 @@ for _name, _impl, _scalar, _partials, *_safe in unary:
 
 # The error function (exact GELU): d erf(x) / dx = 2 / sqrt(pi) * exp(-x^2).
 elementwise("erf", 1, scipy.special.erf, "_rt.erf({0})",
-            lambda out, x: [ops.mul(2.0 / np.sqrt(np.pi), ops.exp(ops.neg(ops.mul(x, x))))])
+            lambda out, x: [ops.mul(2.0 / math.sqrt(math.pi), ops.exp(ops.neg(ops.mul(x, x))))])
 
 # Piecewise-constant ops: their derivative is zero almost everywhere.
 for _name, _impl, _scalar in [("sign", np.sign, "_rt.sign({0})"),

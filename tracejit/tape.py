@@ -141,6 +141,11 @@ class GradientTape:
     def watched_variables(self) -> list:
         return list(self._watched_vars.values())
 
+    @staticmethod
+    def wait() -> None:
+        """Block until the eager gradient programs compiling in the background are done."""
+        _ADJOINTS.wait()
+
     # hooks called by variables.py
     def _would_watch(self, variable) -> bool:
         return id(variable) in self._watched_vars or (

@@ -112,7 +112,7 @@ class Variable:
         if scope is not None:
             scope.assign(self, value)
         else:
-            self._store(np.asarray(_concrete(value, "an assigned value"), dtype=self.dtype))
+            self._store(np.asarray(_concrete(value, "an assigned value")))
         return self if read_value else None
 
     def assign_add(self, delta, read_value=True):
@@ -378,12 +378,16 @@ def trace_function(fun, fn, args, writes: bool):
     """`trace(fn, args)` for a Function: at top level inside a Scope holding
     the Variables `fun` is known to use. Returns (program, treedef, input_syms)."""
     global _scope
+
+    def traced(*args):  # a Variable returned is its value at the end of the function
+        return read_all(fn(*args))
+
     if _builders or _scope is not None:  # nested: Variables belong to the outer trace
-        program, treedef, builder = trace(fn, args, fun.name)
+        program, treedef, builder = trace(traced, args, fun.name)
         return program, treedef, builder.input_syms
     scope = _scope = Scope(list(fun._variables))
     try:
-        program, treedef, builder = trace(fn, args, fun.name)
+        program, treedef, builder = trace(traced, args, fun.name)
     finally:
         _scope = None
     if scope.builder is None:

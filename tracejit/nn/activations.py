@@ -10,6 +10,7 @@ the numbers Keras gives).
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import numpy as np
@@ -50,9 +51,9 @@ def gelu(x, approximate=False):
     """x * Phi(x); with `approximate`, the tanh form of Hendrycks and Gimpel."""
     x = operand(x)
     if approximate:
-        inner = np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)
+        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)
         return 0.5 * x * (1.0 + np.tanh(inner))
-    return 0.5 * x * (1.0 + functional.erf(x * (1.0 / np.sqrt(2.0))))
+    return 0.5 * x * (1.0 + functional.erf(x * math.sqrt(0.5)))
 
 
 def leaky_relu(x, negative_slope=0.2):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from ..errors import warn
 from ..numpy_api import squeeze
 from ..shapes import bind as bind_dim
 from ..trace import Tracer, operand
@@ -41,6 +42,20 @@ def _like(y_true, y_pred):
     return ops.convert(operand(y_true), ops.aval_of(y_pred).dtype)
 
 
+def _logits(y_pred, from_logits: bool, activation: str, loss: str):
+    """The logits to compute from, or None for probabilities. As in Keras, the
+    output of a softmax/sigmoid layer is traced back to its logits (with a
+    warning when `from_logits=True` was given: it was not logits)."""
+    logits = activations.logits_of(y_pred, activation)
+    if logits is not None:
+        if from_logits:
+            warn(f"{loss} received from_logits=True, but the predictions were produced by a "
+                 f"{activation} activation and thus are not logits; computing from the logits "
+                 "before it, as Keras does")
+        return logits
+    return y_pred if from_logits else None
+
+
 # ---------------------------------------------------- per-sample functions
 
 def mean_squared_error(y_true, y_pred):
@@ -60,7 +75,7 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     if label_smoothing:
         classes = _size(y_pred, axis)
         y_true = y_true * (1.0 - label_smoothing) + label_smoothing / classes
-    logits = y_pred if from_logits else activations.logits_of(y_pred, "softmax")
+    logits = _logits(y_pred, from_logits, "softmax", "categorical_crossentropy")
     if logits is not None:
         return -np.sum(y_true * functional.log_softmax(logits, axis), axis=axis)
     probabilities = y_pred / np.sum(y_pred, axis=axis, keepdims=True)
@@ -93,7 +108,7 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
     y_true = _like(y_true, y_pred)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    logits = y_pred if from_logits else activations.logits_of(y_pred, "sigmoid")
+    logits = _logits(y_pred, from_logits, "sigmoid", "binary_crossentropy")
     if logits is not None:  # max(x, 0) - x z + log(1 + exp(-|x|))
         per_entry = functional.softplus(logits) - logits * y_true
     else:
