@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -441,11 +441,17 @@ _ARRAY_ROWS = [
 ]
 
 def rnn_scan(W, xs, h):
-    """A recurrent step over the rows of xs: carry and per-step outputs."""
+    """A recurrent step over the rows of xs: the final carry and the per-step outputs."""
     def step(h, x):
         h = np.tanh(x @ W + h)
         return h, h * h
-    return lax.scan(step, h, xs)
+    h, ys = lax.scan(step, h, xs)
+    return h + ys.sum(axis=0)
+
+
+def reverse_scan(x, ys):
+    carry, stacked = lax.scan(lambda c, y: (c * y + 1.0, c - y), x, ys, reverse=True)
+    return carry + stacked.sum(axis=0)
 
 
 def decay_while(x, a):
@@ -466,8 +472,7 @@ def small_int(value):
 
 _CONTROL_ROWS = [
     row("scan", rnn_scan, (((3, 3), (5, 3), (3,)), ((2, 4), (3, 2), (4,)), ((3, 3), (0, 3), (3,)))),
-    row("scan", lambda x, ys: lax.scan(lambda c, y: (c * y + 1.0, c - y), x, ys, reverse=True),
-        (((3,), (4, 3)), ((), (5,))), label="scan_reverse"),
+    row("scan", reverse_scan, (((3,), (4, 3)), ((), (5,))), label="scan_reverse"),
     row("scan", lambda x: lax.scan(lambda c, _: (np.sin(c) * 1.5, None), x, None, length=3)[0],
         UNARY, label="scan_no_xs"),
     row("scan", lambda x: lax.fori_loop(0, 4, lambda i, v: v * 0.9 + np.sin(v) * i, x), UNARY,
@@ -482,9 +487,6 @@ _CONTROL_ROWS = [
     row("switch", lambda x: lax.cond(x.sum() > 0, np.exp, lambda v: -v, x), UNARY, nonzero,
         label="cond"),
 ]
-
-# TODO(lead): control flow compiles once codegen emits loops; interpreted until then.
-_CONTROL_ROWS = [replace(r, compiled=False) for r in _CONTROL_ROWS]
 
 ROWS = _ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _CONTROL_ROWS
 assert len({r.label for r in ROWS}) == len(ROWS), "row labels must be unique"
@@ -610,8 +612,9 @@ def test_derivatives_match_finite_differences(r, shapes, dtype, interpret):
 # differentiable ones, with every row's output as aux, so it checks both the
 # forward values and the compiled adjoint.
 
-FAMILIES = ("unary", "nary", "indexmap", "reduce", "array")
-SIZE_GENERIC = ("unary", "nary", "reduce")  # no row reads a size: one kernel for all sizes
+FAMILIES = ("unary", "nary", "indexmap", "reduce", "array", "control")
+# no row of these reads a size: one kernel serves all sizes
+SIZE_GENERIC = ("unary", "nary", "reduce", "control")
 COMPILED_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
