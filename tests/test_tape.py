@@ -103,6 +103,11 @@ def test_watch_arrays_and_watch_accessed_variables_false():
         x = tape.watch(data)  # NumPy operations on `data` alone would not be recorded
         y = np.sum(x ** 2) * w
     np.testing.assert_allclose(tape.gradient(y, data), [4.0, 8.0])
+    with GradientTape() as tape:
+        tape.watch(data)
+        y = np.sum(data ** 2)  # plain NumPy: TensorFlow's habit, not recorded here
+    with pytest.warns(UserWarning, match="not recorded"):
+        assert tape.gradient(y, data) is None
 
 
 def test_unwatched_arrays_and_values_read_before_the_tape_are_constants():
@@ -181,6 +186,19 @@ def test_the_adjoint_is_cached_by_structure(interpret):
             np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-14)
     # one structure: interpreted the first time, built once when it came again
     assert GradientTape.stats.traces - before == 1
+
+
+def test_transformations_and_functions_on_the_eager_tape():
+    w = Variable(2.0)
+
+    @tracejit.function
+    def scaled(x):  # traced through on the tape: its reads of w are recorded
+        return w * x
+
+    with GradientTape() as tape:
+        y = tracejit.grad(lambda v: v ** 3)(w) + scaled(3.0)  # 3 w^2 + 3 w
+    assert float(y) == 18.0
+    assert tape.gradient(y, w) == 6 * 2.0 + 3.0
 
 
 def test_lax_loop_on_the_eager_tape():

@@ -157,6 +157,15 @@ def test_variables_under_transformations(interpret):
     np.testing.assert_allclose(vjp_fn(1.0)[0], [24.0, 1.0])
 
 
+def test_variables_passed_as_arguments_are_their_values(interpret):
+    w = Variable(np.array([3.0, 1.0]))
+    np.testing.assert_allclose(tracejit.grad(lambda v: np.sum(v ** 2))(w), [6.0, 2.0])
+    double = tracejit.function(lambda v, x: v * x)
+    np.testing.assert_allclose(double(w, 2.0), [6.0, 2.0])
+    with pytest.raises(TypeError, match="not an array"):
+        double("text", 2.0)
+
+
 def test_a_variable_read_by_an_inner_function_is_an_input_of_the_outer(interpret):
     w = Variable(2.0)
 

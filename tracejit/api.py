@@ -53,9 +53,11 @@ class Function(Dispatcher):
                 return self.call_flat(args)  # the hot path
             except variables.VariablesDiscovered:
                 pass  # its trace read Variables: they are inputs from now on
+            except TracerTypeError:
+                variables.reraise_unless_passed(args)  # Variables as arguments: their values
         if current_builder() is not None:
             return self.fn(*args, **kwargs)  # inside a trace or an eager tape: trace through
-        dynamic, statics = self._dynamic(args, kwargs)
+        dynamic, statics = self._dynamic(variables.read_all(args), variables.read_all(kwargs))
         if self._variables:
             return variables.call(self, self, dynamic, statics, writes=True)
         return self.call_flat(dynamic, statics)
@@ -208,7 +210,9 @@ class Transform(Dispatcher):
                 return self.call_flat(args)  # the hot path
             except variables.VariablesDiscovered:
                 pass
-        dynamic, statics = self.fun._dynamic(args, kwargs)
+            except TracerTypeError:
+                variables.reraise_unless_passed(args)
+        dynamic, statics = self.fun._dynamic(variables.read_all(args), variables.read_all(kwargs))
         if current_builder() is not None:
             program, treedef, _ = self.build(dynamic, statics)
             return inline(program, treedef, dynamic)
@@ -337,7 +341,7 @@ class Jvp(Transform):
 def jvp(fun, primals, tangents):
     """Forward mode: `(fun(*primals), J @ tangents)`, compiled."""
     transform = Jvp(as_function(fun))
-    primals, tangents = tuple(primals), tuple(tangents)
+    primals, tangents = variables.read_all(tuple(primals)), tuple(tangents)
     if current_builder() is not None:
         program, treedef, _ = transform.build((primals, tangents), ())
         return inline(program, treedef, (primals, tangents))
@@ -368,6 +372,7 @@ class Vjp(Transform):
 def vjp(fun, *primals):
     """`(fun(*primals), vjp_fn)`; `vjp_fn(cotangent)` returns one cotangent per primal."""
     transform = _vjp_transform(as_function(fun))
+    primals = variables.read_all(primals)
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
     entry, leaves = variables.entry(transform, transform.fun, primals)

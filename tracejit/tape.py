@@ -27,7 +27,7 @@ import numpy as np
 from . import autodiff, numpy_api, ops, passes, pytree
 from .compiler import Dispatcher, prepare
 from .eager import EagerBuilder, EagerTracer
-from .errors import TracerTypeError
+from .errors import TracerTypeError, warn
 from .interpreter import interpret
 from .ir import Eqn, Literal, Program, Var, programs_in
 from .shapes import Sym, resolve
@@ -63,6 +63,7 @@ class GradientTape:
         self._watched_vars: dict[int, Variable] = {}
         self._watched_ids: set[int] = set()  # ids of watched IR variables
         self._reads: dict[int, dict[int, None]] = {}  # id(Variable) -> ids read on the tape
+        self._watched_arrays: set[int] = set()  # ids of plain arrays given to watch()
         self._used = False
 
     # --------------------------------------------------------- recording
@@ -132,6 +133,7 @@ class GradientTape:
             tracer = value
         elif isinstance(self.builder, EagerBuilder):
             tracer = self.builder.watch_array(_value_of(value))
+            self._watched_arrays.add(id(value))
         else:
             array = np.asarray(value)
             tracer = Tracer(self.builder, self.builder.capture(array))
@@ -199,6 +201,11 @@ class GradientTape:
         zero = UnconnectedGradients(getattr(unconnected, "value", unconnected)) is \
             UnconnectedGradients.ZERO
         targets = pytree.flatten(target)[0]
+        if not any(isinstance(t, Tracer) for t in targets) and any(
+                id(s) in self._watched_arrays for s in sources):
+            warn("GradientTape.gradient: the target was not recorded. NumPy operations on a "
+                 "plain array never reach the tape: compute with the value that "
+                 "`x = tape.watch(x)` returns")
         replaying = current_builder() is self.builder  # a tape records: the gradient too
         cut = _cut(self, targets, sources, lift_literals=not replaying)
         results = []

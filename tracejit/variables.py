@@ -240,6 +240,13 @@ def read_all(tree):
     return tree
 
 
+def reraise_unless_passed(args) -> None:
+    """Called while a dispatch error is handled: re-raise it unless `args`
+    hold Variables (then the call goes on with their values)."""
+    if not any(type(leaf) is Variable for leaf in pytree.flatten(args)[0]):
+        raise  # the exception being handled
+
+
 # ------------------------------------------------------------------ reading
 
 def read(var: Variable):
