@@ -392,3 +392,36 @@ def test_fit_progress_bar_with_tqdm(capsys, interpret):
 def test_fit_needs_compile():
     with pytest.raises(RuntimeError, match="compile"):
         nn.Sequential([nn.Dense(1)]).fit(np.ones((2, 1)), np.ones(2))
+
+
+class SelfTraining(nn.Model):
+    """A custom training step as a compiled method (the model is a static argument)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = nn.Dense(3, dtype=np.float64)
+        self.sgd = nn.optimizers.SGD(0.1)
+
+    def call(self, x):
+        return self.dense(x)
+
+    @tracejit.function
+    def step(self, x, y):
+        with tracejit.GradientTape() as tape:
+            loss = np.mean((self(x) - y) ** 2)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.sgd.apply_gradients(zip(grads, self.trainable_variables))
+        return loss
+
+
+def test_a_compiled_training_method(interpret):
+    model = SelfTraining()
+    x, y = RNG.standard_normal((8, 4)), RNG.standard_normal((8, 3))
+    losses = [float(model.step(x, y)) for _ in range(4)]
+    assert losses == sorted(losses, reverse=True)
+    kernel = model.dense.kernel.numpy()
+    residual = x @ kernel + model.dense.bias.numpy() - y
+    model.step(x, y)
+    np.testing.assert_allclose(model.dense.kernel.numpy(),
+                               kernel - 0.1 * 2 * x.T @ residual / residual.size, rtol=1e-12)
+    assert SelfTraining.step._method.stats.traces == 1

@@ -58,9 +58,7 @@ class Function(Dispatcher):
         if current_builder() is not None:
             return self.fn(*args, **kwargs)  # inside a trace or an eager tape: trace through
         dynamic, statics = self._dynamic(variables.read_all(args), variables.read_all(kwargs))
-        if self._variables:
-            return variables.call(self, self, dynamic, statics, writes=True)
-        return self.call_flat(dynamic, statics)
+        return variables.call(self, self, dynamic, statics, writes=True)
 
     def __get__(self, instance, owner):
         """Decorating a method: `self` is a static argument (hashed by identity,
@@ -216,9 +214,7 @@ class Transform(Dispatcher):
         if current_builder() is not None:
             program, treedef, _ = self.build(dynamic, statics)
             return inline(program, treedef, dynamic)
-        if self.fun._variables:
-            return variables.call(self, self.fun, dynamic, statics, writes=False)
-        return self.call_flat(dynamic, statics)
+        return variables.call(self, self.fun, dynamic, statics, writes=False)
 
     def trace_fun(self, dynamic, statics):
         return self.fun.build(dynamic, statics, writes=False)
