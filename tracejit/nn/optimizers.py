@@ -33,26 +33,25 @@ class LearningRateSchedule:
         raise NotImplementedError
 
 
-class ExponentialDecay(LearningRateSchedule):
+class _DecayPerSteps(LearningRateSchedule):
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
         self.initial_learning_rate = initial_learning_rate
         self.decay_steps, self.decay_rate, self.staircase = decay_steps, decay_rate, staircase
 
-    def __call__(self, step):
+    def periods(self, step):
+        """Decay periods done: step / decay_steps (whole ones with `staircase`)."""
         p = _float(step) / self.decay_steps
-        return self.initial_learning_rate * np.power(self.decay_rate,
-                                                     np.floor(p) if self.staircase else p)
+        return np.floor(p) if self.staircase else p
 
 
-class InverseTimeDecay(LearningRateSchedule):
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps, self.decay_rate, self.staircase = decay_steps, decay_rate, staircase
-
+class ExponentialDecay(_DecayPerSteps):
     def __call__(self, step):
-        p = _float(step) / self.decay_steps
-        return self.initial_learning_rate / (1.0 + self.decay_rate * (
-            np.floor(p) if self.staircase else p))
+        return self.initial_learning_rate * np.power(self.decay_rate, self.periods(step))
+
+
+class InverseTimeDecay(_DecayPerSteps):
+    def __call__(self, step):
+        return self.initial_learning_rate / (1.0 + self.decay_rate * self.periods(step))
 
 
 class CosineDecay(LearningRateSchedule):
