@@ -180,6 +180,8 @@ def test_recorded_values_behave_as_arrays_after_the_tape(interpret):
     np.testing.assert_allclose(np.abs(y) + 1.0, [3.0, 5.0])
     assert (y * 2.0).tolist() == [4.0, -8.0]
     assert "EagerTensor" in repr(y)
+    np.testing.assert_allclose(tracejit.function(lambda v: v * 3.0)(y), [6.0, -12.0])
+    np.testing.assert_allclose(tracejit.nn.relu(y), [2.0, 0.0])
     del tape
 
 

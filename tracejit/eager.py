@@ -17,7 +17,7 @@ import numpy as np
 from . import numpy_api
 from .ir import AVal, Var
 from .shapes import Sym, resolve
-from .trace import Builder, Tracer, _builders
+from .trace import OPERANDS, Builder, Tracer, _builders
 from .variables import recording_tapes
 
 
@@ -208,5 +208,8 @@ def _after_recording(name, method):
 for _name, _method in numpy_api.METHODS.items():
     if _name not in EagerTracer.__dict__:
         setattr(EagerTracer, _name, _after_recording(_name, _method))
+
+# Once its tape stopped, a recorded value is its array for the op layer too.
+OPERANDS[EagerTracer] = lambda t: t if t.builder.active else t.value
 
 __all__ = ["EagerBuilder", "EagerTracer", "unwrap"]

@@ -229,21 +229,21 @@ def _check_shape(var: Variable, shape: tuple) -> None:
 
 
 def read_all(tree):
-    """`tree` with every Variable in it (nested in lists, tuples, dicts) read."""
+    """`tree` with every stand-in for an array in it (Variables, values of a
+    finished eager tape; nested in lists, tuples, dicts) resolved."""
     kind = type(tree)
-    if kind is Variable:
-        return read(tree)
     if kind is tuple or kind is list:
         return kind(read_all(t) for t in tree)
     if kind is dict:
         return {k: read_all(v) for k, v in tree.items()}
-    return tree
+    resolve_fn = OPERANDS.get(kind)
+    return tree if resolve_fn is None else resolve_fn(tree)
 
 
 def reraise_unless_passed(args) -> None:
     """Called while a dispatch error is handled: re-raise it unless `args`
-    hold Variables (then the call goes on with their values)."""
-    if not any(type(leaf) is Variable for leaf in pytree.flatten(args)[0]):
+    hold stand-ins for arrays (then the call goes on with their values)."""
+    if not any(type(leaf) in OPERANDS for leaf in pytree.flatten(args)[0]):
         raise  # the exception being handled
 
 
