@@ -148,6 +148,11 @@ class GradientTape:
         """Block until the eager gradient programs compiling in the background are done."""
         _ADJOINTS.wait()
 
+    @staticmethod
+    def clear_cache() -> None:
+        """Forget the eager gradient programs (after changing TRACEJIT_DISABLE_JIT)."""
+        _ADJOINTS.clear()
+
     # hooks called by variables.py
     def _would_watch(self, variable) -> bool:
         return id(variable) in self._watched_vars or (
@@ -426,13 +431,16 @@ class _Adjoints(Dispatcher):
         self._ids: dict = {}
         self._pending = None
 
+    def clear(self) -> None:
+        super().clear()
+        self._ids.clear()
+
     def run(self, program: Program, n_sources: int, n_targets: int, leaves: list) -> list:
         key = structure_key(program, n_sources, n_targets)
         sid = self._ids.get(key)
         if sid is None:
             if len(self._ids) >= MAX_STRUCTURES:
                 self.clear()
-                self._ids.clear()
             self._ids[key] = len(self._ids)
             joint = prepare(_joint(program, n_sources, n_targets))
             return [_typed(v, a.aval) for v, a in
