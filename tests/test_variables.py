@@ -198,6 +198,20 @@ def test_variables_created_on_the_first_call_trace_twice_then_never(interpret):
     assert lazy.stats.traces == 1
 
 
+def test_a_later_signature_that_reads_more_variables(interpret):
+    a, b = Variable(1.0), Variable(2.0)
+
+    @tracejit.function
+    def f(x):
+        return x * a if x.ndim == 1 else x * a * b
+
+    assert f(np.ones(2)).tolist() == [1.0, 1.0]
+    assert f(np.ones((1, 2))).tolist() == [[2.0, 2.0]]  # reads b too: inputs (a, b) from now on
+    a.assign(3.0)
+    assert f(np.ones(2)).tolist() == [3.0, 3.0]  # the first signature, traced with both
+    assert f(np.ones((1, 2))).tolist() == [[6.0, 6.0]]
+
+
 def test_a_new_variable_on_every_trace_is_an_error(interpret):
     @tracejit.function
     def fresh(x):

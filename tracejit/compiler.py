@@ -240,12 +240,20 @@ class Dispatcher:
         self._entries: dict = {}
         self._lock = threading.RLock()
 
-    def call_flat(self, args: tuple, statics: tuple = (), extra=None):
+    def call_flat(self, args: tuple, statics: tuple = (), extra=None, extra_key=None):
         """The hot path: flatten with the key, one dict lookup, the call.
         `extra` (a tuple of arrays) are trailing inputs the program reads
-        besides `args`: the values of the Variables the function captured."""
+        besides `args`: the values of the Variables the function captured.
+        `extra_key`, when given, stands for their dtypes and shapes in the key
+        (the caller changes it whenever one of those changes)."""
         leaves: list = []
-        key = pytree.signature(args if extra is None else (args, extra), leaves)
+        if extra is None:
+            key = pytree.signature(args, leaves)
+        elif extra_key is None:
+            key = pytree.signature((args, extra), leaves)
+        else:
+            key = (pytree.signature(args, leaves), extra_key)
+            leaves.extend(extra)
         entry = self._fast.get((key, statics) if statics else key)
         if entry is None:
             entry = self._miss(key, args, statics, extra)

@@ -132,6 +132,8 @@ class Variable:
         value = _stored(np.array(value, dtype=self.dtype))
         for tape in recording_tapes:
             tape._assigned(self)
+        if np.shape(value) != np.shape(self._value):
+            types_changed()  # (a dtype never changes)
         self._value = value
 
     # ------------------------------------------------------------ display
@@ -352,6 +354,7 @@ class Scope:
         if self.new:
             fun._variables.extend(self.new)
             fun._simple = False
+            types_changed()  # its cached calls passed fewer trailing inputs
             raise VariablesDiscovered
         if not self.known:
             return program, treedef
@@ -421,10 +424,21 @@ def _attempt(fun, attempt):
                           "them once (outside the function, or on its first call only)")
 
 
+# Changes whenever a Variable's shape changes (only Variables made with free
+# dimensions can): the dispatch key of the trailing inputs, so a cached call
+# makes no per-Variable check. Values written back by kernels keep their shape.
+_epoch = [0]
+
+
+def types_changed() -> None:
+    _epoch[0] += 1
+
+
 def call(dispatcher, fun, dynamic, statics, writes: bool):
     """Call `dispatcher` with `fun`'s Variables as trailing inputs; with
     `writes`, store the values the kernel assigned to them."""
-    out = _attempt(fun, lambda values: dispatcher.call_flat(dynamic, statics, values))
+    out = _attempt(fun, lambda values: dispatcher.call_flat(dynamic, statics, values,
+                                                            _epoch[0]))
     if fun._variables and not getattr(dispatcher, "_variable_mode", False):
         dispatcher._variable_mode = True
         _stateful.add(dispatcher)
