@@ -30,12 +30,15 @@ from .errors import (
     TracerTypeError,
     UnsupportedError,
 )
+from .log import RetraceWarning
+from .profiling import Profiler, Report, profile, profiler
 from .tape import GradientTape, UnconnectedGradients, gradients
 from .variables import Variable
 
 __all__ = [
-    "ConcretizationError", "Function", "GradientTape", "ShapeError", "TracejitError",
-    "TracerTypeError", "UnconnectedGradients", "UnsupportedError", "Variable", "custom_vjp",
-    "function", "grad", "gradients", "hessian", "jacobian", "jvp", "make_ir", "stop_gradient",
+    "ConcretizationError", "Function", "GradientTape", "Profiler", "Report", "RetraceWarning",
+    "ShapeError", "TracejitError", "TracerTypeError", "UnconnectedGradients",
+    "UnsupportedError", "Variable", "custom_vjp", "function", "grad", "gradients", "hessian",
+    "jacobian", "jvp", "make_ir", "profile", "profiler", "stop_gradient",
     "value_and_grad", "vjp",
 ]

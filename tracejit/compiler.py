@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cache, codegen, passes, pytree
+from . import cache, codegen, events, passes, pytree, worker
 from .interpreter import interpret
 from .ir import Literal, Program, verify
 from .shapes import resolve
@@ -66,6 +66,8 @@ class Kernel:
         self.use_disk = use_disk
         self.name = codegen.identifier(name)
         self.fn = None
+        self.worker_report = None  # what the compile worker said, when it compiled this
+        self.path = None  # the kernel module's file, once loaded
         self._convert = [_scalar_type(a) for a in self.out_avals]
 
     @functools.cached_property
@@ -83,17 +85,25 @@ class Kernel:
         for module, (_, text) in self.generated.helpers.items():
             cache.load_module(text, module, use_disk=self.use_disk, stem=module)
         module = cache.load_module(self.generated.source, self.name, use_disk=self.use_disk)
+        self.path = module.path
         return module.function(self.name)
 
     def compile(self, leaves) -> str:
         """Load (or write) the modules and compile for these argument types;
         says where the machine code came from: memory, disk or compiled."""
-        if self.fn is None:
+        compiling = events.compile_begin(self)
+        args = tuple(leaves) + self.consts
+        fn = self.fn
+        if fn is None:
+            events.codegen_end(compiling, self.generated.source, len(self.generated.helpers))
             fn = self.load()
-            where = cache.compile_for(fn, tuple(leaves) + self.consts)
+            events.loaded(compiling)
+        where = cache.compile_for(fn, args)
+        if self.fn is None:
             self.fn = fn
-            return where
-        return cache.compile_for(self.fn, tuple(leaves) + self.consts)
+            worker.record_compiled(self, leaves)
+        events.compile_end(compiling, where, fn, args)
+        return where
 
     def interpreted(self, leaves) -> list:
         outs = interpret(self.program, leaves, self.consts)
@@ -143,16 +153,16 @@ class Entry:
         return self.call(leaves)
 
     def _interpreted(self, leaves):
-        """Serve a call while the kernel compiles. Interpreted calls hold the GIL
-        and starve the compiler thread, so after INTERPRET_BUDGET seconds of them
-        a call waits for the kernel instead."""
-        if self.compiling is not None and self.interpreted_seconds > INTERPRET_BUDGET:
-            self.wait()
+        """Serve a call while the kernel compiles (in the worker process: no call
+        ever waits for it)."""
         if self.kernel.fn is not None and self.compiling is None:
             return self.call(leaves)
         start = time.perf_counter()
         out = pytree.unflatten(self.out_treedef, self.kernel(leaves))
-        self.interpreted_seconds += time.perf_counter() - start
+        end = time.perf_counter()
+        self.interpreted_seconds += end - start
+        if events.recording:
+            events.interpreted_call(self, leaves, start, end)
         return out
 
     def prepare(self, leaves, stats: Stats, background: bool) -> None:
@@ -177,17 +187,25 @@ class Entry:
         if thread is not None:
             thread.join()
 
-    def _compile(self, leaves, stats: Stats) -> None:
+    def _compile(self, leaves, stats: Stats, elsewhere: bool = False) -> None:
         where = self.kernel.compile(leaves)
+        if elsewhere and where == "disk":  # the worker compiled it for this call
+            where = "compiled"
         stats.compiles += where == "compiled"
         stats.disk_hits += where == "disk"
         stats.memory_hits += where == "memory"
-        self.call = self._specialise()
+        self.call = events.kernel_call(self, self._specialise())
 
     def _compile_in_background(self, leaves, stats: Stats) -> None:
         try:
-            self._compile(leaves, stats)
+            remote = events.compile_begin(self.kernel)
+            events.codegen_end(remote, self.kernel.generated.source,
+                               len(self.kernel.generated.helpers))
+            self.kernel.worker_report = worker.compile_elsewhere(self.kernel, leaves)
+            events.compiled_elsewhere(remote, self.kernel.worker_report)
+            self._compile(leaves, stats, elsewhere=self.kernel.worker_report is not None)
         except Exception as err:  # the interpreter keeps serving calls correctly
+            events.compile_failed(self.kernel, err)
             warnings.warn(f"tracejit: compiling {self.kernel.name} failed, running the NumPy "
                           f"interpreter instead: {type(err).__name__}: {err}",
                           TracejitCompileWarning, stacklevel=1)
@@ -213,16 +231,13 @@ class Entry:
         return namespace["call"]
 
 
-INTERPRET_BUDGET = 0.2  # seconds of interpreted calls before waiting for the kernel
-
-
 class TracejitCompileWarning(UserWarning):
     """A background compile failed; results still come from the interpreter."""
 
 
 def background_compile() -> bool:
-    """Compile in a background thread (calls meanwhile run the interpreter)
-    unless TRACEJIT_COMPILE=sync."""
+    """Compile in the background - in the compile worker process, waited for by a
+    thread - while calls run the interpreter, unless TRACEJIT_COMPILE=sync."""
     return os.environ.get("TRACEJIT_COMPILE", "background").lower() != "sync"
 
 
@@ -301,12 +316,15 @@ class Dispatcher:
         return by_sizes.get(_sizes(leaves, axes))
 
     def _compile(self, abstract, args, statics, leaves) -> Entry:
+        traced = events.trace_begin(self, args, statics, abstract, leaves)
         program, out_treedef, input_syms = self.build(args, statics)
+        events.trace_end(traced, program)
         self.stats.traces += 1
         bound = tuple((leaf, axis) for leaf, axis, sym in input_syms
                       if type(resolve(sym)) is int)
         entry = Entry(self.kernel(program, self.name), out_treedef, bound)
         self.extend(entry, program)
+        events.prepared(traced, entry)
         axes, by_sizes = self._entries.setdefault(abstract, (bound, {}))
         if axes != bound:  # a retrace bound other sizes: key on both sets
             axes = tuple(sorted(set(axes) | set(bound)))
