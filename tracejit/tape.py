@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import autodiff, numpy_api, ops, passes, pytree
-from .compiler import Dispatcher, prepare
+from .compiler import Dispatcher, Stats, prepare
 from .eager import EagerBuilder, EagerTracer
 from .errors import TracerTypeError, warn
 from .interpreter import interpret
@@ -420,40 +420,58 @@ def _stack_rows(rows, target_shape, source):
 MAX_STRUCTURES = 1024
 
 
-class _Adjoints(Dispatcher):
+class _Adjoint(Dispatcher):
+    """The compiled adjoint of one structure of cut (its own dispatch table:
+    per batch size and dtypes, as any function)."""
+
+    def __init__(self, stats: Stats):
+        super().__init__("tape_gradient")
+        self.stats = stats
+        self.pending = None  # (cut program, n_sources, n_targets) of the call being served
+
+    def build(self, args, statics):
+        program, n_sources, n_targets = self.pending
+        input_syms = [(k, axis, d) for k, v in enumerate(program.invars)
+                      for axis, d in enumerate(v.aval.shape) if type(d) is not int]
+        treedef = ("t", (pytree.LEAF,) * n_sources)
+        return _joint(program, n_sources, n_targets), treedef, input_syms
+
+
+class _Adjoints:
     """Eager tapes' gradient programs. A cut is keyed by its structure (the
     equations and types, not the values, with sizes symbolic): the first time
     a structure is seen its adjoint is interpreted; when it comes again it is
     compiled (in the background, as any kernel) and reused from then on."""
 
     def __init__(self):
-        super().__init__("tape_gradient")
-        self._ids: dict = {}
-        self._pending = None
-
-    def clear(self) -> None:
-        super().clear()
-        self._ids.clear()
+        self.stats = Stats()
+        self._by_structure: dict = {}  # structure key -> _Adjoint, or None when seen once
 
     def run(self, program: Program, n_sources: int, n_targets: int, leaves: list) -> list:
         key = structure_key(program, n_sources, n_targets)
-        sid = self._ids.get(key)
-        if sid is None:
-            if len(self._ids) >= MAX_STRUCTURES:
+        adjoint = self._by_structure.get(key, _UNSEEN)
+        if adjoint is _UNSEEN:
+            if len(self._by_structure) >= MAX_STRUCTURES:
                 self.clear()
-            self._ids[key] = len(self._ids)
+            self._by_structure[key] = None
             joint = prepare(_joint(program, n_sources, n_targets))
             return [_typed(v, a.aval) for v, a in
                     zip(interpret(joint, leaves, joint.consts), joint.outvars)]
-        self._pending = (program, n_sources, n_targets)
-        return list(self.call_flat(tuple(leaves), (sid,)))
+        if adjoint is None:
+            adjoint = self._by_structure[key] = _Adjoint(self.stats)
+        adjoint.pending = (program, n_sources, n_targets)
+        return list(adjoint.call_flat(tuple(leaves)))
 
-    def build(self, args, statics):
-        program, n_sources, n_targets = self._pending
-        input_syms = [(k, axis, d) for k, v in enumerate(program.invars)
-                      for axis, d in enumerate(v.aval.shape) if type(d) is not int]
-        treedef = ("t", (pytree.LEAF,) * n_sources)
-        return _joint(program, n_sources, n_targets), treedef, input_syms
+    def wait(self) -> None:
+        for adjoint in list(self._by_structure.values()):
+            if adjoint is not None:
+                adjoint.wait()
+
+    def clear(self) -> None:
+        self._by_structure.clear()
+
+
+_UNSEEN = object()
 
 
 def _typed(value, aval):
