@@ -255,29 +255,46 @@ class Dispatcher:
         self._entries: dict = {}
         self._lock = threading.RLock()
 
-    def call_flat(self, args: tuple, statics: tuple = ()):
-        """The hot path: flatten with the key, one dict lookup, the call."""
+    def call_flat(self, args: tuple, statics: tuple = (), extra=None, extra_key=None):
+        """The hot path: flatten with the key, one dict lookup, the call.
+        `extra` (a tuple of arrays) are trailing inputs the program reads
+        besides `args`: the values of the Variables the function captured.
+        `extra_key`, when given, stands for their dtypes and shapes in the key
+        (the caller changes it whenever one of those changes)."""
         leaves: list = []
-        key = pytree.signature(args, leaves)
+        if extra is None:
+            key = pytree.signature(args, leaves)
+        elif extra_key is None:
+            key = pytree.signature((args, extra), leaves)
+        else:
+            key = (pytree.signature(args, leaves), extra_key)
+            leaves.extend(extra)
         entry = self._fast.get((key, statics) if statics else key)
         if entry is None:
-            entry = self._miss(key, args, statics)
+            entry = self._miss(key, args, statics, extra)
         else:
             self.stats.memory_hits += 1
         return entry.call(leaves)
 
-    def entry(self, args: tuple, statics: tuple = ()):
+    def entry(self, args: tuple, statics: tuple = (), extra=None):
         """(entry, leaves) for these arguments, compiling on a miss."""
         leaves: list = []
-        key = pytree.signature(args, leaves)
+        key = pytree.signature(args if extra is None else (args, extra), leaves)
         entry = self._fast.get((key, statics) if statics else key)
         if entry is None:
-            entry = self._miss(key, args, statics)
+            entry = self._miss(key, args, statics, extra)
         return entry, leaves
 
-    def _miss(self, key, args, statics) -> Entry:
+    def clear(self) -> None:
+        """Forget every entry: the next calls trace again (a change the
+        dispatch keys cannot see, such as a new learning-rate schedule)."""
+        with self._lock:
+            self._fast.clear()
+            self._entries.clear()
+
+    def _miss(self, key, args, statics, extra=None) -> Entry:
         key = (key, statics) if statics else key
-        leaves, treedef = pytree.flatten(args)
+        leaves, treedef = pytree.flatten(args if extra is None else (args, extra))
         with self._lock:
             for leaf in leaves:
                 _check_leaf(leaf)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(__import__("numpy").__file__))
@@ -29,15 +30,38 @@ class UnsupportedError(TracejitError, NotImplementedError):
     """A NumPy function or feature tracejit does not trace."""
 
 
+_is_user_file: dict[str, bool] = {}  # code filename -> outside tracejit and NumPy
+
+
 def user_location() -> str:
-    """`file:line` of the innermost frame outside tracejit and NumPy."""
+    """`file:line` of the innermost frame outside tracejit and NumPy (every
+    traced or eagerly recorded operation asks: the answer per file is cached)."""
     frame = sys._getframe(1)
     while frame is not None:
-        path = os.path.abspath(frame.f_code.co_filename)
-        if not (path.startswith(_PACKAGE_DIR) or path.startswith(_NUMPY_DIR)):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        filename = frame.f_code.co_filename
+        outside = _is_user_file.get(filename)
+        if outside is None:
+            path = os.path.abspath(filename)
+            outside = not (path.startswith(_PACKAGE_DIR) or path.startswith(_NUMPY_DIR))
+            _is_user_file[filename] = outside
+        if outside:
+            return f"{filename}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
+
+
+def warn(message: str, category=UserWarning) -> None:
+    """A warning attributed to the user's line (shown once per line, as usual)."""
+    frame = sys._getframe(1)
+    location = user_location()
+    while frame is not None and f"{frame.f_code.co_filename}:{frame.f_lineno}" != location:
+        frame = frame.f_back
+    if frame is None:
+        warnings.warn(message, category, stacklevel=2)
+        return
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__"),
+                           registry=frame.f_globals.setdefault("__warningregistry__", {}))
 
 
 def with_location(message: str, location: str | None = None, hint: str | None = None) -> str:

@@ -16,10 +16,12 @@ and keep no per-op tables of their own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.special
 
 from . import ops
 from .errors import ShapeError, TracerTypeError
@@ -155,6 +157,10 @@ unary = [
 ]
 for _name, _impl, _scalar, _partials, *_safe in unary:
     elementwise(_name, 1, _impl, _scalar, _partials, nan_safe=bool(_safe))
+
+# The error function (exact GELU): d erf(x) / dx = 2 / sqrt(pi) * exp(-x^2).
+elementwise("erf", 1, scipy.special.erf, "_rt.erf({0})",
+            lambda out, x: [ops.mul(2.0 / math.sqrt(math.pi), ops.exp(ops.neg(ops.mul(x, x))))])
 
 # Piecewise-constant ops: their derivative is zero almost everywhere.
 for _name, _impl, _scalar in [("sign", np.sign, "_rt.sign({0})"),

@@ -34,6 +34,8 @@ Calling conventions the code generator must respect (see the benchmark in
   should include this file's contents (or the tracejit version).
 """
 
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -42,6 +44,7 @@ from numba.extending import intrinsic, overload
 __all__ = [
     "as_scalar",
     "dot",
+    "erf",
     "exp",
     "expm1",
     "grow",
@@ -338,6 +341,12 @@ def expm1(x):
     # Passing x through for NaN, ±0 and tiny x keeps NaN and the sign of zero.
     tiny = _c(x, 1e-30)
     return y if abs(x) > tiny else x
+
+
+@njit(**_JIT)
+def erf(x):
+    """`math.erf` in the argument's precision (Numba's gives float64)."""
+    return _c(x, math.erf(x))
 
 
 @njit(**_JIT)

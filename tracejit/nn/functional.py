@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ops
-from .numpy_api import amax, asarray, mean, sum_
+from .. import ops
+from ..numpy_api import amax, asarray, mean, sum_
 
 
 def _safe_max(x, axis):
@@ -59,6 +59,12 @@ def relu(x):
 def softplus(x):
     """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
     return ops.add(ops.maximum(x, 0.0), ops.log1p(ops.exp(ops.neg(ops.abs_(x)))))
+
+
+def erf(x):
+    """The error function (a primitive: SciPy's in NumPy, libm's in kernels)."""
+    (x,) = ops.promote(x, to_float=True)
+    return ops.bind(ops.R["erf"], x)
 
 
 def cross_entropy(logits, labels_one_hot, axis=-1):
