@@ -66,7 +66,8 @@ class Result:
 
 def sweep(dtype, n: int = 600) -> np.ndarray:
     info = np.finfo(dtype)
-    wide = np.logspace(np.log10(float(info.tiny)), np.log10(float(info.max)), n // 3)
+    top = np.log10(float(info.max)) * (1 - 1e-12)  # 10 ** log10(max) may round past max
+    wide = np.logspace(np.log10(float(info.tiny)), top, n // 3)
     edge = float(np.log(info.max)) * 1.2  # past where exp over- or underflows
     core = np.linspace(-edge, edge, n // 3)
     return np.concatenate([-wide, wide, core, [0.0, -0.0]]).astype(dtype)

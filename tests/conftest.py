@@ -24,3 +24,11 @@ def compiled(monkeypatch):
     returns (no interpreter while a background compile runs)."""
     monkeypatch.delenv("TRACEJIT_DISABLE_JIT", raising=False)
     monkeypatch.setenv("TRACEJIT_COMPILE", "sync")
+
+
+@pytest.fixture(params=["interpret", "compiled"])
+def mode(request):
+    """Run the test through the interpreter and through compiled kernels
+    (the `interpret` and `compiled` fixtures above)."""
+    request.getfixturevalue(request.param)
+    return request.param

@@ -16,14 +16,6 @@ import tracejit
 RNG = np.random.default_rng(7)
 
 
-@pytest.fixture(params=["interpret", "compiled"])
-def mode(request):
-    """Run the test through the interpreter and through compiled kernels
-    (the `interpret` and `compiled` fixtures of conftest.py)."""
-    request.getfixturevalue(request.param)
-    return request.param
-
-
 # ------------------------------------------------------------------ pytrees
 
 

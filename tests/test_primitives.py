@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import scipy.special
 
 import tracejit
 from tracejit import lax
@@ -226,6 +227,7 @@ _ELEMENTWISE_ROWS = [
     row("arctan", np.arctan, UNARY),
     row("sinh", np.sinh, UNARY),
     row("cosh", np.cosh, UNARY),
+    row("erf", tracejit.nn.erf, UNARY, ref=scipy.special.erf),
     # piecewise constant: derivative zero away from the jumps
     row("sign", np.sign, UNARY, off_grid),
     row("sign", np.sign, UNARY, with_zeros, label="sign_at_zero", grad=False),

@@ -33,10 +33,13 @@ from .errors import (
 )
 from .log import RetraceWarning
 from .profiling import Profiler, Report, profile, profiler
+from .tape import GradientTape, UnconnectedGradients, gradients
+from .variables import Variable
 
 __all__ = [
-    "ConcretizationError", "Function", "LeakedTracerError", "Profiler", "Report",
-    "RetraceWarning", "ShapeError", "TracejitError", "TracerTypeError", "UnsupportedError",
-    "custom_vjp", "function", "grad", "hessian", "jacobian", "jvp", "make_ir", "profile",
-    "profiler", "stop_gradient", "value_and_grad", "vjp",
+    "ConcretizationError", "Function", "GradientTape", "LeakedTracerError", "Profiler",
+    "Report", "RetraceWarning", "ShapeError", "TracejitError", "TracerTypeError",
+    "UnconnectedGradients", "UnsupportedError", "Variable", "custom_vjp", "function", "grad",
+    "gradients", "hessian", "jacobian", "jvp", "make_ir", "profile", "profiler",
+    "stop_gradient", "value_and_grad", "vjp",
 ]

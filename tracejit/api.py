@@ -16,12 +16,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import autodiff, errors, events, ops, pytree, rolling
+from . import autodiff, errors, events, ops, pytree, rolling, variables
 from .compiler import Dispatcher, inline, is_tracing, make_kernel, prepare
 from .errors import TracerTypeError, UnsupportedError, with_location
 from .ir import Program, Var
 from .shapes import concrete_shape
-from .trace import _builders, current_builder, trace
+from .trace import _builders, current_builder
 
 
 def _as_tuple(value) -> tuple:
@@ -44,16 +44,24 @@ class Function(Dispatcher):
             self._signature = inspect.signature(fn)
         except (TypeError, ValueError):
             self._signature = None
-        self._simple = not (self.static_argnums or self.static_argnames)
+        self._static_free = not (self.static_argnums or self.static_argnames)
+        self._simple = self._static_free  # and no Variables: the hot path applies
+        self._variables: list = []  # the Variables its traces use (trailing inputs)
         self._method: Function | None = None
         self._transforms: dict = {}  # jvp()'s and vjp()'s, kept for the next call
 
     def __call__(self, *args, **kwargs):
         if not (kwargs or _builders) and self._simple:
-            return self.call_flat(args)  # the hot path
-        if current_builder() is not None and is_tracing((args, kwargs)):
-            return self.fn(*args, **kwargs)  # inside another trace: trace through
-        return self.call_flat(*self._dynamic(args, kwargs))
+            try:
+                return self.call_flat(args)  # the hot path
+            except variables.VariablesDiscovered:
+                pass  # its trace read Variables: they are inputs from now on
+            except TracerTypeError:
+                variables.reraise_unless_passed(args)  # Variables as arguments: their values
+        if current_builder() is not None:
+            return self.fn(*args, **kwargs)  # inside a trace or an eager tape: trace through
+        dynamic, statics = self._dynamic(variables.read_all(args), variables.read_all(kwargs))
+        return variables.call(self, self, dynamic, statics, writes=True)
 
     def __get__(self, instance, owner):
         """Decorating a method: `self` is a static argument (hashed by identity,
@@ -119,15 +127,18 @@ class Function(Dispatcher):
         leaves, treedef = pytree.flatten(ordered[position])
         return offset, len(leaves), treedef
 
-    def build(self, args, statics):
+    def build(self, args, statics, writes=True):
+        """Trace into a program; Variables it reads are trailing inputs and,
+        with `writes`, the values it assigns them extra outputs."""
         fn = self.fn
         if statics:
             def fn(positional, keywords):
                 return self.python_call((positional, keywords), statics)
-        program, treedef, builder = trace(fn, args, self.name, self.leaf_names(args, statics))
+        program, treedef, input_syms = variables.trace_function(
+            self, fn, args, writes, self.leaf_names(args, statics))
         if self.roll_loops:
             program = rolling.roll_loops(program)
-        return program, treedef, builder.input_syms
+        return program, treedef, input_syms
 
     def leaf_names(self, dynamic, statics) -> list[str]:
         """The user's name of each dynamic argument leaf, from the signature: `x`,
@@ -145,19 +156,22 @@ class Function(Dispatcher):
 
     # ------------------------------------------------------------ inspection
     def _dynamic(self, args, kwargs):
-        if self._simple and not kwargs:
+        if self._static_free and not kwargs:
             return args, ()
         return self.split(args, kwargs)
 
+    def _program(self, args, kwargs) -> Program:
+        program, _, _ = variables.retrying(lambda: self.build(*self._dynamic(args, kwargs)), self)
+        return prepare(program)
+
     def ir(self, *args, **kwargs) -> Program:
         """The optimised IR for these arguments (prints readably)."""
-        program, _, _ = self.build(*self._dynamic(args, kwargs))
-        return prepare(program)
+        return self._program(args, kwargs)
 
     def source(self, *args, **kwargs) -> str:
         """The generated Numba source for these arguments."""
-        program, _, _ = self.build(*self._dynamic(args, kwargs))
-        return make_kernel(program, self.name, use_disk=False, interpret=True).source
+        return make_kernel(self._program(args, kwargs), self.name, use_disk=False,
+                           interpret=True).source
 
     def grad_ir(self, *args, argnums=0, **kwargs) -> Program:
         """The optimised IR of the value-and-gradient program (forward equations,
@@ -248,28 +262,37 @@ class Transform(Dispatcher):
 
     def __call__(self, *args, **kwargs):
         if not (kwargs or _builders) and self.fun._simple:
-            return self.call_flat(args)  # the hot path
-        dynamic, statics = self.fun._dynamic(args, kwargs)
-        if current_builder() is not None and is_tracing(dynamic):
+            try:
+                return self.call_flat(args)  # the hot path
+            except variables.VariablesDiscovered:
+                pass
+            except TracerTypeError:
+                variables.reraise_unless_passed(args)
+        dynamic, statics = self.fun._dynamic(variables.read_all(args), variables.read_all(kwargs))
+        if current_builder() is not None:
             program, treedef, _ = self.build(dynamic, statics)
             return inline(program, treedef, dynamic)
-        return self.call_flat(dynamic, statics)
+        return variables.call(self, self.fun, dynamic, statics, writes=False)
 
     def trace_fun(self, dynamic, statics):
-        traced = self.fun.build(dynamic, statics)
+        traced = self.fun.build(dynamic, statics, writes=False)
         events.forward_traced(traced[0])
         return traced
 
     def leaf_names(self, dynamic, statics) -> list[str]:
         return self.fun.leaf_names(dynamic, statics)
 
-    def ir(self, *args, **kwargs) -> Program:
-        program, _, _ = self.build(*self.fun._dynamic(args, kwargs))
+    def _program(self, args, kwargs) -> Program:
+        program, _, _ = variables.retrying(
+            lambda: self.build(*self.fun._dynamic(args, kwargs)), self.fun)
         return prepare(program)
 
+    def ir(self, *args, **kwargs) -> Program:
+        return self._program(args, kwargs)
+
     def source(self, *args, **kwargs) -> str:
-        program, _, _ = self.build(*self.fun._dynamic(args, kwargs))
-        return make_kernel(program, self.name, use_disk=False, interpret=True).source
+        return make_kernel(self._program(args, kwargs), self.name, use_disk=False,
+                           interpret=True).source
 
 
 def _leaf_ranges(fun: Function, dynamic, statics, argnums):
@@ -384,7 +407,7 @@ class Jvp(Transform):
     def build(self, dynamic, statics):
         primals, tangents = dynamic
         program, out_treedef, input_syms = self.trace_fun(primals, statics)
-        n = len(program.invars)
+        n = len(pytree.flatten(primals)[0])
         tangent_leaves, tangent_def = pytree.flatten(tangents)
         if tangent_def != pytree.flatten(primals)[1]:
             raise TracerTypeError("jvp: tangents must have the same structure as primals")
@@ -394,6 +417,9 @@ class Jvp(Transform):
                                       f"{concrete_shape(ops.aval_of(t).shape)} for "
                                       f"{concrete_shape(var.aval.shape)}")
         joint = autodiff.jvp_program(program, list(range(n)))
+        if len(program.invars) > n:  # the function's Variables come after the tangents
+            joint, input_syms = variables.trailing_inputs(
+                joint, n, len(program.invars) - n, input_syms, shift=n)
         treedef = ("t", (out_treedef, out_treedef))
         return replace(joint, name=self.name), treedef, input_syms
 
@@ -402,11 +428,11 @@ def jvp(fun, primals, tangents):
     """Forward mode: `(fun(*primals), J @ tangents)`, compiled."""
     fun = as_function(fun)  # held here: its transform refers to it weakly
     transform = _transform(Jvp, fun)
-    primals, tangents = tuple(primals), tuple(tangents)
-    if current_builder() is not None and is_tracing((primals, tangents)):
+    primals, tangents = variables.read_all(tuple(primals)), tuple(tangents)
+    if current_builder() is not None:
         program, treedef, _ = transform.build((primals, tangents), ())
         return inline(program, treedef, (primals, tangents))
-    return transform.call_flat((primals, tangents))
+    return variables.call(transform, transform.fun, (primals, tangents), (), writes=False)
 
 
 class Vjp(Transform):
@@ -417,7 +443,8 @@ class Vjp(Transform):
     def build(self, dynamic, statics):
         program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
         n_in, n_out = len(program.invars), len(program.outvars)
-        wrt = [k for k, v in enumerate(program.invars) if autodiff.is_float(v.aval)]
+        n_args = len(pytree.flatten(dynamic)[0])  # then the function's Variables
+        wrt = [k for k, v in enumerate(program.invars[:n_args]) if autodiff.is_float(v.aval)]
         joint = autodiff.vjp_program(program, wrt, [autodiff.INPUT] * n_out)
         joint = prepare(joint)
         fwd, bwd, n_res = autodiff.split_at_cotangents(joint, n_in, n_out)
@@ -436,13 +463,14 @@ def vjp(fun, *primals):
     """`(fun(*primals), vjp_fn)`; `vjp_fn(cotangent)` returns one cotangent per primal."""
     fun = as_function(fun)  # held here: its transform refers to it weakly
     transform = _transform(Vjp, fun)
+    primals = variables.read_all(primals)
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
-    entry, leaves = transform.entry(primals)
+    entry, leaves = variables.entry(transform, transform.fun, primals)
     try:
         outs, residuals = entry(leaves)
     except errors.KERNEL_CHECKS as err:
-        raise transform.explain(err, entry, primals, ()) from None
+        raise transform.explain(err, entry, primals, (), leaves) from None
     backward, wrt, seeded, out_treedef = entry.extra
     structure = pytree.flatten(primals)
 

@@ -36,7 +36,7 @@ import numpy as np
 from numba.core.dispatcher import Dispatcher
 
 from . import numba_cache, store
-from .errors import TracejitCacheWarning, warn_user
+from .errors import TracejitCacheWarning, warn
 
 __all__ = ["TracejitCacheWarning", "cache_dir", "clear_cache", "compile_for",
            "disk_cache_enabled", "load_module"]
@@ -326,7 +326,7 @@ def _load_from_store(target: store.Store, stem: str, source: str,
     written = current != expected
     if written:
         if current is not None:
-            warn_user(f"corrupt tracejit cache file {path} (not the source its name stands "
+            warn(f"corrupt tracejit cache file {path} (not the source its name stands "
                       "for); rewriting it", TracejitCacheWarning)
         if not target.write(path, expected):
             return None

@@ -284,49 +284,73 @@ class Dispatcher:
         self._recent: OrderedDict = OrderedDict()  # (abstract, sizes) -> entry, LRU first
         self._lock = threading.RLock()
 
-    def call_flat(self, args: tuple, statics: tuple = ()):
-        """The hot path: flatten with the key, one dict lookup, the call."""
+    def call_flat(self, args: tuple, statics: tuple = (), extra=None, extra_key=None):
+        """The hot path: flatten with the key, one dict lookup, the call.
+        `extra` (a tuple of arrays) are trailing inputs the program reads
+        besides `args`: the values of the Variables the function captured.
+        `extra_key`, when given, stands for their dtypes and shapes in the key
+        (the caller changes it whenever one of those changes)."""
         leaves: list = []
-        key = pytree.signature(args, leaves)
+        if extra is None:
+            key = pytree.signature(args, leaves)
+        elif extra_key is None:
+            key = pytree.signature((args, extra), leaves)
+        else:
+            key = (pytree.signature(args, leaves), extra_key)
+            leaves.extend(extra)
         entry = self._fast.get((key, statics) if statics else key)
         if entry is None:
-            entry = self._miss(key, args, statics)
+            entry = self._miss(key, args, statics, extra)
         else:
             entry.hits += 1
         try:
             return entry.call(leaves)
         except errors.KERNEL_CHECKS as err:  # a size or debug check: name what failed
             self._fast.pop((key, statics) if statics else key, None)  # keep no failed key
-            raise self.explain(err, entry, args, statics) from None
+            raise self.explain(err, entry, args, statics, leaves) from None
 
-    def explain(self, err, entry, args, statics) -> Exception:
-        """The user's error for a failed kernel check: argument names, shapes, op, line."""
-        values = pytree.flatten(args)[0] + list(entry.kernel.consts)
-        return errors.explain(err, entry.kernel, self.leaf_names(args, statics), values)
+    def explain(self, err, entry, args, statics, leaves=None) -> Exception:
+        """The user's error for a failed kernel check: argument names, shapes, op, line.
+        `leaves` are the kernel's inputs (the arguments', then Variables' values)."""
+        leaves = pytree.flatten(args)[0] if leaves is None else leaves
+        names = self.leaf_names(args, statics)
+        names += [f"Variable {k}" for k in range(len(leaves) - len(names))]
+        return errors.explain(err, entry.kernel, names, list(leaves) + list(entry.kernel.consts))
 
     def leaf_names(self, args, statics) -> list[str]:
         """The user's name for each argument leaf (`params[0]`, `batch['x']`)."""
         return [f"argument {k}{path}" for k, arg in enumerate(args)
                 for path in pytree.leaf_paths(arg)]
 
-    def entry(self, args: tuple, statics: tuple = ()):
+    def entry(self, args: tuple, statics: tuple = (), extra=None):
         """(entry, leaves) for these arguments, compiling on a miss."""
         leaves: list = []
-        key = pytree.signature(args, leaves)
+        key = pytree.signature(args if extra is None else (args, extra), leaves)
         entry = self._fast.get((key, statics) if statics else key)
         if entry is None:
-            entry = self._miss(key, args, statics)
+            entry = self._miss(key, args, statics, extra)
         return entry, leaves
 
-    def _miss(self, key, args, statics) -> Entry:
+    def clear(self) -> None:
+        """Forget every entry: the next calls trace again (a change the
+        dispatch keys cannot see, such as a new learning-rate schedule)."""
+        with self._lock:
+            self._fast.clear()
+            self._entries.clear()
+            self._stats.memory_hits += sum(e.hits for e in self._recent.values())
+            self._recent.clear()
+
+    def _miss(self, key, args, statics, extra=None) -> Entry:
         key = (key, statics) if statics else key
-        leaves, treedef = pytree.flatten(args)
+        leaves, treedef = pytree.flatten(args if extra is None else (args, extra))
         with self._lock:
             for k, leaf in enumerate(leaves):
                 problem = errors.leaf_problem(leaf)
                 if problem:
+                    names = self.leaf_names(args, statics)
+                    name = names[k] if k < len(names) else f"Variable {k - len(names)}"
                     raise errors.TracerTypeError(errors.with_location(
-                        f"{self.name}: {self.leaf_names(args, statics)[k]} {problem}"))
+                        f"{self.name}: {name} {problem}"))
             abstract = (treedef, statics, *[abstract_signature(leaf) for leaf in leaves])
             flags = config.kernel_flags()  # debug_nans...: kernels of their own
             abstract += (flags,) if flags else ()
@@ -392,6 +416,11 @@ class Dispatcher:
         s = self._stats
         hits = s.memory_hits + sum(e.hits for e in self._recent.values())
         return Stats(s.traces, s.compiles, hits, s.disk_hits)
+
+    @stats.setter
+    def stats(self, shared: Stats) -> None:
+        """Count traces, compiles and disk hits into `shared` (dispatchers may share one)."""
+        self._stats = shared
 
     def _evict(self, where, entry) -> None:
         """Forget the least recently used entry (tracejit.config.cache_size bounds them;

@@ -72,32 +72,47 @@ class TracejitCacheWarning(UserWarning):
     tracejit worked around it: rebuilt the kernel, or kept it in memory."""
 
 
+_is_user_file: dict[str, bool] = {}  # code filename -> outside tracejit and NumPy
+
+
 def user_location() -> str:
-    """`file:line` of the innermost frame outside tracejit and NumPy."""
+    """`file:line` of the innermost frame outside tracejit and NumPy (every
+    traced or eagerly recorded operation asks: the answer per file is cached)."""
     frame = sys._getframe(1)
     while frame is not None:
-        path = os.path.abspath(frame.f_code.co_filename)
-        if not (path.startswith(_PACKAGE_DIR) or path.startswith(_NUMPY_DIR)):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        filename = frame.f_code.co_filename
+        outside = _is_user_file.get(filename)
+        if outside is None:
+            path = os.path.abspath(filename)
+            outside = not (path.startswith(_PACKAGE_DIR) or path.startswith(_NUMPY_DIR))
+            _is_user_file[filename] = outside
+        if outside:
+            return f"{filename}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
+
+
+def warn(message: str, category=UserWarning) -> None:
+    """A warning attributed to the user's line (shown once per line, as usual): the
+    innermost frame outside tracejit, NumPy, Numba and the import and thread
+    machinery (a cache warning raised while Numba compiles still names the call)."""
+    import numba
+
+    skip = (*_MACHINERY, os.path.dirname(os.path.abspath(numba.__file__)))
+    frame = sys._getframe(1)
+    while frame is not None and _is_machinery(frame.f_code.co_filename, skip):
+        frame = frame.f_back
+    if frame is None:  # a background thread: no user frame to name
+        warnings.warn(message, category, stacklevel=2)
+        return
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__"),
+                           registry=frame.f_globals.setdefault("__warningregistry__", {}))
 
 
 def with_location(message: str, location: str | None = None, hint: str | None = None) -> str:
     text = f"{message}\n  at {location or user_location()}"
     return f"{text}\n  hint: {hint}" if hint else text
-
-
-def warn_user(message: str, category=UserWarning) -> None:
-    """Warn, attributing the warning to the innermost frame outside tracejit, NumPy,
-    Numba and the import and thread machinery (the user's call)."""
-    import numba
-
-    skip = (*_MACHINERY, os.path.dirname(os.path.abspath(numba.__file__)))
-    frame, level = sys._getframe(0), 1
-    while frame is not None and _is_machinery(frame.f_code.co_filename, skip):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level if frame is not None else 1)
 
 
 def _is_machinery(filename: str, skip: tuple) -> bool:

@@ -14,7 +14,7 @@ from . import ops
 from .errors import ShapeError, TracerTypeError, UnsupportedError, with_location
 from .shapes import bind as bind_dim
 from .shapes import bind_shape, normalize_axes
-from .trace import Tracer
+from .trace import Tracer, operand
 
 LN2 = float(np.log(2.0))
 LN10 = float(np.log(10.0))
@@ -161,6 +161,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
 # ---------------------------------------------------------- shape functions
 
 def asarray(x, dtype=None):
+    x = operand(x)
     if not isinstance(x, Tracer):
         x = np.asarray(x)
     return x if dtype is None else ops.convert(x, dtype)

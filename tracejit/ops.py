@@ -14,7 +14,7 @@ from . import primitives as P
 from .errors import UnsupportedError, dtype_problem, with_location
 from .shapes import bind as bind_dim
 from .shapes import normalize_axes, resolve
-from .trace import Tracer, bind, weak_aval
+from .trace import Tracer, bind, operand, weak_aval
 
 R = P.REGISTRY
 
@@ -52,6 +52,7 @@ def convert(x, dtype):
 
 
 def promote(*values, to_float=False):
+    values = [operand(v) for v in values]
     dtype = result_dtype(*values)
     if to_float and not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float64)
@@ -302,6 +303,7 @@ def concatenate(xs, axis):
 
 
 def stop_gradient(x):
+    x = operand(x)
     return bind(R["stop_gradient"], x) if isinstance(x, Tracer) else x
 
 

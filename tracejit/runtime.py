@@ -36,6 +36,8 @@ Calling conventions the code generator must respect (see the benchmark in
   contents.
 """
 
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -49,6 +51,7 @@ __all__ = [
     "SizeMismatch",
     "as_scalar",
     "dot",
+    "erf",
     "exp",
     "expm1",
     "grow",
@@ -345,6 +348,12 @@ def expm1(x):
     # Passing x through for NaN, ±0 and tiny x keeps NaN and the sign of zero.
     tiny = _c(x, 1e-30)
     return y if abs(x) > tiny else x
+
+
+@njit(**_JIT)
+def erf(x):
+    """`math.erf` in the argument's precision (Numba's gives float64)."""
+    return _c(x, math.erf(x))
 
 
 @njit(**_JIT)

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import TracejitCacheWarning, warn_user
+from .errors import TracejitCacheWarning, warn
 
 KEY_FILE = ".tracejit-key"
 _MAGIC = b"tracejit-sealed-1\n"
@@ -302,4 +302,4 @@ def warn_once(what, message: str) -> None:
         if what in _warned:
             return
         _warned.add(what)
-    warn_user(message, TracejitCacheWarning)
+    warn(message, TracejitCacheWarning)

@@ -32,6 +32,16 @@ from .shapes import ShapeChecks, Sym, format_shape, resolve
 _builders: list[Builder] = []
 _locations: list[str] = []  # set while replaying or differentiating an equation
 
+# Types that stand for an array and know what they are in the current trace
+# (a `tracejit.Variable` reads as a traced input): type -> fn(value) -> operand.
+OPERANDS: dict[type, object] = {}
+
+
+def operand(value):
+    """`value` as the op layer sees it: registered stand-ins are resolved."""
+    resolve_fn = OPERANDS.get(type(value))
+    return value if resolve_fn is None else resolve_fn(value)
+
 
 @contextlib.contextmanager
 def located(location: str):
@@ -98,8 +108,17 @@ class Builder:
             if value.ndim == 0:
                 return Literal(value, AVal((), value.dtype))
             return self.capture(value)
+        if type(value) in OPERANDS:
+            return self.atom(operand(value))
         raise TracerTypeError(with_location(
             f"cannot use a {type(value).__name__} as an array operand"))
+
+    def result(self, prim, args, params, outs: list):
+        """What `bind` hands back for a recorded equation: its tracer(s). (The
+        eager tape's builder also computes the values.)"""
+        if prim.multiple_results:
+            return [Tracer(self, out) for out in outs]
+        return Tracer(self, outs[0])
 
     def program(self, outputs: list) -> Program:
         outvars = [self.atom(o) for o in outputs]
@@ -145,9 +164,7 @@ def bind(prim, *args, _traced=False, **params):
                                     for a, b, what in builder.checks.pairs[joins:]]
     outs = [Var(aval) for aval in avals]
     builder.eqns.append(Eqn(prim, inputs, params, outs, location))
-    if prim.multiple_results:
-        return [Tracer(builder, out) for out in outs]
-    return Tracer(builder, outs[0])
+    return builder.result(prim, args, params, outs)
 
 
 def _symbolic_params(params: dict) -> bool:

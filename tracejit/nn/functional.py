@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ops
-from .numpy_api import amax, asarray, mean, sum_
+from .. import ops
+from ..numpy_api import amax, asarray, mean, sum_
 
 
 def _safe_max(x, axis):
@@ -107,6 +107,12 @@ def softplus(x):
     return ops.add(positive, tail)
 
 
+def erf(x):
+    """The error function (a primitive: SciPy's in NumPy, libm's in kernels)."""
+    (x,) = ops.promote(x, to_float=True)
+    return ops.bind(ops.R["erf"], x)
+
+
 def cross_entropy(logits, labels_one_hot, axis=-1):
     """Mean softmax cross-entropy from logits (Keras' `from_logits=True`)."""
     return mean(ops.neg(sum_(ops.mul(labels_one_hot, log_softmax(logits, axis)), axis=axis)))
@@ -123,12 +129,18 @@ def sparse_cross_entropy(logits, labels, axis=-1):
     return mean(ops.neg(sum_(ops.select(picked, log_p, 0.0), axis=axis)))
 
 
-def binary_cross_entropy(logits, labels):
-    """Mean sigmoid cross-entropy from logits (Keras' `BinaryCrossentropy(from_logits=
-    True)`): labels * softplus(-x) + (1 - labels) * softplus(x), so both its value and
-    its gradient sigmoid(x) - labels keep their digits for confident predictions."""
+def sigmoid_cross_entropy(logits, labels):
+    """Sigmoid cross-entropy from logits, per entry (TF's
+    `sigmoid_cross_entropy_with_logits`): labels * softplus(-x) + (1 - labels) *
+    softplus(x), so both its value and its gradient sigmoid(x) - labels keep their
+    digits for confident predictions (softplus(x) - x * labels loses them)."""
     positive, negative, tail = _softplus_parts(logits)
     labels = ops.convert(asarray(labels), ops.aval_of(tail).dtype)
-    loss = ops.add(ops.add(ops.mul(labels, negative), ops.mul(ops.sub(1.0, labels), positive)),
+    return ops.add(ops.add(ops.mul(labels, negative), ops.mul(ops.sub(1.0, labels), positive)),
                    tail)
-    return mean(loss)
+
+
+def binary_cross_entropy(logits, labels):
+    """Mean sigmoid cross-entropy from logits (Keras' `BinaryCrossentropy(from_logits=
+    True)`)."""
+    return mean(sigmoid_cross_entropy(logits, labels))

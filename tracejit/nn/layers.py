@@ -1,0 +1,260 @@
+"""Keras-style layers: `Layer` (weights, sub-layer tracking, build on first
+call) and `Dense`.
+
+A layer builds its Variables the first time it is called, from the input's
+shape. Inside a trace that shape is read without fixing the batch size, so
+one kernel keeps serving every batch size. Floating inputs are cast to the
+layer's dtype (Keras' autocasting); the default dtype is `floatx()`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import numpy as np
+
+from .. import ops
+from ..shapes import value as traced_size
+from ..trace import Tracer, operand
+from ..variables import Variable
+from . import activations, initializers
+
+_floatx = np.dtype(np.float32)
+
+
+def floatx() -> np.dtype:
+    """The default dtype of layers' weights (float32, as in Keras)."""
+    return _floatx
+
+
+def set_floatx(dtype) -> None:
+    global _floatx
+    _floatx = np.dtype(dtype)
+
+
+_name_counts: dict[str, int] = {}
+_name_scope: list[str] = []  # names of the layers being called: variables' paths
+
+
+def unique_name(base: str) -> str:
+    """Keras' automatic names: "dense", "dense_1", "dense_2"..."""
+    count = _name_counts.get(base, 0)
+    _name_counts[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def static_shape(x) -> tuple:
+    """The shape of an array or traced value without binding traced sizes:
+    building weights from it keeps the kernel generic in the batch size."""
+    x = operand(x)
+    if isinstance(x, Tracer):
+        return tuple(traced_size(d) for d in x.aval.shape)
+    return np.shape(x)
+
+
+def cast_input(x, dtype):
+    """Numeric inputs in the layer's dtype."""
+    x = operand(x)
+    if isinstance(x, Tracer):
+        return x if x.dtype == dtype else ops.convert(x, dtype)
+    return np.asarray(x, dtype=dtype)
+
+
+class Layer:
+    """The base of layers and models: tracks the Variables and sub-layers
+    assigned to it, builds itself on the first call."""
+
+    def __init__(self, name=None, dtype=None, trainable=True, input_shape=None,
+                 input_dim=None):
+        self.name = name or unique_name(snake_case(type(self).__name__))
+        self.dtype = np.dtype(dtype) if dtype is not None else floatx()
+        self.trainable = trainable
+        self.built = False
+        self._output_shape = None
+        shape = (input_dim,) if input_dim is not None else input_shape
+        self._input_shape = None if shape is None else (None, *tuple(shape))
+
+    def __setattr__(self, name, value):
+        tracked = self.__dict__.setdefault("_tracked", {})
+        if isinstance(value, (Layer, Variable)) or (
+                isinstance(value, (list, tuple)) and value
+                and all(isinstance(v, (Layer, Variable)) for v in value)):
+            tracked[name] = value
+        else:
+            tracked.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    # ------------------------------------------------------------ weights
+    def add_weight(self, shape=(), initializer="glorot_uniform", dtype=None, trainable=True,
+                   name=None) -> Variable:
+        """A new Variable of this layer, its value drawn by `initializer`."""
+        dtype = np.dtype(dtype) if dtype is not None else self.dtype
+        value = initializers.get(initializer)(tuple(shape), dtype)
+        var = Variable(np.asarray(value, dtype=dtype), trainable=trainable, name=name or "weight")
+        var.path = "/".join([*_name_scope, var.name]) if _name_scope else f"{self.name}/{var.name}"
+        self.__dict__.setdefault("_own_weights", []).append(var)
+        return var
+
+    def _children(self) -> list:
+        """Variables and layers assigned to this one, in assignment order."""
+        out = list(self.__dict__.get("_own_weights", []))
+        for value in self.__dict__.get("_tracked", {}).values():
+            out.extend(value if isinstance(value, (list, tuple)) else [value])
+        return out
+
+    @property
+    def layers(self) -> list:
+        return [c for c in self._children() if isinstance(c, Layer)]
+
+    def _collect(self, trainable_only: bool) -> list:
+        if trainable_only and not self.trainable:
+            return []
+        seen, out = set(), []
+        for child in self._children():
+            found = child._collect(trainable_only) if isinstance(child, Layer) else (
+                [child] if child.trainable or not trainable_only else [])
+            for var in found:
+                if id(var) not in seen:
+                    seen.add(id(var))
+                    out.append(var)
+        return out
+
+    @property
+    def variables(self) -> list:
+        return self._collect(trainable_only=False)
+
+    @property
+    def weights(self) -> list:
+        return self.variables
+
+    @property
+    def trainable_variables(self) -> list:
+        return self._collect(trainable_only=True)
+
+    trainable_weights = trainable_variables
+
+    @property
+    def non_trainable_variables(self) -> list:
+        trainable = {id(v) for v in self.trainable_variables}
+        return [v for v in self.variables if id(v) not in trainable]
+
+    non_trainable_weights = non_trainable_variables
+
+    def count_params(self) -> int:
+        return int(sum(v.size for v in self.variables))
+
+    def get_weights(self) -> list:
+        return [v.numpy() for v in self.weights]
+
+    def set_weights(self, weights) -> None:
+        variables = self.weights
+        if len(weights) != len(variables):
+            raise ValueError(f"{self.name}: {len(weights)} arrays for {len(variables)} weights")
+        for var, value in zip(variables, weights):
+            var.assign(value)
+
+    # ------------------------------------------------------------ calling
+    def build(self, input_shape) -> None:
+        """Create the weights for inputs of `input_shape` (called once)."""
+        self.built = True
+
+    def call(self, inputs, *args, **kwargs):
+        return inputs
+
+    def __call__(self, inputs, *args, training=None, **kwargs):
+        _name_scope.append(self.name)
+        try:
+            if not self.built:
+                self._build_for_call(static_shape(inputs))
+            if training is not None and _takes_training(type(self)):
+                kwargs["training"] = training
+            out = self.call(inputs, *args, **kwargs)
+        finally:
+            _name_scope.pop()
+        self._output_shape = static_shape(out) if not isinstance(out, (list, tuple, dict)) \
+            else None
+        return out
+
+    def _build_for_call(self, input_shape) -> None:
+        self.build(input_shape)
+        self.built = True
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+_training_arg: dict[type, bool] = {}
+
+
+def _takes_training(cls) -> bool:
+    if cls not in _training_arg:
+        try:
+            params = inspect.signature(cls.call).parameters
+        except (TypeError, ValueError):
+            params = {}
+        _training_arg[cls] = "training" in params or any(
+            p.kind is p.VAR_KEYWORD for p in params.values())
+    return _training_arg[cls]
+
+
+class Dense(Layer):
+    """`activation(inputs @ kernel + bias)`, as `keras.layers.Dense`; `kernel`
+    and `bias` exist once the layer has been called (or built)."""
+
+    def __init__(self, units, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self._activate = activations.layer_activation(self.activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel = None
+        self.bias = None
+
+    def build(self, input_shape) -> None:
+        if not input_shape:
+            raise ValueError(f"{self.name}: Dense needs inputs of rank >= 1")
+        self.kernel = self.add_weight((input_shape[-1], self.units), self.kernel_initializer,
+                                      name="kernel")
+        if self.use_bias:
+            self.bias = self.add_weight((self.units,), self.bias_initializer, name="bias")
+        self.built = True
+
+    def call(self, inputs):
+        y = cast_input(inputs, self.dtype) @ self.kernel
+        if self.use_bias:
+            y = y + self.bias
+        return self._activate(y)
+
+
+class Activation(Layer):
+    """An activation as a layer: `Activation("relu")`."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+        self._activate = activations.layer_activation(self.activation)
+
+    def call(self, inputs):
+        return self._activate(inputs)
+
+
+class InputSpec:
+    """What `Input(shape=...)` gives: the shape (without the batch) of a
+    Sequential model's inputs, which lets it build before the first call."""
+
+    def __init__(self, shape, dtype=None, name=None):
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.name = name
+
+
+def Input(shape, dtype=None, name=None) -> InputSpec:  # noqa: N802 - Keras' name
+    return InputSpec(shape, dtype, name)
