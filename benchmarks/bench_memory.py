@@ -19,6 +19,7 @@ import os
 import resource
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,11 @@ def bounded_cache(size: int = 16, shapes: int = 100) -> int | None:
     saved = os.environ.get("TRACEJIT_DISABLE_JIT")
     os.environ["TRACEJIT_DISABLE_JIT"] = "1"  # 100 kernels would be 100 compiles
     try:
-        f = tracejit.function(lambda x: x * x.shape[0])  # each size its own entry
-        for n in range(2, 2 + shapes):
-            f(np.ones(n))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the retrace warning: retracing is the point
+            f = tracejit.function(lambda x: x * x.shape[0])  # each size its own entry
+            for n in range(2, 2 + shapes):
+                f(np.ones(n))
     finally:
         os.environ.pop("TRACEJIT_DISABLE_JIT") if saved is None else None
     return len(f._recent)
