@@ -688,7 +688,7 @@ def _matmul_jvp(tangents, out, a, b):
 def _emit_matmul(ctx, out, ins, eqn):
     a, b = (x.aval for x in eqn.inputs)
     if a.ndim < 3 and b.ndim < 3:
-        return [f"{out} = _rt.dot({ins[0]}, {ins[1]})"]
+        return [f"{out} = _rt.blas_dot({ins[0]}, {ins[1]})"]
     k = ctx.fresh("b")
     left = f"np.ascontiguousarray({ins[0]}[{k}])" if a.ndim == 3 else ins[0]
     right = f"np.ascontiguousarray({ins[1]}[{k}])" if b.ndim == 3 else ins[1]
@@ -737,12 +737,20 @@ def _emit_concatenate(ctx, out, ins, eqn):
     lines = [f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"]
     start = 0
     for name, x in zip(ins, eqn.inputs):
-        size = resolve(x.aval.shape[axis])
-        where = [":"] * aval.ndim
-        where[axis] = f"{start}:{start + size}"
-        lines.append(f"{out}[{', '.join(where)}] = {name}")
-        start += size
+        placement = [(start, 1) if k == axis else (0, 1) for k in range(aval.ndim)]
+        lines += copy_loops(ctx, out, name, x.aval, placement)
+        start += resolve(x.aval.shape[axis])
     return lines
+
+
+def copy_loops(ctx, dst: str, src: str, aval, placement) -> list[str]:
+    """Loops copying `src` (of type `aval`) to `dst[start + step * i, ...]`, one
+    (start, step) per axis: explicit loops, which Numba compiles far faster than
+    slice assignments."""
+    idx, lines, indent = ctx.loops(ctx.dims(aval), 0)
+    where = [i if (start, step) == (0, 1) else f"{start} + {step} * {i}"
+             for i, (start, step) in zip(idx, placement)]
+    return lines + [" " * indent + f"{dst}[{', '.join(where)}] = {src}[{', '.join(idx)}]"]
 
 
 def _concat_vjp(g, out, *xs, axis):
@@ -850,16 +858,9 @@ def _embed_impl(g, *, shape, starts, steps):
 
 def _emit_embed(ctx, out, ins, eqn):
     aval, g = eqn.outputs[0].aval, eqn.inputs[0].aval
-    where = []
-    for dim, full, start, step in zip(g.shape, aval.shape, eqn.params["starts"],
-                                      eqn.params["steps"]):
-        if (start, step) == (0, 1) and resolve(dim) == resolve(full):
-            where.append(":")
-            continue
-        sl = _python_slice(start, step, resolve(dim))
-        where.append(f"{sl.start}:{'' if sl.stop is None else sl.stop}:{sl.step}")
-    return [f"{out} = np.zeros({ctx.shape(aval)}, {ctx.dtype(aval)})",
-            f"{out}[{', '.join(where)}] = {ins[0]}"]
+    placement = list(zip(eqn.params["starts"], eqn.params["steps"]))
+    return ([f"{out} = np.zeros({ctx.shape(aval)}, {ctx.dtype(aval)})"]
+            + copy_loops(ctx, out, ins[0], g, placement))
 
 
 def _embed_vjp(g, out, x, *, shape, starts, steps):

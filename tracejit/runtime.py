@@ -39,10 +39,12 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic, overload
 
 __all__ = [
     "as_scalar",
+    "blas_dot",
     "dot",
     "erf",
     "exp",
@@ -52,10 +54,10 @@ __all__ = [
     "log1p",
     "maximum",
     "minimum",
+    "nest",
     "round_half_even",
     "sigmoid",
     "sign",
-    "store",
     "tanh",
 ]
 
@@ -539,15 +541,8 @@ def dot(a, b):
 
 
 # --------------------------------------------------------------------------
-# Loops: per-step values stacked by scans and while loops.
+# Loops: per-step values stacked by while loops.
 # --------------------------------------------------------------------------
-
-
-@njit(cache=True)
-def store(stack, t, value):
-    """`stack[t] = value` for an array value: a slice assignment, which Numba
-    is slow to compile, compiled once per rank and dtype and cached on disk."""
-    stack[t] = value
 
 
 @njit(cache=True)
@@ -556,3 +551,44 @@ def grow(stack):
     bigger = np.empty((2 * stack.shape[0] + 1,) + stack.shape[1:], stack.dtype)
     bigger[:stack.shape[0]] = stack
     return bigger
+
+
+# --------------------------------------------------------------------------
+# Shared loop-nest functions: called, never linked into their callers.
+# --------------------------------------------------------------------------
+
+
+class _NestDispatcher(CPUDispatcher):
+    """A loop nest shared by kernels (outline.py). Numba normally links a
+    callee's code into each caller and optimises it again there, so a kernel's
+    compile grows with the code of everything it calls; a nest's machine code
+    is instead made once, and kernels call it by its symbol (it is already
+    loaded in the process when they are compiled)."""
+
+    def add_overload(self, cres):
+        super().add_overload(cres)
+        defined = self.targetctx._defns.get(cres.entry_point)
+        for _, impl in getattr(defined, "versions", ()):
+            if getattr(impl, "libs", None):
+                impl.libs = ()  # calls to it link no library
+
+
+def nest(**options):
+    """`njit` for a loop nest (see `_NestDispatcher`)."""
+    cache = options.pop("cache", False)
+
+    def wrap(fn):
+        dispatcher = _NestDispatcher(py_func=fn, locals={}, targetoptions={**options,
+                                                                          "nopython": True})
+        if cache:
+            dispatcher.enable_caching()
+        return dispatcher
+
+    return wrap
+
+
+@nest(cache=True)
+def blas_dot(a, b):
+    """`dot` as kernels call it: by symbol, so no kernel links BLAS' wrappers again.
+    (Nests, whose machine code is cached, call `dot`: what they call is in them.)"""
+    return np.dot(a, b)
