@@ -94,6 +94,24 @@ def extreme(rng, shape, dtype):
     return np.asarray(rng.choice(values, shape), dtype)
 
 
+def unit_interval(rng, shape, dtype):
+    return np.asarray(rng.uniform(-0.9, 0.9, shape), dtype)
+
+
+def above_one(rng, shape, dtype):
+    return np.asarray(rng.uniform(1.2, 3.0, shape), dtype)
+
+
+def spd(rng, shape, dtype):
+    """Symmetric positive definite matrices (in the last two axes)."""
+    a = rng.standard_normal(shape)
+    return np.asarray(a @ np.swapaxes(a, -1, -2) + shape[-1] * np.eye(shape[-1]), dtype)
+
+
+def well_conditioned(rng, shape, dtype):
+    return np.asarray(rng.standard_normal(shape) + 3 * np.eye(shape[-1]), dtype)
+
+
 def integers(rng, shape, dtype):
     """An int64 operand, whatever the float dtype under test (promotion)."""
     return rng.integers(-3, 4, shape)
@@ -437,7 +455,170 @@ _ARRAY_ROWS = [
     row("dimsize", lambda x: x.std(ddof=1), cases((3,), (3, 4)), label="std_ddof"),
 ]
 
-ROWS = _ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS
+# NumPy functions composed from the primitives above (one row each; the rows of
+# a new primitive also join the compiled family kernels).
+SQUARES = cases((4, 4), (3, 3), (2, 3, 3))
+_NUMPY_ROWS = [
+    row("arcsin", np.arcsin, UNARY, unit_interval),
+    row("arccos", np.arccos, UNARY, unit_interval),
+    row("arcsinh", np.arcsinh, UNARY),
+    row("arccosh", np.arccosh, UNARY, above_one),
+    row("arctanh", np.arctanh, UNARY, unit_interval),
+    row("arctan2", np.arctan2, BINARY, (real, nonzero)),
+    row("remainder", np.remainder, BINARY, (real, positive)),
+    row("remainder", lambda x: x % 0.7, UNARY, label="mod_operator", compiled=False),
+    row("remainder", lambda i: i % 3, UNARY, integers, label="mod_int", grad=False),
+    row("remainder", lambda x: 5.0 % x, UNARY, positive, label="rmod", compiled=False),
+    row("fmod", np.fmod, BINARY, (real, positive)),
+    row("floor_divide", lambda x, y: x // y, BINARY, (real, positive), grad=False),
+    row("floor_divide", lambda i: i // 2, UNARY, integers, label="floordiv_int", grad=False),
+    row("select", np.trunc, UNARY, off_grid, label="trunc", compiled=False),
+    row("ne", np.isnan, UNARY, extreme, label="isnan", grad=False, compiled=False),
+    row("eq", np.isinf, UNARY, extreme, label="isinf", grad=False, compiled=False),
+    row("lt", np.isfinite, UNARY, extreme, label="isfinite", grad=False, compiled=False),
+    row("sqrt", np.hypot, BINARY, nonzero, label="hypot", compiled=False),
+    row("pow", np.cbrt, UNARY, nonzero, label="cbrt", compiled=False),
+    row("mul", np.deg2rad, UNARY, label="deg2rad", compiled=False),
+    row("select", np.copysign, BINARY, (real, nonzero), label="copysign", compiled=False),
+    row("ne", np.logical_xor, BINARY, label="logical_xor", grad=False, compiled=False),
+    row("gt", lambda x: np.any(x > 0.5, axis=-1), UNARY[1:], label="any", grad=False,
+        compiled=False),
+    row("eq", lambda x: (x > -0.5).all(), UNARY, label="all", grad=False, compiled=False),
+    row("select", lambda x: np.nan_to_num(x), UNARY, extreme, label="nan_to_num", grad=False,
+        compiled=False),
+    row("select", lambda x: np.nan_to_num(x, nan=1.0, posinf=2.0), UNARY,
+        label="nan_to_num_values", compiled=False),
+    # element moves: slices, transposes, gathers, concatenations
+    row("slice", np.flip, MATRICES, label="flip", compiled=False),
+    row("slice", lambda x: np.flip(x, axis=-1), MATRICES, label="flip_axis", compiled=False),
+    row("slice", np.flipud, MATRICES, label="flipud", compiled=False),
+    row("slice", np.fliplr, MATRICES, label="fliplr", compiled=False),
+    row("transpose", np.rot90, MATRICES, label="rot90", compiled=False),
+    row("transpose", lambda x: np.rot90(x, 3, axes=(1, 0)), MATRICES, label="rot90_k3",
+        compiled=False),
+    row("slice", lambda x: np.rot90(x, 2), MATRICES, label="rot90_k2", compiled=False),
+    row("transpose", lambda x: np.moveaxis(x, 0, -1), cases((2, 3, 4), (3, 4)),
+        label="moveaxis", compiled=False),
+    row("transpose", lambda x: np.swapaxes(x, axis1=0, axis2=1), MATRICES,
+        label="swapaxes_keywords", compiled=False),
+    row("broadcast_in_dim", np.atleast_2d, cases((3,), ()), label="atleast_2d",
+        compiled=False),
+    row("broadcast_in_dim", np.atleast_3d, cases((3,), (3, 4)), label="atleast_3d",
+        compiled=False),
+    row("concatenate", lambda x: np.roll(x, 2), MATRICES, label="roll", compiled=False),
+    row("concatenate", lambda x: np.roll(x, -1, axis=-1), MATRICES, label="roll_axis",
+        compiled=False),
+    row("gather", np.diagonal, SQUARES + cases((3, 5)), label="diagonal", compiled=False),
+    row("gather", lambda x: np.diagonal(x, 1, -2, -1), SQUARES, label="diagonal_offset",
+        compiled=False),
+    row("gather", np.trace, SQUARES, label="trace", compiled=False),
+    row("gather", lambda x: x.trace(offset=-1), SQUARES[:2], label="trace_method",
+        compiled=False),
+    row("gather", np.diag, SQUARES[:2], label="diag_of_matrix", compiled=False),
+    row("select", np.diag, cases((3,), (1,)), label="diag_vector", compiled=False),
+    row("select", lambda x: np.diag(x, -2), cases((3,),), label="diag_vector_offset",
+        compiled=False),
+    row("select", np.triu, MATRICES, label="triu", compiled=False),
+    row("select", lambda x: np.tril(x, -1), MATRICES, label="tril", compiled=False),
+    row("gather", lambda x: np.repeat(x, 2, axis=0), MATRICES, label="repeat",
+        compiled=False),
+    row("gather", lambda x: x.repeat([1, 0, 2], axis=-1), cases((2, 3),), label="repeat_list",
+        compiled=False),
+    row("gather", lambda x: np.tile(x, (2, 1, 2)), MATRICES, label="tile", compiled=False),
+    row("concatenate", lambda x, y: np.vstack([x, y]), (((3,), (3,)), ((2, 3), (1, 3))),
+        label="vstack", compiled=False),
+    row("concatenate", lambda x, y: np.hstack((x, y)), (((3,), (2,)), ((2, 3), (2, 1))),
+        label="hstack", compiled=False),
+    row("concatenate", lambda x, y: np.column_stack([x, y]), (((3,), (3,)), ((3, 2), (3,))),
+        label="column_stack", compiled=False),
+    row("concatenate", lambda x, y: np.dstack([x, y]), (((2, 3), (2, 3)),), label="dstack",
+        compiled=False),
+    row("concatenate", lambda x, y: np.append(x, y), (((2, 3), (2,)),), label="append",
+        compiled=False),
+    row("concatenate", lambda x, y: np.append(x, y, axis=0), (((2, 3), (1, 3)),),
+        label="append_axis", compiled=False),
+    row("slice", lambda x: np.split(x, 2, axis=-1), cases((3, 4), (2, 2)), label="split",
+        compiled=False),
+    row("slice", lambda x: np.array_split(x, 3), cases((5,), (4, 2)), label="array_split",
+        compiled=False),
+    row("slice", lambda x: np.split(x, [1, 3]), cases((5,), (4, 2)), label="split_indices",
+        compiled=False),
+    row("sub", lambda x: np.diff(x), MATRICES, label="diff", compiled=False),
+    row("sub", lambda x: np.diff(x, n=2, axis=0), cases((4, 3),), label="diff_n2",
+        compiled=False),
+    row("concatenate", lambda x: np.gradient(x, 0.5, axis=-1), cases((5,), (3, 4)),
+        label="gradient", compiled=False),
+    row("concatenate", lambda x: np.gradient(x, edge_order=2), cases((5,), (3, 4)),
+        label="gradient_edge2", compiled=False),
+    # running sums and products
+    row("cumsum", lambda x: np.cumsum(x, axis=-1), MATRICES),
+    row("cumsum", np.cumsum, cases((3, 4), (5,), ()), label="cumsum_flat", compiled=False),
+    row("cumsum", lambda x: x.cumsum(axis=0), MATRICES, label="cumsum_method", compiled=False),
+    row("cumsum", lambda i: np.cumsum(i, axis=0), MATRICES, integers, label="cumsum_int",
+        grad=False, compiled=False),
+    row("reduce_prod", lambda x: np.cumprod(x, axis=-1), MATRICES, with_zeros,
+        label="cumprod", compiled=False),  # its mask binds the size: not size-generic
+    row("reduce_prod", np.cumprod, cases((5,), (2, 3)), label="cumprod_flat", compiled=False),
+    # products
+    row("matmul", lambda x, y: x @ y, (((1, 2, 2), (3, 2, 1)), ((2, 1, 3, 4), (5, 4, 2)),
+                                       ((3, 4), (2, 2, 4, 5)), ((2, 3, 4), (4,))),
+        label="matmul_broadcast_batch"),
+    row("matmul", np.dot, (((2, 3), (4, 3, 5)), ((2, 3, 4), (4, 5)), ((2, 2, 3), (2, 3, 4)),
+                           ((3,), (2, 3, 4)), ((2, 3, 4), (4,)), ((), (3,))),
+        label="dot_nd", compiled=False),
+    row("matmul", lambda x, y: np.tensordot(x, y, axes=([1, 2], [1, 0])),
+        (((2, 3, 4), (4, 3, 5)),), label="tensordot_pairs", compiled=False),
+    row("matmul", lambda x, y: np.tensordot(x, y), (((2, 3, 4), (3, 4)), ((3, 4), (3, 4))),
+        label="tensordot_int", compiled=False),
+    row("mul", lambda x, y: np.tensordot(x, y, 0), (((2,), (3,)),), label="tensordot_outer",
+        compiled=False),
+    row("matmul", np.inner, (((2, 3), (4, 3)), ((3,), (3,))), label="inner", compiled=False),
+    row("matmul", np.vdot, (((2, 3), (3, 2)),), label="vdot", compiled=False),
+    row("matmul", lambda x, y: np.einsum("ij,jk->ik", x, y), (((2, 3), (3, 4)),),
+        label="einsum_matmul", compiled=False),
+    row("matmul", lambda x, y: np.einsum("bij,bkj->bik", x, y), (((2, 3, 4), (2, 5, 4)),),
+        label="einsum_batched", compiled=False),
+    row("matmul", lambda x, y: np.einsum("...ij,...jk", x, y), (((2, 3, 4), (4, 5)),),
+        label="einsum_ellipsis", compiled=False),
+    row("matmul", lambda x, y: np.einsum("ijk,ik->j", x, y), (((2, 3, 4), (2, 4)),),
+        label="einsum_contract_two", compiled=False),
+    row("mul", lambda x, y: np.einsum("i,j->ij", x, y), (((3,), (4,)),), label="einsum_outer",
+        compiled=False),
+    row("gather", lambda x: np.einsum("ii->i", x), SQUARES[:2], label="einsum_diagonal",
+        compiled=False),
+    row("reduce_sum", lambda x: np.einsum("ij->", x), MATRICES[:1], label="einsum_sum",
+        compiled=False),
+    row("transpose", lambda x: np.einsum("ij->ji", x), MATRICES[:1], label="einsum_transpose",
+        compiled=False),
+    row("matmul", lambda x, y, z: np.einsum("ij,jk,kl->il", x, y, z),
+        (((2, 3), (3, 4), (4, 2)),), label="einsum_three", compiled=False),
+    # arrays built from traced values
+    row("concatenate", lambda x, y: np.array([x, y]), (((3,), (3,)), ((), ())),
+        label="array_of_list", compiled=False),
+    row("concatenate", lambda x: np.array([[x[0], 1.0], [2.0, x[1]]]), cases((2,),),
+        label="array_nested", compiled=False),
+    row("concatenate", lambda x: np.array((x.sum(), x.max(), 3)), cases((3,), (2, 2)),
+        label="array_of_tuple", compiled=False),
+    row("concatenate", lambda x: np.asarray([x[0] * 2, x[1]]), cases((2,),),
+        label="asarray_of_list", compiled=False),
+    row("mul", lambda x: np.asarray(x) * np.array(x), UNARY, label="asarray_tracer",
+        compiled=False),
+    row("concatenate", lambda x: np.r_[x, 1.0, x[:1]], cases((3,),), label="r_",
+        compiled=False),
+    row("concatenate", lambda x, y: np.c_[x, y], (((3,), (3,)), ((3, 2), (3,))), label="c_",
+        compiled=False),
+    row("concatenate", lambda x: np.concatenate([x, [1.0, 2.0], [x[0]]]), cases((3,),),
+        label="concatenate_mixed", compiled=False),
+    row("mul", lambda x: x * float(np.ones_like(x).sum()), UNARY[1:], label="float_of_size",
+        compiled=False),
+    row("squeeze", lambda x: x.sum(keepdims=True).item() * x, UNARY[1:], label="item",
+        compiled=False),
+    row("mul", lambda x: np.linspace(x.min(), x.max(), 5) * 2.0, UNARY[1:], label="linspace",
+        compiled=False),
+]
+
+
+ROWS = _ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _NUMPY_ROWS
 assert len({r.label for r in ROWS}) == len(ROWS), "row labels must be unique"
 
 

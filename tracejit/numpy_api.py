@@ -41,7 +41,40 @@ UFUNCS = {
     np.bitwise_and: lambda x, y: _bool_only(ops.logical_and, x, y),
     np.bitwise_or: lambda x, y: _bool_only(ops.logical_or, x, y),
     np.invert: lambda x: _bool_only(ops.logical_not, x),
+    np.remainder: ops.remainder, np.fmod: ops.fmod, np.floor_divide: ops.floor_divide,
+    np.divmod: lambda x, y: (ops.floor_divide(x, y), ops.remainder(x, y)),
+    np.trunc: lambda x: ops.trunc(x), np.isnan: lambda x: ops.ne(x, x),
+    np.isinf: lambda x: ops.eq(ops.abs_(x), np.inf),
+    np.isfinite: lambda x: ops.lt(ops.abs_(x), np.inf),
+    np.arcsin: ops.arcsin, np.arccos: ops.arccos, np.arcsinh: ops.arcsinh,
+    np.arccosh: ops.arccosh, np.arctanh: ops.arctanh,
+    np.arctan2: lambda y, x: ops.arctan2(y, x), np.hypot: lambda x, y: ops.sqrt(
+        ops.add(ops.integer_pow(ops.promote(x, to_float=True)[0], 2),
+                ops.integer_pow(ops.promote(y, to_float=True)[0], 2))),
+    np.cbrt: lambda x: ops.mul(ops.sign(x), ops.power(ops.abs_(x), 1.0 / 3.0)),
+    np.deg2rad: lambda x: ops.mul(x, np.pi / 180.0), np.radians: lambda x: ops.mul(
+        x, np.pi / 180.0),
+    np.rad2deg: lambda x: ops.mul(x, 180.0 / np.pi), np.degrees: lambda x: ops.mul(
+        x, 180.0 / np.pi),
+    np.copysign: lambda x, y: _copysign(x, y),
+    np.heaviside: lambda x, h: ops.select(ops.lt(x, 0.0), 0.0, ops.select(
+        ops.eq(x, 0.0), h, 1.0)),
+    np.logical_xor: lambda x, y: ops.ne(ops.convert(x, bool), ops.convert(y, bool)),
+    np.signbit: lambda x: _signbit(x),
 }
+
+
+def _signbit(x):
+    """x < 0, and -0.0 (whose reciprocal is -inf)."""
+    (x,) = ops.promote(x, to_float=True)
+    return ops.logical_or(ops.lt(x, 0.0), ops.logical_and(ops.eq(x, 0.0),
+                                                          ops.lt(ops.div(1.0, x), 0.0)))
+
+
+def _copysign(x, y):
+    x, y = ops.promote(x, y, to_float=True)
+    size = ops.abs_(x)
+    return ops.select(_signbit(y), ops.neg(size), size)
 
 
 def _bool_only(op, *xs):
@@ -139,6 +172,18 @@ def _arg_reduction(name):
 argmax, argmin = _arg_reduction("argmax"), _arg_reduction("argmin")
 
 
+def any_(x, axis=None, keepdims=False, **unused):
+    _no_extras("any", unused)
+    count = sum_(ops.ne(asarray(x), False), axis, keepdims=keepdims)
+    return ops.gt(count, 0)
+
+
+def all_(x, axis=None, keepdims=False, **unused):
+    _no_extras("all", unused)
+    misses = sum_(ops.eq(asarray(x), False), axis, keepdims=keepdims)
+    return ops.eq(misses, 0)
+
+
 def _no_extras(name, unused):
     if unused:
         raise UnsupportedError(with_location(
@@ -161,6 +206,10 @@ def norm(x, ord=None, axis=None, keepdims=False):
 # ---------------------------------------------------------- shape functions
 
 def asarray(x, dtype=None):
+    if isinstance(x, (list, tuple)):
+        from .numpy_build import build, holds_tracer
+        if holds_tracer(x):
+            return build(x, dtype)
     if not isinstance(x, Tracer):
         x = np.asarray(x)
     return x if dtype is None else ops.convert(x, dtype)
@@ -172,9 +221,9 @@ def transpose(x, axes=None):
     return ops.transpose(x, perm)
 
 
-def swapaxes(x, a, b):
+def swapaxes(x, axis1, axis2):
     perm = list(range(asarray(x).ndim))
-    perm[a], perm[b] = perm[b], perm[a]
+    perm[axis1], perm[axis2] = perm[axis2], perm[axis1]
     return ops.transpose(x, perm)
 
 
@@ -242,13 +291,6 @@ def clip(x, a_min=None, a_max=None, **kwargs):
     return x
 
 
-def dot(a, b):
-    a, b = asarray(a), asarray(b)
-    if a.ndim == 0 or b.ndim == 0:
-        return ops.mul(a, b)
-    return ops.matmul(a, b)
-
-
 def outer(a, b):
     return ops.outer(ravel(a), ravel(b))
 
@@ -287,12 +329,28 @@ FUNCTIONS = {
     np.linalg.norm: norm, np.transpose: transpose, np.swapaxes: swapaxes, np.reshape: reshape,
     np.ravel: ravel, np.expand_dims: expand_dims, np.squeeze: squeeze,
     np.broadcast_to: broadcast_to, np.concatenate: concatenate, np.stack: stack,
-    np.where: where, np.clip: clip, np.dot: dot, np.outer: outer,
+    np.where: where, np.clip: clip, np.outer: outer,
     np.zeros_like: like(0), np.ones_like: like(1), np.full_like: full_like, np.take: take,
     np.asarray: asarray, np.array: lambda x, dtype=None, **kw: asarray(x, dtype),
     np.shape: lambda x: x.shape, np.ndim: lambda x: asarray(x).ndim,
-    np.size: lambda x: x.size, np.round: round_, np.around: round_,
+    np.size: lambda x: x.size, np.round: round_, np.around: round_, np.any: any_,
+    np.all: all_,
 }
+
+
+def implements(*np_functions):
+    """Register the decorated function as the traced form of `np_functions`."""
+    def register(fn):
+        for np_fn in np_functions:
+            FUNCTIONS[np_fn] = fn
+        return fn
+
+    return register
+
+
+def _area(name):
+    import importlib
+    return importlib.import_module(f"tracejit.{name}")
 
 
 def array_function(self, func, types, args, kwargs):
@@ -441,11 +499,26 @@ METHODS = {
         self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else
         (axes or None)),
     "swapaxes": swapaxes, "squeeze": squeeze, "ravel": ravel, "flatten": ravel,
-    "astype": _astype, "dot": dot, "clip": clip, "round": round_, "take": take,
-    "copy": lambda self: self,
+    "astype": _astype, "dot": lambda self, b: _area("numpy_linalg").dot(self, b),
+    "clip": clip, "round": round_, "take": take,
+    "copy": lambda self, *a, **k: self,
+    "__mod__": ops.remainder, "__rmod__": _swap(ops.remainder),
+    "__floordiv__": ops.floor_divide, "__rfloordiv__": _swap(ops.floor_divide),
+    "__divmod__": UFUNCS[np.divmod], "__rdivmod__": _swap(UFUNCS[np.divmod]),
+    "any": lambda self, *a, **k: any_(self, *a, **k),
+    "all": lambda self, *a, **k: all_(self, *a, **k),
+    "cumsum": lambda self, *a, **k: _area("numpy_shape").cumsum(self, *a, **k),
+    "cumprod": lambda self, *a, **k: _area("numpy_shape").cumprod(self, *a, **k),
+    "diagonal": lambda self, *a, **k: _area("numpy_shape").diagonal(self, *a, **k),
+    "trace": lambda self, *a, **k: _area("numpy_shape").trace(self, *a, **k),
+    "repeat": lambda self, *a, **k: _area("numpy_shape").repeat(self, *a, **k),
     "shape": property(_shape), "size": property(_size),
     "T": property(lambda self: transpose(self)),
 }
 
 for _name, _method in METHODS.items():
     setattr(Tracer, _name, _method)
+
+
+# The other areas of NumPy's surface register their functions on import.
+from . import numpy_build, numpy_linalg, numpy_random, numpy_shape  # noqa: E402, F401
