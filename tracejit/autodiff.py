@@ -27,7 +27,7 @@ from .errors import TracerTypeError
 from .ir import Literal, Program, Var
 from .primitives import ELEMENTWISE
 from .shapes import resolve
-from .trace import Builder, Tracer, bind, located
+from .trace import Builder, Tracer, bind, located, store
 
 INPUT = "input"  # a seed given as a program input rather than a constant
 
@@ -36,18 +36,29 @@ def is_float(aval) -> bool:
     return np.issubdtype(aval.dtype, np.floating)
 
 
-def _replay_forward(program: Program, builder: Builder, primals: list) -> tuple[dict, list]:
-    """Rebind the program's equations; returns (env: id(var) -> value, outputs)."""
+def _replay_forward(program: Program, builder: Builder, primals: list):
+    """Rebind the program's equations; returns (env: id(var) -> value, outputs,
+    pullbacks: id(eqn) -> the backward of primitives with a `vjp_forward`)."""
     env: dict[int, object] = {}
+    pullbacks: dict[int, object] = {}
     for var, val in zip(program.invars, primals):
         env[id(var)] = val
     for var, val in zip(program.constvars, program.consts):
         env[id(var)] = _const_tracer(builder, var, val)
     for eqn in program.eqns:
+        xs = [_read(env, a) for a in eqn.inputs]
         with located(eqn.location):
-            env[id(eqn.outputs[0])] = bind(eqn.prim, *[_read(env, a) for a in eqn.inputs],
-                                           **eqn.params)
-    return env, [_read(env, a) for a in program.outvars]
+            if eqn.prim.vjp_forward is not None and _needs_gradient(eqn):
+                result, pullbacks[id(eqn)] = eqn.prim.vjp_forward(*xs, **eqn.params)
+            else:
+                result = bind(eqn.prim, *xs, **eqn.params)
+        store(env, eqn, result)
+    return env, [_read(env, a) for a in program.outvars], pullbacks
+
+
+def _needs_gradient(eqn) -> bool:
+    return eqn.prim.differentiable and any(
+        isinstance(a, Var) and is_float(a.aval) for a in eqn.inputs)
 
 
 def _const_tracer(builder: Builder, var: Var, value):
@@ -69,7 +80,7 @@ def vjp_program(program: Program, wrt: list[int], seeds: list) -> Program:
     builder.checks.pairs.extend(program.checks.pairs)
     with builder, located(f"<gradient of {program.name}>"):
         primals = [builder.new_input(v.aval) for v in program.invars]
-        env, outs = _replay_forward(program, builder, primals)
+        env, outs, pullbacks = _replay_forward(program, builder, primals)
         cts: dict[int, object] = {}
         for atom, seed in zip(program.outvars, seeds):
             if seed is None or isinstance(atom, Literal) or not is_float(atom.aval):
@@ -77,22 +88,27 @@ def vjp_program(program: Program, wrt: list[int], seeds: list) -> Program:
             value = builder.new_input(atom.aval) if seed is INPUT else ops.full_like(
                 env[id(atom)], seed)
             _accumulate(cts, atom, value)
-        _backward(program, env, cts)
+        _backward(program, env, cts, pullbacks)
         grads = [_gradient_of(cts, program.invars[i], primals[i]) for i in wrt]
         result = builder.program(list(outs) + grads)
     return result
 
 
-def _backward(program: Program, env: dict, cts: dict) -> None:
+def _backward(program: Program, env: dict, cts: dict, pullbacks: dict) -> None:
     for eqn in reversed(program.eqns):
-        g = cts.pop(id(eqn.outputs[0]), None)
-        if g is None or not eqn.prim.differentiable or not any(
-                isinstance(a, Var) and is_float(a.aval) for a in eqn.inputs):
+        gs = [cts.pop(id(v), None) for v in eqn.outputs]
+        if all(g is None for g in gs) or not _needs_gradient(eqn):
             continue
         xs = [_read(env, a) for a in eqn.inputs]
-        out = env[id(eqn.outputs[0])]
         with located(eqn.location):
-            for atom, ct in zip(eqn.inputs, _input_cotangents(eqn, g, out, xs)):
+            if id(eqn) in pullbacks:
+                input_cts = pullbacks[id(eqn)](gs)
+            elif eqn.prim.multiple_results:
+                input_cts = eqn.prim.vjp(gs, [env[id(v)] for v in eqn.outputs], *xs,
+                                         **eqn.params)
+            else:
+                input_cts = _input_cotangents(eqn, gs[0], env[id(eqn.outputs[0])], xs)
+            for atom, ct in zip(eqn.inputs, input_cts):
                 if ct is not None and isinstance(atom, Var) and is_float(atom.aval):
                     _accumulate(cts, atom, unbroadcast(ct, atom.aval))
 
@@ -172,12 +188,17 @@ def jvp_program(program: Program, wrt: list[int]) -> Program:
 def _jvp_equation(eqn, env: dict, tangents: dict) -> None:
     xs = [_read(env, a) for a in eqn.inputs]
     out = bind(eqn.prim, *xs, **eqn.params)
-    env[id(eqn.outputs[0])] = out
+    store(env, eqn, out)
     ts = [tangents.get(id(a)) if isinstance(a, Var) else None for a in eqn.inputs]
-    if any(t is not None for t in ts) and eqn.prim.differentiable:
-        t_out = _output_tangent(eqn, ts, out, xs)
+    if not (any(t is not None for t in ts) and eqn.prim.differentiable):
+        return
+    if eqn.prim.multiple_results:
+        t_outs = eqn.prim.jvp(ts, out, *xs, **eqn.params)
+    else:
+        t_outs = [_output_tangent(eqn, ts, out, xs)]
+    for var, t_out in zip(eqn.outputs, t_outs):
         if t_out is not None:
-            tangents[id(eqn.outputs[0])] = t_out
+            tangents[id(var)] = t_out
 
 
 def _output_tangent(eqn, ts, out, xs):
@@ -213,12 +234,12 @@ def split_at_cotangents(program: Program, n_primal: int, n_out: int):
     for eqn in program.eqns:
         if any(isinstance(a, Var) and id(a) in seeded for a in eqn.inputs):
             backward.append(eqn)
-            seeded.add(id(eqn.outputs[0]))
+            seeded.update(id(v) for v in eqn.outputs)
         else:
             forward.append(eqn)
     grads = program.outvars[n_out:]
     defined_fwd = {id(v) for v in program.invars[:n_primal] + program.constvars}
-    defined_fwd |= {id(e.outputs[0]) for e in forward}
+    defined_fwd |= {id(v) for e in forward for v in e.outputs}
     residuals = _residuals(backward, grads, defined_fwd)
     residuals += _size_carriers(program, n_primal, backward, residuals)
     fwd = replace(program, invars=program.invars[:n_primal], eqns=forward,

@@ -156,6 +156,11 @@ def pretty(program: Program) -> str:
             names[id(atom)] = next(fresh)
         return names[id(atom)]
 
+    return "\n".join(_program_lines(program, name, ""))
+
+
+def _program_lines(program: Program, name, indent: str) -> list[str]:
+    """Sub-programs (loop bodies, branches) print nested, sharing one namespace."""
     def decl(v: Var) -> str:
         return f"{name(v)}:{v.aval}"
 
@@ -165,12 +170,36 @@ def pretty(program: Program) -> str:
     lines = [f"{{ lambda {head} ."]
     for eqn in program.eqns:
         outs = " ".join(decl(v) for v in eqn.outputs)
-        params = _format_params(eqn.params)
+        plain = {k: v for k, v in eqn.params.items() if not _holds_programs(v)}
         args = " ".join(name(a) for a in eqn.inputs)
-        lines.append(f"    {outs} = {eqn.prim.name}{params} {args}".rstrip())
+        lines.append(f"    {outs} = {eqn.prim.name}{_format_params(plain)} {args}".rstrip())
+        for key, value in eqn.params.items():
+            for k, sub in enumerate(programs_in(value)):
+                label = key if not isinstance(value, tuple) else f"{key}[{k}]"
+                body = _program_lines(sub, name, indent + "      ")
+                lines.append(f"      {label}={body[0]}")
+                lines.extend("      " + line for line in body[1:])
     outs = " ".join(name(a) for a in program.outvars)
     lines.append(f"  in ({outs}) }}")
-    return "\n".join(lines)
+    return lines
+
+
+def programs_in(value) -> list:
+    """The sub-programs held by one parameter value (a Program or a tuple of them)."""
+    if isinstance(value, Program):
+        return [value]
+    if isinstance(value, tuple) and value and all(isinstance(v, Program) for v in value):
+        return list(value)
+    return []
+
+
+def _holds_programs(value) -> bool:
+    return bool(programs_in(value))
+
+
+def subprograms(eqn: Eqn) -> list:
+    """Every program an equation holds in its parameters (bodies, branches)."""
+    return [p for value in eqn.params.values() for p in programs_in(value)]
 
 
 def _format_params(params: dict) -> str:
@@ -197,23 +226,29 @@ class VerifyError(AssertionError):
     pass
 
 
-def verify(program: Program) -> Program:
+def verify(program: Program, outer_dims: frozenset = frozenset()) -> Program:
     """Check SSA form, types against shape rules, and that every symbol is
-    readable from an input dimension. Returns the program for chaining."""
+    readable from an input dimension (of this program, of an enclosing one
+    for a loop body, or defined by an equation such as a while loop's trip
+    count). Sub-programs are verified too. Returns the program for chaining."""
     defined = {id(v) for v in program.invars + program.constvars}
     if len(defined) != len(program.invars) + len(program.constvars):
         raise VerifyError("an input variable is listed twice")
+    readable = set(outer_dims) | _input_dims(program)
     for index, eqn in enumerate(program.eqns):
         for atom in eqn.inputs:
             _check_atom(atom, defined, f"equation {index} ({eqn.prim.name})")
         _check_types(eqn, index)
+        for sub in subprograms(eqn):
+            verify(sub, frozenset(readable))
         for v in eqn.outputs:
             if id(v) in defined:
                 raise VerifyError(f"equation {index} redefines a variable")
             defined.add(id(v))
+        readable |= {id(resolve(d)) for d in eqn.prim.defined_dims(eqn.params)}
+        _check_symbols(eqn, readable)
     for atom in program.outvars:
         _check_atom(atom, defined, "program outputs")
-    _check_symbols(program)
     return program
 
 
@@ -235,13 +270,15 @@ def _check_types(eqn: Eqn, index: int) -> None:
                 f"equation {index} ({eqn.prim.name}): output typed {var.aval}, rule says {want}")
 
 
-def _check_symbols(program: Program) -> None:
-    readable = {id(resolve(d)) for v in program.invars + program.constvars
-                for d in v.aval.shape if type(resolve(d)) is not int}
-    for eqn in program.eqns:
-        for v in eqn.outputs:
-            for d in v.aval.shape:
-                root = resolve(d)
-                if type(root) is not int and id(root) not in readable:
-                    raise VerifyError(
-                        f"{eqn.prim.name}: dimension {root!r} is not the size of any input")
+def _input_dims(program: Program) -> set:
+    return {id(resolve(d)) for v in program.invars + program.constvars
+            for d in v.aval.shape if type(resolve(d)) is not int}
+
+
+def _check_symbols(eqn: Eqn, readable: set) -> None:
+    for v in eqn.outputs:
+        for d in v.aval.shape:
+            root = resolve(d)
+            if type(root) is not int and id(root) not in readable:
+                raise VerifyError(
+                    f"{eqn.prim.name}: dimension {root!r} is not the size of any input")

@@ -15,13 +15,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from .ir import Eqn, Literal, Program, Var
+from .ir import Eqn, Literal, Program, Var, programs_in, subprograms
 from .primitives import canonical_params
 
 
 def _rewrite(program: Program, visit) -> Program:
-    """Run `visit(eqn) -> atom | Eqn | None` over the equations in order.
-    An atom replaces the equation's output; an Eqn replaces the equation."""
+    """Run `visit(eqn) -> atom | [atoms] | Eqn | None` over the equations in
+    order. An atom (a list of atoms for multi-output equations) replaces the
+    equation's outputs; an Eqn replaces the equation."""
     subst: dict[int, object] = {}
 
     def read(atom):
@@ -33,6 +34,8 @@ def _rewrite(program: Program, visit) -> Program:
         result = visit(eqn)
         if isinstance(result, (Var, Literal)):
             subst[id(eqn.outputs[0])] = result
+        elif isinstance(result, list):
+            subst.update((id(v), atom) for v, atom in zip(eqn.outputs, result))
         else:
             eqns.append(result if isinstance(result, Eqn) else eqn)
     outvars = [read(a) for a in program.outvars]
@@ -40,12 +43,19 @@ def _rewrite(program: Program, visit) -> Program:
 
 
 def dce(program: Program) -> Program:
+    """Drop equations no output depends on; a multi-output equation with dead
+    outputs is narrowed by its primitive's `prune` rule (a loop drops the
+    per-step values nobody reads)."""
     live = {id(a) for a in program.outvars if isinstance(a, Var)}
     kept = []
     for eqn in reversed(program.eqns):
-        if any(id(v) in live for v in eqn.outputs):
-            kept.append(eqn)
-            live.update(id(a) for a in eqn.inputs if isinstance(a, Var))
+        used = [id(v) in live for v in eqn.outputs]
+        if not any(used):
+            continue
+        if not all(used) and eqn.prim.prune is not None:
+            eqn = eqn.prim.prune(eqn, used) or eqn
+        kept.append(eqn)
+        live.update(id(a) for a in eqn.inputs if isinstance(a, Var))
     return replace(program, eqns=kept[::-1])
 
 
@@ -63,7 +73,7 @@ def cse(program: Program) -> Program:
                canonical_params(eqn.params))
         if key in seen:
             return seen[key]
-        seen[key] = eqn.outputs[0]
+        seen[key] = list(eqn.outputs) if eqn.prim.multiple_results else eqn.outputs[0]
         return None
 
     return _rewrite(program, visit)
@@ -72,7 +82,8 @@ def cse(program: Program) -> Program:
 def fold_constants(program: Program) -> Program:
     def visit(eqn):
         out = eqn.outputs[0]
-        if out.aval.ndim == 0 and all(isinstance(a, Literal) for a in eqn.inputs):
+        if (out.aval.ndim == 0 and not eqn.prim.multiple_results and not subprograms(eqn)
+                and all(isinstance(a, Literal) for a in eqn.inputs)):
             with np.errstate(all="ignore"):
                 value = eqn.prim.impl(*[a.value for a in eqn.inputs], **eqn.params)
             return Literal(value, out.aval)
@@ -90,11 +101,35 @@ def simplify(program: Program) -> Program:
 
 def strip_identities(program: Program) -> Program:
     """After differentiation, stop_gradient and custom_vjp_call are their operand."""
+    program = map_subprograms(program, strip_identities)
     return _rewrite(program, lambda eqn: eqn.inputs[0] if eqn.prim.forward_identity else None)
 
 
 def optimize(program: Program) -> Program:
-    """The standard pipeline run before differentiation and code generation."""
+    """The standard pipeline run before differentiation and code generation;
+    loop bodies and branches are optimised too."""
+    program = map_subprograms(program, optimize)
     for step in (fold_constants, simplify, cse, dce):
         program = step(program)
     return program
+
+
+def map_subprograms(program: Program, transform) -> Program:
+    """Apply `transform(sub) -> sub` to every sub-program held by an equation
+    (a loop body keeps its inputs and outputs, so the equation stays typed)."""
+    if not any(subprograms(e) for e in program.eqns):
+        return program
+    eqns = []
+    for eqn in program.eqns:
+        if subprograms(eqn):
+            params = {k: _map_value(v, transform) for k, v in eqn.params.items()}
+            eqn = Eqn(eqn.prim, eqn.inputs, params, eqn.outputs, eqn.location)
+        eqns.append(eqn)
+    return replace(program, eqns=eqns)
+
+
+def _map_value(value, transform):
+    subs = programs_in(value)
+    if not subs:
+        return value
+    return transform(value) if isinstance(value, Program) else tuple(map(transform, subs))

@@ -60,12 +60,26 @@ class Primitive:
     simplify: Callable | None = None  # (eqn) -> replacement atom, Eqn, or None (passes.py)
     blas: bool = False  # codegen: calls BLAS (operands may be strided views)
     view: Callable | None = None  # (operand name, **params) -> a zero-copy view expression
+    # Equations with several outputs (loops, branches): `bind` returns a list,
+    # `vjp` gets a list of output cotangents (None: zero), `jvp` returns a list.
+    multiple_results: bool = False
+    # Reverse mode that must change the forward computation (a loop saving its
+    # per-step residuals): (*xs, **p) -> (outputs, pullback(cotangents) -> [ct_i]).
+    vjp_forward: Callable | None = None
+    # (eqn, used: [bool per output]) -> a smaller equation (or None) when some
+    # outputs are dead (passes.dce); its outputs are a subset of eqn's.
+    prune: Callable | None = None
+    # (params) -> sizes this equation defines (a while loop's trip count).
+    dims_defined: Callable | None = None
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
 
     def bind(self, *args, **params):
         return ops.bind(self, *args, **params)
+
+    def defined_dims(self, params) -> tuple:
+        return self.dims_defined(params) if self.dims_defined else ()
 
 
 REGISTRY: dict[str, Primitive] = {}

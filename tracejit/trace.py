@@ -199,14 +199,16 @@ def bind(prim, *args, _traced=False, **params):
     inputs = [builder.atom(a) for a in args]
     location = _locations[-1] if _locations else user_location()
     try:
-        (aval,) = prim.abstract_eval([a.aval for a in inputs], params, builder.checks)
+        avals = prim.abstract_eval([a.aval for a in inputs], params, builder.checks)
     except TracejitError as err:
         shapes = ", ".join(f"{_dtype_str(a.aval)}{format_shape(a.aval.shape)}" for a in inputs)
         message = f"{err.args[0]}\n  op: {prim.name} on {shapes}"
         raise type(err)(with_location(message, location)) from None
-    out = Var(aval)
-    builder.eqns.append(Eqn(prim, inputs, params, [out], location))
-    return Tracer(builder, out)
+    outs = [Var(aval) for aval in avals]
+    builder.eqns.append(Eqn(prim, inputs, params, outs, location))
+    if prim.multiple_results:
+        return [Tracer(builder, out) for out in outs]
+    return Tracer(builder, outs[0])
 
 
 def _symbolic_params(params: dict) -> bool:
@@ -353,9 +355,40 @@ def replay(program: Program, args: list, consts: list, apply=None) -> list:
 
     for eqn in program.eqns:
         with located(eqn.location):
-            env[id(eqn.outputs[0])] = apply(eqn.prim, *[read(a) for a in eqn.inputs],
-                                            **eqn.params)
+            result = apply(eqn.prim, *[read(a) for a in eqn.inputs], **eqn.params)
+        store(env, eqn, result)
     return [read(a) for a in program.outvars]
+
+
+def store(env: dict, eqn: Eqn, result) -> None:
+    """Record an equation's result (a list for multi-output primitives) in `env`."""
+    if eqn.prim.multiple_results:
+        for var, value in zip(eqn.outputs, result):
+            env[id(var)] = value
+    else:
+        env[id(eqn.outputs[0])] = result
+
+
+def trace_closed(fn, in_avals: list, name: str):
+    """Trace `fn(*tracers)` (a loop body, a branch) as a closed sub-program of
+    the current trace. Arrays and outer tracers it reads become leading inputs:
+    returns (program, captured values, output treedef); the program's invars
+    are [captured..., inputs...] and it has no constvars."""
+    builder = Builder(name)
+    tracers = [builder.new_input(aval) for aval in in_avals]
+    with builder:
+        out = fn(*tracers)
+        out_leaves, out_treedef = pytree.flatten(out)
+        for leaf in out_leaves:
+            _check_output(leaf)
+        program = builder.program(out_leaves)
+    outer = current_builder()
+    if outer is not None:
+        outer.checks.pairs.extend(builder.checks.pairs)
+    captured = list(program.consts)
+    program = Program(program.constvars + program.invars, [], program.eqns, program.outvars,
+                      builder.checks, name, [])
+    return program, captured, out_treedef
 
 
 __all__ = ["Builder", "ShapeError", "Tracer", "bind", "trace", "replay"]
