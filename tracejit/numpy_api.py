@@ -190,19 +190,6 @@ def _no_extras(name, unused):
             f"np.{name}: argument(s) {', '.join(unused)} are not supported while tracing"))
 
 
-def norm(x, ord=None, axis=None, keepdims=False):
-    """np.linalg.norm for vectors (ord None/2/1/inf/-inf) and Frobenius norms."""
-    x = asarray(x)
-    absx = ops.abs_(x)
-    if ord in (None, 2, "fro") and (ord != 2 or axis is not None or x.ndim == 1):
-        return ops.sqrt(sum_(ops.integer_pow(x, 2), axis, keepdims=keepdims))
-    if ord == 1 and (axis is not None or x.ndim == 1):
-        return sum_(absx, axis, keepdims=keepdims)
-    if ord in (np.inf, -np.inf) and (axis is not None or x.ndim == 1):
-        return (amax if ord > 0 else amin)(absx, axis, keepdims=keepdims)
-    raise UnsupportedError(with_location(f"np.linalg.norm with ord={ord!r} on {x.ndim}-D input"))
-
-
 # ---------------------------------------------------------- shape functions
 
 def asarray(x, dtype=None):
@@ -326,7 +313,7 @@ def round_(x, decimals=0, out=None):
 FUNCTIONS = {
     np.sum: sum_, np.mean: mean, np.var: var, np.std: std, np.max: amax, np.amax: amax,
     np.min: amin, np.amin: amin, np.prod: prod, np.argmax: argmax, np.argmin: argmin,
-    np.linalg.norm: norm, np.transpose: transpose, np.swapaxes: swapaxes, np.reshape: reshape,
+    np.transpose: transpose, np.swapaxes: swapaxes, np.reshape: reshape,
     np.ravel: ravel, np.expand_dims: expand_dims, np.squeeze: squeeze,
     np.broadcast_to: broadcast_to, np.concatenate: concatenate, np.stack: stack,
     np.where: where, np.clip: clip, np.outer: outer,

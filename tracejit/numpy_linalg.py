@@ -12,9 +12,10 @@ import string
 
 import numpy as np
 
+from . import linalg_primitives as L_
 from . import ops
 from .errors import ShapeError, UnsupportedError, with_location
-from .numpy_api import asarray, implements, ravel
+from .numpy_api import amax, amin, asarray, implements, ravel, sum_
 from .shapes import bind as bind_dim
 
 
@@ -172,3 +173,158 @@ def _pair(x, sx, y, sy, keep):
     # batch letters of size 1 on one side broadcast, as in NumPy: matmul does that
     out = contract(x, y, len(free_x), len(inner), len(batch))
     return out, "".join(batch + free_x + free_y)
+
+
+# ------------------------------------------------------------ np.linalg
+
+def _square_matrix(a, name):
+    a = asarray(a)
+    if a.ndim < 2:
+        raise ShapeError(with_location(f"np.linalg.{name}: expected a matrix, got {a.ndim}-D"))
+    return a if np.issubdtype(a.dtype, np.floating) else ops.convert(a, np.float64)
+
+
+def _as_columns(a, b):
+    """NumPy's solve: b is a vector (..., n) only when it is 1-D, else (..., n, k).
+    Returns (a, b as (..., n, k) with a's batch, undo)."""
+    a, b = ops.promote(a, asarray(b), to_float=True)
+    vector = b.ndim == 1
+    if vector:
+        b = ops.expand_dims(b, (1,))
+    batch = broadcast_batch(a, b)
+    a = ops.broadcast_to(a, batch + tuple(a.aval.shape[-2:]))
+    b = ops.broadcast_to(b, batch + tuple(b.aval.shape[-2:]))
+    return a, b, (lambda x: ops.squeeze(x, (x.ndim - 1,))) if vector else (lambda x: x)
+
+
+def broadcast_batch(*xs):
+    from .shapes import broadcast_shapes
+    from .trace import current_builder
+    checks = current_builder().checks if current_builder() else None
+    return tuple(broadcast_shapes([x.aval.shape[:-2] for x in xs], "linalg (batch)", checks))
+
+
+@implements(np.linalg.cholesky)
+def cholesky(a, upper=False):
+    L = L_.cholesky(_square_matrix(a, "cholesky"))
+    return ops.swap_last(L) if upper else L
+
+
+@implements(np.linalg.solve)
+def solve(a, b):
+    a, b, undo = _as_columns(_square_matrix(a, "solve"), b)
+    return undo(L_.solve(a, b))
+
+
+@implements(np.linalg.inv)
+def inv(a):
+    a = _square_matrix(a, "inv")
+    n = bind_dim(a.aval.shape[-1])
+    return L_.solve(a, ops.broadcast_to(np.eye(n, dtype=a.dtype), a.aval.shape))
+
+
+@implements(np.linalg.slogdet)
+def slogdet(a):
+    return _SlogdetResult(*L_.slogdet(_square_matrix(a, "slogdet")))
+
+
+@implements(np.linalg.det)
+def det(a):
+    sign, logabsdet = L_.slogdet(_square_matrix(a, "det"))
+    return ops.mul(sign, ops.exp(logabsdet))
+
+
+@implements(np.linalg.eigh)
+def eigh(a, UPLO="L"):
+    a = _square_matrix(a, "eigh")
+    if UPLO != "L":
+        a = ops.swap_last(a)  # the upper triangle, read as the lower one of a.T
+    w, v = L_.eigh(a)
+    return _EighResult(w, v)
+
+
+@implements(np.linalg.eigvalsh)
+def eigvalsh(a, UPLO="L"):
+    return eigh(a, UPLO)[0]
+
+
+@implements(np.linalg.svd)
+def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    a = _square_matrix(a, "svd")
+    u, s, vt = L_.svd(a)
+    if not compute_uv:
+        return s
+    m, n = (bind_dim(d) for d in a.aval.shape[-2:])
+    if full_matrices and m != n:
+        raise UnsupportedError(with_location(
+            "np.linalg.svd(full_matrices=True) of a non-square matrix is not traced (the "
+            "extra singular vectors have no derivative)", hint="pass full_matrices=False"))
+    return _SVDResult(u, s, vt)
+
+
+def _named(name, fields):
+    from collections import namedtuple
+    return namedtuple(name, fields)
+
+
+_SlogdetResult = _named("SlogdetResult", "sign logabsdet")
+_EighResult = _named("EighResult", "eigenvalues eigenvectors")
+_SVDResult = _named("SVDResult", "U S Vh")
+
+
+@implements(np.linalg.norm)
+def norm(x, ord=None, axis=None, keepdims=False):
+    """np.linalg.norm: every vector ord, and matrix ords None/'fro'/'nuc'/1/-1/2/-2/inf/-inf."""
+    x = asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = ops.convert(x, np.float64)
+    if axis is None and ord is None:
+        return _keep(ops.sqrt(sum_(ops.integer_pow(x, 2))), x, tuple(range(x.ndim)), keepdims)
+    if axis is None:
+        axis = tuple(range(x.ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(int(a) % x.ndim for a in axes)
+    if len(axes) == 1:
+        return _keep(_vector_norm(x, ord, axes[0]), x, axes, keepdims)
+    if len(axes) != 2:
+        raise ShapeError(with_location("np.linalg.norm: axis must name 1 or 2 axes"))
+    return _keep(_matrix_norm(x, ord, axes), x, axes, keepdims)
+
+
+def _keep(out, x, axes, keepdims):
+    return ops.expand_dims(out, tuple(sorted(axes))) if keepdims else out
+
+
+def _vector_norm(x, ord, axis):
+    absx = ops.abs_(x)
+    if ord is None or ord == 2:
+        return ops.sqrt(sum_(ops.integer_pow(x, 2), axis))
+    if ord == np.inf:
+        return amax(absx, axis)
+    if ord == -np.inf:
+        return amin(absx, axis)
+    if ord == 0:
+        return sum_(ops.convert(ops.ne(x, 0.0), x.dtype), axis)
+    if ord == 1:
+        return sum_(absx, axis)
+    if isinstance(ord, str):
+        raise ValueError(with_location(f"np.linalg.norm: invalid ord {ord!r} for vectors"))
+    return ops.power(sum_(ops.power(absx, float(ord)), axis), 1.0 / float(ord))
+
+
+def _matrix_norm(x, ord, axes):
+    row, col = axes
+    if ord in (None, "fro"):
+        return ops.sqrt(sum_(ops.integer_pow(x, 2), axes))
+    if ord in (1, -1, np.inf, -np.inf):
+        summed, pick = (row, col) if ord in (1, -1) else (col, row)
+        sums = sum_(ops.abs_(x), summed, keepdims=True)
+        reduce = amax if ord > 0 else amin
+        return ops.squeeze(reduce(sums, pick, keepdims=True), tuple(sorted(axes)))
+    if ord in (2, -2, "nuc"):
+        rest = [k for k in range(x.ndim) if k not in axes]
+        s = svd(ops.transpose(x, rest + [row, col]), compute_uv=False)
+        if ord == "nuc":
+            return sum_(s, -1)
+        return (amax if ord == 2 else amin)(s, -1)
+    raise ValueError(with_location(f"np.linalg.norm: invalid ord {ord!r} for matrices"))

@@ -937,4 +937,6 @@ def _canonical(value):
     return value
 
 
+from . import linalg_primitives  # noqa: E402, F401  (registers the linear-algebra records)
+
 __all__ = ["REGISTRY", "Primitive", "resolve_shape"]

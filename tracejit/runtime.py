@@ -525,3 +525,66 @@ def dot(a, b):
     """np.dot through BLAS, compiled once per operand layout and cached on disk:
     typing np.dot costs ~0.3-0.8 s per layout pair in every kernel otherwise."""
     return np.dot(a, b)
+
+
+# LAPACK through NumPy's linalg in Numba: each typed once per dtype and cached
+# on disk (typing one costs ~1-3 s), called by the linear-algebra primitives
+# (linalg_primitives.py) on C-contiguous matrices.
+
+
+@njit(cache=True)
+def cholesky(a):
+    return np.linalg.cholesky(a)
+
+
+@njit(cache=True)
+def solve(a, b):
+    return np.linalg.solve(a, b)
+
+
+@njit(cache=True)
+def solve_triangular(a, b, lower, trans):
+    """op(a)^-1 b by substitution; op(a) = a.T when `trans`."""
+    n, k = b.shape
+    x = b.copy()
+    forward = lower != trans  # op(a) is lower triangular
+    for c in range(k):
+        for step in range(n):
+            i = step if forward else n - 1 - step
+            total = x[i, c]
+            lo, hi = (0, i) if forward else (i + 1, n)
+            for j in range(lo, hi):
+                total -= (a[j, i] if trans else a[i, j]) * x[j, c]
+            x[i, c] = total / a[i, i]
+    return x
+
+
+@njit(cache=True)
+def slogdet(a):
+    sign, logabs = np.linalg.slogdet(a)
+    out = np.empty(2, a.dtype)
+    out[0] = sign
+    out[1] = logabs
+    return out
+
+
+@njit(cache=True)
+def eigh(a):
+    w, v = np.linalg.eigh(a)
+    n = a.shape[0]
+    out = np.empty((n + 1, n), a.dtype)
+    out[0] = w
+    out[1:] = v
+    return out
+
+
+@njit(cache=True)
+def svd(a):
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    m, k = u.shape
+    n = vt.shape[1]
+    out = np.empty((k, m + 1 + n), a.dtype)
+    out[:, :m] = u.T
+    out[:, m] = s
+    out[:, m + 1:] = vt
+    return out
