@@ -28,6 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import scipy.linalg
+import scipy.special
+import scipy.stats
 
 import tracejit
 from tracejit.primitives import REGISTRY
@@ -618,7 +621,105 @@ _NUMPY_ROWS = [
 ]
 
 
-ROWS = _ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _NUMPY_ROWS
+def sym(a):
+    return (a + np.swapaxes(a, -1, -2)) / 2
+
+
+def as_input_dtype(fn):
+    """SciPy's reference computed in float64 and returned in the input's dtype
+    (tracejit keeps float32 float32)."""
+    def ref(*args):
+        return np.asarray(fn(*args)).astype(np.result_type(*args))
+
+    return ref
+
+
+# linear algebra (LAPACK primitives) and SciPy
+_LINALG_ROWS = [
+    row("cholesky", lambda a: np.linalg.cholesky(sym(a)), SQUARES, spd),
+    row("cholesky", lambda a: scipy.linalg.cholesky(sym(a)), SQUARES[:2], spd,
+        label="scipy_cholesky_upper", compiled=False),
+    row("solve_triangular", lambda a, b: scipy.linalg.solve_triangular(a, b, lower=True),
+        (((3, 3), (3,)), ((4, 4), (4, 2)), ((3, 3), (3, 1))), (well_conditioned, real)),
+    row("solve_triangular", lambda a, b: scipy.linalg.solve_triangular(a, b, trans=1),
+        (((3, 3), (3, 2)),), (well_conditioned, real), label="solve_triangular_upper_trans",
+        compiled=False),
+    row("solve", np.linalg.solve, (((3, 3), (3,)), ((3, 3), (3, 2)), ((2, 3, 3), (2, 3, 1)),
+                                   ((2, 3, 3), (3,))), (well_conditioned, real)),
+    row("solve", np.linalg.inv, SQUARES, well_conditioned, label="inv", compiled=False),
+    row("slogdet", lambda a: np.linalg.slogdet(a)[1], SQUARES, well_conditioned),
+    row("slogdet", lambda a: np.linalg.slogdet(-a)[0], SQUARES, well_conditioned,
+        label="slogdet_sign", grad=False, compiled=False),
+    row("slogdet", np.linalg.det, SQUARES, well_conditioned, label="det", compiled=False),
+    row("eigh", lambda a: np.linalg.eigh(sym(a))[0], SQUARES, spd),
+    row("eigh", lambda a: np.linalg.eigh(sym(a)).eigenvectors ** 2, SQUARES[:2], spd,
+        label="eigh_vectors", compiled=False),
+    row("eigh", lambda a: np.linalg.eigvalsh(sym(a), UPLO="U"), SQUARES[:2], spd,
+        label="eigvalsh_upper", compiled=False),
+    row("svd", lambda a: np.linalg.svd(a, compute_uv=False), cases((3, 2), (2, 3), (2, 4, 3))),
+    row("svd", lambda a: np.linalg.svd(a, full_matrices=False)[0] ** 2, cases((4, 3), (2, 3)),
+        label="svd_u", compiled=False),
+    row("svd", lambda a: np.linalg.svd(a, full_matrices=False)[2] ** 2, cases((4, 3), (2, 3)),
+        label="svd_vt", compiled=False),
+    row("svd", lambda a: np.linalg.norm(a, "nuc"), cases((3, 2), (2, 3)), label="norm_nuc",
+        compiled=False),
+    row("svd", lambda a: np.linalg.norm(a, 2, axis=(0, 1)), cases((3, 2),), label="norm_2",
+        compiled=False),
+    row("reduce_max", lambda a: np.linalg.norm(a, np.inf), MATRICES[:1], label="norm_inf",
+        compiled=False),
+    row("reduce_min", lambda a: np.linalg.norm(a, -1), MATRICES[:1], label="norm_minus_1",
+        compiled=False),
+    row("pow", lambda a: np.linalg.norm(a, 3, axis=-1), MATRICES, nonzero, label="norm_p3",
+        compiled=False),
+    row("reduce_sum", lambda a: np.linalg.norm(a, axis=0, keepdims=True), MATRICES,
+        nonzero, label="norm_keepdims", compiled=False),
+    # scipy.special
+    row("erf", scipy.special.erf, UNARY),
+    row("erfc", scipy.special.erfc, UNARY),
+    row("lgamma", scipy.special.gammaln, UNARY, positive),
+    row("polygamma", scipy.special.digamma, UNARY, positive),
+    row("polygamma", lambda x: scipy.special.polygamma(1, x), UNARY, positive,
+        label="trigamma", ref=as_input_dtype(lambda x: scipy.special.polygamma(1, x)),
+        compiled=False),
+    row("tanh", scipy.special.expit, UNARY, label="expit", compiled=False),
+    row("log", lambda x: scipy.special.logit(x / 3), UNARY, positive, label="logit",
+        compiled=False),
+    row("exp", lambda x: scipy.special.logsumexp(x, axis=-1), MATRICES, label="logsumexp",
+        compiled=False),
+    row("exp", lambda x: scipy.special.softmax(x, axis=0), MATRICES, label="softmax",
+        compiled=False),
+    row("lgamma", lambda x, y: scipy.special.betaln(x, y), BINARY[:3], positive,
+        label="betaln", compiled=False),
+    row("select", lambda x, y: scipy.special.xlogy(x, y), BINARY[:3], (with_zeros, positive),
+        label="xlogy", compiled=False),
+    row("erfc", scipy.special.ndtr, UNARY, label="ndtr", compiled=False),
+    # scipy.stats log-densities
+    row("log", lambda x, s: scipy.stats.norm.logpdf(x, 0.5, s), BINARY[:3], (real, positive),
+        label="norm_logpdf", ref=as_input_dtype(lambda x, s: scipy.stats.norm.logpdf(x, .5, s)),
+        compiled=False),
+    row("erfc", lambda x: scipy.stats.norm.cdf(x, 0.5, 2.0), UNARY, label="norm_cdf",
+        ref=as_input_dtype(lambda x: scipy.stats.norm.cdf(x, 0.5, 2.0)), compiled=False),
+    row("lgamma", lambda x, d: scipy.stats.t.logpdf(x, d + 2.0), BINARY[:3], (real, positive),
+        label="t_logpdf", ref=as_input_dtype(lambda x, d: scipy.stats.t.logpdf(x, d + 2.0)),
+        compiled=False),
+    row("log", lambda m: scipy.stats.poisson.logpmf(np.arange(4.0), m), cases((4,), (3, 4)),
+        positive, label="poisson_logpmf", compiled=False),
+    row("lgamma", lambda x, y: scipy.stats.gamma.logpdf(x, y + 1.0, scale=2.0), BINARY[:3],
+        positive, label="gamma_logpdf", compiled=False,
+        ref=as_input_dtype(lambda x, y: scipy.stats.gamma.logpdf(x, y + 1.0, scale=2.0))),
+    row("log1p", lambda x: scipy.stats.beta.logpdf(x / 3, 2.0, 3.0), UNARY, positive,
+        label="beta_logpdf", compiled=False),
+    row("lgamma", lambda x, a: scipy.stats.dirichlet.logpdf(x / x.sum(), a), (((3,), (3,)),),
+        positive, label="dirichlet_logpdf", compiled=False,
+        ref=as_input_dtype(lambda x, a: scipy.stats.dirichlet.logpdf(x / x.sum(), a))),
+    row("cholesky", lambda x, c: scipy.stats.multivariate_normal.logpdf(x, c[0], c @ c.T + 3 *
+                                                                         np.eye(3)),
+        (((4, 3), (3, 3)), ((3,), (3, 3))), label="mvn_logpdf", compiled=False),
+]
+
+
+ROWS = (_ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _NUMPY_ROWS
+        + _LINALG_ROWS)
 assert len({r.label for r in ROWS}) == len(ROWS), "row labels must be unique"
 
 
@@ -742,12 +843,15 @@ def test_derivatives_match_finite_differences(r, shapes, dtype, interpret):
 # differentiable ones, with every row's output as aux, so it checks both the
 # forward values and the compiled adjoint.
 
-FAMILIES = ("unary", "nary", "indexmap", "reduce", "array")
+FAMILIES = ("unary", "nary", "indexmap", "reduce", "array", "linalg")
+LINALG = {"cholesky", "solve_triangular", "solve", "slogdet", "eigh", "svd"}
 SIZE_GENERIC = ("unary", "nary", "reduce")  # no row reads a size: one kernel for all sizes
 COMPILED_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 def family(r: Row) -> str:
+    if r.prim in LINALG:
+        return "linalg"
     kind = REGISTRY[r.prim].kind
     if kind == "elementwise":
         return "unary" if len(r.domain) == 1 else "nary"

@@ -26,7 +26,6 @@ from .ir import AVal
 from .primitives import _array_op, _is_float, _same_dtype
 from .shapes import broadcast_shapes, format_shape, join
 
-
 # ------------------------------------------------------------------ helpers
 
 def _matrix(aval, name, square=True):

@@ -95,6 +95,9 @@ def array_ufunc(self, ufunc, method, *inputs, out=None, **kwargs):
             f"np.{ufunc.__name__} with {', '.join(['out'] * (out is not None) + list(kwargs))}")
         raise UnsupportedError(with_location(f"{detail} is not supported while tracing"))
     fn = UFUNCS.get(ufunc)
+    if fn is None:  # a SciPy ufunc whose module was imported after the trace opened
+        scipy_api.register_imported()
+        fn = UFUNCS.get(ufunc)
     if fn is None:
         raise UnsupportedError(with_location(f"np.{ufunc.__name__} is not supported by tracejit"))
     return fn(*inputs)
@@ -304,6 +307,12 @@ def take(x, indices, axis=None):
     return _gather(x, [_index_array(indices)], axis % x.ndim)
 
 
+def result_type(*arrays_and_dtypes):
+    """NumPy's promotion, tracers standing for arrays of their dtype."""
+    return np.result_type(*[a.dtype if isinstance(a, Tracer) else a
+                            for a in arrays_and_dtypes])
+
+
 def round_(x, decimals=0, out=None):
     if decimals != 0 or out is not None:
         raise UnsupportedError(with_location("np.round: only decimals=0 is supported"))
@@ -321,7 +330,7 @@ FUNCTIONS = {
     np.asarray: asarray, np.array: lambda x, dtype=None, **kw: asarray(x, dtype),
     np.shape: lambda x: x.shape, np.ndim: lambda x: asarray(x).ndim,
     np.size: lambda x: x.size, np.round: round_, np.around: round_, np.any: any_,
-    np.all: all_,
+    np.all: all_, np.result_type: result_type,
 }
 
 
@@ -508,4 +517,10 @@ for _name, _method in METHODS.items():
 
 
 # The other areas of NumPy's surface register their functions on import.
-from . import numpy_build, numpy_linalg, numpy_random, numpy_shape  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    numpy_build,
+    numpy_linalg,
+    numpy_random,
+    numpy_shape,
+    scipy_api,  # noqa: E402
+)

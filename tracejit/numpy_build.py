@@ -19,6 +19,7 @@ it pays one type check per call. Code that bound the functions before the trace
 from __future__ import annotations
 
 import threading
+import types
 
 import numpy as np
 
@@ -66,22 +67,6 @@ def _strong(x):
     return np.asarray(x)
 
 
-def _array(obj, dtype=None, *args, **kwargs):
-    if not holds_tracer(obj):
-        return _ORIGINAL["array"](obj, dtype, *args, **kwargs)
-    return build(obj, dtype)
-
-
-def _converter(name):
-    def convert(a, dtype=None, *args, **kwargs):
-        if not holds_tracer(a):
-            return _ORIGINAL[name](a, dtype, *args, **kwargs)
-        return build(a, dtype)
-
-    convert.__name__ = name
-    return convert
-
-
 class _Concatenator:
     """`np.r_` / `np.c_` with tracers among the items (plain ones go to NumPy's)."""
 
@@ -117,37 +102,109 @@ def _as_column(p):
     return ops.expand_dims(p, (1,)) if ndim == 1 else p
 
 
-_PATCHED = {
-    "array": _array, "asarray": _converter("asarray"), "asanyarray": _converter("asanyarray"),
-    "ascontiguousarray": _converter("ascontiguousarray"),
-    "r_": _Concatenator("r_"), "c_": _Concatenator("c_"),
-}
-_ORIGINAL = {name: getattr(np, name) for name in _PATCHED}
-_lock = threading.Lock()
+class _Rebindings:
+    """Attributes (of modules, or of objects such as SciPy's distribution
+    singletons) swapped for tracer-aware wrappers while a trace is open."""
+
+    def __init__(self):
+        self.entries: list[tuple] = []  # (owner, name, wrapper, original, had_own)
+        self.before_install: list = []  # callbacks that may add entries (scipy_api)
+        self.lock = threading.Lock()
+        add_tracing_hook(self.install, self.uninstall)
+
+    def add(self, owner, name, wrapper) -> None:
+        original = getattr(owner, name)
+        had_own = name in getattr(owner, "__dict__", {})
+        self.entries.append((owner, name, wrapper, original, had_own))
+
+    def add_code(self, fn, code) -> None:
+        """Swap a Python function's code (so references imported by name, as in
+        `from scipy.special import logsumexp`, reach the wrapper too)."""
+        self.entries.append((fn, "__code__", code, fn.__code__, True))
+
+    def install(self) -> None:
+        for callback in self.before_install:
+            callback()
+        with self.lock:
+            for owner, name, wrapper, _, _ in self.entries:
+                setattr(owner, name, wrapper)
+
+    def uninstall(self) -> None:
+        with self.lock:
+            for owner, name, _, original, had_own in self.entries:
+                if had_own:
+                    setattr(owner, name, original)
+                else:
+                    delattr(owner, name)  # the class attribute shows through again
 
 
-def _install():
-    with _lock:
-        for name, wrapper in _PATCHED.items():
-            setattr(np, name, wrapper)
+REBINDINGS = _Rebindings()
 
 
-def _uninstall():
-    with _lock:
-        for name, original in _ORIGINAL.items():
-            setattr(np, name, original)
+def rebind_while_tracing(owner, name, traced):
+    """While tracing, `owner.name(...)` with a tracer among its arguments runs
+    `traced(...)`; every other call runs the original. A plain Python function
+    has its code swapped instead, which also reaches references to it that
+    were imported by name."""
+    original = getattr(owner, name)
+    if isinstance(original, types.FunctionType):
+        REBINDINGS.add_code(original, _trampoline(original, traced))
+        return
+    REBINDINGS.add(owner, name, _router(original, traced))
 
 
-add_tracing_hook(_install, _uninstall)
+def _router(original, traced):
+    def route(*args, **kwargs):
+        if holds_tracer(args) or holds_tracer(list(kwargs.values())):
+            return traced(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    route.__name__ = getattr(original, "__name__", "route")
+    return route
+
+
+def _trampoline(fn, traced):
+    """Code for `fn` that calls a router: traced(...) on tracers, else a copy of
+    `fn` with its original code. The router is a global of fn's module under a
+    private name; the code has fn's free variables (unused) so it fits fn."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    route_name = f"_tracejit_route_{id(fn)}"
+    fn.__globals__[route_name] = _router(copy, traced)
+    free = fn.__code__.co_freevars
+    call = f"return {route_name}(*args, **kwargs)"
+    if free:
+        lines = ["def outer():", f"    {' = '.join(free)} = None",
+                 "    def trampoline(*args, **kwargs):", f"        {', '.join(free)},",
+                 f"        {call}", "    return trampoline"]
+    else:
+        lines = ["def trampoline(*args, **kwargs):", f"    {call}"]
+    namespace: dict = {}
+    exec("\n".join(lines) + "\n", {}, namespace)
+    made = namespace["outer"]() if free else namespace["trampoline"]
+    return made.__code__
+
+
+_ORIGINAL = {name: getattr(np, name) for name in
+             ("array", "asarray", "asanyarray", "ascontiguousarray", "r_", "c_")}
 
 
 @implements(_ORIGINAL["array"])
-def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, **unused):
+def array(obj, dtype=None, *, copy=True, order="K", subok=False, ndmin=0, **unused):
     out = build(obj, dtype) if holds_tracer(obj) else asarray(obj, dtype)
     if ndmin > ops.aval_of(out).ndim:
         out = ops.expand_dims(out, tuple(range(ndmin - ops.aval_of(out).ndim)))
     return out
 
 
+def _converter(a, dtype=None, *args, **kwargs):
+    return build(a, dtype)
+
+
 for _name in ("asarray", "asanyarray", "ascontiguousarray"):
-    implements(_ORIGINAL[_name])(lambda a, dtype=None, **unused: build(a, dtype))
+    implements(_ORIGINAL[_name])(_converter)
+    rebind_while_tracing(np, _name, _converter)
+rebind_while_tracing(np, "array", array)
+REBINDINGS.add(np, "r_", _Concatenator("r_"))
+REBINDINGS.add(np, "c_", _Concatenator("c_"))

@@ -54,16 +54,16 @@ def tensordot(a, b, axes=2):
 def contract(a, b, n_free_a: int, n_inner: int, n_batch: int = 0):
     """a: (batch, free_a, inner), b: (batch, inner, free_b) -> (batch, free_a, free_b)
     by one matmul; a group of several axes is merged into one by a reshape."""
-    fa = a.aval.shape[n_batch:n_batch + n_free_a]
-    fb = b.aval.shape[n_batch + n_inner:]
+    fa = ops.aval_of(a).shape[n_batch:n_batch + n_free_a]
+    fb = ops.aval_of(b).shape[n_batch + n_inner:]
     if n_inner == 0:  # an outer product
         a = ops.expand_dims(a, tuple(range(a.ndim, a.ndim + len(fb))))
         b = ops.expand_dims(b, tuple(range(n_batch, n_batch + len(fa))))
         return ops.mul(a, b)
-    a2 = _group(a, n_batch, [fa, a.aval.shape[n_batch + n_free_a:]])
-    b2 = _group(b, n_batch, [b.aval.shape[n_batch:n_batch + n_inner], fb])
+    a2 = _group(a, n_batch, [fa, ops.aval_of(a).shape[n_batch + n_free_a:]])
+    b2 = _group(b, n_batch, [ops.aval_of(b).shape[n_batch:n_batch + n_inner], fb])
     out = ops.matmul(a2, b2)
-    return ops.reshape(out, tuple(out.aval.shape[:-2]) + tuple(fa) + tuple(fb))
+    return ops.reshape(out, tuple(ops.aval_of(out).shape[:-2]) + tuple(fa) + tuple(fb))
 
 
 def _group(x, n_batch, groups):
@@ -73,7 +73,7 @@ def _group(x, n_batch, groups):
             merged.append(dims[0])
         else:
             merged.append(int(np.prod([bind_dim(d) for d in dims])))
-    return ops.reshape(x, tuple(x.aval.shape[:n_batch]) + tuple(merged))
+    return ops.reshape(x, tuple(ops.aval_of(x).shape[:n_batch]) + tuple(merged))
 
 
 @implements(np.inner)
@@ -192,8 +192,8 @@ def _as_columns(a, b):
     if vector:
         b = ops.expand_dims(b, (1,))
     batch = broadcast_batch(a, b)
-    a = ops.broadcast_to(a, batch + tuple(a.aval.shape[-2:]))
-    b = ops.broadcast_to(b, batch + tuple(b.aval.shape[-2:]))
+    a = ops.broadcast_to(a, batch + tuple(ops.aval_of(a).shape[-2:]))
+    b = ops.broadcast_to(b, batch + tuple(ops.aval_of(b).shape[-2:]))
     return a, b, (lambda x: ops.squeeze(x, (x.ndim - 1,))) if vector else (lambda x: x)
 
 
@@ -201,7 +201,8 @@ def broadcast_batch(*xs):
     from .shapes import broadcast_shapes
     from .trace import current_builder
     checks = current_builder().checks if current_builder() else None
-    return tuple(broadcast_shapes([x.aval.shape[:-2] for x in xs], "linalg (batch)", checks))
+    return tuple(broadcast_shapes([ops.aval_of(x).shape[:-2] for x in xs], "linalg (batch)",
+                                  checks))
 
 
 @implements(np.linalg.cholesky)
@@ -219,8 +220,8 @@ def solve(a, b):
 @implements(np.linalg.inv)
 def inv(a):
     a = _square_matrix(a, "inv")
-    n = bind_dim(a.aval.shape[-1])
-    return L_.solve(a, ops.broadcast_to(np.eye(n, dtype=a.dtype), a.aval.shape))
+    n = bind_dim(ops.aval_of(a).shape[-1])
+    return L_.solve(a, ops.broadcast_to(np.eye(n, dtype=a.dtype), ops.aval_of(a).shape))
 
 
 @implements(np.linalg.slogdet)
@@ -254,7 +255,7 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     u, s, vt = L_.svd(a)
     if not compute_uv:
         return s
-    m, n = (bind_dim(d) for d in a.aval.shape[-2:])
+    m, n = (bind_dim(d) for d in ops.aval_of(a).shape[-2:])
     if full_matrices and m != n:
         raise UnsupportedError(with_location(
             "np.linalg.svd(full_matrices=True) of a non-square matrix is not traced (the "

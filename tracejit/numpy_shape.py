@@ -68,13 +68,13 @@ def rot90(m, k=1, axes=(0, 1)):
 def roll(a, shift, axis=None):
     a = asarray(a)
     if axis is None:
-        return reshape(roll(ravel(a), shift, 0), tuple(bind_dim(d) for d in a.aval.shape))
+        return reshape(roll(ravel(a), shift, 0), tuple(bind_dim(d) for d in ops.aval_of(a).shape))
     shifts = (shift,) * len(axis) if isinstance(axis, tuple) and isinstance(shift, int) else (
         shift if isinstance(shift, tuple) else (shift,))
     axes = axis if isinstance(axis, tuple) else (axis,)
     for s, ax in zip(shifts, axes):
         ax = _axis(ax, a.ndim, "roll")
-        n = bind_dim(a.aval.shape[ax])
+        n = bind_dim(ops.aval_of(a).shape[ax])
         s = operator.index(s) % n if n else 0
         if s:
             a = concatenate([_take_range(a, ax, n - s, n), _take_range(a, ax, 0, n - s)], ax)
@@ -93,7 +93,7 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
     axis1, axis2 = _axis(axis1, a.ndim, "diagonal"), _axis(axis2, a.ndim, "diagonal")
     rest = [k for k in range(a.ndim) if k not in (axis1, axis2)]
     moved = ops.transpose(a, rest + [axis1, axis2])
-    rows, cols = bind_dim(a.aval.shape[axis1]), bind_dim(a.aval.shape[axis2])
+    rows, cols = bind_dim(ops.aval_of(a).shape[axis1]), bind_dim(ops.aval_of(a).shape[axis2])
     i = np.arange(max(0, -offset), min(rows, cols - offset))
     if i.size == 0:
         raise UnsupportedError(with_location("np.diagonal: an empty diagonal is not traced"))
@@ -114,7 +114,7 @@ def diag(v, k=0):
         return diagonal(v, k)
     if v.ndim != 1:
         raise ShapeError(with_location("np.diag: input must be 1-D or 2-D"))
-    n = bind_dim(v.aval.shape[0]) + abs(k)
+    n = bind_dim(ops.aval_of(v).shape[0]) + abs(k)
     padded = concatenate([v, np.zeros(abs(k), v.dtype)]) if k else v
     spread = ops.expand_dims(padded, (1,) if k >= 0 else (0,))
     return ops.select(np.eye(n, k=k, dtype=bool), spread, ops.zeros_like(spread))
@@ -122,7 +122,7 @@ def diag(v, k=0):
 
 def _triangle(m, k, lower):
     m = asarray(m)
-    rows, cols = (bind_dim(d) for d in m.aval.shape[-2:])
+    rows, cols = (bind_dim(d) for d in ops.aval_of(m).shape[-2:])
     keep = np.tri(rows, cols, k, dtype=bool)
     keep = keep if lower else ~np.tri(rows, cols, k - 1, dtype=bool)
     return ops.select(keep, m, ops.zeros_like(m))
@@ -144,7 +144,7 @@ def repeat(a, repeats, axis=None):
     if axis is None:
         a, axis = ravel(a), 0
     axis = _axis(axis, a.ndim, "repeat")
-    n = bind_dim(a.aval.shape[axis])
+    n = bind_dim(ops.aval_of(a).shape[axis])
     return _gather(a, [np.repeat(np.arange(n), repeats)], axis)
 
 
@@ -157,7 +157,7 @@ def tile(A, reps):
     reps = (1,) * (A.ndim - len(reps)) + reps
     for axis, r in enumerate(reps):
         if r != 1:
-            n = bind_dim(A.aval.shape[axis])
+            n = bind_dim(ops.aval_of(A).shape[axis])
             A = _gather(A, [np.tile(np.arange(n), r)], axis)
     return A
 
@@ -190,7 +190,7 @@ def cumprod(a, axis=None, dtype=None, out=None):
     if axis is None:
         a, axis = ravel(a), 0
     axis = _axis(axis, a.ndim, "cumprod")
-    n = bind_dim(a.aval.shape[axis])
+    n = bind_dim(ops.aval_of(a).shape[axis])
     lower = np.tri(n, dtype=bool).reshape((n, n) + (1,) * (a.ndim - axis - 1))
     spread = ops.expand_dims(a, (axis,))  # axis: i, axis + 1: j
     pairs = ops.select(lower, spread, ops.ones_like(spread))
@@ -205,7 +205,7 @@ def diff(a, n=1, axis=-1, prepend=None, append=None):
         parts = [p for p in (prepend, a, append) if p is not None]
         a = concatenate([_broadcast_edge(asarray(p), a, axis) for p in parts], axis)
     for _ in range(n):
-        size = bind_dim(a.aval.shape[axis])
+        size = bind_dim(ops.aval_of(a).shape[axis])
         a = ops.sub(_take_range(a, axis, 1, size), _take_range(a, axis, 0, size - 1))
     return a
 
@@ -213,7 +213,7 @@ def diff(a, n=1, axis=-1, prepend=None, append=None):
 def _broadcast_edge(p, a, axis):
     if p.ndim == a.ndim:
         return p
-    shape = list(a.aval.shape)
+    shape = list(ops.aval_of(a).shape)
     shape[axis] = 1
     return ops.broadcast_to(p, tuple(shape))
 
@@ -233,7 +233,7 @@ def gradient(f, *varargs, axis=None, edge_order=1):
 
 
 def _gradient_along(f, axis, h, edge_order):
-    n = bind_dim(f.aval.shape[axis])
+    n = bind_dim(ops.aval_of(f).shape[axis])
     if n < edge_order + 1:
         raise ShapeError(with_location("np.gradient: too few points for the edge order"))
     f = f if np.issubdtype(f.dtype, np.floating) else ops.convert(f, np.float64)
@@ -347,7 +347,7 @@ def column_stack(tup):
 def array_split(ary, indices_or_sections, axis=0):
     ary = asarray(ary)
     axis = _axis(axis, ary.ndim, "array_split")
-    n = bind_dim(ary.aval.shape[axis])
+    n = bind_dim(ops.aval_of(ary).shape[axis])
     if isinstance(indices_or_sections, (int, np.integer)):
         sections = int(indices_or_sections)
         each, extra = divmod(n, sections)
@@ -362,7 +362,7 @@ def array_split(ary, indices_or_sections, axis=0):
 @implements(np.split)
 def split(ary, indices_or_sections, axis=0):
     ary = asarray(ary)
-    n = bind_dim(ary.aval.shape[_axis(axis, ary.ndim, "split")])
+    n = bind_dim(ops.aval_of(ary).shape[_axis(axis, ary.ndim, "split")])
     if isinstance(indices_or_sections, (int, np.integer)) and n % int(indices_or_sections):
         raise ShapeError(with_location("np.split: array split does not result in an equal "
                                        "division (use np.array_split)"))

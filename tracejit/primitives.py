@@ -159,6 +159,35 @@ unary = [
 for _name, _impl, _scalar, _partials, *_safe in unary:
     elementwise(_name, 1, _impl, _scalar, _partials, nan_safe=bool(_safe))
 
+# scipy.special's ufuncs (the NumPy reference runs SciPy's own)
+def _scipy_special(name):
+    def run(*args, **params):
+        import scipy.special
+        out = getattr(scipy.special, name)(*args, **params)
+        return np.asarray(out, dtype=np.result_type(args[-1]))
+
+    return run
+
+
+_TWO_OVER_SQRT_PI = 2.0 / float(np.sqrt(np.pi))
+elementwise("erf", 1, _scipy_special("erf"), "_rt.erf({0})",
+            lambda out, x: [_TWO_OVER_SQRT_PI * ops.exp(-(x * x))])
+elementwise("erfc", 1, _scipy_special("erfc"), "_rt.erfc({0})",
+            lambda out, x: [-_TWO_OVER_SQRT_PI * ops.exp(-(x * x))])
+elementwise("lgamma", 1, _scipy_special("gammaln"), "_rt.lgamma({0})",
+            lambda out, x: [polygamma(x, 0)])
+
+
+def polygamma(x, n: int):
+    """The n-th derivative of digamma (n = 0: digamma)."""
+    return ops.bind(REGISTRY["polygamma"], x, n=int(n))
+
+
+elementwise("polygamma", 1, lambda x, *, n: _scipy_special("polygamma")(n, x),
+            lambda x, *, n: f"_rt.polygamma({n}, {x})",
+            lambda out, x, *, n: [polygamma(x, n + 1)])
+
+
 # Piecewise-constant ops: their derivative is zero almost everywhere.
 for _name, _impl, _scalar in [("sign", np.sign, "_rt.sign({0})"),
                               ("floor", np.floor, "np.floor({0})"),

@@ -34,6 +34,8 @@ Calling conventions the code generator must respect (see the benchmark in
   should include this file's contents (or the tracejit version).
 """
 
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -588,3 +590,62 @@ def svd(a):
     out[:, m] = s
     out[:, m + 1:] = vt
     return out
+
+
+
+# --------------------------------------------------------------------------
+# Special functions (scipy.special's erf, erfc, gammaln, digamma, polygamma).
+# --------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def erf(x):
+    return math.erf(x)
+
+
+@njit(**_JIT)
+def erfc(x):
+    return math.erfc(x)
+
+
+@njit(**_JIT)
+def lgamma(x):
+    return math.lgamma(x)
+
+
+# Bernoulli numbers B_2k / (2k)! for the asymptotic series below.
+_B2K = (1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0, -691.0 / 2730.0, 7.0 / 6.0)
+
+
+@njit(**_JIT)
+def polygamma(n, x):
+    """The n-th derivative of digamma (n = 0: digamma itself), any non-pole x:
+    shift x up past 20 by the recurrence, then the asymptotic series."""
+    if x != x or (x <= 0.0 and x == math.floor(x)):
+        return np.nan + x * 0.0
+    shift = 0.0
+    factorial = 1.0
+    for k in range(2, n + 1):
+        factorial *= k
+    sign = 1.0 if n % 2 == 1 else -1.0  # (-1)^(n+1)
+    while x < 20.0:
+        shift += 1.0 / x ** (n + 1)
+        x += 1.0
+    if n == 0:
+        inv2 = 1.0 / (x * x)
+        series = 0.0
+        power = inv2
+        for k in range(7):
+            series += _B2K[k] / (2 * k + 2) * power
+            power *= inv2
+        return math.log(x) - 0.5 / x - series - shift
+    # (-1)^(n+1) [(n-1)!/x^n + n!/(2 x^(n+1)) + sum_k B_2k (2k+n-1)!/(2k)! / x^(2k+n)]
+    total = factorial / n / x ** n + factorial / (2.0 * x ** (n + 1))
+    inv = 1.0 / x ** (n + 2)
+    for k in range(1, 8):
+        coeff = 1.0  # (2k + n - 1)! / (2k)!
+        for j in range(2 * k + 1, 2 * k + n):
+            coeff *= j
+        total += _B2K[k - 1] * coeff * inv
+        inv /= x * x
+    return sign * (total + factorial * shift)
