@@ -130,6 +130,16 @@ def python_float(rng, shape, dtype):
     return float(rng.uniform(0.5, 2.0))
 
 
+def start(size):
+    """A non-negative start below `size` (a negative one slices from the end)."""
+
+    def sample(rng, shape, dtype):
+        return np.asarray(rng.integers(0, size, shape), np.int64)
+
+    sample.__name__ = f"start{size}"
+    return sample
+
+
 def index(size):
     """Integer indices into an axis of `size`, negative ones included."""
 
@@ -717,9 +727,39 @@ _LINALG_ROWS = [
         (((4, 3), (3, 3)), ((3,), (3, 3))), label="mvn_logpdf", compiled=False),
 ]
 
+# indexing forms NumPy accepts, and slices with a traced start
+_INDEX_ROWS = [
+    row("gather", lambda x: x[np.array([0, 2]), :, np.array([1, 0])], cases((3, 4, 2),),
+        label="index_not_adjacent", compiled=False),
+    row("gather", lambda x: x[1, :, np.array([1, 0, 1])], cases((3, 4, 2),),
+        label="index_int_and_array", compiled=False),
+    row("gather", lambda x: x[None, np.array([2, 0])], cases((3, 4),), label="index_none_array",
+        compiled=False),
+    row("gather", lambda x: x[np.array([2, 0]), None, np.array([1, 1])], cases((3, 4),),
+        label="index_split_by_none", compiled=False),
+    row("gather", lambda x: x[np.array([True, False, True])], cases((3,), (3, 4)),
+        label="index_constant_mask", compiled=False),
+    row("gather", lambda x: x[..., [1, 0]], cases((3, 4), (2, 3, 2)), label="index_ellipsis_list",
+        compiled=False),
+    row("dynamic_slice", lambda x, i: x[i * 2:(i + 1) * 2], (((6,), ()), ((7, 3), ()),
+                                                           ((6, 2), ())), (real, start(3))),
+    row("dynamic_slice", lambda x, i: x[:, i:i + 2], (((3, 5), ()),), (real, start(3)),
+        label="dynamic_slice_axis1", compiled=False),
+    row("dynamic_slice", lambda x, i: x[i - 4:i - 2], (((5,), ()),), (real, start(2)),
+        label="dynamic_slice_negative_start", compiled=False),
+    row("dynamic_slice", lambda x, i: x[i // 2:i // 2 + 3, np.array([0, 1])], (((6, 4), ()),),
+        (real, start(6)), label="dynamic_slice_floordiv_then_gather", compiled=False),
+    row("dynamic_slice_embed", lambda x, i, g: tracejit.grad(
+        lambda x: (x[i:i + 2] * g).sum())(x), (((6,), (), (2,)), ((5, 2), (), (2, 2)),
+                                               ((4, 3), (), (2, 3))), (real, start(3), real),
+        ref=lambda x, i, g: embed_ref(slice(i, i + 2))(x, g)),
+    row("remainder", lambda x, i: x[i % 3], (((3, 2), ()),), (real, index(5)),
+        label="index_mod", compiled=False),
+]
+
 
 ROWS = (_ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _NUMPY_ROWS
-        + _LINALG_ROWS)
+        + _LINALG_ROWS + _INDEX_ROWS)
 assert len({r.label for r in ROWS}) == len(ROWS), "row labels must be unique"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
-from .errors import ShapeError, TracerTypeError, UnsupportedError, with_location
+from .errors import UnsupportedError, with_location
 from .shapes import bind as bind_dim
 from .shapes import bind_shape, normalize_axes
 from .trace import Tracer
@@ -359,98 +359,14 @@ def array_function(self, func, types, args, kwargs):
     return fn(*args, **kwargs)
 
 
-# ----------------------------------------------------------------- indexing
-
-def getitem(x, key):
-    key = key if isinstance(key, tuple) else (key,)
-    key = tuple(_index_array(k) if isinstance(k, list) else k for k in key)
-    if any(_is_advanced(k) for k in key):
-        return _advanced_index(x, key)
-    return _basic_index(x, key)
-
-
-def _is_advanced(k) -> bool:
-    return isinstance(k, (Tracer, np.ndarray)) and asarray(k).ndim >= 0 and not isinstance(
-        k, np.generic)
-
-
-def _index_array(k):
-    arr = asarray(k)
-    if arr.dtype == np.bool_:
-        raise UnsupportedError(with_location(
-            "boolean mask indexing gives a data-dependent shape",
-            hint="use np.where(mask, x, 0) (and a sum) instead of x[mask]"))
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise TracerTypeError(with_location(f"index arrays must be integers, got {arr.dtype}"))
-    return arr
-
-
-def _expand_ellipsis(key, ndim):
-    used = sum(1 for k in key if k is not None and k is not Ellipsis)
-    if used > ndim:
-        raise ShapeError(with_location(f"too many indices ({used}) for an array of {ndim} dims"))
-    out = []
-    for k in key:
-        if k is Ellipsis:
-            out.extend([slice(None)] * (ndim - used))
-        else:
-            out.append(k)
-    if not any(k is Ellipsis for k in key):
-        out.extend([slice(None)] * (ndim - used))
-    return out
-
-
-def _basic_index(x, key):
-    key = _expand_ellipsis(key, x.ndim)
-    starts, stops, steps, int_axes, new_axes = [], [], [], [], []
-    axis, out_pos = 0, 0
-    for k in key:
-        if k is None:
-            new_axes.append(out_pos)
-            out_pos += 1
-            continue
-        if isinstance(k, slice):
-            starts.append(k.start), stops.append(k.stop), steps.append(k.step)
-            out_pos += 1
-        else:
-            size = bind_dim(x.aval.shape[axis])
-            i = int(k)
-            if not -size <= i < size:
-                raise IndexError(with_location(
-                    f"index {i} is out of bounds for axis {axis} with size {size}"))
-            i %= size
-            starts.append(i), stops.append(i + 1), steps.append(1)
-            int_axes.append(axis)
-        axis += 1
-    out = ops.static_slice(x, starts, stops, steps)
-    out = ops.squeeze(out, int_axes)
-    return ops.expand_dims(out, tuple(new_axes)) if new_axes else out
-
-
-def _advanced_index(x, key):
-    key = _expand_ellipsis(key, x.ndim)
-    if any(k is None for k in key):
-        raise UnsupportedError(with_location("indexing: None mixed with index arrays"))
-    positions = [i for i, k in enumerate(key) if not isinstance(k, slice)]
-    if positions != list(range(positions[0], positions[-1] + 1)):
-        raise UnsupportedError(with_location(
-            "indexing: index arrays must be adjacent (e.g. x[:, i, j], not x[i, :, j])"))
-    sliced = ops.static_slice(
-        x, *zip(*[(k.start, k.stop, k.step) if isinstance(k, slice) else (0, None, 1)
-                  for k in key]))
-    indices = [_index_array(key[i]) for i in positions]
-    return _gather(sliced, indices, positions[0])
-
-
 def _gather(x, indices, axis):
     indices = [i if isinstance(i, Tracer) or i.ndim else np.asarray(i, np.int64)
                for i in indices]
     return ops.gather(x, indices, axis)
 
 
-def iterate(x):
-    n = len(x)
-    return (getitem(x, i) for i in range(n))
+def _index_array(k):
+    return _area("numpy_index").index_array(k)
 
 
 # ------------------------------------------------- methods on the tracer
@@ -487,8 +403,10 @@ METHODS = {
     "__neg__": ops.neg, "__pos__": lambda self: self, "__abs__": ops.abs_,
     "__lt__": ops.lt, "__le__": ops.le, "__gt__": ops.gt, "__ge__": ops.ge, "__eq__": ops.eq,
     "__ne__": ops.ne, "__and__": UFUNCS[np.bitwise_and], "__or__": UFUNCS[np.bitwise_or],
-    "__invert__": UFUNCS[np.invert], "__getitem__": getitem, "__len__": _len,
-    "__iter__": iterate,
+    "__invert__": UFUNCS[np.invert],
+    "__getitem__": lambda self, key: _area("numpy_index").getitem(self, key),
+    "__len__": _len,
+    "__iter__": lambda self: (_area("numpy_index").getitem(self, i) for i in range(len(self))),
     "sum": sum_, "mean": mean, "var": var, "std": std, "max": amax, "min": amin,
     "prod": prod, "argmax": argmax, "argmin": argmin, "reshape": reshape,
     "transpose": lambda self, *axes: transpose(

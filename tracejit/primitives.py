@@ -929,6 +929,83 @@ _array_op("slice_embed",
           _embed_vjp, linear=True)
 
 
+def _dynamic_start(start, n, size):
+    """The offset of NumPy's x[start:start + size] on an axis of n; IndexError
+    where NumPy would return fewer than `size` elements."""
+    start = int(start)
+    offset = start + n if start < 0 else start
+    if offset < 0 or (start + size >= 0 if start < 0 else offset + size > n):
+        raise IndexError(f"dynamic slice [{start}:{start + size}] of an axis of {n} is not "
+                         f"{size} elements long")
+    return offset
+
+
+def _dynamic_rule(avals, params, checks):
+    x, start = avals[:2]
+    if start.ndim or not np.issubdtype(start.dtype, np.integer):
+        raise TracerTypeError(f"dynamic_slice: the start must be an integer scalar, got {start}")
+    shape = list(params.get("shape") or x.shape)
+    if "shape" not in params:
+        shape[params["axis"]] = params["size"]
+    return [AVal(tuple(shape), x.dtype, x.weak)]
+
+
+def _dynamic_where(axis, ndim, offset, size):
+    return tuple(slice(offset, offset + size) if k == axis else slice(None) for k in range(ndim))
+
+
+def _dynamic_impl(x, start, *, axis, size):
+    x = np.asarray(x)
+    offset = _dynamic_start(start, x.shape[axis], size)
+    return x[_dynamic_where(axis, x.ndim, offset, size)]
+
+
+def _dynamic_embed_impl(g, start, *, axis, shape):
+    g = np.asarray(g)
+    out = np.zeros(concrete_shape(shape), g.dtype)
+    size = g.shape[axis]
+    out[_dynamic_where(axis, g.ndim, _dynamic_start(start, out.shape[axis], size), size)] = g
+    return out
+
+
+def _emit_dynamic(ctx, out, ins, eqn, embed):
+    axis = eqn.params["axis"]
+    big = eqn.outputs[0].aval if embed else eqn.inputs[0].aval
+    small = eqn.inputs[0].aval if embed else eqn.outputs[0].aval
+    n, size = ctx.dim(big.shape[axis]), ctx.dim(small.shape[axis])
+    offset = ctx.fresh("s")
+    where = ", ".join(f"{offset}:{offset} + {size}" if k == axis else ":"
+                      for k in range(big.ndim))
+    message = f"dynamic slice out of range in {eqn.prim.name} at {eqn.location}"
+    lines = [f"{offset} = {ins[1]}",
+             f"if {offset} < 0:",
+             f"    if {offset} + {n} < 0 or {offset} + {size} >= 0:",
+             f"        raise IndexError({message!r})",
+             f"    {offset} += {n}",
+             f"elif {offset} + {size} > {n}:",
+             f"    raise IndexError({message!r})"]
+    if embed:
+        return lines + [f"{out} = np.zeros({ctx.shape(big)}, {ctx.dtype(big)})",
+                        f"{out}[{where}] = {ins[0]}"]
+    return lines + [f"{out} = {ins[0]}[{where}]"]
+
+
+_array_op("dynamic_slice", _dynamic_rule, _dynamic_impl,
+          lambda ctx, out, ins, eqn: _emit_dynamic(ctx, out, ins, eqn, embed=False),
+          lambda g, out, x, start, *, axis, size: [
+              ops.bind(REGISTRY["dynamic_slice_embed"], g, start, axis=axis,
+                       shape=tuple(x.aval.shape)), None],
+          lambda ts, out, x, start, *, axis, size: None if ts[0] is None else ops.bind(
+              REGISTRY["dynamic_slice"], ts[0], start, axis=axis, size=size))
+_array_op("dynamic_slice_embed", _dynamic_rule, _dynamic_embed_impl,
+          lambda ctx, out, ins, eqn: _emit_dynamic(ctx, out, ins, eqn, embed=True),
+          lambda g, out, x, start, *, axis, shape: [
+              ops.bind(REGISTRY["dynamic_slice"], g, start, axis=axis,
+                       size=resolve(x.aval.shape[axis])), None],
+          lambda ts, out, x, start, *, axis, shape: None if ts[0] is None else ops.bind(
+              REGISTRY["dynamic_slice_embed"], ts[0], start, axis=axis, shape=shape))
+
+
 def _known_size(eqn):
     """A size fixed at trace time is a constant."""
     sizes = [resolve(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]]
