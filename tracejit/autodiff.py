@@ -186,15 +186,19 @@ def jvp_program(program: Program, wrt: list[int]) -> Program:
 
 
 def _jvp_equation(eqn, env: dict, tangents: dict) -> None:
+    """Multi-output primitives (loops) compute primal and tangent outputs in
+    one equation: their `jvp(tangents, *xs) -> (outputs, output tangents)`."""
     xs = [_read(env, a) for a in eqn.inputs]
-    out = bind(eqn.prim, *xs, **eqn.params)
-    store(env, eqn, out)
     ts = [tangents.get(id(a)) if isinstance(a, Var) else None for a in eqn.inputs]
-    if not (any(t is not None for t in ts) and eqn.prim.differentiable):
-        return
-    if eqn.prim.multiple_results:
-        t_outs = eqn.prim.jvp(ts, out, *xs, **eqn.params)
+    active = any(t is not None for t in ts) and eqn.prim.differentiable
+    if active and eqn.prim.multiple_results:
+        out, t_outs = eqn.prim.jvp(ts, *xs, **eqn.params)
+        store(env, eqn, out)
     else:
+        out = bind(eqn.prim, *xs, **eqn.params)
+        store(env, eqn, out)
+        if not active:
+            return
         t_outs = [_output_tangent(eqn, ts, out, xs)]
     for var, t_out in zip(eqn.outputs, t_outs):
         if t_out is not None:

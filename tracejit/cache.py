@@ -38,8 +38,8 @@ _PACKAGE = "tracejit_kernels"
 _HEADER = "# tracejit-digest: "
 _TRUE_WORDS = {"1", "true", "yes"}
 # Our module files and the temporary files of interrupted writes (see _atomic_write).
-_OWN_FILE = re.compile(r"^\w+_[0-9a-f]{20}\.py$", re.ASCII)
-_OWN_TEMP = re.compile(r"^\.\w+_[0-9a-f]{20}\.py\..+\.tmp$", re.ASCII)
+_OWN_FILE = re.compile(r"^\w+_[0-9a-f]{10,20}\.py$", re.ASCII)
+_OWN_TEMP = re.compile(r"^\.\w+_[0-9a-f]{10,20}\.py\..+\.tmp$", re.ASCII)
 
 _lock = threading.RLock()  # one module file is executed once, even with compile threads
 _loaded: dict[Path, KernelModule] = {}
@@ -78,27 +78,36 @@ def disk_cache_enabled() -> bool:
     return os.environ.get("TRACEJIT_DISABLE_CACHE", "").strip().lower() not in _TRUE_WORDS
 
 
-def load_module(source: str, name_hint: str, *, use_disk: bool) -> KernelModule:
+def load_module(source: str, name_hint: str, *, use_disk: bool,
+                stem: str | None = None) -> KernelModule:
     """Write ``source`` to a digest-named file and import it (once per process).
 
     With ``use_disk`` (and the disk cache not disabled by the environment) the file lives
     in :func:`cache_dir` and the module global ``_CACHE`` is True, so Numba caches the
     machine code next to it. Otherwise the file goes to a per-process temporary directory
-    and ``_CACHE`` is False.
+    and ``_CACHE`` is False. A caller that names its modules by content itself (shared
+    loop nests, imported by name from kernels) passes ``stem``, which must then include
+    :func:`version_tag`.
     """
     use_disk = use_disk and disk_cache_enabled()
-    stem = f"{_sanitize(name_hint)}_{_digest(source)[:20]}"
+    stem = stem or f"{_sanitize(name_hint)}_{_digest(source)[:20]}"
     directory = cache_dir() if use_disk else _private_tmp_dir()
     path = directory / f"{stem}.py"
     with _lock:
         loaded = _loaded.get(path)
         if loaded is None:
             text = _ensure_file(path, source)
-            # A distinct name keeps a private copy from replacing the disk-cached module in
-            # sys.modules, where Numba looks up the globals of kernels it loads from disk.
-            name = f"{_PACKAGE}.{stem}" if use_disk else f"{_PACKAGE}.{stem}_private"
+            # A distinct package keeps a private copy from replacing the disk-cached module
+            # in sys.modules, where Numba looks up the globals of kernels it loads from disk.
+            name = f"{package(use_disk)}.{stem}"
             loaded = _loaded[path] = KernelModule(path, _import(path, name, text, use_disk))
         return loaded
+
+
+def package(use_disk: bool) -> str:
+    """The package generated modules are imported under (kernels import their shared
+    nests from it by name)."""
+    return _PACKAGE if use_disk and disk_cache_enabled() else f"{_PACKAGE}_private"
 
 
 def compile_for(kernel: Dispatcher, args: tuple) -> str:
@@ -209,6 +218,13 @@ def _digest(source: str) -> str:
     return hasher.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def version_tag() -> str:
+    """A short digest of everything compiled code depends on besides its own source
+    (tracejit, Numba, NumPy, Python, the runtime helpers)."""
+    return _digest("")[:10]
+
+
 def _tracejit_version() -> str:
     try:
         import tracejit
@@ -267,10 +283,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _import(path: Path, name: str, text: str, use_disk: bool) -> types.ModuleType:
-    package = sys.modules.get(_PACKAGE)
-    if package is None:
-        package = sys.modules[_PACKAGE] = types.ModuleType(_PACKAGE)
-        package.__path__ = []
+    package_name = name.rpartition(".")[0]
+    parent = sys.modules.get(package_name)
+    if parent is None:
+        parent = sys.modules[package_name] = types.ModuleType(package_name)
+        parent.__path__ = []
     # mtime None: linecache keeps the lines even if the file is deleted later.
     linecache.cache[str(path)] = (len(text), None, text.splitlines(True), str(path))
     spec = importlib.util.spec_from_file_location(name, path)
@@ -283,7 +300,7 @@ def _import(path: Path, name: str, text: str, use_disk: bool) -> types.ModuleTyp
     except BaseException:
         sys.modules.pop(name, None)
         raise
-    setattr(package, name.rpartition(".")[2], module)
+    setattr(parent, name.rpartition(".")[2], module)
     return module
 
 

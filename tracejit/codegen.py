@@ -1,226 +1,76 @@
-"""Code generation: a Program becomes the source of one Numba kernel.
+"""Code generation: a Program becomes the source of one Numba kernel and of
+the shared loop-nest functions it calls.
 
-The schedule groups equations into loop nests:
-- elementwise and index-moving equations over the same iteration space fuse
-  into one nest (unit axes do not count, so (n, 1) and (n,) share it); their
-  intermediate values are scalar locals, never arrays;
-- a reduction joins the nest over its input and accumulates there (a scalar
-  accumulator when the reduced axes are innermost, else into its output);
-- work on a reduction's result (a row's mean, its log) runs as an epilogue
-  right after the inner loop that completed it;
-- index maps whose consumers are all loop nests are never stored: readers
-  index their operand through the map (a broadcast row sum, a transpose);
-- array ops (matmul, gather, concatenate, ...) stand alone and emit what
-  their primitive record says; transposes read only by matmul are views.
-Only values used outside their nest, or returned, are stored in arrays. The
-kernel reads every size from its inputs' `.shape`, so one kernel serves
-every batch size; joins of sizes the trace assumed are checked at the top.
-Large nests also get a `prange` copy taken above a size threshold.
+The schedule (schedule.py) groups equations into loop nests. Each nest is
+emitted as loops over scalar locals (only values used outside their nest,
+or returned, are stored in arrays), then outlined (outline.py) into a small
+function shared by every kernel holding the same nest, so the kernel itself
+is a short driver: nest calls, BLAS calls, views, and the loops and branches
+of structured control flow, whose bodies are emitted once, whatever the
+trip count. The kernel reads every size from its inputs' `.shape`, so one
+kernel serves every batch size; joins of sizes the trace assumed are checked
+at the top. Large nests also get a `prange` copy taken above a size threshold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ir import Literal, Program, Var, consumers_of, use_counts
-from .primitives import ARRAY, ELEMENTWISE, INDEXMAP, REDUCE
+from .ir import Literal, Program, Var, consumers_of, subprograms, use_counts
+from .outline import outline
+from .primitives import INDEXMAP, REDUCE
+from .schedule import full_shape, is_one, loop_space, schedule, virtual_reads
 from .shapes import resolve
 
 FASTMATH = "{'nsz', 'contract', 'arcp', 'afn', 'reassoc'}"  # never nnan/ninf: NaN must flow
 # Loop nests over at least this many elements (as traced) also get a prange
 # copy, taken at run time when the actual size is this large.
 PARALLEL_MIN_SIZE = 1 << 16
+STACK_START = 16  # rows a while loop's stacks start with (they double as needed)
 
 
-def _is_one(dim) -> bool:
-    return type(dim) is int and dim == 1
+def decorator(parallel: bool) -> str:
+    flags = f"cache=_CACHE, error_model='numpy', nogil=True, fastmath={FASTMATH}"
+    return f"@njit({flags}{', parallel=True' if parallel else ''})"
 
 
-class Group:
-    """One loop nest: equations sharing the iteration space `space`."""
+@dataclass
+class Generated:
+    """A kernel's module source and the shared nest modules it imports."""
 
-    def __init__(self, space: tuple, first, virtual: dict):
-        self.space = space
-        self.virtual = virtual
-        self.eqns = []
-        # Values complete only when loop `depth` ends (reductions, epilogues):
-        # id(var) -> depth, or -1 when complete only after the whole nest.
-        self.ready_at: dict[int, int] = {}
-        self.members: set[int] = set()
-        self.prologue: set[int] = set()  # scalars computed before the loops start
-        if space is None:
-            self.eqns.append(first)
-        else:
-            self.add(first)
+    source: str
+    helpers: dict = field(default_factory=dict)  # module name -> (function name, source)
 
-    def add(self, eqn) -> None:
-        self.eqns.append(eqn)
-        level = len(_space(eqn))
-        out = id(eqn.outputs[0])
-        if self.is_prologue(eqn):
-            self.prologue.add(out)
-        elif eqn.prim.kind == REDUCE:
-            self.ready_at[out] = _reduction_depth(eqn)
-        elif level < len(self.space):
-            self.ready_at[out] = level
-        self.members.add(out)
-
-    def is_prologue(self, eqn) -> bool:
-        """Scalar work that needs nothing from the loops runs before them."""
-        return (bool(self.space) and not _space(eqn) and eqn.prim.kind != REDUCE
-                and not any(id(a) in self.members and id(a) not in self.prologue
-                            for a in (_source(x, self.virtual) for x in eqn.inputs)))
-
-    @property
-    def is_loop(self) -> bool:
-        return self.space is not None
-
-
-def _full_shape(eqn) -> tuple:
-    """The shape an equation iterates over: its output, or a reduction's input."""
-    aval = eqn.inputs[0].aval if eqn.prim.kind == REDUCE else eqn.outputs[0].aval
-    return tuple(map(resolve, aval.shape))
-
-
-def _space(eqn) -> tuple | None:
-    """The loop space: the iterated shape without unit axes (so (n, 1) and (n,)
-    share one nest), or None for array ops."""
-    if eqn.prim.kind not in (ELEMENTWISE, INDEXMAP, REDUCE):
-        return None
-    return tuple(d for d in _full_shape(eqn) if not _is_one(d))
-
-
-def _expand(shape, idx) -> list[str]:
-    """Loop indices for each axis of `shape`: unit axes read index 0."""
-    it = iter(idx)
-    return ["0" if _is_one(d) else next(it) for d in shape]
-
-
-def _fits(group: Group, eqn, produced: dict, virtual: dict) -> bool:
-    """Can `eqn` join the nest: in its innermost body (same space), or as an
-    epilogue after loop `level` ends (its space is a prefix of the nest's)?"""
-    space = _space(eqn)
-    if not group.is_loop or space is None or space != group.space[:len(space)]:
-        return False
-    level = len(space)
-    for atom in eqn.inputs:
-        atom = _source(atom, virtual)
-        if (not isinstance(atom, Var) or produced.get(id(atom)) is not group
-                or id(atom) in group.prologue):
-            continue
-        ready = group.ready_at.get(id(atom))
-        if ready is None and level != len(group.space):
-            return False  # an innermost-loop value, gone after the loop
-        if ready is not None and (ready != level or level == len(group.space)):
-            return False  # complete only after a loop ends: epilogues of that loop only
-        if (eqn.prim.kind == INDEXMAP and level == len(group.space)
-                and not _same_element(eqn)):
-            return False  # moved elements must come from a stored array
-    return True
-
-
-def _reduction_depth(eqn) -> int:
-    """After which loop a reduction's result is complete: the number of kept
-    loops when they are the outer ones (a scalar accumulator), else -1."""
-    shape = _full_shape(eqn)
-    loops = [k for k in range(len(shape)) if not _is_one(shape[k])]
-    kept = [pos for pos, k in enumerate(loops) if k not in eqn.params["axes"]]
-    return len(kept) if kept == list(range(len(kept))) else -1
-
-
-def _same_element(eqn) -> bool:
-    """An index map that reads the element at the same loop position (it only
-    adds or drops unit axes), so it can read a value computed in the nest."""
-    (x,) = eqn.inputs
-    out = eqn.outputs[0].aval
-    mapping = eqn.prim.index_map(x.aval, out, **eqn.params)
-    targets = [m for m, d in zip(mapping, x.aval.shape) if not _is_one(resolve(d))]
-    if any(axis is None or (start, step) != (0, 1) for axis, start, step in targets):
-        return False
-    out_axes = [k for k, d in enumerate(out.shape) if not _is_one(resolve(d))]
-    return [axis for axis, _, _ in targets] == out_axes
-
-
-def _source(atom, virtual: dict):
-    """The stored value a virtual (read-through) variable reads from."""
-    while isinstance(atom, Var) and id(atom) in virtual:
-        atom = virtual[id(atom)].inputs[0]
-    return atom
-
-
-def virtual_reads(program: Program, views: set) -> dict:
-    """Index maps that are never stored: every consumer is a loop nest, so it
-    reads the operand at the mapped index instead (a broadcast of a row sum,
-    a transposed input). Maps id(output) -> equation."""
-    consumers = consumers_of(program)
-    outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
-    stored = {id(v) for v in program.invars + program.constvars}
-    virtual: dict[int, object] = {}
-    for eqn in program.eqns:
-        out = eqn.outputs[0]
-        if eqn.prim.kind in (ARRAY, REDUCE) or id(eqn) in views or out.aval.ndim == 0:
-            stored.add(id(out))  # arrays, and scalars (plain locals of the kernel)
-            continue
-        if eqn.prim.kind != INDEXMAP or id(out) in outputs:
-            continue
-        source = eqn.inputs[0]
-        readable = not isinstance(source, Var) or id(source) in stored or id(source) in virtual
-        users = consumers.get(id(out), [])
-        if readable and all((u.prim.kind != ARRAY and id(u) not in views) or u.prim.shape_only
-                            for u in users):
-            virtual[id(out)] = eqn
-    return virtual
-
-
-def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
-    """Greedy list scheduling: keep adding ready equations that fit the open
-    loop nest; start a new nest only when none does."""
-    pending = [e for e in program.eqns if id(e.outputs[0]) not in virtual]
-    # Size-only equations (mean's divisor) depend on input shapes alone: first,
-    # so they never split a loop nest.
-    pending.sort(key=lambda e: not e.prim.shape_only)
-    defined = {id(v) for v in program.invars + program.constvars}
-    produced: dict[int, Group] = {}
-    groups: list[Group] = []
-    current: Group | None = None
-    while pending:
-        ready = [e for e in pending if e.prim.shape_only or all(
-            not isinstance(a, Var) or id(a) in defined
-            for a in (_source(x, virtual) for x in e.inputs))]
-        pick = next((e for e in ready if current is not None and id(e) not in views
-                     and _fits(current, e, produced, virtual)), None)
-        if pick is None:
-            pick = ready[0]
-            space = None if id(pick) in views else _space(pick)
-            current = Group(space, pick, virtual) if space is not None else None
-            groups.append(current if current is not None else Group(None, pick, virtual))
-        else:
-            current.add(pick)
-        pending.remove(pick)
-        out = pick.outputs[0]
-        defined.add(id(out))
-        produced[id(out)] = current if current is not None else groups[-1]
-    return groups
+    def text(self) -> str:
+        """Everything, readable: the kernel, then each nest it calls."""
+        parts = [self.source] + [f"# ---- {module} ----\n{text}"
+                                 for module, (_, text) in self.helpers.items()]
+        return "\n".join(parts)
 
 
 class Emitter:
     """Writes the kernel source; also the `ctx` handed to array-op emitters."""
 
-    def __init__(self, program: Program, kernel_name: str):
-        self.program = program
+    def __init__(self, program: Program, kernel_name: str, tag: str, package: str):
         self.kernel_name = kernel_name
+        self.tag = tag  # appended to nest modules' names: what compiled code depends on
+        self.package = package  # where the nest modules are imported from
         self.names: dict[int, str] = {}
         self.constants: dict[tuple, str] = {}
         self.dim_names: dict[int, str] = {}
         self.lines: list[str] = []
+        self.indent = 4
         self.virtual: dict = {}
         self.parallel = False
+        self.helpers: dict[str, tuple] = {}
         # OpenBLAS threads keep spinning after a product; prange threads would
         # fight them for the cores, so kernels with a matmul stay serial.
-        self.calls_blas = any(e.prim.blas for e in program.eqns)
+        self.calls_blas = _calls_blas(program)
         self._fresh = itertools.count()
 
     # -------------------------------------------------------------- naming
@@ -247,12 +97,12 @@ class Emitter:
             self.constants[key] = f"_k{len(self.constants)}"
         return self.constants[key]
 
-    def constant_lines(self) -> list[str]:
-        out = []
+    def constant_definitions(self) -> dict:
+        """Constant name -> the expression defining it at module level."""
+        out = {}
         for (dtype_str, text), name in self.constants.items():
-            dtype = np.dtype(dtype_str)
             text = {"inf": "np.inf", "-inf": "-np.inf", "nan": "np.nan"}.get(text, text)
-            out.append(f"{name} = np.{dtype.name}({text})")
+            out[name] = f"np.{np.dtype(dtype_str).name}({text})"
         return out
 
     def dtype(self, aval) -> str:
@@ -276,13 +126,50 @@ class Emitter:
                  for k, (i, d) in enumerate(zip(idx, dims))]
         return idx, lines, indent + 4 * len(dims)
 
-    def emit(self, line: str, indent: int = 4) -> None:
-        self.lines.append(" " * indent + line)
+    def emit(self, line: str, indent: int | None = None) -> None:
+        self.lines.append(" " * (self.indent if indent is None else indent) + line)
+
+    @contextlib.contextmanager
+    def nested(self):
+        """Statements emitted inside are one level deeper (a loop or branch body)."""
+        self.indent += 4
+        try:
+            yield
+        finally:
+            self.indent -= 4
+
+    @contextlib.contextmanager
+    def block(self, exports: list, summary: str):
+        """Collect the lines emitted inside; if they loop, replace them by a call
+        to a shared nest function defining the `exports` (filled in by the body)."""
+        saved, indent = self.lines, self.indent
+        self.lines, self.indent = [], 0
+        try:
+            yield
+        finally:
+            lines, self.lines, self.indent = self.lines, saved, indent
+        if not exports:
+            return  # computes nothing anyone reads
+        if len(lines) == 1 and not lines[0].lstrip().startswith(("for ", "if ")):
+            self.emit(lines[0].strip())
+            return
+        helper = outline(lines, exports, self.constant_definitions(), summary, decorator)
+        module = f"{helper.name}_{self.tag}" if self.tag else helper.name
+        self.helpers[module] = (helper.name, helper.module)
+        self.emit(f"# {helper.name}: {summary}")
+        self.emit(helper.call)
 
 
-def generate(program: Program, kernel_name: str) -> str:
-    """The source of a module defining `kernel_name(*inputs, *consts) -> tuple`."""
-    em = Emitter(program, identifier(kernel_name))
+def _calls_blas(program: Program) -> bool:
+    return any(e.prim.blas or any(_calls_blas(p) for p in subprograms(e))
+               for e in program.eqns)
+
+
+def generate(program: Program, kernel_name: str, tag: str = "",
+             package: str = "tracejit_kernels") -> Generated:
+    """A module defining `kernel_name(*inputs, *consts) -> tuple`, and its nests
+    (modules of `package` named by their content and `tag`)."""
+    em = Emitter(program, identifier(kernel_name), tag, package)
     args = []
     for prefix, variables in (("a", program.invars), ("c", program.constvars)):
         for k, var in enumerate(variables):
@@ -293,17 +180,28 @@ def generate(program: Program, kernel_name: str) -> str:
                 em.emit(f"s{prefix}{k} = _rt.as_scalar({prefix}{k})")
     _emit_dims(em, program)
     _emit_checks(em, program)
+    outs = emit_program(em, program)
+    em.emit(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
+    return Generated(_module_source(em, args, program), em.helpers)
+
+
+def emit_program(em: Emitter, program: Program) -> list[str]:
+    """Emit a program's equations (its inputs already named); returns the
+    expressions of its outputs. Loop bodies and branches come through here too."""
     views = _matmul_views(program)
     counts = use_counts(program)
-    em.virtual = virtual_reads(program, views)
-    for group in schedule(program, views, em.virtual):
-        if group.is_loop:
-            _emit_loop_group(em, group, counts)
-        else:
-            _emit_single(em, group.eqns[0], id(group.eqns[0]) in views)
-    outs = ", ".join(em.name(a) for a in program.outvars)
-    em.emit(f"return ({outs}{',' if len(program.outvars) == 1 else ''})")
-    return _module_source(em, args, program)
+    saved, em.virtual = em.virtual, virtual_reads(program, views)
+    try:
+        for group in schedule(program, views, em.virtual):
+            if group.is_loop:
+                _emit_loop_group(em, group, counts)
+            elif group.eqns[0].prim.name in CONTROL_EMITTERS:
+                CONTROL_EMITTERS[group.eqns[0].prim.name](em, group.eqns[0])
+            else:
+                _emit_single(em, group.eqns[0], id(group.eqns[0]) in views)
+        return [em.name(a) for a in program.outvars]
+    finally:
+        em.virtual = saved
 
 
 def identifier(name: str) -> str:
@@ -312,18 +210,21 @@ def identifier(name: str) -> str:
 
 
 def _module_source(em: Emitter, args: list[str], program: Program) -> str:
+    imports = [f"from {em.package}.{module} import {name}"
+               for module, (name, _) in em.helpers.items()]
+    constants = [f"{name} = {text}" for name, text in em.constant_definitions().items()]
     header = [
         f'"""Kernel generated by tracejit for `{program.name}`. Do not edit: regenerated."""',
         "import numpy as np",
         "from numba import njit, prange",
         "",
         "import tracejit.runtime as _rt",
+        *imports,
         "",
-        *em.constant_lines(),
+        *constants,
         "",
         "",
-        f"@njit(cache=_CACHE, error_model='numpy', nogil=True, fastmath={FASTMATH}"
-        + (", parallel=True)" if em.parallel else ")"),
+        decorator(em.parallel),
         f"def {em.kernel_name}({', '.join(args)}):",
     ]
     return "\n".join(header + em.lines) + "\n"
@@ -345,7 +246,12 @@ def _emit_dims(em: Emitter, program: Program) -> None:
         if type(root) is not int and id(root) not in em.dim_names:
             name = f"n{len(em.dim_names)}"
             em.dim_names[id(root)] = name
-            em.emit(f"{name} = {em.names[id(all_vars[k])]}.shape[{axis}]")
+            em.emit(f"{name} = {_array_name(em, all_vars[k])}.shape[{axis}]")
+
+
+def _array_name(em: Emitter, var) -> str:
+    name = em.names[id(var)]
+    return name[1:] if var.aval.ndim == 0 else name
 
 
 def _emit_checks(em: Emitter, program: Program) -> None:
@@ -386,49 +292,58 @@ def _emit_single(em: Emitter, eqn, as_view: bool) -> None:
     out = eqn.outputs[0]
     name = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
     ins = [] if eqn.prim.shape_only else [em.name(a) for a in eqn.inputs]
-    em.emit(f"# {eqn.prim.name} at {eqn.location}")
     if as_view:
         em.emit(f"{name} = {eqn.prim.view(ins[0], **eqn.params)}")
         return
-    for line in eqn.prim.emit(em, name, ins, eqn):
-        em.emit(line)
+    with em.block([name], f"{eqn.prim.name} at {eqn.location}"):
+        for line in eqn.prim.emit(em, name, ins, eqn):
+            em.emit(line)
 
 
 # ------------------------------------------------------------ loop nests
 
-def _emit_loop_group(em: Emitter, group: Group, counts: dict) -> None:
+def _emit_loop_group(em: Emitter, group, counts: dict) -> None:
     dims = [em.dim(d) for d in group.space]
-    in_group = {id(e.outputs[0]) for e in group.eqns}
     outside_uses = _outside_uses(group, counts)
-    em.emit(f"# loop over {space_text(dims)}: " + ", ".join(e.prim.name for e in group.eqns))
-    idx = [em.fresh("i") for _ in dims]
-    nest = Nest(idx)
-    locals_: dict[int, str] = {}
-    for eqn in group.eqns:
-        shape = _full_shape(eqn)
-        level = len(_space(eqn))
-        full_idx = _expand(shape, idx[:level])
-        lines = nest.pre[0] if id(eqn.outputs[0]) in group.prologue else nest.at(level)
-        if eqn.prim.kind == REDUCE:
-            _reduction(em, eqn, shape, full_idx, nest, lines, locals_, in_group)
-            continue
-        out = eqn.outputs[0]
-        value = _scalar_expr(em, eqn, shape, full_idx, locals_, in_group)
-        local = em.fresh(f"v_{eqn.prim.name}_")
-        locals_[id(out)] = local
-        lines.append(f"{local} = {value}")
-        if id(out) not in outside_uses:
-            continue
-        if out.aval.ndim == 0:
-            em.names[id(out)] = local
-        else:
-            array = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
-            em.emit(f"{array} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
-            lines.append(f"{array}[{', '.join(full_idx)}] = {local}")
-    parallel = (nest.parallel_safe and dims and not em.calls_blas
-                and _traced_size(group.space) >= PARALLEL_MIN_SIZE)
-    em.parallel |= bool(parallel)
-    nest.write(em, dims, bool(parallel))
+    exports: list[str] = []
+    summary = f"loop over {space_text(dims)}: " + ", ".join(e.prim.name for e in group.eqns)
+    with em.block(exports, summary):
+        idx = [em.fresh("i") for _ in dims]
+        nest = Nest(idx)
+        locals_: dict[int, str] = {}
+        for eqn in group.eqns:
+            shape = full_shape(eqn)
+            level = len(loop_space(eqn))
+            full_idx = _expand(shape, idx[:level])
+            lines = nest.pre[0] if id(eqn.outputs[0]) in group.prologue else nest.at(level)
+            out = eqn.outputs[0]
+            if eqn.prim.kind == REDUCE:
+                _reduction(em, eqn, shape, full_idx, nest, lines, locals_)
+                if id(out) in outside_uses:
+                    exports.append(em.names[id(out)])
+                continue
+            value = _scalar_expr(em, eqn, shape, full_idx, locals_)
+            local = em.fresh(f"v_{eqn.prim.name}_")
+            locals_[id(out)] = local
+            lines.append(f"{local} = {value}")
+            if id(out) not in outside_uses:
+                continue
+            if out.aval.ndim == 0:
+                em.names[id(out)] = local
+            else:
+                array = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
+                em.emit(f"{array} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
+                lines.append(f"{array}[{', '.join(full_idx)}] = {local}")
+            exports.append(em.names[id(out)])
+        parallel = (nest.parallel_safe and dims and not em.calls_blas
+                    and _traced_size(group.space) >= PARALLEL_MIN_SIZE)
+        nest.write(em, dims, bool(parallel))
+
+
+def _expand(shape, idx) -> list[str]:
+    """Loop indices for each axis of `shape`: unit axes read index 0."""
+    it = iter(idx)
+    return ["0" if is_one(d) else next(it) for d in shape]
 
 
 def _traced_size(space) -> int:
@@ -444,7 +359,6 @@ class Nest:
         self.pre = {d: [] for d in range(len(idx) + 1)}
         self.post = {d: [] for d in range(len(idx) + 1)}
         self.body: list[str] = []
-
         self.parallel_safe = True  # no cross-iteration writes but `+=`/`*=` sums
 
     def at(self, level: int) -> list[str]:
@@ -456,13 +370,13 @@ class Nest:
         """Emit the nest; `parallel` adds a prange copy taken above a size threshold
         (threads cost microseconds, so small inputs keep the serial loop)."""
         if not parallel:
-            self._write(em, dims, 4, "range")
+            self._write(em, dims, em.indent, "range")
             return
         size = " * ".join(dims)
         em.emit(f"if {size} >= {PARALLEL_MIN_SIZE}:")
-        self._write(em, dims, 8, "prange")
+        self._write(em, dims, em.indent + 4, "prange")
         em.emit("else:")
-        self._write(em, dims, 8, "range")
+        self._write(em, dims, em.indent + 4, "range")
 
     def _write(self, em: Emitter, dims, indent: int, outer: str) -> None:
         depth = len(dims)
@@ -482,11 +396,7 @@ def space_text(dims) -> str:
     return "(" + ", ".join(dims) + ")"
 
 
-def _tuple(items) -> str:
-    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
-
-
-def _outside_uses(group: Group, counts: dict) -> set:
+def _outside_uses(group, counts: dict) -> set:
     inside: dict[int, int] = {}
     for eqn in group.eqns:
         for a in eqn.inputs:
@@ -496,7 +406,7 @@ def _outside_uses(group: Group, counts: dict) -> set:
             if counts.get(id(e.outputs[0]), 0) > inside.get(id(e.outputs[0]), 0)}
 
 
-def _read(em: Emitter, atom, index: list[str], locals_: dict, in_group: set) -> str:
+def _read(em: Emitter, atom, index: list[str], locals_: dict) -> str:
     """The scalar expression for `atom` at `index` (one entry per atom axis)."""
     if isinstance(atom, Literal):
         return em.literal(atom.value)
@@ -506,7 +416,7 @@ def _read(em: Emitter, atom, index: list[str], locals_: dict, in_group: set) -> 
         eqn = em.virtual[id(atom)]
         (x,) = eqn.inputs
         mapping = eqn.prim.index_map(x.aval, atom.aval, **eqn.params)
-        return _read(em, x, _mapped_index(mapping, index), locals_, in_group)
+        return _read(em, x, _mapped_index(mapping, index), locals_)
     name = em.names[id(atom)]
     if atom.aval.ndim == 0:
         return name
@@ -516,7 +426,7 @@ def _read(em: Emitter, atom, index: list[str], locals_: dict, in_group: set) -> 
 def _aligned_index(aval, space, idx) -> list[str]:
     """Right-aligned NumPy broadcasting: unit axes of the operand read 0."""
     offset = len(space) - aval.ndim
-    return ["0" if _is_one(resolve(d)) and not _is_one(space[offset + k]) else idx[offset + k]
+    return ["0" if is_one(resolve(d)) and not is_one(space[offset + k]) else idx[offset + k]
             for k, d in enumerate(aval.shape)]
 
 
@@ -531,28 +441,27 @@ def _mapped_index(mapping, idx) -> list[str]:
     return out
 
 
-def _scalar_expr(em: Emitter, eqn, space, idx, locals_, in_group) -> str:
+def _scalar_expr(em: Emitter, eqn, space, idx, locals_) -> str:
     prim = eqn.prim
     if prim.kind == INDEXMAP:
         (x,) = eqn.inputs
         mapping = prim.index_map(x.aval, eqn.outputs[0].aval, **eqn.params)
-        return _read(em, x, _mapped_index(mapping, idx), locals_, in_group)
-    operands = [_read(em, a, _aligned_index(a.aval, space, idx), locals_, in_group)
-                for a in eqn.inputs]
+        return _read(em, x, _mapped_index(mapping, idx), locals_)
+    operands = [_read(em, a, _aligned_index(a.aval, space, idx), locals_) for a in eqn.inputs]
     template = prim.scalar
     if callable(template):
         return template(*operands, **eqn.params)
     return template.format(*operands)
 
 
-def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_, in_group) -> None:
+def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_) -> None:
     """Accumulate in the nest: a scalar accumulator when the reduced axes are the
     innermost loops (stored when they end), else straight into the output."""
     prim, out = eqn.prim, eqn.outputs[0]
     (x,) = eqn.inputs
     axes = eqn.params["axes"]
     kept = [k for k in range(len(shape)) if k not in axes]
-    value = _read(em, x, full_idx, locals_, in_group)
+    value = _read(em, x, full_idx, locals_)
     identity_fn, update = prim.monoid
     init = em.literal(identity_fn(x.aval.dtype))
     is_arg = "{idx}" in update
@@ -560,12 +469,11 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_, in_group) -
     name = em.names[id(out)] = em.fresh(f"t_{prim.name}_")
     out_idx = [full_idx[k] for k in kept]
     loop_of = {k: pos for pos, k in enumerate(k for k in range(len(shape))
-                                              if not _is_one(shape[k]))}
+                                              if not is_one(shape[k]))}
     kept_loops = [loop_of[k] for k in kept if k in loop_of]
     if kept_loops == list(range(len(kept_loops))):
         depth = len(kept_loops)
-        if depth == 0 and not update.startswith("{acc} +=") and not update.startswith(
-                "{acc} *="):
+        if depth == 0 and not update.startswith(("{acc} +=", "{acc} *=")):
             nest.parallel_safe = False  # prange only recognises sum/product reductions
         acc = em.fresh("acc")
         nest.pre[depth].append(f"{acc} = {init}")
@@ -599,4 +507,121 @@ def _flat_index(em: Emitter, shape, axes, idx) -> str:
     return expr
 
 
-__all__ = ["generate", "schedule", "ARRAY"]
+# ------------------------------------------------------------ control flow
+
+def _carry_init(em: Emitter, atom, name: str) -> None:
+    """A loop-carried variable starts as its operand; scalars in their dtype."""
+    value = em.name(atom)
+    if atom.aval.ndim == 0:
+        value = f"{em.dtype(atom.aval)}({value})"
+    em.emit(f"{name} = {value}")
+
+
+def _assign(em: Emitter, targets: list[str], values: list[str]) -> None:
+    """Simultaneous assignment (a body may swap its carries)."""
+    if targets:
+        em.emit(f"{', '.join(targets)} = {', '.join(values)}")
+
+
+def _bind_inputs(em: Emitter, program: Program, names: list[str]) -> None:
+    for var, name in zip(program.invars, names):
+        em.names[id(var)] = name
+
+
+def _store_step(em: Emitter, stack: str, t: str, value: str, aval) -> None:
+    if aval.ndim == 0:
+        em.emit(f"{stack}[{t}] = {value}")
+    else:
+        em.emit(f"_rt.store({stack}, {t}, {value})")
+
+
+def _emit_scan(em: Emitter, eqn) -> None:
+    p = eqn.params
+    body, nc, ncarry = p["body"], p["n_consts"], p["n_carry"]
+    ins = [em.name(a) for a in eqn.inputs]
+    n = em.dim(p["length"])
+    em.emit(f"# scan over {n} steps at {eqn.location}")
+    carry = [em.fresh("carry") for _ in range(ncarry)]
+    for atom, name in zip(eqn.inputs[nc:nc + ncarry], carry):
+        _carry_init(em, atom, name)
+    ys = [em.fresh("ys") for _ in eqn.outputs[ncarry:]]
+    for name, var in zip(ys, eqn.outputs[ncarry:]):
+        em.emit(f"{name} = np.empty({em.shape(var.aval)}, {em.dtype(var.aval)})")
+    t = em.fresh("t")
+    steps = f"range({n} - 1, -1, -1)" if p["reverse"] else f"range({n})"
+    em.emit(f"for {t} in {steps}:")
+    with em.nested():
+        slices = []
+        for name in ins[nc + ncarry:]:
+            slices.append(em.fresh("x"))
+            em.emit(f"{slices[-1]} = {name}[{t}]")
+        _bind_inputs(em, body, ins[:nc] + carry + slices)
+        outs = emit_program(em, body)
+        for stack, value, var in zip(ys, outs[ncarry:], body.outvars[ncarry:]):
+            _store_step(em, stack, t, value, var.aval)
+        _assign(em, carry, outs[:ncarry])
+    for var, name in zip(eqn.outputs, carry + ys):
+        em.names[id(var)] = name
+
+
+def _emit_while(em: Emitter, eqn) -> None:
+    p = eqn.params
+    cond, body = p["cond"], p["body"]
+    n_cond, nc, ncarry = p["n_cond"], p["n_consts"], p["n_carry"]
+    ins = [em.name(a) for a in eqn.inputs]
+    em.emit(f"# while loop at {eqn.location}")
+    count = em.fresh("count")
+    em.emit(f"{count} = 0")
+    carry = [em.fresh("carry") for _ in range(ncarry)]
+    for atom, name in zip(eqn.inputs[n_cond + nc:], carry):
+        _carry_init(em, atom, name)
+    stacks = [em.fresh("stack") for _ in eqn.outputs[1 + ncarry:]]
+    for name, var in zip(stacks, body.outvars[ncarry:]):
+        shape = ", ".join([str(STACK_START)] + em.dims(var.aval))
+        em.emit(f"{name} = np.empty(({shape},), {em.dtype(var.aval)})")
+    em.emit("while True:")
+    with em.nested():
+        _bind_inputs(em, cond, ins[:n_cond] + carry)
+        (pred,) = emit_program(em, cond)
+        em.emit(f"if not {pred}:")
+        em.emit("    break")
+        _bind_inputs(em, body, ins[n_cond:n_cond + nc] + carry)
+        outs = emit_program(em, body)
+        for stack, value, var in zip(stacks, outs[ncarry:], body.outvars[ncarry:]):
+            em.emit(f"if {count} == {stack}.shape[0]:")
+            em.emit(f"    {stack} = _rt.grow({stack})")
+            _store_step(em, stack, count, value, var.aval)
+        _assign(em, carry, outs[:ncarry])
+        em.emit(f"{count} += 1")
+    for name in stacks:
+        em.emit(f"{name} = {name}[:{count}]")
+    em.dim_names[id(resolve(p["length"]))] = count
+    for var, name in zip(eqn.outputs, [count] + carry + stacks):
+        em.names[id(var)] = name
+
+
+def _emit_switch(em: Emitter, eqn) -> None:
+    branches = eqn.params["branches"]
+    ins = [em.name(a) for a in eqn.inputs]
+    em.emit(f"# switch at {eqn.location}")
+    outs = [em.fresh("branch_out") for _ in eqn.outputs]
+    for k, branch in enumerate(branches):
+        test = "else:" if k == len(branches) - 1 else (
+            f"{'if' if k == 0 else 'elif'} {ins[0]} <= {k}:")
+        em.emit(test)
+        with em.nested():
+            _bind_inputs(em, branch, ins[1:])
+            values = emit_program(em, branch)
+            cast = [f"{em.dtype(v.aval)}({x})" if v.aval.ndim == 0 else x
+                    for v, x in zip(eqn.outputs, values)]
+            _assign(em, outs, cast)
+            if not outs:
+                em.emit("pass")
+    for var, name in zip(eqn.outputs, outs):
+        em.names[id(var)] = name
+
+
+CONTROL_EMITTERS = {"scan": _emit_scan, "while_loop": _emit_while, "switch": _emit_switch}
+
+
+__all__ = ["Generated", "generate", "identifier"]

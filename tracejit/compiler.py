@@ -69,15 +69,27 @@ class Kernel:
         self._convert = [_scalar_type(a) for a in self.out_avals]
 
     @functools.cached_property
+    def generated(self) -> codegen.Generated:
+        return codegen.generate(self.program, self.name, cache.version_tag(),
+                                cache.package(self.use_disk))
+
+    @property
     def source(self) -> str:
-        return codegen.generate(self.program, self.name)
+        """The kernel module and the shared nest modules it calls, readable."""
+        return self.generated.text()
+
+    def load(self):
+        """Import the nest modules, then the kernel module; its Numba dispatcher."""
+        for module, (_, text) in self.generated.helpers.items():
+            cache.load_module(text, module, use_disk=self.use_disk, stem=module)
+        module = cache.load_module(self.generated.source, self.name, use_disk=self.use_disk)
+        return module.function(self.name)
 
     def compile(self, leaves) -> str:
-        """Load (or write) the module and compile for these argument types;
+        """Load (or write) the modules and compile for these argument types;
         says where the machine code came from: memory, disk or compiled."""
         if self.fn is None:
-            module = cache.load_module(self.source, self.name, use_disk=self.use_disk)
-            fn = module.function(self.name)
+            fn = self.load()
             where = cache.compile_for(fn, tuple(leaves) + self.consts)
             self.fn = fn
             return where

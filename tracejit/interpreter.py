@@ -20,7 +20,10 @@ def interpret(program: Program, args, consts) -> list:
     sizes = _input_sizes(program, args, consts)
 
     def apply(prim, *values, **params):
-        return prim.impl(*values, **{k: _sized(v, sizes) for k, v in params.items()})
+        result = prim.impl(*values, **{k: _sized(v, sizes) for k, v in params.items()})
+        for sym, output in prim.defined_dims(params):  # a while loop's trip count
+            sizes[id(resolve(sym))] = int(result[output])
+        return result
 
     with np.errstate(all="ignore"):  # inf and NaN flow as in the kernels, silently
         return replay(program, list(args), list(consts), apply)

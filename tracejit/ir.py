@@ -98,7 +98,7 @@ class Eqn:
     location: str = ""
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity (a loop body is a parameter)
 class Program:
     invars: list
     constvars: list
@@ -245,7 +245,7 @@ def verify(program: Program, outer_dims: frozenset = frozenset()) -> Program:
             if id(v) in defined:
                 raise VerifyError(f"equation {index} redefines a variable")
             defined.add(id(v))
-        readable |= {id(resolve(d)) for d in eqn.prim.defined_dims(eqn.params)}
+        readable |= {id(resolve(d)) for d, _ in eqn.prim.defined_dims(eqn.params)}
         _check_symbols(eqn, readable)
     for atom in program.outvars:
         _check_atom(atom, defined, "program outputs")

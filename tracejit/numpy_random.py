@@ -163,8 +163,9 @@ def _guard(fn):
         what = changed[0] if isinstance(changed[0], str) else type(changed[0]).__name__
         name = getattr(fn, "__qualname__", getattr(fn, "__name__", "the function"))
         raise RandomInTraceError(with_location(
-            f"{name} drew random numbers from a {what} while being traced: they would be "
-            "frozen into the kernel as constants (the same numbers on every call)",
+            f"{name} drew random numbers from a {what} while being traced (or another "
+            "thread drew from it meanwhile): traced draws would be frozen into the kernel as "
+            "constants (the same numbers on every call)",
             location=f"tracing {name}", hint=HINT))
 
 

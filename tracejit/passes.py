@@ -17,6 +17,7 @@ import numpy as np
 
 from .ir import Eqn, Literal, Program, Var, programs_in, subprograms
 from .primitives import canonical_params
+from .shapes import resolve
 
 
 def _rewrite(program: Program, visit) -> Program:
@@ -105,11 +106,36 @@ def strip_identities(program: Program) -> Program:
     return _rewrite(program, lambda eqn: eqn.inputs[0] if eqn.prim.forward_identity else None)
 
 
+def sizes_from_inputs(program: Program) -> Program:
+    """A size-only equation (mean's divisor `dimsize`) reads its size from a
+    program input with that dimension rather than from the intermediate value
+    it was traced on, so that value dies if nothing else needs it (grad does
+    not need the loss vector whose length is the divisor)."""
+    where: dict[int, tuple] = {}
+    for var in program.invars + program.constvars:
+        for axis, dim in enumerate(var.aval.shape):
+            root = resolve(dim)
+            if type(root) is not int:
+                where.setdefault(id(root), (var, axis))
+
+    def visit(eqn):
+        if not eqn.prim.shape_only or not isinstance(eqn.inputs[0], Var):
+            return None
+        dims = [resolve(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]]
+        found = [where.get(id(d)) for d in dims]
+        if not found or any(f is None for f in found) or len({id(f[0]) for f in found}) != 1:
+            return None
+        params = dict(eqn.params, axes=tuple(axis for _, axis in found))
+        return Eqn(eqn.prim, [found[0][0]], params, eqn.outputs, eqn.location)
+
+    return _rewrite(program, visit)
+
+
 def optimize(program: Program) -> Program:
     """The standard pipeline run before differentiation and code generation;
     loop bodies and branches are optimised too."""
     program = map_subprograms(program, optimize)
-    for step in (fold_constants, simplify, cse, dce):
+    for step in (fold_constants, simplify, sizes_from_inputs, cse, dce):
         program = step(program)
     return program
 

@@ -61,7 +61,8 @@ class Primitive:
     blas: bool = False  # codegen: calls BLAS (operands may be strided views)
     view: Callable | None = None  # (operand name, **params) -> a zero-copy view expression
     # Equations with several outputs (loops, branches): `bind` returns a list,
-    # `vjp` gets a list of output cotangents (None: zero), `jvp` returns a list.
+    # `vjp` gets a list of output cotangents (None: zero), and `jvp` is
+    # (tangents, *xs, **p) -> (outputs, output tangents), one equation for both.
     multiple_results: bool = False
     # Reverse mode that must change the forward computation (a loop saving its
     # per-step residuals): (*xs, **p) -> (outputs, pullback(cotangents) -> [ct_i]).

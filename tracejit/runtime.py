@@ -46,6 +46,7 @@ __all__ = [
     "dot",
     "exp",
     "expm1",
+    "grow",
     "log",
     "log1p",
     "maximum",
@@ -53,6 +54,7 @@ __all__ = [
     "round_half_even",
     "sigmoid",
     "sign",
+    "store",
     "tanh",
 ]
 
@@ -527,6 +529,26 @@ def dot(a, b):
     """np.dot through BLAS, compiled once per operand layout and cached on disk:
     typing np.dot costs ~0.3-0.8 s per layout pair in every kernel otherwise."""
     return np.dot(a, b)
+
+
+# --------------------------------------------------------------------------
+# Loops: per-step values stacked by scans and while loops.
+# --------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def store(stack, t, value):
+    """`stack[t] = value` for an array value: a slice assignment, which Numba
+    is slow to compile, compiled once per rank and dtype and cached on disk."""
+    stack[t] = value
+
+
+@njit(cache=True)
+def grow(stack):
+    """The stack of a while loop's per-step values with room for twice as many."""
+    bigger = np.empty((2 * stack.shape[0] + 1,) + stack.shape[1:], stack.dtype)
+    bigger[:stack.shape[0]] = stack
+    return bigger
 
 
 # LAPACK through NumPy's linalg in Numba: each typed once per dtype and cached

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 
-from .errors import ShapeError
+from .errors import ConcretizationError, ShapeError, with_location
 
 _counter = itertools.count()
 
@@ -20,13 +20,16 @@ _counter = itertools.count()
 class Sym:
     """A dimension known only when the kernel runs; `value` is the traced size."""
 
-    __slots__ = ("id", "value", "parent", "bound")
+    __slots__ = ("id", "value", "parent", "bound", "dynamic")
 
-    def __init__(self, value: int):
+    def __init__(self, value: int, dynamic: bool = False):
         self.id = next(_counter)
         self.value = value
         self.parent: Sym | None = None
         self.bound = False
+        # Defined by an equation when the kernel runs (a while loop's trip
+        # count), not by an input: never known while tracing.
+        self.dynamic = dynamic
 
     def __repr__(self) -> str:
         return f"n{self.id}"
@@ -61,6 +64,10 @@ def bind(dim) -> int:
     """Fix a symbol to its traced size (the argument's size joins the cache key)."""
     root = resolve(dim)
     if type(root) is not int:
+        if root.dynamic:
+            raise ConcretizationError(with_location(
+                f"the size {root!r} is the trip count of a while loop: it is only known "
+                "when the kernel runs"))
         root.bound = True
         return root.value
     return root
