@@ -497,6 +497,11 @@ _NUMPY_ROWS = [
     row("mul", np.deg2rad, UNARY, label="deg2rad", compiled=False),
     row("select", np.copysign, BINARY, (real, nonzero), label="copysign", compiled=False),
     row("ne", np.logical_xor, BINARY, label="logical_xor", grad=False, compiled=False),
+    row("select", np.fmax, BINARY, (with_nan, with_nan), label="fmax_nan", grad=False,
+        compiled=False),
+    row("select", np.fmin, BINARY, (with_nan, real), label="fmin_nan", grad=False,
+        compiled=False),
+    row("select", np.fmax, BINARY, label="fmax", compiled=False),
     row("gt", lambda x: np.any(x > 0.5, axis=-1), UNARY[1:], label="any", grad=False,
         compiled=False),
     row("eq", lambda x: (x > -0.5).all(), UNARY, label="all", grad=False, compiled=False),
@@ -810,9 +815,44 @@ _CONTROL_ROWS = [
     row("switch", lambda x: lax.cond(x.sum() > 0, np.exp, lambda v: -v, x), UNARY, nonzero,
         label="cond"),
 ]
+# sorting and statistics
+_STATS_ROWS = [
+    row("argsort", lambda x: np.argsort(x), MATRICES, grad=False),
+    # ties keep their order (NumPy's default sort leaves the order of ties unspecified)
+    row("argsort", lambda x: np.argsort(x), MATRICES, small_ints, label="argsort_ties",
+        grad=False, compiled=False, ref=lambda x: np.argsort(x, kind="stable")),
+    row("argsort", lambda x: np.argsort(x, axis=0), MATRICES, label="argsort_axis0",
+        grad=False, compiled=False),
+    row("gather", np.sort, MATRICES, label="sort", compiled=False),
+    row("gather", lambda x: np.sort(x, axis=None), MATRICES, with_nan, label="sort_nan",
+        grad=False, compiled=False),
+    row("gather", lambda x: np.take_along_axis(x, np.argsort(x, axis=0), axis=0), MATRICES,
+        label="take_along_axis", compiled=False),
+    row("gather", np.median, MATRICES + cases((5,),), label="median", compiled=False),
+    row("gather", lambda x: np.median(x, axis=0, keepdims=True), MATRICES,
+        label="median_keepdims", compiled=False),
+    row("select", lambda x: np.median(x, axis=-1), MATRICES, with_nan, label="median_nan",
+        grad=False, compiled=False),
+    row("gather", lambda x: np.quantile(x, [0.1, 0.5, 0.95], axis=-1), MATRICES,
+        label="quantile", compiled=False),
+    row("gather", lambda x: np.percentile(x, 30), MATRICES, label="percentile",
+        compiled=False),
+    row("div", lambda x, w: np.average(x, axis=-1, weights=w), (((3, 4), (4,)),),
+        (real, positive), label="average_weights", compiled=False),
+    row("reduce_max", np.ptp, MATRICES, label="ptp", compiled=False),
+    row("matmul", np.cov, cases((3, 4), (5,)), label="cov", compiled=False),
+    row("matmul", lambda x: np.corrcoef(x, rowvar=False), cases((5, 3),), label="corrcoef",
+        compiled=False),
+    row("mul", np.kron, (((2, 3), (3, 2)), ((3,), (2,))), label="kron", compiled=False),
+    row("mul", np.cross, (((4, 3), (4, 3)), ((3,), (3,))), label="cross", compiled=False),
+    row("add", lambda y: np.trapezoid(y, dx=0.5), MATRICES, label="trapezoid", compiled=False),
+    row("mul", np.polyval, (((4,), (3,)), ((3,), (2, 2))), label="polyval", compiled=False),
+    row("sin", np.sinc, UNARY, nonzero, label="sinc", compiled=False),
+]
+
 
 ROWS = (_ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _CONTROL_ROWS
-        + _NUMPY_ROWS + _LINALG_ROWS + _INDEX_ROWS)
+        + _NUMPY_ROWS + _LINALG_ROWS + _INDEX_ROWS + _STATS_ROWS)
 assert len({r.label for r in ROWS}) == len(ROWS), "row labels must be unique"
 
 

@@ -22,8 +22,9 @@ LN10 = float(np.log(10.0))
 UFUNCS = {
     np.add: ops.add, np.subtract: ops.sub, np.multiply: ops.mul, np.divide: ops.div,
     np.true_divide: ops.div, np.power: ops.power, np.float_power: ops.power,
-    np.maximum: ops.maximum, np.minimum: ops.minimum, np.fmax: ops.maximum,
-    np.fmin: ops.minimum,
+    np.maximum: ops.maximum, np.minimum: ops.minimum,
+    np.fmax: lambda x, y: _ignoring_nan(ops.maximum, x, y),
+    np.fmin: lambda x, y: _ignoring_nan(ops.minimum, x, y),
     np.negative: ops.neg, np.positive: lambda x: x, np.exp: ops.exp, np.log: ops.log,
     np.log1p: ops.log1p, np.expm1: ops.expm1, np.sqrt: ops.sqrt, np.absolute: ops.abs_,
     np.fabs: ops.abs_, np.sign: ops.sign, np.sin: ops.sin, np.cos: ops.cos, np.tan: ops.tan,
@@ -62,6 +63,12 @@ UFUNCS = {
     np.logical_xor: lambda x, y: ops.ne(ops.convert(x, bool), ops.convert(y, bool)),
     np.signbit: lambda x: _signbit(x),
 }
+
+
+def _ignoring_nan(op, x, y):
+    """np.fmax / np.fmin: a NaN operand loses to the other one (NaN only if both are)."""
+    x, y = ops.promote(x, y)
+    return ops.select(ops.ne(y, y), x, ops.select(ops.ne(x, x), y, op(x, y)))
 
 
 def _signbit(x):
@@ -435,10 +442,10 @@ for _name, _method in METHODS.items():
 
 
 # The other areas of NumPy's surface register their functions on import.
-from . import (  # noqa: E402, F401
-    numpy_build,
-    numpy_linalg,
-    numpy_random,
-    numpy_shape,
-    scipy_api,  # noqa: E402
-)
+from . import numpy_build  # noqa: E402, F401, I001
+from . import numpy_index  # noqa: E402, F401
+from . import numpy_linalg  # noqa: E402, F401
+from . import numpy_random  # noqa: E402, F401
+from . import numpy_shape  # noqa: E402, F401
+from . import numpy_stats  # noqa: E402, F401
+from . import scipy_api  # noqa: E402

@@ -15,7 +15,15 @@ import numpy as np
 
 from . import ops
 from .errors import ShapeError, UnsupportedError, with_location
-from .numpy_api import _gather, asarray, concatenate, implements, ravel, reshape, sum_
+from .numpy_api import (
+    _gather,
+    asarray,
+    concatenate,
+    implements,
+    ravel,
+    reshape,
+    sum_,
+)
 from .primitives import cumsum as _cumsum
 from .shapes import bind as bind_dim
 from .shapes import normalize_axes
@@ -388,3 +396,74 @@ def append(arr, values, axis=None):
     if axis is None:
         return concatenate([ravel(asarray(arr)), ravel(asarray(values))], 0)
     return concatenate([arr, values], axis)
+
+
+# ------------------------------------------------------------ small composites
+
+@implements(np.kron)
+def kron(a, b):
+    a, b = asarray(a), asarray(b)
+    if a.ndim != b.ndim or a.ndim not in (1, 2):
+        raise UnsupportedError(with_location("np.kron: 1-D or 2-D operands of one rank"))
+    if a.ndim == 1:
+        return ravel(ops.outer(a, b))
+    (m, n), (p, q) = (tuple(bind_dim(d) for d in ops.aval_of(x).shape) for x in (a, b))
+    blocks = ops.mul(ops.expand_dims(a, (1, 3)), ops.expand_dims(b, (0, 2)))  # (m, p, n, q)
+    return reshape(blocks, (m * p, n * q))
+
+
+@implements(np.cross)
+def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    a, b = ops.promote(asarray(a), asarray(b))
+    if axis is not None or (axisa, axisb, axisc) != (-1, -1, -1):
+        raise UnsupportedError(with_location("np.cross: vectors along the last axis only"))
+    if bind_dim(ops.aval_of(a).shape[-1]) != 3 or bind_dim(ops.aval_of(b).shape[-1]) != 3:
+        raise UnsupportedError(with_location("np.cross: 3-vectors only"))
+
+    def part(x, k):
+        return ops.squeeze(_take_range(x, ops.aval_of(x).ndim - 1, k, k + 1),
+                           (ops.aval_of(x).ndim - 1,))
+
+    a0, a1, a2 = (part(a, k) for k in range(3))
+    b0, b1, b2 = (part(b, k) for k in range(3))
+    comps = [ops.sub(ops.mul(a1, b2), ops.mul(a2, b1)), ops.sub(ops.mul(a2, b0), ops.mul(a0, b2)),
+             ops.sub(ops.mul(a0, b1), ops.mul(a1, b0))]
+    return concatenate([ops.expand_dims(c, (ops.aval_of(c).ndim,)) for c in comps], -1)
+
+
+def trapezoid(y, x=None, dx=1.0, axis=-1):
+    y = asarray(y)
+    axis = _axis(axis, y.ndim, "trapezoid")
+    n = bind_dim(ops.aval_of(y).shape[axis])
+    pairs = ops.add(_take_range(y, axis, 1, n), _take_range(y, axis, 0, n - 1))
+    widths = dx if x is None else diff(x, axis=-1 if asarray(x).ndim == 1 else axis)
+    if x is not None and asarray(x).ndim == 1 and y.ndim > 1:
+        shape = [1] * y.ndim
+        shape[axis] = n - 1
+        widths = reshape(widths, tuple(shape))
+    return sum_(ops.mul(ops.mul(pairs, widths), 0.5), axis)
+
+
+for _trapezoid_name in ("trapezoid", "trapz"):
+    if hasattr(np, _trapezoid_name):
+        implements(getattr(np, _trapezoid_name))(trapezoid)
+
+
+@implements(np.polyval)
+def polyval(p, x):
+    """Horner's rule, as NumPy evaluates it."""
+    p = asarray(p)
+    n = bind_dim(ops.aval_of(p).shape[0])
+    y = 0.0
+    for k in range(n):
+        coeff = ops.squeeze(_take_range(p, 0, k, k + 1), (0,))
+        y = ops.add(ops.mul(y, x), coeff)
+    return y
+
+
+@implements(np.sinc)
+def sinc(x):
+    (x,) = ops.promote(asarray(x), to_float=True)
+    arg = ops.mul(x, np.pi)
+    safe = ops.select(ops.eq(x, 0.0), ops.ones_like(arg), arg)
+    return ops.select(ops.eq(x, 0.0), 1.0, ops.div(ops.sin(safe), safe))

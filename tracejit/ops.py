@@ -100,7 +100,14 @@ def logical_not(x):
 
 def power(x, y):
     """`x ** y`; a small integral constant exponent becomes integer_pow (exact,
-    and differentiable at x <= 0)."""
+    and differentiable at x <= 0). Integers to a negative or traced integer
+    power raise, as NumPy raises or keeps integers where a float would differ."""
+    if np.issubdtype(result_dtype(x, y), np.integer):
+        if not (isinstance(y, (int, np.integer)) and 0 <= y <= 64):
+            from .errors import UnsupportedError, with_location
+            raise UnsupportedError(with_location(
+                "integer ** integer is traced for constant exponents 0..64 only (NumPy "
+                "raises for negative ones)", hint="convert the base to float first"))
     if isinstance(y, (int, float, np.integer, np.floating)) and not isinstance(y, bool):
         if float(y).is_integer() and abs(y) <= 64:
             (x,) = promote(x, to_float=isinstance(y, float) or y < 0)

@@ -754,6 +754,30 @@ _array_op("cumsum", _cumsum_rule, _cumsum_impl, _emit_cumsum,
           lambda g, out, x, *, axis, reverse: [cumsum(g, axis, not reverse)], linear=True)
 
 
+def _argsort_rule(avals, params, checks):
+    (x,) = avals
+    if x.ndim == 0:
+        raise ShapeError("argsort: a 0-d array has nothing to sort")
+    return [AVal(x.shape, np.dtype(np.int64))]
+
+
+def _emit_argsort(ctx, out, ins, eqn):
+    """A stable sort (merge sort) of each row along the last axis."""
+    aval = eqn.outputs[0].aval
+    if aval.ndim == 1:
+        return [f"{out} = _rt.argsort(np.ascontiguousarray({ins[0]}))"]
+    idx, lines, indent = ctx.loops(ctx.dims(aval)[:-1], 0)
+    at = ", ".join(idx)
+    return ([f"{out} = np.empty({ctx.shape(aval)}, np.int64)"] + lines
+            + [" " * indent + f"{out}[{at}] = _rt.argsort(np.ascontiguousarray({ins[0]}[{at}]))"])
+
+
+# Along the last axis, stable: equal elements keep their order (NumPy's default
+# sort is not stable, so its order of ties is unspecified).
+_array_op("argsort", _argsort_rule, lambda x: np.argsort(x, axis=-1, kind="stable"),
+          _emit_argsort)
+
+
 def _reshape_rule(avals, params, checks):
     (x,) = avals
     shape = params["shape"]

@@ -557,6 +557,12 @@ def grow(stack):
 
 
 @njit(cache=True)
+def argsort(x):
+    """Stable, NaN last (as NumPy's kind='stable')."""
+    return np.argsort(x, kind="mergesort")
+
+
+@njit(cache=True)
 def cholesky(a):
     return np.linalg.cholesky(a)
 
