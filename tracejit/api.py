@@ -15,10 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import autodiff, ops, pytree
+from . import autodiff, ops, pytree, rolling
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
 from .errors import TracerTypeError, UnsupportedError
-from .ir import Program
+from .ir import Program, Var
 from .shapes import concrete_shape, resolve
 from .trace import _builders, current_builder, trace
 
@@ -32,10 +32,11 @@ def _as_tuple(value) -> tuple:
 class Function(Dispatcher):
     """A traced, compiled NumPy function. See `function`."""
 
-    def __init__(self, fn, static_argnums=(), static_argnames=(), cache=True):
+    def __init__(self, fn, static_argnums=(), static_argnames=(), cache=True, roll_loops=True):
         super().__init__(getattr(fn, "__name__", "fn"), cache)
         functools.update_wrapper(self, fn)
         self.fn = fn
+        self.roll_loops = roll_loops
         self.static_argnums = frozenset(_as_tuple(static_argnums))
         self.static_argnames = frozenset(_as_tuple(static_argnames))
         try:
@@ -59,7 +60,7 @@ class Function(Dispatcher):
             return self
         if self._method is None:
             self._method = Function(self.fn, self.static_argnums | {0}, self.static_argnames,
-                                    self.cache_enabled)
+                                    self.cache_enabled, self.roll_loops)
         return functools.partial(self._method, instance)
 
     # --------------------------------------------------- static arguments
@@ -122,6 +123,8 @@ class Function(Dispatcher):
             def fn(positional, keywords):
                 return self.python_call((positional, keywords), statics)
         program, treedef, builder = trace(fn, args, self.name)
+        if self.roll_loops:
+            program = rolling.roll_loops(program)
         return program, treedef, builder.input_syms
 
     # ------------------------------------------------------------ inspection
@@ -158,20 +161,23 @@ def _hashable(name, value):
     return value
 
 
-def function(fn=None, *, static_argnums=(), static_argnames=(), cache=True):
+def function(fn=None, *, static_argnums=(), static_argnames=(), cache=True, roll_loops=True):
     """Trace `fn` (plain NumPy code) into IR and run it as a cached Numba kernel.
 
     Works as `@function` or `@function(static_argnums=..., cache=False)`.
     Static arguments are hashable Python values baked into the trace; all
     others are pytrees of arrays and scalars. Kernels are shape-generic: a new
     batch size reuses the compiled kernel unless the code reads `x.shape`.
+    A Python loop whose steps repeat the same work is rolled back into one
+    `lax.scan` (its body compiled once); `roll_loops=False` keeps it unrolled.
     """
     if fn is None:
         return lambda f: function(f, static_argnums=static_argnums,
-                                  static_argnames=static_argnames, cache=cache)
+                                  static_argnames=static_argnames, cache=cache,
+                                  roll_loops=roll_loops)
     if isinstance(fn, Function):
         return fn
-    return Function(fn, static_argnums, static_argnames, cache)
+    return Function(fn, static_argnums, static_argnames, cache, roll_loops)
 
 
 def as_function(fn) -> Function:
@@ -338,12 +344,15 @@ class Vjp(Transform):
         joint = autodiff.vjp_program(program, wrt, [autodiff.INPUT] * n_out)
         joint = prepare(joint)
         fwd, bwd, n_res = autodiff.split_at_cotangents(joint, n_in, n_out)
-        self._pending = (bwd, wrt, n_in, out_treedef)
+        # outputs that got a cotangent input (constant ones have no derivative)
+        seeded = [k for k, a in enumerate(program.outvars)
+                  if isinstance(a, Var) and autodiff.is_float(a.aval)]
+        self._pending = (bwd, wrt, seeded, out_treedef)
         return fwd, ("t", (out_treedef, ("t", (pytree.LEAF,) * n_res))), input_syms
 
     def extend(self, entry, program) -> None:
-        bwd, wrt, n_in, out_treedef = self._pending
-        entry.extra = (self.kernel(bwd, self.name + "_bwd"), wrt, n_in, out_treedef)
+        bwd, wrt, seeded, out_treedef = self._pending
+        entry.extra = (self.kernel(bwd, self.name + "_bwd"), wrt, seeded, out_treedef)
 
 
 def vjp(fun, *primals):
@@ -353,7 +362,7 @@ def vjp(fun, *primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
     entry, leaves = transform.entry(primals)
     outs, residuals = entry(leaves)
-    backward, wrt, n_in, out_treedef = entry.extra
+    backward, wrt, seeded, out_treedef = entry.extra
     structure = pytree.flatten(primals)
 
     def vjp_fn(cotangent):
@@ -362,7 +371,7 @@ def vjp(fun, *primals):
             raise TracerTypeError("vjp_fn: the cotangent must have the output's structure")
         ct_leaves = [np.asarray(c, dtype=np.asarray(o).dtype)
                      for c, o in zip(ct_leaves, pytree.flatten(outs)[0])]
-        leaves = list(residuals) + ct_leaves
+        leaves = list(residuals) + [ct_leaves[k] for k in seeded]
         if backward.fn is None and not backward.interpret:
             backward.compile(leaves)
         grads = backward(leaves)

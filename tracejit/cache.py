@@ -118,7 +118,11 @@ def compile_for(kernel: Dispatcher, args: tuple) -> str:
     with a :class:`TracejitCacheWarning` and the kernel is compiled afresh; typing and
     lowering errors propagate unchanged.
     """
-    sig = tuple(numba.typeof(arg) for arg in args)
+    return compile_signature(kernel, tuple(numba.typeof(arg) for arg in args))
+
+
+def compile_signature(kernel: Dispatcher, sig: tuple) -> str:
+    """`compile_for` given the Numba argument types (a compile worker has no values)."""
     if sig in kernel.overloads:  # fast path without the lock: a compile may be running
         return "memory"
     with _lock:
@@ -142,6 +146,7 @@ def clear_cache() -> None:
             if _OWN_FILE.match(entry.name):
                 _remove_numba_files(entry)
                 entry.unlink(missing_ok=True)
+                entry.with_name(entry.name + ".compiled").unlink(missing_ok=True)
             elif _OWN_TEMP.match(entry.name):
                 entry.unlink(missing_ok=True)
         with contextlib.suppress(OSError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cache, codegen, passes, pytree
+from . import cache, codegen, passes, pytree, worker
 from .interpreter import interpret
 from .ir import Literal, Program, verify
 from .shapes import resolve
@@ -66,6 +66,8 @@ class Kernel:
         self.use_disk = use_disk
         self.name = codegen.identifier(name)
         self.fn = None
+        self.worker_report = None  # what the compile worker said, when it compiled this
+        self.path = None  # the kernel module's file, once loaded
         self._convert = [_scalar_type(a) for a in self.out_avals]
 
     @functools.cached_property
@@ -83,6 +85,7 @@ class Kernel:
         for module, (_, text) in self.generated.helpers.items():
             cache.load_module(text, module, use_disk=self.use_disk, stem=module)
         module = cache.load_module(self.generated.source, self.name, use_disk=self.use_disk)
+        self.path = module.path
         return module.function(self.name)
 
     def compile(self, leaves) -> str:
@@ -92,6 +95,7 @@ class Kernel:
             fn = self.load()
             where = cache.compile_for(fn, tuple(leaves) + self.consts)
             self.fn = fn
+            worker.record_compiled(self, leaves)
             return where
         return cache.compile_for(self.fn, tuple(leaves) + self.consts)
 
@@ -143,11 +147,8 @@ class Entry:
         return self.call(leaves)
 
     def _interpreted(self, leaves):
-        """Serve a call while the kernel compiles. Interpreted calls hold the GIL
-        and starve the compiler thread, so after INTERPRET_BUDGET seconds of them
-        a call waits for the kernel instead."""
-        if self.compiling is not None and self.interpreted_seconds > INTERPRET_BUDGET:
-            self.wait()
+        """Serve a call while the kernel compiles (in the worker process: no call
+        ever waits for it)."""
         if self.kernel.fn is not None and self.compiling is None:
             return self.call(leaves)
         start = time.perf_counter()
@@ -177,8 +178,10 @@ class Entry:
         if thread is not None:
             thread.join()
 
-    def _compile(self, leaves, stats: Stats) -> None:
+    def _compile(self, leaves, stats: Stats, elsewhere: bool = False) -> None:
         where = self.kernel.compile(leaves)
+        if elsewhere and where == "disk":  # the worker compiled it for this call
+            where = "compiled"
         stats.compiles += where == "compiled"
         stats.disk_hits += where == "disk"
         stats.memory_hits += where == "memory"
@@ -186,7 +189,8 @@ class Entry:
 
     def _compile_in_background(self, leaves, stats: Stats) -> None:
         try:
-            self._compile(leaves, stats)
+            self.kernel.worker_report = worker.compile_elsewhere(self.kernel, leaves)
+            self._compile(leaves, stats, elsewhere=self.kernel.worker_report is not None)
         except Exception as err:  # the interpreter keeps serving calls correctly
             warnings.warn(f"tracejit: compiling {self.kernel.name} failed, running the NumPy "
                           f"interpreter instead: {type(err).__name__}: {err}",
@@ -213,16 +217,13 @@ class Entry:
         return namespace["call"]
 
 
-INTERPRET_BUDGET = 0.2  # seconds of interpreted calls before waiting for the kernel
-
-
 class TracejitCompileWarning(UserWarning):
     """A background compile failed; results still come from the interpreter."""
 
 
 def background_compile() -> bool:
-    """Compile in a background thread (calls meanwhile run the interpreter)
-    unless TRACEJIT_COMPILE=sync."""
+    """Compile in the background - in the compile worker process, waited for by a
+    thread - while calls run the interpreter, unless TRACEJIT_COMPILE=sync."""
     return os.environ.get("TRACEJIT_COMPILE", "background").lower() != "sync"
 
 

@@ -132,8 +132,11 @@ def _select(items, keep) -> list:
 class BodyAdjoint:
     """A loop body split for reverse mode: `fwd` computes the outputs and the
     residuals, `bwd` the input cotangents from the residuals and the output
-    cotangents. Residuals that are loop invariants (an operand, a constant)
-    are passed to the backward loop once; the others are stacked per step."""
+    cotangents. Each residual the backward reads is, cheapest first:
+    an operand or constant as it is; a loop invariant (`W.T`), computed once
+    outside the loop; a moved slice of a scanned operand (`x_t[:, None]`),
+    recomputed in the backward step from the same slice; or, otherwise, a
+    value the forward loop stacks per step."""
 
     def __init__(self, body: Program, n_consts: int, n_carry: int):
         from .autodiff import INPUT, split_at_cotangents, vjp_program
@@ -146,31 +149,49 @@ class BodyAdjoint:
         joint = prepare(vjp_program(body, self.wrt, seeds))
         fwd, self.bwd, _ = split_at_cotangents(joint, len(body.invars), len(body.outvars))
         n_out = len(body.outvars)
-        residuals = fwd.outvars[n_out:]
-        position = {id(v): k for k, v in enumerate(body.invars)}
+        position = {id(v): k for k, v in enumerate(fwd.invars)}  # the body's inputs, re-traced
         constant = {id(v): value for v, value in zip(fwd.constvars, fwd.consts)}
-        self.sources = []  # per residual: ("operand", k), ("value", array) or ("stack", None)
-        stacked = []
-        for r in residuals:
+        invariant = _invariant_values(fwd, n_consts)
+        defined_by = {id(v): e for e in fwd.eqns for v in e.outputs}
+        self.sources = []  # per residual: (kind, what), see `residuals`
+        stacked, outside = [], []
+        for r in fwd.outvars[n_out:]:
             k = position.get(id(r))
+            chain = _moved_slice(r, defined_by, position, n_consts + n_carry)
             if k is not None and (k < n_consts or k >= n_consts + n_carry):
                 self.sources.append(("operand", k))
             elif id(r) in constant:
                 self.sources.append(("value", constant[id(r)]))
+            elif id(r) in invariant:
+                self.sources.append(("outside", len(outside)))
+                outside.append(r)
+            elif chain is not None:
+                self.sources.append(("remat", chain))
             else:
                 self.sources.append(("stack", None))
                 stacked.append(r)
+        self.outside = _narrowed(replace(fwd, outvars=outside))
         self.fwd, self.fwd_consts = close(replace(fwd, outvars=fwd.outvars[:n_out] + stacked))
         self.n_stacked = len(stacked)
 
     def residuals(self, operands: list, stacks: list) -> tuple[list, list, list]:
-        """(invariant residuals, per-step residuals, where each residual is)."""
+        """(invariant residuals, per-step inputs, where each residual is):
+        ("c", k) an invariant, ("x", k) a per-step input, ("remat", (k, chain))
+        the chain of index maps applied to per-step input k."""
+        outside = replay(self.outside, operands, self.outside.consts) if self.outside.outvars \
+            else []
         invariant, per_step, layout = [], [], []
         stacks = iter(stacks)
         for kind, what in self.sources:
-            if kind == "value" or (kind == "operand" and what < self.n_consts):
+            if kind in ("value", "outside") or (kind == "operand" and what < self.n_consts):
                 layout.append(("c", len(invariant)))
-                invariant.append(what if kind == "value" else operands[what])
+                if kind == "value":
+                    invariant.append(what)
+                else:
+                    invariant.append(outside[what] if kind == "outside" else operands[what])
+            elif kind == "remat":
+                layout.append(("remat", (len(per_step), what[1])))
+                per_step.append(operands[what[0]])
             else:
                 layout.append(("x", len(per_step)))
                 per_step.append(next(stacks) if kind == "stack" else operands[what])
@@ -201,7 +222,8 @@ class BodyAdjoint:
             x_res = rest[len(carry):len(carry) + len(per_step)]
             y_ct = dict(zip(given_ys, rest[len(carry) + len(per_step):]))
             inv = fixed[len(bwd_consts):]
-            res = [inv[k] if where == "c" else x_res[k] for where, k in layout]
+            res = [inv[k] if where == "c" else x_res[k] if where == "x"
+                   else replay(k[1], [x_res[k[0]]], k[1].consts)[0] for where, k in layout]
             out_cts = list(c_ct) + [y_ct[k] if k in y_ct else zeros(body.outvars[k].aval)
                                     for k in seeded_ys]
             grads = dict(zip(self.wrt, replay(bwd, list(fixed[:len(bwd_consts)]) + res
@@ -221,6 +243,39 @@ class BodyAdjoint:
             outs_b = _countdown(step, count, consts, carry, in_avals, body.name + "_bwd")
         by_input = dict(zip(wrt_carry + wrt_consts + wrt_xs, outs_b))
         return [by_input.get(k) for k in range(len(operands))]
+
+
+def _invariant_values(program: Program, n_consts: int) -> set:
+    """Values a loop body computes from its loop invariants and constants alone."""
+    known = {id(v) for v in program.invars[:n_consts] + program.constvars}
+    for eqn in program.eqns:
+        if all(not isinstance(a, Var) or id(a) in known for a in eqn.inputs):
+            known.update(id(v) for v in eqn.outputs)
+    return known - {id(v) for v in program.invars[:n_consts] + program.constvars}
+
+
+def _moved_slice(r, defined_by: dict, position: dict, first_x: int):
+    """(x position, program) when `r` only moves the elements of a scanned
+    slice (index maps, e.g. `x_t[:, None].T`): the backward step recomputes it
+    from the same slice instead of the forward stacking a copy."""
+    from .primitives import INDEXMAP
+
+    chain, atom = [], r
+    while id(atom) in defined_by and defined_by[id(atom)].prim.kind == INDEXMAP:
+        chain.append(defined_by[id(atom)])
+        atom = chain[-1].inputs[0]
+        if not isinstance(atom, Var):
+            return None
+    k = position.get(id(atom))
+    if not chain or k is None or k < first_x:
+        return None
+    return k, Program([atom], [], chain[::-1], [r], name="moved_slice")
+
+
+def _narrowed(program: Program) -> Program:
+    from .passes import dce
+
+    return dce(program)
 
 
 def _countdown(step, count, consts, carry, in_avals, name) -> list:

@@ -52,7 +52,8 @@ SAMPLES = {
     "ascontiguousarray": ([_V, _V],), "bitwise_and": (_V > 0.65, _V > 0.7),
     "bitwise_or": (_V > 0.65, _V > 0.7), "invert": (_V > 0.65,),
     "__and__": (_V > 0.65, _V > 0.7), "__or__": (_V > 0.65, _V > 0.7),
-    "__invert__": (_V > 0.65,),
+    "__invert__": (_V > 0.65,), "quantile": (_X, 0.3), "percentile": (_X, 30.0),
+    "take_along_axis": (_X, np.argsort(_X, axis=-1), -1),
 }
 _GENERIC = [(_X,), (_X, _X), (_X, 2)]
 

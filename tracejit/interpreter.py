@@ -1,48 +1,131 @@
 """The NumPy reference interpreter of the IR (TRACEJIT_DISABLE_JIT=1, and the
-calls served while a kernel compiles in the background).
+calls served while a kernel compiles).
 
-A program is shape-generic, so symbolic sizes in parameters (the target of a
-broadcast, the shape of a scatter) are read from this call's inputs, never
-taken from the sizes seen while tracing.
+Each equation runs its primitive's NumPy `impl`, nothing else, so this is
+the reference semantics. To serve calls at close to hand-written NumPy speed
+a program is turned once into a straight-line Python function (one line per
+equation, parameters bound ahead of time) rather than walked equation by
+equation. A program is shape-generic, so symbolic sizes in parameters (the
+target of a broadcast, the shape of a scatter) are read from each call's
+inputs, never taken from the sizes seen while tracing.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import weakref
+
 import numpy as np
 
-from .ir import Program
+from .ir import Literal, Program, Var, consumers_of
+from .primitives import ELEMENTWISE
 from .shapes import Sym, resolve
-from .trace import replay
 
 
 def interpret(program: Program, args, consts) -> list:
     """Evaluate `program` on NumPy values; returns the outputs in order."""
-    sizes = _input_sizes(program, args, consts)
-
-    def apply(prim, *values, **params):
-        result = prim.impl(*values, **{k: _sized(v, sizes) for k, v in params.items()})
-        for sym, output in prim.defined_dims(params):  # a while loop's trip count
-            sizes[id(resolve(sym))] = int(result[output])
-        return result
-
+    run = _compiled(program)
     with np.errstate(all="ignore"):  # inf and NaN flow as in the kernels, silently
-        return replay(program, list(args), list(consts), apply)
+        return run(*args, *consts)
 
 
-def _input_sizes(program: Program, args, consts) -> dict:
-    sizes = {}
-    for var, val in zip(program.invars + program.constvars, list(args) + list(consts)):
-        for dim, size in zip(var.aval.shape, np.shape(val)):
-            root = resolve(dim)
-            if type(root) is not int:
-                sizes[id(root)] = size
-    return sizes
+_runners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _sized(value, sizes):
-    if isinstance(value, Sym):
-        root = resolve(value)
-        return root if type(root) is int else sizes.get(id(root), root.value)
-    if isinstance(value, tuple):
-        return tuple(_sized(v, sizes) for v in value)
-    return value
+def _compiled(program: Program):
+    run = _runners.get(program)
+    if run is None:
+        run = _runners[program] = _Writer(program).function()
+    return run
+
+
+class _Writer:
+    """Writes the Python source of a program's runner."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.consumers = consumers_of(program)
+        self.outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
+        self.names: dict[int, str] = {}
+        self.dims: dict[int, str] = {}
+        self.namespace: dict = {}
+        self.lines: list[str] = []
+        self._fresh = itertools.count()
+
+    def fresh(self, prefix: str) -> str:
+        return f"{prefix}{next(self._fresh)}"
+
+    def function(self):
+        program = self.program
+        args = [self.fresh("a") for _ in program.invars + program.constvars]
+        for var, name in zip(program.invars + program.constvars, args):
+            self.names[id(var)] = name
+        for var, name in zip(program.invars + program.constvars, args):
+            for axis, d in enumerate(var.aval.shape):
+                root = resolve(d)
+                if type(root) is not int and id(root) not in self.dims:
+                    self.dims[id(root)] = dim = self.fresh("n")
+                    self.lines.append(f"{dim} = np.shape({name})[{axis}]")
+        for eqn in program.eqns:
+            self._equation(eqn)
+        outs = ", ".join(self._atom(a) for a in program.outvars)
+        self.lines.append(f"return [{outs}]")
+        source = f"def run({', '.join(args)}):\n" + "".join(f"    {line}\n"
+                                                           for line in self.lines)
+        self.namespace["np"] = np
+        exec(compile(source, f"<interpreter of {program.name}>", "exec"), self.namespace)
+        return self.namespace["run"]
+
+    def _atom(self, atom) -> str:
+        if isinstance(atom, Literal):
+            name = self.fresh("k")
+            self.namespace[name] = atom.value
+            return name
+        return self.names[id(atom)]
+
+    def _equation(self, eqn) -> None:
+        static = {k: v for k, v in eqn.params.items() if not _sized_param(v)}
+        dynamic = {k: v for k, v in eqn.params.items() if _sized_param(v)}
+        fn = self.fresh("f")
+        impl = self._impl(eqn)
+        self.namespace[fn] = functools.partial(impl, **static) if static else impl
+        args = [self._atom(a) for a in eqn.inputs]
+        args += [f"{k}={self._sizes(v)}" for k, v in dynamic.items()]
+        outs = [self.fresh("v") for _ in eqn.outputs]
+        for var, name in zip(eqn.outputs, outs):
+            self.names[id(var)] = name
+        target = ", ".join(outs) + ("," if eqn.prim.multiple_results and len(outs) == 1 else "")
+        if eqn.prim.multiple_results and not outs:
+            target = "_"
+        self.lines.append(f"{target} = {fn}({', '.join(args)})")
+        for sym, output in eqn.prim.defined_dims(eqn.params):  # a while loop's trip count
+            self.dims[id(resolve(sym))] = dim = self.fresh("n")
+            self.lines.append(f"{dim} = int({outs[output]})")
+
+    def _impl(self, eqn):
+        prim, out = eqn.prim, eqn.outputs[0]
+        if (prim.impl_broadcasting is not None and id(out) not in self.outputs
+                and all(u.prim.kind == ELEMENTWISE for u in self.consumers.get(id(out), ()))):
+            return prim.impl_broadcasting
+        return prim.impl
+
+    def _sizes(self, value) -> str:
+        """A parameter holding symbolic sizes, as an expression of this call's sizes."""
+        if isinstance(value, Sym):
+            root = resolve(value)
+            if type(root) is int:
+                return str(root)
+            return self.dims.get(id(root), str(root.value))
+        if isinstance(value, tuple):
+            inner = ", ".join(self._sizes(v) for v in value)
+            return f"({inner},)" if len(value) == 1 else f"({inner})"
+        if type(value) is int:
+            return str(value)
+        name = self.fresh("p")
+        self.namespace[name] = value
+        return name
+
+
+def _sized_param(value) -> bool:
+    return isinstance(value, Sym) or (isinstance(value, tuple) and any(map(_sized_param, value)))

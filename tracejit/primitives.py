@@ -72,6 +72,9 @@ class Primitive:
     prune: Callable | None = None
     # (params) -> sizes this equation defines (a while loop's trip count).
     dims_defined: Callable | None = None
+    # interpreter: a cheaper `impl` whose result NumPy's broadcasting completes,
+    # used when every consumer is elementwise (a broadcast need not be materialised)
+    impl_broadcasting: Callable | None = None
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -375,7 +378,8 @@ def _broadcast_impl(x, *, shape, bdims):
     expanded = [1] * len(target)
     for k, b in enumerate(bdims):
         expanded[b] = x.shape[k]
-    return np.broadcast_to(x.reshape(expanded), target)
+    x = x.reshape(expanded)
+    return x if x.shape == target else np.broadcast_to(x, target)
 
 
 def _broadcast_map(x, out, *, shape, bdims):
@@ -397,8 +401,18 @@ def _broadcast_vjp(g, out, x, *, shape, bdims):
     return [ops.broadcast_in_dim(g, x.aval.shape, kept_x)]
 
 
+def _broadcast_unit_axes(x, *, shape, bdims):
+    """`x` with unit axes where the broadcast adds axes: elementwise consumers broadcast."""
+    x = np.asarray(x)
+    expanded = [1] * len(shape)
+    for k, b in enumerate(bdims):
+        expanded[b] = x.shape[k]
+    return x.reshape(expanded)
+
+
 broadcast_in_dim = _indexmap("broadcast_in_dim", _broadcast_rule, _broadcast_impl,
                              _broadcast_map, _broadcast_vjp)
+broadcast_in_dim.impl_broadcasting = _broadcast_unit_axes
 
 
 def _transpose_rule(avals, params, checks):
@@ -887,13 +901,16 @@ def _emit_indexed(ctx, out, ins, eqn, scatter):
             f"{eqn.location.replace(chr(39), '')}')")]
         positions.append(pos)
     big_index = ", ".join(idx[:axis] + positions + idx[axis + index_rank:])
-    small_index = ", ".join(idx)
+    # 0-d values are scalars in kernels: no index, no array
+    small = f"[{', '.join(idx)}]" if idx else ""
     if scatter:
         head = [f"{out} = np.zeros({ctx.shape(big)}, {ctx.dtype(big)})"]
-        body = f"{out}[{big_index}] += {ins[0]}[{small_index}]"
-    else:
+        body = f"{out}[{big_index}] += {ins[0]}{small}"
+    elif idx:
         head = [f"{out} = np.empty({ctx.shape(loop_aval)}, {ctx.dtype(loop_aval)})"]
-        body = f"{out}[{small_index}] = {ins[0]}[{big_index}]"
+        body = f"{out}{small} = {ins[0]}[{big_index}]"
+    else:
+        head, body = [], f"{out} = {ins[0]}[{big_index}]"
     return head + lines + [" " * indent + body]
 
 

@@ -1,0 +1,150 @@
+"""Compilation in the worker process: calls never wait for it, a dead or failing
+worker costs nothing but time, and shared nest functions are reused across
+programs and processes."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import tracejit
+from tracejit import worker
+
+
+@pytest.fixture
+def background(monkeypatch):
+    monkeypatch.delenv("TRACEJIT_DISABLE_JIT", raising=False)
+    monkeypatch.setenv("TRACEJIT_COMPILE", "background")
+
+
+def loss(W, x):
+    return np.sum(np.tanh(x @ W) ** 2)
+
+
+def entry_of(fn, *args):
+    entry, _ = fn.entry(args)
+    return entry
+
+
+@pytest.mark.usefixtures("background")
+def test_calls_made_while_the_kernel_compiles_are_served_without_waiting(monkeypatch):
+    release = threading.Event()
+    real = worker.compile_elsewhere
+
+    def slow_compile(kernel, args):  # the compile takes until the calls are done
+        release.wait(timeout=60)
+        return real(kernel, args)
+
+    monkeypatch.setattr(worker, "compile_elsewhere", slow_compile)
+    g = tracejit.grad(loss)
+    W, x = np.full((3, 2), 0.1), np.arange(12.0).reshape(4, 3) / 10
+    expected = g(W, x)
+    entry = entry_of(g, W, x)
+    served = []
+    for k in range(30):
+        served.append(g(W * (1 + k / 100), x))
+        assert entry.compiling is not None and entry.compiling.is_alive()  # never joined
+    release.set()
+    g.wait()
+    assert entry.kernel.fn is not None and g.stats.compiles == 1
+    for k, value in enumerate(served):
+        np.testing.assert_allclose(value, tracejit.grad(loss)(W * (1 + k / 100), x), rtol=1e-12)
+    np.testing.assert_allclose(g(W, x), expected, rtol=1e-12)
+
+
+@pytest.mark.usefixtures("background")
+def test_a_killed_worker_is_replaced_and_calls_stay_correct():
+    f = tracejit.function(lambda x: np.sum(np.sin(x) * 3.0))
+    x = np.linspace(0, 1, 7)
+    assert f(x) == pytest.approx(np.sum(np.sin(x) * 3.0))
+    child = _wait_for_child()
+    child.kill()
+    assert f(x) == pytest.approx(np.sum(np.sin(x) * 3.0))
+    f.wait()
+    assert f(x) == pytest.approx(np.sum(np.sin(x) * 3.0)) and f.stats.compiles == 1
+    h = tracejit.function(lambda x: np.sum(np.cos(x) * 2.0))
+    h(x)
+    h.wait()  # a later compile goes to a new worker
+    assert worker._child is None or worker._child.pid != child.pid
+    assert h(x) == pytest.approx(np.sum(np.cos(x) * 2.0))
+
+
+def _wait_for_child():
+    for _ in range(600):
+        if worker._child is not None:
+            return worker._child
+        time.sleep(0.01)
+    pytest.skip("no worker process was started (disk cache disabled?)")
+
+
+@pytest.mark.usefixtures("background")
+def test_a_failing_worker_falls_back_to_compiling_here(monkeypatch):
+    monkeypatch.setattr(worker, "_ask", lambda request: {"ok": False, "error": "boom"})
+    f = tracejit.function(lambda x: np.sum(np.exp(x) - 0.5))
+    x = np.ones(5)
+    assert f(x) == pytest.approx(np.sum(np.exp(x) - 0.5))
+    f.wait()
+    entry = entry_of(f, x)
+    assert entry.kernel.fn is not None and entry.kernel.worker_report is None
+    assert f.stats.compiles == 1
+
+
+def test_signatures_round_trip_through_their_description():
+    import numba
+
+    args = (np.ones((2, 3)), np.ones((3, 2)).T, np.ones(4, np.float32)[::2], 1.5, 3, True,
+            np.int64(2), np.ones(()))
+    described = worker.describe_args(args)
+    assert worker.rebuild_signature(json.loads(json.dumps(described))) == tuple(
+        numba.typeof(a) for a in args)
+    assert worker.describe_args((object(),)) is None
+
+
+NEST_USER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tracejit
+    from tracejit import cache
+
+    def layer(W, x):  # the matmuls around it end its nest: the same in both programs
+        return np.tanh(x @ W + 1.0) @ W.T
+
+    def first(W, x):
+        return np.sum(layer(W, x))
+
+    def second(W, x):
+        return np.max(layer(W, x) ** 2)
+
+    f = tracejit.function(first if sys.argv[1] == "first" else second)
+    f(np.full((3, 4), 0.1), np.ones((5, 3)))
+    nests = {name: fn for m in cache._loaded.values() for name, fn in vars(m.module).items()
+             if name.startswith("nest_") and hasattr(fn, "stats")}
+    print(json.dumps({name: [sum(fn.stats.cache_hits.values()),
+                             sum(fn.stats.cache_misses.values())]
+                      for name, fn in nests.items()}))
+""")
+
+
+def test_a_shared_nest_compiled_for_one_program_is_reused_by_another_process(tmp_path):
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "sync"}
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+
+    def run(which):
+        proc = subprocess.run([sys.executable, "-c", NEST_USER, which], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    first = run("first")
+    second = run("second")
+    shared = set(first) & set(second)
+    assert shared, (first, second)  # the tanh layer's nest is the same function
+    for name in shared:
+        hits, misses = second[name]
+        assert hits >= 1 and misses == 0, (name, second[name])
