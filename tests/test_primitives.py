@@ -1251,3 +1251,12 @@ def test_prod_hessian_with_two_zeros(interpret):
     """d2 prod / dx0 dx1 at x0 = x1 = 0 is the product of the other entries."""
     hessian = tracejit.hessian(lambda x: np.prod(x))(np.array([0.0, 0.0, 2.0]))
     np.testing.assert_array_equal(hessian, [[0.0, 2.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_interpreter_broadcast_feeding_a_scaled_slice_embed(interpret):
+    """The adjoint of y[:, 1:] + y[:, :-1] scales a broadcast cotangent and embeds it
+    twice: the broadcast must be materialised (an elementwise op with a scalar
+    operand does not restore its shape through NumPy's broadcasting)."""
+    y = np.arange(12.0).reshape(3, 4)
+    grad = tracejit.grad(lambda y: ((y[:, 1:] + y[:, :-1]) * 0.5).sum())(y)
+    np.testing.assert_array_equal(grad, np.tile([0.5, 1.0, 1.0, 0.5], (3, 1)))
