@@ -32,7 +32,7 @@ from harness import (  # noqa: E402
     fmt_ratio,
     fmt_us,
     markdown_table,
-    thread_env,
+    reexec_with_threads,
     time_many,
 )
 from workloads import WORKLOADS, check_hand_gradient, compare, tolerance  # noqa: E402
@@ -65,6 +65,12 @@ def parse_args(argv=None):
         help="short cells, no mlp-large, no tf, first calls of tracejit and numba only (< 60 s)",
     )
     p.add_argument("--no-cold", action="store_true", help="skip the first-call subprocesses")
+    p.add_argument(
+        "--pause",
+        type=float,
+        default=0.2,
+        help="seconds of sleep before each timed batch (BLAS threads spin after a call)",
+    )
     p.add_argument(
         "--stat",
         choices=["median", "min"],
@@ -130,7 +136,11 @@ def candidates(workload, dtype, frameworks, params, data) -> dict:
     return found
 
 
-def run_workload(workload, dtype, frameworks, target_s, stat) -> dict[str, Cell]:
+def run_workload(workload, dtype, frameworks, target_s, stat, pause=0.0, repeats=7) -> dict[
+    str, Cell
+]:
+    """Check and time every implementation of one workload, interleaved; ``pause`` s of
+    sleep before each timed batch (see harness.time_many)."""
     params, data = workload.make_data(dtype, 0)
     value, grads = workload.numpy_value_and_grad(params, *data)
     ref = (float(value), grads)
@@ -139,7 +149,8 @@ def run_workload(workload, dtype, frameworks, target_s, stat) -> dict[str, Cell]
         impl, cells[name] = prepare(what, workload, dtype, params, data, ref)
         if impl is not None:
             runnable[name] = (impl.call, impl.args)
-    for name, timing in time_many(runnable, target_s=target_s).items():
+    timings = time_many(runnable, target_s=target_s, repeats=repeats, pause=pause)
+    for name, timing in timings.items():
         cells[name].us = timing.min_us if stat == "min" else timing.median_us
         cells[name].spread = timing.max_us / timing.min_us
     return cells
@@ -272,21 +283,11 @@ def selected_workloads(args):
     return [w for w in WORKLOADS.values() if not (args.quick and w.heavy)]
 
 
-def reexec_with_threads(n: int, argv: list[str]) -> None:
-    """Restart this script with thread caps in the environment: pools size themselves when
-    their library is imported, and NumPy (hence OpenBLAS) is already imported here."""
-    env = thread_env(n)
-    if all(os.environ.get(k) == v for k, v in env.items()):
-        return
-    os.environ.update(env)
-    os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *argv])
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.threads:
-        reexec_with_threads(args.threads, argv)
+        reexec_with_threads(args.threads, __file__, argv)
     if args.frameworks is None:
         args.frameworks = ",".join(f for f in FRAMEWORKS if not (args.quick and f == "tf"))
     frameworks = [f for f in args.frameworks.split(",") if f]
@@ -300,7 +301,7 @@ def main(argv=None) -> int:
     for w in selected_workloads(args):
         start = time.perf_counter()
         check_hand_gradient(w)  # the reference every column is checked against
-        results[w.name] = run_workload(w, dtype, frameworks, target_s, args.stat)
+        results[w.name] = run_workload(w, dtype, frameworks, target_s, args.stat, args.pause)
         elapsed = time.perf_counter() - start
         print(f"  measured {w.name} in {elapsed:.1f} s", file=sys.stderr, flush=True)
     print("\n" + times_table(results, args.stat) + "\n\n" + ratios_table(results))

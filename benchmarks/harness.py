@@ -65,7 +65,7 @@ def _plan(fn: Callable, args: tuple, target_s: float, repeats: int, warmup: int)
 
 
 def time_many(
-    calls: dict, target_s: float = 0.5, repeats: int = 7, warmup: int = 2
+    calls: dict, target_s: float = 0.5, repeats: int = 7, warmup: int = 2, pause: float = 0.0
 ) -> dict[str, Timing]:
     """Time several ``name -> (fn, args)`` side by side; µs per call, about target_s each.
 
@@ -73,6 +73,10 @@ def time_many(
     on a shared machine the load drifts within seconds, and interleaving makes every column
     see the same drift, so the ratios (the thing ANCHORS.md compares) stay meaningful. The
     median of the per-batch means resists the odd slow batch.
+
+    ``pause`` seconds of sleep precede every timed batch: NumPy's and SciPy's bundled
+    OpenBLAS threads keep spinning for a while after a call and slow whatever runs next
+    (measured here: it made tracejit look 2.8x slower than it is right after NumPy).
     """
     plans = {name: _plan(fn, args, target_s, repeats, warmup) for name, (fn, args) in calls.items()}
     samples: dict[str, list[float]] = {name: [] for name in plans}
@@ -84,6 +88,8 @@ def time_many(
         for r in range(max((p.repeats for p in plans.values()), default=0)):
             for name, p in plans.items():
                 if r < p.repeats:
+                    if pause:
+                        time.sleep(pause)
                     samples[name].append(_time_batch(p.fn, p.args, p.number) / p.number)
     finally:
         if was_enabled:
@@ -114,7 +120,9 @@ setup, code, after, paths = json.loads(sys.argv[1])
 sys.path[:0] = paths
 marks = {}
 ns = {"__name__": "__firstcall__"}
-ns["mark"] = lambda label: marks.__setitem__(label, time.perf_counter() - t1)
+# mark(label): seconds since the timed code started; mark(label, value): any number.
+ns["mark"] = lambda label, value=None: marks.__setitem__(
+    label, time.perf_counter() - t1 if value is None else value)
 try:
     t0 = time.perf_counter()
     exec(compile(setup, "<setup>", "exec"), ns)
@@ -213,6 +221,16 @@ def thread_env(n: int) -> dict[str, str]:
     if n == 1 and flag not in flags:  # idempotent: bench_grad re-executes until env matches
         env["XLA_FLAGS"] = (flags + " " + flag).strip()
     return env
+
+
+def reexec_with_threads(n: int, script: str, argv: list[str]) -> None:
+    """Restart ``script`` with thread caps in the environment: pools size themselves when
+    their library is imported, and NumPy (hence OpenBLAS) is already imported by then."""
+    env = thread_env(n)
+    if all(os.environ.get(k) == v for k, v in env.items()):
+        return
+    os.environ.update(env)
+    os.execv(sys.executable, [sys.executable, os.path.abspath(script), *argv])
 
 
 # --------------------------------------------------------------------------- tables

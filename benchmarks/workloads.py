@@ -360,7 +360,7 @@ def numba_par_elementwise_value_and_grad(params, x):
 # --------------------------------------------------------------------------- the table
 
 
-def _mlp(name, description, sizes, heavy=False):
+def mlp_workload(name, description, sizes, heavy=False):
     """sizes: (batch, inputs, hidden units, classes)."""
     return Workload(
         name=name,
@@ -386,9 +386,11 @@ WORKLOADS: dict[str, Workload] = {
             numpy_value_and_grad=numpy_linear_value_and_grad,
             numba_value_and_grad=numba_linear_value_and_grad,
         ),
-        _mlp("mlp-seed", "batch 32, 10->5 relu ->2 softmax xent", (32, 10, 5, 2)),
-        _mlp("mlp-medium", "batch 128, 784->256 relu ->10 softmax xent", (128, 784, 256, 10)),
-        _mlp(
+        mlp_workload("mlp-seed", "batch 32, 10->5 relu ->2 softmax xent", (32, 10, 5, 2)),
+        mlp_workload(
+            "mlp-medium", "batch 128, 784->256 relu ->10 softmax xent", (128, 784, 256, 10)
+        ),
+        mlp_workload(
             "mlp-large",
             "batch 2048, 784->256 relu ->10 softmax xent",
             (2048, 784, 256, 10),

@@ -30,9 +30,12 @@ from .errors import (
     TracerTypeError,
     UnsupportedError,
 )
+from .log import RetraceWarning
+from .profiling import Profiler, Report, profile, profiler
 
 __all__ = [
-    "ConcretizationError", "Function", "ShapeError", "TracejitError", "TracerTypeError",
-    "UnsupportedError", "custom_vjp", "function", "grad", "hessian", "jacobian", "jvp", "make_ir",
-    "stop_gradient", "value_and_grad", "vjp",
+    "ConcretizationError", "Function", "Profiler", "Report", "RetraceWarning", "ShapeError",
+    "TracejitError", "TracerTypeError", "UnsupportedError", "custom_vjp", "function", "grad",
+    "hessian", "jacobian", "jvp", "make_ir", "profile", "profiler", "stop_gradient",
+    "value_and_grad", "vjp",
 ]

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import autodiff, ops, pytree, rolling
+from . import autodiff, events, ops, pytree, rolling
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
 from .errors import TracerTypeError, UnsupportedError
 from .ir import Program, Var
@@ -206,7 +206,9 @@ class Transform(Dispatcher):
         return self.call_flat(dynamic, statics)
 
     def trace_fun(self, dynamic, statics):
-        return self.fun.build(dynamic, statics)
+        traced = self.fun.build(dynamic, statics)
+        events.forward_traced(traced[0])
+        return traced
 
     def ir(self, *args, **kwargs) -> Program:
         program, _, _ = self.build(*self.fun._dynamic(args, kwargs))
@@ -324,7 +326,7 @@ class Jvp(Transform):
 
 def jvp(fun, primals, tangents):
     """Forward mode: `(fun(*primals), J @ tangents)`, compiled."""
-    transform = Jvp(as_function(fun))
+    transform = _transform(Jvp, as_function(fun))
     primals, tangents = tuple(primals), tuple(tangents)
     if current_builder() is not None and is_tracing((primals, tangents)):
         program, treedef, _ = transform.build((primals, tangents), ())
@@ -357,7 +359,7 @@ class Vjp(Transform):
 
 def vjp(fun, *primals):
     """`(fun(*primals), vjp_fn)`; `vjp_fn(cotangent)` returns one cotangent per primal."""
-    transform = _vjp_transform(as_function(fun))
+    transform = _transform(Vjp, as_function(fun))
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
     entry, leaves = transform.entry(primals)
@@ -384,8 +386,10 @@ def vjp(fun, *primals):
 
 
 @functools.lru_cache(maxsize=256)
-def _vjp_transform(fun: Function) -> Vjp:
-    return Vjp(fun)
+def _transform(kind, fun: Function) -> Transform:
+    """One jvp / vjp transformation per tracejit function, so that calling
+    `jvp(f, ...)` again reuses its kernels."""
+    return kind(fun)
 
 
 def jacobian(fun, argnums=0):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import cache, codegen, passes, pytree, worker
+from . import cache, codegen, events, passes, pytree, worker
 from .interpreter import interpret
 from .ir import Literal, Program, verify
 from .shapes import resolve
@@ -91,13 +91,19 @@ class Kernel:
     def compile(self, leaves) -> str:
         """Load (or write) the modules and compile for these argument types;
         says where the machine code came from: memory, disk or compiled."""
-        if self.fn is None:
+        compiling = events.compile_begin(self)
+        args = tuple(leaves) + self.consts
+        fn = self.fn
+        if fn is None:
+            events.codegen_end(compiling, self.generated.source, len(self.generated.helpers))
             fn = self.load()
-            where = cache.compile_for(fn, tuple(leaves) + self.consts)
+            events.loaded(compiling)
+        where = cache.compile_for(fn, args)
+        if self.fn is None:
             self.fn = fn
             worker.record_compiled(self, leaves)
-            return where
-        return cache.compile_for(self.fn, tuple(leaves) + self.consts)
+        events.compile_end(compiling, where, fn, args)
+        return where
 
     def interpreted(self, leaves) -> list:
         outs = interpret(self.program, leaves, self.consts)
@@ -153,7 +159,10 @@ class Entry:
             return self.call(leaves)
         start = time.perf_counter()
         out = pytree.unflatten(self.out_treedef, self.kernel(leaves))
-        self.interpreted_seconds += time.perf_counter() - start
+        end = time.perf_counter()
+        self.interpreted_seconds += end - start
+        if events.recording:
+            events.interpreted_call(self, leaves, start, end)
         return out
 
     def prepare(self, leaves, stats: Stats, background: bool) -> None:
@@ -185,13 +194,18 @@ class Entry:
         stats.compiles += where == "compiled"
         stats.disk_hits += where == "disk"
         stats.memory_hits += where == "memory"
-        self.call = self._specialise()
+        self.call = events.kernel_call(self, self._specialise())
 
     def _compile_in_background(self, leaves, stats: Stats) -> None:
         try:
+            remote = events.compile_begin(self.kernel)
+            events.codegen_end(remote, self.kernel.generated.source,
+                               len(self.kernel.generated.helpers))
             self.kernel.worker_report = worker.compile_elsewhere(self.kernel, leaves)
+            events.compiled_elsewhere(remote, self.kernel.worker_report)
             self._compile(leaves, stats, elsewhere=self.kernel.worker_report is not None)
         except Exception as err:  # the interpreter keeps serving calls correctly
+            events.compile_failed(self.kernel, err)
             warnings.warn(f"tracejit: compiling {self.kernel.name} failed, running the NumPy "
                           f"interpreter instead: {type(err).__name__}: {err}",
                           TracejitCompileWarning, stacklevel=1)
@@ -285,12 +299,15 @@ class Dispatcher:
         return by_sizes.get(_sizes(leaves, axes))
 
     def _compile(self, abstract, args, statics, leaves) -> Entry:
+        traced = events.trace_begin(self, args, statics, abstract, leaves)
         program, out_treedef, input_syms = self.build(args, statics)
+        events.trace_end(traced, program)
         self.stats.traces += 1
         bound = tuple((leaf, axis) for leaf, axis, sym in input_syms
                       if type(resolve(sym)) is int)
         entry = Entry(self.kernel(program, self.name), out_treedef, bound)
         self.extend(entry, program)
+        events.prepared(traced, entry)
         axes, by_sizes = self._entries.setdefault(abstract, (bound, {}))
         if axes != bound:  # a retrace bound other sizes: key on both sets
             axes = tuple(sorted(set(axes) | set(bound)))

@@ -7,9 +7,12 @@ float64, along random directions, and recursively for higher orders.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import api, pytree
+from .log import RetraceWarning
 
 
 def _random_like(tree, rng):
@@ -68,13 +71,16 @@ def check_grads(f, args, order=2, modes=("rev", "fwd"), atol=1e-5, rtol=1e-5, ep
     AssertionError naming the mode and order that disagrees."""
     args = tuple(pytree.tree_map(lambda x: np.asarray(x, np.float64), a) for a in args)
     rng = np.random.default_rng(0)
-    for level in range(1, order + 1):
-        if "fwd" in modes:
-            check_jvp(f, args, atol, rtol, eps, rng)
-        if "rev" in modes:
-            check_vjp(f, args, atol, rtol, eps, rng)
-        if level < order:
-            f = _directional_derivative(f, args, rng)
+    with warnings.catch_warnings():
+        # Finite differences call jvp/vjp on the same signatures again and again, by design.
+        warnings.simplefilter("ignore", RetraceWarning)
+        for level in range(1, order + 1):
+            if "fwd" in modes:
+                check_jvp(f, args, atol, rtol, eps, rng)
+            if "rev" in modes:
+                check_vjp(f, args, atol, rtol, eps, rng)
+            if level < order:
+                f = _directional_derivative(f, args, rng)
 
 
 def _directional_derivative(f, args, rng):
