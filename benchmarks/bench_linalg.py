@@ -91,8 +91,8 @@ def main(n=8):
         compile_s = time.perf_counter() - start
         for peer in peers.values():
             peer[name](a, y)  # compile / warm up
-        t_ours = median_us(lambda: f(a, y))
-        t_peers = [median_us(lambda p=p: p[name](a, y)) for p in peers.values()]
+        t_ours = median_us(lambda f=f: f(a, y))
+        t_peers = [median_us(lambda g=p[name]: g(a, y)) for p in peers.values()]
         ratios = " ".join(f"{t / t_ours:.1f}x" for t in t_peers)
         print(f"{name:28} {compile_s:8.2f} {t_ours:9.1f} "
               + " ".join(f"{t:10.1f}" for t in t_peers) + f"  {ratios}")

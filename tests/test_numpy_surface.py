@@ -39,21 +39,6 @@ def test_dot_of_nd_arrays_is_numpy_dot(sa, sb, interpret):
     check_grads(lambda a, b: (np.dot(a, b) ** 2).sum(), (a, b), order=1)
 
 
-def test_dot_and_broadcast_matmul_compiled(compiled):
-    a, b = RNG.standard_normal((2, 3)), RNG.standard_normal((4, 3, 5))
-    c, d = RNG.standard_normal((1, 2, 2)), RNG.standard_normal((3, 2, 1))
-    f = tracejit.value_and_grad(lambda a, b, c, d: np.dot(a, b).sum() + (c @ d).sum(),
-                                argnums=(0, 1, 2, 3))
-    value, grads = f(a, b, c, d)
-    assert f.stats.compiles + f.stats.disk_hits == 1
-    np.testing.assert_allclose(value, np.dot(a, b).sum() + (c @ d).sum(), rtol=1e-12)
-    # d/dc sum(c @ d): the batch of 3 that c was broadcast over is summed
-    np.testing.assert_allclose(grads[2], np.broadcast_to(d.sum(axis=(0, 2)), (1, 2, 2)),
-                               rtol=1e-12)
-    np.testing.assert_allclose(grads[0], np.einsum("bjk->j", b)[None, :].repeat(2, 0),
-                               rtol=1e-12)
-
-
 # --------------------------------------------------------- random draws
 
 def test_legacy_random_inside_a_trace_raises_naming_the_line(interpret):
