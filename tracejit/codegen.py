@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .control_flow import CONTROL
 from .ir import Literal, Program, Var, consumers_of, subprograms, use_counts
 from .outline import outline
 from .primitives import INDEXMAP, REDUCE
@@ -188,7 +189,7 @@ def generate(program: Program, kernel_name: str, tag: str = "",
 def emit_program(em: Emitter, program: Program) -> list[str]:
     """Emit a program's equations (its inputs already named); returns the
     expressions of its outputs. Loop bodies and branches come through here too."""
-    views = _matmul_views(program)
+    views = _views(program)
     counts = use_counts(program)
     saved, em.virtual = em.virtual, virtual_reads(program, views)
     try:
@@ -271,17 +272,18 @@ def _emit_checks(em: Emitter, program: Program) -> None:
         em.emit(f"    raise ValueError({message!r})")
 
 
-def _matmul_views(program: Program) -> set:
-    """Index maps with a view form (transposes) read only by BLAS calls are
-    emitted as zero-copy views: BLAS takes strided operands."""
+def _views(program: Program) -> set:
+    """Index maps with a view form (transposes, squeezes, slices) read only by
+    BLAS calls, by loops and branches, or returned, are zero-copy views rather
+    than copies: those readers take strided arrays."""
     consumers = consumers_of(program)
     outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
     views = set()
-    for eqn in program.eqns:
+    for eqn in reversed(program.eqns):  # a view read only by views is one too
         out = eqn.outputs[0]
         users = consumers.get(id(out), [])
-        if (eqn.prim.view is not None and users and id(out) not in outputs
-                and all(u.prim.blas for u in users)):
+        if eqn.prim.view is not None and (users or id(out) in outputs) and all(
+                u.prim.blas or u.prim.kind == CONTROL or id(u) in views for u in users):
             views.add(id(eqn))
     return views
 

@@ -455,7 +455,15 @@ def _squeeze_vjp(g, out, x, *, axes):
 
 
 _indexmap("squeeze", _squeeze_rule, lambda x, *, axes: np.squeeze(x, axes), _squeeze_map,
-          _squeeze_vjp)
+          _squeeze_vjp).view = lambda x, *, axes: _index_view(
+              x, ["0" if k in axes else ":" for k in range(max(axes) + 1)])
+
+
+def _index_view(x: str, items: list) -> str:
+    """`x[items]` (trailing whole axes left out): a view, or a scalar when nothing is left."""
+    while items and items[-1] == ":":
+        items = items[:-1]
+    return f"{x}[{', '.join(items)}]" if items else x
 
 
 def _slice_rule(avals, params, checks):
@@ -481,11 +489,22 @@ def _slice_impl(x, *, starts, stops, steps):
                    for a, b, c in zip(starts, stops, steps))]
 
 
+def _slice_view(x: str, *, starts, stops, steps) -> str:
+    items = []
+    for start, stop, step in zip(starts, stops, steps):
+        if stop is None and (start, step) == (0, 1):
+            items.append(":")
+            continue
+        sl = _python_slice(start, step, len(range(start, stop, step)))
+        items.append(f"{sl.start}:{'' if sl.stop is None else sl.stop}:{sl.step}")
+    return _index_view(x, items)
+
+
 _indexmap("slice", _slice_rule, _slice_impl,
           lambda x, out, *, starts, stops, steps: [
               (k, a, c) for k, (a, c) in enumerate(zip(starts, steps))],
           lambda g, out, x, *, starts, stops, steps: [
-              ops.slice_embed(g, x.aval.shape, starts, steps)])
+              ops.slice_embed(g, x.aval.shape, starts, steps)]).view = _slice_view
 
 _indexmap("stop_gradient", lambda avals, params, checks: [avals[0]], lambda x: x,
           lambda x, out: [(k, 0, 1) for k in range(x.ndim)],
