@@ -19,7 +19,7 @@ from . import autodiff, events, ops, pytree, rolling, variables
 from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
 from .errors import TracerTypeError, UnsupportedError
 from .ir import Program, Var
-from .shapes import concrete_shape
+from .shapes import concrete_shape, resolve
 from .trace import _builders, current_builder
 
 
@@ -260,11 +260,12 @@ class Grad(Transform):
         program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
         value_def, aux_def = _split_aux(out_treedef, self.has_aux)
         value = program.outvars[0]
-        if pytree.num_leaves(value_def) != 1 or value.aval.ndim != 0 or not autodiff.is_float(
-                value.aval):
+        if pytree.num_leaves(value_def) != 1 or not _is_size_one(value.aval) or not (
+                autodiff.is_float(value.aval)):
             returned_pair = out_treedef[0] in ("t", "l") and not self.has_aux
             raise TracerTypeError(
-                f"grad of {self.fun.name}: the function must return a scalar float, got "
+                f"grad of {self.fun.name}: the function must return a scalar float (or a "
+                "float array of size 1), got "
                 f"{value.aval if pytree.num_leaves(value_def) == 1 else pytree.describe(value_def)}"
                 + ("; if it returns (value, aux), set has_aux=True" if returned_pair else ""))
         argnums = _as_tuple(self.argnums)
@@ -283,6 +284,11 @@ class Grad(Transform):
         outs, treedef = _assemble(joint.outvars[:n_out], grads, grad_def, value_def,
                                   aux_def, self.with_value, self.has_aux)
         return replace(joint, outvars=outs, name=self.name), treedef, input_syms
+
+
+def _is_size_one(aval) -> bool:
+    """A scalar, or an array of one element (shape (1,), (1, 1): autograd accepts those)."""
+    return all(type(resolve(d)) is int and resolve(d) == 1 for d in aval.shape)
 
 
 def _split_aux(out_treedef, has_aux):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import primitives as P
+from .shapes import Sym, normalize_axes, resolve
 from .shapes import bind as bind_dim
-from .shapes import normalize_axes, resolve
 from .trace import Tracer, bind, operand, weak_aval
 
 R = P.REGISTRY
@@ -67,6 +67,8 @@ add, sub, mul, maximum, minimum = (_binary(n) for n in
                                    ("add", "sub", "mul", "maximum", "minimum"))
 div = _binary("div", to_float=True)
 lt, le, gt, ge, eq, ne = (_binary(n) for n in ("lt", "le", "gt", "ge", "eq", "ne"))
+remainder, fmod, floor_divide = (_binary(n) for n in ("remainder", "fmod", "floor_divide"))
+arctan2 = _binary("arctan2", to_float=True)
 logical_and, logical_or = _binary("logical_and"), _binary("logical_or")
 
 
@@ -79,11 +81,18 @@ def _unary(name, to_float=True):
     return op
 
 
-(exp, log, log1p, expm1, sqrt, sin, cos, tan, tanh, arctan, sinh, cosh) = (
+(exp, log, log1p, expm1, sqrt, sin, cos, tan, tanh, arctan, sinh, cosh, arcsin, arccos,
+ arcsinh, arccosh, arctanh) = (
     _unary(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh",
-                        "arctan", "sinh", "cosh"))
+                        "arctan", "sinh", "cosh", "arcsin", "arccos", "arcsinh", "arccosh",
+                        "arctanh"))
 neg, abs_, sign = _unary("neg", False), _unary("abs", False), _unary("sign", False)
 floor, ceil, round_ = _unary("floor"), _unary("ceil"), _unary("round")
+
+
+def trunc(x):
+    (x,) = promote(x, to_float=True)
+    return select(lt(x, 0.0), ceil(x), floor(x))
 
 
 def logical_not(x):
@@ -92,7 +101,14 @@ def logical_not(x):
 
 def power(x, y):
     """`x ** y`; a small integral constant exponent becomes integer_pow (exact,
-    and differentiable at x <= 0)."""
+    and differentiable at x <= 0). Integers to a negative or traced integer
+    power raise, as NumPy raises or keeps integers where a float would differ."""
+    if np.issubdtype(result_dtype(x, y), np.integer):
+        if not (isinstance(y, (int, np.integer)) and 0 <= y <= 64):
+            from .errors import UnsupportedError, with_location
+            raise UnsupportedError(with_location(
+                "integer ** integer is traced for constant exponents 0..64 only (NumPy "
+                "raises for negative ones)", hint="convert the base to float first"))
     if isinstance(y, (int, float, np.integer, np.floating)) and not isinstance(y, bool):
         if float(y).is_integer() and abs(y) <= 64:
             (x,) = promote(x, to_float=isinstance(y, float) or y < 0)
@@ -207,7 +223,7 @@ def reshape(x, shape):
         squeezed = squeeze(x, [k for k, d in enumerate(in_shape) if _is_one(d)])
         return broadcast_in_dim(squeezed, out_shape, targets)
     size = int(np.prod([bind_dim(d) for d in in_shape]))
-    shape = [int(resolve(d)) for d in shape]
+    shape = [bind_dim(d) if isinstance(d, Sym) else int(d) for d in shape]
     if -1 in shape:
         known = int(np.prod([d for d in shape if d != -1]))
         shape[shape.index(-1)] = size // known if known else 0

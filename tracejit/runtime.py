@@ -592,3 +592,126 @@ def blas_dot(a, b):
     """`dot` as kernels call it: by symbol, so no kernel links BLAS' wrappers again.
     (Nests, whose machine code is cached, call `dot`: what they call is in them.)"""
     return np.dot(a, b)
+
+
+# LAPACK through NumPy's linalg in Numba: each typed once per dtype and cached
+# on disk (typing one costs ~1-3 s), called by the linear-algebra primitives
+# (linalg_primitives.py) on C-contiguous matrices.
+
+
+@njit(cache=True)
+def argsort(x):
+    """Stable, NaN last (as NumPy's kind='stable')."""
+    return np.argsort(x, kind="mergesort")
+
+
+@njit(cache=True)
+def cholesky(a):
+    return np.linalg.cholesky(a)
+
+
+@njit(cache=True)
+def solve(a, b):
+    return np.linalg.solve(a, b)
+
+
+@njit(cache=True)
+def solve_triangular(a, b, lower, trans):
+    """op(a)^-1 b by substitution; op(a) = a.T when `trans`."""
+    n, k = b.shape
+    x = b.copy()
+    forward = lower != trans  # op(a) is lower triangular
+    for c in range(k):
+        for step in range(n):
+            i = step if forward else n - 1 - step
+            total = x[i, c]
+            lo, hi = (0, i) if forward else (i + 1, n)
+            for j in range(lo, hi):
+                total -= (a[j, i] if trans else a[i, j]) * x[j, c]
+            x[i, c] = total / a[i, i]
+    return x
+
+
+@njit(cache=True)
+def slogdet(a):
+    sign, logabs = np.linalg.slogdet(a)
+    out = np.empty(2, a.dtype)
+    out[0] = sign
+    out[1] = logabs
+    return out
+
+
+@njit(cache=True)
+def eigh(a):
+    w, v = np.linalg.eigh(a)
+    n = a.shape[0]
+    out = np.empty((n + 1, n), a.dtype)
+    out[0] = w
+    out[1:] = v
+    return out
+
+
+@njit(cache=True)
+def svd(a):
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    m, k = u.shape
+    n = vt.shape[1]
+    out = np.empty((k, m + 1 + n), a.dtype)
+    out[:, :m] = u.T
+    out[:, m] = s
+    out[:, m + 1:] = vt
+    return out
+
+
+
+# --------------------------------------------------------------------------
+# Special functions (scipy.special's erf, erfc, gammaln, digamma, polygamma).
+# --------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def erfc(x):
+    return _c(x, math.erfc(x))
+
+
+@njit(**_JIT)
+def lgamma(x):
+    return _c(x, math.lgamma(x))
+
+
+# Bernoulli numbers B_2k / (2k)! for the asymptotic series below.
+_B2K = (1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0, -691.0 / 2730.0, 7.0 / 6.0)
+
+
+@njit(**_JIT)
+def polygamma(n, x):
+    """The n-th derivative of digamma (n = 0: digamma itself), any non-pole x:
+    shift x up past 20 by the recurrence, then the asymptotic series."""
+    if x != x or (x <= 0.0 and x == math.floor(x)):
+        return np.nan + x * 0.0
+    shift = 0.0
+    factorial = 1.0
+    for k in range(2, n + 1):
+        factorial *= k
+    sign = 1.0 if n % 2 == 1 else -1.0  # (-1)^(n+1)
+    while x < 20.0:
+        shift += 1.0 / x ** (n + 1)
+        x += 1.0
+    if n == 0:
+        inv2 = 1.0 / (x * x)
+        series = 0.0
+        power = inv2
+        for k in range(7):
+            series += _B2K[k] / (2 * k + 2) * power
+            power *= inv2
+        return math.log(x) - 0.5 / x - series - shift
+    # (-1)^(n+1) [(n-1)!/x^n + n!/(2 x^(n+1)) + sum_k B_2k (2k+n-1)!/(2k)! / x^(2k+n)]
+    total = factorial / n / x ** n + factorial / (2.0 * x ** (n + 1))
+    inv = 1.0 / x ** (n + 2)
+    for k in range(1, 8):
+        coeff = 1.0  # (2k + n - 1)! / (2k)!
+        for j in range(2 * k + 1, 2 * k + n):
+            coeff *= j
+        total += _B2K[k - 1] * coeff * inv
+        inv /= x * x
+    return sign * (total + factorial * shift)
