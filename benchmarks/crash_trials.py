@@ -32,8 +32,9 @@ def damage_trial(warm: Path, work: Path, rng: random.Random) -> str:
     what = rng.choice(["damage", "damage", "swap", "plant"])
     if what == "swap":
         suffix = rng.choice(["nbi", "nbc", "py"])
-        (first,), (second,) = (h.kernel_files(cache, k, suffix) for k in ("a", "b"))
-        h.swap(first, second)
+        first, second = (h.kernel_files(cache, k, suffix) for k in ("a", "b"))
+        for one, other in zip(first, second):
+            h.swap(one, other)
     elif what == "plant":
         h.plant(cache, work / "marker")
     else:

@@ -75,8 +75,10 @@ def test_damaged_files_of_every_kind_are_rebuilt(warm, tmp_path):
 @pytest.mark.parametrize("suffix", ["nbc", "nbi"])
 def test_swapped_files_of_two_kernels_with_one_signature_are_rejected(warm, tmp_path, suffix):
     cache = h.copy_cache(warm, tmp_path / "cache")
-    (first,), (second,) = h.kernel_files(cache, "a", suffix), h.kernel_files(cache, "b", suffix)
-    h.swap(first, second)
+    first, second = h.kernel_files(cache, "a", suffix), h.kernel_files(cache, "b", suffix)
+    assert first and len(first) == len(second) and set(first).isdisjoint(second)
+    for one, other in zip(first, second):
+        h.swap(one, other)
     result = h.run_child(cache)  # checks a's and b's numbers
     assert any("seal does not match" in w for w in h.cache_warnings(result))
     assert result["compiles"] == 2

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.special
+import scipy.stats
 
 import tracejit
 from tracejit import lax
@@ -96,6 +98,24 @@ def extreme(rng, shape, dtype):
     return np.asarray(rng.choice(values, shape), dtype)
 
 
+def unit_interval(rng, shape, dtype):
+    return np.asarray(rng.uniform(-0.9, 0.9, shape), dtype)
+
+
+def above_one(rng, shape, dtype):
+    return np.asarray(rng.uniform(1.2, 3.0, shape), dtype)
+
+
+def spd(rng, shape, dtype):
+    """Symmetric positive definite matrices (in the last two axes)."""
+    a = rng.standard_normal(shape)
+    return np.asarray(a @ np.swapaxes(a, -1, -2) + shape[-1] * np.eye(shape[-1]), dtype)
+
+
+def well_conditioned(rng, shape, dtype):
+    return np.asarray(rng.standard_normal(shape) + 3 * np.eye(shape[-1]), dtype)
+
+
 def integers(rng, shape, dtype):
     """An int64 operand, whatever the float dtype under test (promotion)."""
     return rng.integers(-3, 4, shape)
@@ -109,6 +129,16 @@ def python_float(rng, shape, dtype):
     """A Python scalar argument: weakly typed, a runtime input of the kernel."""
     assert shape == ()
     return float(rng.uniform(0.5, 2.0))
+
+
+def start(size):
+    """A non-negative start below `size` (a negative one slices from the end)."""
+
+    def sample(rng, shape, dtype):
+        return np.asarray(rng.integers(0, size, shape), np.int64)
+
+    sample.__name__ = f"start{size}"
+    return sample
 
 
 def index(size):
@@ -136,6 +166,8 @@ class Row:
     order: int = 2  # up to which order derivatives are checked
     compiled: bool = True  # False: the same equations as an earlier row, so only
     # the (fast) interpreter checks run it; Numba compiles cost ~0.1-2 s per row
+    compiled_grad: bool = True  # False: the compiled float64 kernel checks the value only
+    # (the adjoint of a decomposition is a long kernel: 5-15 s of Numba compile)
 
     def reference(self, *args):
         with np.errstate(all="ignore"):  # overflow to inf is part of what is compared
@@ -227,7 +259,7 @@ _ELEMENTWISE_ROWS = [
     row("arctan", np.arctan, UNARY),
     row("sinh", np.sinh, UNARY),
     row("cosh", np.cosh, UNARY),
-    row("erf", tracejit.nn.erf, UNARY, ref=scipy.special.erf),
+    row("erf", tracejit.nn.erf, UNARY, ref=scipy.special.erf, label="erf_nn"),
     # piecewise constant: derivative zero away from the jumps
     row("sign", np.sign, UNARY, off_grid),
     row("sign", np.sign, UNARY, with_zeros, label="sign_at_zero", grad=False),
@@ -443,6 +475,304 @@ _ARRAY_ROWS = [
     row("dimsize", lambda x: x.std(ddof=1), cases((3,), (3, 4)), label="std_ddof"),
 ]
 
+# NumPy functions composed from the primitives above (one row each; the rows of
+# a new primitive also join the compiled family kernels).
+SQUARES = cases((4, 4), (3, 3), (2, 3, 3))
+_NUMPY_ROWS = [
+    row("arcsin", np.arcsin, UNARY, unit_interval),
+    row("arccos", np.arccos, UNARY, unit_interval, compiled=False),
+    row("arcsinh", np.arcsinh, UNARY, compiled=False),
+    row("arccosh", np.arccosh, UNARY, above_one, compiled=False),
+    row("arctanh", np.arctanh, UNARY, unit_interval, compiled=False),
+    row("arctan2", np.arctan2, BINARY, (real, nonzero)),
+    row("remainder", np.remainder, BINARY, (real, positive)),
+    row("remainder", lambda x: x % 0.7, UNARY, label="mod_operator", compiled=False),
+    row("remainder", lambda i: i % 3, UNARY, integers, label="mod_int", grad=False),
+    row("remainder", lambda x: 5.0 % x, UNARY, positive, label="rmod", compiled=False),
+    row("fmod", np.fmod, BINARY, (real, positive), compiled=False),
+    row("floor_divide", lambda x, y: x // y, BINARY, (real, positive), grad=False),
+    row("floor_divide", lambda i: i // 2, UNARY, integers, label="floordiv_int", grad=False),
+    row("select", np.trunc, UNARY, off_grid, label="trunc", compiled=False),
+    row("ne", np.isnan, UNARY, extreme, label="isnan", grad=False, compiled=False),
+    row("eq", np.isinf, UNARY, extreme, label="isinf", grad=False, compiled=False),
+    row("lt", np.isfinite, UNARY, extreme, label="isfinite", grad=False, compiled=False),
+    row("sqrt", np.hypot, BINARY, nonzero, label="hypot", compiled=False),
+    row("pow", np.cbrt, UNARY, nonzero, label="cbrt", compiled=False),
+    row("mul", np.deg2rad, UNARY, label="deg2rad", compiled=False),
+    row("select", np.copysign, BINARY, (real, nonzero), label="copysign", compiled=False),
+    row("ne", np.logical_xor, BINARY, label="logical_xor", grad=False, compiled=False),
+    row("select", np.fmax, BINARY, (with_nan, with_nan), label="fmax_nan", grad=False,
+        compiled=False),
+    row("select", np.fmin, BINARY, (with_nan, real), label="fmin_nan", grad=False,
+        compiled=False),
+    row("select", np.fmax, BINARY, label="fmax", compiled=False),
+    row("gt", lambda x: np.any(x > 0.5, axis=-1), UNARY[1:], label="any", grad=False,
+        compiled=False),
+    row("eq", lambda x: (x > -0.5).all(), UNARY, label="all", grad=False, compiled=False),
+    row("select", lambda x: np.nan_to_num(x), UNARY, extreme, label="nan_to_num", grad=False,
+        compiled=False),
+    row("select", lambda x: np.nan_to_num(x, nan=1.0, posinf=2.0), UNARY,
+        label="nan_to_num_values", compiled=False),
+    # element moves: slices, transposes, gathers, concatenations
+    row("slice", np.flip, MATRICES, label="flip", compiled=False),
+    row("slice", lambda x: np.flip(x, axis=-1), MATRICES, label="flip_axis", compiled=False),
+    row("slice", np.flipud, MATRICES, label="flipud", compiled=False),
+    row("slice", np.fliplr, MATRICES, label="fliplr", compiled=False),
+    row("transpose", np.rot90, MATRICES, label="rot90", compiled=False),
+    row("transpose", lambda x: np.rot90(x, 3, axes=(1, 0)), MATRICES, label="rot90_k3",
+        compiled=False),
+    row("slice", lambda x: np.rot90(x, 2), MATRICES, label="rot90_k2", compiled=False),
+    row("transpose", lambda x: np.moveaxis(x, 0, -1), cases((2, 3, 4), (3, 4)),
+        label="moveaxis", compiled=False),
+    row("transpose", lambda x: np.swapaxes(x, axis1=0, axis2=1), MATRICES,
+        label="swapaxes_keywords", compiled=False),
+    row("broadcast_in_dim", np.atleast_2d, cases((3,), ()), label="atleast_2d",
+        compiled=False),
+    row("broadcast_in_dim", np.atleast_3d, cases((3,), (3, 4)), label="atleast_3d",
+        compiled=False),
+    row("concatenate", lambda x: np.roll(x, 2), MATRICES, label="roll", compiled=False),
+    row("concatenate", lambda x: np.roll(x, -1, axis=-1), MATRICES, label="roll_axis",
+        compiled=False),
+    row("gather", np.diagonal, SQUARES + cases((3, 5)), label="diagonal", compiled=False),
+    row("gather", lambda x: np.diagonal(x, 1, -2, -1), SQUARES, label="diagonal_offset",
+        compiled=False),
+    row("gather", np.trace, SQUARES, label="trace", compiled=False),
+    row("gather", lambda x: x.trace(offset=-1), SQUARES[:2], label="trace_method",
+        compiled=False),
+    row("gather", np.diag, SQUARES[:2], label="diag_of_matrix", compiled=False),
+    row("select", np.diag, cases((3,), (1,)), label="diag_vector", compiled=False),
+    row("select", lambda x: np.diag(x, -2), cases((3,),), label="diag_vector_offset",
+        compiled=False),
+    row("select", np.triu, MATRICES, label="triu", compiled=False),
+    row("select", lambda x: np.tril(x, -1), MATRICES, label="tril", compiled=False),
+    row("gather", lambda x: np.repeat(x, 2, axis=0), MATRICES, label="repeat",
+        compiled=False),
+    row("gather", lambda x: x.repeat([1, 0, 2], axis=-1), cases((2, 3),), label="repeat_list",
+        compiled=False),
+    row("gather", lambda x: np.tile(x, (2, 1, 2)), MATRICES, label="tile", compiled=False),
+    row("concatenate", lambda x, y: np.vstack([x, y]), (((3,), (3,)), ((2, 3), (1, 3))),
+        label="vstack", compiled=False),
+    row("concatenate", lambda x, y: np.hstack((x, y)), (((3,), (2,)), ((2, 3), (2, 1))),
+        label="hstack", compiled=False),
+    row("concatenate", lambda x, y: np.column_stack([x, y]), (((3,), (3,)), ((3, 2), (3,))),
+        label="column_stack", compiled=False),
+    row("concatenate", lambda x, y: np.dstack([x, y]), (((2, 3), (2, 3)),), label="dstack",
+        compiled=False),
+    row("concatenate", lambda x, y: np.append(x, y), (((2, 3), (2,)),), label="append",
+        compiled=False),
+    row("concatenate", lambda x, y: np.append(x, y, axis=0), (((2, 3), (1, 3)),),
+        label="append_axis", compiled=False),
+    row("slice", lambda x: np.split(x, 2, axis=-1), cases((3, 4), (2, 2)), label="split",
+        compiled=False),
+    row("slice", lambda x: np.array_split(x, 3), cases((5,), (4, 2)), label="array_split",
+        compiled=False),
+    row("slice", lambda x: np.split(x, [1, 3]), cases((5,), (4, 2)), label="split_indices",
+        compiled=False),
+    row("sub", lambda x: np.diff(x), MATRICES, label="diff", compiled=False),
+    row("sub", lambda x: np.diff(x, n=2, axis=0), cases((4, 3),), label="diff_n2",
+        compiled=False),
+    row("concatenate", lambda x: np.gradient(x, 0.5, axis=-1), cases((5,), (3, 4)),
+        label="gradient", compiled=False),
+    row("concatenate", lambda x: np.gradient(x, edge_order=2), cases((5,), (3, 4)),
+        label="gradient_edge2", compiled=False),
+    # running sums and products
+    row("cumsum", lambda x: np.cumsum(x, axis=-1), MATRICES),
+    row("cumsum", np.cumsum, cases((3, 4), (5,), ()), label="cumsum_flat", compiled=False),
+    row("cumsum", lambda x: x.cumsum(axis=0), MATRICES, label="cumsum_method", compiled=False),
+    row("cumsum", lambda i: np.cumsum(i, axis=0), MATRICES, integers, label="cumsum_int",
+        grad=False, compiled=False),
+    row("reduce_prod", lambda x: np.cumprod(x, axis=-1), MATRICES, with_zeros,
+        label="cumprod", compiled=False),  # its mask binds the size: not size-generic
+    row("reduce_prod", np.cumprod, cases((5,), (2, 3)), label="cumprod_flat", compiled=False),
+    # products
+    row("matmul", lambda x, y: x @ y, (((1, 2, 2), (3, 2, 1)), ((2, 1, 3, 4), (5, 4, 2)),
+                                       ((3, 4), (2, 2, 4, 5)), ((2, 3, 4), (4,))),
+        label="matmul_broadcast_batch"),
+    row("matmul", np.dot, (((2, 3), (4, 3, 5)), ((2, 3, 4), (4, 5)), ((2, 2, 3), (2, 3, 4)),
+                           ((3,), (2, 3, 4)), ((2, 3, 4), (4,)), ((), (3,))),
+        label="dot_nd", compiled=False),
+    row("matmul", lambda x, y: np.tensordot(x, y, axes=([1, 2], [1, 0])),
+        (((2, 3, 4), (4, 3, 5)),), label="tensordot_pairs", compiled=False),
+    row("matmul", lambda x, y: np.tensordot(x, y), (((2, 3, 4), (3, 4)), ((3, 4), (3, 4))),
+        label="tensordot_int", compiled=False),
+    row("mul", lambda x, y: np.tensordot(x, y, 0), (((2,), (3,)),), label="tensordot_outer",
+        compiled=False),
+    row("matmul", np.inner, (((2, 3), (4, 3)), ((3,), (3,))), label="inner", compiled=False),
+    row("matmul", np.vdot, (((2, 3), (3, 2)),), label="vdot", compiled=False),
+    row("matmul", lambda x, y: np.einsum("ij,jk->ik", x, y), (((2, 3), (3, 4)),),
+        label="einsum_matmul", compiled=False),
+    row("matmul", lambda x, y: np.einsum("bij,bkj->bik", x, y), (((2, 3, 4), (2, 5, 4)),),
+        label="einsum_batched", compiled=False),
+    row("matmul", lambda x, y: np.einsum("...ij,...jk", x, y), (((2, 3, 4), (4, 5)),),
+        label="einsum_ellipsis", compiled=False),
+    row("matmul", lambda x, y: np.einsum("ijk,ik->j", x, y), (((2, 3, 4), (2, 4)),),
+        label="einsum_contract_two", compiled=False),
+    row("mul", lambda x, y: np.einsum("i,j->ij", x, y), (((3,), (4,)),), label="einsum_outer",
+        compiled=False),
+    row("gather", lambda x: np.einsum("ii->i", x), SQUARES[:2], label="einsum_diagonal",
+        compiled=False),
+    row("reduce_sum", lambda x: np.einsum("ij->", x), MATRICES[:1], label="einsum_sum",
+        compiled=False),
+    row("transpose", lambda x: np.einsum("ij->ji", x), MATRICES[:1], label="einsum_transpose",
+        compiled=False),
+    row("matmul", lambda x, y, z: np.einsum("ij,jk,kl->il", x, y, z),
+        (((2, 3), (3, 4), (4, 2)),), label="einsum_three", compiled=False),
+    # arrays built from traced values
+    row("concatenate", lambda x, y: np.array([x, y]), (((3,), (3,)), ((), ())),
+        label="array_of_list", compiled=False),
+    row("concatenate", lambda x: np.array([[x[0], 1.0], [2.0, x[1]]]), cases((2,),),
+        label="array_nested", compiled=False),
+    row("concatenate", lambda x: np.array((x.sum(), x.max(), 3)), cases((3,), (2, 2)),
+        label="array_of_tuple", compiled=False),
+    row("concatenate", lambda x: np.asarray([x[0] * 2, x[1]]), cases((2,),),
+        label="asarray_of_list", compiled=False),
+    row("mul", lambda x: np.asarray(x) * np.array(x), UNARY, label="asarray_tracer",
+        compiled=False),
+    row("concatenate", lambda x: np.r_[x, 1.0, x[:1]], cases((3,),), label="r_",
+        compiled=False),
+    row("concatenate", lambda x, y: np.c_[x, y], (((3,), (3,)), ((3, 2), (3,))), label="c_",
+        compiled=False),
+    row("concatenate", lambda x: np.concatenate([x, [1.0, 2.0], [x[0]]]), cases((3,),),
+        label="concatenate_mixed", compiled=False),
+    row("mul", lambda x: x * float(np.ones_like(x).sum()), UNARY[1:], label="float_of_size",
+        compiled=False),
+    row("squeeze", lambda x: x.sum(keepdims=True).item() * x, UNARY[1:], label="item",
+        compiled=False),
+    row("mul", lambda x: np.linspace(x.min(), x.max(), 5) * 2.0, UNARY[1:], label="linspace",
+        compiled=False),
+]
+
+
+def sym(a):
+    return (a + np.swapaxes(a, -1, -2)) / 2
+
+
+def as_input_dtype(fn):
+    """SciPy's reference computed in float64 and returned in the input's dtype
+    (tracejit keeps float32 float32)."""
+    def ref(*args):
+        return np.asarray(fn(*args)).astype(np.result_type(*args))
+
+    return ref
+
+
+# linear algebra (LAPACK primitives) and SciPy
+_LINALG_ROWS = [
+    row("cholesky", lambda a: np.linalg.cholesky(sym(a)), SQUARES, spd, compiled_grad=False),
+    row("cholesky", lambda a: scipy.linalg.cholesky(sym(a)), SQUARES[:2], spd,
+        label="scipy_cholesky_upper", compiled=False),
+    row("solve_triangular", lambda a, b: scipy.linalg.solve_triangular(a, b, lower=True),
+        (((3, 3), (3,)), ((4, 4), (4, 2)), ((3, 3), (3, 1))), (well_conditioned, real)),
+    row("solve_triangular", lambda a, b: scipy.linalg.solve_triangular(a, b, trans=1),
+        (((3, 3), (3, 2)),), (well_conditioned, real), label="solve_triangular_upper_trans",
+        compiled=False),
+    row("solve", np.linalg.solve, (((3, 3), (3,)), ((3, 3), (3, 2)), ((2, 3, 3), (2, 3, 1)),
+                                   ((2, 3, 3), (3,))), (well_conditioned, real)),
+    row("solve", np.linalg.inv, SQUARES, well_conditioned, label="inv", compiled=False),
+    row("slogdet", lambda a: np.linalg.slogdet(a)[1], SQUARES, well_conditioned,
+        compiled_grad=False),
+    row("slogdet", lambda a: np.linalg.slogdet(-a)[0], SQUARES, well_conditioned,
+        label="slogdet_sign", grad=False, compiled=False),
+    row("slogdet", np.linalg.det, SQUARES, well_conditioned, label="det", compiled=False),
+    row("eigh", lambda a: np.linalg.eigh(sym(a))[0], SQUARES, spd, compiled_grad=False),
+    row("eigh", lambda a: np.linalg.eigh(sym(a)).eigenvectors ** 2, SQUARES[:2], spd,
+        label="eigh_vectors", compiled=False),
+    row("eigh", lambda a: np.linalg.eigvalsh(sym(a), UPLO="U"), SQUARES[:2], spd,
+        label="eigvalsh_upper", compiled=False),
+    row("svd", lambda a: np.linalg.svd(a, compute_uv=False), cases((3, 2), (2, 3), (2, 4, 3)),
+        compiled_grad=False),
+    row("svd", lambda a: np.linalg.svd(a, full_matrices=False)[0] ** 2, cases((4, 3), (2, 3)),
+        label="svd_u", compiled=False),
+    row("svd", lambda a: np.linalg.svd(a, full_matrices=False)[2] ** 2, cases((4, 3), (2, 3)),
+        label="svd_vt", compiled=False),
+    row("svd", lambda a: np.linalg.norm(a, "nuc"), cases((3, 2), (2, 3)), label="norm_nuc",
+        compiled=False),
+    row("svd", lambda a: np.linalg.norm(a, 2, axis=(0, 1)), cases((3, 2),), label="norm_2",
+        compiled=False),
+    row("reduce_max", lambda a: np.linalg.norm(a, np.inf), MATRICES[:1], label="norm_inf",
+        compiled=False),
+    row("reduce_min", lambda a: np.linalg.norm(a, -1), MATRICES[:1], label="norm_minus_1",
+        compiled=False),
+    row("pow", lambda a: np.linalg.norm(a, 3, axis=-1), MATRICES, nonzero, label="norm_p3",
+        compiled=False),
+    row("reduce_sum", lambda a: np.linalg.norm(a, axis=0, keepdims=True), MATRICES,
+        nonzero, label="norm_keepdims", compiled=False),
+    # scipy.special
+    # compiled (value and gradient) in test_numpy_surface.test_scipy_special_ufuncs_compiled
+    row("erf", scipy.special.erf, UNARY, compiled=False),
+    row("erfc", scipy.special.erfc, UNARY, compiled=False),
+    row("lgamma", scipy.special.gammaln, UNARY, positive, compiled=False),
+    row("polygamma", scipy.special.digamma, UNARY, positive, compiled=False),
+    row("polygamma", lambda x: scipy.special.polygamma(1, x), UNARY, positive,
+        label="trigamma", ref=as_input_dtype(lambda x: scipy.special.polygamma(1, x)),
+        compiled=False),
+    row("exp", scipy.special.expit, UNARY, label="expit", compiled=False),  # nn.sigmoid
+    row("log", lambda x: scipy.special.logit(x / 3), UNARY, positive, label="logit",
+        compiled=False),
+    row("exp", lambda x: scipy.special.logsumexp(x, axis=-1), MATRICES, label="logsumexp",
+        compiled=False),
+    row("exp", lambda x: scipy.special.softmax(x, axis=0), MATRICES, label="softmax",
+        compiled=False),
+    row("lgamma", lambda x, y: scipy.special.betaln(x, y), BINARY[:3], positive,
+        label="betaln", compiled=False),
+    row("select", lambda x, y: scipy.special.xlogy(x, y), BINARY[:3], (with_zeros, positive),
+        label="xlogy", compiled=False),
+    row("erfc", scipy.special.ndtr, UNARY, label="ndtr", compiled=False),
+    # scipy.stats log-densities
+    row("log", lambda x, s: scipy.stats.norm.logpdf(x, 0.5, s), BINARY[:3], (real, positive),
+        label="norm_logpdf", ref=as_input_dtype(lambda x, s: scipy.stats.norm.logpdf(x, .5, s)),
+        compiled=False),
+    row("erfc", lambda x: scipy.stats.norm.cdf(x, 0.5, 2.0), UNARY, label="norm_cdf",
+        ref=as_input_dtype(lambda x: scipy.stats.norm.cdf(x, 0.5, 2.0)), compiled=False),
+    row("lgamma", lambda x, d: scipy.stats.t.logpdf(x, d + 2.0), BINARY[:3], (real, positive),
+        label="t_logpdf", ref=as_input_dtype(lambda x, d: scipy.stats.t.logpdf(x, d + 2.0)),
+        compiled=False),
+    row("log", lambda m: scipy.stats.poisson.logpmf(np.arange(4.0), m), cases((4,), (3, 4)),
+        positive, label="poisson_logpmf", compiled=False),
+    row("lgamma", lambda x, y: scipy.stats.gamma.logpdf(x, y + 1.0, scale=2.0), BINARY[:3],
+        positive, label="gamma_logpdf", compiled=False,
+        ref=as_input_dtype(lambda x, y: scipy.stats.gamma.logpdf(x, y + 1.0, scale=2.0))),
+    row("log1p", lambda x: scipy.stats.beta.logpdf(x / 3, 2.0, 3.0), UNARY, positive,
+        label="beta_logpdf", compiled=False),
+    row("lgamma", lambda x, a: scipy.stats.dirichlet.logpdf(x / x.sum(), a), (((3,), (3,)),),
+        positive, label="dirichlet_logpdf", compiled=False,
+        ref=as_input_dtype(lambda x, a: scipy.stats.dirichlet.logpdf(x / x.sum(), a))),
+    row("cholesky", lambda x, c: scipy.stats.multivariate_normal.logpdf(x, c[0], c @ c.T + 3 *
+                                                                         np.eye(3)),
+        (((4, 3), (3, 3)), ((3,), (3, 3))), label="mvn_logpdf", compiled=False),
+]
+
+# indexing forms NumPy accepts, and slices with a traced start
+_INDEX_ROWS = [
+    row("gather", lambda x: x[np.array([0, 2]), :, np.array([1, 0])], cases((3, 4, 2),),
+        label="index_not_adjacent", compiled=False),
+    row("gather", lambda x: x[1, :, np.array([1, 0, 1])], cases((3, 4, 2),),
+        label="index_int_and_array", compiled=False),
+    row("gather", lambda x: x[None, np.array([2, 0])], cases((3, 4),), label="index_none_array",
+        compiled=False),
+    row("gather", lambda x: x[np.array([2, 0]), None, np.array([1, 1])], cases((3, 4),),
+        label="index_split_by_none", compiled=False),
+    row("gather", lambda x: x[np.array([True, False, True])], cases((3,), (3, 4)),
+        label="index_constant_mask", compiled=False),
+    row("gather", lambda x: x[..., [1, 0]], cases((3, 4), (2, 3, 2)), label="index_ellipsis_list",
+        compiled=False),
+    row("dynamic_slice", lambda x, i: x[i * 2:(i + 1) * 2], (((6,), ()), ((7, 3), ()),
+                                                           ((6, 2), ())), (real, start(3))),
+    row("dynamic_slice", lambda x, i: x[:, i:i + 2], (((3, 5), ()),), (real, start(3)),
+        label="dynamic_slice_axis1", compiled=False),
+    row("dynamic_slice", lambda x, i: x[i - 4:i - 2], (((5,), ()),), (real, start(2)),
+        label="dynamic_slice_negative_start", compiled=False),
+    row("dynamic_slice", lambda x, i: x[i // 2:i // 2 + 3, np.array([0, 1])], (((6, 4), ()),),
+        (real, start(6)), label="dynamic_slice_floordiv_then_gather", compiled=False),
+    row("dynamic_slice_embed", lambda x, i, g: tracejit.grad(
+        lambda x: (x[i:i + 2] * g).sum())(x), (((6,), (), (2,)), ((5, 2), (), (2, 2)),
+                                               ((4, 3), (), (2, 3))), (real, start(3), real),
+        ref=lambda x, i, g: embed_ref(slice(i, i + 2))(x, g)),
+    row("remainder", lambda x, i: x[i % 3], (((3, 2), ()),), (real, index(5)),
+        label="index_mod", compiled=False),
+]
+
+
 def rnn_scan(W, xs, h):
     """A recurrent step over the rows of xs: the final carry and the per-step outputs."""
     def step(h, x):
@@ -490,8 +820,44 @@ _CONTROL_ROWS = [
     row("switch", lambda x: lax.cond(x.sum() > 0, np.exp, lambda v: -v, x), UNARY, nonzero,
         label="cond"),
 ]
+# sorting and statistics
+_STATS_ROWS = [
+    row("argsort", lambda x: np.argsort(x), MATRICES, grad=False),
+    # ties keep their order (NumPy's default sort leaves the order of ties unspecified)
+    row("argsort", lambda x: np.argsort(x), MATRICES, small_ints, label="argsort_ties",
+        grad=False, compiled=False, ref=lambda x: np.argsort(x, kind="stable")),
+    row("argsort", lambda x: np.argsort(x, axis=0), MATRICES, label="argsort_axis0",
+        grad=False, compiled=False),
+    row("gather", np.sort, MATRICES, label="sort", compiled=False),
+    row("gather", lambda x: np.sort(x, axis=None), MATRICES, with_nan, label="sort_nan",
+        grad=False, compiled=False),
+    row("gather", lambda x: np.take_along_axis(x, np.argsort(x, axis=0), axis=0), MATRICES,
+        label="take_along_axis", compiled=False),
+    row("gather", np.median, MATRICES + cases((5,),), label="median", compiled=False),
+    row("gather", lambda x: np.median(x, axis=0, keepdims=True), MATRICES,
+        label="median_keepdims", compiled=False),
+    row("select", lambda x: np.median(x, axis=-1), MATRICES, with_nan, label="median_nan",
+        grad=False, compiled=False),
+    row("gather", lambda x: np.quantile(x, [0.1, 0.5, 0.95], axis=-1), MATRICES,
+        label="quantile", compiled=False),
+    row("gather", lambda x: np.percentile(x, 30), MATRICES, label="percentile",
+        compiled=False),
+    row("div", lambda x, w: np.average(x, axis=-1, weights=w), (((3, 4), (4,)),),
+        (real, positive), label="average_weights", compiled=False),
+    row("reduce_max", np.ptp, MATRICES, label="ptp", compiled=False),
+    row("matmul", np.cov, cases((3, 4), (5,)), label="cov", compiled=False),
+    row("matmul", lambda x: np.corrcoef(x, rowvar=False), cases((5, 3),), label="corrcoef",
+        compiled=False),
+    row("mul", np.kron, (((2, 3), (3, 2)), ((3,), (2,))), label="kron", compiled=False),
+    row("mul", np.cross, (((4, 3), (4, 3)), ((3,), (3,))), label="cross", compiled=False),
+    row("add", lambda y: np.trapezoid(y, dx=0.5), MATRICES, label="trapezoid", compiled=False),
+    row("mul", np.polyval, (((4,), (3,)), ((3,), (2, 2))), label="polyval", compiled=False),
+    row("sin", np.sinc, UNARY, nonzero, label="sinc", compiled=False),
+]
 
-ROWS = _ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _CONTROL_ROWS
+
+ROWS = (_ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _CONTROL_ROWS
+        + _NUMPY_ROWS + _LINALG_ROWS + _INDEX_ROWS + _STATS_ROWS)
 assert len({r.label for r in ROWS}) == len(ROWS), "row labels must be unique"
 
 
@@ -615,13 +981,16 @@ def test_derivatives_match_finite_differences(r, shapes, dtype, interpret):
 # differentiable ones, with every row's output as aux, so it checks both the
 # forward values and the compiled adjoint.
 
-FAMILIES = ("unary", "nary", "indexmap", "reduce", "array", "control")
+FAMILIES = ("unary", "nary", "indexmap", "reduce", "array", "control", "linalg")
+LINALG = {"cholesky", "solve_triangular", "solve", "slogdet", "eigh", "svd"}
 # no row of these reads a size: one kernel serves all sizes
 SIZE_GENERIC = ("unary", "nary", "reduce", "control")
 COMPILED_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 def family(r: Row) -> str:
+    if r.prim in LINALG:
+        return "linalg"
     kind = REGISTRY[r.prim].kind
     if kind == "elementwise":
         return "unary" if len(r.domain) == 1 else "nary"
@@ -702,7 +1071,7 @@ def run_float32_kernel(name) -> Float32Run:
 
 def run_float64_kernel(name) -> Float64Run:
     b = Batch(first_row_per_primitive(rows_of_family(name)), np.float64, case=2)
-    in_loss = [k for k, (r, _) in enumerate(b.entries) if r.grad]
+    in_loss = [k for k, (r, _) in enumerate(b.entries) if r.grad and r.compiled_grad]
     floats = [k for k, a in enumerate(b.arrays) if is_float(a)]
     others = [k for k, a in enumerate(b.arrays) if not is_float(a)]
     rng = np.random.default_rng(0)
@@ -887,3 +1256,12 @@ def test_prod_hessian_with_two_zeros(interpret):
     """d2 prod / dx0 dx1 at x0 = x1 = 0 is the product of the other entries."""
     hessian = tracejit.hessian(lambda x: np.prod(x))(np.array([0.0, 0.0, 2.0]))
     np.testing.assert_array_equal(hessian, [[0.0, 2.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_interpreter_broadcast_feeding_a_scaled_slice_embed(interpret):
+    """The adjoint of y[:, 1:] + y[:, :-1] scales a broadcast cotangent and embeds it
+    twice: the broadcast must be materialised (an elementwise op with a scalar
+    operand does not restore its shape through NumPy's broadcasting)."""
+    y = np.arange(12.0).reshape(3, 4)
+    grad = tracejit.grad(lambda y: ((y[:, 1:] + y[:, :-1]) * 0.5).sum())(y)
+    np.testing.assert_array_equal(grad, np.tile([0.5, 1.0, 1.0, 0.5], (3, 1)))

@@ -136,3 +136,11 @@ def test_rolling_is_logged(caplog):
     with caplog.at_level("INFO", logger="tracejit"):
         tracejit.make_ir(char_rnn)(*rnn_data(6))
     assert any("rolled 6 iterations" in r.getMessage() for r in caplog.records)
+
+
+def test_kernel_source_has_the_same_length_for_every_step_count():
+    def driver_lines(steps):
+        source = tracejit.grad(char_rnn).source(*rnn_data(steps))
+        return source.split("# ----")[0].count("\n"), source.count("\n")
+
+    assert len({driver_lines(steps) for steps in (25, 50, 100)}) == 1

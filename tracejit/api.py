@@ -20,7 +20,7 @@ from . import autodiff, errors, events, ops, pytree, rolling, variables
 from .compiler import Dispatcher, inline, is_tracing, make_kernel, prepare
 from .errors import TracerTypeError, UnsupportedError, with_location
 from .ir import Program, Var
-from .shapes import concrete_shape
+from .shapes import concrete_shape, resolve
 from .trace import _builders, current_builder
 
 
@@ -97,12 +97,10 @@ class Function(Dispatcher):
                 positional.append(value)
         return (tuple(positional), keywords), (SPLIT, *statics)
 
-    def python_call(self, dynamic, statics):
+    def python_call(self, dynamic, static_values: dict):
         """Call the user's function with dynamic and static arguments rejoined."""
-        if not statics:
-            return self.fn(*dynamic)
         positional, keywords = dynamic
-        return self.fn(*positional, **keywords, **{n: s.value for n, s in statics[1:]})
+        return self.fn(*positional, **keywords, **static_values)
 
     def argument_leaves(self, dynamic, statics, argnum: int) -> tuple:
         """(first leaf, leaf count, treedef) of positional argument `argnum` in
@@ -132,8 +130,12 @@ class Function(Dispatcher):
         with `writes`, the values it assigns them extra outputs."""
         fn = self.fn
         if statics:
+            # The values themselves (not their keys) in the closure: checks that look
+            # into what a traced function reaches (random generators) see them.
+            values = {name: static.value for name, static in statics[1:]}
+
             def fn(positional, keywords):
-                return self.python_call((positional, keywords), statics)
+                return self.python_call((positional, keywords), values)
         program, treedef, input_syms = variables.trace_function(
             self, fn, args, writes, self.leaf_names(args, statics))
         if self.roll_loops:
@@ -343,9 +345,9 @@ class Grad(Transform):
 
     def _check_output(self, value, value_def, out_treedef) -> None:
         """grad needs one float scalar: say what the function returned instead."""
-        if pytree.num_leaves(value_def) == 1 and value.aval.ndim == 0 and autodiff.is_float(
+        if pytree.num_leaves(value_def) == 1 and _is_size_one(value.aval) and autodiff.is_float(
                 value.aval):
-            return
+            return  # a scalar, or an array of one element (as autograd accepts)
         if pytree.num_leaves(value_def) != 1:
             got = f"a structure {pytree.describe(value_def)} of {pytree.num_leaves(value_def)} "
             got += "values"
@@ -358,8 +360,13 @@ class Grad(Transform):
                 "for the derivatives of every output use tracejit.jacobian, or tracejit.vjp "
                 "with a cotangent; to differentiate a sum or mean, return np.sum(...)")
         raise TracerTypeError(with_location(
-            f"{self.kind} of {self.fun.name}: the function must return a float scalar, it "
-            f"returned {got}", hint=hint))
+            f"{self.kind} of {self.fun.name}: the function must return a float scalar (or a "
+            f"float array of size 1), it returned {got}", hint=hint))
+
+
+def _is_size_one(aval) -> bool:
+    """A scalar, or an array of one element (shape (1,), (1, 1): autograd accepts those)."""
+    return all(type(resolve(d)) is int and resolve(d) == 1 for d in aval.shape)
 
 
 def _split_aux(out_treedef, has_aux):

@@ -238,7 +238,7 @@ def _disk_store() -> store.Store | None:
         from . import runtime
 
         _runtime_store.append(target)
-        numba_cache.install(runtime, target)
+        numba_cache.install(runtime, target, requested_only=False)
     return target
 
 

@@ -35,9 +35,14 @@ PARALLEL_MIN_SIZE = 1 << 16
 STACK_START = 16  # rows a while loop's stacks start with (they double as needed)
 
 
-def decorator(parallel: bool) -> str:
-    flags = f"cache=_CACHE, error_model='numpy', nogil=True, fastmath={FASTMATH}"
-    return f"@njit({flags}{', parallel=True' if parallel else ''})"
+def decorator(parallel: bool, kernel: bool = False) -> str:
+    """The decorator of a nest function, or of a kernel. A kernel calls its nests
+    by symbol (`_rt.nest`), so its machine code is never cached on disk: a new
+    process might load it before the nests it needs (a kernel is a short driver,
+    quick to compile once its nests are)."""
+    flags = f"error_model='numpy', nogil=True, fastmath={FASTMATH}"
+    flags += ", parallel=True" if parallel else ""
+    return f"@njit({flags})" if kernel else f"@_rt.nest(cache=_CACHE, {flags})"
 
 
 @dataclass
@@ -142,16 +147,17 @@ class Emitter:
             self.indent -= 4
 
     @contextlib.contextmanager
-    def block(self, exports: list, summary: str):
+    def block(self, exports: list, summary: str, effect: bool = False):
         """Collect the lines emitted inside; if they loop, replace them by a call
-        to a shared nest function defining the `exports` (filled in by the body)."""
+        to a shared nest function defining the `exports` (filled in by the body).
+        A block with no exports is dropped unless it is an `effect` (a store)."""
         saved, indent = self.lines, self.indent
         self.lines, self.indent = [], 0
         try:
             yield
         finally:
             lines, self.lines, self.indent = self.lines, saved, indent
-        if not exports:
+        if not exports and not effect:
             return  # computes nothing anyone reads
         if len(lines) == 1 and not lines[0].lstrip().startswith(("for ", "if ")):
             self.emit(lines[0].strip())
@@ -228,7 +234,7 @@ def _module_source(em: Emitter, args: list[str], program: Program) -> str:
         *constants,
         "",
         "",
-        decorator(em.parallel),
+        decorator(em.parallel, kernel=True),
         f"def {em.kernel_name}({', '.join(args)}):",
     ]
     return "\n".join(header + em.lines) + "\n"
@@ -268,6 +274,8 @@ def _emit_checks(em: Emitter, program: Program) -> None:
     for index, (a, b, what) in enumerate(program.checks.pairs):
         sa, sb = source.get(id(a)), source.get(id(b))
         if sa is None or sb is None or sa == sb or (sa, sb) in done:
+            continue
+        if type(resolve(a)) is int:  # a size fixed in the dispatch key: checked there
             continue
         done.add((sa, sb))
         # The dispatcher names the arguments from the check's index (errors.SizeMismatch).
@@ -560,10 +568,15 @@ def _bind_inputs(em: Emitter, program: Program, names: list[str]) -> None:
 
 
 def _store_step(em: Emitter, stack: str, t: str, value: str, aval) -> None:
+    """stack[t] = value: a scalar store, or a shared nest of copy loops."""
     if aval.ndim == 0:
         em.emit(f"{stack}[{t}] = {value}")
-    else:
-        em.emit(f"_rt.store({stack}, {t}, {value})")
+        return
+    with em.block([], f"store a step's {aval.ndim}-d value", effect=True):
+        idx, lines, indent = em.loops(em.dims(aval), 0)
+        for line in lines:
+            em.emit(line)
+        em.emit(" " * indent + f"{stack}[{t}, {', '.join(idx)}] = {value}[{', '.join(idx)}]")
 
 
 def _emit_scan(em: Emitter, eqn) -> None:

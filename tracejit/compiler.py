@@ -70,6 +70,7 @@ class Kernel:
         self.fn = None
         self.worker_report = None  # what the compile worker said, when it compiled this
         self.path = None  # the kernel module's file, once loaded
+        self.nests: list = []  # the shared nest functions it calls, once loaded
         self._convert = [_scalar_type(a) for a in self.out_avals]
         self.debug_checks: tuple = ()  # what each debug check names (debug.instrument)
 
@@ -85,8 +86,8 @@ class Kernel:
 
     def load(self):
         """Import the nest modules, then the kernel module; its Numba dispatcher."""
-        for module, (_, text) in self.generated.helpers.items():
-            cache.load_module(text, module, use_disk=self.use_disk, stem=module)
+        self.nests = [cache.load_module(text, module, use_disk=self.use_disk, stem=module)
+                      .function(name) for module, (name, text) in self.generated.helpers.items()]
         module = cache.load_module(self.generated.source, self.name, use_disk=self.use_disk)
         self.path = module.path
         return module.function(self.name)
@@ -101,7 +102,11 @@ class Kernel:
             events.codegen_end(compiling, self.generated.source, len(self.generated.helpers))
             fn = self.load()
             events.loaded(compiling)
+        known = self.fn is None and worker.known_compiled(self, leaves)
+        misses = _cache_misses(self.nests)
         where = cache.compile_for(fn, args)
+        if where == "compiled" and known and _cache_misses(self.nests) == misses:
+            where = "disk"  # every nest came from disk: only the short driver compiled
         if self.fn is None:
             self.fn = fn
             worker.record_compiled(self, leaves)
@@ -130,6 +135,11 @@ def make_kernel(program: Program, name: str, use_disk: bool, interpret: bool) ->
     kernel = Kernel(program, name, use_disk, interpret)
     kernel.debug_checks = checks
     return kernel
+
+
+def _cache_misses(nests) -> int:
+    """How often these nest functions were compiled rather than loaded from disk."""
+    return sum(sum(fn.stats.cache_misses.values()) for fn in nests)
 
 
 def _scalar_type(aval):

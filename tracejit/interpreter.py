@@ -20,7 +20,7 @@ import numpy as np
 
 from .ir import Literal, Program, Var, consumers_of
 from .primitives import ELEMENTWISE
-from .shapes import Sym, resolve
+from .shapes import Sym, resolve, resolve_shape
 
 
 def interpret(program: Program, args, consts) -> list:
@@ -46,6 +46,7 @@ class _Writer:
     def __init__(self, program: Program):
         self.program = program
         self.consumers = consumers_of(program)
+        self.producer = {id(v): e for e in program.eqns for v in e.outputs}
         self.outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
         self.names: dict[int, str] = {}
         self.dims: dict[int, str] = {}
@@ -109,17 +110,19 @@ class _Writer:
         if (prim.impl_broadcasting is not None and id(out) not in self.outputs
                 and all(u.prim.kind == ELEMENTWISE and self._restores_shape(u, out)
                         for u in self.consumers.get(id(out), ()))):
-            self.lazy.add(id(out))
             return prim.impl_broadcasting
         return prim.impl
 
     def _restores_shape(self, user, lazy) -> bool:
-        """NumPy's broadcasting gives `user` its full shape from another operand, one
-        of full shape that is itself not left unbroadcast (else `1.0 * 2.0` stays a
-        scalar where the program says (n,))."""
-        want = tuple(map(resolve, user.outputs[0].aval.shape))
-        return any(isinstance(a, Var) and a is not lazy and id(a) not in self.lazy
-                   and tuple(map(resolve, a.aval.shape)) == want for a in user.inputs)
+        """NumPy's broadcasting inside `user` gives it the shape `lazy` was broadcast
+        to only if another operand has that full shape and is materialised itself."""
+        full = resolve_shape(lazy.aval.shape)
+        return any(isinstance(a, Var) and a is not lazy and not self._maybe_lazy(a)
+                   and resolve_shape(a.aval.shape) == full for a in user.inputs)
+
+    def _maybe_lazy(self, var) -> bool:
+        eqn = self.producer.get(id(var))
+        return eqn is not None and eqn.prim.impl_broadcasting is not None
 
     def _sizes(self, value) -> str:
         """A parameter holding symbolic sizes, as an expression of this call's sizes."""

@@ -36,13 +36,23 @@ from .store import Store, warn_once
 CACHE_SUBDIR = "__pycache__"
 
 
-def install(module, store: Store) -> None:
-    """Give the (not yet compiled) Numba dispatchers defined in `module` a verified
-    disk cache in `store`."""
+def install(module, store: Store, requested_only: bool = True) -> None:
+    """Give the Numba dispatchers defined in `module` a verified disk cache in `store`:
+    those whose decorator asks for one (`cache=_CACHE`, which generated modules set
+    False so that Numba's own cache stays off), or all with `requested_only=False`.
+    A kernel that calls its nests by symbol must not be cached: its machine code names
+    the nests of the process that compiled it."""
     for obj in list(vars(module).values()):
         if (isinstance(obj, Dispatcher) and obj.py_func.__module__ == module.__name__
-                and isinstance(obj._cache, caching.NullCache)):
+                and not isinstance(obj._cache, VerifiedCache)
+                and (not requested_only or _asks_for_cache(obj.py_func))):
             obj._cache = VerifiedCache(obj.py_func, store)
+
+
+def _asks_for_cache(py_func) -> bool:
+    lines, _ = inspect.getsourcelines(py_func)  # decorators first
+    return "cache=_CACHE" in "".join(itertools.takewhile(
+        lambda line: not line.lstrip().startswith("def "), lines))
 
 
 class _Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
-from .errors import ShapeError, TracerTypeError, UnsupportedError, with_location
+from .errors import UnsupportedError, with_location
 from .shapes import bind as bind_dim
 from .shapes import bind_shape, normalize_axes
 from .trace import Tracer, operand
@@ -22,8 +22,9 @@ LN10 = float(np.log(10.0))
 UFUNCS = {
     np.add: ops.add, np.subtract: ops.sub, np.multiply: ops.mul, np.divide: ops.div,
     np.true_divide: ops.div, np.power: ops.power, np.float_power: ops.power,
-    np.maximum: ops.maximum, np.minimum: ops.minimum, np.fmax: ops.maximum,
-    np.fmin: ops.minimum,
+    np.maximum: ops.maximum, np.minimum: ops.minimum,
+    np.fmax: lambda x, y: _ignoring_nan(ops.maximum, x, y),
+    np.fmin: lambda x, y: _ignoring_nan(ops.minimum, x, y),
     np.negative: ops.neg, np.positive: lambda x: x, np.exp: ops.exp, np.log: ops.log,
     np.log1p: ops.log1p, np.expm1: ops.expm1, np.sqrt: ops.sqrt, np.absolute: ops.abs_,
     np.fabs: ops.abs_, np.sign: ops.sign, np.sin: ops.sin, np.cos: ops.cos, np.tan: ops.tan,
@@ -41,7 +42,46 @@ UFUNCS = {
     np.bitwise_and: lambda x, y: _bool_only(ops.logical_and, x, y),
     np.bitwise_or: lambda x, y: _bool_only(ops.logical_or, x, y),
     np.invert: lambda x: _bool_only(ops.logical_not, x),
+    np.remainder: ops.remainder, np.fmod: ops.fmod, np.floor_divide: ops.floor_divide,
+    np.divmod: lambda x, y: (ops.floor_divide(x, y), ops.remainder(x, y)),
+    np.trunc: lambda x: ops.trunc(x), np.isnan: lambda x: ops.ne(x, x),
+    np.isinf: lambda x: ops.eq(ops.abs_(x), np.inf),
+    np.isfinite: lambda x: ops.lt(ops.abs_(x), np.inf),
+    np.arcsin: ops.arcsin, np.arccos: ops.arccos, np.arcsinh: ops.arcsinh,
+    np.arccosh: ops.arccosh, np.arctanh: ops.arctanh,
+    np.arctan2: lambda y, x: ops.arctan2(y, x), np.hypot: lambda x, y: ops.sqrt(
+        ops.add(ops.integer_pow(ops.promote(x, to_float=True)[0], 2),
+                ops.integer_pow(ops.promote(y, to_float=True)[0], 2))),
+    np.cbrt: lambda x: ops.mul(ops.sign(x), ops.power(ops.abs_(x), 1.0 / 3.0)),
+    np.deg2rad: lambda x: ops.mul(x, np.pi / 180.0), np.radians: lambda x: ops.mul(
+        x, np.pi / 180.0),
+    np.rad2deg: lambda x: ops.mul(x, 180.0 / np.pi), np.degrees: lambda x: ops.mul(
+        x, 180.0 / np.pi),
+    np.copysign: lambda x, y: _copysign(x, y),
+    np.heaviside: lambda x, h: ops.select(ops.lt(x, 0.0), 0.0, ops.select(
+        ops.eq(x, 0.0), h, 1.0)),
+    np.logical_xor: lambda x, y: ops.ne(ops.convert(x, bool), ops.convert(y, bool)),
+    np.signbit: lambda x: _signbit(x),
 }
+
+
+def _ignoring_nan(op, x, y):
+    """np.fmax / np.fmin: a NaN operand loses to the other one (NaN only if both are)."""
+    x, y = ops.promote(x, y)
+    return ops.select(ops.ne(y, y), x, ops.select(ops.ne(x, x), y, op(x, y)))
+
+
+def _signbit(x):
+    """x < 0, and -0.0 (whose reciprocal is -inf)."""
+    (x,) = ops.promote(x, to_float=True)
+    return ops.logical_or(ops.lt(x, 0.0), ops.logical_and(ops.eq(x, 0.0),
+                                                          ops.lt(ops.div(1.0, x), 0.0)))
+
+
+def _copysign(x, y):
+    x, y = ops.promote(x, y, to_float=True)
+    size = ops.abs_(x)
+    return ops.select(_signbit(y), ops.neg(size), size)
 
 
 def _bool_only(op, *xs):
@@ -62,6 +102,9 @@ def array_ufunc(self, ufunc, method, *inputs, out=None, **kwargs):
             f"np.{ufunc.__name__} with {', '.join(['out'] * (out is not None) + list(kwargs))}")
         raise UnsupportedError(with_location(f"{detail} is not supported while tracing"))
     fn = UFUNCS.get(ufunc)
+    if fn is None:  # a SciPy ufunc whose module was imported after the trace opened
+        scipy_api.register_imported()
+        fn = UFUNCS.get(ufunc)
     if fn is None:
         raise UnsupportedError(with_location(f"np.{ufunc.__name__} is not supported by tracejit"))
     return fn(*inputs)
@@ -139,28 +182,31 @@ def _arg_reduction(name):
 argmax, argmin = _arg_reduction("argmax"), _arg_reduction("argmin")
 
 
+def any_(x, axis=None, keepdims=False, **unused):
+    _no_extras("any", unused)
+    count = sum_(ops.ne(asarray(x), False), axis, keepdims=keepdims)
+    return ops.gt(count, 0)
+
+
+def all_(x, axis=None, keepdims=False, **unused):
+    _no_extras("all", unused)
+    misses = sum_(ops.eq(asarray(x), False), axis, keepdims=keepdims)
+    return ops.eq(misses, 0)
+
+
 def _no_extras(name, unused):
     if unused:
         raise UnsupportedError(with_location(
             f"np.{name}: argument(s) {', '.join(unused)} are not supported while tracing"))
 
 
-def norm(x, ord=None, axis=None, keepdims=False):
-    """np.linalg.norm for vectors (ord None/2/1/inf/-inf) and Frobenius norms."""
-    x = asarray(x)
-    absx = ops.abs_(x)
-    if ord in (None, 2, "fro") and (ord != 2 or axis is not None or x.ndim == 1):
-        return ops.sqrt(sum_(ops.integer_pow(x, 2), axis, keepdims=keepdims))
-    if ord == 1 and (axis is not None or x.ndim == 1):
-        return sum_(absx, axis, keepdims=keepdims)
-    if ord in (np.inf, -np.inf) and (axis is not None or x.ndim == 1):
-        return (amax if ord > 0 else amin)(absx, axis, keepdims=keepdims)
-    raise UnsupportedError(with_location(f"np.linalg.norm with ord={ord!r} on {x.ndim}-D input"))
-
-
 # ---------------------------------------------------------- shape functions
 
 def asarray(x, dtype=None):
+    if isinstance(x, (list, tuple)):
+        from .numpy_build import build, holds_tracer
+        if holds_tracer(x):
+            return build(x, dtype)
     x = operand(x)
     if not isinstance(x, Tracer):
         x = np.asarray(x)
@@ -173,9 +219,9 @@ def transpose(x, axes=None):
     return ops.transpose(x, perm)
 
 
-def swapaxes(x, a, b):
+def swapaxes(x, axis1, axis2):
     perm = list(range(asarray(x).ndim))
-    perm[a], perm[b] = perm[b], perm[a]
+    perm[axis1], perm[axis2] = perm[axis2], perm[axis1]
     return ops.transpose(x, perm)
 
 
@@ -243,13 +289,6 @@ def clip(x, a_min=None, a_max=None, **kwargs):
     return x
 
 
-def dot(a, b):
-    a, b = asarray(a), asarray(b)
-    if a.ndim == 0 or b.ndim == 0:
-        return ops.mul(a, b)
-    return ops.matmul(a, b)
-
-
 def outer(a, b):
     return ops.outer(ravel(a), ravel(b))
 
@@ -276,6 +315,12 @@ def take(x, indices, axis=None):
     return _gather(x, [_index_array(indices)], axis % x.ndim)
 
 
+def result_type(*arrays_and_dtypes):
+    """NumPy's promotion, tracers standing for arrays of their dtype."""
+    return np.result_type(*[a.dtype if isinstance(a, Tracer) else a
+                            for a in arrays_and_dtypes])
+
+
 def round_(x, decimals=0, out=None):
     if decimals != 0 or out is not None:
         raise UnsupportedError(with_location("np.round: only decimals=0 is supported"))
@@ -285,15 +330,31 @@ def round_(x, decimals=0, out=None):
 FUNCTIONS = {
     np.sum: sum_, np.mean: mean, np.var: var, np.std: std, np.max: amax, np.amax: amax,
     np.min: amin, np.amin: amin, np.prod: prod, np.argmax: argmax, np.argmin: argmin,
-    np.linalg.norm: norm, np.transpose: transpose, np.swapaxes: swapaxes, np.reshape: reshape,
+    np.transpose: transpose, np.swapaxes: swapaxes, np.reshape: reshape,
     np.ravel: ravel, np.expand_dims: expand_dims, np.squeeze: squeeze,
     np.broadcast_to: broadcast_to, np.concatenate: concatenate, np.stack: stack,
-    np.where: where, np.clip: clip, np.dot: dot, np.outer: outer,
+    np.where: where, np.clip: clip, np.outer: outer,
     np.zeros_like: like(0), np.ones_like: like(1), np.full_like: full_like, np.take: take,
     np.asarray: asarray, np.array: lambda x, dtype=None, **kw: asarray(x, dtype),
     np.shape: lambda x: x.shape, np.ndim: lambda x: asarray(x).ndim,
-    np.size: lambda x: x.size, np.round: round_, np.around: round_,
+    np.size: lambda x: x.size, np.round: round_, np.around: round_, np.any: any_,
+    np.all: all_, np.result_type: result_type,
 }
+
+
+def implements(*np_functions):
+    """Register the decorated function as the traced form of `np_functions`."""
+    def register(fn):
+        for np_fn in np_functions:
+            FUNCTIONS[np_fn] = fn
+        return fn
+
+    return register
+
+
+def _area(name):
+    import importlib
+    return importlib.import_module(f"tracejit.{name}")
 
 
 def array_function(self, func, types, args, kwargs):
@@ -306,98 +367,14 @@ def array_function(self, func, types, args, kwargs):
     return fn(*args, **kwargs)
 
 
-# ----------------------------------------------------------------- indexing
-
-def getitem(x, key):
-    key = key if isinstance(key, tuple) else (key,)
-    key = tuple(_index_array(k) if isinstance(k, list) else k for k in key)
-    if any(_is_advanced(k) for k in key):
-        return _advanced_index(x, key)
-    return _basic_index(x, key)
-
-
-def _is_advanced(k) -> bool:
-    return isinstance(k, (Tracer, np.ndarray)) and asarray(k).ndim >= 0 and not isinstance(
-        k, np.generic)
-
-
-def _index_array(k):
-    arr = asarray(k)
-    if arr.dtype == np.bool_:
-        raise UnsupportedError(with_location(
-            "boolean mask indexing gives a data-dependent shape",
-            hint="use np.where(mask, x, 0) (and a sum) instead of x[mask]"))
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise TracerTypeError(with_location(f"index arrays must be integers, got {arr.dtype}"))
-    return arr
-
-
-def _expand_ellipsis(key, ndim):
-    used = sum(1 for k in key if k is not None and k is not Ellipsis)
-    if used > ndim:
-        raise ShapeError(with_location(f"too many indices ({used}) for an array of {ndim} dims"))
-    out = []
-    for k in key:
-        if k is Ellipsis:
-            out.extend([slice(None)] * (ndim - used))
-        else:
-            out.append(k)
-    if not any(k is Ellipsis for k in key):
-        out.extend([slice(None)] * (ndim - used))
-    return out
-
-
-def _basic_index(x, key):
-    key = _expand_ellipsis(key, x.ndim)
-    starts, stops, steps, int_axes, new_axes = [], [], [], [], []
-    axis, out_pos = 0, 0
-    for k in key:
-        if k is None:
-            new_axes.append(out_pos)
-            out_pos += 1
-            continue
-        if isinstance(k, slice):
-            starts.append(k.start), stops.append(k.stop), steps.append(k.step)
-            out_pos += 1
-        else:
-            size = bind_dim(x.aval.shape[axis])
-            i = int(k)
-            if not -size <= i < size:
-                raise IndexError(with_location(
-                    f"index {i} is out of bounds for axis {axis} with size {size}"))
-            i %= size
-            starts.append(i), stops.append(i + 1), steps.append(1)
-            int_axes.append(axis)
-        axis += 1
-    out = ops.static_slice(x, starts, stops, steps)
-    out = ops.squeeze(out, int_axes)
-    return ops.expand_dims(out, tuple(new_axes)) if new_axes else out
-
-
-def _advanced_index(x, key):
-    key = _expand_ellipsis(key, x.ndim)
-    if any(k is None for k in key):
-        raise UnsupportedError(with_location("indexing: None mixed with index arrays"))
-    positions = [i for i, k in enumerate(key) if not isinstance(k, slice)]
-    if positions != list(range(positions[0], positions[-1] + 1)):
-        raise UnsupportedError(with_location(
-            "indexing: index arrays must be adjacent (e.g. x[:, i, j], not x[i, :, j])"))
-    sliced = ops.static_slice(
-        x, *zip(*[(k.start, k.stop, k.step) if isinstance(k, slice) else (0, None, 1)
-                  for k in key]))
-    indices = [_index_array(key[i]) for i in positions]
-    return _gather(sliced, indices, positions[0])
-
-
 def _gather(x, indices, axis):
     indices = [i if isinstance(i, Tracer) or i.ndim else np.asarray(i, np.int64)
                for i in indices]
     return ops.gather(x, indices, axis)
 
 
-def iterate(x):
-    n = len(x)
-    return (getitem(x, i) for i in range(n))
+def _index_array(k):
+    return _area("numpy_index").index_array(k)
 
 
 # ------------------------------------------------- methods on the tracer
@@ -434,19 +411,42 @@ METHODS = {
     "__neg__": ops.neg, "__pos__": lambda self: self, "__abs__": ops.abs_,
     "__lt__": ops.lt, "__le__": ops.le, "__gt__": ops.gt, "__ge__": ops.ge, "__eq__": ops.eq,
     "__ne__": ops.ne, "__and__": UFUNCS[np.bitwise_and], "__or__": UFUNCS[np.bitwise_or],
-    "__invert__": UFUNCS[np.invert], "__getitem__": getitem, "__len__": _len,
-    "__iter__": iterate,
+    "__invert__": UFUNCS[np.invert],
+    "__getitem__": lambda self, key: _area("numpy_index").getitem(self, key),
+    "__len__": _len,
+    "__iter__": lambda self: (_area("numpy_index").getitem(self, i) for i in range(len(self))),
     "sum": sum_, "mean": mean, "var": var, "std": std, "max": amax, "min": amin,
     "prod": prod, "argmax": argmax, "argmin": argmin, "reshape": reshape,
     "transpose": lambda self, *axes: transpose(
         self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else
         (axes or None)),
     "swapaxes": swapaxes, "squeeze": squeeze, "ravel": ravel, "flatten": ravel,
-    "astype": _astype, "dot": dot, "clip": clip, "round": round_, "take": take,
-    "copy": lambda self: self,
+    "astype": _astype, "dot": lambda self, b: _area("numpy_linalg").dot(self, b),
+    "clip": clip, "round": round_, "take": take,
+    "copy": lambda self, *a, **k: self,
+    "__mod__": ops.remainder, "__rmod__": _swap(ops.remainder),
+    "__floordiv__": ops.floor_divide, "__rfloordiv__": _swap(ops.floor_divide),
+    "__divmod__": UFUNCS[np.divmod], "__rdivmod__": _swap(UFUNCS[np.divmod]),
+    "any": lambda self, *a, **k: any_(self, *a, **k),
+    "all": lambda self, *a, **k: all_(self, *a, **k),
+    "cumsum": lambda self, *a, **k: _area("numpy_shape").cumsum(self, *a, **k),
+    "cumprod": lambda self, *a, **k: _area("numpy_shape").cumprod(self, *a, **k),
+    "diagonal": lambda self, *a, **k: _area("numpy_shape").diagonal(self, *a, **k),
+    "trace": lambda self, *a, **k: _area("numpy_shape").trace(self, *a, **k),
+    "repeat": lambda self, *a, **k: _area("numpy_shape").repeat(self, *a, **k),
     "shape": property(_shape), "size": property(_size),
     "T": property(lambda self: transpose(self)),
 }
 
 for _name, _method in METHODS.items():
     setattr(Tracer, _name, _method)
+
+
+# The other areas of NumPy's surface register their functions on import.
+from . import numpy_build  # noqa: E402, F401, I001
+from . import numpy_index  # noqa: E402, F401
+from . import numpy_linalg  # noqa: E402, F401
+from . import numpy_random  # noqa: E402, F401
+from . import numpy_shape  # noqa: E402, F401
+from . import numpy_stats  # noqa: E402, F401
+from . import scipy_api  # noqa: E402

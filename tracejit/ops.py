@@ -12,8 +12,8 @@ import numpy as np
 
 from . import primitives as P
 from .errors import UnsupportedError, dtype_problem, with_location
+from .shapes import Sym, normalize_axes, resolve
 from .shapes import bind as bind_dim
-from .shapes import normalize_axes, resolve
 from .trace import Tracer, bind, operand, weak_aval
 
 R = P.REGISTRY
@@ -71,6 +71,8 @@ add, sub, mul, maximum, minimum = (_binary(n) for n in
                                    ("add", "sub", "mul", "maximum", "minimum"))
 div = _binary("div", to_float=True)
 lt, le, gt, ge, eq, ne = (_binary(n) for n in ("lt", "le", "gt", "ge", "eq", "ne"))
+remainder, fmod, floor_divide = (_binary(n) for n in ("remainder", "fmod", "floor_divide"))
+arctan2 = _binary("arctan2", to_float=True)
 logical_and, logical_or = _binary("logical_and"), _binary("logical_or")
 
 
@@ -83,11 +85,18 @@ def _unary(name, to_float=True):
     return op
 
 
-(exp, log, log1p, expm1, sqrt, sin, cos, tan, tanh, arctan, sinh, cosh) = (
+(exp, log, log1p, expm1, sqrt, sin, cos, tan, tanh, arctan, sinh, cosh, arcsin, arccos,
+ arcsinh, arccosh, arctanh) = (
     _unary(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh",
-                        "arctan", "sinh", "cosh"))
+                        "arctan", "sinh", "cosh", "arcsin", "arccos", "arcsinh", "arccosh",
+                        "arctanh"))
 neg, abs_, sign = _unary("neg", False), _unary("abs", False), _unary("sign", False)
 floor, ceil, round_ = _unary("floor"), _unary("ceil"), _unary("round")
+
+
+def trunc(x):
+    (x,) = promote(x, to_float=True)
+    return select(lt(x, 0.0), ceil(x), floor(x))
 
 
 def logical_not(x):
@@ -97,7 +106,14 @@ def logical_not(x):
 def power(x, y):
     """`x ** y`; a small integral constant exponent becomes integer_pow (exact,
     and differentiable at x <= 0), and `x ** 0.5` is `sqrt(x)`, as NumPy's
-    operator computes it (so its derivative at 0 is sqrt's)."""
+    operator computes it (so its derivative at 0 is sqrt's). Integers to a negative or
+    traced integer power raise, as NumPy raises or keeps integers where a float would
+    differ."""
+    if np.issubdtype(result_dtype(x, y), np.integer):
+        if not (isinstance(y, (int, np.integer)) and 0 <= y <= 64):
+            raise UnsupportedError(with_location(
+                "integer ** integer is traced for constant exponents 0..64 only (NumPy "
+                "raises for negative ones)", hint="convert the base to float first"))
     if isinstance(y, (int, float, np.integer, np.floating)) and not isinstance(y, bool):
         if y == 0.5:
             return sqrt(x)
@@ -214,7 +230,7 @@ def reshape(x, shape):
         squeezed = squeeze(x, [k for k, d in enumerate(in_shape) if _is_one(d)])
         return broadcast_in_dim(squeezed, out_shape, targets)
     size = int(np.prod([bind_dim(d) for d in in_shape]))
-    shape = [int(resolve(d)) for d in shape]
+    shape = [bind_dim(d) if isinstance(d, Sym) else int(d) for d in shape]
     if -1 in shape:
         known = int(np.prod([d for d in shape if d != -1]))
         shape[shape.index(-1)] = size // known if known else 0

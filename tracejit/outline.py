@@ -97,7 +97,10 @@ def outline(lines: list[str], exports: list[str], constants: dict, summary: str,
     args = [mapping[n] for n in params] + [f"o{k}" for k in range(len(lifted))]
     returns = [mapping.get(n, n) for n in exports]
     code = "\n".join(ast.unparse(stmt) for stmt in body)
-    result = returns[0] if len(returns) == 1 else "(" + ", ".join(returns) + ",)"
+    if len(returns) == 1:
+        result = returns[0]
+    else:  # a store has nothing to return
+        result = "(" + ", ".join(returns) + ",)" if returns else "None"
     text = "\n".join(
         [decorator("prange(" in code), f"def {_NAME}(" + ", ".join(args) + "):",
          f"    # {summary}"]
@@ -109,9 +112,8 @@ def outline(lines: list[str], exports: list[str], constants: dict, summary: str,
         f'"""A loop nest shared by tracejit kernels ({summary}). Generated: do not edit."""',
         "import numpy as np", "from numba import njit, prange", "",
         "import tracejit.runtime as _rt", "", *header, "", "", text.replace(_NAME, name), ""])
-    call_args = params + [str(v) for v in lifted]
-    targets = ", ".join(exports)
-    return Helper(name, module, f"{targets} = {name}({', '.join(call_args)})")
+    call = f"{name}({', '.join(params + [str(v) for v in lifted])})"
+    return Helper(name, module, f"{', '.join(exports)} = {call}" if exports else call)
 
 
 __all__ = ["Helper", "outline"]

@@ -16,12 +16,10 @@ and keep no per-op tables of their own.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.special
 
 from . import ops
 from .errors import NonFiniteError, ShapeError, TracerTypeError
@@ -157,13 +155,45 @@ unary = [
     ("arctan", np.arctan, "np.arctan({0})", lambda out, x: [_recip(1.0 + x * x)]),
     ("sinh", np.sinh, "np.sinh({0})", lambda out, x: [ops.cosh(x)]),
     ("cosh", np.cosh, "np.cosh({0})", lambda out, x: [ops.sinh(x)]),
+    ("arcsin", np.arcsin, "np.arcsin({0})", lambda out, x: [_recip(ops.sqrt(1.0 - x * x))], True),
+    ("arccos", np.arccos, "np.arccos({0})", lambda out, x: [-_recip(ops.sqrt(1.0 - x * x))],
+     True),
+    ("arcsinh", np.arcsinh, "np.arcsinh({0})", lambda out, x: [_recip(ops.sqrt(x * x + 1.0))]),
+    ("arccosh", np.arccosh, "np.arccosh({0})", lambda out, x: [_recip(ops.sqrt(x * x - 1.0))],
+     True),
+    ("arctanh", np.arctanh, "np.arctanh({0})", lambda out, x: [_recip(1.0 - x * x)], True),
 ]
 for _name, _impl, _scalar, _partials, *_safe in unary:
     elementwise(_name, 1, _impl, _scalar, _partials, nan_safe=bool(_safe))
 
-# The error function (exact GELU): d erf(x) / dx = 2 / sqrt(pi) * exp(-x^2).
-elementwise("erf", 1, scipy.special.erf, "_rt.erf({0})",
-            lambda out, x: [ops.mul(2.0 / math.sqrt(math.pi), ops.exp(ops.neg(ops.mul(x, x))))])
+# scipy.special's ufuncs (the NumPy reference runs SciPy's own)
+def _scipy_special(name):
+    def run(*args, **params):
+        import scipy.special
+        out = getattr(scipy.special, name)(*args, **params)
+        return np.asarray(out, dtype=np.result_type(args[-1]))
+
+    return run
+
+
+_TWO_OVER_SQRT_PI = 2.0 / float(np.sqrt(np.pi))
+elementwise("erf", 1, _scipy_special("erf"), "_rt.erf({0})",
+            lambda out, x: [_TWO_OVER_SQRT_PI * ops.exp(-(x * x))])
+elementwise("erfc", 1, _scipy_special("erfc"), "_rt.erfc({0})",
+            lambda out, x: [-_TWO_OVER_SQRT_PI * ops.exp(-(x * x))])
+elementwise("lgamma", 1, _scipy_special("gammaln"), "_rt.lgamma({0})",
+            lambda out, x: [polygamma(x, 0)])
+
+
+def polygamma(x, n: int):
+    """The n-th derivative of digamma (n = 0: digamma)."""
+    return ops.bind(REGISTRY["polygamma"], x, n=int(n))
+
+
+elementwise("polygamma", 1, lambda x, *, n: _scipy_special("polygamma")(n, x),
+            lambda x, *, n: f"_rt.polygamma({n}, {x})",
+            lambda out, x, *, n: [polygamma(x, n + 1)])
+
 
 # Piecewise-constant ops: their derivative is zero almost everywhere.
 for _name, _impl, _scalar in [("sign", np.sign, "_rt.sign({0})"),
@@ -238,6 +268,19 @@ binary = [
 ]
 for _name, _impl, _scalar, _partials, _simplify, *_safe in binary:
     elementwise(_name, 2, _impl, _scalar, _partials, nan_safe=bool(_safe), simplify=_simplify)
+
+def _trunc(x):
+    return ops.select(ops.lt(x, 0.0), ops.ceil(x), ops.floor(x))
+
+
+# x - y * q with q the rounded quotient: d/dx = 1, d/dy = -q (JAX's rule for rem)
+elementwise("remainder", 2, np.remainder, "({0} % {1})",
+            lambda out, x, y: [1.0, -ops.floor(x / y)], nan_safe=True)
+elementwise("fmod", 2, np.fmod, "np.fmod({0}, {1})",
+            lambda out, x, y: [1.0, -_trunc(x / y)], nan_safe=True)
+elementwise("floor_divide", 2, np.floor_divide, "({0} // {1})")
+elementwise("arctan2", 2, np.arctan2, "np.arctan2({0}, {1})",
+            lambda out, y, x: [x / (x * x + y * y), -y / (x * x + y * y)], nan_safe=True)
 
 for _name, _impl, _op in [("lt", np.less, "<"), ("le", np.less_equal, "<="),
                           ("gt", np.greater, ">"), ("ge", np.greater_equal, ">="),
@@ -673,11 +716,10 @@ def _array_op(name, rule, impl, emit, vjp=None, jvp=None, linear=False, **flags)
 
 
 def _matmul_rule(avals, params, checks):
-    """NumPy matmul for 1-D, 2-D and one level of stacking (3-D)."""
+    """NumPy matmul: 1-D operands gain (and lose) a unit axis, batch axes broadcast."""
     a, b = avals
-    if not (1 <= a.ndim <= 3 and 1 <= b.ndim <= 3):
-        raise ShapeError(f"matmul: operands of {a.ndim} and {b.ndim} dims are not supported "
-                         "(1-D, 2-D and stacked 3-D are)")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError("matmul: operands must be at least 1-D (use * for scalars)")
     dtype = _same_dtype(avals, "matmul")
     if not _is_float(dtype):
         raise TracerTypeError(f"matmul: only floating-point operands are compiled, got {dtype}")
@@ -687,19 +729,15 @@ def _matmul_rule(avals, params, checks):
     except ShapeError:
         raise ShapeError(f"matmul: inner dimensions of {format_shape(a.shape)} @ "
                          f"{format_shape(b.shape)} do not match") from None
-    batch = ()
-    if a.ndim == 3 and b.ndim == 3:
-        batch = (join(a.shape[0], b.shape[0], "matmul (batch)", checks),)
-    elif 3 in (a.ndim, b.ndim):
-        batch = ((a if a.ndim == 3 else b).shape[0],)
+    batch = broadcast_shapes([a.shape[:-2], b.shape[:-2]], "matmul (batch)", checks)
     rows = a.shape[-2:-1] if a.ndim >= 2 else ()
     cols = b.shape[-1:] if b.ndim >= 2 else ()
-    return [AVal(tuple(batch + rows + cols), dtype)]
+    return [AVal(tuple(batch) + tuple(rows) + tuple(cols), dtype)]
 
 
 def _matmul_vjp(g, out, a, b):
-    """Through the 2-D form: 1-D operands gain a unit axis (as NumPy does),
-    stacked products sum over the batch for an unstacked operand."""
+    """Through the 2-D form: 1-D operands gain a unit axis (as NumPy does);
+    autodiff's unbroadcast sums the batch axes an operand was broadcast over."""
     a2 = a if a.ndim >= 2 else ops.expand_dims(a, (0,))
     b2 = b if b.ndim >= 2 else ops.expand_dims(b, (1,))
     g2 = g
@@ -707,14 +745,10 @@ def _matmul_vjp(g, out, a, b):
         g2 = ops.expand_dims(g2, (g2.ndim - (1 if b.ndim >= 2 else 0),))
     if b.ndim == 1:
         g2 = ops.expand_dims(g2, (g2.ndim,))
-    ga = _unbatch(ops.matmul(g2, ops.swap_last(b2)), a2.ndim)
-    gb = _unbatch(ops.matmul(ops.swap_last(a2), g2), b2.ndim)
-    return [ops.squeeze(ga, (0,)) if a.ndim == 1 else ga,
-            ops.squeeze(gb, (1,)) if b.ndim == 1 else gb]
-
-
-def _unbatch(ct, ndim):
-    return ops.reduce_sum(ct, (0,)) if ct.ndim > ndim else ct
+    ga = ops.matmul(g2, ops.swap_last(b2))
+    gb = ops.matmul(ops.swap_last(a2), g2)
+    return [ops.squeeze(ga, (ga.ndim - 2,)) if a.ndim == 1 else ga,
+            ops.squeeze(gb, (gb.ndim - 1,)) if b.ndim == 1 else gb]
 
 
 def _matmul_jvp(tangents, out, a, b):
@@ -728,19 +762,95 @@ def _matmul_jvp(tangents, out, a, b):
 
 
 def _emit_matmul(ctx, out, ins, eqn):
+    """2-D (and 1-D) products are one BLAS call; batched ones loop over the
+    broadcast batch axes, each operand reading index 0 along its unit axes."""
     a, b = (x.aval for x in eqn.inputs)
-    if a.ndim < 3 and b.ndim < 3:
-        return [f"{out} = _rt.dot({ins[0]}, {ins[1]})"]
-    k = ctx.fresh("b")
-    left = f"np.ascontiguousarray({ins[0]}[{k}])" if a.ndim == 3 else ins[0]
-    right = f"np.ascontiguousarray({ins[1]}[{k}])" if b.ndim == 3 else ins[1]
-    batch = ctx.dim(eqn.outputs[0].aval.shape[0])
-    return [f"{out} = np.empty({ctx.shape(eqn.outputs[0].aval)}, {ctx.dtype(a)})",
-            f"for {k} in range({batch}):",
-            f"    {out}[{k}] = _rt.dot({left}, {right})"]
+    aval = eqn.outputs[0].aval
+    nbatch = aval.ndim - (a.ndim >= 2) - (b.ndim >= 2)
+    if nbatch == 0:
+        return [f"{out} = _rt.blas_dot({ins[0]}, {ins[1]})"]
+    idx, lines, indent = ctx.loops(ctx.dims(aval)[:nbatch], 0)
+
+    def operand(name, x):
+        own = x.ndim - min(x.ndim, 2)
+        if own == 0:
+            return name
+        picks = ["0" if _is_one(d) else i for d, i in zip(x.shape[:own], idx[nbatch - own:])]
+        return f"np.ascontiguousarray({name}[{', '.join(picks)}])"
+
+    body = f"{out}[{', '.join(idx)}] = _rt.dot({operand(ins[0], a)}, {operand(ins[1], b)})"
+    return ([f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
+            + [" " * indent + body])
 
 
 _array_op("matmul", _matmul_rule, np.matmul, _emit_matmul, _matmul_vjp, _matmul_jvp, blas=True)
+
+
+def _cumsum_rule(avals, params, checks):
+    (x,) = avals
+    if not 0 <= params["axis"] < max(x.ndim, 1):
+        raise ShapeError(f"cumsum: axis {params['axis']} is out of bounds for {x.ndim} dims")
+    return [AVal(x.shape, x.dtype, x.weak)]
+
+
+def _emit_cumsum(ctx, out, ins, eqn):
+    """A running sum along `axis` (from the end when `reverse`): each element
+    adds its predecessor's result."""
+    aval, axis, reverse = eqn.outputs[0].aval, eqn.params["axis"], eqn.params["reverse"]
+    dims = ctx.dims(aval)
+    idx, lines, indent = ctx.loops(dims, 0)
+    pad, at = " " * indent, list(idx)
+    first, step = "0", "- 1"
+    if reverse:
+        at[axis] = ctx.fresh("j")
+        lines.append(f"{pad}{at[axis]} = {dims[axis]} - 1 - {idx[axis]}")
+        first, step = f"{dims[axis]} - 1", "+ 1"
+    prev = list(at)
+    prev[axis] = f"{at[axis]} {step}"
+    here = ", ".join(at)
+    return ([f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
+            + [f"{pad}if {at[axis]} == {first}:", f"{pad}    {out}[{here}] = {ins[0]}[{here}]",
+               f"{pad}else:",
+               f"{pad}    {out}[{here}] = {out}[{', '.join(prev)}] + {ins[0]}[{here}]"])
+
+
+def _cumsum_impl(x, *, axis, reverse):
+    x = np.asarray(x)
+    if not reverse:
+        return np.cumsum(x, axis=axis)
+    return np.flip(np.cumsum(np.flip(x, axis), axis=axis), axis)
+
+
+def cumsum(x, axis, reverse=False):
+    return ops.bind(REGISTRY["cumsum"], x, axis=axis, reverse=reverse)
+
+
+_array_op("cumsum", _cumsum_rule, _cumsum_impl, _emit_cumsum,
+          lambda g, out, x, *, axis, reverse: [cumsum(g, axis, not reverse)], linear=True)
+
+
+def _argsort_rule(avals, params, checks):
+    (x,) = avals
+    if x.ndim == 0:
+        raise ShapeError("argsort: a 0-d array has nothing to sort")
+    return [AVal(x.shape, np.dtype(np.int64))]
+
+
+def _emit_argsort(ctx, out, ins, eqn):
+    """A stable sort (merge sort) of each row along the last axis."""
+    aval = eqn.outputs[0].aval
+    if aval.ndim == 1:
+        return [f"{out} = _rt.argsort(np.ascontiguousarray({ins[0]}))"]
+    idx, lines, indent = ctx.loops(ctx.dims(aval)[:-1], 0)
+    at = ", ".join(idx)
+    return ([f"{out} = np.empty({ctx.shape(aval)}, np.int64)"] + lines
+            + [" " * indent + f"{out}[{at}] = _rt.argsort(np.ascontiguousarray({ins[0]}[{at}]))"])
+
+
+# Along the last axis, stable: equal elements keep their order (NumPy's default
+# sort is not stable, so its order of ties is unspecified).
+_array_op("argsort", _argsort_rule, lambda x: np.argsort(x, axis=-1, kind="stable"),
+          _emit_argsort)
 
 
 def _reshape_rule(avals, params, checks):
@@ -779,12 +889,20 @@ def _emit_concatenate(ctx, out, ins, eqn):
     lines = [f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"]
     start = 0
     for name, x in zip(ins, eqn.inputs):
-        size = resolve(x.aval.shape[axis])
-        where = [":"] * aval.ndim
-        where[axis] = f"{start}:{start + size}"
-        lines.append(f"{out}[{', '.join(where)}] = {name}")
-        start += size
+        placement = [(start, 1) if k == axis else (0, 1) for k in range(aval.ndim)]
+        lines += copy_loops(ctx, out, name, x.aval, placement)
+        start += resolve(x.aval.shape[axis])
     return lines
+
+
+def copy_loops(ctx, dst: str, src: str, aval, placement) -> list[str]:
+    """Loops copying `src` (of type `aval`) to `dst[start + step * i, ...]`, one
+    (start, step) per axis: explicit loops, which Numba compiles far faster than
+    slice assignments."""
+    idx, lines, indent = ctx.loops(ctx.dims(aval), 0)
+    where = [i if (start, step) == (0, 1) else f"{start} + {step} * {i}"
+             for i, (start, step) in zip(idx, placement)]
+    return lines + [" " * indent + f"{dst}[{', '.join(where)}] = {src}[{', '.join(idx)}]"]
 
 
 def _concat_vjp(g, out, *xs, axis):
@@ -892,16 +1010,9 @@ def _embed_impl(g, *, shape, starts, steps):
 
 def _emit_embed(ctx, out, ins, eqn):
     aval, g = eqn.outputs[0].aval, eqn.inputs[0].aval
-    where = []
-    for dim, full, start, step in zip(g.shape, aval.shape, eqn.params["starts"],
-                                      eqn.params["steps"]):
-        if (start, step) == (0, 1) and resolve(dim) == resolve(full):
-            where.append(":")
-            continue
-        sl = _python_slice(start, step, resolve(dim))
-        where.append(f"{sl.start}:{'' if sl.stop is None else sl.stop}:{sl.step}")
-    return [f"{out} = np.zeros({ctx.shape(aval)}, {ctx.dtype(aval)})",
-            f"{out}[{', '.join(where)}] = {ins[0]}"]
+    placement = list(zip(eqn.params["starts"], eqn.params["steps"]))
+    return ([f"{out} = np.zeros({ctx.shape(aval)}, {ctx.dtype(aval)})"]
+            + copy_loops(ctx, out, ins[0], g, placement))
 
 
 def _embed_vjp(g, out, x, *, shape, starts, steps):
@@ -920,6 +1031,83 @@ _array_op("slice_embed",
                                               avals[0].weak)],
           _embed_impl, lambda ctx, out, ins, eqn: _emit_embed(ctx, out, ins, eqn),
           _embed_vjp, linear=True)
+
+
+def _dynamic_start(start, n, size):
+    """The offset of NumPy's x[start:start + size] on an axis of n; IndexError
+    where NumPy would return fewer than `size` elements."""
+    start = int(start)
+    offset = start + n if start < 0 else start
+    if offset < 0 or (start + size >= 0 if start < 0 else offset + size > n):
+        raise IndexError(f"dynamic slice [{start}:{start + size}] of an axis of {n} is not "
+                         f"{size} elements long")
+    return offset
+
+
+def _dynamic_rule(avals, params, checks):
+    x, start = avals[:2]
+    if start.ndim or not np.issubdtype(start.dtype, np.integer):
+        raise TracerTypeError(f"dynamic_slice: the start must be an integer scalar, got {start}")
+    shape = list(params.get("shape") or x.shape)
+    if "shape" not in params:
+        shape[params["axis"]] = params["size"]
+    return [AVal(tuple(shape), x.dtype, x.weak)]
+
+
+def _dynamic_where(axis, ndim, offset, size):
+    return tuple(slice(offset, offset + size) if k == axis else slice(None) for k in range(ndim))
+
+
+def _dynamic_impl(x, start, *, axis, size):
+    x = np.asarray(x)
+    offset = _dynamic_start(start, x.shape[axis], size)
+    return x[_dynamic_where(axis, x.ndim, offset, size)]
+
+
+def _dynamic_embed_impl(g, start, *, axis, shape):
+    g = np.asarray(g)
+    out = np.zeros(concrete_shape(shape), g.dtype)
+    size = g.shape[axis]
+    out[_dynamic_where(axis, g.ndim, _dynamic_start(start, out.shape[axis], size), size)] = g
+    return out
+
+
+def _emit_dynamic(ctx, out, ins, eqn, embed):
+    axis = eqn.params["axis"]
+    big = eqn.outputs[0].aval if embed else eqn.inputs[0].aval
+    small = eqn.inputs[0].aval if embed else eqn.outputs[0].aval
+    n, size = ctx.dim(big.shape[axis]), ctx.dim(small.shape[axis])
+    offset = ctx.fresh("s")
+    where = ", ".join(f"{offset}:{offset} + {size}" if k == axis else ":"
+                      for k in range(big.ndim))
+    message = f"dynamic slice out of range in {eqn.prim.name} at {eqn.location}"
+    lines = [f"{offset} = {ins[1]}",
+             f"if {offset} < 0:",
+             f"    if {offset} + {n} < 0 or {offset} + {size} >= 0:",
+             f"        raise IndexError({message!r})",
+             f"    {offset} += {n}",
+             f"elif {offset} + {size} > {n}:",
+             f"    raise IndexError({message!r})"]
+    if embed:
+        return lines + [f"{out} = np.zeros({ctx.shape(big)}, {ctx.dtype(big)})",
+                        f"{out}[{where}] = {ins[0]}"]
+    return lines + [f"{out} = {ins[0]}[{where}]"]
+
+
+_array_op("dynamic_slice", _dynamic_rule, _dynamic_impl,
+          lambda ctx, out, ins, eqn: _emit_dynamic(ctx, out, ins, eqn, embed=False),
+          lambda g, out, x, start, *, axis, size: [
+              ops.bind(REGISTRY["dynamic_slice_embed"], g, start, axis=axis,
+                       shape=tuple(x.aval.shape)), None],
+          lambda ts, out, x, start, *, axis, size: None if ts[0] is None else ops.bind(
+              REGISTRY["dynamic_slice"], ts[0], start, axis=axis, size=size))
+_array_op("dynamic_slice_embed", _dynamic_rule, _dynamic_embed_impl,
+          lambda ctx, out, ins, eqn: _emit_dynamic(ctx, out, ins, eqn, embed=True),
+          lambda g, out, x, start, *, axis, shape: [
+              ops.bind(REGISTRY["dynamic_slice"], g, start, axis=axis,
+                       size=resolve(x.aval.shape[axis])), None],
+          lambda ts, out, x, start, *, axis, shape: None if ts[0] is None else ops.bind(
+              REGISTRY["dynamic_slice_embed"], ts[0], start, axis=axis, shape=shape))
 
 
 def _known_size(eqn):
@@ -958,5 +1146,7 @@ def _canonical(value):
         return tuple(_canonical(v) for v in value)
     return value
 
+
+from . import linalg_primitives  # noqa: E402, F401  (registers the linear-algebra records)
 
 __all__ = ["REGISTRY", "Primitive", "resolve_shape"]

@@ -1,4 +1,5 @@
-"""Pytrees: nested tuples, lists, dicts and None with arrays and scalars as leaves.
+"""Pytrees: nested tuples, lists, dicts, namedtuples and None with arrays and scalars
+as leaves (a namedtuple is what np.linalg.eigh/slogdet/svd return).
 
 `flatten` runs on every cached call, so it is one recursive walk with no
 allocation beyond the leaf list and a hashable description of the structure.
@@ -11,7 +12,8 @@ from typing import Any
 from numpy import ndarray
 
 # A treedef is a hashable nested tuple: ("*",) for a leaf, (None,) for None,
-# ("t", children), ("l", children) or ("d", keys, children).
+# ("t", children), ("l", children), ("d", keys, children) or ("n", type, children)
+# for a namedtuple.
 LEAF = ("*",)
 NONE = (None,)
 
@@ -32,6 +34,8 @@ def _flatten_into(tree: Any, leaves: list) -> tuple:
         return ("d", keys, tuple([_flatten_into(tree[k], leaves) for k in keys]))
     if tree is None:
         return NONE
+    if isinstance(tree, tuple) and hasattr(kind, "_fields"):
+        return ("n", kind, tuple([_flatten_into(child, leaves) for child in tree]))
     leaves.append(tree)
     return LEAF
 
@@ -69,6 +73,11 @@ def _signature_into(tree, leaves: list, key: list) -> None:
             _signature_into(tree[k], leaves, key)
     elif tree is None:
         key.append(None)
+    elif isinstance(tree, tuple) and hasattr(kind, "_fields"):
+        key.append(kind)
+        key.append(len(tree))
+        for child in tree:
+            _signature_into(child, leaves, key)
     else:
         leaves.append(tree)
         key.append(kind)
@@ -89,6 +98,8 @@ def _build(treedef: tuple, leaves) -> Any:
         return tuple([_build(child, leaves) for child in treedef[1]])
     if tag == "l":
         return [_build(child, leaves) for child in treedef[1]]
+    if tag == "n":
+        return treedef[1](*[_build(child, leaves) for child in treedef[2]])
     keys, children = treedef[1], treedef[2]
     return {key: _build(child, leaves) for key, child in zip(keys, children)}
 
@@ -103,6 +114,8 @@ def expression(treedef: tuple, leaf, counter=None) -> str | None:
         return leaf(next(counter))
     if tag is None:
         return "None"
+    if tag == "n":
+        return None  # the namedtuple's type has no literal form: unflatten builds it
     if tag == "d":
         if not all(type(k) in (str, int) for k in treedef[1]):
             return None
@@ -124,7 +137,7 @@ def num_leaves(treedef: tuple) -> int:
         return 1
     if tag is None:
         return 0
-    children = treedef[2] if tag == "d" else treedef[1]
+    children = treedef[2] if tag in ("d", "n") else treedef[1]
     return sum(num_leaves(child) for child in children)
 
 
@@ -145,6 +158,8 @@ def describe(treedef: tuple) -> str:
     if tag == "d":
         items = ", ".join(f"{k!r}: {describe(c)}" for k, c in zip(treedef[1], treedef[2]))
         return "{" + items + "}"
+    if tag == "n":
+        return f"{treedef[1].__name__}({', '.join(describe(c) for c in treedef[2])})"
     inner = ", ".join(describe(c) for c in treedef[1])
     return f"({inner},)" if tag == "t" and len(treedef[1]) == 1 else (
         f"({inner})" if tag == "t" else f"[{inner}]")

@@ -41,6 +41,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic, overload
 
 from .errors import NonFiniteError, SizeMismatch  # raised by kernels' checks
@@ -50,6 +51,7 @@ __all__ = [
     "debug_check",
     "SizeMismatch",
     "as_scalar",
+    "blas_dot",
     "dot",
     "erf",
     "exp",
@@ -59,10 +61,10 @@ __all__ = [
     "log1p",
     "maximum",
     "minimum",
+    "nest",
     "round_half_even",
     "sigmoid",
     "sign",
-    "store",
     "tanh",
 ]
 
@@ -557,20 +559,177 @@ def dot(a, b):
 
 
 # --------------------------------------------------------------------------
-# Loops: per-step values stacked by scans and while loops.
+# Loops: per-step values stacked by while loops.
 # --------------------------------------------------------------------------
 
 
-@njit(cache=True)
-def store(stack, t, value):
-    """`stack[t] = value` for an array value: a slice assignment, which Numba
-    is slow to compile, compiled once per rank and dtype and cached on disk."""
-    stack[t] = value
-
-
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def grow(stack):
     """The stack of a while loop's per-step values with room for twice as many."""
     bigger = np.empty((2 * stack.shape[0] + 1,) + stack.shape[1:], stack.dtype)
     bigger[:stack.shape[0]] = stack
     return bigger
+
+
+# --------------------------------------------------------------------------
+# Shared loop-nest functions: called, never linked into their callers.
+# --------------------------------------------------------------------------
+
+
+class _NestDispatcher(CPUDispatcher):
+    """A loop nest shared by kernels (outline.py). Numba normally links a
+    callee's code into each caller and optimises it again there, so a kernel's
+    compile grows with the code of everything it calls; a nest's machine code
+    is instead made once, and kernels call it by its symbol (it is already
+    loaded in the process when they are compiled)."""
+
+    def add_overload(self, cres):
+        super().add_overload(cres)
+        defined = self.targetctx._defns.get(cres.entry_point)
+        for _, impl in getattr(defined, "versions", ()):
+            if getattr(impl, "libs", None):
+                impl.libs = ()  # calls to it link no library
+
+
+def nest(**options):
+    """`njit` for a loop nest (see `_NestDispatcher`)."""
+    cache = options.pop("cache", False)
+
+    def wrap(fn):
+        dispatcher = _NestDispatcher(py_func=fn, locals={}, targetoptions={**options,
+                                                                          "nopython": True})
+        if cache:
+            dispatcher.enable_caching()
+        return dispatcher
+
+    return wrap
+
+
+@nest()  # disk-cached, verified, by tracejit.cache
+def blas_dot(a, b):
+    """`dot` as kernels call it: by symbol, so no kernel links BLAS' wrappers again.
+    (Nests, whose machine code is cached, call `dot`: what they call is in them.)"""
+    return np.dot(a, b)
+
+
+# LAPACK through NumPy's linalg in Numba: each typed once per dtype and cached
+# on disk (typing one costs ~1-3 s), called by the linear-algebra primitives
+# (linalg_primitives.py) on C-contiguous matrices.
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def argsort(x):
+    """Stable, NaN last (as NumPy's kind='stable')."""
+    return np.argsort(x, kind="mergesort")
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def cholesky(a):
+    return np.linalg.cholesky(a)
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def solve(a, b):
+    return np.linalg.solve(a, b)
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def solve_triangular(a, b, lower, trans):
+    """op(a)^-1 b by substitution; op(a) = a.T when `trans`."""
+    n, k = b.shape
+    x = b.copy()
+    forward = lower != trans  # op(a) is lower triangular
+    for c in range(k):
+        for step in range(n):
+            i = step if forward else n - 1 - step
+            total = x[i, c]
+            lo, hi = (0, i) if forward else (i + 1, n)
+            for j in range(lo, hi):
+                total -= (a[j, i] if trans else a[i, j]) * x[j, c]
+            x[i, c] = total / a[i, i]
+    return x
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def slogdet(a):
+    sign, logabs = np.linalg.slogdet(a)
+    out = np.empty(2, a.dtype)
+    out[0] = sign
+    out[1] = logabs
+    return out
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def eigh(a):
+    w, v = np.linalg.eigh(a)
+    n = a.shape[0]
+    out = np.empty((n + 1, n), a.dtype)
+    out[0] = w
+    out[1:] = v
+    return out
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def svd(a):
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    m, k = u.shape
+    n = vt.shape[1]
+    out = np.empty((k, m + 1 + n), a.dtype)
+    out[:, :m] = u.T
+    out[:, m] = s
+    out[:, m + 1:] = vt
+    return out
+
+
+
+# --------------------------------------------------------------------------
+# Special functions (scipy.special's erf, erfc, gammaln, digamma, polygamma).
+# --------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def erfc(x):
+    return _c(x, math.erfc(x))
+
+
+@njit(**_JIT)
+def lgamma(x):
+    return _c(x, math.lgamma(x))
+
+
+# Bernoulli numbers B_2k / (2k)! for the asymptotic series below.
+_B2K = (1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0, -691.0 / 2730.0, 7.0 / 6.0)
+
+
+@njit(**_JIT)
+def polygamma(n, x):
+    """The n-th derivative of digamma (n = 0: digamma itself), any non-pole x:
+    shift x up past 20 by the recurrence, then the asymptotic series."""
+    if x != x or (x <= 0.0 and x == math.floor(x)):
+        return np.nan + x * 0.0
+    shift = 0.0
+    factorial = 1.0
+    for k in range(2, n + 1):
+        factorial *= k
+    sign = 1.0 if n % 2 == 1 else -1.0  # (-1)^(n+1)
+    while x < 20.0:
+        shift += 1.0 / x ** (n + 1)
+        x += 1.0
+    if n == 0:
+        inv2 = 1.0 / (x * x)
+        series = 0.0
+        power = inv2
+        for k in range(7):
+            series += _B2K[k] / (2 * k + 2) * power
+            power *= inv2
+        return math.log(x) - 0.5 / x - series - shift
+    # (-1)^(n+1) [(n-1)!/x^n + n!/(2 x^(n+1)) + sum_k B_2k (2k+n-1)!/(2k)! / x^(2k+n)]
+    total = factorial / n / x ** n + factorial / (2.0 * x ** (n + 1))
+    inv = 1.0 / x ** (n + 2)
+    for k in range(1, 8):
+        coeff = 1.0  # (2k + n - 1)! / (2k)!
+        for j in range(2 * k + 1, 2 * k + n):
+            coeff *= j
+        total += _B2K[k - 1] * coeff * inv
+        inv /= x * x
+    return sign * (total + factorial * shift)

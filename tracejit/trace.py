@@ -10,6 +10,7 @@ builder met by an inner one is captured as an input of the inner program.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
@@ -31,6 +32,20 @@ from .shapes import ShapeChecks, Sym, format_shape, resolve
 
 _builders: list[Builder] = []
 _locations: list[str] = []  # set while replaying or differentiating an equation
+# (install, uninstall) pairs run when the first builder opens and the last closes
+# (numpy_build rebinds np.array & co. for the duration of a trace)
+_tracing_hooks: list[tuple] = []
+# Context-manager factories `guard(fn)` entered around each `trace(fn, ...)`
+_trace_guards: list = []
+tracing_thread: list[int] = []  # the thread that opened the outermost builder
+
+
+def add_tracing_hook(install, uninstall) -> None:
+    _tracing_hooks.append((install, uninstall))
+
+
+def add_trace_guard(guard) -> None:
+    _trace_guards.append(guard)
 
 # Types that stand for an array and know what they are in the current trace
 # (a `tracejit.Variable` reads as a traced input): type -> fn(value) -> operand.
@@ -70,11 +85,19 @@ class Builder:
         self.input_names: list[str] = []  # the user's name of each input, for messages
 
     def __enter__(self) -> Builder:
+        if not _builders:
+            tracing_thread.append(threading.get_ident())
+            for install, _ in _tracing_hooks:
+                install()
         _builders.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
         _builders.pop()
+        if not _builders:
+            for _, uninstall in reversed(_tracing_hooks):
+                uninstall()
+            tracing_thread.pop()
 
     def new_input(self, aval: AVal) -> Tracer:
         var = Var(aval)
@@ -124,6 +147,61 @@ class Builder:
         outvars = [self.atom(o) for o in outputs]
         return Program(self.invars, self.constvars, self.eqns, outvars, self.checks, self.name,
                        self.const_values)
+
+
+CONTROL_FLOW_HINT = (
+    "use np.where(cond, a, b) for data-dependent values, tracejit.lax.cond / "
+    "tracejit.lax.while_loop for data-dependent control flow, or mark the argument static "
+    "(static_argnums / static_argnames); to follow any Python control flow, record the "
+    "function eagerly with tracejit.GradientTape instead of tracing it")
+
+
+def known_value(tracer):
+    """The NumPy value of `tracer` if it depends on no input's value (only on
+    constants and sizes, which are then bound); else None."""
+    builder = tracer.builder
+    producer = {id(v): e for e in builder.eqns for v in e.outputs}
+    consts = {id(v): c for v, c in zip(builder.constvars, builder.const_values)}
+    values: dict[int, object] = {}
+
+    def value_of(atom):
+        if isinstance(atom, Literal):
+            return atom.value
+        key = id(atom)
+        if key in values:
+            return values[key]
+        if key in consts:
+            const = consts[key]
+            if isinstance(const, Tracer):
+                raise LookupError
+            values[key] = const
+            return const
+        eqn = producer.get(key)
+        if eqn is None:
+            raise LookupError  # an input of the program
+        if eqn.prim.shape_only:
+            from .shapes import bind as bind_dim
+            args = [np.empty(tuple(bind_dim(d) for d in a.aval.shape)) for a in eqn.inputs]
+        else:
+            args = [value_of(a) for a in eqn.inputs]
+        params = {k: _bound(v) for k, v in eqn.params.items()}
+        with np.errstate(all="ignore"):
+            values[key] = np.asarray(eqn.prim.impl(*args, **params))
+        return values[key]
+
+    try:
+        return np.asarray(value_of(tracer.ir_var), dtype=tracer.dtype)
+    except LookupError:
+        return None
+
+
+def _bound(param):
+    from .shapes import bind as bind_dim
+    if isinstance(param, Sym):
+        return bind_dim(param)
+    if isinstance(param, tuple):
+        return tuple(_bound(p) for p in param)
+    return param
 
 
 def weak_aval(value) -> AVal:
@@ -241,27 +319,39 @@ class Tracer:
         return f"Tracer<{self.ir_var.aval}>"
 
     def __bool__(self):
-        check_live(self)
-        raise ConcretizationError(with_location(
-            f"the truth value of a traced array {self.aval} is only known when the kernel runs",
-            hint="use np.where(cond, a, b) for data-dependent values, tracejit.lax.cond / "
-                 "lax.while_loop for data-dependent control flow, or mark the argument static "
-                 "with static_argnums / static_argnames"))
+        return bool(self._concrete("bool"))
 
     def _concrete(self, what):
+        """The value, when it is fixed at trace time (it depends on constants and
+        sizes only: reading a size ties the kernel to it); else raise."""
         check_live(self)
-        raise ConcretizationError(with_location(
-            f"{what}() of a traced array {self.aval}: its value is only known when the kernel runs",
-            hint="keep the computation in NumPy ops, or pass the value as a static argument"))
+        value = known_value(self)
+        if value is None:
+            raise ConcretizationError(with_location(
+                f"{what}() of a traced array {self.aval}: its value is only known when the "
+                "kernel runs", hint=CONTROL_FLOW_HINT))
+        return value
 
     def __float__(self):
-        self._concrete("float")
+        return float(self._concrete("float"))
 
     def __int__(self):
-        self._concrete("int")
+        return int(self._concrete("int"))
 
     def __index__(self):
-        self._concrete("index")
+        if not np.issubdtype(self.dtype, np.integer):
+            raise TypeError(f"only integer arrays can be used as an index, not {self.dtype}")
+        return int(self._concrete("index"))
+
+    def item(self, *args):
+        """A size-1 traced array as a 0-d one (its value exists only when the kernel
+        runs); a Python number when it is fixed at trace time."""
+        from .ops import reshape
+        if args or not all(type(resolve(d)) is int and resolve(d) == 1 for d in self.aval.shape):
+            raise ConcretizationError(with_location(
+                f"item() of a traced array {self.aval}", hint=CONTROL_FLOW_HINT))
+        value = known_value(self)
+        return value.item() if value is not None else reshape(self, ())
 
     def __array__(self, *args, **kwargs):
         check_live(self)
@@ -272,9 +362,6 @@ class Tracer:
 
     def __hash__(self):
         return id(self)
-
-    def item(self, *args):
-        self._concrete("item")
 
     def tolist(self):
         self._concrete("tolist")
@@ -347,7 +434,9 @@ def trace(fn, args: tuple, name: str | None = None, leaf_names: list | None = No
     builder = Builder(name or getattr(fn, "__name__", "fn"))
     builder.input_names = list(leaf_names or [])
     tracers = [builder.new_input(abstractify(leaf, i, builder)) for i, leaf in enumerate(leaves)]
-    with builder:
+    with builder, contextlib.ExitStack() as guards:
+        for guard in _trace_guards:
+            guards.enter_context(guard(fn))
         out = fn(*pytree.unflatten(treedef, tracers))
         out_leaves, out_treedef = pytree.flatten(out)
         for leaf in out_leaves:

@@ -393,6 +393,8 @@ def trace_function(fun, fn, args, writes: bool, leaf_names=None):
     def traced(*args):  # a Variable returned is its value at the end of the function
         return read_all(fn(*args))
 
+    traced.__wrapped__ = fn
+
     if _builders or _scope is not None:  # nested: Variables belong to the outer trace
         program, treedef, builder = trace(traced, args, fun.name, leaf_names)
         return program, treedef, builder.input_syms

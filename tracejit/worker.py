@@ -51,8 +51,8 @@ def compile_elsewhere(kernel, args) -> dict | None:
     if signature is None:
         return None
     kernel.load()  # writes the module files: the worker reads the same ones
-    if json.dumps(signature) in _compiled_signatures(kernel.path):
-        return None  # on disk already: loading it here takes milliseconds
+    if known_compiled(kernel, args):
+        return None  # on disk already: loading it here is quick
     request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
                "kernel": [kernel.name, kernel.generated.source], "signature": signature,
                "cache_dir": str(cache.cache_dir())}
@@ -104,6 +104,13 @@ def _stop() -> None:
 
 
 atexit.register(_stop)
+
+
+def known_compiled(kernel, args) -> bool:
+    """Was machine code for these argument types put on disk before?"""
+    signature = describe_args(tuple(args) + tuple(kernel.consts))
+    return (signature is not None and kernel.path is not None
+            and json.dumps(signature) in _compiled_signatures(kernel.path))
 
 
 def record_compiled(kernel, args) -> None:
