@@ -88,6 +88,13 @@ def _run(program: Program, args) -> list:
     return interpret(program, list(args), [])
 
 
+def _runner(program: Program):
+    """The interpreter's function for a loop body (called once per step)."""
+    from .interpreter import runner
+
+    return runner(program)
+
+
 def _sizes_of(avals, shapes) -> dict:
     sizes = {}
     for aval, shape in zip(avals, shapes):
@@ -320,10 +327,10 @@ def _scan_rule(avals, params, checks):
 def _scan_impl(*args, body, n_consts, n_carry, length, reverse):
     consts, carry = list(args[:n_consts]), list(args[n_consts:n_consts + n_carry])
     xs = args[n_consts + n_carry:]
-    rows = []
+    rows, step = [], _runner(body)
     for t in (range(length - 1, -1, -1) if reverse else range(length)):
-        outs = _run(body, consts + carry + [x[t] for x in xs])
-        carry = list(outs[:n_carry])
+        outs = step(*consts, *carry, *[x[t] for x in xs])
+        carry = outs[:n_carry]
         rows.append(outs[n_carry:])
     if reverse:
         rows.reverse()
@@ -469,9 +476,9 @@ def _while_rule(avals, params, checks):
 def _while_impl(*args, cond, body, n_cond, n_consts, n_carry, length):
     cond_consts = list(args[:n_cond])
     consts, carry = list(args[n_cond:n_cond + n_consts]), list(args[n_cond + n_consts:])
-    rows = []
-    while bool(_run(cond, cond_consts + carry)[0]):
-        outs = _run(body, consts + carry)
+    rows, test, step = [], _runner(cond), _runner(body)
+    while bool(test(*cond_consts, *carry)[0]):
+        outs = step(*consts, *carry)
         carry = list(outs[:n_carry])
         rows.append(outs[n_carry:])
     sizes = _sizes_of(_types(body.invars), [np.shape(a) for a in args[n_cond:]])

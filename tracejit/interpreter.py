@@ -25,9 +25,15 @@ from .shapes import Sym, resolve, resolve_shape
 
 def interpret(program: Program, args, consts) -> list:
     """Evaluate `program` on NumPy values; returns the outputs in order."""
-    run = _compiled(program)
+    run = runner(program)
     with np.errstate(all="ignore"):  # inf and NaN flow as in the kernels, silently
         return run(*args, *consts)
+
+
+def runner(program: Program):
+    """`program` as a Python function of its inputs and constants (no errstate:
+    for loop bodies, run inside an interpreted program)."""
+    return _compiled(program)
 
 
 _runners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -94,10 +94,22 @@ def fold_constants(program: Program) -> Program:
 
 
 def simplify(program: Program) -> Program:
-    """Each primitive's own rewrite rule (its record's `simplify`): `x + 0`,
+    """Each primitive's own rewrite rules (its record's `simplify`): `x + 0`,
     `x * 1`, a same-dtype convert, a select on a constant, a reduction over
-    unit axes, a size known at trace time..."""
-    return _rewrite(program, lambda eqn: eqn.prim.simplify(eqn) if eqn.prim.simplify else None)
+    unit axes, a size known at trace time...; and `fold`, the rules that look
+    at the equation defining an operand (a squeeze of an added unit axis)."""
+    defining: dict = {}
+
+    def visit(eqn):
+        prim = eqn.prim
+        result = prim.simplify(eqn) if prim.simplify else None
+        if result is None and prim.fold:
+            result = prim.fold(eqn, lambda atom: defining.get(id(atom)))
+        if result is None:
+            defining.update((id(v), eqn) for v in eqn.outputs)
+        return result
+
+    return _rewrite(program, visit)
 
 
 def strip_identities(program: Program) -> Program:

@@ -60,6 +60,7 @@ class Primitive:
     shape_only: bool = False  # reads only its operands' sizes, never their values
     forward_identity: bool = False  # computes operand 0 unchanged (lowered away by passes)
     simplify: Callable | None = None  # (eqn) -> replacement atom, Eqn, or None (passes.py)
+    fold: Callable | None = None  # (eqn, defining(atom) -> Eqn | None) -> atom or None
     blas: bool = False  # codegen: calls BLAS (operands may be strided views)
     view: Callable | None = None  # (operand name, **params) -> a zero-copy view expression
     raises: bool = False  # may raise inside a loop nest (codegen keeps such kernels serial)
@@ -475,9 +476,25 @@ def _squeeze_vjp(g, out, x, *, axes):
     return [ops.broadcast_in_dim(g, x.aval.shape, tuple(kept))]
 
 
-_indexmap("squeeze", _squeeze_rule, lambda x, *, axes: np.squeeze(x, axes), _squeeze_map,
-          _squeeze_vjp).view = lambda x, *, axes: _index_view(
-              x, ["0" if k in axes else ":" for k in range(max(axes) + 1)])
+def _squeeze_added_axes(eqn, defining):
+    """squeeze(broadcast_in_dim(x)) is x when the broadcast only added the unit
+    axes the squeeze removes (an expand_dims undone)."""
+    (y,) = eqn.inputs
+    source = defining(y)
+    if source is None or source.prim.name != "broadcast_in_dim":
+        return None
+    (x,) = source.inputs
+    kept = tuple(k for k in range(y.aval.ndim) if k not in eqn.params["axes"])
+    if source.params["bdims"] != kept or not x.aval.same_type(eqn.outputs[0].aval):
+        return None
+    return x
+
+
+squeeze = _indexmap("squeeze", _squeeze_rule, lambda x, *, axes: np.squeeze(x, axes),
+                    _squeeze_map, _squeeze_vjp)
+squeeze.view = lambda x, *, axes: _index_view(
+    x, ["0" if k in axes else ":" for k in range(max(axes) + 1)])
+squeeze.fold = _squeeze_added_axes
 
 
 def _index_view(x: str, items: list) -> str:
