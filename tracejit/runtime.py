@@ -28,10 +28,12 @@ Calling conventions the code generator must respect (see the benchmark in
   zero-division check (an exit from the loop) in front of every division.
 * Loops with a float reduction (``s += ...``) vectorise only if the caller
   has 'reassoc'; map loops vectorise with no fastmath at all.
-* The helpers are disk-cached (``cache=True``): compiling a kernel that uses
-  exp/tanh/log/sigmoid drops from ~1.8 s to ~0.2 s once they are cached.  A
-  cached *kernel* embeds the helpers' machine code, so a kernel cache key
-  should include this file's contents (or the tracejit version).
+* The helpers are disk-cached: compiling a kernel that uses exp/tanh/log/sigmoid
+  drops from ~1.8 s to ~0.2 s once they are cached.  Numba's own cache is off
+  (``cache=False``); tracejit.cache gives every dispatcher here its verified
+  cache in the tracejit cache directory (numba_cache.py).  A cached *kernel*
+  embeds the helpers' machine code, so a kernel cache key includes this file's
+  contents.
 """
 
 import math
@@ -42,7 +44,12 @@ from numba import njit, types
 from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic, overload
 
+from .errors import NonFiniteError, SizeMismatch  # raised by kernels' checks
+
 __all__ = [
+    "NonFiniteError",
+    "debug_check",
+    "SizeMismatch",
     "as_scalar",
     "blas_dot",
     "dot",
@@ -65,10 +72,10 @@ __all__ = [
 # into an FMA (never less accurate).  No 'reassoc': it would let LLVM fold the
 # hi/lo splitting tricks away.  No 'nnan'/'ninf': the special-value selects
 # are comparisons against NaN/inf.  error_model='numpy' because the Python
-# model adds a branch (a loop exit) before every division.  cache=True: the
-# helpers are most of a small kernel's compile time; everything they depend
-# on is in this file, so Numba's mtime-keyed cache invalidates correctly.
-_JIT = dict(fastmath={"contract"}, error_model="numpy", cache=True)
+# model adds a branch (a loop exit) before every division.  Disk-cached by
+# tracejit.cache, verified (the helpers are most of a small kernel's compile
+# time; everything they depend on is in this file, whose hash stamps the cache).
+_JIT = dict(fastmath={"contract"}, error_model="numpy", cache=False)
 
 _FLOATS = (types.float32, types.float64)
 
@@ -485,6 +492,17 @@ def log1p(x):
 
 
 @njit(**_JIT)
+def debug_check(x, index, mode):
+    """`x`, after raising NonFiniteError(index, kind) if it is a NaN (mode bit 1) or an
+    infinity (bit 2): tracejit.config.debug_nans / debug_infs."""
+    if mode & 1 and x != x:
+        raise NonFiniteError(index, 0)
+    if mode & 2 and (x == np.inf or x == -np.inf):
+        raise NonFiniteError(index, 1)
+    return x
+
+
+@njit(**_JIT)
 def maximum(a, b):
     """np.maximum: NaN if either is NaN; on a tie (e.g. ±0) returns b."""
     return a if (a > b or a != a) else b
@@ -533,7 +551,7 @@ def _as_scalar_typed(x):
 # --------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def dot(a, b):
     """np.dot through BLAS, compiled once per operand layout and cached on disk:
     typing np.dot costs ~0.3-0.8 s per layout pair in every kernel otherwise."""
@@ -545,7 +563,7 @@ def dot(a, b):
 # --------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def grow(stack):
     """The stack of a while loop's per-step values with room for twice as many."""
     bigger = np.empty((2 * stack.shape[0] + 1,) + stack.shape[1:], stack.dtype)
@@ -587,7 +605,7 @@ def nest(**options):
     return wrap
 
 
-@nest(cache=True)
+@nest()  # disk-cached, verified, by tracejit.cache
 def blas_dot(a, b):
     """`dot` as kernels call it: by symbol, so no kernel links BLAS' wrappers again.
     (Nests, whose machine code is cached, call `dot`: what they call is in them.)"""
@@ -599,23 +617,23 @@ def blas_dot(a, b):
 # (linalg_primitives.py) on C-contiguous matrices.
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def argsort(x):
     """Stable, NaN last (as NumPy's kind='stable')."""
     return np.argsort(x, kind="mergesort")
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def cholesky(a):
     return np.linalg.cholesky(a)
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def solve(a, b):
     return np.linalg.solve(a, b)
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def solve_triangular(a, b, lower, trans):
     """op(a)^-1 b by substitution; op(a) = a.T when `trans`."""
     n, k = b.shape
@@ -632,7 +650,7 @@ def solve_triangular(a, b, lower, trans):
     return x
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def slogdet(a):
     sign, logabs = np.linalg.slogdet(a)
     out = np.empty(2, a.dtype)
@@ -641,7 +659,7 @@ def slogdet(a):
     return out
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def eigh(a):
     w, v = np.linalg.eigh(a)
     n = a.shape[0]
@@ -651,7 +669,7 @@ def eigh(a):
     return out
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def svd(a):
     u, s, vt = np.linalg.svd(a, full_matrices=False)
     m, k = u.shape
