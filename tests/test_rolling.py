@@ -127,6 +127,18 @@ def test_elementwise_only_loops_are_left_to_fusion():
     assert "scan[" not in str(tracejit.make_ir(horner)(np.ones(3)))
 
 
+def test_repeated_dead_code_rolls_and_differentiates():
+    # Found by the random-program tests: three unused `x @ x` roll into a scan
+    # whose gradient forward has no results; it must vanish, not break a pass.
+    def f(x):
+        for _ in range(3):
+            x @ x
+        return np.sin(x).sum()
+
+    x = np.arange(4.0).reshape(2, 2)
+    np.testing.assert_allclose(tracejit.grad(f)(x), np.cos(x))
+
+
 def test_rolling_can_be_switched_off():
     f = tracejit.function(char_rnn, roll_loops=False)
     assert "scan[" not in str(f.ir(*rnn_data(5)))

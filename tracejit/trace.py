@@ -241,7 +241,8 @@ def bind(prim, *args, _traced=False, **params):
     builder.checks.pairs[joins:] = [(a, b, f"{what} at {location}")
                                     for a, b, what in builder.checks.pairs[joins:]]
     outs = [Var(aval) for aval in avals]
-    builder.eqns.append(Eqn(prim, inputs, params, outs, location))
+    if outs:  # an equation with no results is dead (the IR has no effects)
+        builder.eqns.append(Eqn(prim, inputs, params, outs, location))
     return builder.result(prim, args, params, outs)
 
 
