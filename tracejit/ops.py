@@ -13,7 +13,7 @@ import numpy as np
 from . import primitives as P
 from .shapes import Sym, normalize_axes, resolve
 from .shapes import bind as bind_dim
-from .trace import Tracer, bind, operand, weak_aval
+from .trace import PYTHON_SCALARS, Tracer, bind, operand, weak_aval
 
 R = P.REGISTRY
 
@@ -21,18 +21,42 @@ R = P.REGISTRY
 def aval_of(value):
     if isinstance(value, Tracer):
         return value.aval
-    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+    if isinstance(value, PYTHON_SCALARS) and not isinstance(value, np.generic):
         return weak_aval(value)
     arr = np.asarray(value)
     from .ir import AVal
     return AVal(arr.shape, arr.dtype)
 
 
+# A Python scalar of each kind, for np.result_type's weak promotion (NumPy 2)
+WEAK_STAND_INS = {"b": False, "i": 0, "f": 0.0, "c": 0j}
+
+
+def is_inexact(dtype) -> bool:
+    """Floating point or complex: what derivatives are taken of."""
+    return np.issubdtype(dtype, np.inexact)
+
+
+def is_complex(dtype) -> bool:
+    return np.issubdtype(dtype, np.complexfloating)
+
+
+def real_dtype(dtype) -> np.dtype:
+    """complex64 -> float32, complex128 -> float64; real dtypes are their own."""
+    dtype = np.dtype(dtype)
+    return np.finfo(dtype).dtype if is_complex(dtype) else dtype
+
+
+def complex_dtype(dtype) -> np.dtype:
+    """The complex dtype NumPy promotes `dtype` to (float32 -> complex64, others complex128)."""
+    return np.result_type(dtype, np.complex64)
+
+
 def result_dtype(*values) -> np.dtype:
     """NumPy 2 promotion, with weak Python scalars and weak scalar arguments."""
     strong = [aval_of(v) for v in values if not aval_of(v).weak]
     weak = [aval_of(v) for v in values if aval_of(v).weak]
-    stand_ins = [{"b": False, "i": 0, "f": 0.0}[w.dtype.kind] for w in weak]
+    stand_ins = [WEAK_STAND_INS[w.dtype.kind] for w in weak]
     if not strong:
         return np.result_type(*[w.dtype for w in weak])
     return np.result_type(*[s.dtype for s in strong], *stand_ins)
@@ -50,7 +74,7 @@ def convert(x, dtype):
 def promote(*values, to_float=False):
     values = [operand(v) for v in values]
     dtype = result_dtype(*values)
-    if to_float and not np.issubdtype(dtype, np.floating):
+    if to_float and not is_inexact(dtype):
         dtype = np.dtype(np.float64)
     return [convert(v, dtype) for v in values]
 
