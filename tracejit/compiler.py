@@ -140,7 +140,7 @@ def abstract_signature(leaf):
         return (leaf.dtype, tuple(d == 1 for d in leaf.shape))
     if isinstance(leaf, np.generic):
         return (leaf.dtype,)
-    if isinstance(leaf, (bool, int, float)):
+    if isinstance(leaf, (bool, int, float, complex)):
         return type(leaf)
     return ("other", type(leaf))
 
@@ -368,11 +368,11 @@ def _check_leaf(leaf) -> None:
     from .errors import TracerTypeError
 
     if isinstance(leaf, np.ndarray):
-        if leaf.dtype.kind not in "fiub" or not leaf.dtype.isnative:
-            raise TracerTypeError(f"unsupported array dtype {leaf.dtype} (float, int and "
-                                  "bool arrays in native byte order are supported)")
+        if leaf.dtype.kind not in "fiubc" or not leaf.dtype.isnative or leaf.dtype.itemsize > 16:
+            raise TracerTypeError(f"unsupported array dtype {leaf.dtype} (float, complex, int "
+                                  "and bool arrays in native byte order are supported)")
         return
-    if isinstance(leaf, (bool, int, float, np.generic)):
+    if isinstance(leaf, (bool, int, float, complex, np.generic)):
         return
     raise TracerTypeError(
         f"argument leaf of type {type(leaf).__name__} is not an array or scalar; pass NumPy "
