@@ -42,13 +42,17 @@ from numba import njit, types
 from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic, overload
 
+from .fft_runtime import fft  # noqa: F401  (kernels call _rt.fft)
+
 __all__ = [
     "as_scalar",
     "blas_dot",
+    "cdiv",
     "dot",
     "erf",
     "exp",
     "expm1",
+    "fft",
     "grow",
     "log",
     "log1p",
@@ -508,6 +512,24 @@ def sign(x):
 def round_half_even(x):
     """np.round(x): nearest integer, ties to even (llvm.rint, vectorises)."""
     return np.rint(x)
+
+
+@njit(**_JIT)
+def cdiv(a, b):
+    """a / b for complex numbers as NumPy divides them (Smith's algorithm, no
+    overflow in |b|^2): a zero divisor gives inf or NaN where Numba's `/` raises
+    ZeroDivisionError. The result has a's precision."""
+    ar, ai, br, bi = a.real, a.imag, b.real, b.imag
+    abs_br, abs_bi = abs(br), abs(bi)
+    if abs_br >= abs_bi:
+        if abs_br == 0 and abs_bi == 0:
+            return _c(a, complex(ar / abs_br, ai / abs_br))
+        rat = bi / br
+        scl = _c(br, 1.0) / (br + bi * rat)
+        return _c(a, complex((ar + ai * rat) * scl, (ai - ar * rat) * scl))
+    rat = br / bi
+    scl = _c(br, 1.0) / (bi + br * rat)
+    return _c(a, complex((ar * rat + ai) * scl, (ai * rat - ar) * scl))
 
 
 # --------------------------------------------------------------------------
