@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import primitives as P
+from .dtypes import WEAK_STAND_INS, complex_dtype, is_complex, is_inexact, real_dtype  # noqa: F401
 from .shapes import Sym, normalize_axes, resolve
 from .shapes import bind as bind_dim
 from .trace import PYTHON_SCALARS, Tracer, bind, operand, weak_aval
@@ -28,30 +29,6 @@ def aval_of(value):
     return AVal(arr.shape, arr.dtype)
 
 
-# A Python scalar of each kind, for np.result_type's weak promotion (NumPy 2)
-WEAK_STAND_INS = {"b": False, "i": 0, "f": 0.0, "c": 0j}
-
-
-def is_inexact(dtype) -> bool:
-    """Floating point or complex: what derivatives are taken of."""
-    return np.issubdtype(dtype, np.inexact)
-
-
-def is_complex(dtype) -> bool:
-    return np.issubdtype(dtype, np.complexfloating)
-
-
-def real_dtype(dtype) -> np.dtype:
-    """complex64 -> float32, complex128 -> float64; real dtypes are their own."""
-    dtype = np.dtype(dtype)
-    return np.finfo(dtype).dtype if is_complex(dtype) else dtype
-
-
-def complex_dtype(dtype) -> np.dtype:
-    """The complex dtype NumPy promotes `dtype` to (float32 -> complex64, others complex128)."""
-    return np.result_type(dtype, np.complex64)
-
-
 def result_dtype(*values) -> np.dtype:
     """NumPy 2 promotion, with weak Python scalars and weak scalar arguments."""
     strong = [aval_of(v) for v in values if not aval_of(v).weak]
@@ -63,7 +40,13 @@ def result_dtype(*values) -> np.dtype:
 
 
 def convert(x, dtype):
+    """`x.astype(dtype)`; from complex to bool it is `x != 0`, to other real dtypes
+    the real part (as NumPy, which warns)."""
     dtype = np.dtype(dtype)
+    if is_complex(aval_of(x).dtype) and not is_complex(dtype):
+        if dtype == np.bool_:
+            return ne(x, 0)
+        x = real(x)
     if isinstance(x, Tracer):
         if x.dtype == dtype and not x.aval.weak:
             return x
@@ -110,7 +93,54 @@ def _unary(name, to_float=True):
     _unary(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh",
                         "arctan", "sinh", "cosh", "arcsin", "arccos", "arcsinh", "arccosh",
                         "arctanh"))
-neg, abs_, sign = _unary("neg", False), _unary("abs", False), _unary("sign", False)
+neg, abs_ = _unary("neg", False), _unary("abs", False)
+
+
+def sign(x):
+    """np.sign; of a complex number z / |z| (0 at 0), as NumPy 2."""
+    (x,) = promote(x)
+    if not is_complex(aval_of(x).dtype):
+        return bind(R["sign"], x)
+    size = abs_(x)
+    return select(eq(size, 0.0), zeros_like(x), div(x, size))
+
+
+# ------------------------------------------------------------------ complex
+
+def real(x):
+    """np.real: the real part; a real array is its own."""
+    x = operand(x)
+    if not is_complex(aval_of(x).dtype):
+        return x
+    return bind(R["real"], x)
+
+
+def imag(x):
+    """np.imag: the imaginary part; of a real array, zeros."""
+    x = operand(x)
+    if not is_complex(aval_of(x).dtype):
+        return zeros_like(x)
+    return bind(R["imag"], x)
+
+
+def conj(x):
+    x = operand(x)
+    if not is_complex(aval_of(x).dtype):
+        return x
+    return bind(R["conj"], x)
+
+
+def make_complex(re, im):
+    """re + im * 1j, exactly (no 0 * inf from the multiplication)."""
+    re, im = promote(re, im, to_float=True)
+    return bind(R["complex"], re, im, dtype=complex_dtype(aval_of(re).dtype))
+
+
+def abs2(x):
+    """|x|^2, real: re^2 + im^2 for complex x (no square root)."""
+    if not is_complex(aval_of(x).dtype):
+        return integer_pow(promote(x)[0], 2)
+    return add(integer_pow(real(x), 2), integer_pow(imag(x), 2))
 floor, ceil, round_ = _unary("floor"), _unary("ceil"), _unary("round")
 
 
