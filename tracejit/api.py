@@ -249,12 +249,13 @@ def _leaf_ranges(fun: Function, dynamic, statics, argnums):
 class Grad(Transform):
     """`grad` and `value_and_grad`: one fused kernel for value and gradient."""
 
-    def __init__(self, fun, argnums=0, has_aux=False, with_value=False):
+    def __init__(self, fun, argnums=0, has_aux=False, with_value=False, holomorphic=False):
         self.kind = "value_and_grad" if with_value else "grad"
         super().__init__(fun)
         self.argnums = argnums
         self.has_aux = has_aux
         self.with_value = with_value
+        self.holomorphic = holomorphic
 
     def build(self, dynamic, statics):
         program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
@@ -268,13 +269,15 @@ class Grad(Transform):
                 "float array of size 1), got "
                 f"{value.aval if pytree.num_leaves(value_def) == 1 else pytree.describe(value_def)}"
                 + ("; if it returns (value, aux), set has_aux=True" if returned_pair else ""))
+        _check_complex_output(value.aval, self.holomorphic, f"grad of {self.fun.name}")
         argnums = _as_tuple(self.argnums)
         spans = _leaf_ranges(self.fun, dynamic, statics, argnums)
         wrt = []
         for num, (start, count, _) in zip(argnums, spans):
             for leaf in range(start, start + count):
-                autodiff.check_differentiable(program.invars[leaf].aval,
-                                              f"argument {num} of {self.fun.name}")
+                what = f"argument {num} of {self.fun.name}"
+                autodiff.check_differentiable(program.invars[leaf].aval, what)
+                _check_holomorphic_input(program.invars[leaf].aval, self.holomorphic, what)
                 wrt.append(leaf)
         seeds = [1.0] + [None] * (len(program.outvars) - 1)
         joint = autodiff.vjp_program(program, wrt, seeds)
@@ -284,6 +287,26 @@ class Grad(Transform):
         outs, treedef = _assemble(joint.outvars[:n_out], grads, grad_def, value_def,
                                   aux_def, self.with_value, self.has_aux)
         return replace(joint, outvars=outs, name=self.name), treedef, input_syms
+
+
+def _check_complex_output(aval, holomorphic: bool, what: str) -> None:
+    """JAX's rule: a gradient is of a real output, or with `holomorphic` of a complex one
+    (f'(z): the cotangent 1 of a holomorphic function)."""
+    if ops.is_complex(aval.dtype) and not holomorphic:
+        raise TracerTypeError(
+            f"{what}: the function returns a complex value ({aval}); a gradient needs a real "
+            "one. For a holomorphic function pass holomorphic=True (the result is f'(z)); "
+            "for other complex outputs take tracejit.vjp or tracejit.jvp, or differentiate "
+            "a real function of the output such as np.abs(out) ** 2")
+    if holomorphic and not ops.is_complex(aval.dtype):
+        raise TracerTypeError(f"{what} with holomorphic=True: the function must return a "
+                              f"complex value, got {aval}")
+
+
+def _check_holomorphic_input(aval, holomorphic: bool, what: str) -> None:
+    if holomorphic and not ops.is_complex(aval.dtype):
+        raise TracerTypeError(f"cannot differentiate holomorphically with respect to {what}: "
+                              f"its dtype is {aval.dtype}, not complex")
 
 
 def _is_size_one(aval) -> bool:
@@ -315,15 +338,20 @@ def _assemble(outs, grads, grad_def, value_def, aux_def, with_value, has_aux):
     return grads, grad_def
 
 
-def grad(fun, argnums=0, has_aux=False):
+def grad(fun, argnums=0, has_aux=False, holomorphic=False):
     """Compiled gradient of a scalar function w.r.t. `argnums` (same pytree
-    structure as those arguments). `fun` may be a plain Python function."""
-    return Grad(as_function(fun), argnums, has_aux, with_value=False)
+    structure as those arguments). `fun` may be a plain Python function.
+
+    Complex arguments follow JAX: for a real `fun` of complex z = x + iy the
+    gradient is df/dx - i df/dy (the conjugate of the steepest-ascent direction:
+    descend with z - lr * conj(g)); with `holomorphic=True`, `fun` returns a
+    complex value and the gradient is f'(z)."""
+    return Grad(as_function(fun), argnums, has_aux, with_value=False, holomorphic=holomorphic)
 
 
-def value_and_grad(fun, argnums=0, has_aux=False):
+def value_and_grad(fun, argnums=0, has_aux=False, holomorphic=False):
     """Compiled `(value, gradient)`, forward and backward in one fused kernel."""
-    return Grad(as_function(fun), argnums, has_aux, with_value=True)
+    return Grad(as_function(fun), argnums, has_aux, with_value=True, holomorphic=holomorphic)
 
 
 class Jvp(Transform):
@@ -419,14 +447,20 @@ def _transform(kind, fun: Function) -> Transform:
     return kind(fun)
 
 
-def jacobian(fun, argnums=0):
+def jacobian(fun, argnums=0, holomorphic=False):
     """Dense Jacobian by reverse mode, one backward kernel call per output
-    element; shape `out.shape + x.shape` for array argument(s)."""
+    element; shape `out.shape + x.shape` for array argument(s). Complex outputs
+    need `holomorphic=True` (the entries are then d out_i / d z_j), as JAX's jacrev."""
     fun = as_function(fun)
 
     def jac(*args):
+        for n in _as_tuple(argnums):
+            for leaf in pytree.flatten(args[n])[0]:
+                _check_holomorphic_input(ops.aval_of(leaf), holomorphic,
+                                         f"argument {n} of {fun.name}")
         out, vjp_fn = vjp(fun, *args)
         out = np.asarray(out)
+        _check_complex_output(ops.aval_of(out), holomorphic, f"jacobian of {fun.name}")
         rows = []
         for k in range(out.size):
             basis = np.zeros(out.size, dtype=out.dtype)
@@ -439,9 +473,9 @@ def jacobian(fun, argnums=0):
     return jac
 
 
-def hessian(fun, argnums=0):
+def hessian(fun, argnums=0, holomorphic=False):
     """Second derivatives: the Jacobian of the compiled gradient."""
-    return jacobian(grad(fun, argnums), argnums)
+    return jacobian(grad(fun, argnums, holomorphic=holomorphic), argnums, holomorphic)
 
 
 def stop_gradient(x):
