@@ -383,6 +383,9 @@ _ELEMENTWISE_ROWS = [
     row("logical_not", lambda x: ~(x > 0), UNARY, grad=False),
     row("logical_not", np.logical_not, UNARY, with_zeros, label="np_logical_not_float",
         grad=False),
+    # tracejit.config.debug_nans inserts it; on finite values it is the identity
+    row("debug_check", lambda x: REGISTRY["debug_check"].bind(x, index=0, mode=3), UNARY,
+        ref=lambda x: x, grad=False),
     # select: the condition is not differentiated; x and y are
     row("select", lambda c, x, y: np.where(c > 0, x, y), TERNARY),
     row("select", lambda x: np.where(x > 0, x, 0.0), UNARY, nonzero, label="where_scalar"),
@@ -756,7 +759,7 @@ _LINALG_ROWS = [
     row("polygamma", lambda x: scipy.special.polygamma(1, x), UNARY, positive,
         label="trigamma", ref=as_input_dtype(lambda x: scipy.special.polygamma(1, x)),
         compiled=False),
-    row("tanh", scipy.special.expit, UNARY, label="expit", compiled=False),
+    row("exp", scipy.special.expit, UNARY, label="expit", compiled=False),  # nn.sigmoid
     row("log", lambda x: scipy.special.logit(x / 3), UNARY, positive, label="logit",
         compiled=False),
     row("exp", lambda x: scipy.special.logsumexp(x, axis=-1), MATRICES, label="logsumexp",

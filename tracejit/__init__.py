@@ -25,6 +25,7 @@ from .api import (
 )
 from .errors import (
     ConcretizationError,
+    LeakedTracerError,
     ShapeError,
     TracejitError,
     TracerTypeError,
@@ -36,9 +37,9 @@ from .tape import GradientTape, UnconnectedGradients, gradients
 from .variables import Variable
 
 __all__ = [
-    "ConcretizationError", "Function", "GradientTape", "Profiler", "Report", "RetraceWarning",
-    "ShapeError", "TracejitError", "TracerTypeError", "UnconnectedGradients",
-    "UnsupportedError", "Variable", "custom_vjp", "function", "grad", "gradients", "hessian",
-    "jacobian", "jvp", "make_ir", "profile", "profiler", "stop_gradient",
-    "value_and_grad", "vjp",
+    "ConcretizationError", "Function", "GradientTape", "LeakedTracerError", "Profiler",
+    "Report", "RetraceWarning", "ShapeError", "TracejitError", "TracerTypeError",
+    "UnconnectedGradients", "UnsupportedError", "Variable", "custom_vjp", "function", "grad",
+    "gradients", "hessian", "jacobian", "jvp", "make_ir", "profile", "profiler",
+    "stop_gradient", "value_and_grad", "vjp",
 ]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from dataclasses import replace
 
 import numpy as np
 
-from . import autodiff, events, ops, pytree, rolling, variables
-from .compiler import Dispatcher, Kernel, inline, is_tracing, prepare
-from .errors import TracerTypeError, UnsupportedError
+from . import autodiff, errors, events, ops, pytree, rolling, variables
+from .compiler import Dispatcher, inline, is_tracing, make_kernel, prepare
+from .errors import TracerTypeError, UnsupportedError, with_location
 from .ir import Program, Var
 from .shapes import concrete_shape, resolve
 from .trace import _builders, current_builder
@@ -47,6 +48,7 @@ class Function(Dispatcher):
         self._simple = self._static_free  # and no Variables: the hot path applies
         self._variables: list = []  # the Variables its traces use (trailing inputs)
         self._method: Function | None = None
+        self._transforms: dict = {}  # jvp()'s and vjp()'s, kept for the next call
 
     def __call__(self, *args, **kwargs):
         if not (kwargs or _builders) and self._simple:
@@ -84,7 +86,7 @@ class Function(Dispatcher):
         for index, (name, value) in enumerate(bound.arguments.items()):
             param = self._signature.parameters[name]
             if index in self.static_argnums or name in self.static_argnames:
-                statics.append((name, _hashable(name, value)))
+                statics.append((name, Static(name, value)))
             elif param.kind is param.VAR_POSITIONAL:
                 positional.extend(value)
             elif param.kind is param.VAR_KEYWORD:
@@ -95,12 +97,10 @@ class Function(Dispatcher):
                 positional.append(value)
         return (tuple(positional), keywords), (SPLIT, *statics)
 
-    def python_call(self, dynamic, statics):
+    def python_call(self, dynamic, static_values: dict):
         """Call the user's function with dynamic and static arguments rejoined."""
-        if not statics:
-            return self.fn(*dynamic)
         positional, keywords = dynamic
-        return self.fn(*positional, **keywords, **dict(statics[1:]))
+        return self.fn(*positional, **keywords, **static_values)
 
     def argument_leaves(self, dynamic, statics, argnum: int) -> tuple:
         """(first leaf, leaf count, treedef) of positional argument `argnum` in
@@ -130,12 +130,31 @@ class Function(Dispatcher):
         with `writes`, the values it assigns them extra outputs."""
         fn = self.fn
         if statics:
+            # The values themselves (not their keys) in the closure: checks that look
+            # into what a traced function reaches (random generators) see them.
+            values = {name: static.value for name, static in statics[1:]}
+
             def fn(positional, keywords):
-                return self.python_call((positional, keywords), statics)
-        program, treedef, input_syms = variables.trace_function(self, fn, args, writes)
+                return self.python_call((positional, keywords), values)
+        program, treedef, input_syms = variables.trace_function(
+            self, fn, args, writes, self.leaf_names(args, statics))
         if self.roll_loops:
             program = rolling.roll_loops(program)
         return program, treedef, input_syms
+
+    def leaf_names(self, dynamic, statics) -> list[str]:
+        """The user's name of each dynamic argument leaf, from the signature: `x`,
+        `params[0]`, `batch['labels']` (`argument 2` where the signature cannot tell)."""
+        params = list(self._signature.parameters.values()) if self._signature else []
+        if statics:
+            positional, keywords = dynamic
+            static_names = {name for name, _ in statics[1:]}
+            params = [p for p in params if p.name not in static_names]
+            named = [(_positional_name(params, k), arg) for k, arg in enumerate(positional)]
+            named += [(name, keywords[name]) for name in sorted(keywords)]
+        else:
+            named = [(_positional_name(params, k), arg) for k, arg in enumerate(dynamic)]
+        return [name + path for name, arg in named for path in pytree.leaf_paths(arg)]
 
     # ------------------------------------------------------------ inspection
     def _dynamic(self, args, kwargs):
@@ -153,8 +172,8 @@ class Function(Dispatcher):
 
     def source(self, *args, **kwargs) -> str:
         """The generated Numba source for these arguments."""
-        return Kernel(self._program(args, kwargs), self.name, use_disk=False,
-                      interpret=True).source
+        return make_kernel(self._program(args, kwargs), self.name, use_disk=False,
+                           interpret=True).source
 
     def grad_ir(self, *args, argnums=0, **kwargs) -> Program:
         """The optimised IR of the value-and-gradient program (forward equations,
@@ -165,13 +184,47 @@ class Function(Dispatcher):
 SPLIT = "__split__"
 
 
-def _hashable(name, value):
-    try:
-        hash(value)
-    except TypeError:
-        raise TracerTypeError(f"static argument {name!r} must be hashable, got "
-                              f"{type(value).__name__}") from None
-    return value
+def _positional_name(params, k: int) -> str:
+    """The name of positional argument `k` under these parameters."""
+    for index, param in enumerate(params):
+        if param.kind is param.VAR_POSITIONAL:
+            return f"{param.name}[{k - index}]" if k >= index else params[k].name
+        if index == k and param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            return param.name
+    return f"argument {k}"
+
+
+class Static:
+    """A static argument's value in a cache key: keyed by type and value, so that
+    `1`, `1.0` and `True` (equal, with equal hashes) get entries of their own."""
+
+    __slots__ = ("value", "_key", "_hash")
+
+    def __init__(self, name, value):
+        self.value = value
+        self._key = _typed(value)
+        try:
+            self._hash = hash(self._key)
+        except TypeError:
+            raise TracerTypeError(with_location(
+                f"static argument {name!r} must be hashable, got {type(value).__name__}",
+                hint="pass a tuple instead of a list, or make the argument dynamic")) from None
+
+    def __eq__(self, other):
+        return type(other) is Static and self._key == other._key
+
+    def __hash__(self):
+        return self._hash
+
+    def __repr__(self):  # as the user wrote it (logs and reports show it)
+        return repr(self.value)
+
+
+def _typed(value):
+    """A key telling apart equal values of different types, inside tuples too."""
+    if type(value) in (tuple, frozenset):
+        return type(value), type(value)(_typed(v) for v in value)
+    return type(value), value
 
 
 def function(fn=None, *, static_argnums=(), static_argnames=(), cache=True, roll_loops=True):
@@ -228,6 +281,9 @@ class Transform(Dispatcher):
         events.forward_traced(traced[0])
         return traced
 
+    def leaf_names(self, dynamic, statics) -> list[str]:
+        return self.fun.leaf_names(dynamic, statics)
+
     def _program(self, args, kwargs) -> Program:
         program, _, _ = variables.retrying(
             lambda: self.build(*self.fun._dynamic(args, kwargs)), self.fun)
@@ -237,8 +293,8 @@ class Transform(Dispatcher):
         return self._program(args, kwargs)
 
     def source(self, *args, **kwargs) -> str:
-        return Kernel(self._program(args, kwargs), self.name, use_disk=False,
-                      interpret=True).source
+        return make_kernel(self._program(args, kwargs), self.name, use_disk=False,
+                           interpret=True).source
 
 
 def _leaf_ranges(fun: Function, dynamic, statics, argnums):
@@ -258,27 +314,15 @@ class Grad(Transform):
         self.holomorphic = holomorphic
 
     def build(self, dynamic, statics):
-        program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
-        value_def, aux_def = _split_aux(out_treedef, self.has_aux)
-        value = program.outvars[0]
-        if pytree.num_leaves(value_def) != 1 or not _is_size_one(value.aval) or not (
-                autodiff.is_float(value.aval)):
-            returned_pair = out_treedef[0] in ("t", "l") and not self.has_aux
-            raise TracerTypeError(
-                f"grad of {self.fun.name}: the function must return a scalar float (or a "
-                "float array of size 1), got "
-                f"{value.aval if pytree.num_leaves(value_def) == 1 else pytree.describe(value_def)}"
-                + ("; if it returns (value, aux), set has_aux=True" if returned_pair else ""))
-        _check_complex_output(value.aval, self.holomorphic, f"grad of {self.fun.name}")
         argnums = _as_tuple(self.argnums)
         spans = _leaf_ranges(self.fun, dynamic, statics, argnums)
-        wrt = []
-        for num, (start, count, _) in zip(argnums, spans):
-            for leaf in range(start, start + count):
-                what = f"argument {num} of {self.fun.name}"
-                autodiff.check_differentiable(program.invars[leaf].aval, what)
-                _check_holomorphic_input(program.invars[leaf].aval, self.holomorphic, what)
-                wrt.append(leaf)
+        self._check_arguments(dynamic, statics, spans)
+        program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
+        value_def, aux_def = _split_aux(out_treedef, self.has_aux)
+        self._check_output(program.outvars[0], value_def, out_treedef)
+        _check_complex_output(program.outvars[0].aval, self.holomorphic,
+                              f"{self.kind} of {self.fun.name}")
+        wrt = [leaf for start, count, _ in spans for leaf in range(start, start + count)]
         seeds = [1.0] + [None] * (len(program.outvars) - 1)
         joint = autodiff.vjp_program(program, wrt, seeds)
         n_out = len(program.outvars)
@@ -287,6 +331,43 @@ class Grad(Transform):
         outs, treedef = _assemble(joint.outvars[:n_out], grads, grad_def, value_def,
                                   aux_def, self.with_value, self.has_aux)
         return replace(joint, outvars=outs, name=self.name), treedef, input_syms
+
+    def _check_arguments(self, dynamic, statics, spans) -> None:
+        """Gradients are taken w.r.t. float leaves: name the argument that is not."""
+        leaves = pytree.flatten(dynamic)[0]
+        for start, count, _ in spans:
+            for k in range(start, start + count):
+                aval = ops.aval_of(leaves[k])
+                if not autodiff.is_float(aval):
+                    name = self.leaf_names(dynamic, statics)[k]
+                    raise TracerTypeError(with_location(
+                        f"{self.kind} of {self.fun.name}: cannot differentiate with respect to "
+                        f"{name} ({errors.describe_value(leaves[k])}): gradients need "
+                        "floating-point or complex arguments",
+                        hint=f"pass {name} as a float (e.g. np.asarray(..., float)), or leave "
+                             "it out of argnums"))
+                _check_holomorphic_input(aval, self.holomorphic,
+                                         self.leaf_names(dynamic, statics)[k])
+
+    def _check_output(self, value, value_def, out_treedef) -> None:
+        """grad needs one float scalar: say what the function returned instead."""
+        if pytree.num_leaves(value_def) == 1 and _is_size_one(value.aval) and autodiff.is_float(
+                value.aval):
+            return  # a scalar, or an array of one element (as autograd accepts)
+        if pytree.num_leaves(value_def) != 1:
+            got = f"a structure {pytree.describe(value_def)} of {pytree.num_leaves(value_def)} "
+            got += "values"
+        else:
+            shape = concrete_shape(value.aval.shape)
+            got = (f"a {value.aval.dtype} array of shape {shape}" if shape
+                   else f"a {value.aval.dtype} scalar")
+        returned_pair = out_treedef[0] in ("t", "l") and not self.has_aux
+        hint = ("if it returns (value, aux), set has_aux=True" if returned_pair else
+                "for the derivatives of every output use tracejit.jacobian, or tracejit.vjp "
+                "with a cotangent; to differentiate a sum or mean, return np.sum(...)")
+        raise TracerTypeError(with_location(
+            f"{self.kind} of {self.fun.name}: the function must return a float scalar (or a "
+            f"float array of size 1), it returned {got}", hint=hint))
 
 
 def _check_complex_output(aval, holomorphic: bool, what: str) -> None:
@@ -357,6 +438,10 @@ def value_and_grad(fun, argnums=0, has_aux=False, holomorphic=False):
 class Jvp(Transform):
     kind = "jvp"
 
+    def leaf_names(self, dynamic, statics) -> list[str]:
+        primals = self.fun.leaf_names(dynamic[0], statics)
+        return primals + [f"the tangent of {name}" for name in primals]
+
     def build(self, dynamic, statics):
         primals, tangents = dynamic
         program, out_treedef, input_syms = self.trace_fun(primals, statics)
@@ -379,7 +464,8 @@ class Jvp(Transform):
 
 def jvp(fun, primals, tangents):
     """Forward mode: `(fun(*primals), J @ tangents)`, compiled."""
-    transform = _transform(Jvp, as_function(fun))
+    fun = as_function(fun)  # held here: its transform refers to it weakly
+    transform = _transform(Jvp, fun)
     primals, tangents = variables.read_all(tuple(primals)), tuple(tangents)
     if current_builder() is not None:
         program, treedef, _ = transform.build((primals, tangents), ())
@@ -413,25 +499,31 @@ class Vjp(Transform):
 
 def vjp(fun, *primals):
     """`(fun(*primals), vjp_fn)`; `vjp_fn(cotangent)` returns one cotangent per primal."""
-    transform = _transform(Vjp, as_function(fun))
+    fun = as_function(fun)  # held here: its transform refers to it weakly
+    transform = _transform(Vjp, fun)
     primals = variables.read_all(primals)
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
     entry, leaves = variables.entry(transform, transform.fun, primals)
-    outs, residuals = entry(leaves)
+    try:
+        outs, residuals = entry(leaves)
+    except errors.KERNEL_CHECKS as err:
+        raise transform.explain(err, entry, primals, (), leaves) from None
     backward, wrt, seeded, out_treedef = entry.extra
     structure = pytree.flatten(primals)
 
     def vjp_fn(cotangent):
-        ct_leaves, ct_def = pytree.flatten(cotangent)
-        if ct_def != out_treedef:
-            raise TracerTypeError("vjp_fn: the cotangent must have the output's structure")
-        ct_leaves = [np.asarray(c, dtype=np.asarray(o).dtype)
-                     for c, o in zip(ct_leaves, pytree.flatten(outs)[0])]
+        ct_leaves = _cotangent_leaves(cotangent, out_treedef, pytree.flatten(outs)[0])
         leaves = list(residuals) + [ct_leaves[k] for k in seeded]
         if backward.fn is None and not backward.interpret:
             backward.compile(leaves)
-        grads = backward(leaves)
+        try:
+            grads = backward(leaves)
+        except errors.KERNEL_CHECKS as err:
+            paths = pytree.leaf_paths(cotangent)
+            names = [f"residual {k}" for k in range(len(residuals))]
+            names += [f"cotangent{paths[k]}" for k in seeded]
+            raise errors.explain(err, backward, names, leaves) from None
         full = [np.zeros_like(leaf, dtype=float) for leaf in structure[0]]
         for k, g in zip(wrt, grads):
             full[k] = g
@@ -440,11 +532,32 @@ def vjp(fun, *primals):
     return outs, vjp_fn
 
 
-@functools.lru_cache(maxsize=256)
+def _cotangent_leaves(cotangent, out_treedef, outs) -> list:
+    """The cotangent's leaves, each of its output's shape and dtype."""
+    leaves, treedef = pytree.flatten(cotangent)
+    if treedef != out_treedef:
+        raise TracerTypeError(with_location(
+            f"vjp_fn: the cotangent must have the output's structure "
+            f"{pytree.describe(out_treedef)}, got {pytree.describe(treedef)}"))
+    converted = []
+    for path, c, out in zip(pytree.leaf_paths(cotangent), leaves, outs):
+        if np.shape(c) != np.shape(out):
+            raise errors.ShapeError(with_location(
+                f"vjp_fn: cotangent{path} has shape {np.shape(c)}, the output it belongs to "
+                f"has shape {np.shape(out)}"))
+        converted.append(np.asarray(c, dtype=np.asarray(out).dtype))
+    return converted
+
+
 def _transform(kind, fun: Function) -> Transform:
-    """One jvp / vjp transformation per tracejit function, so that calling
-    `jvp(f, ...)` again reuses its kernels."""
-    return kind(fun)
+    """One jvp / vjp transformation per tracejit function, so that calling `jvp(f, ...)`
+    again reuses its kernels. Kept on the function, referring back to it weakly: the
+    pair is freed with the function, without the cyclic gc (an lru_cache would keep
+    hundreds of functions, and what they capture, alive)."""
+    transform = fun._transforms.get(kind)
+    if transform is None:
+        transform = fun._transforms[kind] = kind(weakref.proxy(fun))
+    return transform
 
 
 def jacobian(fun, argnums=0, holomorphic=False):

@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import ops
-from .errors import TracerTypeError
+from .errors import TracerTypeError, backward_location
 from .ir import Literal, Program, Var
 from .primitives import ELEMENTWISE
 from .shapes import resolve
@@ -103,7 +103,7 @@ def _backward(program: Program, env: dict, cts: dict, pullbacks: dict) -> None:
         if all(g is None for g in gs) or not _needs_gradient(eqn):
             continue
         xs = [_read(env, a) for a in eqn.inputs]
-        with located(eqn.location):
+        with located(backward_location(eqn.location)):  # debug_nans names the direction
             if id(eqn) in pullbacks:
                 input_cts = pullbacks[id(eqn)](gs)
             elif eqn.prim.multiple_results:

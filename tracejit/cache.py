@@ -3,8 +3,14 @@
 Generated source is written to a file named by a digest of the source and of everything
 the compiled code depends on (tracejit, Numba, NumPy and Python versions, the runtime
 helpers). Numba's ``cache=True`` needs a real file, and Numba itself does not notice
-changes in other modules, so our file name is the cache key. Files carry a digest header
-so that truncated or garbage files are detected and rewritten instead of executed.
+changes in other modules, so our file name is the cache key.
+
+Nothing is loaded from the cache directory without a check (store.py): a module file
+is executed only if its bytes are exactly what this process would write (and from
+those checked bytes, never re-read, never through a bytecode file); Numba's index and
+machine-code files are sealed and checked before they are unpickled
+(numba_cache.py). A file that fails is a warning and a rebuild. A directory that is
+unsafe, read-only or full keeps kernels in memory instead, with one warning.
 """
 
 from __future__ import annotations
@@ -14,40 +20,38 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
-import inspect
 import linecache
 import os
 import re
 import shutil
-import stat
 import sys
 import tempfile
 import threading
-import traceback
 import types
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numba
 import numpy as np
-from numba.core import caching
 from numba.core.dispatcher import Dispatcher
+
+from . import numba_cache, store
+from .errors import TracejitCacheWarning, warn
+
+__all__ = ["TracejitCacheWarning", "cache_dir", "clear_cache", "compile_for",
+           "disk_cache_enabled", "load_module"]
 
 _PACKAGE = "tracejit_kernels"
 _HEADER = "# tracejit-digest: "
+_FORMAT = "sealed-1"  # how files are written: part of every name, so old files are never read
 _TRUE_WORDS = {"1", "true", "yes"}
-# Our module files and the temporary files of interrupted writes (see _atomic_write).
+# Our module files and the temporary files of interrupted writes (see store.atomic_write).
 _OWN_FILE = re.compile(r"^\w+_[0-9a-f]{10,20}\.py$", re.ASCII)
-_OWN_TEMP = re.compile(r"^\.\w+_[0-9a-f]{10,20}\.py\..+\.tmp$", re.ASCII)
 
 _lock = threading.RLock()  # one module file is executed once, even with compile threads
 _loaded: dict[Path, KernelModule] = {}
 _private_dir: Path | None = None
-
-
-class TracejitCacheWarning(UserWarning):
-    """A cache file was unusable (corrupt, unwritable, unsafe) and tracejit worked around it."""
+_runtime_store: list = []  # the store the runtime helpers cache their code in, once set
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class KernelModule:
 
     path: Path
     module: types.ModuleType
+    written: bool = False  # this process wrote the file (removed again if nothing compiles)
 
     def function(self, name: str) -> Dispatcher:
         """Return the Numba dispatcher called ``name`` defined in the module."""
@@ -66,10 +71,10 @@ class KernelModule:
 
 
 def cache_dir() -> Path:
-    """Return the private (0700) directory for cached kernel modules, creating it."""
+    """The cache directory, created private (0700) if missing. Whether it is used is
+    decided by its checks (see store.py): it may be unsafe, read-only or full."""
     path = _configured_cache_dir()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _make_private(path)
+    store.open_store(path)
     return path
 
 
@@ -82,31 +87,33 @@ def load_module(source: str, name_hint: str, *, use_disk: bool,
                 stem: str | None = None) -> KernelModule:
     """Write ``source`` to a digest-named file and import it (once per process).
 
-    With ``use_disk`` (and the disk cache not disabled by the environment) the file lives
-    in :func:`cache_dir` and the module global ``_CACHE`` is True, so Numba caches the
-    machine code next to it. Otherwise the file goes to a per-process temporary directory
-    and ``_CACHE`` is False. A caller that names its modules by content itself (shared
-    loop nests, imported by name from kernels) passes ``stem``, which must then include
-    :func:`version_tag`.
+    With ``use_disk`` (and the disk cache neither disabled by the environment nor
+    unusable) the file lives in the checked cache directory and its Numba dispatchers
+    cache their machine code there, verified. Otherwise the module stays private to
+    this process (a temporary directory, or memory alone) and nothing is cached. A
+    caller that names its modules by content itself (shared loop nests, imported by
+    name from kernels) passes ``stem``, which must then include :func:`version_tag`.
+    The module's name is ``package(use_disk).stem`` either way: kernels import their
+    nests by that name, whether the store took the files or not.
     """
     use_disk = use_disk and disk_cache_enabled()
     stem = stem or f"{_sanitize(name_hint)}_{_digest(source)[:20]}"
-    directory = cache_dir() if use_disk else _private_tmp_dir()
-    path = directory / f"{stem}.py"
+    name = f"{package(use_disk)}.{stem}"
+    target = _disk_store() if use_disk else None
     with _lock:
-        loaded = _loaded.get(path)
-        if loaded is None:
-            text = _ensure_file(path, source)
-            # A distinct package keeps a private copy from replacing the disk-cached module
-            # in sys.modules, where Numba looks up the globals of kernels it loads from disk.
-            name = f"{package(use_disk)}.{stem}"
-            loaded = _loaded[path] = KernelModule(path, _import(path, name, text, use_disk))
-        return loaded
+        if target is not None:
+            loaded = _loaded.get(target.path / f"{stem}.py")
+            if loaded is None:
+                loaded = _load_from_store(target, stem, source, name)
+            if loaded is not None:
+                return loaded
+        return _load_private(name, source)
 
 
 def package(use_disk: bool) -> str:
     """The package generated modules are imported under (kernels import their shared
-    nests from it by name)."""
+    nests from it by name). A distinct one for private modules keeps them from replacing
+    disk-cached ones in sys.modules, where Numba looks up the globals of cached kernels."""
     return _PACKAGE if use_disk and disk_cache_enabled() else f"{_PACKAGE}_private"
 
 
@@ -114,9 +121,9 @@ def compile_for(kernel: Dispatcher, args: tuple) -> str:
     """Ensure ``kernel`` has machine code for the Numba types of ``args``.
 
     Returns where the code came from: "memory" (compiled earlier in this process),
-    "disk" (Numba's on-disk cache) or "compiled". Corrupt Numba cache files are deleted
-    with a :class:`TracejitCacheWarning` and the kernel is compiled afresh; typing and
-    lowering errors propagate unchanged.
+    "disk" (the verified disk cache) or "compiled". Unusable cache files are ignored
+    with a :class:`TracejitCacheWarning` (numba_cache.py); typing and lowering errors
+    propagate unchanged, and the module of a kernel that never compiled is forgotten.
     """
     return compile_signature(kernel, tuple(numba.typeof(arg) for arg in args))
 
@@ -128,12 +135,64 @@ def compile_signature(kernel: Dispatcher, sig: tuple) -> str:
     with _lock:
         if sig in kernel.overloads:
             return "memory"
-        failures: dict = {}
-        while True:  # ends: each cache is purged, then disabled, then its error re-raised
-            try:
-                return _compile_counted(kernel, sig)
-            except _CacheLoadError as err:
-                _recover(err, failures)
+        hits = kernel.stats.cache_hits[sig]
+        try:
+            _compile_apart(kernel, sig)
+        except Exception:
+            _forget_if_unused(kernel)
+            raise
+        # Dispatcher.compile counts a hit exactly when it took the code from disk.
+        return "disk" if kernel.stats.cache_hits[sig] > hits else "compiled"
+
+
+def store_writable() -> bool:
+    """Whether new files can go to the cache directory now (it is usable, and neither
+    read-only nor full): a compile worker is only worth asking then."""
+    target = _disk_store() if disk_cache_enabled() else None
+    return target is not None and target.writable
+
+
+def read_note(path: Path) -> str | None:
+    """A small text file written by `write_note` beside the modules in the cache
+    directory; None if missing, unusable, or failing its seal."""
+    path = Path(path)
+    target = _disk_store()
+    if target is None or path.parent != target.path:
+        return None
+    try:
+        payload = target.unseal(path.name, path.read_bytes())
+    except OSError:
+        return None
+    return None if payload is None else payload.decode(errors="replace")
+
+
+def write_note(path: Path, text: str) -> None:
+    """Seal `text` into `path` in the cache directory (atomically; silently skipped when
+    the directory cannot take it)."""
+    path = Path(path)
+    target = _disk_store()
+    if target is not None and path.parent == target.path:
+        target.write(path, target.seal(path.name, text.encode()))
+
+
+def _compile_apart(kernel: Dispatcher, sig: tuple) -> None:
+    """Compile on a thread of its own. Numba keeps some exceptions it raised and caught
+    while compiling (failed overload lookups), tracebacks included; on this thread their
+    frames lead back to no caller, so nothing the caller holds (the user's arrays) is
+    kept alive by them."""
+    failure: list = []
+
+    def run():
+        try:
+            kernel.compile(sig)
+        except BaseException as err:  # re-raised in the caller
+            failure.append(err)
+
+    worker = threading.Thread(target=run, name="tracejit-compile", daemon=True)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
 
 
 def clear_cache() -> None:
@@ -143,14 +202,17 @@ def clear_cache() -> None:
         return
     with _lock:
         for entry in directory.iterdir():
+            if _OWN_FILE.match(entry.name) or store.is_temp_name(entry.name):
+                entry.unlink(missing_ok=True)
             if _OWN_FILE.match(entry.name):
-                _remove_numba_files(entry)
-                entry.unlink(missing_ok=True)
                 entry.with_name(entry.name + ".compiled").unlink(missing_ok=True)
-            elif _OWN_TEMP.match(entry.name):
-                entry.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            (directory / "__pycache__").rmdir()  # only if nothing else lives there
+        numba_files = directory / numba_cache.CACHE_SUBDIR
+        if numba_files.is_dir() and not numba_files.is_symlink():
+            for entry in numba_files.iterdir():
+                if entry.suffix in (".nbi", ".nbc") or store.is_temp_name(entry.name):
+                    entry.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                numba_files.rmdir()  # only if nothing else lives there
         # Loading again must rewrite the files, so forget the modules that came from here.
         for path in [p for p in _loaded if p.parent == directory]:
             del _loaded[path]
@@ -169,25 +231,25 @@ def _configured_cache_dir() -> Path:
     return base / "tracejit"
 
 
-def _make_private(path: Path) -> None:
-    # Files in this directory are executed: nobody else may be able to plant them.
-    if os.name != "posix":
-        return
-    info = path.stat()
-    if stat.S_IMODE(info.st_mode) == 0o700:
-        return
-    # Never chmod a shared sticky directory such as /tmp, even when we (root) own it.
-    if info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX:
-        os.chmod(path, 0o700)
-    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        _warn(f"tracejit cache directory {path} is writable by other users")
+def _disk_store() -> store.Store | None:
+    target = store.open_store(_configured_cache_dir())
+    if target is not None and not _runtime_store:
+        # The runtime helpers' machine code is cached (verified) in the first store used.
+        from . import runtime
+
+        _runtime_store.append(target)
+        numba_cache.install(runtime, target, requested_only=False)
+    return target
 
 
-def _private_tmp_dir() -> Path:
+def _private_tmp_dir() -> Path | None:
     global _private_dir
     with _lock:
         if _private_dir is None:
-            _private_dir = Path(tempfile.mkdtemp(prefix="tracejit-"))
+            try:
+                _private_dir = Path(tempfile.mkdtemp(prefix="tracejit-"))
+            except OSError:
+                return None
             atexit.register(_remove_private_dir, _private_dir, os.getpid())
         return _private_dir
 
@@ -214,6 +276,7 @@ def _digest(source: str) -> str:
         np.__version__,
         sys.version,
         _runtime_digest(),
+        _FORMAT,
     )
     hasher = hashlib.sha256()
     for part in parts:
@@ -226,7 +289,7 @@ def _digest(source: str) -> str:
 @functools.lru_cache(maxsize=1)
 def version_tag() -> str:
     """A short digest of everything compiled code depends on besides its own source
-    (tracejit, Numba, NumPy, Python, the runtime helpers)."""
+    (tracejit, Numba, NumPy, Python, the runtime helpers, the cache's file format)."""
     return _digest("")[:10]
 
 
@@ -252,42 +315,57 @@ def _render(source: str) -> bytes:
     return f"{_HEADER}{hashlib.sha256(body).hexdigest()}\n".encode() + body
 
 
-def _ensure_file(path: Path, source: str) -> str:
-    """Make ``path`` hold the rendered source; return the file's text."""
+def _load_from_store(target: store.Store, stem: str, source: str,
+                     name: str) -> KernelModule | None:
+    """The module from the store's file, written first unless it already holds exactly
+    these bytes; None if the store cannot take the file (read-only, full)."""
+    path = target.path / f"{stem}.py"
     expected = _render(source)
-    try:
-        current = path.read_bytes()
-    except FileNotFoundError:
-        current = None
-    # An intact file is reused untouched: rewriting it would disturb concurrent readers and,
-    # with Numba versions that stamp sources by mtime and size, invalidate Numba's cache.
-    if current != expected:
+    current = _read_if_present(path)
+    # An intact file is reused untouched: rewriting it would disturb concurrent readers.
+    written = current != expected
+    if written:
         if current is not None:
-            _warn(
-                f"corrupt tracejit cache file {path} (digest header missing or wrong); rewriting it"
-            )
-            _remove_numba_files(path)
-        _atomic_write(path, expected)
-    return expected.decode()
+            warn(f"corrupt tracejit cache file {path} (not the source its name stands "
+                      "for); rewriting it", TracejitCacheWarning)
+        if not target.write(path, expected):
+            return None
+    module = _import(path, name, expected.decode())
+    numba_cache.install(module, target)
+    loaded = _loaded[path] = KernelModule(path, module, written)
+    return loaded
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    # mkstemp creates the file with mode 0600 in the target directory, so the final
-    # os.replace is atomic: readers see the old file or the complete new one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _read_if_present(path: Path) -> bytes | None:
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return b""  # unreadable (a directory, no permission): replaced by a good file
 
 
-def _import(path: Path, name: str, text: str, use_disk: bool) -> types.ModuleType:
+def _load_private(name: str, source: str) -> KernelModule:
+    """Module `name` private to this process: a file in a temporary directory (for
+    tools that read source files), or, if even that cannot be written, memory alone."""
+    directory = _private_tmp_dir()
+    in_memory = Path(f"<tracejit {name}>")
+    path = directory / f"{name}.py" if directory is not None else in_memory
+    loaded = _loaded.get(path) or _loaded.get(in_memory)
+    if loaded is None:
+        text = _render(source)
+        if directory is not None:
+            try:
+                store.atomic_write(path, text)
+            except OSError:
+                path = in_memory
+        loaded = _loaded[path] = KernelModule(path, _import(path, name, text.decode()))
+    return loaded
+
+
+def _import(path: Path, name: str, text: str) -> types.ModuleType:
+    """Execute the checked `text` as module `name` (never re-read from disk, never
+    from a bytecode file someone could plant beside it)."""
     package_name = name.rpartition(".")[0]
     parent = sys.modules.get(package_name)
     if parent is None:
@@ -295,13 +373,16 @@ def _import(path: Path, name: str, text: str, use_disk: bool) -> types.ModuleTyp
         parent.__path__ = []
     # mtime None: linecache keeps the lines even if the file is deleted later.
     linecache.cache[str(path)] = (len(text), None, text.splitlines(True), str(path))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    module._CACHE = use_disk  # read by the @njit(cache=_CACHE) decorators on execution
+    module = importlib.util.module_from_spec(
+        importlib.util.spec_from_loader(name, loader=None, origin=str(path)))
+    module.__file__ = str(path)
+    # Read by the @njit(cache=_CACHE) decorators: Numba's own (unverified) cache stays
+    # off; numba_cache.install gives the dispatchers the verified one.
+    module._CACHE = False
     # Numba's cache loader imports the module by name, also in a fresh process.
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(text, str(path), "exec", dont_inherit=True), module.__dict__)
     except BaseException:
         sys.modules.pop(name, None)
         raise
@@ -309,90 +390,26 @@ def _import(path: Path, name: str, text: str, use_disk: bool) -> types.ModuleTyp
     return module
 
 
-# --- Numba's cache files --------------------------------------------------------------
+def _forget_if_unused(kernel: Dispatcher) -> None:
+    """After a failed compile: the kernel's module and the nest modules it calls, when
+    none of their kernels has machine code, are forgotten, and their files removed if
+    this process wrote them (a failed call leaves nothing behind)."""
+    module = sys.modules.get(kernel.py_func.__module__)
+    names = {kernel.py_func.__module__}
+    names |= {v.py_func.__module__ for v in vars(module).values() if isinstance(v, Dispatcher)}
+    for path, loaded in list(_loaded.items()):
+        if loaded.module.__name__ in names and not any(
+                v.overloads for v in vars(loaded.module).values() if isinstance(v, Dispatcher)):
+            _forget(path, loaded)
 
 
-class _CacheLoadError(Exception):
-    """Numba failed while reading its own cache files (raised from the original error)."""
-
-    def __init__(self, cache: caching.Cache) -> None:
-        super().__init__(cache)
-        self.cache = cache
-
-
-def _compile_counted(kernel: Dispatcher, sig: tuple) -> str:
-    hits = kernel.stats.cache_hits[sig]
-    try:
-        kernel.compile(sig)
-    except Exception as exc:
-        bad_cache = _failed_numba_cache(exc)
-        if bad_cache is not None:
-            raise _CacheLoadError(bad_cache) from exc
-        if sig in kernel.overloads:  # compiled, only saving to disk failed
-            _warn(f"could not save the Numba cache for {_kernel_file(kernel)}: {exc!r}")
-            return "compiled"
-        raise
-    # Dispatcher.compile counts a hit exactly when it took the code from disk.
-    return "disk" if kernel.stats.cache_hits[sig] > hits else "compiled"
-
-
-def _failed_numba_cache(exc: BaseException | None) -> caching.Cache | None:
-    """The Numba cache whose loading raised ``exc`` (or an exception it chains), if any."""
-    # The corrupt cache may belong to a kernel called by the one being compiled, so the
-    # hit/miss counters of the latter cannot tell; the frames of the loader can.
-    for _ in range(8):  # bounded: exception chains may be cyclic
-        if exc is None:
-            return None
-        for frame, _ in traceback.walk_tb(exc.__traceback__):
-            code = frame.f_code
-            if code.co_filename == caching.__file__ and code.co_name == "_load_overload":
-                return frame.f_locals.get("self")
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def _recover(err: _CacheLoadError, failures: dict) -> None:
-    cache = err.cache
-    failures[cache] = count = failures.get(cache, 0) + 1
-    if count == 1:
-        py_file = Path(inspect.getfile(cache._py_func))
-        _warn(
-            f"unreadable Numba cache for {py_file} ({err.__cause__!r}); "
-            "deleting it and compiling again"
-        )
-        _remove_numba_files(py_file, Path(cache.cache_path))
-    elif count == 2:
-        cache.disable()  # deleting the files did not help (permissions?): stop reading them
-    else:
-        raise err.__cause__ from None
-
-
-def _kernel_file(kernel: Dispatcher) -> Path:
-    return Path(inspect.getfile(kernel.py_func))
-
-
-def _numba_cache_dirs(py_file: Path) -> list[Path]:
-    dirs = [py_file.parent / "__pycache__"]
-    if numba.config.CACHE_DIR:  # NUMBA_CACHE_DIR moves the files to a mirrored tree
-        subpath = caching._CacheLocator.get_suitable_cache_subpath(str(py_file))
-        dirs.append(Path(numba.config.CACHE_DIR) / subpath)
-    return dirs
-
-
-def _remove_numba_files(py_file: Path, *extra_dirs: Path) -> None:
-    """Delete the Numba index/data files (and bytecode) belonging to ``py_file``."""
-    # "<stem>.<qualname>-<line>.py311[.N].nbi|nbc", library caches add "<prefix>-" in
-    # front, interrupted Numba writes leave ".tmp.<uid>" behind.
-    pattern = re.compile(
-        rf"^(?:[\w.]+-)?{re.escape(py_file.stem)}\..*\.(?:nbi|nbc|pyc)(?:\.tmp\.\w+)?$"
-    )
-    for directory in {*_numba_cache_dirs(py_file), *extra_dirs}:
-        with contextlib.suppress(FileNotFoundError):
-            for entry in directory.iterdir():
-                if pattern.match(entry.name):
-                    with contextlib.suppress(OSError):
-                        entry.unlink()
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, TracejitCacheWarning, stacklevel=4)  # caller of the public API
+def _forget(path: Path, loaded: KernelModule) -> None:
+    name = loaded.module.__name__
+    del _loaded[path]
+    sys.modules.pop(name, None)
+    with contextlib.suppress(AttributeError, KeyError):
+        delattr(sys.modules[name.rpartition(".")[0]], name.rpartition(".")[2])
+    linecache.cache.pop(str(path), None)
+    if loaded.written:
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -76,6 +76,8 @@ class Emitter:
         self.helpers: dict[str, tuple] = {}
         # OpenBLAS threads keep spinning after a product; prange threads would
         # fight them for the cores, so kernels with a matmul stay serial.
+        # Ops that raise inside a loop (debug checks) keep the loops serial too: a prange
+        # loop cannot leave early.
         self.calls_blas = _calls_blas(program)
         self._fresh = itertools.count()
 
@@ -177,7 +179,7 @@ def _float_text(text) -> str:
 
 
 def _calls_blas(program: Program) -> bool:
-    return any(e.prim.blas or any(_calls_blas(p) for p in subprograms(e))
+    return any(e.prim.blas or e.prim.raises or any(_calls_blas(p) for p in subprograms(e))
                for e in program.eqns)
 
 
@@ -196,6 +198,7 @@ def generate(program: Program, kernel_name: str, tag: str = "",
                 em.emit(f"s{prefix}{k} = _rt.as_scalar({prefix}{k})")
     _emit_dims(em, program)
     _emit_checks(em, program)
+    _emit_empty_checks(em, program)
     outs = emit_program(em, program)
     em.emit(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
     return Generated(_module_source(em, args, program), em.helpers)
@@ -277,16 +280,35 @@ def _emit_checks(em: Emitter, program: Program) -> None:
         if type(d) is not int:
             source.setdefault(id(d), f"{em.names[id(all_vars[k])]}.shape[{axis}]")
     done = set()
-    for a, b, what in program.checks.pairs:
+    for index, (a, b, what) in enumerate(program.checks.pairs):
         sa, sb = source.get(id(a)), source.get(id(b))
         if sa is None or sb is None or sa == sb or (sa, sb) in done:
             continue
         if type(resolve(a)) is int:  # a size fixed in the dispatch key: checked there
             continue
         done.add((sa, sb))
-        message = f"{what}: {sa} != {sb} (shapes differ from what the trace assumed)"
-        em.emit(f"if {sa} != {sb}:")
-        em.emit(f"    raise ValueError({message!r})")
+        # The dispatcher names the arguments from the check's index (errors.SizeMismatch).
+        em.emit(f"if {sa} != {sb}:  # {what}")
+        em.emit(f"    raise _rt.SizeMismatch({index}, {sa}, {sb})")
+
+
+def _emit_empty_checks(em: Emitter, program: Program) -> None:
+    """Reductions without an identity (max, argmax...) raise NumPy's error on an empty
+    input, as NumPy does, instead of returning their accumulator's start value."""
+    done = set()
+    for eqn in program.eqns:
+        if eqn.prim.kind != REDUCE or not eqn.prim.empty_error:
+            continue
+        roots = [resolve(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]]
+        symbolic = [d for d in roots if type(d) is not int]
+        if not symbolic or any(id(d) not in em.dim_names for d in symbolic):
+            continue  # known sizes (0 is refused while tracing), or sizes made by the kernel
+        size = " * ".join(em.dim(d) for d in symbolic)
+        if size not in done:
+            done.add(size)
+            message = f"{eqn.prim.empty_error} ({eqn.prim.name} at {eqn.location})"
+            em.emit(f"if {size} == 0:")
+            em.emit(f"    raise ValueError({message!r})")
 
 
 def _views(program: Program) -> set:
@@ -482,7 +504,8 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_) -> None:
     kept = [k for k in range(len(shape)) if k not in axes]
     value = _read(em, x, full_idx, locals_)
     identity_fn, update = prim.monoid
-    init = em.literal(identity_fn(x.aval.dtype))
+    wide = prim.accumulate is not None and prim.accumulate(x.aval.dtype) != x.aval.dtype
+    init = em.literal(identity_fn(prim.accumulate(x.aval.dtype) if wide else x.aval.dtype))
     is_arg = "{idx}" in update
     flat = _flat_index(em, shape, axes, full_idx) if is_arg else ""
     name = em.names[id(out)] = em.fresh(f"t_{prim.name}_")
@@ -503,7 +526,8 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_) -> None:
             em.emit(f"{name} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
             nest.post[depth].append(f"{name}[{', '.join(out_idx)}] = {result}")
         else:
-            nest.post[depth].append(f"{name} = {result}")
+            rounded = f"{em.dtype(out.aval)}({result})" if wide else result
+            nest.post[depth].append(f"{name} = {rounded}")
         lines.extend(update.format(acc=acc, v=value, idx=f"{name}_i", k=flat).split("\n"))
         return
     nest.parallel_safe = False  # several outer iterations update one output cell
@@ -513,6 +537,11 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_) -> None:
         em.emit(f"{name} = np.zeros({em.shape(out.aval)}, np.int64)")
         acc_cell = f"{name}_v[{', '.join(out_idx)}]"
         lines.extend(update.format(acc=acc_cell, v=value, idx=cell, k=flat).split("\n"))
+    elif wide:  # accumulate in a wide array, rounded once the nest is done
+        em.emit(f"{name}_w = np.full({em.shape(out.aval)}, {init})")
+        wide_cell = f"{name}_w[{', '.join(out_idx)}]"
+        lines.extend(update.format(acc=wide_cell, v=value, idx="", k="").split("\n"))
+        nest.post[0].append(f"{name} = {name}_w.astype({em.dtype(out.aval)})")
     else:
         em.emit(f"{name} = np.full({em.shape(out.aval)}, {init})")
         lines.extend(update.format(acc=cell, v=value, idx="", k="").split("\n"))

@@ -13,11 +13,13 @@ import os
 import threading
 import time
 import warnings
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import cache, codegen, events, passes, pytree, worker
+from . import cache, codegen, config, debug, errors, events, passes, pytree, worker
 from .interpreter import interpret
 from .ir import Literal, Program, verify
 from .shapes import resolve
@@ -70,6 +72,7 @@ class Kernel:
         self.path = None  # the kernel module's file, once loaded
         self.nests: list = []  # the shared nest functions it calls, once loaded
         self._convert = [_scalar_type(a) for a in self.out_avals]
+        self.debug_checks: tuple = ()  # what each debug check names (debug.instrument)
 
     @functools.cached_property
     def generated(self) -> codegen.Generated:
@@ -111,6 +114,7 @@ class Kernel:
         return where
 
     def interpreted(self, leaves) -> list:
+        errors.check_sizes(self.program, list(leaves) + list(self.consts))  # as the kernel does
         outs = interpret(self.program, leaves, self.consts)
         return [np.asarray(o, dtype=a.dtype) if a.ndim else a.dtype.type(o)
                 for o, a in zip(outs, self.out_avals)]
@@ -120,6 +124,17 @@ class Kernel:
             return self.interpreted(leaves)
         outs = self.fn(*leaves, *self.consts)
         return [conv(o) if conv else o for conv, o in zip(self._convert, outs)]
+
+
+def make_kernel(program: Program, name: str, use_disk: bool, interpret: bool) -> Kernel:
+    """The kernel of a traced program: the passes, then the debug checks that
+    tracejit.config.debug_nans / debug_infs ask for (debug.instrument)."""
+    program, checks = prepare(program), ()
+    if config.kernel_flags():
+        program, checks = debug.instrument(program, config.kernel_flags())
+    kernel = Kernel(program, name, use_disk, interpret)
+    kernel.debug_checks = checks
+    return kernel
 
 
 def _cache_misses(nests) -> int:
@@ -157,7 +172,9 @@ class Entry:
         self.extra = None
         self.compiling: threading.Thread | None = None
         self.interpreted_seconds = 0.0
-        self.call = self._interpreted
+        self.call = _interpreting(weakref.ref(self))  # no cycle: freed without the gc
+        self.hits = 0  # calls served from the fast table (memory hits)
+        self.seen_hits = 0  # `hits` when the LRU last looked: used since, if they differ
 
     def __call__(self, leaves):
         return self.call(leaves)
@@ -233,12 +250,22 @@ class Entry:
         def leaf(k):
             return f"t{k}(r[{k}])" if convert[k] else f"r[{k}]"
 
-        tree = pytree.expression(self.out_treedef, leaf)
+        treedef = self.out_treedef
+        tree = pytree.expression(treedef, leaf)
         if tree is None:
-            return lambda leaves: pytree.unflatten(self.out_treedef, kernel(leaves))
+            return lambda leaves: pytree.unflatten(treedef, kernel(leaves))
         call = "fn(*leaves, *consts)" if kernel.consts else "fn(*leaves)"
         exec(f"def call(leaves):\n    r = {call}\n    return {tree}\n", namespace)
-        return namespace["call"]
+        return namespace.pop("call")  # its globals must not hold it: no cycle
+
+
+def _interpreting(entry_ref):
+    """An entry's call before its kernel exists; holds the entry weakly (the caller
+    holds it strongly), so entries form no reference cycle."""
+    def call(leaves):
+        return entry_ref()._interpreted(leaves)
+
+    return call
 
 
 class TracejitCompileWarning(UserWarning):
@@ -258,11 +285,13 @@ class Dispatcher:
     """
 
     def __init__(self, name: str, cache_enabled: bool = True):
+        _dispatchers.add(self)
         self.name = name
         self.cache_enabled = cache_enabled
-        self.stats = Stats()
+        self._stats = Stats()  # traces, compiles, disk hits; memory hits of evicted entries
         self._fast: dict = {}
         self._entries: dict = {}
+        self._recent: OrderedDict = OrderedDict()  # (abstract, sizes) -> entry, LRU first
         self._lock = threading.RLock()
 
     def call_flat(self, args: tuple, statics: tuple = (), extra=None, extra_key=None):
@@ -283,8 +312,25 @@ class Dispatcher:
         if entry is None:
             entry = self._miss(key, args, statics, extra)
         else:
-            self.stats.memory_hits += 1
-        return entry.call(leaves)
+            entry.hits += 1
+        try:
+            return entry.call(leaves)
+        except errors.KERNEL_CHECKS as err:  # a size or debug check: name what failed
+            self._fast.pop((key, statics) if statics else key, None)  # keep no failed key
+            raise self.explain(err, entry, args, statics, leaves) from None
+
+    def explain(self, err, entry, args, statics, leaves=None) -> Exception:
+        """The user's error for a failed kernel check: argument names, shapes, op, line.
+        `leaves` are the kernel's inputs (the arguments', then Variables' values)."""
+        leaves = pytree.flatten(args)[0] if leaves is None else leaves
+        names = self.leaf_names(args, statics)
+        names += [f"Variable {k}" for k in range(len(leaves) - len(names))]
+        return errors.explain(err, entry.kernel, names, list(leaves) + list(entry.kernel.consts))
+
+    def leaf_names(self, args, statics) -> list[str]:
+        """The user's name for each argument leaf (`params[0]`, `batch['x']`)."""
+        return [f"argument {k}{path}" for k, arg in enumerate(args)
+                for path in pytree.leaf_paths(arg)]
 
     def entry(self, args: tuple, statics: tuple = (), extra=None):
         """(entry, leaves) for these arguments, compiling on a miss."""
@@ -301,18 +347,33 @@ class Dispatcher:
         with self._lock:
             self._fast.clear()
             self._entries.clear()
+            self._stats.memory_hits += sum(e.hits for e in self._recent.values())
+            self._recent.clear()
 
     def _miss(self, key, args, statics, extra=None) -> Entry:
         key = (key, statics) if statics else key
         leaves, treedef = pytree.flatten(args if extra is None else (args, extra))
         with self._lock:
-            for leaf in leaves:
-                _check_leaf(leaf)
+            for k, leaf in enumerate(leaves):
+                problem = errors.leaf_problem(leaf)
+                if problem:
+                    names = self.leaf_names(args, statics)
+                    name = names[k] if k < len(names) else f"Variable {k - len(names)}"
+                    raise errors.TracerTypeError(errors.with_location(
+                        f"{self.name}: {name} {problem}"))
             abstract = (treedef, statics, *[abstract_signature(leaf) for leaf in leaves])
+            flags = config.kernel_flags()  # debug_nans...: kernels of their own
+            abstract += (flags,) if flags else ()
             entry = self._lookup(abstract, leaves)
-            if entry is None:
+            new = entry is None
+            if new:
                 entry = self._compile(abstract, args, statics, leaves)
-            entry.prepare(leaves, self.stats, background_compile())
+            try:
+                entry.prepare(leaves, self._stats, background_compile())
+            except BaseException:
+                if new:  # a failed call leaves no entry behind
+                    self._forget(entry)
+                raise
             if len(self._fast) > 512:  # many distinct shapes: keep the table bounded
                 self._fast.clear()
             self._fast[key] = entry
@@ -323,13 +384,17 @@ class Dispatcher:
         if table is None:
             return None
         axes, by_sizes = table
-        return by_sizes.get(_sizes(leaves, axes))
+        sizes = _sizes(leaves, axes)
+        entry = by_sizes.get(sizes)
+        if entry is not None:
+            self._recent.move_to_end((abstract, sizes))
+        return entry
 
     def _compile(self, abstract, args, statics, leaves) -> Entry:
         traced = events.trace_begin(self, args, statics, abstract, leaves)
         program, out_treedef, input_syms = self.build(args, statics)
         events.trace_end(traced, program)
-        self.stats.traces += 1
+        self._stats.traces += 1
         bound = tuple((leaf, axis) for leaf, axis, sym in input_syms
                       if type(resolve(sym)) is int)
         entry = Entry(self.kernel(program, self.name), out_treedef, bound)
@@ -340,8 +405,51 @@ class Dispatcher:
             axes = tuple(sorted(set(axes) | set(bound)))
             by_sizes = {}
             self._entries[abstract] = (axes, by_sizes)
-        by_sizes[_sizes(leaves, axes)] = entry
+            for old in [k for k in self._recent if k[0] == abstract]:
+                del self._recent[old]
+        sizes = _sizes(leaves, axes)
+        by_sizes[sizes] = entry
+        self._recent[(abstract, sizes)] = entry
+        while len(self._recent) > config.cache_size:
+            where, oldest = next(iter(self._recent.items()))
+            if oldest is entry or oldest.hits != oldest.seen_hits:  # new, or called since
+                oldest.seen_hits = oldest.hits  # last looked at: a second chance
+                self._recent.move_to_end(where)
+                continue
+            self._evict(*self._recent.popitem(last=False))
         return entry
+
+    @property
+    def stats(self) -> Stats:
+        """How often this function traced, compiled and found its kernel cached (a
+        snapshot; memory hits are counted per entry, so the hot path shares no counter)."""
+        s = self._stats
+        hits = s.memory_hits + sum(e.hits for e in self._recent.values())
+        return Stats(s.traces, s.compiles, hits, s.disk_hits)
+
+    @stats.setter
+    def stats(self, shared: Stats) -> None:
+        """Count traces, compiles and disk hits into `shared` (dispatchers may share one)."""
+        self._stats = shared
+
+    def _evict(self, where, entry) -> None:
+        """Forget the least recently used entry (tracejit.config.cache_size bounds them;
+        the order is by lookup, with a second chance for entries called since: CLOCK)."""
+        self._stats.memory_hits += entry.hits
+        abstract, sizes = where
+        table = self._entries.get(abstract)
+        if table is not None:
+            table[1].pop(sizes, None)
+            if not table[1]:
+                del self._entries[abstract]
+        for key in [k for k, e in self._fast.items() if e is entry]:
+            del self._fast[key]
+
+    def _forget(self, entry) -> None:
+        for where, known in list(self._recent.items()):
+            if known is entry:
+                del self._recent[where]
+                self._evict(where, entry)
 
     def wait(self) -> None:
         """Block until every background compile of this function has finished."""
@@ -350,7 +458,7 @@ class Dispatcher:
 
     def kernel(self, program: Program, name: str) -> Kernel:
         use_disk = self.cache_enabled and cache.disk_cache_enabled()
-        return Kernel(prepare(program), name, use_disk, jit_disabled())
+        return make_kernel(program, name, use_disk, jit_disabled())
 
     def extend(self, entry: Entry, program: Program) -> None:
         """Hook for dispatchers that attach more to an entry (vjp's backward kernel)."""
@@ -360,23 +468,21 @@ class Dispatcher:
         raise NotImplementedError
 
 
+_dispatchers: weakref.WeakSet = weakref.WeakSet()
+
+
+def _forget_fast_paths() -> None:
+    """A switch that changes kernels (config.debug_nans...) was set: every call looks
+    its kernel up again, under the new flags (part of the abstract key)."""
+    for dispatcher in list(_dispatchers):
+        dispatcher._fast.clear()
+
+
+config.on_change(_forget_fast_paths)
+
+
 def _sizes(leaves, axes) -> tuple:
     return tuple(np.shape(leaves[leaf])[axis] for leaf, axis in axes)
-
-
-def _check_leaf(leaf) -> None:
-    from .errors import TracerTypeError
-
-    if isinstance(leaf, np.ndarray):
-        if leaf.dtype.kind not in "fiubc" or not leaf.dtype.isnative or leaf.dtype.itemsize > 16:
-            raise TracerTypeError(f"unsupported array dtype {leaf.dtype} (float, complex, int "
-                                  "and bool arrays in native byte order are supported)")
-        return
-    if isinstance(leaf, (bool, int, float, complex, np.generic)):
-        return
-    raise TracerTypeError(
-        f"argument leaf of type {type(leaf).__name__} is not an array or scalar; pass NumPy "
-        "arrays or Python scalars in tuples/lists/dicts, or mark the argument static")
 
 
 def is_tracing(args) -> bool:

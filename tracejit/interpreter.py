@@ -57,6 +57,7 @@ class _Writer:
         self.names: dict[int, str] = {}
         self.dims: dict[int, str] = {}
         self.namespace: dict = {}
+        self.lazy: set = set()  # broadcasts left to NumPy's broadcasting in their consumers
         self.lines: list[str] = []
         self._fresh = itertools.count()
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import primitives as P
 from .dtypes import WEAK_STAND_INS, complex_dtype, is_complex, is_inexact, real_dtype  # noqa: F401
+from .errors import UnsupportedError, dtype_problem, with_location
 from .shapes import Sym, normalize_axes, resolve
 from .shapes import bind as bind_dim
 from .trace import PYTHON_SCALARS, Tracer, bind, operand, weak_aval
@@ -43,6 +44,9 @@ def convert(x, dtype):
     """`x.astype(dtype)`; from complex to bool it is `x != 0`, to other real dtypes
     the real part (as NumPy, which warns)."""
     dtype = np.dtype(dtype)
+    problem = dtype_problem(dtype)
+    if problem:
+        raise UnsupportedError(with_location(f"astype / conversion to {dtype}: {problem}"))
     if is_complex(aval_of(x).dtype) and not is_complex(dtype):
         if dtype == np.bool_:
             return ne(x, 0)
@@ -155,15 +159,18 @@ def logical_not(x):
 
 def power(x, y):
     """`x ** y`; a small integral constant exponent becomes integer_pow (exact,
-    and differentiable at x <= 0). Integers to a negative or traced integer
-    power raise, as NumPy raises or keeps integers where a float would differ."""
+    and differentiable at x <= 0), and `x ** 0.5` is `sqrt(x)`, as NumPy's
+    operator computes it (so its derivative at 0 is sqrt's). Integers to a negative or
+    traced integer power raise, as NumPy raises or keeps integers where a float would
+    differ."""
     if np.issubdtype(result_dtype(x, y), np.integer):
         if not (isinstance(y, (int, np.integer)) and 0 <= y <= 64):
-            from .errors import UnsupportedError, with_location
             raise UnsupportedError(with_location(
                 "integer ** integer is traced for constant exponents 0..64 only (NumPy "
                 "raises for negative ones)", hint="convert the base to float first"))
     if isinstance(y, (int, float, np.integer, np.floating)) and not isinstance(y, bool):
+        if y == 0.5:
+            return sqrt(x)
         if float(y).is_integer() and abs(y) <= 64:
             (x,) = promote(x, to_float=isinstance(y, float) or y < 0)
             if y < 0:

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import ops
 from .dtypes import real_dtype
-from .errors import ShapeError, TracerTypeError
+from .errors import NonFiniteError, ShapeError, TracerTypeError
 from .ir import AVal, Eqn, Literal
 from .shapes import (
     Sym,
@@ -60,6 +60,8 @@ class Primitive:
     complex_scalar: str | Callable | None = None  # the same for complex operands, if other
     index_map: Callable | None = None  # (in_aval, out_aval, **p) -> [(axis|None, off, step)]
     monoid: tuple | None = None  # reduce: (identity(dtype), "update statement")
+    accumulate: Callable | None = None  # reduce: input dtype -> accumulator dtype
+    empty_error: str | None = None  # reduce without identity: NumPy's error when empty
     emit: Callable | None = None  # array ops: (ctx, out_name, in_names, eqn) -> [lines]
     differentiable: bool = True
     nan_safe: bool = False  # multiply cotangents with a zero-preserving product
@@ -69,6 +71,7 @@ class Primitive:
     fold: Callable | None = None  # (eqn, defining(atom) -> Eqn | None) -> atom or None
     blas: bool = False  # codegen: calls BLAS (operands may be strided views)
     view: Callable | None = None  # (operand name, **params) -> a zero-copy view expression
+    raises: bool = False  # may raise inside a loop nest (codegen keeps such kernels serial)
     # Equations with several outputs (loops, branches): `bind` returns a list,
     # `vjp` gets a list of output cotangents (None: zero), and `jvp` is
     # (tangents, *xs, **p) -> (outputs, output tangents), one equation for both.
@@ -265,10 +268,29 @@ for _name, _impl, _scalar in [("sign", np.sign, "_rt.sign({0})"),
 elementwise("logical_not", 1, np.logical_not, "(not {0})", out_dtype=bool)
 
 
+def _debug_check_impl(x, *, index, mode):
+    x = np.asarray(x)
+    if mode & 1 and np.isnan(x).any():
+        raise NonFiniteError(index, 0)
+    if mode & 2 and np.isinf(x).any():
+        raise NonFiniteError(index, 1)
+    return x
+
+
+# tracejit.config.debug_nans / debug_infs: `x` unchanged, after raising NonFiniteError(index)
+# if it holds a NaN (mode bit 1) or an infinity (bit 2). Inserted by debug.instrument.
+elementwise("debug_check", 1, _debug_check_impl,
+            lambda x, *, index, mode: f"_rt.debug_check({x}, {index}, {mode})", raises=True,
+            complex_scalar=lambda x, *, index, mode: f"_rt.debug_check_parts({x}, {index}, {mode})")
+
+
 def _pow_partials(out, x, y):
     x_is_zero = x == 0.0
     safe_x = ops.select(x_is_zero, ops.ones_like(x), x)
-    dx = y * x ** (y - 1.0)
+    # At x = 0 with 0 <= y < 1 the slope is infinite (or, for y = 0, 0 * inf): take 0,
+    # the subgradient sqrt uses at 0, so x ** y agrees with sqrt(x) at y = 0.5.
+    flat = ops.logical_and(x_is_zero, ops.logical_and(y >= 0.0, y < 1.0))
+    dx = ops.select(flat, ops.zeros_like(out), y * x ** (y - 1.0))
     dy = ops.select(x_is_zero, ops.zeros_like(out), out * ops.log(safe_x))
     return [dx, dy]
 
@@ -628,12 +650,14 @@ register(Primitive(
 
 # -------------------------------------------------------------- reductions
 
-def _reduce_rule(out_dtype=None, name="reduce", real_only=None):
+def _reduce_rule(out_dtype=None, empty_error=None, name="reduce", real_only=None):
     def rule(avals, params, checks):
         if real_only:
             reject_complex(avals, name, real_only)
         (x,) = avals
         axes = params["axes"]
+        if empty_error and any(resolve(x.shape[a]) == 0 for a in axes):
+            raise ShapeError(empty_error)  # sizes that may be 0 are checked by the kernel
         shape = tuple(d for k, d in enumerate(x.shape) if k not in axes)
         return [AVal(shape, np.dtype(out_dtype or x.dtype), x.weak and out_dtype is None)]
 
@@ -714,23 +738,41 @@ def _unit_reduction_is_squeeze(eqn):
 
 
 def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None,
-               ordered=False):
+               accumulate=None, empty_error=None, ordered=False):
     def run(x, *, axes):
-        return impl(np.asarray(x), axis=axes)
+        x = np.asarray(x)
+        if accumulate is None or accumulate(x.dtype) == x.dtype:
+            return impl(x, axis=axes)
+        return impl(x, axis=axes, dtype=accumulate(x.dtype)).astype(x.dtype)
 
-    rule = _reduce_rule(out_dtype, name, UNORDERED if ordered else None)
-    return register(Primitive(name, REDUCE, rule, run, vjp=vjp, jvp=jvp,
-                              monoid=(identity, update), differentiable=vjp is not None,
-                              simplify=_unit_reduction_is_squeeze if vjp else None))
+    rule = _reduce_rule(out_dtype, empty_error, name, UNORDERED if ordered else None)
+    return register(Primitive(name, REDUCE, rule, run, vjp=vjp, jvp=jvp, monoid=(identity, update),
+                              differentiable=vjp is not None,
+                              simplify=_unit_reduction_is_squeeze if vjp else None,
+                              accumulate=accumulate, empty_error=empty_error))
+
+
+def _no_identity(operation: str) -> str:
+    return f"zero-size array to reduction operation {operation} which has no identity"
+
+
+def _wide(dtype):
+    """float32 sums and products accumulate in float64 (complex64 in complex128): a
+    float32 accumulator loses ~n/2 ulp over n terms (NumPy's pairwise sum only
+    ~log2(n)/2, and not along every axis); the result is rounded to float32 once."""
+    wider = {np.dtype(np.float32): np.float64, np.dtype(np.complex64): np.complex128}
+    return np.dtype(wider.get(np.dtype(dtype), dtype))
 
 
 _reduction("reduce_sum", np.sum, _identity(0), "{acc} += {v}", _sum_vjp,
-           lambda ts, out, x, *, axes: None if ts[0] is None else ops.reduce_sum(ts[0], axes))
-_reduction("reduce_prod", np.prod, _identity(1), "{acc} *= {v}", _prod_vjp, _prod_jvp)
+           lambda ts, out, x, *, axes: None if ts[0] is None else ops.reduce_sum(ts[0], axes),
+           accumulate=_wide)
+_reduction("reduce_prod", np.prod, _identity(1), "{acc} *= {v}", _prod_vjp, _prod_jvp,
+           accumulate=_wide)
 _reduction("reduce_max", np.max, _identity("max"), "{acc} = _rt.maximum({acc}, {v})",
-           _extremum_vjp, _extremum_jvp, ordered=True)
+           _extremum_vjp, _extremum_jvp, empty_error=_no_identity("maximum"), ordered=True)
 _reduction("reduce_min", np.min, _identity("min"), "{acc} = _rt.minimum({acc}, {v})",
-           _extremum_vjp, _extremum_jvp, ordered=True)
+           _extremum_vjp, _extremum_jvp, empty_error=_no_identity("minimum"), ordered=True)
 
 
 def _arg_impl(fn):
@@ -748,10 +790,12 @@ def _arg_impl(fn):
 # The update keeps the first extremum and the first NaN, as NumPy does.
 _reduction("argmax", _arg_impl(np.argmax), _identity("max"),
            "if {v} > {acc} or ({v} != {v} and {acc} == {acc}):\n    {acc} = {v}\n    {idx} = {k}",
-           out_dtype=np.int64, ordered=True)
+           out_dtype=np.int64, empty_error="attempt to get argmax of an empty sequence",
+           ordered=True)
 _reduction("argmin", _arg_impl(np.argmin), _identity("min"),
            "if {v} < {acc} or ({v} != {v} and {acc} == {acc}):\n    {acc} = {v}\n    {idx} = {k}",
-           out_dtype=np.int64, ordered=True)
+           out_dtype=np.int64, empty_error="attempt to get argmin of an empty sequence",
+           ordered=True)
 
 
 # -------------------------------------------------------------- array ops

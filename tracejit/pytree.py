@@ -163,3 +163,23 @@ def describe(treedef: tuple) -> str:
     inner = ", ".join(describe(c) for c in treedef[1])
     return f"({inner},)" if tag == "t" and len(treedef[1]) == 1 else (
         f"({inner})" if tag == "t" else f"[{inner}]")
+
+
+def leaf_paths(tree: Any) -> list[str]:
+    """Each leaf's path in `tree`, in `flatten` order, as Python would index it:
+    `[0]`, `['w']`, `[1]['b']`; the empty string for a tree that is a leaf."""
+    paths: list[str] = []
+    _paths_into(tree, "", paths)
+    return paths
+
+
+def _paths_into(tree: Any, prefix: str, paths: list) -> None:
+    kind = type(tree)
+    if kind is tuple or kind is list:
+        for k, child in enumerate(tree):
+            _paths_into(child, f"{prefix}[{k}]", paths)
+    elif kind is dict:
+        for key in sorted(tree):
+            _paths_into(tree[key], f"{prefix}[{key!r}]", paths)
+    elif tree is not None:
+        paths.append(prefix)

@@ -28,10 +28,12 @@ Calling conventions the code generator must respect (see the benchmark in
   zero-division check (an exit from the loop) in front of every division.
 * Loops with a float reduction (``s += ...``) vectorise only if the caller
   has 'reassoc'; map loops vectorise with no fastmath at all.
-* The helpers are disk-cached (``cache=True``): compiling a kernel that uses
-  exp/tanh/log/sigmoid drops from ~1.8 s to ~0.2 s once they are cached.  A
-  cached *kernel* embeds the helpers' machine code, so a kernel cache key
-  should include this file's contents (or the tracejit version).
+* The helpers are disk-cached: compiling a kernel that uses exp/tanh/log/sigmoid
+  drops from ~1.8 s to ~0.2 s once they are cached.  Numba's own cache is off
+  (``cache=False``); tracejit.cache gives every dispatcher here its verified
+  cache in the tracejit cache directory (numba_cache.py).  A cached *kernel*
+  embeds the helpers' machine code, so a kernel cache key includes this file's
+  contents.
 """
 
 import math
@@ -42,9 +44,13 @@ from numba import njit, types
 from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic, overload
 
-from .fft_runtime import fft  # noqa: F401  (kernels call _rt.fft)
+from .errors import NonFiniteError, SizeMismatch  # raised by kernels' checks
 
 __all__ = [
+    "NonFiniteError",
+    "debug_check",
+    "debug_check_parts",
+    "SizeMismatch",
     "as_scalar",
     "blas_dot",
     "cdiv",
@@ -69,10 +75,10 @@ __all__ = [
 # into an FMA (never less accurate).  No 'reassoc': it would let LLVM fold the
 # hi/lo splitting tricks away.  No 'nnan'/'ninf': the special-value selects
 # are comparisons against NaN/inf.  error_model='numpy' because the Python
-# model adds a branch (a loop exit) before every division.  cache=True: the
-# helpers are most of a small kernel's compile time; everything they depend
-# on is in this file, so Numba's mtime-keyed cache invalidates correctly.
-_JIT = dict(fastmath={"contract"}, error_model="numpy", cache=True)
+# model adds a branch (a loop exit) before every division.  Disk-cached by
+# tracejit.cache, verified (the helpers are most of a small kernel's compile
+# time; everything they depend on is in this file, whose hash stamps the cache).
+_JIT = dict(fastmath={"contract"}, error_model="numpy", cache=False)
 
 _FLOATS = (types.float32, types.float64)
 
@@ -489,6 +495,25 @@ def log1p(x):
 
 
 @njit(**_JIT)
+def debug_check(x, index, mode):
+    """`x`, after raising NonFiniteError(index, kind) if it is a NaN (mode bit 1) or an
+    infinity (bit 2): tracejit.config.debug_nans / debug_infs."""
+    if mode & 1 and x != x:
+        raise NonFiniteError(index, 0)
+    if mode & 2 and (x == np.inf or x == -np.inf):
+        raise NonFiniteError(index, 1)
+    return x
+
+
+@njit(**_JIT)
+def debug_check_parts(z, index, mode):
+    """`debug_check` of a complex value: of each of its parts."""
+    debug_check(z.real, index, mode)
+    debug_check(z.imag, index, mode)
+    return z
+
+
+@njit(**_JIT)
 def maximum(a, b):
     """np.maximum: NaN if either is NaN; on a tie (e.g. ±0) returns b."""
     return a if (a > b or a != a) else b
@@ -555,7 +580,7 @@ def _as_scalar_typed(x):
 # --------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def dot(a, b):
     """np.dot through BLAS, compiled once per operand layout and cached on disk:
     typing np.dot costs ~0.3-0.8 s per layout pair in every kernel otherwise."""
@@ -567,7 +592,7 @@ def dot(a, b):
 # --------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def grow(stack):
     """The stack of a while loop's per-step values with room for twice as many."""
     bigger = np.empty((2 * stack.shape[0] + 1,) + stack.shape[1:], stack.dtype)
@@ -609,7 +634,7 @@ def nest(**options):
     return wrap
 
 
-@nest(cache=True)
+@nest()  # disk-cached, verified, by tracejit.cache
 def blas_dot(a, b):
     """`dot` as kernels call it: by symbol, so no kernel links BLAS' wrappers again.
     (Nests, whose machine code is cached, call `dot`: what they call is in them.)"""
@@ -621,23 +646,23 @@ def blas_dot(a, b):
 # (linalg_primitives.py) on C-contiguous matrices.
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def argsort(x):
     """Stable, NaN last (as NumPy's kind='stable')."""
     return np.argsort(x, kind="mergesort")
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def cholesky(a):
     return np.linalg.cholesky(a)
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def solve(a, b):
     return np.linalg.solve(a, b)
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def solve_triangular(a, b, lower, trans):
     """op(a)^-1 b by substitution; op(a) = a.T when `trans`."""
     n, k = b.shape
@@ -654,7 +679,7 @@ def solve_triangular(a, b, lower, trans):
     return x
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def slogdet(a):
     sign, logabs = np.linalg.slogdet(a)
     out = np.empty(2, a.dtype)
@@ -663,7 +688,7 @@ def slogdet(a):
     return out
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def eigh(a):
     w, v = np.linalg.eigh(a)
     n = a.shape[0]
@@ -673,7 +698,7 @@ def eigh(a):
     return out
 
 
-@njit(cache=True)
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def svd(a):
     u, s, vt = np.linalg.svd(a, full_matrices=False)
     m, k = u.shape
@@ -737,3 +762,107 @@ def polygamma(n, x):
         total += _B2K[k - 1] * coeff * inv
         inv /= x * x
     return sign * (total + factorial * shift)
+
+
+# --------------------------------------------------------------------------
+# The FFT (Numba has no np.fft).
+# --------------------------------------------------------------------------
+
+# `fft(x, inverse)` transforms each row of a 2-D C-contiguous complex array with
+# NumPy's conventions: X_k = sum_j x_j e^(-2 pi i jk / n), the inverse with +i and
+# divided by n. Powers of two take the iterative radix-2 algorithm; other sizes
+# Bluestein's chirp-z transform, which writes the DFT as a convolution computed
+# by radix-2 FFTs of a power-of-two size >= 2n - 1, so every size is O(n log n).
+# The work is done in complex128 (a complex64 result is rounded once, at the
+# end); twiddles and chirps are computed from exact integer angles, not by
+# recurrence, so the error stays near NumPy's pocketfft (~1e-16 * log n relative
+# to the norm in float64).
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def _twiddles(n, sign):
+    """exp(sign * 2 pi i k / n) for k < n / 2."""
+    out = np.empty(max(n // 2, 1), np.complex128)
+    for k in range(out.shape[0]):
+        angle = sign * 2.0 * np.pi * k / n
+        out[k] = complex(np.cos(angle), np.sin(angle))
+    return out
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def _radix2(a, twiddles):
+    """In-place FFT of `a` (length a power of two) with the given twiddles."""
+    n = a.shape[0]
+    j = 0
+    for i in range(1, n):  # bit-reversal permutation
+        bit = n >> 1
+        while j & bit:
+            j ^= bit
+            bit >>= 1
+        j |= bit
+        if i < j:
+            a[i], a[j] = a[j], a[i]
+    size = 2
+    while size <= n:
+        half, step = size // 2, n // size
+        for start in range(0, n, size):
+            for k in range(half):
+                v = a[start + k + half] * twiddles[k * step]
+                u = a[start + k]
+                a[start + k] = u + v
+                a[start + k + half] = u - v
+        size *= 2
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def _chirp(n, sign):
+    """exp(sign * pi i k^2 / n), the angle reduced exactly (k^2 mod 2n)."""
+    out = np.empty(n, np.complex128)
+    for k in range(n):
+        angle = sign * np.pi * ((k * k) % (2 * n)) / n
+        out[k] = complex(np.cos(angle), np.sin(angle))
+    return out
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def fft(x, inverse):
+    """FFT of each row of `x` (rows, n); the inverse divides by n."""
+    rows, n = x.shape
+    if n < 1:
+        raise ValueError("Invalid number of FFT data points (0) specified.")
+    sign = 1.0 if inverse else -1.0
+    out = np.empty((rows, n), x.dtype)
+    work = np.empty(n, np.complex128)
+    scale = 1.0 / n if inverse else 1.0
+    if n & (n - 1) == 0:
+        twiddles = _twiddles(n, sign)
+        for r in range(rows):
+            for k in range(n):
+                work[k] = x[r, k]
+            _radix2(work, twiddles)
+            for k in range(n):
+                out[r, k] = work[k] * scale
+        return out
+    m = 1
+    while m < 2 * n - 1:
+        m *= 2
+    chirp = _chirp(n, sign)
+    forward, backward = _twiddles(m, -1.0), _twiddles(m, 1.0)
+    kernel = np.zeros(m, np.complex128)  # conj(chirp) at offsets -(n-1) .. n-1, circularly
+    kernel[0] = chirp[0].conjugate()
+    for k in range(1, n):
+        kernel[k] = kernel[m - k] = chirp[k].conjugate()
+    _radix2(kernel, forward)
+    a = np.empty(m, np.complex128)
+    for r in range(rows):
+        for k in range(n):
+            a[k] = x[r, k] * chirp[k]
+        for k in range(n, m):
+            a[k] = 0.0
+        _radix2(a, forward)
+        for k in range(m):
+            a[k] *= kernel[k]
+        _radix2(a, backward)  # the circular convolution, times m
+        for k in range(n):
+            out[r, k] = a[k] * chirp[k] * (scale / m)
+    return out

@@ -271,6 +271,8 @@ def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
         finish(pick, current)
         if space is None:
             current = None  # a standalone equation takes nothing else
+    # The recursive closure refers to itself: break that cycle, freed without the gc.
+    missing_input = None  # noqa: F811
     return groups
 
 

@@ -17,9 +17,13 @@ import numpy as np
 from . import pytree
 from .errors import (
     ConcretizationError,
+    LeakedTracerError,
     ShapeError,
     TracejitError,
     TracerTypeError,
+    UnsupportedError,
+    describe_value,
+    leaf_problem,
     user_location,
     with_location,
 )
@@ -78,6 +82,7 @@ class Builder:
         self._captured: dict[int, Var] = {}
         self.checks = ShapeChecks()
         self.input_syms: list[tuple[int, int, Sym]] = []
+        self.input_names: list[str] = []  # the user's name of each input, for messages
 
     def __enter__(self) -> Builder:
         if not _builders:
@@ -113,10 +118,16 @@ class Builder:
     def atom(self, value):
         """The IR operand for `value`: a variable, a captured constant or a literal."""
         if isinstance(value, Tracer):
-            return value.ir_var if value.builder is self else self.capture(value)
+            if value.builder is self:
+                return value.ir_var
+            check_live(value)
+            return self.capture(value)
         if isinstance(value, PYTHON_SCALARS) and not isinstance(value, np.generic):
             return Literal(value, weak_aval(value))
         if isinstance(value, (np.ndarray, np.generic)):
+            problem = leaf_problem(value)
+            if problem:
+                raise UnsupportedError(with_location(f"a constant used here {problem}"))
             if value.ndim == 0:
                 return Literal(value, AVal((), value.dtype))
             return self.capture(value)
@@ -219,15 +230,21 @@ def bind(prim, *args, _traced=False, **params):
     builder = current_builder()
     if builder is None or not (_traced or any(isinstance(a, Tracer) for a in args)
                                or _symbolic_params(params)):
+        for a in args:
+            if isinstance(a, Tracer):
+                check_live(a)  # no trace is running: it escaped one
         return prim.impl(*args, **params)
     inputs = [builder.atom(a) for a in args]
     location = _locations[-1] if _locations else user_location()
+    joins = len(builder.checks.pairs)
     try:
         avals = prim.abstract_eval([a.aval for a in inputs], params, builder.checks)
     except TracejitError as err:
-        shapes = ", ".join(f"{_dtype_str(a.aval)}{format_shape(a.aval.shape)}" for a in inputs)
-        message = f"{err.args[0]}\n  op: {prim.name} on {shapes}"
+        message = f"{err.args[0]}\n  op: {prim.name} on {describe_operands(builder, inputs)}"
         raise type(err)(with_location(message, location)) from None
+    # Sizes this op joined are checked when the kernel runs: say which op, where.
+    builder.checks.pairs[joins:] = [(a, b, f"{what} at {location}")
+                                    for a, b, what in builder.checks.pairs[joins:]]
     outs = [Var(aval) for aval in avals]
     builder.eqns.append(Eqn(prim, inputs, params, outs, location))
     return builder.result(prim, args, params, outs)
@@ -238,8 +255,46 @@ def _symbolic_params(params: dict) -> bool:
                for v in params.values())
 
 
-def _dtype_str(aval: AVal) -> str:
-    return f"{aval.dtype}"
+def describe_operands(builder: Builder, inputs: list) -> str:
+    """`x: float64 (n0=3, 4), a float64 (n0=3,)` and where each symbolic size came
+    from (`n0 = x.shape[0]`): the operands as the user knows them."""
+    names = {id(v): n for v, n in zip(builder.invars, builder.input_names)}
+    parts = []
+    for atom in inputs:
+        text = f"{atom.aval.dtype} {format_shape(atom.aval.shape)}"
+        parts.append(f"{names[id(atom)]}: {text}" if id(atom) in names else text)
+    sources = {}
+    for leaf, axis, sym in builder.input_syms:
+        if leaf < len(builder.input_names):
+            sources.setdefault(id(resolve(sym)), f"{builder.input_names[leaf]}.shape[{axis}]")
+    legend = {}
+    for atom in inputs:
+        for dim in atom.aval.shape:
+            root = resolve(dim)
+            if type(root) is not int and id(root) in sources:
+                legend[f"{root!r}"] = sources[id(root)]
+    text = ", ".join(parts)
+    if legend:
+        text += "\n  sizes: " + ", ".join(f"{sym} = {src}" for sym, src in legend.items())
+    return text
+
+
+def check_live(tracer: Tracer) -> None:
+    """A tracer of a trace that has ended (it escaped its function) raises a leak error
+    naming the function and the op that made it."""
+    if tracer.builder in _builders:
+        return
+    origin = tracer.builder
+    made = next((f"made by {e.prim.name} at {e.location}" for e in origin.eqns
+                 if any(v is tracer.ir_var for v in e.outputs)), None)
+    if made is None:
+        names = {id(v): n for v, n in zip(origin.invars, origin.input_names)}
+        made = f"the input {names.get(id(tracer.ir_var), 'of the function')}"
+    raise LeakedTracerError(with_location(
+        f"a traced value ({describe_value(tracer)}) of `{origin.name}` was used after that trace "
+        f"ended ({made})",
+        hint="a traced value escaped the traced function (kept in a global, a list or an "
+             "attribute); return it from the function instead"))
 
 
 class Tracer:
@@ -274,6 +329,7 @@ class Tracer:
     def _concrete(self, what):
         """The value, when it is fixed at trace time (it depends on constants and
         sizes only: reading a size ties the kernel to it); else raise."""
+        check_live(self)
         value = known_value(self)
         if value is None:
             raise ConcretizationError(with_location(
@@ -306,6 +362,7 @@ class Tracer:
         return value.item() if value is not None else reshape(self, ())
 
     def __array__(self, *args, **kwargs):
+        check_live(self)
         raise TracerTypeError(with_location(
             f"np.asarray() of a traced array {self.aval}: the value does not exist while "
             "tracing", hint="this usually means a NumPy function tracejit does not trace was "
@@ -313,6 +370,42 @@ class Tracer:
 
     def __hash__(self):
         return id(self)
+
+    def tolist(self):
+        self._concrete("tolist")
+
+    def __setitem__(self, key, value):
+        raise UnsupportedError(with_location(
+            f"assignment into a traced array {self.aval} (x[...] = value) is not supported",
+            hint="build a new array instead: np.where(mask, value, x), np.concatenate, ..."))
+
+    def __getattr__(self, name):
+        # Reached only for names nothing defines: NumPy's array API tracejit does not trace.
+        if name.startswith("__") or not hasattr(np.ndarray, name):
+            raise AttributeError(f"'Tracer' object has no attribute {name!r}")
+        raise UnsupportedError(with_location(
+            f"ndarray.{name} is not supported while tracing (on a traced "
+            f"{describe_value(self)})",
+            hint="compose it from supported NumPy functions (see the README's op list)"))
+
+
+def _unsupported_operator(symbol: str):
+    def operator(self, *others):
+        raise UnsupportedError(with_location(
+            f"the operator {symbol} on a traced {describe_value(self)} is not supported",
+            hint="compose it from supported operators and functions (see the README)"))
+
+    return operator
+
+
+# Operators Tracer does not implement get a named error, not Python's bare TypeError
+# (numpy_api.py installs the ones that are supported over these).
+for _name, _symbol in {"__floordiv__": "//", "__rfloordiv__": "//", "__mod__": "%",
+                       "__rmod__": "%", "__divmod__": "divmod", "__rdivmod__": "divmod",
+                       "__lshift__": "<<", "__rlshift__": "<<", "__rshift__": ">>",
+                       "__rrshift__": ">>", "__xor__": "^", "__rxor__": "^", "__rand__": "&",
+                       "__ror__": "|"}.items():
+    setattr(Tracer, _name, _unsupported_operator(_symbol))
 
 
 # --------------------------------------------------------- tracing entry
@@ -339,13 +432,15 @@ def abstractify(leaf, builder_leaf_index: int, builder: Builder) -> AVal:
              "static with static_argnums / static_argnames"))
 
 
-def trace(fn, args: tuple, name: str | None = None):
+def trace(fn, args: tuple, name: str | None = None, leaf_names: list | None = None):
     """Trace `fn(*args)` (args are pytrees) into a Program.
 
     Returns (program, out_treedef, builder). Leaves that are Tracers of an
-    outer builder are traced as inputs too, keeping their abstract values."""
+    outer builder are traced as inputs too, keeping their abstract values.
+    `leaf_names` (the user's name of each leaf) make error messages name them."""
     leaves, treedef = pytree.flatten(args)
     builder = Builder(name or getattr(fn, "__name__", "fn"))
+    builder.input_names = list(leaf_names or [])
     tracers = [builder.new_input(abstractify(leaf, i, builder)) for i, leaf in enumerate(leaves)]
     with builder, contextlib.ExitStack() as guards:
         for guard in _trace_guards:

@@ -384,9 +384,10 @@ class Scope:
         return replace(program, outvars=outs), ("t", (treedef, written))
 
 
-def trace_function(fun, fn, args, writes: bool):
+def trace_function(fun, fn, args, writes: bool, leaf_names=None):
     """`trace(fn, args)` for a Function: at top level inside a Scope holding
-    the Variables `fun` is known to use. Returns (program, treedef, input_syms)."""
+    the Variables `fun` is known to use. Returns (program, treedef, input_syms).
+    `leaf_names` name the argument leaves in error messages."""
     global _scope
 
     def traced(*args):  # a Variable returned is its value at the end of the function
@@ -395,11 +396,11 @@ def trace_function(fun, fn, args, writes: bool):
     traced.__wrapped__ = fn
 
     if _builders or _scope is not None:  # nested: Variables belong to the outer trace
-        program, treedef, builder = trace(traced, args, fun.name)
+        program, treedef, builder = trace(traced, args, fun.name, leaf_names)
         return program, treedef, builder.input_syms
     scope = _scope = Scope(list(fun._variables))
     try:
-        program, treedef, builder = trace(traced, args, fun.name)
+        program, treedef, builder = trace(traced, args, fun.name, leaf_names)
     finally:
         _scope = None
     if scope.builder is None:

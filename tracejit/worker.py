@@ -45,8 +45,8 @@ def compile_elsewhere(kernel, args) -> dict | None:
     ({"seconds", "phases"}), or None when the caller must compile itself."""
     from . import cache
 
-    if not (enabled() and kernel.use_disk and cache.disk_cache_enabled()):
-        return None
+    if not (enabled() and kernel.use_disk and cache.store_writable()):
+        return None  # nothing a worker writes could reach this process
     signature = describe_args(tuple(args) + tuple(kernel.consts))
     if signature is None:
         return None
@@ -121,8 +121,9 @@ def record_compiled(kernel, args) -> None:
         return
     known = _compiled_signatures(kernel.path)
     if json.dumps(signature) not in known:
-        with contextlib.suppress(OSError):
-            _write_atomic(_signatures_file(kernel.path), "\n".join(known | {json.dumps(signature)}))
+        from . import cache
+
+        cache.write_note(_signatures_file(kernel.path), "\n".join(known | {json.dumps(signature)}))
 
 
 def _signatures_file(path) -> str:
@@ -130,18 +131,11 @@ def _signatures_file(path) -> str:
 
 
 def _compiled_signatures(path) -> set:
-    try:
-        with open(_signatures_file(path)) as handle:
-            return set(handle.read().splitlines())
-    except OSError:
-        return set()
+    """Sealed by the cache (like every file read back from its directory)."""
+    from . import cache
 
-
-def _write_atomic(path: str, text: str) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    text = cache.read_note(_signatures_file(path))
+    return set(text.splitlines()) if text else set()
 
 
 # ------------------------------------------------------------------ types
@@ -201,7 +195,7 @@ def _serve() -> None:
                 where = cache.compile_signature(kernel, sig)
             path = cache.load_module(source, name, use_disk=True).path
             known = _compiled_signatures(path) | {json.dumps(request["signature"])}
-            _write_atomic(_signatures_file(path), "\n".join(known))
+            cache.write_note(_signatures_file(path), "\n".join(known))
             reply = {"ok": True, "where": where, "seconds": time.perf_counter() - start,
                      "phases": _phases(kernel, sig)}
         except Exception as err:  # reported; the parent compiles in-process and warns

@@ -109,8 +109,8 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
     logits = _logits(y_pred, from_logits, "sigmoid", "binary_crossentropy")
-    if logits is not None:  # max(x, 0) - x z + log(1 + exp(-|x|))
-        per_entry = functional.softplus(logits) - logits * y_true
+    if logits is not None:  # z softplus(-x) + (1 - z) softplus(x): exact when confident
+        per_entry = functional.sigmoid_cross_entropy(logits, y_true)
     else:
         p = np.clip(y_pred, EPSILON, 1.0 - EPSILON)
         per_entry = -(y_true * np.log(p) + (1.0 - y_true) * np.log(1.0 - p))
