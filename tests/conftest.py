@@ -32,3 +32,11 @@ def mode(request):
     (the `interpret` and `compiled` fixtures above)."""
     request.getfixturevalue(request.param)
     return request.param
+
+
+@pytest.fixture(scope="session")
+def jax_x64():
+    """JAX in float64 (the peer the tests compare with), or a skip when it is not installed."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    return jax

@@ -16,12 +16,20 @@ checks want no kinks) and whether the function is differentiable. From the table
 4. the compiled backward kernel against the interpreted adjoint: the float64
    kernel of 2 is a `value_and_grad` whose aux output holds the rows' values.
 
+Complex rows (`crow`) draw complex64 / complex128 operands for the float32 /
+float64 cases, compile as one family of their own, check derivatives along
+complex directions (real and imaginary parts at once), and compare their VJPs
+and JVPs with JAX's (the same code with `np` bound to `jax.numpy`) when JAX
+is installed: JAX's convention for complex derivatives is the one tracejit follows.
+
 Targeted checks follow the table: shape errors, index bounds in compiled
 kernels, and gradient conventions (ties, stop_gradient, dtypes).
 """
 
 from __future__ import annotations
 
+import types
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +114,44 @@ def above_one(rng, shape, dtype):
     return np.asarray(rng.uniform(1.2, 3.0, shape), dtype)
 
 
+def complex_of(dtype):
+    """The complex dtype of a float case: float32 -> complex64, float64 -> complex128."""
+    return np.result_type(dtype, np.complex64)
+
+
+def cnormal(rng, shape, dtype):
+    return np.asarray(rng.standard_normal(shape) + 1j * rng.standard_normal(shape),
+                      complex_of(dtype))
+
+
+def cpolar(rng, shape, dtype, modulus=(0.5, 2.0), phase=2.8):
+    z = rng.uniform(*modulus, shape) * np.exp(1j * rng.uniform(-phase, phase, shape))
+    return np.asarray(z, complex_of(dtype))
+
+
+def cnonzero(rng, shape, dtype):
+    """Away from 0 (abs, sign) and from the negative real axis (angle's jump)."""
+    return cpolar(rng, shape, dtype)
+
+
+def coff_axis(rng, shape, dtype):
+    """Away from the real axis, where log, sqrt, arcsin, arccosh, ... have branch cuts."""
+    im = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 1.2, shape)
+    return np.asarray(rng.uniform(-1.5, 1.5, shape) + 1j * im, complex_of(dtype))
+
+
+def csmall(rng, shape, dtype):
+    """|re|, |im| < 0.6: away from the poles of tan, tanh, arctan (+-i) and the cuts of arcsinh."""
+    return np.asarray(rng.uniform(-0.6, 0.6, shape) + 1j * rng.uniform(-0.6, 0.6, shape),
+                      complex_of(dtype))
+
+
+def csmall_ints(rng, shape, dtype):
+    """Parts in {-1, 0, 1}: equal operands meet."""
+    return np.asarray(rng.integers(-1, 2, shape) + 1j * rng.integers(-1, 2, shape),
+                      complex_of(dtype))
+
+
 def spd(rng, shape, dtype):
     """Symmetric positive definite matrices (in the last two axes)."""
     a = rng.standard_normal(shape)
@@ -168,6 +214,8 @@ class Row:
     # the (fast) interpreter checks run it; Numba compiles cost ~0.1-2 s per row
     compiled_grad: bool = True  # False: the compiled float64 kernel checks the value only
     # (the adjoint of a decomposition is a long kernel: 5-15 s of Numba compile)
+    complex: bool = False  # a complex row: its own compiled family, compared with JAX
+    peer: bool = True  # a complex row's code runs in JAX with np bound to jax.numpy
 
     def reference(self, *args):
         with np.errstate(all="ignore"):  # overflow to inf is part of what is compared
@@ -177,6 +225,11 @@ class Row:
 def row(prim, fn, shapes, domain=real, *, label=None, **options) -> Row:
     domain = domain if isinstance(domain, tuple) else (domain,) * len(shapes[0])
     return Row(label or prim, prim, fn, tuple(shapes), domain, **options)
+
+
+def crow(prim, fn, shapes, domain=cnormal, **options) -> Row:
+    """A complex row (the float cases of the table run complex64 and complex128)."""
+    return row(prim, fn, shapes, domain, complex=True, **options)
 
 
 def cases(*shapes):
@@ -856,8 +909,137 @@ _STATS_ROWS = [
 ]
 
 
+def real_part_cast(z):
+    """np.asarray(z, float): the real part, as NumPy (whose ComplexWarning is tested elsewhere)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+        return np.asarray(z, float)
+
+
+def unbroadcast_ref(g, shape):
+    """`g` broadcast against an operand of `shape` (same rank), summed back to it."""
+    full = np.broadcast_to(g, np.broadcast_shapes(shape, np.shape(g)))
+    return full.sum(axis=tuple(k for k, d in enumerate(shape) if d == 1), keepdims=True)
+
+
+def imag_cotangent(z, g):
+    """The gradient of sum(imag(z) * g): imag's VJP builds complex(0, -g)."""
+    return tracejit.grad(lambda z: (z.imag * g).sum())(z)
+
+
+FFTS = cases((4,), (3, 5), (2, 3, 8), (1,), (6,))
+PLANES = cases((3, 4), (2, 3, 5), (1, 4))
+_COMPLEX_ROWS = [
+    # holomorphic elementwise ops: their real rules, complex derivatives
+    crow("neg", lambda z: -z, UNARY, label="c_neg", compiled=False),
+    crow("exp", np.exp, UNARY, label="c_exp"),
+    crow("log", np.log, UNARY, coff_axis, label="c_log", compiled=False),
+    crow("log1p", np.log1p, UNARY, coff_axis, label="c_log1p", compiled=False),
+    crow("expm1", np.expm1, UNARY, label="c_expm1"),
+    crow("sqrt", np.sqrt, UNARY, coff_axis, label="c_sqrt", compiled=False),
+    crow("sin", np.sin, UNARY, label="c_sin", compiled=False),
+    crow("cos", np.cos, UNARY, label="c_cos", compiled=False),
+    crow("tan", np.tan, UNARY, csmall, label="c_tan", compiled=False),
+    crow("tanh", np.tanh, UNARY, csmall, label="c_tanh"),
+    crow("sinh", np.sinh, UNARY, label="c_sinh", compiled=False),
+    crow("cosh", np.cosh, UNARY, label="c_cosh", compiled=False),
+    crow("arctan", np.arctan, UNARY, csmall, label="c_arctan", compiled=False),
+    crow("arcsin", np.arcsin, UNARY, coff_axis, label="c_arcsin", compiled=False),
+    crow("arccos", np.arccos, UNARY, coff_axis, label="c_arccos", compiled=False),
+    crow("arcsinh", np.arcsinh, UNARY, csmall, label="c_arcsinh", compiled=False),
+    # JAX's arccosh derivative takes the other branch where Re z < 0 (finite differences
+    # side with 1 / (sqrt(z - 1) sqrt(z + 1)), the derivative of NumPy's arccosh)
+    crow("arccosh", np.arccosh, UNARY, coff_axis, label="c_arccosh", peer=False, compiled=False),
+    crow("arctanh", np.arctanh, UNARY, coff_axis, label="c_arctanh", compiled=False),
+    crow("integer_pow", lambda z: z**3, UNARY, label="c_cube"),
+    crow("integer_pow", lambda z: z**-2, UNARY, cnonzero, label="c_pow_negative_int",
+         compiled=False),
+    crow("pow", lambda z: z**0.5, UNARY, coff_axis, label="c_pow_scalar", compiled=False),
+    crow("pow", lambda z, w: z**w, BINARY, (coff_axis, csmall), label="c_pow"),
+    crow("add", lambda z, w: z + w, BINARY, label="c_add"),
+    crow("sub", lambda z, w: z - w, BINARY, label="c_sub", compiled=False),
+    crow("mul", lambda z, w: z * w, BINARY, label="c_mul"),
+    crow("div", lambda z, w: z / w, BINARY, (cnormal, cnonzero), label="c_div"),
+    crow("div", lambda z: 1 / z, UNARY, cnonzero, label="c_reciprocal", compiled=False),
+    crow("mul", lambda z: z * (1 - 2j), UNARY, label="c_mul_weak_complex"),
+    crow("select", lambda c, z, w: np.where(c > 0, z, w), TERNARY, (real, cnormal, cnormal),
+         label="c_where"),
+    crow("eq", lambda z, w: z == w, BINARY, csmall_ints, label="c_eq", grad=False, compiled=False),
+    crow("ne", lambda z, w: z != w, BINARY, csmall_ints, label="c_ne", grad=False,
+         compiled=False),
+    # the non-holomorphic ones: their own VJP and JVP
+    crow("abs", np.abs, UNARY, cnonzero, label="c_abs"),
+    crow("abs", lambda z: abs(z), UNARY, cnonzero, label="c_abs_builtin", compiled=False),
+    crow("real", lambda z: z.real, UNARY),
+    crow("real", np.real, UNARY, label="np_real", compiled=False),
+    crow("imag", lambda z: z.imag, UNARY),
+    crow("imag", np.imag, UNARY, label="np_imag", compiled=False),
+    crow("conj", np.conj, UNARY),
+    crow("conj", lambda z: z.conjugate(), UNARY, label="conj_method", compiled=False),
+    crow("arctan2", np.angle, UNARY, cnonzero, label="angle", compiled=False),
+    # JAX differentiates sign(z) as a constant; z / |z| is not one (finite differences agree)
+    crow("div", np.sign, UNARY, cnonzero, label="c_sign", peer=False, compiled=False),
+    crow("complex", np.nan_to_num, UNARY, label="c_nan_to_num"),
+    crow("complex", imag_cotangent, BINARY[:3], (cnormal, real), label="imag_vjp", peer=False,
+         ref=lambda z, g: (-1j * unbroadcast_ref(g, z.shape)).astype(z.dtype)),
+    crow("mul", lambda x, y: x + 1j * y, BINARY, real, label="c_from_parts"),
+    # conversions and promotion
+    crow("convert", lambda x, z: x + z, BINARY, (real, cnormal), label="c_promote_real"),
+    crow("convert", lambda x: x.astype(complex_of(x.dtype)), UNARY, real, label="astype_complex",
+         compiled=False),
+    crow("convert", lambda i: i * 1j, UNARY, integers, label="c_int_times_1j", grad=False,
+         compiled=False),
+    crow("ne", lambda z: z.astype(bool), UNARY, csmall_ints, label="c_astype_bool",
+         grad=False),
+    crow("real", real_part_cast, UNARY, label="c_asarray_float", compiled=False, grad=False),
+    # reductions, index maps and array ops over complex values
+    crow("reduce_sum", lambda z: z.sum(axis=1), MATRICES, label="c_sum"),
+    crow("reduce_prod", lambda z: z.prod(axis=1), MATRICES, label="c_prod"),
+    crow("dimsize", lambda z: z.mean(axis=0), MATRICES, label="c_mean"),
+    crow("dimsize", lambda z: np.var(z, axis=1), MATRICES, label="c_var", compiled=False),
+    crow("cumsum", lambda z: np.cumsum(z, axis=0), MATRICES, label="c_cumsum", compiled=False),
+    crow("transpose", lambda z: z.T, MATRICES, label="c_transpose", compiled=False),
+    crow("slice", lambda z: z[::-1], cases((5,), (4, 3)), label="c_slice", compiled=False),
+    crow("gather", lambda z, i: z[i], (((5, 3), (4,)), ((5,), (2, 2))), (cnormal, index(5)),
+         label="c_gather", compiled=False),
+    crow("matmul", lambda z, w: z @ w, MATMUL, label="c_matmul"),
+    crow("matmul", lambda x, z: x @ z, MATMUL[:4], (real, cnormal), label="c_matmul_mixed",
+         compiled=False),
+    crow("matmul", np.vdot, (((4,), (4,)), ((2, 3), (3, 2))), label="c_vdot", compiled=False),
+    crow("matmul", lambda z, w: np.einsum("ij,jk->ik", z, w), MATMUL[:1], label="c_einsum",
+         compiled=False),
+    crow("reshape", lambda z: z.reshape(-1), cases((3, 4), (2, 3, 4)), label="c_reshape",
+         compiled=False),
+    crow("concatenate", lambda z, w: np.concatenate([z, w]), (((3,), (2,)), ((2, 3), (4, 3))),
+         label="c_concatenate", compiled=False),
+    crow("sqrt", lambda z: np.linalg.norm(z), cases((3,), (3, 4)), label="c_norm", compiled=False),
+    crow("sqrt", lambda z: np.linalg.norm(z, axis=0), cases((3, 4),), cnonzero,
+         label="c_norm_axis", compiled=False),
+    # np.fft, composed from the one `fft` record
+    crow("fft", lambda z: np.fft.fft(z), FFTS),
+    crow("fft", lambda z: np.fft.ifft(z), FFTS, label="ifft", compiled=False),
+    crow("fft", lambda x: np.fft.rfft(x), FFTS, real, label="rfft", compiled=False),
+    crow("fft", lambda z: np.fft.irfft(z), cases((4,), (3, 5), (2, 3, 2)), label="irfft"),
+    crow("fft", lambda z: np.fft.irfft(z, n=7, axis=0), cases((4, 3), (5,)), label="irfft_n",
+         compiled=False),
+    crow("fft", lambda z: np.fft.fft(z, n=6, axis=0, norm="ortho"), cases((4, 3), (8,)),
+         label="fft_n_ortho", compiled=False),
+    crow("fft", lambda z: np.fft.fft2(z), PLANES, label="fft2", compiled=False),
+    crow("fft", lambda z: np.fft.ifftn(z, s=(4, 3), axes=(-2, -1), norm="forward"), PLANES,
+         label="ifftn",
+         compiled=False),
+    crow("fft", lambda x: np.fft.rfft2(x), PLANES, real, label="rfft2", compiled=False),
+    crow("fft", lambda z: np.fft.irfft2(z), PLANES, label="irfft2", compiled=False),
+    crow("fft", lambda z: np.fft.hfft(z), cases((4,), (3, 5)), label="hfft", compiled=False),
+    crow("fft", lambda x: np.fft.ihfft(x), cases((4,), (3, 5)), real, label="ihfft",
+         compiled=False),
+    crow("concatenate", lambda z: np.fft.fftshift(z), cases((4,), (3, 5)), label="fftshift",
+         compiled=False),
+]
+
+
 ROWS = (_ELEMENTWISE_ROWS + _INDEXMAP_ROWS + _REDUCE_ROWS + _ARRAY_ROWS + _CONTROL_ROWS
-        + _NUMPY_ROWS + _LINALG_ROWS + _INDEX_ROWS + _STATS_ROWS)
+        + _NUMPY_ROWS + _LINALG_ROWS + _INDEX_ROWS + _STATS_ROWS + _COMPLEX_ROWS)
 assert len({r.label for r in ROWS}) == len(ROWS), "row labels must be unique"
 
 
@@ -878,7 +1060,8 @@ def leaves(out) -> list:
 
 
 def is_float(x) -> bool:
-    return np.asarray(x).dtype.kind == "f"
+    """Floating point or complex: compared with a tolerance, differentiated."""
+    return np.asarray(x).dtype.kind in "fc"
 
 
 def mismatch(actual, expected, rtol) -> str | None:
@@ -916,6 +1099,13 @@ def differentiable_part(fn, args):
         return fn(*full)
 
     return g, tuple(args[k] for k in floats)
+
+
+def random_like(x, rng):
+    """A random array like `x`: complex (both parts drawn) if `x` is."""
+    x = np.asarray(x)
+    draw = rng.standard_normal(x.shape)
+    return draw + 1j * rng.standard_normal(x.shape) if x.dtype.kind == "c" else draw
 
 
 def params(rows, dtypes=FLOATS):
@@ -972,6 +1162,41 @@ def test_derivatives_match_finite_differences(r, shapes, dtype, interpret):
     check_grads(f, args, order=r.order, modes=r.modes)
 
 
+# --------------------------------------------- complex derivatives vs JAX's
+
+PEER_ROWS = [r for r in ROWS if r.complex and r.peer and r.grad]
+
+
+def jax_twin(fn, jnp):
+    """`fn` run by JAX: NumPy's own functions by name, the table's lambdas with
+    their global `np` bound to jax.numpy."""
+    if isinstance(fn, np.ufunc) or fn.__module__.startswith("numpy"):
+        return getattr(jnp, fn.__name__)
+    return types.FunctionType(fn.__code__, dict(fn.__globals__, np=jnp), fn.__name__,
+                              fn.__defaults__, fn.__closure__)
+
+
+@pytest.mark.parametrize("r", PEER_ROWS, ids=[r.label for r in PEER_ROWS])
+def test_complex_derivatives_match_jax(r, interpret, jax_x64):
+    """The same JVP and VJP as JAX's at the first shape case: JAX's convention
+    (a cotangent w stands for t -> Re(w t)), not only a consistent one."""
+    jax = jax_x64
+    args = make_args(r, r.shapes[0], np.float64)
+    f, xs = differentiable_part(r.fn, args)
+    g, _ = differentiable_part(jax_twin(r.fn, jax.numpy), args)
+    rng = np.random.default_rng(0)
+    tangents = [random_like(x, rng) for x in xs]
+    out, tangent = tracejit.jvp(f, xs, tangents)
+    want_out, want_tangent = jax.jvp(g, xs, tuple(tangents))
+    cotangent = random_like(out, rng)
+    _, vjp_fn = tracejit.vjp(f, *xs)
+    _, jax_vjp_fn = jax.vjp(g, *xs)
+    pairs = [(out, want_out), (tangent, want_tangent)]
+    pairs += list(zip(vjp_fn(cotangent), jax_vjp_fn(cotangent)))
+    for got, want in pairs:
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-10, atol=1e-12)
+
+
 # ----------------------------- 2. compiled vs NumPy, 4. compiled vs interpreted adjoint
 # One kernel per (family, dtype); a family is the rows of one primitive kind
 # (elementwise ones split into unary and n-ary: Numba's compile time grows
@@ -981,7 +1206,7 @@ def test_derivatives_match_finite_differences(r, shapes, dtype, interpret):
 # differentiable ones, with every row's output as aux, so it checks both the
 # forward values and the compiled adjoint.
 
-FAMILIES = ("unary", "nary", "indexmap", "reduce", "array", "control", "linalg")
+FAMILIES = ("unary", "nary", "indexmap", "reduce", "array", "control", "linalg", "complex")
 LINALG = {"cholesky", "solve_triangular", "solve", "slogdet", "eigh", "svd"}
 # no row of these reads a size: one kernel serves all sizes
 SIZE_GENERIC = ("unary", "nary", "reduce", "control")
@@ -989,6 +1214,8 @@ COMPILED_RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 def family(r: Row) -> str:
+    if r.complex:
+        return "complex"
     if r.prim in LINALG:
         return "linalg"
     kind = REGISTRY[r.prim].kind
@@ -1075,14 +1302,14 @@ def run_float64_kernel(name) -> Float64Run:
     floats = [k for k, a in enumerate(b.arrays) if is_float(a)]
     others = [k for k, a in enumerate(b.arrays) if not is_float(a)]
     rng = np.random.default_rng(0)
-    weights = [np.asarray(rng.standard_normal(np.shape(e))) for e in b.references()]
+    weights = [random_like(e, rng) for e in b.references()]
 
     def loss(xs, indices, weights):
         arrays = dict(zip(floats, xs)) | dict(zip(others, indices))
         outs = b.run([arrays[k] for k in range(len(b.arrays))])
         total = 0.0
-        for k in in_loss:
-            total = total + (outs[k] * weights[k]).sum()
+        for k in in_loss:  # Re(): a complex output is weighed by a complex weight
+            total = total + np.real(outs[k] * weights[k]).sum()
         return total, outs
 
     args = ([b.arrays[k] for k in floats], [b.arrays[k] for k in others], weights)
@@ -1148,7 +1375,7 @@ def test_compiled_gradient_matches_interpreter(name, kernels):
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     assert len(grads) == len(ref_grads)
     for g, ref in zip(grads, ref_grads):
-        assert g.dtype == ref.dtype == np.float64
+        assert g.dtype == ref.dtype and g.dtype in (np.float64, np.complex128)
         np.testing.assert_allclose(g, ref, rtol=1e-12, atol=1e-12)
 
 

@@ -292,13 +292,6 @@ def test_batched_matrix_times_vector(interpret):
 
 # ------------------------------------------------------------- peer libraries
 
-@pytest.fixture(scope="module")
-def jax_numpy():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
-
-
 def _with_numpy(fn, xp):
     """`fn` with this module's global `np` (and the helpers it calls) bound to `xp`."""
     namespace = dict(fn.__globals__, np=xp)
@@ -315,8 +308,8 @@ def _tracejit_value_and_grads(case):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_matches_jax(name, interpret, jax_numpy):
-    jax = jax_numpy
+def test_matches_jax(name, interpret, jax_x64):
+    jax = jax_x64
     case = CASES[name]
     peer = _with_numpy(case.fn, jax.numpy)
     want_value, want_grads = jax.jit(jax.value_and_grad(peer, argnums=_argnums(case)))(

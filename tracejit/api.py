@@ -305,12 +305,13 @@ def _leaf_ranges(fun: Function, dynamic, statics, argnums):
 class Grad(Transform):
     """`grad` and `value_and_grad`: one fused kernel for value and gradient."""
 
-    def __init__(self, fun, argnums=0, has_aux=False, with_value=False):
+    def __init__(self, fun, argnums=0, has_aux=False, with_value=False, holomorphic=False):
         self.kind = "value_and_grad" if with_value else "grad"
         super().__init__(fun)
         self.argnums = argnums
         self.has_aux = has_aux
         self.with_value = with_value
+        self.holomorphic = holomorphic
 
     def build(self, dynamic, statics):
         argnums = _as_tuple(self.argnums)
@@ -319,6 +320,8 @@ class Grad(Transform):
         program, out_treedef, input_syms = self.trace_fun(dynamic, statics)
         value_def, aux_def = _split_aux(out_treedef, self.has_aux)
         self._check_output(program.outvars[0], value_def, out_treedef)
+        _check_complex_output(program.outvars[0].aval, self.holomorphic,
+                              f"{self.kind} of {self.fun.name}")
         wrt = [leaf for start, count, _ in spans for leaf in range(start, start + count)]
         seeds = [1.0] + [None] * (len(program.outvars) - 1)
         joint = autodiff.vjp_program(program, wrt, seeds)
@@ -334,14 +337,17 @@ class Grad(Transform):
         leaves = pytree.flatten(dynamic)[0]
         for start, count, _ in spans:
             for k in range(start, start + count):
-                if not autodiff.is_float(ops.aval_of(leaves[k])):
+                aval = ops.aval_of(leaves[k])
+                if not autodiff.is_float(aval):
                     name = self.leaf_names(dynamic, statics)[k]
                     raise TracerTypeError(with_location(
                         f"{self.kind} of {self.fun.name}: cannot differentiate with respect to "
                         f"{name} ({errors.describe_value(leaves[k])}): gradients need "
-                        "floating-point arguments",
+                        "floating-point or complex arguments",
                         hint=f"pass {name} as a float (e.g. np.asarray(..., float)), or leave "
                              "it out of argnums"))
+                _check_holomorphic_input(aval, self.holomorphic,
+                                         self.leaf_names(dynamic, statics)[k])
 
     def _check_output(self, value, value_def, out_treedef) -> None:
         """grad needs one float scalar: say what the function returned instead."""
@@ -362,6 +368,26 @@ class Grad(Transform):
         raise TracerTypeError(with_location(
             f"{self.kind} of {self.fun.name}: the function must return a float scalar (or a "
             f"float array of size 1), it returned {got}", hint=hint))
+
+
+def _check_complex_output(aval, holomorphic: bool, what: str) -> None:
+    """JAX's rule: a gradient is of a real output, or with `holomorphic` of a complex one
+    (f'(z): the cotangent 1 of a holomorphic function)."""
+    if ops.is_complex(aval.dtype) and not holomorphic:
+        raise TracerTypeError(
+            f"{what}: the function returns a complex value ({aval}); a gradient needs a real "
+            "one. For a holomorphic function pass holomorphic=True (the result is f'(z)); "
+            "for other complex outputs take tracejit.vjp or tracejit.jvp, or differentiate "
+            "a real function of the output such as np.abs(out) ** 2")
+    if holomorphic and not ops.is_complex(aval.dtype):
+        raise TracerTypeError(f"{what} with holomorphic=True: the function must return a "
+                              f"complex value, got {aval}")
+
+
+def _check_holomorphic_input(aval, holomorphic: bool, what: str) -> None:
+    if holomorphic and not ops.is_complex(aval.dtype):
+        raise TracerTypeError(f"cannot differentiate holomorphically with respect to {what}: "
+                              f"its dtype is {aval.dtype}, not complex")
 
 
 def _is_size_one(aval) -> bool:
@@ -393,15 +419,20 @@ def _assemble(outs, grads, grad_def, value_def, aux_def, with_value, has_aux):
     return grads, grad_def
 
 
-def grad(fun, argnums=0, has_aux=False):
+def grad(fun, argnums=0, has_aux=False, holomorphic=False):
     """Compiled gradient of a scalar function w.r.t. `argnums` (same pytree
-    structure as those arguments). `fun` may be a plain Python function."""
-    return Grad(as_function(fun), argnums, has_aux, with_value=False)
+    structure as those arguments). `fun` may be a plain Python function.
+
+    Complex arguments follow JAX: for a real `fun` of complex z = x + iy the
+    gradient is df/dx - i df/dy (the conjugate of the steepest-ascent direction:
+    descend with z - lr * conj(g)); with `holomorphic=True`, `fun` returns a
+    complex value and the gradient is f'(z)."""
+    return Grad(as_function(fun), argnums, has_aux, with_value=False, holomorphic=holomorphic)
 
 
-def value_and_grad(fun, argnums=0, has_aux=False):
+def value_and_grad(fun, argnums=0, has_aux=False, holomorphic=False):
     """Compiled `(value, gradient)`, forward and backward in one fused kernel."""
-    return Grad(as_function(fun), argnums, has_aux, with_value=True)
+    return Grad(as_function(fun), argnums, has_aux, with_value=True, holomorphic=holomorphic)
 
 
 class Jvp(Transform):
@@ -529,14 +560,20 @@ def _transform(kind, fun: Function) -> Transform:
     return transform
 
 
-def jacobian(fun, argnums=0):
+def jacobian(fun, argnums=0, holomorphic=False):
     """Dense Jacobian by reverse mode, one backward kernel call per output
-    element; shape `out.shape + x.shape` for array argument(s)."""
+    element; shape `out.shape + x.shape` for array argument(s). Complex outputs
+    need `holomorphic=True` (the entries are then d out_i / d z_j), as JAX's jacrev."""
     fun = as_function(fun)
 
     def jac(*args):
+        for n in _as_tuple(argnums):
+            for leaf in pytree.flatten(args[n])[0]:
+                _check_holomorphic_input(ops.aval_of(leaf), holomorphic,
+                                         f"argument {n} of {fun.name}")
         out, vjp_fn = vjp(fun, *args)
         out = np.asarray(out)
+        _check_complex_output(ops.aval_of(out), holomorphic, f"jacobian of {fun.name}")
         rows = []
         for k in range(out.size):
             basis = np.zeros(out.size, dtype=out.dtype)
@@ -549,9 +586,9 @@ def jacobian(fun, argnums=0):
     return jac
 
 
-def hessian(fun, argnums=0):
+def hessian(fun, argnums=0, holomorphic=False):
     """Second derivatives: the Jacobian of the compiled gradient."""
-    return jacobian(grad(fun, argnums), argnums)
+    return jacobian(grad(fun, argnums, holomorphic=holomorphic), argnums, holomorphic)
 
 
 def stop_gradient(x):

@@ -33,7 +33,10 @@ INPUT = "input"  # a seed given as a program input rather than a constant
 
 
 def is_float(aval) -> bool:
-    return np.issubdtype(aval.dtype, np.floating)
+    """Differentiable: floating point or complex. Complex values follow JAX's
+    convention: a cotangent w stands for the real-linear functional t -> Re(w t)
+    (no conjugate), so the rules of holomorphic ops are their real ones."""
+    return np.issubdtype(aval.dtype, np.inexact)
 
 
 def _replay_forward(program: Program, builder: Builder, primals: list):
@@ -285,5 +288,5 @@ def check_differentiable(aval, name: str) -> None:
     if not is_float(aval):
         raise TracerTypeError(
             f"cannot differentiate with respect to {name}: its dtype is {aval.dtype}; "
-            "gradients need floating-point inputs (pass it as float, or leave it out of "
-            "argnums)")
+            "gradients need floating-point or complex inputs (pass it as float, or leave it "
+            "out of argnums)")

@@ -109,8 +109,11 @@ class Emitter:
         """Constant name -> the expression defining it at module level."""
         out = {}
         for (dtype_str, text), name in self.constants.items():
-            text = {"inf": "np.inf", "-inf": "-np.inf", "nan": "np.nan"}.get(text, text)
-            out[name] = f"np.{np.dtype(dtype_str).name}({text})"
+            dtype = np.dtype(dtype_str)
+            if dtype.kind == "c":  # both parts, each as a float (inf and nan included)
+                value = complex(text)
+                text = f"complex({_float_text(value.real)}, {_float_text(value.imag)})"
+            out[name] = f"np.{dtype.name}({_float_text(text)})"
         return out
 
     def dtype(self, aval) -> str:
@@ -167,6 +170,12 @@ class Emitter:
         self.helpers[module] = (helper.name, helper.module)
         self.emit(f"# {helper.name}: {summary}")
         self.emit(helper.call)
+
+
+def _float_text(text) -> str:
+    """A float's source text (its repr; inf and nan through np)."""
+    text = repr(text) if isinstance(text, float) else text
+    return {"inf": "np.inf", "-inf": "-np.inf", "nan": "np.nan"}.get(text, text)
 
 
 def _calls_blas(program: Program) -> bool:
@@ -480,7 +489,7 @@ def _scalar_expr(em: Emitter, eqn, space, idx, locals_) -> str:
         mapping = prim.index_map(x.aval, eqn.outputs[0].aval, **eqn.params)
         return _read(em, x, _mapped_index(mapping, idx), locals_)
     operands = [_read(em, a, _aligned_index(a.aval, space, idx), locals_) for a in eqn.inputs]
-    template = prim.scalar
+    template = prim.scalar_for([a.aval for a in eqn.inputs])
     if callable(template):
         return template(*operands, **eqn.params)
     return template.format(*operands)

@@ -155,7 +155,7 @@ def abstract_signature(leaf):
         return (leaf.dtype, tuple(d == 1 for d in leaf.shape))
     if isinstance(leaf, np.generic):
         return (leaf.dtype,)
-    if isinstance(leaf, (bool, int, float)):
+    if isinstance(leaf, (bool, int, float, complex)):
         return type(leaf)
     return ("other", type(leaf))
 

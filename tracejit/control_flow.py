@@ -39,7 +39,7 @@ CONTROL = "control"
 
 
 def is_float(aval) -> bool:
-    return np.issubdtype(aval.dtype, np.floating)
+    return np.issubdtype(aval.dtype, np.inexact)  # complex carries are differentiated too
 
 
 def _types(atoms) -> list:

@@ -32,7 +32,7 @@ def instrument(program: Program, flags: tuple) -> tuple[Program, tuple]:
             continue
         operands = tuple(arguments[id(a)] for a in eqn.inputs if id(a) in arguments)
         for out in eqn.outputs:
-            if np.issubdtype(out.aval.dtype, np.floating):
+            if np.issubdtype(out.aval.dtype, np.inexact):  # complex: either part
                 eqns.append(Eqn(check, [out], {"index": len(checks), "mode": mode},
                                 [Var(out.aval)], eqn.location))
                 checks.append((eqn.prim.name, eqn.location, operands))

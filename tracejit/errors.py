@@ -130,8 +130,9 @@ def describe_value(value) -> str:
         shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
     if shape is not None and dtype is not None:
         return f"{dtype} array of shape {tuple(shape)}" if shape else f"{dtype} scalar"
-    return f"{type(value).__name__} {value!r}" if isinstance(value, (bool, int, float)) else (
-        type(value).__name__)
+    if isinstance(value, (bool, int, float, complex)):
+        return f"{type(value).__name__} {value!r}"
+    return type(value).__name__
 
 
 def explain_size_mismatch(err: SizeMismatch, program, names: list, values: list) -> ShapeError:
@@ -214,9 +215,10 @@ def dtype_problem(dtype) -> str | None:
     dtype = np.dtype(dtype)
     if dtype == np.float16:
         return "float16 is not supported (Numba has no float16 arithmetic): use float32"
-    if dtype.kind not in "fiub" or dtype.itemsize > 8 or not dtype.isnative:
-        return (f"{dtype} is not supported: only bool, integer, float32 and float64 values "
-                "in native byte order are")
+    if (dtype.kind not in "fiubc" or dtype.itemsize > (16 if dtype.kind == "c" else 8)
+            or not dtype.isnative):
+        return (f"{dtype} is not supported: only bool, integer, float32, float64, complex64 "
+                "and complex128 values in native byte order are")
     return None
 
 
@@ -227,7 +229,7 @@ def leaf_problem(leaf) -> str | None:
     if isinstance(leaf, (np.ndarray, np.generic)):
         problem = dtype_problem(leaf.dtype)
         return f"is {_a(describe_value(leaf))}: {problem}" if problem else None
-    if isinstance(leaf, (bool, int, float)):
+    if isinstance(leaf, (bool, int, float, complex)):
         return None
     return (f"is {_a(type(leaf).__name__)}, not an array or scalar; pass NumPy arrays or "
             "Python scalars (in tuples, lists and dicts), or mark the argument static")

@@ -52,7 +52,8 @@ def format_short(dim) -> str:
 
 
 _DTYPE_NAMES = {"float64": "f64", "float32": "f32", "int64": "i64", "int32": "i32",
-                "bool": "bool", "int8": "i8", "int16": "i16", "uint8": "u8"}
+                "bool": "bool", "int8": "i8", "int16": "i16", "uint8": "u8",
+                "complex64": "c64", "complex128": "c128"}
 
 
 def dtype_name(dtype) -> str:

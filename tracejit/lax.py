@@ -286,7 +286,7 @@ def _common_output_types(traced, branches, treedef, avals):
 def _placeholder(aval: AVal):
     """Something with `aval`'s dtype and weakness, for result_dtype."""
     if aval.weak:
-        return {"b": False, "i": 0, "f": 0.0}[aval.dtype.kind]
+        return ops.WEAK_STAND_INS[aval.dtype.kind]
     return np.zeros((), aval.dtype)
 
 

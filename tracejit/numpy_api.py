@@ -8,10 +8,12 @@ their gradients come for free.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import ops
-from .errors import UnsupportedError, with_location
+from .errors import TracerTypeError, UnsupportedError, with_location
 from .shapes import bind as bind_dim
 from .shapes import bind_shape, normalize_axes
 from .trace import Tracer, operand
@@ -27,7 +29,8 @@ UFUNCS = {
     np.fmin: lambda x, y: _ignoring_nan(ops.minimum, x, y),
     np.negative: ops.neg, np.positive: lambda x: x, np.exp: ops.exp, np.log: ops.log,
     np.log1p: ops.log1p, np.expm1: ops.expm1, np.sqrt: ops.sqrt, np.absolute: ops.abs_,
-    np.fabs: ops.abs_, np.sign: ops.sign, np.sin: ops.sin, np.cos: ops.cos, np.tan: ops.tan,
+    np.fabs: lambda x: _real_only("fabs", ops.abs_, x), np.sign: ops.sign,
+    np.conjugate: ops.conj, np.sin: ops.sin, np.cos: ops.cos, np.tan: ops.tan,
     np.tanh: ops.tanh, np.arctan: ops.arctan, np.sinh: ops.sinh, np.cosh: ops.cosh,
     np.floor: ops.floor, np.ceil: ops.ceil, np.rint: ops.round_,
     np.less: ops.lt, np.less_equal: ops.le, np.greater: ops.gt, np.greater_equal: ops.ge,
@@ -49,10 +52,12 @@ UFUNCS = {
     np.isfinite: lambda x: ops.lt(ops.abs_(x), np.inf),
     np.arcsin: ops.arcsin, np.arccos: ops.arccos, np.arcsinh: ops.arcsinh,
     np.arccosh: ops.arccosh, np.arctanh: ops.arctanh,
-    np.arctan2: lambda y, x: ops.arctan2(y, x), np.hypot: lambda x, y: ops.sqrt(
-        ops.add(ops.integer_pow(ops.promote(x, to_float=True)[0], 2),
-                ops.integer_pow(ops.promote(y, to_float=True)[0], 2))),
-    np.cbrt: lambda x: ops.mul(ops.sign(x), ops.power(ops.abs_(x), 1.0 / 3.0)),
+    np.arctan2: lambda y, x: ops.arctan2(y, x), np.hypot: lambda x, y: _real_only(
+        "hypot", lambda x, y: ops.sqrt(ops.add(ops.abs2(ops.promote(x, to_float=True)[0]),
+                                               ops.abs2(ops.promote(y, to_float=True)[0]))),
+        x, y),
+    np.cbrt: lambda x: _real_only(
+        "cbrt", lambda x: ops.mul(ops.sign(x), ops.power(ops.abs_(x), 1.0 / 3.0)), x),
     np.deg2rad: lambda x: ops.mul(x, np.pi / 180.0), np.radians: lambda x: ops.mul(
         x, np.pi / 180.0),
     np.rad2deg: lambda x: ops.mul(x, 180.0 / np.pi), np.degrees: lambda x: ops.mul(
@@ -63,6 +68,13 @@ UFUNCS = {
     np.logical_xor: lambda x, y: ops.ne(ops.convert(x, bool), ops.convert(y, bool)),
     np.signbit: lambda x: _signbit(x),
 }
+
+
+def _real_only(name, fn, *xs):
+    """NumPy's ufuncs that have no complex loop raise for complex operands: so do these."""
+    if any(ops.is_complex(ops.aval_of(operand(x)).dtype) for x in xs):
+        raise TracerTypeError(with_location(f"np.{name} is not defined for complex operands"))
+    return fn(*xs)
 
 
 def _ignoring_nan(op, x, y):
@@ -130,18 +142,18 @@ def sum_(x, axis=None, dtype=None, keepdims=False, **unused):
 def mean(x, axis=None, dtype=None, keepdims=False, **unused):
     _no_extras("mean", unused)
     x = asarray(x, dtype)  # NumPy accumulates in `dtype`
-    if not np.issubdtype(x.dtype, np.floating):
+    if not ops.is_inexact(x.dtype):
         x = ops.convert(x, np.float64)
     axes = normalize_axes(axis, x.ndim, "mean")
     total = ops.reduce_sum(x, axes)
-    out = ops.div(total, ops.dimsize(x, axes, x.dtype))
+    out = ops.div(total, ops.dimsize(x, axes, ops.real_dtype(x.dtype)))
     return ops.expand_dims(out, axes) if keepdims else out
 
 
 def var(x, axis=None, dtype=None, keepdims=False, ddof=0, **unused):
     _no_extras("var", unused)
     centred = ops.sub(x, mean(x, axis, keepdims=True))
-    squares = ops.integer_pow(centred, 2)
+    squares = ops.abs2(centred)  # |x - mean|^2: real for complex x, as NumPy
     if ddof == 0:
         return mean(squares, axis, dtype, keepdims)
     axes = normalize_axes(axis, squares.ndim, "var")
@@ -210,7 +222,7 @@ def asarray(x, dtype=None):
     x = operand(x)
     if not isinstance(x, Tracer):
         x = np.asarray(x)
-    return x if dtype is None else ops.convert(x, dtype)
+    return x if dtype is None else _astype(x, dtype)
 
 
 def transpose(x, axes=None):
@@ -321,6 +333,18 @@ def result_type(*arrays_and_dtypes):
                             for a in arrays_and_dtypes])
 
 
+def angle(z, deg=False):
+    """np.angle: arctan2(imag, real) (pi for a negative real number)."""
+    z = asarray(z)
+    (z,) = ops.promote(z, to_float=True)
+    out = ops.arctan2(ops.imag(z), ops.real(z))
+    return ops.mul(out, 180.0 / np.pi) if deg else out
+
+
+def _is_complex_array(x) -> bool:
+    return ops.is_complex(asarray(x).dtype)
+
+
 def round_(x, decimals=0, out=None):
     if decimals != 0 or out is not None:
         raise UnsupportedError(with_location("np.round: only decimals=0 is supported"))
@@ -339,6 +363,10 @@ FUNCTIONS = {
     np.shape: lambda x: x.shape, np.ndim: lambda x: asarray(x).ndim,
     np.size: lambda x: x.size, np.round: round_, np.around: round_, np.any: any_,
     np.all: all_, np.result_type: result_type,
+    np.real: ops.real, np.imag: ops.imag, np.angle: angle,
+    np.iscomplexobj: _is_complex_array, np.isrealobj: lambda x: not _is_complex_array(x),
+    np.iscomplex: lambda x: ops.ne(ops.imag(asarray(x)), 0),
+    np.isreal: lambda x: ops.eq(ops.imag(asarray(x)), 0),
 }
 
 
@@ -395,6 +423,11 @@ def _len(self):
 
 
 def _astype(self, dtype, copy=True):
+    """As NumPy: complex to a real dtype keeps the real part, with a ComplexWarning."""
+    if ops.is_complex(ops.aval_of(self).dtype) and not ops.is_complex(np.dtype(dtype)) and (
+            np.dtype(dtype) != np.bool_):
+        warnings.warn("Casting complex values to real discards the imaginary part",
+                      np.exceptions.ComplexWarning, stacklevel=3)
     return ops.convert(self, dtype)
 
 
@@ -436,6 +469,8 @@ METHODS = {
     "repeat": lambda self, *a, **k: _area("numpy_shape").repeat(self, *a, **k),
     "shape": property(_shape), "size": property(_size),
     "T": property(lambda self: transpose(self)),
+    "real": property(ops.real), "imag": property(ops.imag),
+    "conj": ops.conj, "conjugate": ops.conj,
 }
 
 for _name, _method in METHODS.items():
@@ -444,6 +479,7 @@ for _name, _method in METHODS.items():
 
 # The other areas of NumPy's surface register their functions on import.
 from . import numpy_build  # noqa: E402, F401, I001
+from . import numpy_fft  # noqa: E402, F401
 from . import numpy_index  # noqa: E402, F401
 from . import numpy_linalg  # noqa: E402, F401
 from . import numpy_random  # noqa: E402, F401

@@ -42,7 +42,7 @@ def build(obj, dtype=None):
     scalars in the list are float64/int64/bool, as NumPy's array coercion has
     them (they are not weak here, unlike in arithmetic)."""
     if not isinstance(obj, (list, tuple)):
-        return _strong(obj)
+        return _strong(obj) if dtype is None else asarray(_strong(obj), dtype)
     items = [build(o) for o in obj]
     if not items:
         return np.array(obj, dtype=dtype)

@@ -86,7 +86,8 @@ def inner(a, b):
 
 @implements(np.vdot)
 def vdot(a, b):
-    return ops.matmul(ravel(a), ravel(b))
+    """sum(conj(a) * b) over the flattened arrays (NumPy conjugates the first)."""
+    return ops.matmul(ops.conj(ravel(a)), ravel(b))
 
 
 @implements(np.matmul)
@@ -181,6 +182,9 @@ def _square_matrix(a, name):
     a = asarray(a)
     if a.ndim < 2:
         raise ShapeError(with_location(f"np.linalg.{name}: expected a matrix, got {a.ndim}-D"))
+    if ops.is_complex(a.dtype):
+        raise UnsupportedError(with_location(
+            f"np.linalg.{name} of a complex matrix is not traced (real matrices only)"))
     return a if np.issubdtype(a.dtype, np.floating) else ops.convert(a, np.float64)
 
 
@@ -277,10 +281,10 @@ _SVDResult = _named("SVDResult", "U S Vh")
 def norm(x, ord=None, axis=None, keepdims=False):
     """np.linalg.norm: every vector ord, and matrix ords None/'fro'/'nuc'/1/-1/2/-2/inf/-inf."""
     x = asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
+    if not ops.is_inexact(x.dtype):
         x = ops.convert(x, np.float64)
     if axis is None and ord is None:
-        return _keep(ops.sqrt(sum_(ops.integer_pow(x, 2))), x, tuple(range(x.ndim)), keepdims)
+        return _keep(ops.sqrt(sum_(ops.abs2(x))), x, tuple(range(x.ndim)), keepdims)
     if axis is None:
         axis = tuple(range(x.ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
@@ -299,13 +303,13 @@ def _keep(out, x, axes, keepdims):
 def _vector_norm(x, ord, axis):
     absx = ops.abs_(x)
     if ord is None or ord == 2:
-        return ops.sqrt(sum_(ops.integer_pow(x, 2), axis))
+        return ops.sqrt(sum_(ops.abs2(x), axis))
     if ord == np.inf:
         return amax(absx, axis)
     if ord == -np.inf:
         return amin(absx, axis)
     if ord == 0:
-        return sum_(ops.convert(ops.ne(x, 0.0), x.dtype), axis)
+        return sum_(ops.convert(ops.ne(x, 0.0), absx.dtype), axis)
     if ord == 1:
         return sum_(absx, axis)
     if isinstance(ord, str):
@@ -316,7 +320,7 @@ def _vector_norm(x, ord, axis):
 def _matrix_norm(x, ord, axes):
     row, col = axes
     if ord in (None, "fro"):
-        return ops.sqrt(sum_(ops.integer_pow(x, 2), axes))
+        return ops.sqrt(sum_(ops.abs2(x), axes))
     if ord in (1, -1, np.inf, -np.inf):
         summed, pick = (row, col) if ord in (1, -1) else (col, row)
         sums = sum_(ops.abs_(x), summed, keepdims=True)

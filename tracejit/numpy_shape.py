@@ -244,7 +244,7 @@ def _gradient_along(f, axis, h, edge_order):
     n = bind_dim(ops.aval_of(f).shape[axis])
     if n < edge_order + 1:
         raise ShapeError(with_location("np.gradient: too few points for the edge order"))
-    f = f if np.issubdtype(f.dtype, np.floating) else ops.convert(f, np.float64)
+    f = f if ops.is_inexact(f.dtype) else ops.convert(f, np.float64)
 
     def at(start, stop=None):
         return _take_range(f, axis, start, start + 1 if stop is None else stop)
@@ -285,6 +285,9 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
 @implements(np.nan_to_num)
 def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     x = asarray(x)
+    if ops.is_complex(x.dtype):  # each part on its own, as NumPy
+        parts = (nan_to_num(part, copy, nan, posinf, neginf) for part in (ops.real(x), ops.imag(x)))
+        return ops.make_complex(*parts)
     if not np.issubdtype(x.dtype, np.floating):
         return x
     big = np.finfo(x.dtype).max

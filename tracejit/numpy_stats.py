@@ -87,7 +87,7 @@ def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
         raise UnsupportedError(with_location(
             "np.quantile / np.percentile: only method='linear' without out= is traced"))
     a = asarray(a)
-    if not np.issubdtype(a.dtype, np.floating):
+    if not ops.is_inexact(a.dtype):  # complex ones meet the sort's error
         a = ops.convert(a, np.float64)
     ndim = a.ndim
     if axis is None:
@@ -176,7 +176,8 @@ def cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=N
     n = bind_dim(ops.aval_of(x).shape[1])
     ddof = (0 if bias else 1) if ddof is None else ddof
     centred = ops.sub(x, mean(x, axis=1, keepdims=True))
-    out = ops.div(ops.matmul(centred, ops.swap_last(centred)), float(n - ddof))
+    # conj: a complex covariance is Hermitian (NumPy's X @ X^H)
+    out = ops.div(ops.matmul(centred, ops.conj(ops.swap_last(centred))), float(n - ddof))
     return ops.squeeze(out, (0, 1)) if bind_dim(ops.aval_of(out).shape[0]) == 1 else out
 
 
@@ -185,5 +186,5 @@ def corrcoef(x, y=None, rowvar=True, **unused):
     c = cov(x, y, rowvar)
     if ops.aval_of(c).ndim == 0:
         return ops.div(c, c)
-    d = ops.sqrt(diagonal(c))
+    d = ops.sqrt(ops.real(diagonal(c)))
     return ops.div(ops.div(c, ops.expand_dims(d, (1,))), ops.expand_dims(d, (0,)))

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import primitives as P
+from .dtypes import WEAK_STAND_INS, complex_dtype, is_complex, is_inexact, real_dtype  # noqa: F401
 from .errors import UnsupportedError, dtype_problem, with_location
 from .shapes import Sym, normalize_axes, resolve
 from .shapes import bind as bind_dim
-from .trace import Tracer, bind, operand, weak_aval
+from .trace import PYTHON_SCALARS, Tracer, bind, operand, weak_aval
 
 R = P.REGISTRY
 
@@ -22,7 +23,7 @@ R = P.REGISTRY
 def aval_of(value):
     if isinstance(value, Tracer):
         return value.aval
-    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+    if isinstance(value, PYTHON_SCALARS) and not isinstance(value, np.generic):
         return weak_aval(value)
     arr = np.asarray(value)
     from .ir import AVal
@@ -33,17 +34,23 @@ def result_dtype(*values) -> np.dtype:
     """NumPy 2 promotion, with weak Python scalars and weak scalar arguments."""
     strong = [aval_of(v) for v in values if not aval_of(v).weak]
     weak = [aval_of(v) for v in values if aval_of(v).weak]
-    stand_ins = [{"b": False, "i": 0, "f": 0.0}[w.dtype.kind] for w in weak]
+    stand_ins = [WEAK_STAND_INS[w.dtype.kind] for w in weak]
     if not strong:
         return np.result_type(*[w.dtype for w in weak])
     return np.result_type(*[s.dtype for s in strong], *stand_ins)
 
 
 def convert(x, dtype):
+    """`x.astype(dtype)`; from complex to bool it is `x != 0`, to other real dtypes
+    the real part (as NumPy, which warns)."""
     dtype = np.dtype(dtype)
     problem = dtype_problem(dtype)
     if problem:
         raise UnsupportedError(with_location(f"astype / conversion to {dtype}: {problem}"))
+    if is_complex(aval_of(x).dtype) and not is_complex(dtype):
+        if dtype == np.bool_:
+            return ne(x, 0)
+        x = real(x)
     if isinstance(x, Tracer):
         if x.dtype == dtype and not x.aval.weak:
             return x
@@ -54,7 +61,7 @@ def convert(x, dtype):
 def promote(*values, to_float=False):
     values = [operand(v) for v in values]
     dtype = result_dtype(*values)
-    if to_float and not np.issubdtype(dtype, np.floating):
+    if to_float and not is_inexact(dtype):
         dtype = np.dtype(np.float64)
     return [convert(v, dtype) for v in values]
 
@@ -90,7 +97,54 @@ def _unary(name, to_float=True):
     _unary(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh",
                         "arctan", "sinh", "cosh", "arcsin", "arccos", "arcsinh", "arccosh",
                         "arctanh"))
-neg, abs_, sign = _unary("neg", False), _unary("abs", False), _unary("sign", False)
+neg, abs_ = _unary("neg", False), _unary("abs", False)
+
+
+def sign(x):
+    """np.sign; of a complex number z / |z| (0 at 0), as NumPy 2."""
+    (x,) = promote(x)
+    if not is_complex(aval_of(x).dtype):
+        return bind(R["sign"], x)
+    size = abs_(x)
+    return select(eq(size, 0.0), zeros_like(x), div(x, size))
+
+
+# ------------------------------------------------------------------ complex
+
+def real(x):
+    """np.real: the real part; a real array is its own."""
+    x = operand(x)
+    if not is_complex(aval_of(x).dtype):
+        return x
+    return bind(R["real"], x)
+
+
+def imag(x):
+    """np.imag: the imaginary part; of a real array, zeros."""
+    x = operand(x)
+    if not is_complex(aval_of(x).dtype):
+        return zeros_like(x)
+    return bind(R["imag"], x)
+
+
+def conj(x):
+    x = operand(x)
+    if not is_complex(aval_of(x).dtype):
+        return x
+    return bind(R["conj"], x)
+
+
+def make_complex(re, im):
+    """re + im * 1j, exactly (no 0 * inf from the multiplication)."""
+    re, im = promote(re, im, to_float=True)
+    return bind(R["complex"], re, im, dtype=complex_dtype(aval_of(re).dtype))
+
+
+def abs2(x):
+    """|x|^2, real: re^2 + im^2 for complex x (no square root)."""
+    if not is_complex(aval_of(x).dtype):
+        return integer_pow(promote(x)[0], 2)
+    return add(integer_pow(real(x), 2), integer_pow(imag(x), 2))
 floor, ceil, round_ = _unary("floor"), _unary("ceil"), _unary("round")
 
 

@@ -7,8 +7,14 @@ A record holds
   from which both the VJP and the JVP follow), otherwise `vjp` and `jvp`
   written with tracejit ops, so the adjoint is IR;
 - the Numba emission: `scalar` (an expression template over scalar operand
-  expressions) for elementwise ops, `index_map` for ops that only move
-  elements, a `monoid` for reductions, or `emit` for array ops.
+  expressions) for elementwise ops (`complex_scalar` where complex operands
+  need other math), `index_map` for ops that only move elements, a `monoid`
+  for reductions, or `emit` for array ops.
+
+Complex operands: `partials` are complex derivatives (exact for holomorphic
+ops, whose rules are their real ones under JAX's convention, see autodiff.py);
+ops that are not holomorphic (abs, real, imag, conj) give `vjp` and `jvp`;
+ops that need an order (comparisons, max, floor, ...) refuse complex operands.
 
 The code generator, interpreter, autodiff and verifier all read these records
 and keep no per-op tables of their own.
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ops
+from .dtypes import real_dtype
 from .errors import NonFiniteError, ShapeError, TracerTypeError
 from .ir import AVal, Eqn, Literal
 from .shapes import (
@@ -50,6 +57,7 @@ class Primitive:
     vjp: Callable | None = None  # (g, out, *xs, **p) -> [cotangent_i | None]
     jvp: Callable | None = None  # (tangents, out, *xs, **p) -> tangent | None
     scalar: str | Callable | None = None  # elementwise: "np.exp({0})" or fn(*exprs, **p)
+    complex_scalar: str | Callable | None = None  # the same for complex operands, if other
     index_map: Callable | None = None  # (in_aval, out_aval, **p) -> [(axis|None, off, step)]
     monoid: tuple | None = None  # reduce: (identity(dtype), "update statement")
     accumulate: Callable | None = None  # reduce: input dtype -> accumulator dtype
@@ -89,6 +97,13 @@ class Primitive:
     def defined_dims(self, params) -> tuple:
         return self.dims_defined(params) if self.dims_defined else ()
 
+    def scalar_for(self, avals):
+        """The scalar template for operands of these types: the runtime's polynomial
+        math is real-only, and Numba's complex `/` raises where NumPy gives inf/NaN."""
+        if self.complex_scalar is not None and any(a.dtype.kind == "c" for a in avals):
+            return self.complex_scalar
+        return self.scalar
+
 
 REGISTRY: dict[str, Primitive] = {}
 
@@ -109,13 +124,19 @@ def _same_dtype(avals, name):
     return avals[0].dtype
 
 
-def _elementwise_rule(out_dtype=None, operands=slice(None)):
+def _elementwise_rule(out_dtype=None, operands=slice(None), dtype_rule=None, real_only=None):
     """Broadcast all operands; dtype from the operands picked by `operands`
-    (all must agree) unless `out_dtype` fixes it (comparisons give bool)."""
+    (all must agree) unless `out_dtype` fixes it (comparisons give bool) or
+    `dtype_rule` maps it (abs of complex is real). `real_only` says why
+    complex operands are refused."""
 
     def rule(avals, params, checks, name="elementwise"):
+        if real_only:
+            reject_complex(avals, name, real_only)
         shape = broadcast_shapes([a.shape for a in avals], name, checks)
         dtype = _same_dtype(avals[operands], name)
+        if dtype_rule is not None:
+            dtype = dtype_rule(dtype)
         if out_dtype is not None:
             dtype = np.dtype(out_dtype)
         if "dtype" in params:
@@ -125,9 +146,20 @@ def _elementwise_rule(out_dtype=None, operands=slice(None)):
     return rule
 
 
+UNORDERED = ("complex numbers are not ordered (NumPy compares them lexicographically, "
+             "tracejit does not): compare np.real(z), np.imag(z) or np.abs(z)")
+REAL_ONLY = "it is defined for real operands only (take np.real(z) or np.abs(z) first)"
+
+
+def reject_complex(avals, name, why) -> None:
+    """TracerTypeError for an op that needs real operands and got a complex one."""
+    if any(a.dtype.kind == "c" for a in avals):
+        raise TracerTypeError(f"{name} of a complex operand: {why}")
+
+
 def elementwise(name, nin, impl, scalar, partials=None, out_dtype=None, operands=slice(None),
-                **extra) -> Primitive:
-    base = _elementwise_rule(out_dtype, operands)
+                dtype_rule=None, real_only=None, **extra) -> Primitive:
+    base = _elementwise_rule(out_dtype, operands, dtype_rule, real_only)
     rule = lambda avals, params, checks: base(avals, params, checks, name)  # noqa: E731
     differentiable = partials is not None or "vjp" in extra
     prim = Primitive(name, ELEMENTWISE, rule, impl, partials=partials, scalar=scalar,
@@ -140,6 +172,14 @@ def _recip(x):
     return 1.0 / x
 
 
+def _arccosh_partial(out, x):
+    """1 / sqrt(x^2 - 1); for complex x the branch of NumPy's arccosh is
+    sqrt(x - 1) sqrt(x + 1), which differs from sqrt(x^2 - 1) when Re x < 0."""
+    if ops.is_complex(x.dtype):
+        return _recip(ops.sqrt(x - 1.0) * ops.sqrt(x + 1.0))
+    return _recip(ops.sqrt(x * x - 1.0))
+
+
 unary = [
     ("neg", np.negative, "(-{0})", lambda out, x: [-1.0]),
     ("exp", np.exp, "_rt.exp({0})", lambda out, x: [out]),
@@ -148,7 +188,6 @@ unary = [
     ("expm1", np.expm1, "_rt.expm1({0})", lambda out, x: [out + 1.0]),
     ("sqrt", np.sqrt, "np.sqrt({0})",
      lambda out, x: [ops.select(out == 0.0, ops.zeros_like(out), 0.5 / out)], True),
-    ("abs", np.abs, "abs({0})", lambda out, x: [ops.sign(x)]),
     ("sin", np.sin, "np.sin({0})", lambda out, x: [ops.cos(x)]),
     ("cos", np.cos, "np.cos({0})", lambda out, x: [-ops.sin(x)]),
     ("tan", np.tan, "np.tan({0})", lambda out, x: [1.0 + out * out], True),
@@ -160,12 +199,34 @@ unary = [
     ("arccos", np.arccos, "np.arccos({0})", lambda out, x: [-_recip(ops.sqrt(1.0 - x * x))],
      True),
     ("arcsinh", np.arcsinh, "np.arcsinh({0})", lambda out, x: [_recip(ops.sqrt(x * x + 1.0))]),
-    ("arccosh", np.arccosh, "np.arccosh({0})", lambda out, x: [_recip(ops.sqrt(x * x - 1.0))],
-     True),
+    ("arccosh", np.arccosh, "np.arccosh({0})", lambda out, x: [_arccosh_partial(out, x)], True),
     ("arctanh", np.arctanh, "np.arctanh({0})", lambda out, x: [_recip(1.0 - x * x)], True),
 ]
+# Numba's complex math for the complex operands the runtime's polynomials do not take
+_COMPLEX_MATH = {"exp": "np.exp({0})", "expm1": "np.expm1({0})", "tanh": "np.tanh({0})"}
 for _name, _impl, _scalar, _partials, *_safe in unary:
-    elementwise(_name, 1, _impl, _scalar, _partials, nan_safe=bool(_safe))
+    elementwise(_name, 1, _impl, _scalar, _partials, nan_safe=bool(_safe),
+                complex_scalar=_COMPLEX_MATH.get(_name))
+
+
+def _abs_partial(out, x):
+    """sign(x); for complex x, conj(x) / |x| (0 at 0, as JAX), the gradient of |x|
+    in JAX's convention."""
+    if not ops.is_complex(x.dtype):
+        return ops.sign(x)
+    safe = ops.select(out == 0.0, ops.ones_like(out), out)
+    return ops.conj(x) * (1.0 / safe)
+
+
+def _abs_jvp(tangents, out, x):
+    (t,) = tangents
+    product = t * _abs_partial(out, x)
+    return ops.real(product) if ops.is_complex(x.dtype) else product
+
+
+# Not holomorphic for complex operands: its own VJP and JVP; |z| is real.
+elementwise("abs", 1, np.abs, "abs({0})", dtype_rule=real_dtype,
+            vjp=lambda g, out, x: [g * _abs_partial(out, x)], jvp=_abs_jvp)
 
 # scipy.special's ufuncs (the NumPy reference runs SciPy's own)
 def _scipy_special(name):
@@ -178,12 +239,13 @@ def _scipy_special(name):
 
 
 _TWO_OVER_SQRT_PI = 2.0 / float(np.sqrt(np.pi))
+_SPECIAL_REAL = "tracejit compiles its real form only"
 elementwise("erf", 1, _scipy_special("erf"), "_rt.erf({0})",
-            lambda out, x: [_TWO_OVER_SQRT_PI * ops.exp(-(x * x))])
+            lambda out, x: [_TWO_OVER_SQRT_PI * ops.exp(-(x * x))], real_only=_SPECIAL_REAL)
 elementwise("erfc", 1, _scipy_special("erfc"), "_rt.erfc({0})",
-            lambda out, x: [-_TWO_OVER_SQRT_PI * ops.exp(-(x * x))])
+            lambda out, x: [-_TWO_OVER_SQRT_PI * ops.exp(-(x * x))], real_only=_SPECIAL_REAL)
 elementwise("lgamma", 1, _scipy_special("gammaln"), "_rt.lgamma({0})",
-            lambda out, x: [polygamma(x, 0)])
+            lambda out, x: [polygamma(x, 0)], real_only=_SPECIAL_REAL)
 
 
 def polygamma(x, n: int):
@@ -193,7 +255,7 @@ def polygamma(x, n: int):
 
 elementwise("polygamma", 1, lambda x, *, n: _scipy_special("polygamma")(n, x),
             lambda x, *, n: f"_rt.polygamma({n}, {x})",
-            lambda out, x, *, n: [polygamma(x, n + 1)])
+            lambda out, x, *, n: [polygamma(x, n + 1)], real_only=_SPECIAL_REAL)
 
 
 # Piecewise-constant ops: their derivative is zero almost everywhere.
@@ -201,7 +263,7 @@ for _name, _impl, _scalar in [("sign", np.sign, "_rt.sign({0})"),
                               ("floor", np.floor, "np.floor({0})"),
                               ("ceil", np.ceil, "np.ceil({0})"),
                               ("round", np.round, "_rt.round_half_even({0})")]:
-    elementwise(_name, 1, _impl, _scalar)
+    elementwise(_name, 1, _impl, _scalar, real_only=REAL_ONLY)
 
 elementwise("logical_not", 1, np.logical_not, "(not {0})", out_dtype=bool)
 
@@ -218,7 +280,8 @@ def _debug_check_impl(x, *, index, mode):
 # tracejit.config.debug_nans / debug_infs: `x` unchanged, after raising NonFiniteError(index)
 # if it holds a NaN (mode bit 1) or an infinity (bit 2). Inserted by debug.instrument.
 elementwise("debug_check", 1, _debug_check_impl,
-            lambda x, *, index, mode: f"_rt.debug_check({x}, {index}, {mode})", raises=True)
+            lambda x, *, index, mode: f"_rt.debug_check({x}, {index}, {mode})", raises=True,
+            complex_scalar=lambda x, *, index, mode: f"_rt.debug_check_parts({x}, {index}, {mode})")
 
 
 def _pow_partials(out, x, y):
@@ -268,7 +331,9 @@ binary = [
     ("minimum", np.minimum, "_rt.minimum({0}, {1})", _min_partials, None),
 ]
 for _name, _impl, _scalar, _partials, _simplify, *_safe in binary:
-    elementwise(_name, 2, _impl, _scalar, _partials, nan_safe=bool(_safe), simplify=_simplify)
+    elementwise(_name, 2, _impl, _scalar, _partials, nan_safe=bool(_safe), simplify=_simplify,
+                real_only=UNORDERED if _name in ("maximum", "minimum") else None,
+                complex_scalar="_rt.cdiv({0}, {1})" if _name == "div" else None)
 
 def _trunc(x):
     return ops.select(ops.lt(x, 0.0), ops.ceil(x), ops.floor(x))
@@ -276,17 +341,19 @@ def _trunc(x):
 
 # x - y * q with q the rounded quotient: d/dx = 1, d/dy = -q (JAX's rule for rem)
 elementwise("remainder", 2, np.remainder, "({0} % {1})",
-            lambda out, x, y: [1.0, -ops.floor(x / y)], nan_safe=True)
+            lambda out, x, y: [1.0, -ops.floor(x / y)], nan_safe=True, real_only=REAL_ONLY)
 elementwise("fmod", 2, np.fmod, "np.fmod({0}, {1})",
-            lambda out, x, y: [1.0, -_trunc(x / y)], nan_safe=True)
-elementwise("floor_divide", 2, np.floor_divide, "({0} // {1})")
+            lambda out, x, y: [1.0, -_trunc(x / y)], nan_safe=True, real_only=REAL_ONLY)
+elementwise("floor_divide", 2, np.floor_divide, "({0} // {1})", real_only=REAL_ONLY)
 elementwise("arctan2", 2, np.arctan2, "np.arctan2({0}, {1})",
-            lambda out, y, x: [x / (x * x + y * y), -y / (x * x + y * y)], nan_safe=True)
+            lambda out, y, x: [x / (x * x + y * y), -y / (x * x + y * y)], nan_safe=True,
+            real_only=REAL_ONLY)
 
 for _name, _impl, _op in [("lt", np.less, "<"), ("le", np.less_equal, "<="),
                           ("gt", np.greater, ">"), ("ge", np.greater_equal, ">="),
                           ("eq", np.equal, "=="), ("ne", np.not_equal, "!=")]:
-    elementwise(_name, 2, _impl, f"({{0}} {_op} {{1}})", out_dtype=bool)
+    elementwise(_name, 2, _impl, f"({{0}} {_op} {{1}})", out_dtype=bool,
+                real_only=None if _name in ("eq", "ne") else UNORDERED)
 
 elementwise("logical_and", 2, np.logical_and, "({0} and {1})", out_dtype=bool)
 elementwise("logical_or", 2, np.logical_or, "({0} or {1})", out_dtype=bool)
@@ -343,14 +410,9 @@ def _convert_scalar(x, *, dtype):
     return f"np.{dtype.name}({x})"
 
 
-def _convert_partials(out, x, *, dtype):
-    if not (_is_float(x.dtype) and _is_float(np.dtype(dtype))):
-        return [None]
-    return [1.0]
-
-
 def _convert_vjp(g, out, x, *, dtype):
-    if not (_is_float(x.dtype) and _is_float(np.dtype(dtype))):
+    """Real to complex: the cotangent's real part (ops.convert takes it)."""
+    if not (ops.is_inexact(x.dtype) and ops.is_inexact(np.dtype(dtype))):
         return [None]
     return [ops.convert(g, x.dtype)]
 
@@ -359,13 +421,25 @@ def _is_float(dtype) -> bool:
     return np.issubdtype(dtype, np.floating)
 
 
-elementwise("convert", 1, lambda x, *, dtype: np.asarray(x).astype(dtype), _convert_scalar,
+def _convert_rule(avals, params, checks):
+    """Complex to real goes through `real` first (ops.convert): a convert never
+    drops an imaginary part (`np.float64(z)` would not compile)."""
+    if ops.is_complex(avals[0].dtype) and not ops.is_complex(params["dtype"]):
+        raise TracerTypeError(f"convert: {avals[0].dtype} to {np.dtype(params['dtype'])} "
+                              "must take the real part first")
+    return _convert_elementwise(avals, params, checks, "convert")
+
+
+_convert_elementwise = _elementwise_rule()
+convert = elementwise("convert", 1, lambda x, *, dtype: np.asarray(x).astype(dtype),
+            _convert_scalar,
             vjp=_convert_vjp, jvp=lambda ts, out, x, *, dtype: (
-                None if ts[0] is None or not _is_float(np.dtype(dtype))
+                None if ts[0] is None or not ops.is_inexact(np.dtype(dtype))
                 else ops.convert(ts[0], dtype)),
             # to its own dtype it is nothing (weak typing only matters while tracing)
             simplify=lambda eqn: eqn.inputs[0] if eqn.inputs[0].aval.same_type(
                 eqn.outputs[0].aval) else None)
+convert.abstract_eval = _convert_rule
 
 
 # ---------------------------------------------------------------- indexmap
@@ -576,8 +650,10 @@ register(Primitive(
 
 # -------------------------------------------------------------- reductions
 
-def _reduce_rule(out_dtype=None, empty_error=None):
+def _reduce_rule(out_dtype=None, empty_error=None, name="reduce", real_only=None):
     def rule(avals, params, checks):
+        if real_only:
+            reject_complex(avals, name, real_only)
         (x,) = avals
         axes = params["axes"]
         if empty_error and any(resolve(x.shape[a]) == 0 for a in axes):
@@ -662,15 +738,15 @@ def _unit_reduction_is_squeeze(eqn):
 
 
 def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None,
-               accumulate=None, empty_error=None):
+               accumulate=None, empty_error=None, ordered=False):
     def run(x, *, axes):
         x = np.asarray(x)
         if accumulate is None or accumulate(x.dtype) == x.dtype:
             return impl(x, axis=axes)
         return impl(x, axis=axes, dtype=accumulate(x.dtype)).astype(x.dtype)
 
-    return register(Primitive(name, REDUCE, _reduce_rule(out_dtype, empty_error), run, vjp=vjp,
-                              jvp=jvp, monoid=(identity, update),
+    rule = _reduce_rule(out_dtype, empty_error, name, UNORDERED if ordered else None)
+    return register(Primitive(name, REDUCE, rule, run, vjp=vjp, jvp=jvp, monoid=(identity, update),
                               differentiable=vjp is not None,
                               simplify=_unit_reduction_is_squeeze if vjp else None,
                               accumulate=accumulate, empty_error=empty_error))
@@ -681,10 +757,11 @@ def _no_identity(operation: str) -> str:
 
 
 def _wide(dtype):
-    """float32 sums and products accumulate in float64: a float32 accumulator loses
-    ~n/2 ulp over n terms (NumPy's pairwise sum only ~log2(n)/2, and not along every
-    axis); the result is rounded to float32 once."""
-    return np.dtype(np.float64) if np.dtype(dtype) == np.float32 else np.dtype(dtype)
+    """float32 sums and products accumulate in float64 (complex64 in complex128): a
+    float32 accumulator loses ~n/2 ulp over n terms (NumPy's pairwise sum only
+    ~log2(n)/2, and not along every axis); the result is rounded to float32 once."""
+    wider = {np.dtype(np.float32): np.float64, np.dtype(np.complex64): np.complex128}
+    return np.dtype(wider.get(np.dtype(dtype), dtype))
 
 
 _reduction("reduce_sum", np.sum, _identity(0), "{acc} += {v}", _sum_vjp,
@@ -693,9 +770,9 @@ _reduction("reduce_sum", np.sum, _identity(0), "{acc} += {v}", _sum_vjp,
 _reduction("reduce_prod", np.prod, _identity(1), "{acc} *= {v}", _prod_vjp, _prod_jvp,
            accumulate=_wide)
 _reduction("reduce_max", np.max, _identity("max"), "{acc} = _rt.maximum({acc}, {v})",
-           _extremum_vjp, _extremum_jvp, empty_error=_no_identity("maximum"))
+           _extremum_vjp, _extremum_jvp, empty_error=_no_identity("maximum"), ordered=True)
 _reduction("reduce_min", np.min, _identity("min"), "{acc} = _rt.minimum({acc}, {v})",
-           _extremum_vjp, _extremum_jvp, empty_error=_no_identity("minimum"))
+           _extremum_vjp, _extremum_jvp, empty_error=_no_identity("minimum"), ordered=True)
 
 
 def _arg_impl(fn):
@@ -713,10 +790,12 @@ def _arg_impl(fn):
 # The update keeps the first extremum and the first NaN, as NumPy does.
 _reduction("argmax", _arg_impl(np.argmax), _identity("max"),
            "if {v} > {acc} or ({v} != {v} and {acc} == {acc}):\n    {acc} = {v}\n    {idx} = {k}",
-           out_dtype=np.int64, empty_error="attempt to get argmax of an empty sequence")
+           out_dtype=np.int64, empty_error="attempt to get argmax of an empty sequence",
+           ordered=True)
 _reduction("argmin", _arg_impl(np.argmin), _identity("min"),
            "if {v} < {acc} or ({v} != {v} and {acc} == {acc}):\n    {acc} = {v}\n    {idx} = {k}",
-           out_dtype=np.int64, empty_error="attempt to get argmin of an empty sequence")
+           out_dtype=np.int64, empty_error="attempt to get argmin of an empty sequence",
+           ordered=True)
 
 
 # -------------------------------------------------------------- array ops
@@ -738,8 +817,9 @@ def _matmul_rule(avals, params, checks):
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError("matmul: operands must be at least 1-D (use * for scalars)")
     dtype = _same_dtype(avals, "matmul")
-    if not _is_float(dtype):
-        raise TracerTypeError(f"matmul: only floating-point operands are compiled, got {dtype}")
+    if not ops.is_inexact(dtype):
+        raise TracerTypeError(f"matmul: only floating-point and complex operands are compiled, "
+                              f"got {dtype}")
     inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     try:
         join(a.shape[-1], inner_b, "matmul", checks)
@@ -847,6 +927,7 @@ _array_op("cumsum", _cumsum_rule, _cumsum_impl, _emit_cumsum,
 
 
 def _argsort_rule(avals, params, checks):
+    reject_complex(avals, "argsort", UNORDERED)
     (x,) = avals
     if x.ndim == 0:
         raise ShapeError("argsort: a 0-d array has nothing to sort")
@@ -1164,6 +1245,7 @@ def _canonical(value):
     return value
 
 
+from . import complex_primitives  # noqa: E402, F401, I001  (real, imag, conj, complex, fft)
 from . import linalg_primitives  # noqa: E402, F401  (registers the linear-algebra records)
 
 __all__ = ["REGISTRY", "Primitive", "resolve_shape"]

@@ -3,6 +3,10 @@
 `check_grads(f, args, order=2)` compares tracejit's forward-mode (`jvp`) and
 reverse-mode (`vjp` / `grad`) derivatives with central finite differences in
 float64, along random directions, and recursively for higher orders.
+
+Complex arguments are checked in complex128 along random complex directions
+(real and imaginary parts at once), and reverse mode against JAX's pairing:
+<vjp(w), t> = Re(sum(vjp(w) * t)) must equal Re(sum(w * jvp(t))).
 """
 
 from __future__ import annotations
@@ -15,19 +19,33 @@ from . import api, pytree
 from .log import RetraceWarning
 
 
+def _is_complex(x) -> bool:
+    return np.iscomplexobj(x)
+
+
+def _wide(x):
+    """x in float64, or complex128 if it is complex."""
+    return np.asarray(x, np.complex128 if _is_complex(x) else np.float64)
+
+
 def _random_like(tree, rng):
-    return pytree.tree_map(lambda x: rng.standard_normal(np.shape(x)), tree)
+    def draw(x):
+        d = rng.standard_normal(np.shape(x))
+        return d + 1j * rng.standard_normal(np.shape(x)) if _is_complex(x) else d
+
+    return pytree.tree_map(draw, tree)
 
 
 def _inner(a, b) -> float:
+    """Re(sum(a * b)): the bilinear pairing of JAX's complex convention (a dot
+    product for real values)."""
     la, _ = pytree.flatten(a)
     lb, _ = pytree.flatten(b)
-    return float(sum(np.sum(np.asarray(x, np.float64) * np.asarray(y, np.float64))
-                     for x, y in zip(la, lb)))
+    return float(sum(np.real(np.sum(_wide(x) * _wide(y))) for x, y in zip(la, lb)))
 
 
 def _shift(args, direction, eps):
-    return pytree.tree_map(lambda x, d: np.asarray(x, np.float64) + eps * d, args, direction)
+    return pytree.tree_map(lambda x, d: _wide(x) + eps * d, args, direction)
 
 
 def numerical_jvp(f, args, direction, eps=1e-6):
@@ -42,8 +60,7 @@ def _assert_close(actual, expected, atol, rtol, what):
     la, _ = pytree.flatten(actual)
     le, _ = pytree.flatten(expected)
     for a, e in zip(la, le):
-        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(e, np.float64),
-                                   atol=atol, rtol=rtol, err_msg=what)
+        np.testing.assert_allclose(_wide(a), _wide(e), atol=atol, rtol=rtol, err_msg=what)
 
 
 def check_jvp(f, args, atol=1e-5, rtol=1e-5, eps=1e-6, rng=None):
@@ -69,7 +86,7 @@ def check_grads(f, args, order=2, modes=("rev", "fwd"), atol=1e-5, rtol=1e-5, ep
     """Check derivatives of `f` at `args` (a tuple of array pytrees) up to
     `order`, in reverse ("rev") and forward ("fwd") mode. Raises
     AssertionError naming the mode and order that disagrees."""
-    args = tuple(pytree.tree_map(lambda x: np.asarray(x, np.float64), a) for a in args)
+    args = tuple(pytree.tree_map(_wide, a) for a in args)
     rng = np.random.default_rng(0)
     with warnings.catch_warnings():
         # Finite differences call jvp/vjp on the same signatures again and again, by design.
@@ -84,7 +101,7 @@ def check_grads(f, args, order=2, modes=("rev", "fwd"), atol=1e-5, rtol=1e-5, ep
 
 
 def _directional_derivative(f, args, rng):
-    """x -> <u, J(x) v>: a scalar function whose derivatives are f's next order."""
+    """x -> Re <u, J(x) v>: a real scalar function whose derivatives are f's next order."""
     v = _random_like(args, rng)
     out = f(*args)
     u = _random_like(out, rng)
@@ -93,7 +110,7 @@ def _directional_derivative(f, args, rng):
         _, tangent = api.jvp(f, xs, v)
         total = 0.0
         for t, w in zip(pytree.flatten(tangent)[0], pytree.flatten(u)[0]):
-            total = total + (t * w).sum()
+            total = total + np.real(t * w).sum()
         return total
 
     return next_f

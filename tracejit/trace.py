@@ -122,7 +122,7 @@ class Builder:
                 return value.ir_var
             check_live(value)
             return self.capture(value)
-        if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        if isinstance(value, PYTHON_SCALARS) and not isinstance(value, np.generic):
             return Literal(value, weak_aval(value))
         if isinstance(value, (np.ndarray, np.generic)):
             problem = leaf_problem(value)
@@ -204,12 +204,17 @@ def _bound(param):
     return param
 
 
+PYTHON_SCALARS = (bool, int, float, complex)  # weakly typed arguments and operands
+
+
 def weak_aval(value) -> AVal:
     """Python scalars are weakly typed: they take the other operand's dtype."""
     if isinstance(value, bool):
         return AVal((), np.dtype(bool), True)
     if isinstance(value, int):
         return AVal((), np.dtype(np.int64), True)
+    if isinstance(value, complex):
+        return AVal((), np.dtype(np.complex128), True)
     return AVal((), np.dtype(np.float64), True)
 
 
@@ -336,6 +341,9 @@ class Tracer:
     def __float__(self):
         return float(self._concrete("float"))
 
+    def __complex__(self):
+        return complex(self._concrete("complex"))
+
     def __int__(self):
         return int(self._concrete("int"))
 
@@ -407,7 +415,7 @@ def abstractify(leaf, builder_leaf_index: int, builder: Builder) -> AVal:
     """The abstract value of an argument leaf: non-1 dims become symbols."""
     if isinstance(leaf, Tracer):
         return leaf.aval
-    if isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic):
+    if isinstance(leaf, PYTHON_SCALARS) and not isinstance(leaf, np.generic):
         return weak_aval(leaf)
     if isinstance(leaf, (np.ndarray, np.generic)):
         shape = []
@@ -447,7 +455,7 @@ def trace(fn, args: tuple, name: str | None = None, leaf_names: list | None = No
 
 
 def _check_output(leaf) -> None:
-    if not isinstance(leaf, (Tracer, np.ndarray, np.generic, bool, int, float)):
+    if not isinstance(leaf, (Tracer, np.ndarray, np.generic, *PYTHON_SCALARS)):
         raise TracerTypeError(with_location(
             f"function returned a {type(leaf).__name__}; outputs must be arrays or scalars "
             "in tuples/lists/dicts"))

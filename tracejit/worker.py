@@ -155,7 +155,7 @@ def describe_args(args) -> list | None:
         if isinstance(t, types.Array):
             out.append(["array", np.dtype(t.dtype.name).name, t.ndim, t.layout, t.mutable,
                         t.aligned])
-        elif isinstance(t, (types.Boolean, types.Integer, types.Float)):
+        elif isinstance(t, (types.Boolean, types.Integer, types.Float, types.Complex)):
             out.append(["scalar", np.dtype(str(t)).name])
         else:
             return None
