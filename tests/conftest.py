@@ -1,6 +1,13 @@
 """Shared fixtures: a private kernel cache, the IR verifier on, and interpreter / Numba modes."""
 
 import pytest
+from hypothesis import settings
+
+# CI must be reproducible: the default profile draws the same examples every
+# run. `pytest --hypothesis-profile=explore` draws fresh ones to hunt for bugs.
+settings.register_profile("default", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile("default")
 
 
 @pytest.fixture(autouse=True, scope="session")

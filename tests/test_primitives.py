@@ -954,7 +954,7 @@ _COMPLEX_ROWS = [
     crow("integer_pow", lambda z: z**3, UNARY, label="c_cube"),
     crow("integer_pow", lambda z: z**-2, UNARY, cnonzero, label="c_pow_negative_int",
          compiled=False),
-    crow("pow", lambda z: z**0.5, UNARY, coff_axis, label="c_pow_scalar", compiled=False),
+    crow("pow", lambda z: z**1.7, UNARY, coff_axis, label="c_pow_scalar", compiled=False),
     crow("pow", lambda z, w: z**w, BINARY, (coff_axis, csmall), label="c_pow"),
     crow("add", lambda z, w: z + w, BINARY, label="c_add"),
     crow("sub", lambda z, w: z - w, BINARY, label="c_sub", compiled=False),

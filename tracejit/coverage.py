@@ -63,8 +63,9 @@ def _name(fn) -> str:
     name = getattr(fn, "__name__", repr(fn))
     if isinstance(fn, np.ufunc) and getattr(np, name, None) is not fn:
         module = "scipy.special"
-    if module.startswith("numpy.linalg"):
-        return f"np.linalg.{name}"
+    for sub in ("linalg", "fft"):
+        if module.startswith(f"numpy.{sub}"):
+            return f"np.{sub}.{name}"
     if module.startswith("numpy"):
         return f"np.{name}"
     return f"{module.split('._')[0]}.{name}"

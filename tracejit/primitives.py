@@ -289,7 +289,8 @@ def _pow_partials(out, x, y):
     safe_x = ops.select(x_is_zero, ops.ones_like(x), x)
     # At x = 0 with 0 <= y < 1 the slope is infinite (or, for y = 0, 0 * inf): take 0,
     # the subgradient sqrt uses at 0, so x ** y agrees with sqrt(x) at y = 0.5.
-    flat = ops.logical_and(x_is_zero, ops.logical_and(y >= 0.0, y < 1.0))
+    real_y = ops.real(y)  # complex exponents: the same rule on their real part
+    flat = ops.logical_and(x_is_zero, ops.logical_and(real_y >= 0.0, real_y < 1.0))
     dx = ops.select(flat, ops.zeros_like(out), y * x ** (y - 1.0))
     dy = ops.select(x_is_zero, ops.zeros_like(out), out * ops.log(safe_x))
     return [dx, dy]
