@@ -7,6 +7,7 @@ generated kernels use, and run over a large grid of points.
 
 import re
 
+import numba
 import numpy as np
 import pytest
 from numba import njit, prange, types
@@ -240,3 +241,25 @@ def test_loop_vectorises_without_libm_calls():
     ir = _reduce_loop.inspect_llvm(_reduce_loop.signatures[0])
     assert re.search(r"<\d+ x double>", ir)
     assert not re.search(r"@(llvm\.)?(exp|log|tanh)[.(]", ir)
+
+
+def _layouts(A, B):
+    """Operand pairs in every memory layout a kernel may hand to BLAS."""
+    return [(A, B), (np.asfortranarray(A), B), (A, np.asfortranarray(B)), (A[::2], B),
+            (A[:, ::2], B[::2]), (A[::-1], B[:, ::-1]), (A[:1], B), (A[:, :1], B[:1]),
+            (A[:, :0], B[:0]), (np.broadcast_to(A[:1], A.shape), B), (A.T.T, B.T.copy().T)]
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.complex128])
+def test_gemm_reads_any_layout_with_one_machine_code_per_dtype(dt):
+    @njit
+    def product(a, b):
+        return rt.gemm(rt.as_any(a), rt.as_any(b))
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((7, 6)).astype(dt)
+    B = rng.standard_normal((6, 4)).astype(dt)
+    for a, b in _layouts(A, B):
+        np.testing.assert_allclose(product(a, b), a @ b, rtol=1e-5, atol=1e-5)
+    typed = [sig for sig in rt.gemm.signatures if sig[0].dtype == numba.from_dtype(np.dtype(dt))]
+    assert len(typed) == 1 and typed[0][0].layout == "A"

@@ -312,17 +312,20 @@ def _emit_empty_checks(em: Emitter, program: Program) -> None:
 
 
 def _views(program: Program) -> set:
-    """Index maps with a view form (transposes, squeezes, slices) read only by
-    BLAS calls, by loops and branches, or returned, are zero-copy views rather
-    than copies: those readers take strided arrays."""
+    """Index maps with a view form (transposes, squeezes, slices, added unit
+    axes) read only by BLAS calls, concatenations, loops and branches, or
+    returned, are zero-copy views rather than copies: those readers take
+    strided arrays."""
     consumers = consumers_of(program)
     outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
     views = set()
     for eqn in reversed(program.eqns):  # a view read only by views is one too
         out = eqn.outputs[0]
         users = consumers.get(id(out), [])
-        if eqn.prim.view is not None and (users or id(out) in outputs) and all(
-                u.prim.blas or u.prim.kind == CONTROL or id(u) in views for u in users):
+        if (eqn.prim.view is not None and (eqn.prim.view_if is None or eqn.prim.view_if(eqn))
+                and (users or id(out) in outputs)
+                and all(u.prim.blas or u.prim.strided_operands or u.prim.kind == CONTROL
+                        or id(u) in views for u in users)):
             views.add(id(eqn))
     return views
 

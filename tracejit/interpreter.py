@@ -95,29 +95,37 @@ class _Writer:
     def _equation(self, eqn) -> None:
         static = {k: v for k, v in eqn.params.items() if not _sized_param(v)}
         dynamic = {k: v for k, v in eqn.params.items() if _sized_param(v)}
-        fn = self.fresh("f")
-        impl = self._impl(eqn)
-        self.namespace[fn] = functools.partial(impl, **static) if static else impl
         args = [self._atom(a) for a in eqn.inputs]
-        args += [f"{k}={self._sizes(v)}" for k, v in dynamic.items()]
+        impl, inline = self._impl(eqn)
+        if inline is not None:  # an expression, its parameters written in
+            call = inline.format(*args)
+        else:
+            fn = self.fresh("f")
+            self.namespace[fn] = functools.partial(impl, **static) if static else impl
+            args += [f"{k}={self._sizes(v)}" for k, v in dynamic.items()]
+            call = f"{fn}({', '.join(args)})"
         outs = [self.fresh("v") for _ in eqn.outputs]
         for var, name in zip(eqn.outputs, outs):
             self.names[id(var)] = name
         target = ", ".join(outs) + ("," if eqn.prim.multiple_results and len(outs) == 1 else "")
         if eqn.prim.multiple_results and not outs:
             target = "_"
-        self.lines.append(f"{target} = {fn}({', '.join(args)})")
+        self.lines.append(f"{target} = {call}")
         for sym, output in eqn.prim.defined_dims(eqn.params):  # a while loop's trip count
             self.dims[id(resolve(sym))] = dim = self.fresh("n")
             self.lines.append(f"{dim} = int({outs[output]})")
 
-    def _impl(self, eqn):
+    def _impl(self, eqn) -> tuple:
+        """(the callable for `eqn`, or None and its inline expression)."""
         prim, out = eqn.prim, eqn.outputs[0]
-        if (prim.impl_broadcasting is not None and id(out) not in self.outputs
+        lazy = (prim.impl_broadcasting is not None and id(out) not in self.outputs
                 and all(u.prim.kind == ELEMENTWISE and self._restores_shape(u, out)
-                        for u in self.consumers.get(id(out), ()))):
-            return prim.impl_broadcasting
-        return prim.impl
+                        for u in self.consumers.get(id(out), ())))
+        if prim.impl_source is not None:
+            inline = prim.impl_source(eqn, lazy, self._sizes)
+            if inline is not None:
+                return None, inline
+        return (prim.impl_broadcasting if lazy else prim.impl), None
 
     def _restores_shape(self, user, lazy) -> bool:
         """NumPy's broadcasting inside `user` gives it the shape `lazy` was broadcast

@@ -112,7 +112,8 @@ def outline(lines: list[str], exports: list[str], constants: dict, summary: str,
         f'"""A loop nest shared by tracejit kernels ({summary}). Generated: do not edit."""',
         "import numpy as np", "from numba import njit, prange", "",
         "import tracejit.runtime as _rt", "", *header, "", "", text.replace(_NAME, name), ""])
-    call = f"{name}({', '.join(params + [str(v) for v in lifted])})"
+    # np.int64(k), not k: Numba would compile the nest again for every literal value
+    call = f"{name}({', '.join(params + [f'np.int64({v})' for v in lifted])})"
     return Helper(name, module, f"{', '.join(exports)} = {call}" if exports else call)
 
 

@@ -71,6 +71,8 @@ class Primitive:
     fold: Callable | None = None  # (eqn, defining(atom) -> Eqn | None) -> atom or None
     blas: bool = False  # codegen: calls BLAS (operands may be strided views)
     view: Callable | None = None  # (operand name, **params) -> a zero-copy view expression
+    view_if: Callable | None = None  # (eqn) -> whether `view` applies (default: always)
+    strided_operands: bool = False  # codegen: reads operands by indexing (views welcome)
     raises: bool = False  # may raise inside a loop nest (codegen keeps such kernels serial)
     # Equations with several outputs (loops, branches): `bind` returns a list,
     # `vjp` gets a list of output cotangents (None: zero), and `jvp` is
@@ -87,6 +89,11 @@ class Primitive:
     # interpreter: a cheaper `impl` whose result NumPy's broadcasting completes,
     # used when every consumer is elementwise (a broadcast need not be materialised)
     impl_broadcasting: Callable | None = None
+    # interpreter: (eqn, lazy, sizes) -> a NumPy expression of "{0}" (the operand)
+    # doing `impl` (`impl_broadcasting` if lazy) inline, with the parameters
+    # worked out once per program instead of on every call; `sizes(dims)` spells
+    # a tuple of sizes in the interpreter's source. None: call `impl`.
+    impl_source: Callable | None = None
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -507,9 +514,35 @@ def _broadcast_unit_axes(x, *, shape, bdims):
     return x.reshape(expanded)
 
 
+def _adds_unit_axes(eqn) -> bool:
+    """Only inserts axes of size 1 (an expand_dims): a view, `x[None, :]`."""
+    (x,), shape, bdims = eqn.inputs, eqn.params["shape"], eqn.params["bdims"]
+    return (x.aval.ndim > 0 and list(bdims) == sorted(bdims)  # kernels hold 0-d as scalars
+            and all(_is_one(d) for b, d in enumerate(shape) if b not in bdims)
+            and all(resolve(x.aval.shape[k]) == resolve(shape[b]) for k, b in enumerate(bdims)))
+
+
 broadcast_in_dim = _indexmap("broadcast_in_dim", _broadcast_rule, _broadcast_impl,
                              _broadcast_map, _broadcast_vjp)
 broadcast_in_dim.impl_broadcasting = _broadcast_unit_axes
+
+
+def _broadcast_source(eqn, lazy, sizes):
+    (x,), shape, bdims = eqn.inputs, eqn.params["shape"], eqn.params["bdims"]
+    target = tuple(resolve(d) for d in shape)
+    expanded = [1] * len(target)
+    for k, b in enumerate(bdims):
+        expanded[b] = resolve(x.aval.shape[k])
+    reshaped = f"np.asarray({{0}}).reshape({sizes(tuple(expanded))})"
+    if lazy or all(a is b for a, b in zip(expanded, target)):
+        return reshaped
+    return f"np.broadcast_to({reshaped}, {sizes(target)})"
+
+
+broadcast_in_dim.impl_source = _broadcast_source
+broadcast_in_dim.view = lambda x, *, shape, bdims: _index_view(
+    x, [":" if b in bdims else "None" for b in range(len(shape))])
+broadcast_in_dim.view_if = _adds_unit_axes
 
 
 def _transpose_rule(avals, params, checks):
@@ -524,10 +557,12 @@ def _transpose_view(x: str, *, perm) -> str:
     return f"{x}.T" if tuple(perm) == (1, 0) else f"{x}.transpose({tuple(perm)!r})"
 
 
-_indexmap("transpose", _transpose_rule, lambda x, *, perm: np.transpose(x, perm),
-          lambda x, out, *, perm: [(perm.index(k), 0, 1) for k in range(len(perm))],
-          lambda g, out, x, *, perm: [ops.transpose(g, tuple(np.argsort(perm)))]
-          ).view = _transpose_view
+transpose = _indexmap("transpose", _transpose_rule, lambda x, *, perm: np.transpose(x, perm),
+                      lambda x, out, *, perm: [(perm.index(k), 0, 1) for k in range(len(perm))],
+                      lambda g, out, x, *, perm: [ops.transpose(g, tuple(np.argsort(perm)))])
+transpose.view = _transpose_view
+transpose.impl_source = lambda eqn, lazy, sizes: _transpose_view("np.asarray({0})",
+                                                                  **eqn.params)
 
 
 def _squeeze_rule(avals, params, checks):
@@ -740,14 +775,23 @@ def _unit_reduction_is_squeeze(eqn):
 
 def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None,
                accumulate=None, empty_error=None, ordered=False):
+    reduce = impl.reduce if isinstance(impl, np.ufunc) else impl
+
     def run(x, *, axes):
         x = np.asarray(x)
         if accumulate is None or accumulate(x.dtype) == x.dtype:
-            return impl(x, axis=axes)
-        return impl(x, axis=axes, dtype=accumulate(x.dtype)).astype(x.dtype)
+            return reduce(x, axis=axes)
+        return reduce(x, axis=axes, dtype=accumulate(x.dtype)).astype(x.dtype)
+
+    def source(eqn, lazy, sizes):
+        dtype = eqn.inputs[0].aval.dtype
+        if accumulate is None or accumulate(dtype) == dtype:  # else `run` converts
+            return f"np.{impl.__name__}.reduce(np.asarray({{0}}), {eqn.params['axes']!r})"
+        return None
 
     rule = _reduce_rule(out_dtype, empty_error, name, UNORDERED if ordered else None)
     return register(Primitive(name, REDUCE, rule, run, vjp=vjp, jvp=jvp, monoid=(identity, update),
+                              impl_source=source if isinstance(impl, np.ufunc) else None,
                               differentiable=vjp is not None,
                               simplify=_unit_reduction_is_squeeze if vjp else None,
                               accumulate=accumulate, empty_error=empty_error))
@@ -765,14 +809,14 @@ def _wide(dtype):
     return np.dtype(wider.get(np.dtype(dtype), dtype))
 
 
-_reduction("reduce_sum", np.sum, _identity(0), "{acc} += {v}", _sum_vjp,
+_reduction("reduce_sum", np.add, _identity(0), "{acc} += {v}", _sum_vjp,
            lambda ts, out, x, *, axes: None if ts[0] is None else ops.reduce_sum(ts[0], axes),
            accumulate=_wide)
-_reduction("reduce_prod", np.prod, _identity(1), "{acc} *= {v}", _prod_vjp, _prod_jvp,
+_reduction("reduce_prod", np.multiply, _identity(1), "{acc} *= {v}", _prod_vjp, _prod_jvp,
            accumulate=_wide)
-_reduction("reduce_max", np.max, _identity("max"), "{acc} = _rt.maximum({acc}, {v})",
+_reduction("reduce_max", np.maximum, _identity("max"), "{acc} = _rt.maximum({acc}, {v})",
            _extremum_vjp, _extremum_jvp, empty_error=_no_identity("maximum"), ordered=True)
-_reduction("reduce_min", np.min, _identity("min"), "{acc} = _rt.minimum({acc}, {v})",
+_reduction("reduce_min", np.minimum, _identity("min"), "{acc} = _rt.minimum({acc}, {v})",
            _extremum_vjp, _extremum_jvp, empty_error=_no_identity("minimum"), ordered=True)
 
 
@@ -865,6 +909,8 @@ def _emit_matmul(ctx, out, ins, eqn):
     a, b = (x.aval for x in eqn.inputs)
     aval = eqn.outputs[0].aval
     nbatch = aval.ndim - (a.ndim >= 2) - (b.ndim >= 2)
+    if nbatch == 0 and a.ndim == b.ndim == 2 and aval.dtype.kind in "fc":
+        return [f"{out} = _rt.gemm(_rt.as_any({ins[0]}), _rt.as_any({ins[1]}))"]
     if nbatch == 0:
         return [f"{out} = _rt.blas_dot({ins[0]}, {ins[1]})"]
     idx, lines, indent = ctx.loops(ctx.dims(aval)[:nbatch], 0)
@@ -986,12 +1032,28 @@ def _concat_rule(avals, params, checks):
 def _emit_concatenate(ctx, out, ins, eqn):
     axis, aval = eqn.params["axis"], eqn.outputs[0].aval
     lines = [f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"]
+    sizes = [resolve(x.aval.shape[axis]) for x in eqn.inputs]
+    if len(ins) >= 3 and aval.ndim <= 3 and all(type(n) is int for n in sizes):
+        return lines + _put_pieces(out, ins, sizes, axis, aval.ndim)
     start = 0
     for name, x in zip(ins, eqn.inputs):
         placement = [(start, 1) if k == axis else (0, 1) for k in range(aval.ndim)]
         lines += copy_loops(ctx, out, name, x.aval, placement)
         start += resolve(x.aval.shape[axis])
     return lines
+
+
+def _put_pieces(out, ins, sizes, axis, ndim) -> list[str]:
+    """One runtime call per piece (`_rt.put<ndim>`, compiled once per machine)
+    rather than a copy loop per piece, whose compile grows with the count."""
+    perm = (axis, *(k for k in range(ndim) if k != axis))
+
+    def front(name):  # the concatenated axis first
+        return name if axis == 0 else f"{name}.transpose({perm!r})"
+
+    starts = np.cumsum([0, *sizes[:-1]])
+    return [f"_rt.put{ndim}(_rt.as_any({front(out)}), np.int64({start}), _rt.as_any({front(name)}))"
+            for name, start in zip(ins, starts)]
 
 
 def copy_loops(ctx, dst: str, src: str, aval, placement) -> list[str]:
@@ -1017,7 +1079,7 @@ def _concat_vjp(g, out, *xs, axis):
 
 _array_op("concatenate", _concat_rule, lambda *xs, axis: np.concatenate(xs, axis),
           _emit_concatenate, _concat_vjp,
-          linear=True)
+          linear=True, strided_operands=True)
 
 
 def _gather_rule(avals, params, checks):

@@ -52,6 +52,7 @@ __all__ = [
     "debug_check_parts",
     "SizeMismatch",
     "as_scalar",
+    "as_any",
     "blas_dot",
     "cdiv",
     "dot",
@@ -59,12 +60,16 @@ __all__ = [
     "exp",
     "expm1",
     "fft",
+    "gemm",
     "grow",
     "log",
     "log1p",
     "maximum",
     "minimum",
     "nest",
+    "put1",
+    "put2",
+    "put3",
     "round_half_even",
     "sigmoid",
     "sign",
@@ -632,6 +637,135 @@ def nest(**options):
         return dispatcher
 
     return wrap
+
+
+# A 2-D product through BLAS, one machine code per dtype: np.dot is typed
+# again for every pair of operand layouts (~0.5 s each; a gradient has three
+# or four: x @ W, g @ W.T, x.T @ g), so kernels pass `as_any` views and the
+# strides are read at run time instead.
+
+_BLAS_KINDS = {types.float32: "s", types.float64: "d", types.complex64: "c",
+               types.complex128: "z"}
+
+
+@intrinsic
+def as_any(typingctx, x):
+    """The same array typed with layout 'A' and writable, so that one
+    specialisation of a callee serves every layout (an array's data model does
+    not depend on its layout). Only for callees that never write to it."""
+    if not isinstance(x, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        context.nrt.incref(builder, sig.args[0], args[0])
+        return args[0]
+
+    return x.copy(layout="A", readonly=False)(x), codegen
+
+
+@intrinsic
+def _xxgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    """c = op(a) @ op(b), column-major (BLAS's convention), through the gemm
+    wrapper Numba's own np.dot calls; `trans*` are 0 or 1, alpha 1, beta 0."""
+    if not isinstance(c, types.Array) or c.dtype not in _BLAS_KINDS:
+        return None
+    kind = _BLAS_KINDS[c.dtype]
+
+    def codegen(context, builder, sig, args):
+        from numba.core import cgutils
+        from numba.np.linalg import ensure_blas
+
+        ensure_blas()
+        char, void_p = ir.IntType(8), ir.IntType(8).as_pointer()
+        intp = context.get_value_type(types.intp)
+        fnty = ir.FunctionType(ir.IntType(32), [char, char, char, intp, intp, intp, void_p,
+                                                void_p, intp, void_p, intp, void_p, void_p, intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+
+        def size(i):
+            return context.cast(builder, args[i], sig.args[i], types.intp)
+
+        def flag(i):
+            set_ = builder.icmp_signed("!=", size(i), ir.Constant(intp, 0))
+            return builder.select(set_, ir.Constant(char, ord("t")), ir.Constant(char, ord("n")))
+
+        def data(i):
+            array = context.make_array(sig.args[i])(context, builder, args[i])
+            return builder.bitcast(array.data, void_p)
+
+        def scalar(value):
+            slot = cgutils.alloca_once(builder, context.get_value_type(c.dtype))
+            builder.store(context.get_constant(c.dtype, value), slot)
+            return builder.bitcast(slot, void_p)
+
+        return builder.call(fn, [ir.Constant(char, ord(kind)), flag(0), flag(1), size(2),
+                                 size(3), size(4), scalar(1.0), data(5), size(6), data(7),
+                                 size(8), scalar(0.0), data(9), size(10)])
+
+    return types.int32(transa, transb, m, n, k, a, lda, b, ldb, c, ldc), codegen
+
+
+@njit(**_JIT)
+def _blas_view(x):
+    """(x or a contiguous copy, transposed, leading dimension): BLAS's
+    column-major view of x's transpose, from x's strides (row-major: as is;
+    column-major: transposed; anything else, or broadcast: copied)."""
+    rows, cols = x.shape
+    item = x.itemsize
+    s0, s1 = x.strides
+    if (cols <= 1 or s1 == item) and (rows <= 1 or (s0 % item == 0 and s0 // item >= cols)):
+        return x, 0, max(1, cols) if rows <= 1 else s0 // item
+    if (rows <= 1 or s0 == item) and (cols <= 1 or (s1 % item == 0 and s1 // item >= rows)):
+        return x, 1, max(1, rows) if cols <= 1 else s1 // item
+    copy = np.empty((rows, cols), x.dtype)
+    for i in range(rows):
+        for j in range(cols):
+            copy[i, j] = x[i, j]
+    return as_any(copy), 0, max(1, cols)
+
+
+@nest()  # disk-cached, verified, by tracejit.cache
+def gemm(a, b):
+    """`a @ b` of 2-D float or complex arrays, called with `as_any` operands."""
+    m, k = a.shape
+    n = b.shape[1]
+    out = np.empty((m, n), a.dtype)
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                out[i, j] = 0
+    elif m > 0 and n > 0:  # row-major out is column-major out.T = b.T @ a.T
+        b_, b_trans, ldb = _blas_view(b)
+        a_, a_trans, lda = _blas_view(a)
+        _xxgemm(b_trans, a_trans, n, m, k, b_, ldb, a_, lda, out, n)
+    return out
+
+
+# `out[start:start + len(src)] = src` for concatenations of many pieces (a
+# rolled loop stacks every layer's weights): one call per piece to code compiled
+# once per dtype and rank, called with `as_any` arrays (other axes: transposed
+# views). Explicit loops: Numba takes seconds to compile a slice assignment.
+
+
+@nest()  # disk-cached, verified, by tracejit.cache
+def put1(out, start, src):
+    for i in range(src.shape[0]):
+        out[start + i] = src[i]
+
+
+@nest()  # disk-cached, verified, by tracejit.cache
+def put2(out, start, src):
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            out[start + i, j] = src[i, j]
+
+
+@nest()  # disk-cached, verified, by tracejit.cache
+def put3(out, start, src):
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            for k in range(src.shape[2]):
+                out[start + i, j, k] = src[i, j, k]
 
 
 @nest()  # disk-cached, verified, by tracejit.cache
