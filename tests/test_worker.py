@@ -148,3 +148,34 @@ def test_a_shared_nest_compiled_for_one_program_is_reused_by_another_process(tmp
     for name in shared:
         hits, misses = second[name]
         assert hits >= 1 and misses == 0, (name, second[name])
+
+
+STACKER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tracejit
+
+    def loss(ws, x):  # a rolled layer loop: the weights stacked by a concatenate nest
+        for w in ws:
+            x = np.tanh(x @ w)
+        return np.sum(x)
+
+    ws = [np.full((4, 4), 0.1 * k) for k in range(1, 6)]
+    g = tracejit.grad(loss)(ws, np.ones((3, 4)))
+    print(sum(float(np.sum(gk)) for gk in g))
+""")
+
+
+def test_every_kernel_piece_loads_from_disk_in_a_new_process(tmp_path):
+    # A cached nest's machine code may only name functions it links: one calling
+    # a no-link runtime helper aborted the next process (LLVM: symbol not found).
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "sync"}
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+    results = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", STACKER], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(float(proc.stdout.split()[-1]))
+    assert results[0] == results[1]
+    assert any(p.name.startswith("nest_") for p in tmp_path.iterdir())

@@ -615,7 +615,9 @@ class _NestDispatcher(CPUDispatcher):
     callee's code into each caller and optimises it again there, so a kernel's
     compile grows with the code of everything it calls; a nest's machine code
     is instead made once, and kernels call it by its symbol (it is already
-    loaded in the process when they are compiled)."""
+    loaded in the process when they are compiled). Only kernel drivers, which
+    are never loaded from disk, may call one: machine code read from the cache
+    (a nest's) must link what it calls, or a new process aborts on the symbol."""
 
     def add_overload(self, cres):
         super().add_overload(cres)
@@ -745,22 +747,24 @@ def gemm(a, b):
 # rolled loop stacks every layer's weights): one call per piece to code compiled
 # once per dtype and rank, called with `as_any` arrays (other axes: transposed
 # views). Explicit loops: Numba takes seconds to compile a slice assignment.
+# Linked into their callers (njit, not `nest`): they are called from nests,
+# whose machine code comes from the disk cache and may name no other nest.
 
 
-@nest()  # disk-cached, verified, by tracejit.cache
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def put1(out, start, src):
     for i in range(src.shape[0]):
         out[start + i] = src[i]
 
 
-@nest()  # disk-cached, verified, by tracejit.cache
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def put2(out, start, src):
     for i in range(src.shape[0]):
         for j in range(src.shape[1]):
             out[start + i, j] = src[i, j]
 
 
-@nest()  # disk-cached, verified, by tracejit.cache
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def put3(out, start, src):
     for i in range(src.shape[0]):
         for j in range(src.shape[1]):
