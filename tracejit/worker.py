@@ -31,7 +31,6 @@ import numpy as np
 
 _lock = threading.Lock()  # one request at a time per parent
 _child: subprocess.Popen | None = None
-_warmed = False  # this process's Numba has been readied (once per process)
 
 
 def enabled() -> bool:
@@ -54,7 +53,6 @@ def compile_elsewhere(kernel, args) -> dict | None:
     kernel.load()  # writes the module files: the worker reads the same ones
     if known_compiled(kernel, args):
         return None  # on disk already: loading it here is quick
-    _warm_up_here()
     request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
                "kernel": [kernel.name, kernel.generated.source], "signature": signature,
                "cache_dir": str(cache.cache_dir())}
@@ -63,27 +61,6 @@ def compile_elsewhere(kernel, args) -> dict | None:
         if reply is not None:
             return reply if reply.get("ok") else None
     return None
-
-
-def _warm_up_here() -> None:
-    """While the worker compiles, get this process's Numba ready to load what it
-    writes: the first compile in a process first fills Numba's registries and
-    imports SciPy's BLAS (~0.5 s), which would otherwise come after the worker's
-    answer, before the kernel can serve calls."""
-    global _warmed
-    if not _warmed:
-        _warmed = True
-        threading.Thread(target=_warm_up, name="tracejit-warm-up", daemon=True).start()
-
-
-def _warm_up() -> None:
-    from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.registry import cpu_target
-    from numba.np.linalg import ensure_blas
-
-    with contextlib.suppress(Exception), global_compiler_lock:  # only a head start
-        cpu_target.target_context.refresh()
-        ensure_blas()
 
 
 def _ask(request: dict) -> dict | None:
