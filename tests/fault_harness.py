@@ -173,13 +173,12 @@ def numba_files(cache_dir: Path, suffix: str) -> list[Path]:
 
 def kernel_files(cache_dir: Path, kernel: str, suffix: str) -> list[Path]:
     """The module (.py) or Numba (.nbi/.nbc) files of kernel `a` or `b`: the kernel's
-    own module, or the machine code of the loop nests it calls (a kernel's driver is
-    compiled in each process; its nests are what the disk cache holds)."""
+    own module, or the machine code of its driver and of the loop nests it calls."""
     (module,) = sorted(cache_dir.glob(f"{kernel}_*.py"))
     if suffix == "py":
         return [module]
     nests = re.findall(r"^from \w+\.(nest_\w+) import", module.read_text(), re.M)
-    return sorted(p for stem in nests
+    return sorted(p for stem in [module.stem, *nests]
                   for p in (cache_dir / "__pycache__").glob(f"{stem}.*.{suffix}"))
 
 

@@ -52,22 +52,24 @@ def test_warm_cache_serves_every_kernel_from_disk(warm, tmp_path):
 
 def test_damaged_files_of_every_kind_are_rebuilt(warm, tmp_path):
     dirs = {}
-    for suffix in ("py", "nbi", "nbc", "key"):
+    for suffix in ("py", "nbi", "nbc", "key", "compiled", "links"):
         cache = dirs[suffix] = h.copy_cache(warm, tmp_path / suffix / "cache")
         rng = random.Random(suffix)
         if suffix == "key":
             targets = [cache / ".tracejit-key"]
-        elif suffix == "py":
-            targets = sorted(cache.glob("*.py"))
+        elif suffix in ("py", "compiled", "links"):  # notes: what drivers were compiled for
+            targets = sorted(cache.glob(f"*.{suffix}"))
         else:  # every kernel's and every runtime helper's
             targets = h.numba_files(cache, suffix)
         for k, path in enumerate(targets):
             h.damage(path, ["flip", "truncate", "empty", "garbage"][k % 4], rng)
     first = run_all({suffix: ((cache,), {}) for suffix, cache in dirs.items()})
     for suffix, result in first.items():
-        assert h.cache_warnings(result) or suffix == "key", suffix  # a bad key is replaced
-        # A rewritten module file is the source its machine code was cached for.
-        assert result["compiles"] > 0 or suffix == "py", suffix
+        # A bad key is replaced; a bad note is advice not taken (the driver compiles).
+        assert h.cache_warnings(result) or suffix in ("key", "compiled", "links"), suffix
+        # A rewritten module file is the source its machine code was cached for; with
+        # a bad `.links` only the driver compiles (counted as disk: its nests were).
+        assert result["compiles"] > 0 or suffix in ("py", "links"), suffix
     for suffix, result in run_all({s: ((c,), {}) for s, c in dirs.items()}).items():
         assert result["compiles"] == 0 and not h.cache_warnings(result), suffix  # repaired
 

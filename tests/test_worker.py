@@ -161,21 +161,36 @@ STACKER = textwrap.dedent("""
         return np.sum(x)
 
     ws = [np.full((4, 4), 0.1 * k) for k in range(1, 6)]
-    g = tracejit.grad(loss)(ws, np.ones((3, 4)))
-    print(sum(float(np.sum(gk)) for gk in g))
+    grad = tracejit.grad(loss)
+    g = grad(ws, np.ones((3, 4)))
+    driver = grad.entry((ws, np.ones((3, 4))))[0].kernel.fn
+    print(sum(driver.stats.cache_hits.values()), sum(float(np.sum(gk)) for gk in g))
 """)
 
 
 def test_every_kernel_piece_loads_from_disk_in_a_new_process(tmp_path):
-    # A cached nest's machine code may only name functions it links: one calling
-    # a no-link runtime helper aborted the next process (LLVM: symbol not found).
+    # Machine code read from disk names the no-link functions it calls: a nest
+    # calling one, or a driver loaded before its nests, aborted the next process
+    # inside LLVM (symbol not found). The driver is read back only once
+    # linking.py has loaded what it calls under the names it was compiled with.
     env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "sync"}
     env.pop("TRACEJIT_DISABLE_JIT", None)
-    results = []
-    for _ in range(2):
+
+    def run():
         proc = subprocess.run([sys.executable, "-c", STACKER], env=env, capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        results.append(float(proc.stdout.split()[-1]))
-    assert results[0] == results[1]
-    assert any(p.name.startswith("nest_") for p in tmp_path.iterdir())
+        hits, total = proc.stdout.split()[-2:]
+        return int(hits), float(total)
+
+    first, second = run(), run()
+    assert first[0] == 0 and second[0] == 1 and first[1] == second[1]
+    nests = sorted((tmp_path / "__pycache__").glob("nest_*"))
+    assert nests and list(tmp_path.glob("loss_grad_*.links"))
+    stem = nests[0].name.split(".")[0]
+    for path in nests:  # a nest compiled again gets new symbol names
+        if path.name.startswith(stem):
+            path.unlink()
+    third, fourth = run(), run()
+    assert third == (0, first[1])  # the driver compiled again instead of aborting
+    assert fourth == (1, first[1])  # and its new record serves the next process

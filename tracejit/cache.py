@@ -145,6 +145,16 @@ def compile_signature(kernel: Dispatcher, sig: tuple) -> str:
         return "disk" if kernel.stats.cache_hits[sig] > hits else "compiled"
 
 
+def enable_disk_cache(kernel: Dispatcher, save_only: bool = False) -> bool:
+    """Give a dispatcher the verified disk cache (kernel drivers have none unless
+    linking.py can vouch for the functions their machine code calls)."""
+    target = _disk_store() if disk_cache_enabled() else None
+    if target is None:
+        return False
+    kernel._cache = numba_cache.VerifiedCache(kernel.py_func, target, save_only=save_only)
+    return True
+
+
 def store_writable() -> bool:
     """Whether new files can go to the cache directory now (it is usable, and neither
     read-only nor full): a compile worker is only worth asking then."""
@@ -205,7 +215,8 @@ def clear_cache() -> None:
             if _OWN_FILE.match(entry.name) or store.is_temp_name(entry.name):
                 entry.unlink(missing_ok=True)
             if _OWN_FILE.match(entry.name):
-                entry.with_name(entry.name + ".compiled").unlink(missing_ok=True)
+                for note in (".compiled", ".links"):
+                    entry.with_name(entry.name + note).unlink(missing_ok=True)
         numba_files = directory / numba_cache.CACHE_SUBDIR
         if numba_files.is_dir() and not numba_files.is_symlink():
             for entry in numba_files.iterdir():

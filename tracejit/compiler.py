@@ -17,9 +17,10 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from . import cache, codegen, config, debug, errors, events, passes, pytree, worker
+from . import cache, codegen, config, debug, errors, events, linking, passes, pytree, worker
 from .interpreter import interpret
 from .ir import Literal, Program, verify
 from .shapes import resolve
@@ -104,7 +105,12 @@ class Kernel:
             events.loaded(compiling)
         known = self.fn is None and worker.known_compiled(self, leaves)
         misses = _cache_misses(self.nests)
-        where = cache.compile_for(fn, args)
+        sig = tuple(numba.typeof(arg) for arg in args)
+        if sig in fn.overloads or not self.use_disk:
+            where = cache.compile_signature(fn, sig)
+        else:
+            where = linking.compile_driver(fn, self.path, sig,
+                                           known or worker.known_compiled(self, leaves))
         if where == "compiled" and known and _cache_misses(self.nests) == misses:
             where = "disk"  # every nest came from disk: only the short driver compiled
         if self.fn is None:

@@ -40,8 +40,8 @@ def install(module, store: Store, requested_only: bool = True) -> None:
     """Give the Numba dispatchers defined in `module` a verified disk cache in `store`:
     those whose decorator asks for one (`cache=_CACHE`, which generated modules set
     False so that Numba's own cache stays off), or all with `requested_only=False`.
-    A kernel that calls its nests by symbol must not be cached: its machine code names
-    the nests of the process that compiled it."""
+    A kernel driver, which calls its nests by symbol, is cached only through
+    linking.py: its machine code names the nests as the compiling process knew them."""
     for obj in list(vars(module).values()):
         if (isinstance(obj, Dispatcher) and obj.py_func.__module__ == module.__name__
                 and not isinstance(obj._cache, VerifiedCache)
@@ -159,7 +159,10 @@ class _SealedFiles(caching.IndexDataCacheFile):
 class VerifiedCache(caching.FunctionCache):
     """Numba's per-function cache over sealed files in a checked store."""
 
-    def __init__(self, py_func, store: Store):  # Numba's __init__ picks its own locator
+    def __init__(self, py_func, store: Store, save_only: bool = False):
+        # (Numba's __init__ would pick its own locator.) save_only: never load, so
+        # a kernel driver's code is read back only once linking.prepare vouches for it.
+        self._save_only = save_only
         self._name = repr(py_func)
         self._py_func = py_func
         locator = _Locator(py_func, inspect.getfile(py_func), store)
@@ -171,6 +174,8 @@ class VerifiedCache(caching.FunctionCache):
         self.enable()
 
     def load_overload(self, sig, target_context):
+        if self._save_only:
+            return None
         try:
             return super().load_overload(sig, target_context)
         except Exception as err:  # verified, but its code does not rebuild here

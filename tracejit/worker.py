@@ -144,18 +144,24 @@ def describe_args(args) -> list | None:
     """Numba's types of the arguments as JSON data (None if any is not an array or
     a number)."""
     import numba
+
+    try:
+        return describe_types([numba.typeof(arg) for arg in args])
+    except ValueError:
+        return None
+
+
+def describe_types(sig) -> list | None:
+    """Numba argument types (arrays and numbers only) as JSON data, or None."""
     from numba.core import types
 
     out = []
-    for arg in args:
-        try:
-            t = numba.typeof(arg)
-        except ValueError:
-            return None
+    for t in sig:
         if isinstance(t, types.Array):
             out.append(["array", np.dtype(t.dtype.name).name, t.ndim, t.layout, t.mutable,
                         t.aligned])
-        elif isinstance(t, (types.Boolean, types.Integer, types.Float, types.Complex)):
+        elif isinstance(t, (types.Boolean, types.Integer, types.Float, types.Complex)) and \
+                not isinstance(t, types.Literal):
             out.append(["scalar", np.dtype(str(t)).name])
         else:
             return None
@@ -180,7 +186,7 @@ def rebuild_signature(described: list) -> tuple:
 # ------------------------------------------------------------------ the child
 
 def _serve() -> None:
-    from . import cache
+    from . import cache, linking
 
     for line in sys.stdin:
         request = json.loads(line)
@@ -189,11 +195,13 @@ def _serve() -> None:
             for stem, text in request["modules"]:
                 cache.load_module(text, stem, use_disk=True, stem=stem)
             name, source = request["kernel"]
-            kernel = cache.load_module(source, name, use_disk=True).function(name)
+            module = cache.load_module(source, name, use_disk=True)
+            kernel = module.function(name)
             sig = rebuild_signature(request["signature"])
             with _claim(request["cache_dir"]):
-                where = cache.compile_signature(kernel, sig)
-            path = cache.load_module(source, name, use_disk=True).path
+                path = module.path
+                where = linking.compile_driver(kernel, path, sig, known=json.dumps(
+                    request["signature"]) in _compiled_signatures(path))
             known = _compiled_signatures(path) | {json.dumps(request["signature"])}
             cache.write_note(_signatures_file(path), "\n".join(known))
             reply = {"ok": True, "where": where, "seconds": time.perf_counter() - start,
