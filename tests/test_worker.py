@@ -187,6 +187,8 @@ def test_every_kernel_piece_loads_from_disk_in_a_new_process(tmp_path):
     assert first[0] == 0 and second[0] == 1 and first[1] == second[1]
     nests = sorted((tmp_path / "__pycache__").glob("nest_*"))
     assert nests and list(tmp_path.glob("loss_grad_*.links"))
+    (driver_code,) = (tmp_path / "__pycache__").glob("loss_grad_*.nbc")
+    old_code = driver_code.read_bytes()
     stem = nests[0].name.split(".")[0]
     for path in nests:  # a nest compiled again gets new symbol names
         if path.name.startswith(stem):
@@ -194,3 +196,7 @@ def test_every_kernel_piece_loads_from_disk_in_a_new_process(tmp_path):
     third, fourth = run(), run()
     assert third == (0, first[1])  # the driver compiled again instead of aborting
     assert fourth == (1, first[1])  # and its new record serves the next process
+    # The old driver back (validly sealed, as a concurrent process could have
+    # written it): the record is for another file, so it is compiled, not loaded.
+    driver_code.write_bytes(old_code)
+    assert run() == (0, first[1])

@@ -1,6 +1,6 @@
 """A kernel driver's machine code in the disk cache, safely.
 
-A driver calls its nests (and the runtime's `gemm`, `blas_dot`) by symbol
+A driver calls its nests (and the runtime's `gemm`) by symbol
 without linking their code (runtime.nest), so its machine code read back from
 the disk names functions that must already be loaded in the process, under
 the exact names they had when it was compiled (Numba mangles a per-process
@@ -9,8 +9,9 @@ driver is compiled, the functions its code declares are recorded beside its
 module (`<module>.py.links`: each one's symbol, and which dispatcher and
 argument types define it); a later process loads those first (from their own
 disk cache), checks that every symbol resolves, and only then lets Numba read
-the driver from the disk. Anything amiss and the driver is compiled here, as
-when nothing was recorded.
+the driver from the disk, and only the very file the record was made for (by
+its digest: a concurrent process may have written another since). Anything
+amiss and the driver is compiled here, as when nothing was recorded.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ def compile_driver(driver, path, sig, known: bool) -> str:
 
     described = describe_types(sig)
     key = json.dumps(described)
-    vouched = known and prepare(path, key)
+    digest = prepare(path, key) if known else None
     cached = (path is not None and described is not None
-              and cache.enable_disk_cache(driver, save_only=not vouched))
+              and cache.enable_disk_cache(driver, save_only=digest is None))
     if not cached:
         driver._cache = NullCache()
+    else:  # read back only the very file the record was made for
+        driver._cache._cache_file.expected_digest = digest
     where = cache.compile_signature(driver, sig)
     if cached and where == "compiled":
         record(path, key, driver, sig)
@@ -63,26 +66,32 @@ def record(path, key: str, dispatcher, sig) -> None:
             if described is None:
                 return  # types a later process could not rebuild: no disk cache for it
             loads.append([fn.py_func.__module__, fn.py_func.__name__, described])
+    digest = dispatcher._cache._cache_file.saved_digest
+    if digest is None:
+        return  # nothing was written (storage read-only or full)
     records = _read(path)
-    records[key] = {"needs": needs, "loads": loads}
+    records[key] = {"needs": needs, "loads": loads, "digest": digest}
     cache.write_note(_note(path), json.dumps(records))
 
 
-def prepare(path, key: str) -> bool:
-    """Load what the driver recorded under `key` calls; whether all of it resolves."""
+def prepare(path, key: str) -> str | None:
+    """Load what the driver recorded under `key` calls. If all of it resolves, the
+    digest of the machine-code file the record was made for (else None)."""
     from .worker import rebuild_signature
 
     entry = _read(path).get(key)
-    if entry is None:
-        return False
+    if entry is None or "digest" not in entry:
+        return None
     try:
         for module, name, described in entry["loads"]:
             fn = getattr(importlib.import_module(module), name)
             cache.compile_signature(fn, rebuild_signature(described))
     except Exception:  # noqa: BLE001 (anything: the driver is then compiled here)
-        return False
+        return None
     defined = _no_link_definitions()
-    return all(name in defined or llvm.address_of_symbol(name) for name in entry["needs"])
+    if all(name in defined or llvm.address_of_symbol(name) for name in entry["needs"]):
+        return entry["digest"]
+    return None
 
 
 def _no_link_definitions() -> dict:

@@ -19,6 +19,7 @@ the subclasses below replace only how files are found, read and written.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import os
@@ -91,12 +92,19 @@ class _SealedFiles(caching.IndexDataCacheFile):
     def __init__(self, cache_path: str, filename_base: str, source_stamp, store: Store):
         super().__init__(cache_path, filename_base, source_stamp)
         self._store = store
+        # Machine code is loaded only if its file digests to this (None: any); the
+        # digest of the last file saved. linking.py binds a driver's record to it.
+        self.expected_digest: str | None = None
+        self.saved_digest: str | None = None
 
     def load(self, key):
         name = self._load_index().get(key)
         if name is None:
             return None
-        entry = self._read(self._data_path(name))
+        path = self._data_path(name)
+        if self.expected_digest is not None and self._digest(path) != self.expected_digest:
+            return None  # written by another compile than the one vouched for
+        entry = self._read(path)
         if entry is None:
             return None
         if not (isinstance(entry, tuple) and len(entry) == 2 and entry[0] == key):
@@ -112,7 +120,7 @@ class _SealedFiles(caching.IndexDataCacheFile):
             name = next(n for n in map(self._data_name, itertools.count(1)) if n not in taken)
             overloads[key] = name
             self._save_index(overloads)
-        self._write(self._data_path(name), (key, data))
+        self.saved_digest = self._write(self._data_path(name), (key, data))
 
     def _load_index(self) -> dict:
         entry = self._read(self._index_path)
@@ -148,8 +156,18 @@ class _SealedFiles(caching.IndexDataCacheFile):
             self._reject(path, f"it cannot be unpickled ({err!r})")
             return None
 
-    def _write(self, path: str, obj) -> None:
-        self._store.write(Path(path), self._store.seal(os.path.basename(path), dumps(obj)))
+    def _write(self, path: str, obj) -> str:
+        """Seal and write `obj`; the digest of the file written."""
+        sealed = self._store.seal(os.path.basename(path), dumps(obj))
+        self._store.write(Path(path), sealed)
+        return hashlib.sha256(sealed).hexdigest()
+
+    @staticmethod
+    def _digest(path: str) -> str | None:
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            return None
 
     def _reject(self, path: str, why: str) -> None:
         warn_once(("rejected", path), f"ignoring the tracejit cache file {path}: {why}; "

@@ -909,13 +909,11 @@ def _emit_matmul(ctx, out, ins, eqn):
     a, b = (x.aval for x in eqn.inputs)
     aval = eqn.outputs[0].aval
     nbatch = aval.ndim - (a.ndim >= 2) - (b.ndim >= 2)
-    if nbatch == 0 and aval.dtype.kind in "fc":  # vectors as 1-row / 1-column views
+    if nbatch == 0:  # vectors as 1-row / 1-column views
         left = ins[0] if a.ndim == 2 else f"{ins[0]}[None, :]"
         right = ins[1] if b.ndim == 2 else f"{ins[1]}[:, None]"
         pick = {(2, 2): "", (1, 2): "[0]", (2, 1): "[:, 0]", (1, 1): "[0, 0]"}[a.ndim, b.ndim]
         return [f"{out} = _rt.gemm(_rt.as_any({left}), _rt.as_any({right})){pick}"]
-    if nbatch == 0:
-        return [f"{out} = _rt.blas_dot({ins[0]}, {ins[1]})"]
     idx, lines, indent = ctx.loops(ctx.dims(aval)[:nbatch], 0)
 
     def operand(name, x):

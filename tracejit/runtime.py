@@ -53,7 +53,6 @@ __all__ = [
     "SizeMismatch",
     "as_scalar",
     "as_any",
-    "blas_dot",
     "cdiv",
     "dot",
     "erf",
@@ -641,10 +640,10 @@ def nest(**options):
     return wrap
 
 
-# A 2-D product through BLAS, one machine code per dtype: np.dot is typed
-# again for every pair of operand layouts (~0.5 s each; a gradient has three
-# or four: x @ W, g @ W.T, x.T @ g), so kernels pass `as_any` views and the
-# strides are read at run time instead.
+# Matrix products through BLAS, one machine code per dtype (vectors come as
+# 1-row / 1-column views): np.dot is typed again for every pair of operand
+# layouts (~0.5 s each; a gradient has three or four: x @ W, g @ W.T, x.T @ g),
+# so kernels pass `as_any` views and the strides are read at run time instead.
 
 _BLAS_KINDS = {types.float32: "s", types.float64: "d", types.complex64: "c",
                types.complex128: "z"}
@@ -770,13 +769,6 @@ def put3(out, start, src):
         for j in range(src.shape[1]):
             for k in range(src.shape[2]):
                 out[start + i, j, k] = src[i, j, k]
-
-
-@nest()  # disk-cached, verified, by tracejit.cache
-def blas_dot(a, b):
-    """`dot` as kernels call it: by symbol, so no kernel links BLAS' wrappers again.
-    (Nests, whose machine code is cached, call `dot`: what they call is in them.)"""
-    return np.dot(a, b)
 
 
 # LAPACK through NumPy's linalg in Numba: each typed once per dtype and cached
