@@ -1,11 +1,17 @@
 """Loop rolling: Python loops traced into repeated blocks come back as one scan,
 exactly (same values as the unrolled program), and only when provably regular."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import tracejit
 from tracejit import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from compile_programs import hand_rnn_grad  # noqa: E402  (the benchmark's reference)
 
 pytestmark = pytest.mark.usefixtures("interpret")
 
@@ -28,33 +34,6 @@ def rnn_data(steps, vocab=7, hidden=5, seed=0):
     return params, np.eye(vocab)[ids[:-1]], ids[1:], np.zeros(hidden)
 
 
-def rnn_by_hand(params, X, Y, h0):
-    """The gradient written out: backpropagation through time in NumPy."""
-    Wxh, Whh, Why, bh, by = params
-    hs, ps, h = [h0], [], h0
-    for x in X:
-        h = np.tanh(x @ Wxh + h @ Whh + bh)
-        z = h @ Why + by
-        p = np.exp(z - z.max())
-        hs.append(h)
-        ps.append(p / p.sum())
-    grads = [np.zeros_like(w) for w in params]
-    dh_next, T = np.zeros_like(h0), len(X)
-    for t in reversed(range(T)):
-        dz = ps[t].copy()
-        dz[Y[t]] -= 1
-        dz /= T
-        grads[2] += np.outer(hs[t + 1], dz)
-        grads[4] += dz
-        dh = Why @ dz + dh_next
-        draw = (1 - hs[t + 1] ** 2) * dh
-        grads[3] += draw
-        grads[0] += np.outer(X[t], draw)
-        grads[1] += np.outer(hs[t], draw)
-        dh_next = Whh @ draw
-    return grads
-
-
 @pytest.mark.parametrize("steps", [3, 25])
 def test_char_rnn_rolls_into_one_scan_and_matches_the_unrolled_program(steps):
     args = rnn_data(steps)
@@ -64,7 +43,7 @@ def test_char_rnn_rolls_into_one_scan_and_matches_the_unrolled_program(steps):
     assert text.count("scan[") == 1 and f"length={steps}" in text
     assert rolled(*args) == unrolled(*args)  # bit for bit: the same operations in order
     for g, u, h in zip(tracejit.grad(rolled)(*args), tracejit.grad(unrolled)(*args),
-                       rnn_by_hand(*args)):
+                       hand_rnn_grad(*args)):
         np.testing.assert_array_equal(g, u)
         np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-14)
 

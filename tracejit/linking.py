@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import sys
 
 from llvmlite import binding as llvm
 
@@ -96,8 +97,6 @@ def prepare(path, key: str) -> str | None:
 
 def _no_link_definitions() -> dict:
     """symbol -> (dispatcher, signature) for every no-link function loaded here."""
-    import sys
-
     from .runtime import _NestDispatcher
 
     found = {}
