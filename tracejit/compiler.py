@@ -103,14 +103,14 @@ class Kernel:
             events.codegen_end(compiling, self.generated.source, len(self.generated.helpers))
             fn = self.load()
             events.loaded(compiling)
-        known = self.fn is None and worker.known_compiled(self, leaves)
+        on_disk = worker.known_compiled(self, leaves)
+        known = self.fn is None and on_disk
         misses = _cache_misses(self.nests)
         sig = tuple(numba.typeof(arg) for arg in args)
         if sig in fn.overloads or not self.use_disk:
             where = cache.compile_signature(fn, sig)
         else:
-            where = linking.compile_driver(fn, self.path, sig,
-                                           known or worker.known_compiled(self, leaves))
+            where = linking.compile_driver(fn, self.path, sig, on_disk)
         if where == "compiled" and known and _cache_misses(self.nests) == misses:
             where = "disk"  # every nest came from disk: only the short driver compiled
         if self.fn is None:
