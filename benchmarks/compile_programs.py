@@ -137,14 +137,21 @@ def _to_jax(args):
 
 def hand_rnn_grad(params, X, Y, h0):
     """The char-RNN gradient by hand: forward over the steps, then back."""
+    return hand_rnn_value_and_grad(params, X, Y, h0)[1]
+
+
+def hand_rnn_value_and_grad(params, X, Y, h0):
+    """The char-RNN's loss and gradient by hand (backpropagation through time)."""
     Wxh, Whh, Why, bh, by = params
-    hs, ps, h = [h0], [], h0
-    for x in X:
+    hs, ps, h, total = [h0], [], h0, 0.0
+    for x, y in zip(X, Y):
         h = np.tanh(x @ Wxh + h @ Whh + bh)
         z = h @ Why + by
         p = np.exp(z - z.max())
+        p /= p.sum()
+        total -= np.log(p[y])
         hs.append(h)
-        ps.append(p / p.sum())
+        ps.append(p)
     grads = [np.zeros_like(w) for w in params]
     dh_next, steps = np.zeros_like(h0), len(X)
     for t in reversed(range(steps)):
@@ -158,4 +165,21 @@ def hand_rnn_grad(params, X, Y, h0):
         grads[0] += np.outer(X[t], draw)
         grads[1] += np.outer(hs[t], draw)
         dh_next = Whh @ draw
-    return grads
+    return total / steps, grads
+
+
+def hand_mlp_value_and_grad(params, x, y):
+    """`mlp_loss`'s value and gradient by hand: tanh layers, then a linear one, MSE."""
+    hs = [x]
+    for W, b in params[:-1]:
+        hs.append(np.tanh(hs[-1] @ W + b))
+    W, b = params[-1]
+    residual = hs[-1] @ W + b - y
+    d_out = residual * (2.0 / residual.size)
+    grads = [(hs[-1].T @ d_out, d_out.sum(axis=0))]
+    d_h = d_out @ W.T
+    for (W, _), h, h_in in zip(params[-2::-1], hs[:0:-1], hs[-2::-1]):
+        d_pre = d_h * (1 - h * h)
+        grads.append((h_in.T @ d_pre, d_pre.sum(axis=0)))
+        d_h = d_pre @ W.T
+    return np.mean(residual * residual), grads[::-1]

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from . import cache, codegen, config, debug, errors, events, linking, passes, pytree, worker
-from .interpreter import interpret
+from .interpreter import server as interpreter_for
 from .ir import Literal, Program, verify
 from .shapes import resolve
 from .trace import Tracer, current_builder, replay
@@ -120,10 +120,7 @@ class Kernel:
         return where
 
     def interpreted(self, leaves) -> list:
-        errors.check_sizes(self.program, list(leaves) + list(self.consts))  # as the kernel does
-        outs = interpret(self.program, leaves, self.consts)
-        return [np.asarray(o, dtype=a.dtype) if a.ndim else a.dtype.type(o)
-                for o, a in zip(outs, self.out_avals)]
+        return interpreter_for(self.program)(leaves, self.consts)  # checks sizes as the kernel
 
     def __call__(self, leaves) -> list:
         if self.fn is None:

@@ -18,6 +18,7 @@ import weakref
 
 import numpy as np
 
+from . import errors
 from .ir import Literal, Program, Var, consumers_of
 from .primitives import ELEMENTWISE
 from .shapes import Sym, resolve, resolve_shape
@@ -36,7 +37,18 @@ def runner(program: Program):
     return _compiled(program)
 
 
+def server(program: Program):
+    """`serve(leaves, consts) -> outputs`: a kernel's call served by the interpreter,
+    with the kernel's size checks (errors.check_sizes names a failure) and its
+    output types (NumPy scalars for 0-d outputs), all written into one function."""
+    serve = _servers.get(program)
+    if serve is None:
+        serve = _servers[program] = _serving_function(program, _compiled(program))
+    return serve
+
+
 _runners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_servers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _compiled(program: Program):
@@ -44,6 +56,40 @@ def _compiled(program: Program):
     if run is None:
         run = _runners[program] = _Writer(program).function()
     return run
+
+
+def _serving_function(program: Program, run):
+    where = _input_dims(program)
+    pairs = [(where[id(a)], where[id(b)]) for a, b, _ in program.checks.pairs
+             if id(a) in where and id(b) in where]
+    lines = ["def serve(leaves, consts):"]
+    if pairs:
+        lines.append("    values = [*leaves, *consts]")
+        first = ", ".join(f"values[{k}].shape[{axis}]" for (k, axis), _ in pairs)
+        second = ", ".join(f"values[{k}].shape[{axis}]" for _, (k, axis) in pairs)
+        lines += [f"    if ({first},) != ({second},):",
+                  "        check_sizes(program, values)"]
+    lines += ["    with np.errstate(all='ignore'):  # inf and NaN flow as in the kernels",
+              "        r = run(*leaves, *consts)"]
+    namespace = {"np": np, "run": run, "program": program, "check_sizes": errors.check_sizes}
+    outs = []
+    for k, atom in enumerate(program.outvars):
+        namespace[f"t{k}"] = atom.aval.dtype
+        outs.append(f"np.asarray(r[{k}], dtype=t{k})" if atom.aval.ndim else f"t{k}.type(r[{k}])")
+    lines.append(f"    return [{', '.join(outs)}]")
+    exec(compile("\n".join(lines) + "\n", f"<interpreter call of {program.name}>", "exec"),
+         namespace)
+    return namespace["serve"]
+
+
+def _input_dims(program: Program) -> dict:
+    """id(dimension) -> (input index, axis) for the program's inputs' symbolic sizes."""
+    where: dict = {}
+    for k, var in enumerate(program.invars + program.constvars):
+        for axis, dim in enumerate(var.aval.shape):
+            if type(dim) is not int:
+                where.setdefault(id(dim), (k, axis))
+    return where
 
 
 class _Writer:
@@ -123,6 +169,8 @@ class _Writer:
                         for u in self.consumers.get(id(out), ())))
         if prim.impl_source is not None:
             inline = prim.impl_source(eqn, lazy, self._sizes)
+            if inline is not None and eqn.inputs and eqn.inputs[0].aval.ndim:
+                inline = inline.replace("np.asarray({0})", "{0}")  # an array already
             if inline is not None:
                 return None, inline
         return (prim.impl_broadcasting if lazy else prim.impl), None

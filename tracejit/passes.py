@@ -5,16 +5,20 @@
 - `simplify`: `x + 0`, `x * 1`, same-dtype converts... become `x`;
 - `cse`: equal equations on equal operands are computed once;
 - `dce`: equations no output depends on are dropped;
+- `simplify_algebra` (algebra.py): broadcasts left to elementwise broadcasting,
+  chains of broadcasts/reshapes/sums folded, masked products as selects;
 - `strip_identities`: after differentiation, stop_gradient (and custom_vjp_call)
   are the identity.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 
+from .algebra import simplify_algebra
 from .ir import Eqn, Literal, Program, Var, programs_in, subprograms
 from .primitives import canonical_params
 from .shapes import resolve
@@ -147,9 +151,28 @@ def optimize(program: Program) -> Program:
     """The standard pipeline run before differentiation and code generation;
     loop bodies and branches are optimised too."""
     program = map_subprograms(program, optimize)
-    for step in (fold_constants, simplify, sizes_from_inputs, cse, dce):
+    steps = (fold_constants, simplify, simplify_algebra, sizes_from_inputs, cse, dce)
+    for step in steps if _algebra[0] else steps[:2] + steps[3:]:
         program = step(program)
     return program
+
+
+_algebra = [True]
+
+
+@contextmanager
+def algebra_disabled():
+    """Optimise without the algebraic simplifier (to count what it saves)."""
+    _algebra[0] = False
+    try:
+        yield
+    finally:
+        _algebra[0] = True
+
+
+def equation_count(program: Program) -> int:
+    """Equations in `program`, those of loop bodies and branches included."""
+    return sum(1 + sum(equation_count(sub) for sub in subprograms(eqn)) for eqn in program.eqns)
 
 
 def map_subprograms(program: Program, transform) -> Program:

@@ -1294,6 +1294,9 @@ _array_op("dimsize", _dimsize_rule, _dimsize_impl,
               f"{out} = {ctx.dtype(eqn.outputs[0].aval)}("
               + " * ".join(ctx.dim(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"])
               + ")"], shape_only=True, simplify=_known_size)
+REGISTRY["dimsize"].impl_source = lambda eqn, lazy, sizes: (  # the sizes, not np.prod
+    f"np.{np.dtype(eqn.params['dtype']).name}("
+    + " * ".join(sizes(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]) + ")")
 
 
 def canonical_params(params: dict) -> tuple:

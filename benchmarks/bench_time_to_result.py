@@ -1,0 +1,406 @@
+"""Time to result: cumulative seconds from the first call to the N-th, every framework.
+
+    python benchmarks/bench_time_to_result.py [--quick] [--programs seed_mlp,rnn25]
+                                              [--dtypes float64,float32] [--limit 30]
+
+A user decorates NumPy code and calls it N times: what does it cost, all in,
+against the same maths written by hand in NumPy and against JAX `jit`,
+PyTorch eager and TensorFlow `tf.function` (each when installed)? Every column
+is its own fresh process; imports (and the data) come before the clock starts,
+tracing and compiling are on it. tracejit "cold" starts from an empty
+TRACEJIT_CACHE_DIR (and NUMBA_CACHE_DIR); "warm" is a new process on the cache
+the cold one filled. A column stops at the first checkpoint past `--limit`
+seconds.
+
+Also printed: the interpreted tier's µs per call while the kernel compiles
+and the kernel-ready time (cold, warm), from the same processes; the
+interpreted tier in steady state (TRACEJIT_DISABLE_JIT=1) against hand NumPy
+in one process, interleaved; and the seed programs' equation counts before
+and after the algebraic simplifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import FirstCallError, fmt_ratio, markdown_table, run_first_call  # noqa: E402
+
+CHECKPOINTS = (1, 10, 100, 1_000, 3_000, 10_000, 30_000, 100_000)
+QUICK_CHECKPOINTS = (1, 10, 100, 1_000, 3_000)
+
+# name -> (description, loss and data maker, hand value-and-grad), all in programs_setup
+PROGRAMS = {
+    "seed_mlp": "seeds' MLP (batch 32, 10->5 relu->2, softmax CE)",
+    "mlp16": "MLP, 16 tanh layers of 64, batch 32 (MSE)",
+    "rnn25": "char-RNN, 25 steps of a Python loop (vocab 30, hidden 64)",
+    "mlp_medium": "mlp-medium (batch 128, 784->256 relu->10, softmax CE)",
+}
+QUICK_PROGRAMS = ("seed_mlp", "rnn25")
+
+# Runs in every child before the clock: `problem(name, dtype, xp)` -> (loss, args, hand).
+PROBLEMS = """
+import numpy as np
+import compile_programs as cp
+import workloads as wl
+
+def cast(tree, dtype):
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(cast(t, dtype) for t in tree)
+    if isinstance(tree, np.ndarray) and tree.dtype.kind == "f":
+        return tree.astype(dtype)
+    return tree
+
+def problem(name, dtype, xp=np):
+    if name == "seed_mlp":
+        params, data = wl.mlp_data(32, 10, 5, 2, dtype, 0)
+        return cp.seed_mlp_loss(xp), (params, *data), wl.numpy_mlp_value_and_grad
+    if name == "mlp_medium":
+        params, data = wl.mlp_data(128, 784, 256, 10, dtype, 0)
+        return cp.seed_mlp_loss(xp), (params, *data), wl.numpy_mlp_value_and_grad
+    if name == "mlp16":
+        return cp.mlp_loss(xp), cast(cp.mlp_data(16), dtype), cp.hand_mlp_value_and_grad
+    if name == "rnn25":
+        return cp.rnn_loss(xp), cast(cp.rnn_data(25), dtype), cp.hand_rnn_value_and_grad
+    raise KeyError(name)
+"""
+
+# The timed loop, shared by every column: `call()` once per step; `ready()` (if not
+# None) says whether the fast tier serves calls yet, polled every 8 calls until it does.
+LOOP = """
+import time
+ready_at = None
+n = 0
+start = time.perf_counter()
+for target in CHECKPOINTS:
+    while n < target:
+        call()
+        n += 1
+        if n == 1:
+            mark("first")
+        if ready is not None and ready_at is None and n % 8 == 0 and ready():
+            ready_at = (n, time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    mark(f"n{target}", elapsed)
+    if elapsed > LIMIT:
+        break
+if ready_at is not None:
+    mark("ready_calls", ready_at[0])
+    mark("ready_s", ready_at[1])
+    if ready_at[0] > 1:
+        mark("interp_us", (ready_at[1] - marks["first"]) / (ready_at[0] - 1) * 1e6)
+"""
+
+SETUPS = {
+    "numpy": "loss, args, hand = problem(NAME, DTYPE)\n"
+             "call = lambda: hand(*args)\nready = None\n",
+    "tracejit": "import tracejit\nloss, args, hand = problem(NAME, DTYPE)\n"
+                "vg = tracejit.value_and_grad(loss)\ncall = lambda: vg(*args)\n"
+                "def ready():\n"
+                "    entry, _ = vg.entry(args)\n"
+                "    return entry.kernel.fn is not None and entry.compiling is None\n",
+    "jax": "import jax\njax.config.update('jax_enable_x64', True)\nimport jax.numpy as jnp\n"
+           "loss, args, hand = problem(NAME, DTYPE, jnp)\n"
+           "args = jax.tree_util.tree_map(jnp.asarray, args)\n"
+           "vg = jax.jit(jax.value_and_grad(loss))\n"
+           "call = lambda: jax.block_until_ready(vg(*args))\nready = None\n",
+    "torch": "import torch\nfrom bench_time_to_result import torch_problem\n"
+             "call = torch_problem(torch, *problem(NAME, DTYPE)[:2], NAME)\nready = None\n",
+    "tf": "import os\nos.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')\n"
+          "import tensorflow as tf\nfrom bench_time_to_result import tf_problem\n"
+          "call = tf_problem(tf, *problem(NAME, DTYPE)[:2], NAME)\nready = None\n",
+}
+# After the clock: a cold process waits for its compile, so the warm one finds it on disk.
+AFTERS = {"tracejit": "vg.wait()\n"}
+
+MODULES = {"jax": "jax", "torch": "torch", "tf": "tensorflow"}
+
+
+def run_column(framework, name, dtype, checkpoints, limit, env=None) -> dict:
+    """One column's marks (seconds at each checkpoint, ready time...) from a fresh process."""
+    head = (f"NAME, DTYPE, LIMIT = {name!r}, np.{dtype}, {limit!r}\n"
+            f"CHECKPOINTS = {tuple(checkpoints)!r}\n")
+    setup = PROBLEMS + head + SETUPS[framework]
+    try:
+        return run_first_call(LOOP, setup, AFTERS.get(framework, ""), env)["marks"]
+    except FirstCallError as err:
+        return {"error": str(err)[:120]}
+
+
+def run_program(name, dtype, checkpoints, limit, frameworks) -> dict:
+    """Every column of one program: hand NumPy, tracejit cold and warm, the frameworks."""
+    columns = {"numpy": run_column("numpy", name, dtype, checkpoints, limit)}
+    with tempfile.TemporaryDirectory(prefix="tracejit-ttr-") as tmp:
+        env = {"TRACEJIT_CACHE_DIR": os.path.join(tmp, "tracejit"),
+               "NUMBA_CACHE_DIR": os.path.join(tmp, "numba")}
+        for label in ("cold", "warm"):
+            columns[f"tracejit {label}"] = run_column("tracejit", name, dtype, checkpoints,
+                                                      limit, env)
+    for framework in frameworks:
+        columns[framework] = run_column(framework, name, dtype, checkpoints, limit)
+    return columns
+
+
+def installed_frameworks() -> list[str]:
+    return [f for f, module in MODULES.items() if importlib.util.find_spec(module)]
+
+
+def _seconds(marks: dict, n: int):
+    return marks.get(f"n{n}")
+
+
+def _cell(value) -> str:
+    return "—" if value is None else f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _ratio(a, b) -> str:
+    return "—" if a is None or not b else fmt_ratio(a / b)
+
+
+def program_table(columns: dict, checkpoints) -> str:
+    """Seconds to the N-th call per column; tracejit's ratio to hand NumPy and to the
+    fastest framework (JAX, PyTorch, TensorFlow) at every N."""
+    names = list(columns)
+    frameworks = [c for c in names if c in MODULES]
+    header = ["N", *names, "cold/NumPy", "warm/NumPy"]
+    header += ["cold/best fw", "warm/best fw"] if frameworks else []
+    rows = []
+    for n in checkpoints:
+        values = {c: _seconds(columns[c], n) for c in names}
+        hand = values["numpy"]
+        row = [f"{n:,}", *(_cell(values[c]) for c in names),
+               _ratio(values["tracejit cold"], hand), _ratio(values["tracejit warm"], hand)]
+        if frameworks:
+            best = min((values[f] for f in frameworks if values[f] is not None), default=None)
+            row += [_ratio(values["tracejit cold"], best), _ratio(values["tracejit warm"], best)]
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
+def tier_summary(columns: dict) -> str:
+    """The interpreted tier while the kernel compiles, and when the kernel took over."""
+    hand = columns["numpy"]
+    hand_us = hand["n1000"] / 1000 * 1e6 if "n1000" in hand else None
+    parts = []
+    for label in ("cold", "warm"):
+        marks = columns[f"tracejit {label}"]
+        if "error" in marks:
+            parts.append(f"{label}: {marks['error']}")
+            continue
+        interp = marks.get("interp_us")
+        ready = marks.get("ready_s")
+        parts.append(f"{label}: interpreted {_cell(interp)} µs/call"
+                     f" ({_ratio(interp, hand_us)}x hand), kernel ready at "
+                     f"{_cell(ready)} s (call {marks.get('ready_calls', '—')})")
+    errors = [f"{c}: {m['error']}" for c, m in columns.items()
+              if "error" in m and "tracejit" not in c]
+    return "; ".join(parts) + (f"; hand NumPy {hand_us:.1f} µs/call" if hand_us else "") + (
+        "\n" + "\n".join(errors) if errors else "")
+
+
+# ------------------------------------------------------ PyTorch and TensorFlow
+
+def _framework_loss(xp, name, tanh, logsumexp, mlp):
+    """A program's loss over framework `xp`'s tensors (`mlp`: its softmax-CE MLP)."""
+    if name in ("seed_mlp", "mlp_medium"):
+        return mlp
+
+    def mlp16(params, x, y):
+        h = x
+        for W, b in params[:-1]:
+            h = tanh(h @ W + b)
+        W, b = params[-1]
+        return xp.reduce_mean((h @ W + b - y) ** 2) if hasattr(xp, "reduce_mean") \
+            else xp.mean((h @ W + b - y) ** 2)
+
+    def rnn25(params, X, Y, h0):
+        Wxh, Whh, Why, bh, by = params
+        h, total = h0, 0.0
+        for t in range(len(Y)):
+            h = tanh(X[t:t + 1] @ Wxh + h @ Whh + bh)
+            logits = (h @ Why + by)[0]
+            total = total - (logits[int(Y[t])] - logsumexp(logits))
+        return total / len(Y)
+
+    return {"mlp16": mlp16, "rnn25": rnn25}[name]
+
+
+def torch_problem(torch, loss, args, name):
+    """PyTorch eager: `call()` returning the loss and the gradients (torch.autograd.grad)."""
+    from frameworks import _torch_losses
+    from workloads import tree_leaves, tree_unflatten
+
+    params, *data = args
+    loss = _framework_loss(torch, name, torch.tanh, lambda z: torch.logsumexp(z, 0),
+                           _torch_losses(torch)["mlp"])
+    leaves = [torch.from_numpy(np.array(p)).requires_grad_() for p in tree_leaves(params)]
+    data = [d if d.dtype.kind == "i" else torch.from_numpy(d) for d in data]
+    if name == "rnn25":
+        data[2] = data[2][None]  # h0 as a row, as the time steps are
+
+    def call():
+        value = loss(tree_unflatten(params, leaves), *data)
+        return value.detach(), torch.autograd.grad(value, leaves)
+
+    return call
+
+
+def tf_problem(tf, loss, args, name):
+    """TensorFlow: a `tf.function` of the loss and its GradientTape gradients."""
+    from frameworks import _tf_losses
+    from workloads import tree_leaves, tree_unflatten
+
+    params, *data = args
+    loss = _framework_loss(tf, name, tf.tanh, tf.reduce_logsumexp, _tf_losses(tf)["mlp"])
+    leaves = [tf.constant(p) for p in tree_leaves(params)]
+    data = [d if d.dtype.kind == "i" else tf.constant(d) for d in data]
+    if name == "rnn25":
+        data[2] = data[2][None]
+
+    @tf.function
+    def step(leaves, *data):
+        with tf.GradientTape() as tape:
+            tape.watch(leaves)
+            value = loss(tree_unflatten(params, leaves), *data)
+        return value, tape.gradient(value, leaves)
+
+    return lambda: step(leaves, *data)
+
+
+# ----------------------------------------------------------------- seed programs
+
+def seed_programs() -> dict:
+    """The four seed programs (tests/test_seeds.py) as (loss of params first, arguments)."""
+    rng = np.random.default_rng(3)
+    x, y = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 6.0, 8.0])
+    variables = [rng.uniform(-0.6, 0.6, (10, 5)), np.zeros(5), rng.uniform(-0.8, 0.8, (5, 2)),
+                 np.zeros(2)]
+    inputs, labels = rng.standard_normal((32, 10)), np.eye(2)[rng.integers(0, 2, 32)]
+
+    def linear(params, x, y):
+        W, b = params
+        return np.mean(np.square(W * x + b - y))
+
+    def scalar(params, x, y):
+        w, b = params
+        return np.square(y - (w * x + b))
+
+    def dense_dense(params, inputs, labels):
+        kernel1, bias1, kernel2, bias2 = params
+        hidden = np.maximum(inputs @ kernel1 + bias1, 0.0)
+        logits = hidden @ kernel2 + bias2
+        shifted = logits - np.max(logits, axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+        return -np.mean(np.sum(labels * log_probs, axis=1))
+
+    return {"000 linear model": (linear, ([np.array([0.5]), np.zeros(1)], x, y)),
+            "001 scalar squared error": (scalar, ((0.5, 1.0), 2.0, 3.0)),
+            "002 x**2": (lambda v: v ** 2, (3.0,)),
+            "003 Keras MLP": (dense_dense, (variables, inputs, labels))}
+
+
+# ----------------------------------------------------------- the interpreted tier alone
+
+INTERPRETED = """
+import time, tracejit
+from harness import time_many
+loss, args, hand = problem(NAME, DTYPE)
+vg = tracejit.value_and_grad(loss)
+vg(*args)
+timings = time_many({"tracejit": (vg, args), "hand": (hand, args)}, target_s=TARGET, pause=0.2)
+mark("tracejit_us", timings["tracejit"].median_us)
+mark("hand_us", timings["hand"].median_us)
+"""
+
+
+def interpreted_tier(name, dtype, target_s) -> dict:
+    setup = PROBLEMS + f"NAME, DTYPE, TARGET = {name!r}, np.{dtype}, {target_s!r}\n"
+    try:
+        return run_first_call(INTERPRETED, setup, env={"TRACEJIT_DISABLE_JIT": "1"})["marks"]
+    except FirstCallError as err:
+        return {"error": str(err)[:120]}
+
+
+def interpreted_table(programs, dtypes, target_s) -> str:
+    rows = []
+    for name in programs:
+        for dtype in dtypes:
+            marks = interpreted_tier(name, dtype, target_s)
+            if "error" in marks:
+                rows.append([name, dtype, marks["error"], "", ""])
+                continue
+            rows.append([name, dtype, f"{marks['tracejit_us']:,.1f}", f"{marks['hand_us']:,.1f}",
+                         fmt_ratio(marks["tracejit_us"] / marks["hand_us"])])
+    return markdown_table(["program", "dtype", "interpreted µs", "hand NumPy µs", "ratio"],
+                          rows, numeric_from=2)
+
+
+# ------------------------------------------------------------ equation counts
+
+COUNTS = """
+import tracejit
+from tracejit import passes
+from bench_time_to_result import seed_programs
+for label, (fn, args) in seed_programs().items():
+    program = tracejit.value_and_grad(fn).ir(*args)
+    mark(label + " after", passes.equation_count(program))
+    with passes.algebra_disabled():
+        program = tracejit.value_and_grad(fn).ir(*args)
+    mark(label + " before", passes.equation_count(program))
+"""
+
+
+def equation_table() -> str:
+    try:
+        marks = run_first_call(COUNTS, "", env={"TRACEJIT_DISABLE_JIT": "1"})["marks"]
+    except FirstCallError as err:
+        return f"equation counts: {err}"
+    labels = dict.fromkeys(label.rsplit(" ", 1)[0] for label in marks)
+    rows = [[label, f"{marks[label + ' before']}", f"{marks[label + ' after']}"]
+            for label in labels]
+    return markdown_table(["value-and-grad program", "equations before", "after"], rows)
+
+
+# ------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer checkpoints and programs")
+    parser.add_argument("--programs", help="comma-separated: " + ", ".join(PROGRAMS))
+    parser.add_argument("--dtypes", help="comma-separated (default float64,float32)")
+    parser.add_argument("--limit", type=float, default=30.0,
+                        help="stop a column at the first checkpoint past this many seconds")
+    parser.add_argument("--no-frameworks", action="store_true", help="NumPy and tracejit only")
+    args = parser.parse_args(argv)
+    checkpoints = QUICK_CHECKPOINTS if args.quick else CHECKPOINTS
+    programs = (args.programs.split(",") if args.programs
+                else QUICK_PROGRAMS if args.quick else tuple(PROGRAMS))
+    dtypes = (args.dtypes.split(",") if args.dtypes
+              else ("float64",) if args.quick else ("float64", "float32"))
+    frameworks = [] if args.no_frameworks else installed_frameworks()
+    print("# Time to result (seconds from the first call to the N-th, each column a fresh "
+          "process)\n")
+    print("frameworks installed: " + (", ".join(frameworks) or "none") + "\n")
+    print(equation_table() + "\n", flush=True)
+    for name in programs:
+        for dtype in dtypes:
+            columns = run_program(name, dtype, checkpoints, args.limit, frameworks)
+            print(f"## {PROGRAMS[name]}, {dtype}\n")
+            print(program_table(columns, checkpoints))
+            print("\n" + tier_summary(columns) + "\n", flush=True)
+    print("## Interpreted tier, steady state (TRACEJIT_DISABLE_JIT=1; interleaved with hand "
+          "NumPy in one process)\n")
+    print(interpreted_table(programs, dtypes, 0.5 if args.quick else 1.0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
