@@ -31,7 +31,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import FirstCallError, fmt_ratio, markdown_table, run_first_call  # noqa: E402
+from harness import (  # noqa: E402
+    FirstCallError,
+    fmt_ratio,
+    markdown_table,
+    run_first_call,
+    thread_env,
+)
 
 CHECKPOINTS = (1, 10, 100, 1_000, 3_000, 10_000, 30_000, 100_000)
 QUICK_CHECKPOINTS = (1, 10, 100, 1_000, 3_000)
@@ -128,6 +134,7 @@ def run_column(framework, name, dtype, checkpoints, limit, env=None) -> dict:
     head = (f"NAME, DTYPE, LIMIT = {name!r}, np.{dtype}, {limit!r}\n"
             f"CHECKPOINTS = {tuple(checkpoints)!r}\n")
     setup = PROBLEMS + head + SETUPS[framework]
+    env = {**thread_env(1), **(env or {})}  # one BLAS thread everywhere: the machine is shared
     try:
         return run_first_call(LOOP, setup, AFTERS.get(framework, ""), env)["marks"]
     except FirstCallError as err:
@@ -323,7 +330,8 @@ mark("hand_us", timings["hand"].median_us)
 def interpreted_tier(name, dtype, target_s) -> dict:
     setup = PROBLEMS + f"NAME, DTYPE, TARGET = {name!r}, np.{dtype}, {target_s!r}\n"
     try:
-        return run_first_call(INTERPRETED, setup, env={"TRACEJIT_DISABLE_JIT": "1"})["marks"]
+        env = {**thread_env(1), "TRACEJIT_DISABLE_JIT": "1"}
+        return run_first_call(INTERPRETED, setup, env=env)["marks"]
     except FirstCallError as err:
         return {"error": str(err)[:120]}
 

@@ -8,7 +8,8 @@ and Numba compiles less, all at once.
   broadcast becomes the literal, an array's keeps unit axes (`x[:, None]`);
   the same value broadcast twice is then one equation for CSE;
 - `fold_chains`: broadcast of a broadcast, broadcast undoing a squeeze (and
-  back), reshape of a reshape, a sum of a sum are one equation or none;
+  back), reshape of a reshape, a sum of a sum are one equation or none; a
+  sum of negated terms is a negated sum (a scalar's negation, not an array's);
 - `fold_selects`: `select(c, x, 0) * y` is `select(c, x * y, 0)`, a bool
   converted to a number and multiplied is a select, and two selects on
   exclusive conditions (`a > b`, `a == b`) that are added are one nested
@@ -211,15 +212,34 @@ def _fold_reshape(rw, eqn):
 
 
 def _fold_sum(rw, eqn):
-    """A sum of a sum read nowhere else is one sum over both sets of axes."""
+    """A sum of a sum read nowhere else is one sum over both sets of axes; a sum
+    of negated terms is the negated sum (exactly: rounding is symmetric)."""
     (x,), axes = eqn.inputs, eqn.params["axes"]
     inner = rw.define(x)
-    if inner is None or inner.prim.name != "reduce_sum" or not rw.single_use(x):
+    if inner is None or not rw.single_use(x):
+        return None
+    negated = _negated(inner)
+    if negated is not None:
+        return rw.emit("neg", [rw.emit("reduce_sum", [negated], {"axes": axes}, eqn)], like=eqn)
+    if inner.prim.name != "reduce_sum":
         return None
     (y,) = inner.inputs
     left = [k for k in range(y.aval.ndim) if k not in inner.params["axes"]]
     merged = tuple(sorted(set(inner.params["axes"]) | {left[a] for a in axes}))
     return rw.emit("reduce_sum", [y], {"axes": merged}, eqn)
+
+
+def _negated(eqn):
+    """y if `eqn` computes -y (neg, or a product with -1 that does not broadcast y)."""
+    if eqn.prim.name == "neg":
+        return eqn.inputs[0]
+    if eqn.prim.name == "mul":
+        for k in (0, 1):
+            y = eqn.inputs[1 - k]
+            if (_is_literal(eqn.inputs[k], -1) and isinstance(y, Var)
+                    and y.aval.same_type(eqn.outputs[0].aval)):
+                return y
+    return None
 
 
 # ---------------------------------------------------------------- fold selects

@@ -112,10 +112,15 @@ def _empty_stacks(avals, sizes: dict) -> list:
     return [np.empty((0,) + tuple(size(resolve(d)) for d in a.shape), a.dtype) for a in avals]
 
 
-def _stack(rows: list, avals, sizes: dict) -> list:
+def _stack(rows: list, avals, sizes: dict, unstacked=()) -> list:
+    """Per-step outputs stacked; those numbered in `unstacked` left as their rows
+    (the interpreter's choice when only other scans read them)."""
     if not rows:
         return _empty_stacks(avals, sizes)
-    return [np.stack([np.asarray(row[k]) for row in rows]) for k in range(len(avals))]
+    from .interpreter import Rows
+
+    return [Rows([row[k] for row in rows]) if k in unstacked
+            else np.stack([np.asarray(row[k]) for row in rows]) for k in range(len(avals))]
 
 
 def _live_inputs(program: Program, keep_outs: list) -> tuple[Program, list]:
@@ -324,7 +329,7 @@ def _scan_rule(avals, params, checks):
                                          for a in body.outvars[ncarry:]]
 
 
-def _scan_impl(*args, body, n_consts, n_carry, length, reverse):
+def _scan_impl(*args, body, n_consts, n_carry, length, reverse, unstacked=()):
     consts, carry = list(args[:n_consts]), list(args[n_consts:n_consts + n_carry])
     xs = args[n_consts + n_carry:]
     rows, step = [], _runner(body)
@@ -337,7 +342,7 @@ def _scan_impl(*args, body, n_consts, n_carry, length, reverse):
     sizes = _sizes_of(_types(body.invars), [np.shape(a) for a in args[:n_consts + n_carry]]
                       + [np.shape(x)[1:] for x in xs])
     y_avals = _types(body.outvars[n_carry:])
-    return [np.asarray(c) for c in carry] + _stack(rows, y_avals, sizes)
+    return [np.asarray(c) for c in carry] + _stack(rows, y_avals, sizes, unstacked)
 
 
 def scan_bind(consts, carry, xs, body: Program, length, reverse: bool) -> list:

@@ -143,12 +143,21 @@ class _Writer:
         dynamic = {k: v for k, v in eqn.params.items() if _sized_param(v)}
         args = [self._atom(a) for a in eqn.inputs]
         impl, inline = self._impl(eqn)
-        if inline is not None:  # an expression, its parameters written in
+        if eqn.prim.name == "scan":
+            static["unstacked"] = tuple(k for k, v in enumerate(
+                eqn.outputs[eqn.params["n_carry"]:]) if self._read_by_scans_only(v))
+        if self._rows_of(eqn):
+            self.namespace["Rows"] = Rows
+            call = f"Rows([{', '.join(f'{a}[0]' for a in args)}])"
+        elif inline is not None:  # an expression, its parameters written in
             call = inline.format(*args)
         else:
             fn = self.fresh("f")
             self.namespace[fn] = functools.partial(impl, **static) if static else impl
             args += [f"{k}={self._sizes(v)}" for k, v in dynamic.items()]
+            spare = self._spare_operand(eqn) if not eqn.params else None
+            if spare is not None:  # written into an operand's buffer, dead after this
+                args.append(f"out={self._atom(spare)}")
             call = f"{fn}({', '.join(args)})"
         outs = [self.fresh("v") for _ in eqn.outputs]
         for var, name in zip(eqn.outputs, outs):
@@ -160,6 +169,39 @@ class _Writer:
         for sym, output in eqn.prim.defined_dims(eqn.params):  # a while loop's trip count
             self.dims[id(resolve(sym))] = dim = self.fresh("n")
             self.lines.append(f"{dim} = int({outs[output]})")
+
+    def _read_by_scans_only(self, var) -> bool:
+        """Whether only scans read `var`, and only as xs (one row a step)."""
+        users = self.consumers.get(id(var), ())
+        return bool(users) and id(var) not in self.outputs and all(
+            u.prim.name == "scan" and all(
+                k >= u.params["n_consts"] + u.params["n_carry"]
+                for k, a in enumerate(u.inputs) if a is var) for u in users)
+
+    def _rows_of(self, eqn) -> bool:
+        """A concatenation of unit rows that only scans read is left as its rows."""
+        return (eqn.prim.name == "concatenate" and eqn.params["axis"] == 0
+                and all(isinstance(a, Var) and a.aval.ndim and resolve(a.aval.shape[0]) == 1
+                        for a in eqn.inputs)
+                and self._read_by_scans_only(eqn.outputs[0]))
+
+    def _spare_operand(self, eqn):
+        """An operand whose buffer a ufunc `eqn` may write its result into: an
+        array made by a ufunc or a product in this program (not an input, a view
+        or a lazy broadcast), read by `eqn` alone, of the result's shape and dtype."""
+        out = eqn.outputs[0]
+        if (eqn.prim.kind != ELEMENTWISE or not isinstance(eqn.prim.impl, np.ufunc)
+                or eqn.prim.impl.nout != 1
+                or not out.aval.ndim or id(out) in self.outputs):
+            return None
+        for atom in eqn.inputs:
+            producer = self.producer.get(id(atom)) if isinstance(atom, Var) else None
+            if (producer is not None and _fresh_array(producer)
+                    and len(self.consumers.get(id(atom), ())) == 1
+                    and id(atom) not in self.outputs and atom.aval.dtype == out.aval.dtype
+                    and resolve_shape(atom.aval.shape) == resolve_shape(out.aval.shape)):
+                return atom
+        return None
 
     def _impl(self, eqn) -> tuple:
         """(the callable for `eqn`, or None and its inline expression)."""
@@ -201,6 +243,24 @@ class _Writer:
         name = self.fresh("p")
         self.namespace[name] = value
         return name
+
+
+class Rows(list):
+    """A stack left as its rows (a scan's xs or ys that only scans read): a scan
+    reads them one row at a time, so the interpreter never copies them into one
+    array (the weights of a rolled 16-layer MLP, the per-layer residuals)."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, rows):
+        super().__init__(rows)
+        self.shape = (len(self),) + np.shape(self[0])
+
+
+def _fresh_array(eqn) -> bool:
+    """Whether `eqn`'s result is a new array nothing else refers to."""
+    return (not eqn.params and eqn.prim.name == "matmul"
+            or isinstance(eqn.prim.impl, np.ufunc) and not eqn.params)
 
 
 def _sized_param(value) -> bool:
