@@ -27,7 +27,7 @@ from ..trace import ops
 from ..trace.tracer import _builders, current_builder
 from ..transforms import autodiff
 from ..transforms.pipeline import run_passes
-from . import variables
+from . import protocol, variables
 
 
 def _as_tuple(value) -> tuple:
@@ -52,7 +52,7 @@ class Function(Dispatcher):
             self._signature = None
         self._static_free = not (self.static_argnums or self.static_argnames)
         self._simple = self._static_free  # and no Variables: the hot path applies
-        self._variables: list = []  # the Variables its traces use (trailing inputs)
+        self.variables: list = []  # the Variables its traces read: trailing inputs of every call
         self._method: Function | None = None
         self._transforms: dict = {}  # jvp()'s and vjp()'s, kept for the next call
 
@@ -67,7 +67,12 @@ class Function(Dispatcher):
         if current_builder() is not None:
             return self.fn(*args, **kwargs)  # inside a trace or an eager tape: trace through
         dynamic, statics = self._dynamic(variables.read_all(args), variables.read_all(kwargs))
-        return variables.call(self, self, dynamic, statics, writes=True)
+        return protocol.call(self, self, dynamic, statics, writes=True)
+
+    def add_variables(self, new: list) -> None:
+        """Called by the call protocol when a trace read Variables not known yet."""
+        self.variables.extend(new)
+        self._simple = False
 
     def __get__(self, instance, owner):
         """Decorating a method: `self` is a static argument (hashed by identity,
@@ -142,7 +147,7 @@ class Function(Dispatcher):
 
             def fn(positional, keywords):
                 return self.python_call((positional, keywords), values)
-        program, treedef, input_syms = variables.trace_function(
+        program, treedef, input_syms = protocol.trace_function(
             self, fn, args, writes, self.leaf_names(args, statics))
         if self.roll_loops:
             program = rolling.roll_loops(program)
@@ -169,7 +174,7 @@ class Function(Dispatcher):
         return self.split(args, kwargs)
 
     def _program(self, args, kwargs) -> Program:
-        program, _, _ = variables.retrying(lambda: self.build(*self._dynamic(args, kwargs)), self)
+        program, _, _ = protocol.retrying(lambda: self.build(*self._dynamic(args, kwargs)), self)
         return run_passes(program)
 
     def ir(self, *args, **kwargs) -> Program:
@@ -280,7 +285,7 @@ class Transform(Dispatcher):
         if current_builder() is not None:
             program, treedef, _ = self.build(dynamic, statics)
             return inline(program, treedef, dynamic)
-        return variables.call(self, self.fun, dynamic, statics, writes=False)
+        return protocol.call(self, self.fun, dynamic, statics, writes=False)
 
     def trace_fun(self, dynamic, statics):
         traced = self.fun.build(dynamic, statics, writes=False)
@@ -291,7 +296,7 @@ class Transform(Dispatcher):
         return self.fun.leaf_names(dynamic, statics)
 
     def _program(self, args, kwargs) -> Program:
-        program, _, _ = variables.retrying(
+        program, _, _ = protocol.retrying(
             lambda: self.build(*self.fun._dynamic(args, kwargs)), self.fun)
         return run_passes(program)
 
@@ -462,7 +467,7 @@ class Jvp(Transform):
                                       f"{concrete_shape(var.aval.shape)}")
         joint = autodiff.jvp_program(program, list(range(n)))
         if len(program.invars) > n:  # the function's Variables come after the tangents
-            joint, input_syms = variables.trailing_inputs(
+            joint, input_syms = protocol.trailing_inputs(
                 joint, n, len(program.invars) - n, input_syms, shift=n)
         treedef = ("t", (out_treedef, out_treedef))
         return replace(joint, name=self.name), treedef, input_syms
@@ -476,7 +481,7 @@ def jvp(fun, primals, tangents):
     if current_builder() is not None:
         program, treedef, _ = transform.build((primals, tangents), ())
         return inline(program, treedef, (primals, tangents))
-    return variables.call(transform, transform.fun, (primals, tangents), (), writes=False)
+    return protocol.call(transform, transform.fun, (primals, tangents), (), writes=False)
 
 
 class Vjp(Transform):
@@ -510,7 +515,7 @@ def vjp(fun, *primals):
     primals = variables.read_all(primals)
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
-    entry, leaves = variables.entry(transform, transform.fun, primals)
+    entry, leaves = protocol.entry(transform, transform.fun, primals)
     try:
         outs, residuals = entry(leaves)
     except errors.KERNEL_CHECKS as err:
