@@ -354,7 +354,7 @@ def interpreted_table(programs, dtypes, target_s) -> str:
 
 COUNTS = """
 import tracejit
-from tracejit import passes
+from tracejit.transforms import passes
 from bench_time_to_result import seed_programs
 for label, (fn, args) in seed_programs().items():
     program = tracejit.value_and_grad(fn).ir(*args)

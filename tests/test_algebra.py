@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import tracejit
-from tracejit import passes
-from tracejit.ir import Literal
+from tracejit.core.ir import Literal
 from tracejit.testing import check_grads
+from tracejit.transforms import passes
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 from bench_time_to_result import seed_programs  # noqa: E402  (the benchmark prints the same)

@@ -1,0 +1,267 @@
+"""The NumPy reference interpreter of the IR (TRACEJIT_DISABLE_JIT=1, and the
+calls served while a kernel compiles).
+
+Each equation runs its primitive's NumPy `impl`, nothing else, so this is
+the reference semantics. To serve calls at close to hand-written NumPy speed
+a program is turned once into a straight-line Python function (one line per
+equation, parameters bound ahead of time) rather than walked equation by
+equation. A program is shape-generic, so symbolic sizes in parameters (the
+target of a broadcast, the shape of a scatter) are read from each call's
+inputs, never taken from the sizes seen while tracing.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import weakref
+
+import numpy as np
+
+from ..core import errors
+from ..core.ir import Literal, Program, Var, consumers_of
+from ..core.shapes import Sym, resolve, resolve_shape
+from ..trace.registry import ELEMENTWISE
+
+
+def interpret(program: Program, args, consts) -> list:
+    """Evaluate `program` on NumPy values; returns the outputs in order."""
+    run = runner(program)
+    with np.errstate(all="ignore"):  # inf and NaN flow as in the kernels, silently
+        return run(*args, *consts)
+
+
+def runner(program: Program):
+    """`program` as a Python function of its inputs and constants (no errstate:
+    for loop bodies, run inside an interpreted program)."""
+    return _compiled(program)
+
+
+def server(program: Program):
+    """`serve(leaves, consts) -> outputs`: a kernel's call served by the interpreter,
+    with the kernel's size checks (errors.check_sizes names a failure) and its
+    output types (NumPy scalars for 0-d outputs), all written into one function."""
+    serve = _servers.get(program)
+    if serve is None:
+        serve = _servers[program] = _serving_function(program, _compiled(program))
+    return serve
+
+
+_runners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_servers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled(program: Program):
+    run = _runners.get(program)
+    if run is None:
+        run = _runners[program] = _Writer(program).function()
+    return run
+
+
+def _serving_function(program: Program, run):
+    where = _input_dims(program)
+    pairs = [(where[id(a)], where[id(b)]) for a, b, _ in program.checks.pairs
+             if id(a) in where and id(b) in where]
+    lines = ["def serve(leaves, consts):"]
+    if pairs:
+        lines.append("    values = [*leaves, *consts]")
+        first = ", ".join(f"values[{k}].shape[{axis}]" for (k, axis), _ in pairs)
+        second = ", ".join(f"values[{k}].shape[{axis}]" for _, (k, axis) in pairs)
+        lines += [f"    if ({first},) != ({second},):",
+                  "        check_sizes(program, values)"]
+    lines += ["    with np.errstate(all='ignore'):  # inf and NaN flow as in the kernels",
+              "        r = run(*leaves, *consts)"]
+    namespace = {"np": np, "run": run, "program": program, "check_sizes": errors.check_sizes}
+    outs = []
+    for k, atom in enumerate(program.outvars):
+        namespace[f"t{k}"] = atom.aval.dtype
+        outs.append(f"np.asarray(r[{k}], dtype=t{k})" if atom.aval.ndim else f"t{k}.type(r[{k}])")
+    lines.append(f"    return [{', '.join(outs)}]")
+    exec(compile("\n".join(lines) + "\n", f"<interpreter call of {program.name}>", "exec"),
+         namespace)
+    return namespace["serve"]
+
+
+def _input_dims(program: Program) -> dict:
+    """id(dimension) -> (input index, axis) for the program's inputs' symbolic sizes."""
+    where: dict = {}
+    for k, var in enumerate(program.invars + program.constvars):
+        for axis, dim in enumerate(var.aval.shape):
+            if type(dim) is not int:
+                where.setdefault(id(dim), (k, axis))
+    return where
+
+
+class _Writer:
+    """Writes the Python source of a program's runner."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.consumers = consumers_of(program)
+        self.producer = {id(v): e for e in program.eqns for v in e.outputs}
+        self.outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
+        self.names: dict[int, str] = {}
+        self.dims: dict[int, str] = {}
+        self.namespace: dict = {}
+        self.lazy: set = set()  # broadcasts left to NumPy's broadcasting in their consumers
+        self.lines: list[str] = []
+        self._fresh = itertools.count()
+
+    def fresh(self, prefix: str) -> str:
+        return f"{prefix}{next(self._fresh)}"
+
+    def function(self):
+        program = self.program
+        args = [self.fresh("a") for _ in program.invars + program.constvars]
+        for var, name in zip(program.invars + program.constvars, args):
+            self.names[id(var)] = name
+        for var, name in zip(program.invars + program.constvars, args):
+            for axis, d in enumerate(var.aval.shape):
+                root = resolve(d)
+                if type(root) is not int and id(root) not in self.dims:
+                    self.dims[id(root)] = dim = self.fresh("n")
+                    self.lines.append(f"{dim} = np.shape({name})[{axis}]")
+        for eqn in program.eqns:
+            self._equation(eqn)
+        outs = ", ".join(self._atom(a) for a in program.outvars)
+        self.lines.append(f"return [{outs}]")
+        source = f"def run({', '.join(args)}):\n" + "".join(f"    {line}\n"
+                                                           for line in self.lines)
+        self.namespace["np"] = np
+        exec(compile(source, f"<interpreter of {program.name}>", "exec"), self.namespace)
+        return self.namespace["run"]
+
+    def _atom(self, atom) -> str:
+        if isinstance(atom, Literal):
+            name = self.fresh("k")
+            self.namespace[name] = atom.value
+            return name
+        return self.names[id(atom)]
+
+    def _equation(self, eqn) -> None:
+        static = {k: v for k, v in eqn.params.items() if not _sized_param(v)}
+        dynamic = {k: v for k, v in eqn.params.items() if _sized_param(v)}
+        args = [self._atom(a) for a in eqn.inputs]
+        impl, inline = self._impl(eqn)
+        if eqn.prim.name == "scan":
+            static["unstacked"] = tuple(k for k, v in enumerate(
+                eqn.outputs[eqn.params["n_carry"]:]) if self._read_by_scans_only(v))
+        if self._rows_of(eqn):
+            self.namespace["Rows"] = Rows
+            call = f"Rows([{', '.join(f'{a}[0]' for a in args)}])"
+        elif inline is not None:  # an expression, its parameters written in
+            call = inline.format(*args)
+        else:
+            fn = self.fresh("f")
+            self.namespace[fn] = functools.partial(impl, **static) if static else impl
+            args += [f"{k}={self._sizes(v)}" for k, v in dynamic.items()]
+            spare = self._spare_operand(eqn) if not eqn.params else None
+            if spare is not None:  # written into an operand's buffer, dead after this
+                args.append(f"out={self._atom(spare)}")
+            call = f"{fn}({', '.join(args)})"
+        outs = [self.fresh("v") for _ in eqn.outputs]
+        for var, name in zip(eqn.outputs, outs):
+            self.names[id(var)] = name
+        target = ", ".join(outs) + ("," if eqn.prim.multiple_results and len(outs) == 1 else "")
+        if eqn.prim.multiple_results and not outs:
+            target = "_"
+        self.lines.append(f"{target} = {call}")
+        for sym, output in eqn.prim.defined_dims(eqn.params):  # a while loop's trip count
+            self.dims[id(resolve(sym))] = dim = self.fresh("n")
+            self.lines.append(f"{dim} = int({outs[output]})")
+
+    def _read_by_scans_only(self, var) -> bool:
+        """Whether only scans read `var`, and only as xs (one row a step)."""
+        users = self.consumers.get(id(var), ())
+        return bool(users) and id(var) not in self.outputs and all(
+            u.prim.name == "scan" and all(
+                k >= u.params["n_consts"] + u.params["n_carry"]
+                for k, a in enumerate(u.inputs) if a is var) for u in users)
+
+    def _rows_of(self, eqn) -> bool:
+        """A concatenation of unit rows that only scans read is left as its rows."""
+        return (eqn.prim.name == "concatenate" and eqn.params["axis"] == 0
+                and all(isinstance(a, Var) and a.aval.ndim and resolve(a.aval.shape[0]) == 1
+                        for a in eqn.inputs)
+                and self._read_by_scans_only(eqn.outputs[0]))
+
+    def _spare_operand(self, eqn):
+        """An operand whose buffer a ufunc `eqn` may write its result into: an
+        array made by a ufunc or a product in this program (not an input, a view
+        or a lazy broadcast), read by `eqn` alone, of the result's shape and dtype."""
+        out = eqn.outputs[0]
+        if (eqn.prim.kind != ELEMENTWISE or not isinstance(eqn.prim.impl, np.ufunc)
+                or eqn.prim.impl.nout != 1
+                or not out.aval.ndim or id(out) in self.outputs):
+            return None
+        for atom in eqn.inputs:
+            producer = self.producer.get(id(atom)) if isinstance(atom, Var) else None
+            if (producer is not None and _fresh_array(producer)
+                    and len(self.consumers.get(id(atom), ())) == 1
+                    and id(atom) not in self.outputs and atom.aval.dtype == out.aval.dtype
+                    and resolve_shape(atom.aval.shape) == resolve_shape(out.aval.shape)):
+                return atom
+        return None
+
+    def _impl(self, eqn) -> tuple:
+        """(the callable for `eqn`, or None and its inline expression)."""
+        prim, out = eqn.prim, eqn.outputs[0]
+        lazy = (prim.impl_broadcasting is not None and id(out) not in self.outputs
+                and all(u.prim.kind == ELEMENTWISE and self._restores_shape(u, out)
+                        for u in self.consumers.get(id(out), ())))
+        if prim.impl_source is not None:
+            inline = prim.impl_source(eqn, lazy, self._sizes)
+            if inline is not None and eqn.inputs and eqn.inputs[0].aval.ndim:
+                inline = inline.replace("np.asarray({0})", "{0}")  # an array already
+            if inline is not None:
+                return None, inline
+        return (prim.impl_broadcasting if lazy else prim.impl), None
+
+    def _restores_shape(self, user, lazy) -> bool:
+        """NumPy's broadcasting inside `user` gives it the shape `lazy` was broadcast
+        to only if another operand has that full shape and is materialised itself."""
+        full = resolve_shape(lazy.aval.shape)
+        return any(isinstance(a, Var) and a is not lazy and not self._maybe_lazy(a)
+                   and resolve_shape(a.aval.shape) == full for a in user.inputs)
+
+    def _maybe_lazy(self, var) -> bool:
+        eqn = self.producer.get(id(var))
+        return eqn is not None and eqn.prim.impl_broadcasting is not None
+
+    def _sizes(self, value) -> str:
+        """A parameter holding symbolic sizes, as an expression of this call's sizes."""
+        if isinstance(value, Sym):
+            root = resolve(value)
+            if type(root) is int:
+                return str(root)
+            return self.dims.get(id(root), str(root.value))
+        if isinstance(value, tuple):
+            inner = ", ".join(self._sizes(v) for v in value)
+            return f"({inner},)" if len(value) == 1 else f"({inner})"
+        if type(value) is int:
+            return str(value)
+        name = self.fresh("p")
+        self.namespace[name] = value
+        return name
+
+
+class Rows(list):
+    """A stack left as its rows (a scan's xs or ys that only scans read): a scan
+    reads them one row at a time, so the interpreter never copies them into one
+    array (the weights of a rolled 16-layer MLP, the per-layer residuals)."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, rows):
+        super().__init__(rows)
+        self.shape = (len(self),) + np.shape(self[0])
+
+
+def _fresh_array(eqn) -> bool:
+    """Whether `eqn`'s result is a new array nothing else refers to."""
+    return (not eqn.params and eqn.prim.name == "matmul"
+            or isinstance(eqn.prim.impl, np.ufunc) and not eqn.params)
+
+
+def _sized_param(value) -> bool:
+    return isinstance(value, Sym) or (isinstance(value, tuple) and any(map(_sized_param, value)))
