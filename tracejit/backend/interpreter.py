@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import weakref
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -71,7 +72,11 @@ def _serving_function(program: Program, run):
                   "        check_sizes(program, values)"]
     lines += ["    with np.errstate(all='ignore'):  # inf and NaN flow as in the kernels",
               "        r = run(*leaves, *consts)"]
-    namespace = {"np": np, "run": run, "program": program, "check_sizes": errors.check_sizes}
+    # what check_sizes reads, not the program: a cached value must not keep its
+    # key (nor the arrays the program captured) alive
+    signature = SimpleNamespace(invars=program.invars, constvars=program.constvars,
+                                checks=program.checks)
+    namespace = {"np": np, "run": run, "program": signature, "check_sizes": errors.check_sizes}
     outs = []
     for k, atom in enumerate(program.outvars):
         namespace[f"t{k}"] = atom.aval.dtype
