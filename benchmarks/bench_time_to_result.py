@@ -91,7 +91,8 @@ for target in CHECKPOINTS:
         call()
         n += 1
         if n == 1:
-            mark("first")
+            first_s = time.perf_counter() - start
+            mark("first", first_s)
         if ready is not None and ready_at is None and n % 8 == 0 and ready():
             ready_at = (n, time.perf_counter() - start)
     elapsed = time.perf_counter() - start
@@ -101,8 +102,10 @@ for target in CHECKPOINTS:
 if ready_at is not None:
     mark("ready_calls", ready_at[0])
     mark("ready_s", ready_at[1])
-    if ready_at[0] > 1:
-        mark("interp_us", (ready_at[1] - marks["first"]) / (ready_at[0] - 1) * 1e6)
+# the interpreted calls: those before the kernel took over (all of them if it never did)
+served, until = ready_at if ready_at is not None else (n, elapsed)
+if ready is not None and served > 1:
+    mark("interp_us", (until - first_s) / (served - 1) * 1e6)
 """
 
 SETUPS = {
@@ -203,10 +206,10 @@ def tier_summary(columns: dict) -> str:
             parts.append(f"{label}: {marks['error']}")
             continue
         interp = marks.get("interp_us")
-        ready = marks.get("ready_s")
+        ready = (f"kernel ready at {_cell(marks['ready_s'])} s (call {marks['ready_calls']:,})"
+                 if "ready_s" in marks else "kernel not serving by the last checkpoint")
         parts.append(f"{label}: interpreted {_cell(interp)} µs/call"
-                     f" ({_ratio(interp, hand_us)}x hand), kernel ready at "
-                     f"{_cell(ready)} s (call {marks.get('ready_calls', '—')})")
+                     f" ({_ratio(interp, hand_us)}x hand), {ready}")
     errors = [f"{c}: {m['error']}" for c, m in columns.items()
               if "error" in m and "tracejit" not in c]
     return "; ".join(parts) + (f"; hand NumPy {hand_us:.1f} µs/call" if hand_us else "") + (

@@ -695,9 +695,10 @@ def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None,
 
     def source(eqn, lazy, sizes):
         dtype = eqn.inputs[0].aval.dtype
-        if accumulate is None or accumulate(dtype) == dtype:  # else `run` converts
-            return f"np.{impl.__name__}.reduce(np.asarray({{0}}), {eqn.params['axes']!r})"
-        return None
+        call = f"np.{impl.__name__}.reduce(np.asarray({{0}}), {eqn.params['axes']!r}"
+        if accumulate is None or accumulate(dtype) == dtype:
+            return call + ")"
+        return f"{call}, dtype=np.{accumulate(dtype).name}).astype(np.{dtype.name})"
 
     rule = _reduce_rule(out_dtype, empty_error, name, UNORDERED if ordered else None)
     return register(Primitive(name, REDUCE, rule, run, vjp=vjp, jvp=jvp, monoid=(identity, update),
