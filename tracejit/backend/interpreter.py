@@ -22,7 +22,7 @@ import numpy as np
 from ..core import errors
 from ..core.ir import Literal, Program, Var, consumers_of
 from ..core.shapes import Sym, resolve, resolve_shape
-from ..trace.registry import ELEMENTWISE
+from ..trace.registry import ELEMENTWISE, REDUCE
 
 
 def interpret(program: Program, args, consts) -> list:
@@ -109,6 +109,7 @@ class _Writer:
         self.dims: dict[int, str] = {}
         self.namespace: dict = {}
         self.lazy: set = set()  # broadcasts left to NumPy's broadcasting in their consumers
+        self.rows: set = set()  # ids of the stacks left as their rows (Rows)
         self.lines: list[str] = []
         self._fresh = itertools.count()
 
@@ -149,11 +150,14 @@ class _Writer:
         args = [self._atom(a) for a in eqn.inputs]
         impl, inline = self._impl(eqn)
         if eqn.prim.name == "scan":
-            static["unstacked"] = tuple(k for k, v in enumerate(
-                eqn.outputs[eqn.params["n_carry"]:]) if self._read_by_scans_only(v))
+            static["unstacked"] = self._unstacked(eqn)
+        row = _row_of(eqn) if eqn.inputs and id(eqn.inputs[0]) in self.rows else None
         if self._rows_of(eqn):
             self.namespace["Rows"] = Rows
+            self.rows.add(id(eqn.outputs[0]))
             call = f"Rows([{', '.join(f'{a}[0]' for a in args)}])"
+        elif row is not None:  # one row of a stack left as rows
+            call = f"{args[0]}[{row}][None]"
         elif inline is not None:  # an expression, its parameters written in
             call = inline.format(*args)
         else:
@@ -175,13 +179,30 @@ class _Writer:
             self.dims[id(resolve(sym))] = dim = self.fresh("n")
             self.lines.append(f"{dim} = int({outs[output]})")
 
-    def _read_by_scans_only(self, var) -> bool:
-        """Whether only scans read `var`, and only as xs (one row a step)."""
+    def _read_by_scans_only(self, var, slices: bool = False) -> bool:
+        """Whether only scans read `var`, and only as xs (one row a step); with
+        `slices`, single rows sliced out of it are fine too."""
         users = self.consumers.get(id(var), ())
         return bool(users) and id(var) not in self.outputs and all(
-            u.prim.name == "scan" and all(
+            (u.prim.name == "scan" and all(
                 k >= u.params["n_consts"] + u.params["n_carry"]
-                for k, a in enumerate(u.inputs) if a is var) for u in users)
+                for k, a in enumerate(u.inputs) if a is var))
+            or (slices and _row_of(u) is not None) for u in users)
+
+    def _unstacked(self, eqn) -> tuple:
+        """The per-step outputs of scan `eqn` to leave as rows. Sliced rows may
+        reach the program's outputs, so only rows the body makes afresh (not
+        views of its inputs, which may be the caller's arrays) are sliced."""
+        body, n_carry = eqn.params["body"], eqn.params["n_carry"]
+        made = {id(v): e for e in body.eqns for v in e.outputs}
+        unstacked = []
+        for k, var in enumerate(eqn.outputs[n_carry:]):
+            fresh = id(body.outvars[n_carry + k]) in made and _fresh_array(
+                made[id(body.outvars[n_carry + k])])
+            if self._read_by_scans_only(var, slices=fresh):
+                unstacked.append(k)
+                self.rows.add(id(var))
+        return tuple(unstacked)
 
     def _rows_of(self, eqn) -> bool:
         """A concatenation of unit rows that only scans read is left as its rows."""
@@ -264,8 +285,20 @@ class Rows(list):
 
 def _fresh_array(eqn) -> bool:
     """Whether `eqn`'s result is a new array nothing else refers to."""
-    return (not eqn.params and eqn.prim.name == "matmul"
+    return (eqn.prim.kind == REDUCE or not eqn.params and eqn.prim.name == "matmul"
             or isinstance(eqn.prim.impl, np.ufunc) and not eqn.params)
+
+
+def _row_of(eqn):
+    """k if `eqn` slices out row k of its operand (axis 0, every other axis whole)."""
+    if eqn.prim.name != "slice":
+        return None
+    starts, stops, steps = eqn.params["starts"], eqn.params["stops"], eqn.params["steps"]
+    rest = zip(starts[1:], stops[1:], steps[1:])
+    if (steps[0] == 1 and type(starts[0]) is int and stops[0] == starts[0] + 1
+            and all((a, b, c) == (0, None, 1) for a, b, c in rest)):
+        return starts[0]
+    return None
 
 
 def _sized_param(value) -> bool:

@@ -8,8 +8,9 @@ and Numba compiles less, all at once.
   broadcast becomes the literal, an array's keeps unit axes (`x[:, None]`);
   the same value broadcast twice is then one equation for CSE;
 - `fold_chains`: broadcast of a broadcast, broadcast undoing a squeeze (and
-  back), reshape of a reshape, a sum of a sum are one equation or none; a
-  sum of negated terms is a negated sum (a scalar's negation, not an array's);
+  back), a transposed broadcast, reshape of a reshape, a sum of a sum are one
+  equation or none; a sum of negated terms is a negated sum (a scalar's
+  negation, not an array's);
 - `fold_selects`: `select(c, x, 0) * y` is `select(c, x * y, 0)`, a bool
   converted to a number and multiplied is a select, and two selects on
   exclusive conditions (`a > b`, `a == b`) that are added are one nested
@@ -165,7 +166,23 @@ def _chain_rule(rw, eqn):
         return _fold_reshape(rw, eqn)
     if name == "reduce_sum":
         return _fold_sum(rw, eqn)
+    if name == "transpose":
+        return _fold_transpose(rw, eqn)
     return None
+
+
+def _fold_transpose(rw, eqn):
+    """A transposed broadcast that keeps its operand's axes in order is one
+    broadcast (a vector's column: `h[None, :].T` is `h[:, None]`)."""
+    (x,), perm = eqn.inputs, eqn.params["perm"]
+    inner = rw.define(x)
+    if inner is None or inner.prim.name != "broadcast_in_dim" or not rw.single_use(x):
+        return None
+    bdims = tuple(perm.index(b) for b in inner.params["bdims"])
+    if list(bdims) != sorted(bdims):
+        return None
+    shape = tuple(inner.params["shape"][p] for p in perm)
+    return rw.emit("broadcast_in_dim", inner.inputs, {"shape": shape, "bdims": bdims}, eqn)
 
 
 def _fold_broadcast(rw, eqn):
