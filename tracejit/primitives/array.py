@@ -363,6 +363,8 @@ convert = elementwise("convert", 1, lambda x, *, dtype: np.asarray(x).astype(dty
             simplify=lambda eqn: eqn.inputs[0] if eqn.inputs[0].aval.same_type(
                 eqn.outputs[0].aval) else None)
 convert.abstract_eval = _convert_rule
+convert.impl_source = lambda eqn, lazy, sizes: (
+    f"np.asarray({{0}}).astype(np.{np.dtype(eqn.params['dtype']).name})")
 
 
 # ---------------------------------------------------------------- indexmap
@@ -515,6 +517,7 @@ squeeze = _indexmap("squeeze", _squeeze_rule, lambda x, *, axes: np.squeeze(x, a
 squeeze.view = lambda x, *, axes: _index_view(
     x, ["0" if k in axes else ":" for k in range(max(axes) + 1)])
 squeeze.fold = _squeeze_added_axes
+squeeze.impl_source = lambda eqn, lazy, sizes: squeeze.view("np.asarray({0})", **eqn.params)
 
 
 def _index_view(x: str, items: list) -> str:
