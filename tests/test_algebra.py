@@ -151,3 +151,12 @@ def test_seed_equation_counts(label, interpret):
         before = passes.equation_count(tracejit.value_and_grad(fn).ir(*args))
     assert after <= SEED_EQUATIONS[label]
     assert after <= before
+
+
+def test_the_users_masked_product_keeps_numpys_nan(interpret):
+    """Only the adjoint's masked products become selects: NumPy's 0 * NaN is NaN."""
+    x = np.array([2.0, -1.0, 0.5])
+    with np.errstate(invalid="ignore"):
+        want = np.sum((x > 0) * np.log(x))
+    assert np.isnan(want)
+    assert np.isnan(tracejit.function(lambda x: np.sum((x > 0) * np.log(x)))(x))

@@ -18,9 +18,9 @@ and Numba compiles less, all at once.
   not two masks, an add and a product.
 
 Values agree with the program before (a sum of a sum may round differently,
-as any reordered sum); where a cotangent is inf or NaN, a product with a
-zero mask now gives 0, not NaN, as the zero-preserving products of
-autodiff.py already do.
+as any reordered sum); in the adjoint, where a cotangent is inf or NaN, a
+product with a zero mask now gives 0, not NaN, as the zero-preserving
+products of autodiff.py already do (the user's own products are left alone).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..core.errors import BACKWARD
 from ..core.ir import AVal, Eqn, Literal, Program, Var, consumers_of
 from ..core.shapes import resolve_shape
 from ..trace.registry import ELEMENTWISE, REGISTRY
@@ -298,7 +299,11 @@ def _masked(rw, cond, value, on_true: bool, like: Eqn):
 
 
 def _masked_product(rw, eqn):
-    """select(c, x, 0) * y -> select(c, x * y, 0) (and with the branches swapped)."""
+    """select(c, x, 0) * y -> select(c, x * y, 0) (and with the branches swapped), in
+    the adjoint only: where y is inf or NaN the product is now 0, autodiff's
+    convention (and JAX's relu), while the user's own `(x > 0) * y` keeps NumPy's NaN."""
+    if not eqn.location.endswith(BACKWARD):
+        return None
     out = eqn.outputs[0].aval
     for k in (0, 1):
         masked, other = eqn.inputs[k], eqn.inputs[1 - k]
