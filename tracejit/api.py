@@ -312,6 +312,20 @@ class Grad(Transform):
         self.has_aux = has_aux
         self.with_value = with_value
         self.holomorphic = holomorphic
+        self.eagerly = False  # set when tracing met value-dependent Python control flow
+
+    def __call__(self, *args, **kwargs):
+        from . import eager_grad
+        if self.eagerly and eager_grad.can_fall_back():
+            return eager_grad.eager_grad(self, args, kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        except errors.ConcretizationError as error:
+            if not eager_grad.can_fall_back():
+                raise
+            eager_grad.warn_once(self, error)
+            self.eagerly = True
+            return eager_grad.eager_grad(self, args, kwargs)
 
     def build(self, dynamic, statics):
         argnums = _as_tuple(self.argnums)
@@ -567,6 +581,8 @@ def jacobian(fun, argnums=0, holomorphic=False):
     fun = as_function(fun)
 
     def jac(*args):
+        if current_builder() is not None and is_tracing(variables.read_all(args)):
+            return _traced_jacobian(fun, args, argnums, holomorphic)
         for n in _as_tuple(argnums):
             for leaf in pytree.flatten(args[n])[0]:
                 _check_holomorphic_input(ops.aval_of(leaf), holomorphic,
@@ -584,6 +600,27 @@ def jacobian(fun, argnums=0, holomorphic=False):
         return picked[0][0] if isinstance(argnums, int) else picked[0]
 
     return jac
+
+
+def _traced_jacobian(fun, args, argnums, holomorphic):
+    """The Jacobian inside a trace (`jacobian(jacobian(f))`): one gradient per
+    output element, each replayed into the trace as `grad(grad(f))` is."""
+    from .shapes import bind
+    out_shape = tuple(bind(d) for d in ops.aval_of(fun(*args)).shape)
+
+    def element(k):
+        return lambda *a: ops.reshape(fun(*a), (-1,))[k] if out_shape else fun(*a)
+
+    rows = [grad(element(k), argnums, holomorphic=holomorphic)(*args)
+            for k in range(int(np.prod(out_shape)))]
+    picked = tuple(ops.reshape(np.stack([_as_tuple_rows(row, argnums)[j] for row in rows]),
+                               out_shape + tuple(np.shape(args[n])))
+                   for j, n in enumerate(_as_tuple(argnums)))
+    return picked[0] if isinstance(argnums, int) else picked
+
+
+def _as_tuple_rows(row, argnums):
+    return (row,) if isinstance(argnums, int) else tuple(row)
 
 
 def hessian(fun, argnums=0, holomorphic=False):

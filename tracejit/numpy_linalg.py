@@ -241,11 +241,27 @@ def det(a):
 
 @implements(np.linalg.eigh)
 def eigh(a, UPLO="L"):
+    """NumPy's eigh: the symmetric matrix read from one triangle of `a` (UPLO).
+
+    Derivatives follow JAX: the gradient with respect to `a` is symmetrised
+    ((G + G^T) / 2), which is the exact one when `a` is symmetric. For an `a`
+    that is not, NumPy's values depend on one triangle only, and the exact
+    derivative of that function puts everything in that triangle; build the
+    symmetric matrix yourself to get it: `eigh(np.tril(a) + np.tril(a, -1).T)`."""
     a = _square_matrix(a, "eigh")
-    if UPLO != "L":
+    if _uplo(UPLO, "eigh") == "U":
         a = ops.swap_last(a)  # the upper triangle, read as the lower one of a.T
     w, v = L_.eigh(a)
     return _EighResult(w, v)
+
+
+def _uplo(UPLO, name):
+    """'L' or 'U' as NumPy reads them (either case); anything else raises as NumPy does."""
+    uplo = UPLO.upper() if isinstance(UPLO, str) else UPLO
+    if uplo not in ("L", "U"):
+        raise ValueError(with_location(f"np.linalg.{name}: UPLO must be 'L' or 'U', got "
+                                       f"{UPLO!r}"))
+    return uplo
 
 
 @implements(np.linalg.eigvalsh)

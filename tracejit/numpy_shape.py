@@ -271,9 +271,14 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     div = (num - 1) if endpoint else num
     start, stop = ops.promote(start, stop, to_float=True)
     delta = ops.sub(stop, start)
-    step = ops.div(delta, float(div)) if div > 0 else ops.mul(delta, np.nan)
     ramp = np.arange(num, dtype=ops.aval_of(delta).dtype)
-    y = ops.add(ops.mul(ramp, step), start)
+    if div > 0:
+        step = ops.div(delta, float(div))
+        y = ops.add(ops.mul(ramp, step), start)
+    else:  # num 0 or 1: NumPy's values are [] or [start], its step NaN (no division by 0:
+        # the derivatives stay finite)
+        step = ops.add(ops.mul(delta, 0.0), np.nan)
+        y = ops.add(ops.mul(ramp, 0.0), start)
     if endpoint and num > 1:
         last = np.arange(num) == num - 1
         y = ops.select(last, stop, y)
@@ -351,7 +356,9 @@ def dstack(tup):
 @implements(np.column_stack)
 def column_stack(tup):
     arrays = [asarray(a) for a in tup]
-    return concatenate([ops.expand_dims(a, (1,)) if a.ndim < 2 else a for a in arrays], 1)
+    columns = [ops.reshape(a, (1, 1)) if a.ndim == 0 else ops.expand_dims(a, (1,))
+               if a.ndim == 1 else a for a in arrays]
+    return concatenate(columns, 1)
 
 
 @implements(np.array_split)
