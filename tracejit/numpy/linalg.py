@@ -99,9 +99,10 @@ def matmul(a, b, **unused):
 
 @implements(np.einsum)
 def einsum(subscripts, *operands, optimize=None, **unused):
-    if unused or not isinstance(subscripts, str):
-        raise UnsupportedError(with_location(
-            "np.einsum: only the subscripts-string form without out=/dtype= is traced"))
+    if unused:
+        raise UnsupportedError(with_location("np.einsum(out=/dtype=) is not traced"))
+    if not isinstance(subscripts, str):  # the sublist form: op, [0, 1], op, [1, 2], [0, 2]
+        subscripts, operands = _from_sublists((subscripts,) + operands)
     operands = [asarray(x) for x in operands]
     inputs, output = _parse(subscripts.replace(" ", ""), operands)
     terms = [_single(x, spec, _needed(inputs[:k] + inputs[k + 1:], output))
@@ -112,6 +113,30 @@ def einsum(subscripts, *operands, optimize=None, **unused):
         x, spec = _pair(x, spec, y, spec_y, keep)
     x, spec = _single(x, spec, output)
     return ops.transpose(x, [spec.index(c) for c in output])
+
+
+def _from_sublists(args):
+    """einsum(a, [0, 1], b, [1, 2], [0, 2]) as ("ab,bc->ac", [a, b]); Ellipsis is '...'."""
+    output = args[-1] if len(args) % 2 else None  # an odd count ends with the output
+    pairs = args[:-1] if len(args) % 2 else args
+    operands, sublists = list(pairs[0::2]), list(pairs[1::2])
+
+    def letters(sublist):
+        out = []
+        for k in sublist:
+            if k is Ellipsis:
+                out.append("...")
+            elif isinstance(k, (int, np.integer)) and 0 <= int(k) < 52:
+                out.append(string.ascii_letters[int(k)])
+            else:
+                raise ValueError(with_location(
+                    f"np.einsum: subscript {k!r} in a sublist must be an int in [0, 52) or ..."))
+        return "".join(out)
+
+    spec = ",".join(letters(sub) for sub in sublists)
+    if output is not None:
+        spec += "->" + letters(output)
+    return spec, operands
 
 
 def _parse(subscripts, operands):
@@ -178,7 +203,7 @@ def _pair(x, sx, y, sy, keep):
 
 # ------------------------------------------------------------ np.linalg
 
-def _square_matrix(a, name):
+def _square_matrix(a, name, square=True):
     a = asarray(a)
     if a.ndim < 2:
         raise ShapeError(with_location(f"np.linalg.{name}: expected a matrix, got {a.ndim}-D"))
@@ -281,6 +306,22 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
             "np.linalg.svd(full_matrices=True) of a non-square matrix is not traced (the "
             "extra singular vectors have no derivative)", hint="pass full_matrices=False"))
     return _SVDResult(u, s, vt)
+
+
+@implements(np.linalg.pinv)
+def pinv(a, rcond=None, hermitian=False, *, rtol=None):
+    """The Moore-Penrose inverse by the SVD: singular values at or below
+    rcond * max(s) count as zero (NumPy's default rcond: max(m, n) * eps)."""
+    a = _square_matrix(a, "pinv", square=False)
+    m, n = (bind_dim(d) for d in ops.aval_of(a).shape[-2:])
+    cutoff = rcond if rcond is not None else rtol
+    if cutoff is None:
+        cutoff = max(m, n) * np.finfo(a.dtype).eps
+    u, s, vt = L_.svd(a)
+    big = ops.gt(s, ops.mul(amax(s, -1, keepdims=True), cutoff))
+    inv_s = ops.select(big, ops.div(1.0, ops.select(big, s, ops.ones_like(s))), ops.zeros_like(s))
+    return ops.matmul(ops.mul(ops.swap_last(vt), ops.expand_dims(inv_s, (inv_s.ndim - 1,))),
+                      ops.swap_last(u))
 
 
 def _named(name, fields):
