@@ -829,6 +829,16 @@ def eigh(a):
 
 
 @njit(cache=False)  # disk-cached, verified, by tracejit.cache
+def eig(a):
+    w, v = np.linalg.eig(a)
+    n = a.shape[0]
+    out = np.empty((n + 1, n), a.dtype)
+    out[0] = w
+    out[1:] = v
+    return out
+
+
+@njit(cache=False)  # disk-cached, verified, by tracejit.cache
 def svd(a):
     u, s, vt = np.linalg.svd(a, full_matrices=False)
     m, k = u.shape

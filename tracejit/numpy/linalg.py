@@ -289,6 +289,31 @@ def _uplo(UPLO, name):
     return uplo
 
 
+@implements(np.linalg.eig)
+def eig(a):
+    """Eigenvalues and unit-norm right eigenvectors of a general matrix (stack).
+
+    The results are always complex, as in JAX (NumPy returns real arrays when
+    every eigenvalue of a real input is real: a type that depends on the
+    values). The order is LAPACK's for complex matrices. Derivatives: the
+    eigenvalues' is JAX's; the eigenvectors' keeps their norm (as autograd's)
+    and assumes distinct eigenvalues; a column's phase is arbitrary, so only
+    phase-free functions of V (|V|, V diag(w) V^-1, ...) have meaningful ones."""
+    a = asarray(a)
+    if a.ndim < 2:
+        raise ShapeError(with_location(f"np.linalg.eig: expected a matrix, got {a.ndim}-D"))
+    if not ops.is_complex(a.dtype):
+        real = a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64
+        a = ops.convert(a, np.result_type(real, np.complex64))
+    w, v = L_.eig(a)
+    return _EigResult(w, v)
+
+
+@implements(np.linalg.eigvals)
+def eigvals(a):
+    return eig(a)[0]
+
+
 @implements(np.linalg.eigvalsh)
 def eigvalsh(a, UPLO="L"):
     return eigh(a, UPLO)[0]
@@ -331,6 +356,7 @@ def _named(name, fields):
 
 _SlogdetResult = _named("SlogdetResult", "sign logabsdet")
 _EighResult = _named("EighResult", "eigenvalues eigenvectors")
+_EigResult = _named("EigResult", "eigenvalues eigenvectors")
 _SVDResult = _named("SVDResult", "U S Vh")
 
 

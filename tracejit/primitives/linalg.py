@@ -29,16 +29,17 @@ from .array import _array_op, _same_dtype
 
 # ------------------------------------------------------------------ helpers
 
-def _matrix(aval, name, square=True):
+def _matrix(aval, name, square=True, complex_ok=False):
     if aval.ndim < 2:
         raise ShapeError(f"{name}: expected a matrix (or a stack of them), got "
                          f"{format_shape(aval.shape)}")
-    if not is_real_float(aval.dtype):
+    if not (is_real_float(aval.dtype) or complex_ok and np.issubdtype(aval.dtype,
+                                                                       np.complexfloating)):
         raise TracerTypeError(f"{name}: only floating-point matrices are traced, got {aval.dtype}")
 
 
-def _square(aval, name, checks):
-    _matrix(aval, name)
+def _square(aval, name, checks, complex_ok=False):
+    _matrix(aval, name, complex_ok=complex_ok)
     return join(aval.shape[-1], aval.shape[-2], f"{name} (square matrix)", checks)
 
 
@@ -150,8 +151,8 @@ def solve_triangular(a, b, lower, trans=False):
 def _solve_rule(name):
     def rule(avals, params, checks):
         a, b = avals
-        n = _square(a, name, checks)
-        _matrix(b, name, square=False)
+        n = _square(a, name, checks, complex_ok=name == "solve")
+        _matrix(b, name, square=False, complex_ok=name == "solve")
         _same_dtype(avals, name)
         join(n, b.shape[-2], f"{name} (rows of b)", checks)
         batch = broadcast_shapes([a.shape[:-2], b.shape[:-2]], f"{name} (batch)", checks)
@@ -416,3 +417,60 @@ def _svd_jvp(tangents, packed, a):
 
 
 SVD = _array_op("svd", _svd_rule, _batched(_svd_numpy), _emit_call("svd"), _svd_vjp, _svd_jvp)
+
+
+# ---------------------------------------------------------------------- eig
+
+def eig(a):
+    """(w, V) of a general complex matrix (stack): unit-norm eigenvector columns."""
+    return _eigh_unpack(ops.bind(EIG, a))
+
+
+def _eig_rule(avals, params, checks):
+    (a,) = avals
+    n = _square(a, "eig", checks, complex_ok=True)
+    if not np.issubdtype(a.dtype, np.complexfloating):
+        raise TracerTypeError(f"eig: the matrix must be complex (np.linalg.eig converts), "
+                              f"got {a.dtype}")
+    from ..core.shapes import bind
+    return [AVal(tuple(a.shape[:-2]) + (bind(n) + 1, n), a.dtype)]
+
+
+def _eig_numpy(a):
+    w, v = np.linalg.eig(a)
+    return np.concatenate([w[None, :], v], axis=0).astype(a.dtype)
+
+
+def _unit_norm_part(v, dv):
+    """Re(diag(V^H dV)) per column: the change of each column's norm, which the
+    tangent of a unit-norm eigenvector must not have."""
+    return ops.real(ops.reduce_sum(ops.mul(ops.conj(v), dv), (v.ndim - 2,)))
+
+
+def _eig_jvp(tangents, packed, a):
+    """dw = diag(M), dV = V (F o M) minus its norm change, M = V^-1 dA V
+    (Magnus 1985; the eigenvalues' rule is JAX's)."""
+    (da,) = tangents
+    if da is None:
+        return None
+    w, v = _eigh_unpack(packed)
+    m = solve(v, ops.matmul(da, v))
+    dw = _diagonal(m)
+    dv = ops.matmul(v, ops.mul(_gaps(w), m))
+    dv = ops.sub(dv, ops.mul(v, ops.expand_dims(_unit_norm_part(v, dv), (dv.ndim - 2,))))
+    return ops.concatenate([ops.expand_dims(dw, (dw.ndim - 1,)), dv], dv.ndim - 2)
+
+
+def _eig_vjp(g, packed, a):
+    """The transpose of the JVP under JAX's pairing Re(sum(ct * t)):
+    V^-T (diag(gw) + F o (V^T G0)) V^T, G0 = gV - conj(V) diag(Re(diag(gV^T V)))."""
+    w, v = _eigh_unpack(packed)
+    gw, gv = _eigh_unpack(g)
+    norm_part = ops.real(ops.reduce_sum(ops.mul(gv, v), (v.ndim - 2,)))
+    g0 = ops.sub(gv, ops.mul(ops.conj(v), ops.expand_dims(norm_part, (v.ndim - 2,))))
+    inner = ops.add(ops.mul(ops.expand_dims(gw, (gw.ndim,)), eye_like(a)),
+                    ops.mul(_gaps(w), ops.matmul(mT(v), g0)))
+    return [solve(mT(v), ops.matmul(inner, mT(v)))]
+
+
+EIG = _array_op("eig", _eig_rule, _batched(_eig_numpy), _emit_call("eig"), _eig_vjp, _eig_jvp)
