@@ -203,10 +203,12 @@ def _pair(x, sx, y, sy, keep):
 
 # ------------------------------------------------------------ np.linalg
 
-def _square_matrix(a, name, square=True):
+def _square_matrix(a, name, square=True, complex_ok=False):
     a = asarray(a)
     if a.ndim < 2:
         raise ShapeError(with_location(f"np.linalg.{name}: expected a matrix, got {a.ndim}-D"))
+    if ops.is_complex(a.dtype) and complex_ok:
+        return a
     if ops.is_complex(a.dtype):
         raise UnsupportedError(with_location(
             f"np.linalg.{name} of a complex matrix is not traced (real matrices only)"))
@@ -268,16 +270,17 @@ def det(a):
 def eigh(a, UPLO="L"):
     """NumPy's eigh: the symmetric matrix read from one triangle of `a` (UPLO).
 
-    Derivatives follow JAX: the gradient with respect to `a` is symmetrised
-    ((G + G^T) / 2), which is the exact one when `a` is symmetric. For an `a`
+    Complex (Hermitian) matrices too. Derivatives follow JAX: the gradient with
+    respect to `a` is symmetrised ((G + G^T) / 2; Hermitian for complex `a`),
+    which is the exact one when `a` is symmetric. For an `a`
     that is not, NumPy's values depend on one triangle only, and the exact
     derivative of that function puts everything in that triangle; build the
     symmetric matrix yourself to get it: `eigh(np.tril(a) + np.tril(a, -1).T)`."""
-    a = _square_matrix(a, "eigh")
-    if _uplo(UPLO, "eigh") == "U":
-        a = ops.swap_last(a)  # the upper triangle, read as the lower one of a.T
+    a = _square_matrix(a, "eigh", complex_ok=True)
+    if _uplo(UPLO, "eigh") == "U":  # the upper triangle, read as the lower one of a^H
+        a = ops.conj(ops.swap_last(a)) if ops.is_complex(a.dtype) else ops.swap_last(a)
     w, v = L_.eigh(a)
-    return _EighResult(w, v)
+    return _EighResult(ops.real(w) if ops.is_complex(w.dtype) else w, v)
 
 
 def _uplo(UPLO, name):
@@ -321,8 +324,9 @@ def eigvalsh(a, UPLO="L"):
 
 @implements(np.linalg.svd)
 def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
-    a = _square_matrix(a, "svd")
+    a = _square_matrix(a, "svd", complex_ok=True)
     u, s, vt = L_.svd(a)
+    s = ops.real(s) if ops.is_complex(s.dtype) else s  # packed with complex vectors
     if not compute_uv:
         return s
     m, n = (bind_dim(d) for d in ops.aval_of(a).shape[-2:])
