@@ -111,7 +111,8 @@ def _logaddexp(x, y):
 
 def _logaddexp2(x, y):
     x, y = ops.promote(x, y, to_float=True)
-    return ops.div(_logaddexp(ops.mul(x, np.log(2.0)), ops.mul(y, np.log(2.0))), np.log(2.0))
+    ln2 = float(np.log(2.0))  # a weak Python float: float32 stays float32
+    return ops.div(_logaddexp(ops.mul(x, ln2), ops.mul(y, ln2)), ln2)
 
 
 def array_ufunc(self, ufunc, method, *inputs, out=None, **kwargs):
