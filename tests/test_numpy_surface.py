@@ -165,7 +165,7 @@ def test_control_flow_message_names_the_ways_out(interpret):
     for remedy in ("np.where", "lax.cond", "lax.while_loop", "static_argnums", "GradientTape"):
         assert remedy in message
     # grad follows the branch on the eager tape instead, once warned (test_real_world.py)
-    with pytest.warns(UserWarning, match="runs eagerly on the GradientTape"):
+    with pytest.warns(tracejit.EagerFallbackWarning, match="runs eagerly on the GradientTape"):
         np.testing.assert_allclose(tracejit.grad(f)(-np.ones(3)), -np.ones(3))
 
 

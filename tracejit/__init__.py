@@ -37,13 +37,15 @@ from .frontend.api import (
     value_and_grad,
     vjp,
 )
+from .frontend.eager_grad import EagerFallbackWarning
 from .frontend.tape import GradientTape, UnconnectedGradients, gradients
 from .frontend.variables import Variable
 from .observe.log import RetraceWarning
 from .profiling.profiler import Profiler, Report, profile, profiler
 
 __all__ = [
-    "ConcretizationError", "Function", "GradientTape", "LeakedTracerError", "Profiler",
+    "ConcretizationError", "EagerFallbackWarning", "Function", "GradientTape",
+    "LeakedTracerError", "Profiler",
     "Report", "RetraceWarning", "ShapeError", "TracejitError", "TracerTypeError",
     "UnconnectedGradients", "UnsupportedError", "Variable", "custom_vjp", "function", "grad",
     "gradients", "hessian", "jacobian", "jvp", "make_ir", "profile", "profiler",
