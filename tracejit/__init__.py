@@ -8,6 +8,7 @@
 
 __version__ = "0.1.0"
 
+from . import control_batching  # noqa: F401  (the loops' and branches' vmap rules)
 from . import lax, nn, pytree, testing  # noqa: F401
 from . import numpy_api as _numpy_api  # noqa: F401  (installs NumPy's surface on tracers)
 from .api import (
@@ -16,12 +17,15 @@ from .api import (
     function,
     grad,
     hessian,
+    jacfwd,
     jacobian,
+    jacrev,
     jvp,
     make_ir,
     stop_gradient,
     value_and_grad,
     vjp,
+    vmap,
 )
 from .errors import (
     ConcretizationError,
@@ -40,6 +44,6 @@ __all__ = [
     "ConcretizationError", "Function", "GradientTape", "LeakedTracerError", "Profiler",
     "Report", "RetraceWarning", "ShapeError", "TracejitError", "TracerTypeError",
     "UnconnectedGradients", "UnsupportedError", "Variable", "custom_vjp", "function", "grad",
-    "gradients", "hessian", "jacobian", "jvp", "make_ir", "profile", "profiler",
-    "stop_gradient", "value_and_grad", "vjp",
+    "gradients", "hessian", "jacfwd", "jacobian", "jacrev", "jvp", "make_ir", "profile", "profiler",
+    "stop_gradient", "value_and_grad", "vjp", "vmap",
 ]
