@@ -273,27 +273,52 @@ def _dimsize(size, args, dims, *, axes, dtype):
 # ----------------------------------------------------------- array ops
 
 def _matmul(size, args, dims):
+    """Products of one batched and one unbatched operand stay single BLAS calls
+    where the per-example operand is a vector (or a 1-row / 1-column matrix);
+    products over an inner size 1 (outer products, per-example gradients of a
+    dense layer) are elementwise; the rest become batched products."""
     (a, b), (da, db) = args, dims
     ra, rb = ndim(a) - (da is not None), ndim(b) - (db is not None)
-    if db is None and ra == 1 and rb <= 2:  # rows of a against one matrix: one product
-        return ops.matmul(move(a, da, 0), b), 0
-    if da is None and rb == 1 and ra <= 2:  # one matrix against columns of b
-        out = ops.matmul(a, ops.transpose(move(b, db, 0), (1, 0)))
+    pa, pb = _example_shape(a, da), _example_shape(b, db)
+    if db is None and rb <= 2 and (ra == 1 or (ra == 2 and _is_one(pa[0]))):
+        rows = _drop_unit(move(a, da, 0), 1) if ra == 2 else move(a, da, 0)
+        out = ops.matmul(rows, b)  # rows of a against one matrix: one product
+        return (_insert_unit(out, 1) if ra == 2 else out), 0
+    if da is None and ra <= 2 and (rb == 1 or (rb == 2 and _is_one(pb[1]))):
+        cols = move(b, db, 0) if rb == 1 else _drop_unit(move(b, db, 0), 2)
+        out = ops.matmul(a, ops.transpose(cols, (1, 0)))  # one matrix against columns
+        if rb == 2:
+            return _insert_unit(move(out, ra - 1, 0), ra), 0
         return out, ra - 1
     a, b = move(a, da, 0) if da is not None else a, move(b, db, 0) if db is not None else b
     if ra == 1:
         a = _insert_unit(a, ndim(a) - 1)
     if rb == 1:
         b = _insert_unit(b, ndim(b))
-    na, nb = max(ra, 2) - 2, max(rb, 2) - 2
-    n = max(na, nb)
+    n = max(max(ra, 2) - 2, max(rb, 2) - 2)
     if da is not None:
         a = with_unit_axes(a, n + 2)
     if db is not None:
         b = with_unit_axes(b, n + 2)
-    out = bind(R["matmul"], a, b)
+    if _is_one(shape(a)[-1]):  # an outer product: a (.., m, 1) * b (.., 1, n), exact
+        out = ops.mul(a, b)
+    else:
+        out = bind(R["matmul"], a, b)
     drop = ([ndim(out) - 1] if rb == 1 else []) + ([ndim(out) - 2] if ra == 1 else [])
     return ops.squeeze(out, drop), 0
+
+
+def _example_shape(x, dim) -> tuple:
+    return tuple(unbatched_aval(ops.aval_of(x), dim).shape)
+
+
+def _is_one(dim) -> bool:
+    dim = resolve(dim)
+    return type(dim) is int and dim == 1
+
+
+def _drop_unit(x, axis: int):
+    return bind(R["squeeze"], x, axes=(axis,))
 
 
 def _insert_unit(x, position: int):
