@@ -15,8 +15,16 @@ import numpy as np
 
 from . import batching, ops
 from .batching import batch_program, batch_replay, materialize, move
-from .control_flow import SCAN, SWITCH, WHILE, close, scan_bind, switch_bind, unify_closed, \
-    while_bind
+from .control_flow import (
+    SCAN,
+    SWITCH,
+    WHILE,
+    close,
+    scan_bind,
+    switch_bind,
+    unify_closed,
+    while_bind,
+)
 from .errors import UnsupportedError, with_location
 from .ir import AVal
 from .trace import replay, trace_closed
