@@ -8,8 +8,7 @@
 
 __version__ = "0.1.0"
 
-from . import control_batching  # noqa: F401  (the loops' and branches' vmap rules)
-from . import lax, nn, pytree, testing  # noqa: F401
+from . import control_batching, lax, nn, pytree, testing  # noqa: F401  (control_batching: loops' vmap rules)
 from . import numpy_api as _numpy_api  # noqa: F401  (installs NumPy's surface on tracers)
 from .api import (
     Function,
