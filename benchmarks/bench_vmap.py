@@ -253,7 +253,7 @@ def ready_section() -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short timings")
-    p.add_argument("--no-cold", action="store_true", help="skip the fresh-process kernel-ready runs")
+    p.add_argument("--no-cold", action="store_true", help="skip the fresh-process runs")
     p.add_argument("--frameworks", default="jax,torch", help="comma-separated peers to include")
     p.add_argument("--pause", type=float, default=0.2, help="sleep before each timed batch (s)")
     return p.parse_args(argv)
