@@ -16,9 +16,10 @@ import pytest
 from test_primitives import ROWS
 
 import tracejit
-from tracejit import batching, lax
-from tracejit.primitives import ELEMENTWISE, INDEXMAP, REGISTRY
+from tracejit import lax
 from tracejit.testing import check_grads
+from tracejit.trace.registry import ELEMENTWISE, INDEXMAP, REGISTRY
+from tracejit.transforms import batching
 
 AXES = (0, 1, -1, None)
 BATCH = 3
