@@ -288,10 +288,8 @@ def _matmul(size, args, dims):
         return (_insert_unit(out, 1) if ra == 2 else out), 0
     if da is None and ra <= 2 and (rb == 1 or (rb == 2 and is_one(pb[1]))):
         cols = move(b, db, 0) if rb == 1 else _drop_unit(move(b, db, 0), 2)
-        out = ops.matmul(a, ops.transpose(cols, (1, 0)))  # one matrix against columns
-        if rb == 2:
-            return _insert_unit(move(out, ra - 1, 0), ra), 0
-        return out, ra - 1
+        out = ops.matmul(cols, ops.swap_last(a) if ra == 2 else a)  # columns against one matrix
+        return (_insert_unit(out, ndim(out)) if rb == 2 else out), 0
     a, b = move(a, da, 0) if da is not None else a, move(b, db, 0) if db is not None else b
     if ra == 1:
         a = _insert_unit(a, ndim(a) - 1)
@@ -664,6 +662,8 @@ def _basis(dtypes, shapes):
 
 def _rows(x, start, stop):
     rank = ndim(x)
+    if start == 0 and resolve(shape(x)[0]) == stop:
+        return x
     return ops.static_slice(x, (start,) + (0,) * (rank - 1), (stop,) + (None,) * (rank - 1),
                             (1,) * rank)
 
