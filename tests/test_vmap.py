@@ -141,6 +141,17 @@ def test_every_primitive_has_a_batching_rule():
     assert not missing, f"primitives without a batching rule: {missing}"
 
 
+def test_a_primitive_without_a_rule_loops_over_the_batch(interpret, monkeypatch):
+    """The fallback: a scan over the examples, after a one-time warning naming the primitive."""
+    monkeypatch.setattr(REGISTRY["cumsum"], "batch", None)
+    monkeypatch.setattr(batching, "_warned", set())
+    xs = np.random.default_rng(0).standard_normal((4, 3, 2))
+    with pytest.warns(UserWarning, match="cumsum has no batching rule"):
+        got = tracejit.vmap(lambda x, w: np.cumsum(x * w, axis=1), in_axes=(0, None))(
+            xs, np.arange(2.0))
+    np.testing.assert_array_equal(got, np.cumsum(xs * np.arange(2.0), axis=2))
+
+
 # ------------------------------------------------------------ the API
 
 def test_in_axes_pytrees_out_axes_and_kwargs(interpret):
@@ -366,3 +377,32 @@ def test_against_jax_vmap(interpret, jax_x64):
     got = tracejit.vmap(lambda x: x.sum(axis=0), in_axes=1, out_axes=-1)(xs.reshape(5, 3, 1))
     want = jax.vmap(lambda x: x.sum(axis=0), in_axes=1, out_axes=-1)(xs.reshape(5, 3, 1))
     np.testing.assert_allclose(got, np.asarray(want), rtol=1e-13)
+
+
+def test_compositions_against_jax(interpret, jax_x64):
+    """grad of vmap, vmap of vmap, vmap of jvp, vmap inside scan: the same numbers as JAX."""
+    jax, jnp = jax_x64, jax_x64.numpy
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((3, 3))
+    xs, ts = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+
+    def cell(xp):
+        return lambda w, x: xp.tanh(x @ w) * xp.sin(x)
+
+    pairs = [
+        (tracejit.grad(lambda w: tracejit.vmap(cell(np), in_axes=(None, 0))(w, xs).sum())(w),
+         jax.grad(lambda w: jax.vmap(cell(jnp), in_axes=(None, 0))(w, xs).sum())(w)),
+        (tracejit.vmap(tracejit.vmap(cell(np), in_axes=(None, 0)), in_axes=(None, 1))(
+            w, xs.reshape(2, 2, 3)),
+         jax.vmap(jax.vmap(cell(jnp), in_axes=(None, 0)), in_axes=(None, 1))(
+            w, xs.reshape(2, 2, 3))),
+        (tracejit.vmap(lambda x, t: tracejit.jvp(lambda v: cell(np)(w, v), (x,), (t,))[1])(xs, ts),
+         jax.vmap(lambda x, t: jax.jvp(lambda v: cell(jnp)(w, v), (x,), (t,))[1])(xs, ts)),
+        (tracejit.function(lambda xs: lax.scan(
+            lambda c, x: (c + tracejit.vmap(cell(np), in_axes=(None, 0))(w, x), None),
+            np.zeros((2, 3)), xs)[0])(xs.reshape(2, 2, 3)),
+         jax.lax.scan(lambda c, x: (c + jax.vmap(cell(jnp), in_axes=(None, 0))(w, x), None),
+                      jnp.zeros((2, 3)), xs.reshape(2, 2, 3))[0]),
+    ]
+    for got, want in pairs:
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-12, atol=1e-14)
