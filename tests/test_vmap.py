@@ -295,6 +295,18 @@ def test_while_with_batched_predicate_and_grad(interpret):
     np.testing.assert_array_equal(g, [1.0, 0.5, 0.0625])
 
 
+def test_vmap_of_grad_through_a_batched_while_names_the_workaround(interpret):
+    def shrink(v):
+        return lax.while_loop(lambda c: c[0] > 1.0, lambda c: (np.sqrt(c[0]) * 0.9, c[1] + 1),
+                              (v, 0))[0]
+
+    x = np.array([0.5, 2.0, 9.0])
+    with pytest.raises(tracejit.UnsupportedError, match=r"grad\(lambda p: vmap\(f\)"):
+        tracejit.vmap(tracejit.grad(shrink))(x)
+    got = tracejit.grad(lambda x: tracejit.vmap(shrink)(x).sum())(x)
+    np.testing.assert_allclose(got, [tracejit.grad(shrink)(v) for v in x], rtol=1e-14)
+
+
 def test_custom_vjp_under_vmap(interpret):
     @tracejit.custom_vjp
     def clip_gradient(x, bound):
