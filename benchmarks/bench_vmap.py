@@ -234,6 +234,9 @@ _READY = {
 
 
 def ready_section() -> str:
+    """The children compile in the background as users' processes do: the first call is
+    answered by the interpreter, `wait()` returns when the kernel is ready."""
+    os.environ.pop("TRACEJIT_COMPILE", None)
     rows = []
     for name, (setup, code) in _READY.items():
         try:
