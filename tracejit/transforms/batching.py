@@ -465,13 +465,12 @@ def leaf_axes(axes, tree, what: str) -> list:
 
 
 def normalize_axis(axis, rank: int, what: str):
+    """`axis` of a batched value of `rank` dims as a non-negative int (None stays None)."""
     if axis is None:
         return None
     if not -rank <= axis < rank:
-        raise ShapeError(with_location(
-            f"vmap {what}: axis {axis} is out of bounds for a value of {rank - 1 if rank else 0} "
-            f"dims batched to {rank} dims" if rank else
-            f"vmap {what}: axis {axis} given for a 0-d value (it has no axis to map)"))
+        where = f"a batched value of {rank} dims" if rank else "a 0-d value (nothing to map)"
+        raise ShapeError(with_location(f"vmap {what}: axis {axis} is out of bounds for {where}"))
     return axis % rank
 
 
@@ -530,8 +529,7 @@ def vmap_traced(fun, args: tuple, in_axes, out_axes, axis_size, kwargs=None):
     """`vmap(fun)(*args)` inside a trace: the batched computation recorded there."""
     kwargs = kwargs or {}
     leaves, in_def = pytree.flatten((args, kwargs))
-    axes = leaf_axes(in_axes, args, "in_axes") if isinstance(in_axes, (list, tuple)) else \
-        leaf_axes(in_axes, args, "in_axes")
+    axes = leaf_axes(in_axes, args, "in_axes")
     axes += [0] * len(pytree.flatten(kwargs)[0])  # keyword arguments map along axis 0
     axes = [normalize_axis(a, ndim(x), "in_axes") for a, x in zip(axes, leaves)]
     names = [f"argument{p}" for p in pytree.leaf_paths((args, kwargs))]
