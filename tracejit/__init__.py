@@ -30,12 +30,15 @@ from .frontend.api import (
     function,
     grad,
     hessian,
+    jacfwd,
     jacobian,
+    jacrev,
     jvp,
     make_ir,
     stop_gradient,
     value_and_grad,
     vjp,
+    vmap,
 )
 from .frontend.eager_grad import EagerFallbackWarning
 from .frontend.tape import GradientTape, UnconnectedGradients, gradients
@@ -48,6 +51,6 @@ __all__ = [
     "LeakedTracerError", "Profiler",
     "Report", "RetraceWarning", "ShapeError", "TracejitError", "TracerTypeError",
     "UnconnectedGradients", "UnsupportedError", "Variable", "custom_vjp", "function", "grad",
-    "gradients", "hessian", "jacobian", "jvp", "make_ir", "profile", "profiler",
-    "stop_gradient", "value_and_grad", "vjp",
+    "gradients", "hessian", "jacfwd", "jacobian", "jacrev", "jvp", "make_ir", "profile", "profiler",
+    "stop_gradient", "value_and_grad", "vjp", "vmap",
 ]
