@@ -325,6 +325,8 @@ def test_grad_of_a_fixed_point_iteration_runs_eagerly(interpret):
     eps = 1e-6
     fd = (fixed_point_cosine(1.1 + eps) - fixed_point_cosine(1.1 - eps)) / (2 * eps)
     np.testing.assert_allclose(g2, fd, rtol=1e-7)
+    with pytest.raises(tracejit.ConcretizationError):  # inside a trace there is no tape to use
+        tracejit.function(lambda a: tracejit.grad(fixed_point_cosine)(a))(0.8)
 
 
 def test_grad_of_a_taylor_series_to_tolerance(interpret):
