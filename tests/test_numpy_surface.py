@@ -9,6 +9,7 @@ The per-function value and derivative checks live in the primitive table
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -338,3 +339,16 @@ def test_jacobian_of_jacobian_composes(interpret):
     np.testing.assert_allclose(second, fd, atol=1e-7)
     hess = tracejit.jacobian(tracejit.jacobian(lambda x: np.sum(x ** 3)))(x)
     np.testing.assert_allclose(hess, np.diag(6 * x), atol=1e-12)
+
+
+def test_eig_of_a_stack_vmapped_and_reconstructed(interpret):
+    """Always complex results (as JAX); A V = V diag(w), unit columns; vmap batches the record."""
+    a = RNG.standard_normal((2, 3, 4, 4))
+    w, v = tracejit.function(np.linalg.eig)(a)
+    assert w.dtype == np.complex128 and v.shape == (2, 3, 4, 4)
+    np.testing.assert_allclose(a @ v, v * w[..., None, :], atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=-2), 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback loop: eig has a batching rule
+        mapped = tracejit.vmap(np.linalg.eigvals)(a[0])
+    np.testing.assert_allclose(mapped, w[0], atol=1e-12)
