@@ -29,6 +29,7 @@ from .frontend.api import (
     custom_vjp,
     function,
     grad,
+    gradients,
     hessian,
     jacfwd,
     jacobian,
@@ -41,7 +42,7 @@ from .frontend.api import (
     vmap,
 )
 from .frontend.eager_grad import EagerFallbackWarning
-from .frontend.tape import GradientTape, UnconnectedGradients, gradients
+from .frontend.tape import GradientTape, UnconnectedGradients
 from .frontend.variables import Variable
 from .observe.log import RetraceWarning
 from .profiling.profiler import Profiler, Report, profile, profiler
