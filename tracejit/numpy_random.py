@@ -45,7 +45,7 @@ class RandomInTraceError(UnsupportedError):
 
 
 def _on_tracing_thread() -> bool:
-    return bool(tracing_thread) and tracing_thread[0] == threading.get_ident()
+    return threading.get_ident() in tracing_thread
 
 
 def _refuse(name):

@@ -22,6 +22,7 @@ old one), so values already handed out (to a tape, to the user) never change.
 from __future__ import annotations
 
 import operator
+import threading
 import weakref
 from dataclasses import replace
 
@@ -286,12 +287,16 @@ def current(var: Variable):
 
 # --------------------------------------------------- traces of functions
 
-_scope: Scope | None = None
+class _ThreadScope(threading.local):
+    scope: Scope | None = None  # the Function trace open on this thread, if any
+
+
+_current = _ThreadScope()
 
 
 def _owner_scope() -> Scope | None:
     """The scope of the outermost trace, when that trace is a Function's."""
-    scope = _scope
+    scope = _current.scope
     if scope is None or not _builders:
         return None
     if scope.builder is None:
@@ -388,21 +393,19 @@ def trace_function(fun, fn, args, writes: bool, leaf_names=None):
     """`trace(fn, args)` for a Function: at top level inside a Scope holding
     the Variables `fun` is known to use. Returns (program, treedef, input_syms).
     `leaf_names` name the argument leaves in error messages."""
-    global _scope
-
     def traced(*args):  # a Variable returned is its value at the end of the function
         return read_all(fn(*args))
 
     traced.__wrapped__ = fn
 
-    if _builders or _scope is not None:  # nested: Variables belong to the outer trace
+    if _builders or _current.scope is not None:  # nested: Variables belong to the outer trace
         program, treedef, builder = trace(traced, args, fun.name, leaf_names)
         return program, treedef, builder.input_syms
-    scope = _scope = Scope(list(fun._variables))
+    scope = _current.scope = Scope(list(fun._variables))
     try:
         program, treedef, builder = trace(traced, args, fun.name, leaf_names)
     finally:
-        _scope = None
+        _current.scope = None
     if scope.builder is None:
         scope.builder = builder
     program, treedef = scope.finish(fun, program, treedef, writes)
