@@ -53,7 +53,7 @@ UFUNCS = {
     np.arcsin: ops.arcsin, np.arccos: ops.arccos, np.arcsinh: ops.arcsinh,
     np.arccosh: ops.arccosh, np.arctanh: ops.arctanh,
     np.arctan2: lambda y, x: ops.arctan2(y, x), np.hypot: lambda x, y: _real_only(
-        "hypot", lambda x, y: ops.sqrt(ops.add(ops.abs2(ops.promote(x, to_float=True)[0]),
+        "hypot", lambda x, y: ops.norm_root(ops.add(ops.abs2(ops.promote(x, to_float=True)[0]),
                                                ops.abs2(ops.promote(y, to_float=True)[0]))),
         x, y),
     np.cbrt: lambda x: _real_only(
@@ -162,7 +162,7 @@ def var(x, axis=None, dtype=None, keepdims=False, ddof=0, **unused):
 
 
 def std(x, axis=None, dtype=None, keepdims=False, ddof=0, **unused):
-    return ops.sqrt(var(x, axis, dtype, keepdims, ddof, **unused))
+    return ops.norm_root(var(x, axis, dtype, keepdims, ddof, **unused))  # 0 at 0, as norms
 
 
 def amax(x, axis=None, keepdims=False, **unused):

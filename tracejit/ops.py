@@ -12,7 +12,7 @@ import numpy as np
 
 from . import primitives as P
 from .dtypes import WEAK_STAND_INS, complex_dtype, is_complex, is_inexact, real_dtype  # noqa: F401
-from .errors import UnsupportedError, dtype_problem, with_location
+from .errors import UnsupportedError, dtype_problem, operand_type_error, with_location
 from .shapes import Sym, normalize_axes, resolve
 from .shapes import bind as bind_dim
 from .trace import PYTHON_SCALARS, Tracer, bind, operand, weak_aval
@@ -26,6 +26,8 @@ def aval_of(value):
     if isinstance(value, PYTHON_SCALARS) and not isinstance(value, np.generic):
         return weak_aval(value)
     arr = np.asarray(value)
+    if arr.dtype.kind in "OUSV" and not isinstance(value, np.ndarray):
+        raise operand_type_error(value)  # None, a string...: NumPy's TypeError
     from .ir import AVal
     return AVal(arr.shape, arr.dtype)
 
@@ -177,6 +179,16 @@ def power(x, y):
                 return div(1.0, integer_pow(x, -int(y)))
             return integer_pow(x, int(y))
     return bind(R["pow"], *promote(x, y, to_float=True))
+
+
+def norm_root(x, p: float = 2.0):
+    """x ** (1/p) for a norm's sum of p-th powers (x >= 0), with the subgradient 0 at
+    x == 0 (PyTorch's convention for norms; the root's own slope there is infinite,
+    and infinity times the zero slope of the powers would make NaN)."""
+    is_zero = eq(x, 0.0)
+    safe = select(is_zero, ones_like(x), x)
+    root = sqrt(safe) if p == 2.0 else power(safe, 1.0 / p)
+    return select(is_zero, zeros_like(root), root)
 
 
 def integer_pow(x, n: int):

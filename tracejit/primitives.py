@@ -193,8 +193,9 @@ unary = [
     ("log", np.log, "np.log({0})", lambda out, x: [_recip(x)], True),
     ("log1p", np.log1p, "np.log1p({0})", lambda out, x: [_recip(x + 1.0)], True),
     ("expm1", np.expm1, "_rt.expm1({0})", lambda out, x: [out + 1.0]),
-    ("sqrt", np.sqrt, "np.sqrt({0})",
-     lambda out, x: [ops.select(out == 0.0, ops.zeros_like(out), 0.5 / out)], True),
+    # +inf at 0, the one-sided derivative (JAX, PyTorch); nan_safe: a zero cotangent
+    # still contributes 0 (where(x > 0, sqrt(x), 0) at 0)
+    ("sqrt", np.sqrt, "np.sqrt({0})", lambda out, x: [0.5 / out], True),
     ("sin", np.sin, "np.sin({0})", lambda out, x: [ops.cos(x)]),
     ("cos", np.cos, "np.cos({0})", lambda out, x: [-ops.sin(x)]),
     ("tan", np.tan, "np.tan({0})", lambda out, x: [1.0 + out * out], True),
@@ -294,11 +295,9 @@ elementwise("debug_check", 1, _debug_check_impl,
 def _pow_partials(out, x, y):
     x_is_zero = x == 0.0
     safe_x = ops.select(x_is_zero, ops.ones_like(x), x)
-    # At x = 0 with 0 <= y < 1 the slope is infinite (or, for y = 0, 0 * inf): take 0,
-    # the subgradient sqrt uses at 0, so x ** y agrees with sqrt(x) at y = 0.5.
-    real_y = ops.real(y)  # complex exponents: the same rule on their real part
-    flat = ops.logical_and(x_is_zero, ops.logical_and(real_y >= 0.0, real_y < 1.0))
-    dx = ops.select(flat, ops.zeros_like(out), y * x ** (y - 1.0))
+    # y x^(y-1), infinite at x = 0 for 0 < y < 1 as sqrt's (JAX, PyTorch); x^0 is
+    # constant, so y = 0 gives 0 (not 0 * inf)
+    dx = ops.select(y == 0.0, ops.zeros_like(out), y * x ** (y - 1.0))
     dy = ops.select(x_is_zero, ops.zeros_like(out), out * ops.log(safe_x))
     return [dx, dy]
 
