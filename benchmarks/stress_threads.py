@@ -32,7 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tracejit  # noqa: E402
-from tracejit import numpy_build, trace  # noqa: E402
+from tracejit.numpy import build as numpy_build  # noqa: E402
+from tracejit.trace import tracer as trace  # noqa: E402
 
 # (compile mode, compile worker) pairs: interpreter until a background compile in
 # the worker process lands; the same in a thread of this process; compile first

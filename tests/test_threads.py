@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import tracejit
-from tracejit import numpy_build, scipy_api, trace
+from tracejit.numpy import build as numpy_build
+from tracejit.numpy import scipy as scipy_api
+from tracejit.trace import tracer as trace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
