@@ -360,6 +360,38 @@ def expm1(x):
 
 
 @njit(**_JIT)
+def exp2(x):
+    """2^x like np.exp2: 2^k e^(f ln2) with k = rint(x) and f = x - k exact, so only
+    the small product f ln2 rounds (exp(x ln2) amplified that rounding |x ln2| times)."""
+    hi = _c(x, 128.0 if _is32(x) else 1024.0)  # 2^hi overflows; 2^lo rounds to 0
+    lo = _c(x, -151.0 if _is32(x) else -1076.0)
+    xc = _clamp(x, lo, hi)
+    k = np.rint(xc)
+    r = (xc - k) * _c(x, 0.6931471805599453)
+    y = _scale(_c(x, 1.0) + _expm1_poly(r), k)
+    y = _c(x, np.inf) if x >= hi else y
+    return x if x != x else y
+
+
+@njit(**_JIT)
+def cbrt(x):
+    """np.cbrt, polished by one Newton step whose residual y^3 - x is formed
+    exactly with FMAs (Numba's cbrt alone is up to ~3.5 ulps off). Tiny x are
+    scaled by 2^(3m) first so that the residual stays a normal number."""
+    tiny = abs(x) < _c(x, 1e-30 if _is32(x) else 1e-270)
+    up = _c(x, 2.0 ** 48 if _is32(x) else 2.0 ** 300)
+    down = _c(x, 2.0 ** -16 if _is32(x) else 2.0 ** -100)
+    xs = x * up if tiny else x
+    y = np.cbrt(xs)
+    square = y * y
+    square_lo = _fma(y, y, -square)
+    residual = _fma(square, y, -xs) + square_lo * y
+    polished = y - residual / (_c(x, 3.0) * square)
+    y = polished if (y != _c(x, 0.0) and abs(y) < _c(x, np.inf)) else y
+    return y * down if tiny else y
+
+
+@njit(**_JIT)
 def erf(x):
     """`math.erf` in the argument's precision (Numba's gives float64)."""
     return _c(x, math.erf(x))
@@ -853,6 +885,9 @@ def erfc(x):
 
 @njit(**_JIT)
 def lgamma(x):
+    """math.lgamma, and -log|x| below 2^-60 (where it overflows 1/x: inf at 1e-310)."""
+    if x != 0.0 and abs(x) < 8.673617379884035e-19:
+        return _c(x, -math.log(abs(x)))
     return _c(x, math.lgamma(x))
 
 
@@ -866,14 +901,18 @@ def polygamma(n, x):
     shift x up past 20 by the recurrence, then the asymptotic series."""
     if x != x or (x <= 0.0 and x == math.floor(x)):
         return np.nan + x * 0.0
+    if n == 0 and x < 0.0:  # reflection, with pi r exact to the last bit of r
+        r = x - np.rint(x)
+        return polygamma(0, 1.0 - x) - math.pi / math.tan(math.pi * r)
     shift = 0.0
     factorial = 1.0
     for k in range(2, n + 1):
         factorial *= k
     sign = 1.0 if n % 2 == 1 else -1.0  # (-1)^(n+1)
-    while x < 20.0:
-        shift += 1.0 / x ** (n + 1)
-        x += 1.0
+    steps = max(0, int(math.ceil(20.0 - x)))
+    for k in range(steps - 1, -1, -1):  # smallest terms first; x + k rounds once each
+        shift += 1.0 / (x + k) ** (n + 1)
+    x = x + steps
     if n == 0:
         inv2 = 1.0 / (x * x)
         series = 0.0

@@ -98,6 +98,7 @@ def _unary(name, to_float=True):
                         "arctan", "sinh", "cosh", "arcsin", "arccos", "arcsinh", "arccosh",
                         "arctanh"))
 neg, abs_ = _unary("neg", False), _unary("abs", False)
+exp2, log2, log10, cbrt = (_unary(n) for n in ("exp2", "log2", "log10", "cbrt"))  # real only
 
 
 def sign(x):
