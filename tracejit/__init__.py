@@ -30,12 +30,15 @@ from .frontend.api import (
     function,
     grad,
     hessian,
+    jacfwd,
     jacobian,
+    jacrev,
     jvp,
     make_ir,
     stop_gradient,
     value_and_grad,
     vjp,
+    vmap,
 )
 from .frontend.tape import GradientTape, UnconnectedGradients, gradients
 from .frontend.variables import Variable
@@ -46,6 +49,6 @@ __all__ = [
     "ConcretizationError", "Function", "GradientTape", "LeakedTracerError", "Profiler",
     "Report", "RetraceWarning", "ShapeError", "TracejitError", "TracerTypeError",
     "UnconnectedGradients", "UnsupportedError", "Variable", "custom_vjp", "function", "grad",
-    "gradients", "hessian", "jacobian", "jvp", "make_ir", "profile", "profiler",
-    "stop_gradient", "value_and_grad", "vjp",
+    "gradients", "hessian", "jacfwd", "jacobian", "jacrev", "jvp", "make_ir", "profile", "profiler",
+    "stop_gradient", "value_and_grad", "vjp", "vmap",
 ]

@@ -25,7 +25,7 @@ from ..core.shapes import concrete_shape, resolve
 from ..observe import events
 from ..trace import ops
 from ..trace.tracer import _builders, current_builder
-from ..transforms import autodiff
+from ..transforms import autodiff, batching
 from ..transforms.pipeline import run_passes
 from . import protocol, variables
 
@@ -571,10 +571,26 @@ def _transform(kind, fun: Function) -> Transform:
     return transform
 
 
-def jacobian(fun, argnums=0, holomorphic=False):
-    """Dense Jacobian by reverse mode, one backward kernel call per output
-    element; shape `out.shape + x.shape` for array argument(s). Complex outputs
-    need `holomorphic=True` (the entries are then d out_i / d z_j), as JAX's jacrev."""
+def vmap(fun, in_axes=0, out_axes=0, axis_size=None, chunk_size=None):
+    """Vectorise `fun` over a mapped axis of its arguments, as `jax.vmap`: `in_axes`
+    (an int, None, or a pytree prefix of the arguments) says which axis of each
+    argument is mapped (None: broadcast, the same for every example); `out_axes`
+    where the mapped axis goes in the outputs. Keyword arguments map along axis
+    0. The batched function is one traced program, compiled into one kernel whose
+    batch size is symbolic (a new batch size does not recompile); it composes
+    with `grad`, `jvp`, `function`, `lax` loops and another `vmap`. `chunk_size`
+    (as torch.func.vmap) runs a call's batch in chunks of that many examples."""
+    def batched(*args, **kwargs):
+        return batching.vmap_traced(fun, args, in_axes, out_axes, axis_size, kwargs)
+
+    batched.__name__ = batched.__qualname__ = f"vmap_{getattr(fun, '__name__', 'fn')}"
+    batched.__doc__ = getattr(fun, "__doc__", None)
+    compiled = Function(batched)
+    return compiled if chunk_size is None else batching.Chunked(compiled, chunk_size, in_axes,
+                                                                out_axes)
+
+
+def _jacobian(fun, argnums, holomorphic, reverse: bool, name: str):
     fun = as_function(fun)
 
     def jac(*args):
@@ -582,24 +598,31 @@ def jacobian(fun, argnums=0, holomorphic=False):
             for leaf in pytree.flatten(args[n])[0]:
                 _check_holomorphic_input(ops.aval_of(leaf), holomorphic,
                                          f"argument {n} of {fun.name}")
-        out, vjp_fn = vjp(fun, *args)
-        out = np.asarray(out)
-        _check_complex_output(ops.aval_of(out), holomorphic, f"jacobian of {fun.name}")
-        rows = []
-        for k in range(out.size):
-            basis = np.zeros(out.size, dtype=out.dtype)
-            basis[k] = 1.0
-            rows.append(vjp_fn(basis.reshape(out.shape)))
-        picked = [tuple(np.stack([row[n] for row in rows]).reshape(
-            out.shape + np.shape(args[n])) for n in _as_tuple(argnums))]
-        return picked[0][0] if isinstance(argnums, int) else picked[0]
+        return batching.jacobian_traced(fun, args, argnums, reverse, holomorphic)
 
-    return jac
+    jac.__name__ = jac.__qualname__ = f"{name}_{fun.name}"
+    return Function(jac)
+
+
+def jacrev(fun, argnums=0, holomorphic=False):
+    """Dense Jacobian by reverse mode, as `jax.jacrev`: the VJP mapped over the
+    output basis (vmap), one kernel; each entry has shape `out.shape + x.shape`.
+    Complex outputs need `holomorphic=True` (the entries are then d out_i / d z_j)."""
+    return _jacobian(fun, argnums, holomorphic, True, "jacrev")
+
+
+jacobian = jacrev
+
+
+def jacfwd(fun, argnums=0, holomorphic=False):
+    """Dense Jacobian by forward mode, as `jax.jacfwd`: the JVP mapped over the
+    input basis, one kernel (cheaper than `jacrev` when inputs are fewer than outputs)."""
+    return _jacobian(fun, argnums, holomorphic, False, "jacfwd")
 
 
 def hessian(fun, argnums=0, holomorphic=False):
-    """Second derivatives: the Jacobian of the compiled gradient."""
-    return jacobian(grad(fun, argnums, holomorphic=holomorphic), argnums, holomorphic)
+    """Second derivatives, `jacfwd(jacrev(fun))` as JAX: one kernel."""
+    return jacfwd(jacrev(fun, argnums, holomorphic), argnums, holomorphic)
 
 
 def stop_gradient(x):
