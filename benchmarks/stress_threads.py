@@ -62,10 +62,10 @@ PROGRAMS = {
 }
 
 
-def signatures(thread: int) -> list[tuple]:
+def signatures(thread: int, batches=BATCHES) -> list[tuple]:
     """(dtype, batch) pairs: neighbouring threads share some, so traces of one
     signature race as well as traces of different ones."""
-    return [(DTYPES[(thread + k) % 2], BATCHES[(thread + k) % len(BATCHES)]) for k in range(2)]
+    return [(DTYPES[(thread + k) % 2], batches[(thread + k) % len(batches)]) for k in range(2)]
 
 
 def arguments(dtype, batch: int) -> tuple:
@@ -75,14 +75,23 @@ def arguments(dtype, batch: int) -> tuple:
     return w, x
 
 
-def serial_results() -> dict:
-    """(program, dtype, batch) -> the result of one call on this thread alone."""
+def serial_results(batches=BATCHES) -> dict:
+    """(program, dtype, batch) -> the result of one call on this thread alone
+    (through the interpreter: the reference costs no compile)."""
     out = {}
-    for name, make in PROGRAMS.items():
-        fn = make()
-        for dtype in DTYPES:
-            for batch in BATCHES:
-                out[name, np.dtype(dtype).name, batch] = fn(*arguments(dtype, batch))
+    saved = os.environ.get("TRACEJIT_DISABLE_JIT")
+    os.environ["TRACEJIT_DISABLE_JIT"] = "1"
+    try:
+        for name, make in PROGRAMS.items():
+            fn = make()
+            for dtype in DTYPES:
+                for batch in batches:
+                    out[name, np.dtype(dtype).name, batch] = fn(*arguments(dtype, batch))
+    finally:
+        if saved is None:
+            os.environ.pop("TRACEJIT_DISABLE_JIT")
+        else:
+            os.environ["TRACEJIT_DISABLE_JIT"] = saved
     return out
 
 
@@ -103,14 +112,14 @@ def check_result(got, expected, where: str) -> None:
         np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol, err_msg=where)
 
 
-def one_round(threads: int, expected: dict) -> int:
+def one_round(threads: int, expected: dict, batches=BATCHES) -> int:
     """Run one round; returns how many calls it checked."""
     fns = {name: make() for name, make in PROGRAMS.items()}
     barrier = threading.Barrier(threads)
     results: list = [None] * threads
 
     def work(thread: int) -> None:
-        calls = [(name, dtype, batch) for dtype, batch in signatures(thread)
+        calls = [(name, dtype, batch) for dtype, batch in signatures(thread, batches)
                  for name in (list(fns)[thread % 3:] + list(fns)[:thread % 3])]
         try:
             barrier.wait()
@@ -155,16 +164,16 @@ def compile_mode(mode: str):
                 os.environ[key] = value
 
 
-def stress(rounds: int, threads: int, modes=tuple(MODES)) -> dict:
+def stress(rounds: int, threads: int, modes=tuple(MODES), batches=BATCHES) -> dict:
     """mode -> calls checked; raises AssertionError at the first wrong result."""
-    with compile_mode("sync"):
-        expected = serial_results()
+    expected = serial_results(batches)
     checked = {}
     with warnings.catch_warnings():  # fresh objects every round, on purpose
         warnings.simplefilter("ignore", tracejit.RetraceWarning)
         for mode in modes:
             with compile_mode(mode):
-                checked[mode] = sum(one_round(threads, expected) for _ in range(rounds))
+                checked[mode] = sum(one_round(threads, expected, batches)
+                                    for _ in range(rounds))
     return checked
 
 

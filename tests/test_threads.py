@@ -26,7 +26,7 @@ import stress_threads  # noqa: E402
 def test_concurrent_cold_calls_return_arrays_equal_to_serial(mode):
     """Before the builder stack was per thread, a cold call made while another
     thread traced recorded into that trace and returned one of its tracers."""
-    checked = stress_threads.stress(rounds=2, threads=6, modes=(mode,))
+    checked = stress_threads.stress(rounds=2, threads=6, modes=(mode,), batches=(2, 3))
     assert checked[mode] == 2 * 6 * 2 * len(stress_threads.PROGRAMS)
 
 
