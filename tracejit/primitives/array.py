@@ -312,10 +312,10 @@ def _polygamma_impl(x, *, n):
     out = _scipy_special("polygamma")(n, x)
     if n != 0:
         return out
-    x = np.asarray(x)
+    x = np.asarray(x, np.float64)  # float32 too: the two terms nearly cancel
     with np.errstate(all="ignore"):
         r = x - np.rint(x)
-        reflected = _scipy_special("polygamma")(0, 1.0 - x) - np.pi / np.tan(np.pi * r)
+        reflected = _scipy_special("psi")(1.0 - x) - np.pi / np.tan(np.pi * r)
     return np.where((x < 0) & (r != 0), reflected, out).astype(out.dtype)
 
 

@@ -5,6 +5,8 @@ know only their abstract value; every NumPy operation on them goes through
 `bind`, which applies the primitive's shape rule and records an equation.
 Builders nest (a `grad` traced inside a `function`): a tracer of an outer
 builder met by an inner one is captured as an input of the inner program.
+The stack of open builders is per thread: a call made on another thread while
+a trace is open traces (or runs) on its own, never into that trace.
 """
 
 from __future__ import annotations
