@@ -27,7 +27,9 @@ from ..trace import ops
 from ..trace.tracer import _builders, current_builder
 from ..transforms import autodiff, batching
 from ..transforms.pipeline import run_passes
-from . import protocol, variables
+from . import eager_grad, protocol, variables
+from .tape import GradientTape, UnconnectedGradients
+from .variables import Variable
 
 
 def _as_tuple(value) -> tuple:
@@ -323,6 +325,19 @@ class Grad(Transform):
         self.has_aux = has_aux
         self.with_value = with_value
         self.holomorphic = holomorphic
+        self.eagerly = False  # set when tracing met value-dependent Python control flow
+
+    def __call__(self, *args, **kwargs):
+        if self.eagerly and eager_grad.can_fall_back():
+            return eager_grad.eager_grad(self, args, kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        except errors.ConcretizationError as error:
+            if not eager_grad.can_fall_back():
+                raise
+            eager_grad.warn_once(self, error)
+            self.eagerly = True
+            return eager_grad.eager_grad(self, args, kwargs)
 
     def build(self, dynamic, statics):
         argnums = _as_tuple(self.argnums)
@@ -665,3 +680,29 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp, used as a decorator
 def make_ir(fn, static_argnums=()):
     """`make_ir(fn)(*args)` -> the (optimised) IR of an undecorated function."""
     return Function(fn, static_argnums).ir
+
+
+# ------------------------------------------------------------ tf.gradients
+
+def gradients(fn, sources, unconnected_gradients=UnconnectedGradients.NONE):
+    """The symbolic gradient of `tf.gradients`, built once: returns a compiled
+    function of `fn`'s arguments giving d fn(*args) / d sources (Variables,
+    in the structure of `sources`). New data or new Variable values do not
+    trace again.
+
+        grad_fn = tracejit.gradients(lambda data: loss(var, data), [var])
+        grad_fn(data)[0]        # as sess.run(var_grad, feed_dict={data: ...})
+    """
+    for source in pytree.flatten(sources)[0]:
+        if not isinstance(source, Variable):
+            raise TracerTypeError("tracejit.gradients: sources must be tracejit.Variables "
+                                  f"(got a {type(source).__name__}); pass data as arguments")
+
+    def gradient_of(*args):
+        with GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(sources)
+            loss = fn(*args)
+        return tape.gradient(loss, sources, unconnected_gradients=unconnected_gradients)
+
+    gradient_of.__name__ = f"gradients_of_{getattr(fn, '__name__', 'fn')}"
+    return Function(gradient_of)

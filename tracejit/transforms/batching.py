@@ -429,7 +429,7 @@ def _register_rules() -> None:
     }
     for name, shift in front_rules.items():
         R[name].batch = _front_rule(name, shift)
-    for name in ("stop_gradient", "argsort", "fft", "cholesky", "slogdet", "eigh", "svd"):
+    for name in ("stop_gradient", "argsort", "fft", "cholesky", "slogdet", "eigh", "eig", "svd"):
         R[name].batch = _front_rule(name)  # along trailing axes: the batch leads
     for name in ("solve", "solve_triangular"):
         R[name].batch = _same_batch(name)
