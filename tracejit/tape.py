@@ -7,7 +7,11 @@ that computes values as it records. Either way `gradient` cuts the recorded
 equations between the watched values and the targets into a program and
 differentiates it with `autodiff.vjp_program`: one code path, one set of
 rules. Eagerly, the adjoint program is cached by the structure of the cut
-(`_Adjoints`), so a training loop builds it once and then runs it compiled.
+(`_Adjoints`), so a training loop builds it once and then runs it compiled;
+and the cut itself is made once per structure of the recording (`_Plan`,
+keyed by the eager builder's trail and what the tape watches): a step that
+repeats an earlier one's structure only gathers its values and runs the
+adjoint.
 
 TensorFlow's conventions: a source the target does not depend on gets None
 (or zeros with `unconnected_gradients="zero"`); a non-persistent tape answers
@@ -212,10 +216,15 @@ class GradientTape:
                  "plain array never reach the tape: compute with the value that "
                  "`x = tape.watch(x)` returns")
         replaying = current_builder() is self.builder  # a tape records: the gradient too
-        cut = _cut(self, targets, sources, lift_literals=not replaying)
+        if not replaying and isinstance(self.builder, EagerBuilder):
+            plan = _plan(self, targets, sources)
+            cut, run = plan.cut, plan.runner(self.builder, targets)
+        else:
+            cut = _cut(self, targets, sources, lift_literals=not replaying)
+            run = lambda seeds: _evaluate(self.builder, cut, seeds, replaying)  # noqa: E731
         results = []
         for seeds in seed_sets:
-            grads = [] if cut is None else _evaluate(self.builder, cut, seeds, replaying)
+            grads = [] if cut is None else run(seeds)
             results.append([_source_gradient(cut, k, grads, source, zero)
                             for k, source in enumerate(sources)])
         return results
@@ -352,6 +361,77 @@ def _evaluate(builder, cut: _Cut, seeds, replaying: bool) -> list:
     return _ADJOINTS.run(program, cut.n_sources, len(cut.targets), leaves)
 
 
+# ------------------------------------------------- one cut per structure
+
+class _Plan:
+    """An eager gradient worked out once per structure of recording: the cut,
+    where its inputs are in any recording of that structure (the positions
+    of the values, (equation, operand) positions of the lifted literals), and
+    the adjoint's slot in the cache."""
+
+    def __init__(self, tape: GradientTape, targets, sources):
+        builder = tape.builder
+        self.cut = cut = _cut(tape, targets, sources, lift_literals=True)
+        if cut is None:
+            return
+        program = cut.program
+        ordinal = builder.ordinal
+        self.external = [ordinal[id(v)] for v in program.invars[:cut.n_sources + cut.n_free]]
+        in_cut = {id(e.outputs[0]) for e in program.eqns}
+        self.literals = [(k, p) for k, e in enumerate(builder.eqns) if id(e.outputs[0]) in in_cut
+                         for p, a in enumerate(e.inputs) if isinstance(a, Literal)]
+        assert len(self.literals) == len(cut.literals)
+        self.slot = _ADJOINTS.slot(program, cut.n_sources, len(cut.targets))
+
+    def runner(self, builder: EagerBuilder, targets):
+        """The gradient of this recording, per set of seeds."""
+        cut = self.cut
+        if cut is None:
+            return None
+        vars_, values, eqns = builder.vars, builder.values, builder.eqns
+        leaves = [values[id(vars_[k])] for k in self.external]
+        leaves += [eqns[e].inputs[p].value for e, p in self.literals]
+        kept = [targets[k] for k in cut.kept]
+
+        def run(seeds):
+            seeds = [None] * len(kept) if seeds is None else [seeds[k] for k in cut.kept]
+            return self.slot.run(leaves + [_seed(t, s, traced=False) for t, s in zip(kept, seeds)])
+
+        return run
+
+
+def _plan(tape: GradientTape, targets, sources) -> _Plan:
+    key = _plan_key(tape, targets, sources)
+    plan = _ADJOINTS.plans.get(key) if key is not None else None
+    if plan is None:
+        plan = _Plan(tape, targets, sources)
+        if key is not None:
+            _ADJOINTS.remember(key, plan)
+    return plan
+
+
+def _plan_key(tape: GradientTape, targets, sources):
+    """What the cut depends on, by position in the recording: its structure
+    (the trie node it reached), the ranges this tape recorded, the watched
+    values, targets and sources. None when some value was not numbered."""
+    builder = tape.builder
+    ordinal = builder.ordinal
+    watched = set(tape._watched_ids)
+    for key in tape._watched_vars:
+        watched.update(tape._reads.get(key, ()))
+    ranges = list(tape._segments)
+    if tape._open is not None:
+        ranges.append((tape._open, len(builder.eqns)))
+    try:
+        return (builder.node, tuple(ranges),
+                tuple(sorted(ordinal[i] for i in watched)),
+                tuple(ordinal[id(t.ir_var)] if isinstance(t, Tracer) and t.builder is builder
+                      else None for t in targets),
+                tuple(tuple(sorted(ordinal[i] for i in _source_ids(tape, s))) for s in sources))
+    except KeyError:
+        return None
+
+
 def _seeds(seeds, cut: _Cut) -> list:
     if seeds is None:
         return [None] * len(cut.targets)
@@ -445,33 +525,56 @@ class _Adjoints:
 
     def __init__(self):
         self.stats = Stats()
-        self._by_structure: dict = {}  # structure key -> _Adjoint, or None when seen once
+        self._by_structure: dict = {}  # structure key -> _Slot
+        self.plans: dict = {}  # plan key (tape.py's) -> _Plan
 
-    def run(self, program: Program, n_sources: int, n_targets: int, leaves: list) -> list:
+    def slot(self, program: Program, n_sources: int, n_targets: int) -> _Slot:
         key = structure_key(program, n_sources, n_targets)
-        adjoint = self._by_structure.get(key, _UNSEEN)
-        if adjoint is _UNSEEN:
+        slot = self._by_structure.get(key)
+        if slot is None:
             if len(self._by_structure) >= MAX_STRUCTURES:
                 self.clear()
-            self._by_structure[key] = None
-            joint = prepare(_joint(program, n_sources, n_targets))
-            return [_typed(v, a.aval) for v, a in
-                    zip(interpret(joint, leaves, joint.consts), joint.outvars)]
-        if adjoint is None:
-            adjoint = self._by_structure[key] = _Adjoint(self.stats)
-        adjoint.pending = (program, n_sources, n_targets)
-        return list(adjoint.call_flat(tuple(leaves)))
+            slot = self._by_structure[key] = _Slot(self.stats, program, n_sources, n_targets)
+        return slot
+
+    def run(self, program: Program, n_sources: int, n_targets: int, leaves: list) -> list:
+        return self.slot(program, n_sources, n_targets).run(leaves)
+
+    def remember(self, key, plan: _Plan) -> None:
+        if len(self.plans) >= MAX_STRUCTURES:
+            self.plans.clear()
+        self.plans[key] = plan
 
     def wait(self) -> None:
-        for adjoint in list(self._by_structure.values()):
-            if adjoint is not None:
-                adjoint.wait()
+        for slot in list(self._by_structure.values()):
+            if slot.adjoint is not None:
+                slot.adjoint.wait()
 
     def clear(self) -> None:
         self._by_structure.clear()
+        self.plans.clear()
 
 
-_UNSEEN = object()
+class _Slot:
+    """One structure's adjoint: interpreted the first time, then compiled."""
+
+    def __init__(self, stats: Stats, program: Program, n_sources: int, n_targets: int):
+        self.stats = stats
+        self.pending = (program, n_sources, n_targets)
+        self.adjoint: _Adjoint | None = None
+        self.seen = False
+
+    def run(self, leaves: list) -> list:
+        if self.adjoint is not None:
+            return list(self.adjoint.call_flat(tuple(leaves)))
+        if self.seen:
+            self.adjoint = _Adjoint(self.stats)
+            self.adjoint.pending = self.pending
+            return self.run(leaves)
+        self.seen = True
+        joint = prepare(_joint(*self.pending))
+        return [_typed(v, a.aval) for v, a in
+                zip(interpret(joint, leaves, joint.consts), joint.outvars)]
 
 
 def _typed(value, aval):
