@@ -26,8 +26,12 @@ this one run. Targets: seed-model >= 5x faster than JAX and >= 30x faster than
 Keras; mlp-784 no slower than the fastest column.
 
 The eager section times `with GradientTape(): loss = ...; tape.gradient(...)`
-on the seed model: tracejit's eager tape against TensorFlow's eager tape (no
-tf.function) and PyTorch's autograd.
+on both workloads: tracejit's eager tape against TensorFlow's eager tape (no
+tf.function) and PyTorch's autograd (issue 21's target: no slower than
+PyTorch). Under each table, the tape's cost per recorded operation: the
+operations one step records, the forward pass on the tape, the same
+operations' NumPy implementations called back to back, and the difference
+per operation (target: at most 5 µs).
 """
 
 from __future__ import annotations
@@ -108,22 +112,59 @@ def build_tracejit(w: Workload, dtype) -> Impl:
     return Impl("tracejit", lambda: step(x, y)[0], model.get_weights, step.wait)
 
 
-def build_tracejit_eager_tape(w: Workload, dtype) -> Impl:
-    """Forward and gradient on tracejit's eager tape (no update)."""
+def _tracejit_eager_forward(w: Workload, dtype):
+    """(forward on a new tape -> (tape, loss), the model's variables)."""
     import tracejit
     from tracejit import nn
 
     weights, x, y = initial(w, dtype)
     model = _tracejit_model(w, dtype, weights)
     loss_fn = nn.losses.CategoricalCrossentropy(from_logits=True)
+
+    def forward():
+        with tracejit.GradientTape() as tape:
+            loss = loss_fn(y, model(x))
+        return tape, loss
+
+    return forward, model
+
+
+def build_tracejit_eager_tape(w: Workload, dtype) -> Impl:
+    """Forward and gradient on tracejit's eager tape (no update)."""
+    import tracejit
+
+    forward, model = _tracejit_eager_forward(w, dtype)
     variables = model.trainable_variables
 
     def step():
-        with tracejit.GradientTape() as tape:
-            loss = loss_fn(y, model(x))
+        tape, loss = forward()
         return tape.gradient(loss, variables)
 
     return Impl("tracejit eager tape", step, model.get_weights, tracejit.GradientTape.wait)
+
+
+def eager_overhead(w: Workload, dtype, rounds: int, sample_s: float) -> None:
+    """The tape's cost per recorded operation: the forward pass on the tape
+    against the NumPy implementations of the operations it records."""
+    from tracejit.ir import Literal
+
+    forward, _ = _tracejit_eager_forward(w, dtype)
+    tape, _ = forward()
+    builder = tape.builder
+    calls = [(e.prim.impl, [a.value if isinstance(a, Literal) else builder.values[id(a)]
+                            for a in e.inputs], e.params) for e in builder.eqns]
+
+    def numpy_only():
+        for impl, args, params in calls:
+            impl(*args, **params)
+
+    times = time_interleaved([Impl("tape forward", forward, list),
+                              Impl("numpy", numpy_only, list)], rounds, sample_s)
+    n = len(calls)
+    per_op = (times["tape forward"] - times["numpy"]) / n
+    print(f"\n{w.name}: {n} recorded operations per step; forward on the tape "
+          f"{times['tape forward']:,.1f} µs, their NumPy implementations alone "
+          f"{times['numpy']:,.1f} µs: the tape's overhead {per_op:.1f} µs per operation")
 
 
 # ---------------------------------------------------------------------- JAX
@@ -365,11 +406,12 @@ def main(argv=None) -> None:
             print("\ntracejit is " + ", ".join(f"{r:.1f}x faster than {n}"
                                              for n, r in sorted(others.items())))
     if args.only in (None, "eager"):
-        w = WORKLOADS[0]
-        impls, missing = build_all(EAGER, w, dtype)
-        times = time_interleaved(impls, args.rounds, args.sample_seconds)
-        report(f"{w.name}: eager forward + tape.gradient, batch {w.batch}", times, missing,
-               "tracejit eager tape")
+        for w in WORKLOADS:
+            impls, missing = build_all(EAGER, w, dtype)
+            times = time_interleaved(impls, args.rounds, args.sample_seconds)
+            report(f"{w.name}: eager forward + tape.gradient, batch {w.batch}", times, missing,
+                   "tracejit eager tape")
+            eager_overhead(w, dtype, args.rounds, args.sample_seconds)
 
 
 if __name__ == "__main__":

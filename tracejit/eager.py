@@ -87,8 +87,8 @@ class EagerBuilder(Builder):
                 recorded = True
                 refs.append(ordinal[id(atom)])
                 values.append(arg.value)
-            elif kind is float or kind is int or kind is bool or kind is complex:
-                atom = Literal(arg, weak_aval(arg))
+            elif kind in _WEAK_AVALS:  # a Python scalar
+                atom = _weak_literal(arg, _WEAK_AVALS[kind])
                 refs.append(atom.aval)
                 values.append(arg)
             elif kind is np.ndarray or isinstance(arg, np.generic):
@@ -111,13 +111,22 @@ class EagerBuilder(Builder):
             node = self._grow(key, _Node(avals, location, prim))
         else:
             location = _locations[-1] if _locations else node.location
+        value = prim.impl(*values, **params)
+        if node.single:  # one result (the common case, unrolled)
+            var = Var(node.avals[0])
+            self.eqns.append(Eqn(prim, inputs, params, [var], location))
+            self.node = node
+            self.ordinal[id(var)] = len(self.vars)
+            self.vars.append(var)
+            self.values[id(var)] = value
+            return EagerTracer(self, var, value)
         outs = [Var(aval) for aval in node.avals]
         if outs:  # an equation with no results is dead (the IR has no effects)
             self.eqns.append(Eqn(prim, inputs, params, outs, location))
             self.node = node
             for var in outs:
                 self._number(var)
-        return self._tracers(prim, outs, prim.impl(*values, **params))
+        return self._tracers(prim, outs, value)
 
     def _result_types(self, prim, inputs, params, location):
         """The shape and dtype rule, on concrete sizes (results are concrete)."""
@@ -212,7 +221,20 @@ class EagerBuilder(Builder):
 def concrete_aval(value) -> AVal:
     """The abstract value of a recorded array: its sizes as they are (an eager
     recording serves one step; tape.py's gradient programs are keyed by them)."""
+    if type(value) is np.ndarray:
+        return AVal(value.shape, value.dtype)
     return AVal(tuple(np.shape(value)), np.result_type(value))
+
+
+_WEAK_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex)}
+
+
+def _weak_literal(value, aval: AVal) -> Literal:
+    """`Literal(value, aval)` for a Python scalar, without NumPy's conversion machinery."""
+    literal = Literal.__new__(Literal)
+    literal.value = aval.dtype.type(value)
+    literal.aval = aval
+    return literal
 
 
 class _Node:
@@ -225,12 +247,13 @@ class _Node:
     earlier one's structure works out neither. tape.py keys the gradient's
     plan by the node a recording reached."""
 
-    __slots__ = ("children", "avals", "location", "prim")
+    __slots__ = ("children", "avals", "location", "prim", "single")
 
     def __init__(self, avals, location, prim=None):
         self.children: dict = {}
         self.avals, self.location = avals, location
         self.prim = prim  # (keeps the primitive whose id is in the keys alive)
+        self.single = prim is not None and not prim.multiple_results and len(avals) == 1
 
 
 class _Trie:
@@ -286,7 +309,8 @@ class EagerTracer(Tracer):
     __slots__ = ("value",)
 
     def __init__(self, builder: EagerBuilder, var: Var, value):
-        super().__init__(builder, var)
+        self.builder = builder
+        self.ir_var = var
         self.value = value
 
     def numpy(self):

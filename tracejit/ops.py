@@ -60,10 +60,29 @@ def convert(x, dtype):
 
 def promote(*values, to_float=False):
     values = [operand(v) for v in values]
-    dtype = result_dtype(*values)
-    if to_float and not is_inexact(dtype):
-        dtype = np.dtype(np.float64)
-    return [convert(v, dtype) for v in values]
+    avals = [aval_of(v) for v in values]
+    dtype = _promoted(tuple((a.dtype, a.weak) for a in avals), to_float)
+    # a strong tracer of the dtype already is its conversion (the common case, kept cheap)
+    return [v if isinstance(v, Tracer) and a.dtype == dtype and not a.weak else convert(v, dtype)
+            for v, a in zip(values, avals)]
+
+
+_PROMOTED: dict = {}  # ((dtype, weak) per operand, to_float) -> the promoted dtype
+
+
+def _promoted(types: tuple, to_float: bool) -> np.dtype:
+    dtype = _PROMOTED.get((types, to_float))
+    if dtype is None:
+        strong = [d for d, weak in types if not weak]
+        weak = [d for d, w in types if w]
+        if strong:
+            dtype = np.result_type(*strong, *[WEAK_STAND_INS[d.kind] for d in weak])
+        else:
+            dtype = np.result_type(*weak)
+        if to_float and not is_inexact(dtype):
+            dtype = np.dtype(np.float64)
+        _PROMOTED[(types, to_float)] = dtype
+    return dtype
 
 
 def _binary(name, to_float=False):

@@ -229,7 +229,7 @@ def bind(prim, *args, _traced=False, **params):
     """Apply `prim`: record an equation when tracing, else run the NumPy reference.
     Constant operands are folded eagerly unless the result's shape is symbolic
     (a parameter holds a `Sym`) or `_traced` asks for an equation anyway."""
-    builder = current_builder()
+    builder = _builders[-1] if _builders else None
     if builder is not None and builder.fast_bind is not None:
         result = builder.fast_bind(prim, args, params, _traced)  # an eager tape's lean path
         if result is not NotImplemented:
