@@ -35,7 +35,7 @@ from .errors import TracerTypeError, warn
 from .interpreter import interpret
 from .ir import Eqn, Literal, Program, Var, programs_in
 from .shapes import Sym, resolve
-from .trace import Tracer, current_builder, replay
+from .trace import Builder, Tracer, current_builder, located, replay, store
 from .variables import Variable, recording_tapes
 
 
@@ -381,7 +381,13 @@ class _Plan:
         self.literals = [(k, p) for k, e in enumerate(builder.eqns) if id(e.outputs[0]) in in_cut
                          for p, a in enumerate(e.inputs) if isinstance(a, Literal)]
         assert len(self.literals) == len(cut.literals)
-        self.slot = _ADJOINTS.slot(program, cut.n_sources, len(cut.targets))
+        backward, used = _backward_program(program, cut.n_sources)
+        # where each input of the backward program is in a recording: (trail
+        # position, None) for a value, (equation, operand) for a lifted literal
+        places = [(k, None) for k in self.external] + self.literals + [
+            (ordinal[id(v)], None) for e in program.eqns for v in e.outputs]
+        self.places = [places[k] for k in used]
+        self.slot = _ADJOINTS.slot(backward, cut.n_sources, len(cut.targets))
 
     def runner(self, builder: EagerBuilder, targets):
         """The gradient of this recording, per set of seeds."""
@@ -389,8 +395,8 @@ class _Plan:
         if cut is None:
             return None
         vars_, values, eqns = builder.vars, builder.values, builder.eqns
-        leaves = [values[id(vars_[k])] for k in self.external]
-        leaves += [eqns[e].inputs[p].value for e, p in self.literals]
+        leaves = [values[id(vars_[k])] if p is None else eqns[k].inputs[p].value
+                  for k, p in self.places]
         kept = [targets[k] for k in cut.kept]
 
         def run(seeds):
@@ -398,6 +404,37 @@ class _Plan:
             return self.slot.run(leaves + [_seed(t, s, traced=False) for t, s in zip(kept, seeds)])
 
         return run
+
+
+def _backward_program(program: Program, n_sources: int):
+    """The adjoint of a cut that reads the forward values the tape recorded
+    instead of computing them again: its inputs are the cut's inputs and its
+    equations' outputs (those the derivative rules use: returned as positions
+    in that list), then one seed per target; its outputs the sources'
+    gradients. (Equations whose reverse mode changes their forward pass, a
+    loop saving its steps, are computed again.)"""
+    builder = Builder(program.name + "_vjp")
+    builder.checks.pairs.extend(program.checks.pairs)
+    recorded = list(program.invars) + [v for e in program.eqns for v in e.outputs]
+    with builder, located(f"<gradient of {program.name}>"):
+        env = {id(v): builder.new_input(v.aval) for v in recorded}
+        pullbacks = {}
+        for eqn in program.eqns:
+            if eqn.prim.vjp_forward is not None and autodiff._needs_gradient(eqn):
+                xs = [autodiff._read(env, a) for a in eqn.inputs]
+                with located(eqn.location):
+                    result, pullbacks[id(eqn)] = eqn.prim.vjp_forward(*xs, **eqn.params)
+                store(env, eqn, result)
+        cts: dict = {}
+        for atom in program.outvars:
+            autodiff._accumulate(cts, atom, builder.new_input(atom.aval))
+        autodiff._backward(program, env, cts, pullbacks)
+        grads = [autodiff._gradient_of(cts, v, env[id(v)]) for v in program.invars[:n_sources]]
+        backward = passes.dce(builder.program(grads))
+    read = {id(a) for e in backward.eqns for a in e.inputs} | {id(a) for a in backward.outvars}
+    used = [k for k, v in enumerate(backward.invars[:len(recorded)]) if id(v) in read]
+    invars = [backward.invars[k] for k in used] + backward.invars[len(recorded):]
+    return replace(backward, invars=invars), used
 
 
 def _plan(tape: GradientTape, targets, sources) -> _Plan:
@@ -504,17 +541,16 @@ class _Adjoint(Dispatcher):
     """The compiled adjoint of one structure of cut (its own dispatch table:
     per batch size and dtypes, as any function)."""
 
-    def __init__(self, stats: Stats):
+    def __init__(self, stats: Stats, program: Program, n_sources: int):
         super().__init__("tape_gradient")
         self.stats = stats
-        self.pending = None  # (cut program, n_sources, n_targets) of the call being served
+        self.program, self.n_sources = program, n_sources
 
     def build(self, args, statics):
-        program, n_sources, n_targets = self.pending
+        program = self.program
         input_syms = [(k, axis, d) for k, v in enumerate(program.invars)
                       for axis, d in enumerate(v.aval.shape) if type(d) is not int]
-        treedef = ("t", (pytree.LEAF,) * n_sources)
-        return _joint(program, n_sources, n_targets), treedef, input_syms
+        return program, ("t", (pytree.LEAF,) * self.n_sources), input_syms
 
 
 class _Adjoints:
@@ -529,16 +565,26 @@ class _Adjoints:
         self.plans: dict = {}  # plan key (tape.py's) -> _Plan
 
     def slot(self, program: Program, n_sources: int, n_targets: int) -> _Slot:
+        """The slot of an adjoint program: (inputs..., target seeds...) ->
+        source gradients."""
         key = structure_key(program, n_sources, n_targets)
         slot = self._by_structure.get(key)
         if slot is None:
             if len(self._by_structure) >= MAX_STRUCTURES:
                 self.clear()
-            slot = self._by_structure[key] = _Slot(self.stats, program, n_sources, n_targets)
+            slot = self._by_structure[key] = _Slot(self.stats, program, n_sources)
         return slot
 
     def run(self, program: Program, n_sources: int, n_targets: int, leaves: list) -> list:
-        return self.slot(program, n_sources, n_targets).run(leaves)
+        """The gradient of a cut: its joint (forward computed again) in a slot."""
+        key = ("joint", structure_key(program, n_sources, n_targets))
+        slot = self._by_structure.get(key)
+        if slot is None:
+            if len(self._by_structure) >= MAX_STRUCTURES:
+                self.clear()
+            joint = _joint(program, n_sources, n_targets)
+            slot = self._by_structure[key] = _Slot(self.stats, joint, n_sources)
+        return slot.run(leaves)
 
     def remember(self, key, plan: _Plan) -> None:
         if len(self.plans) >= MAX_STRUCTURES:
@@ -558,9 +604,9 @@ class _Adjoints:
 class _Slot:
     """One structure's adjoint: interpreted the first time, then compiled."""
 
-    def __init__(self, stats: Stats, program: Program, n_sources: int, n_targets: int):
+    def __init__(self, stats: Stats, program: Program, n_sources: int):
         self.stats = stats
-        self.pending = (program, n_sources, n_targets)
+        self.program, self.n_sources = program, n_sources
         self.adjoint: _Adjoint | None = None
         self.seen = False
 
@@ -568,13 +614,12 @@ class _Slot:
         if self.adjoint is not None:
             return list(self.adjoint.call_flat(tuple(leaves)))
         if self.seen:
-            self.adjoint = _Adjoint(self.stats)
-            self.adjoint.pending = self.pending
+            self.adjoint = _Adjoint(self.stats, self.program, self.n_sources)
             return self.run(leaves)
         self.seen = True
-        joint = prepare(_joint(*self.pending))
+        program = prepare(self.program)
         return [_typed(v, a.aval) for v, a in
-                zip(interpret(joint, leaves, joint.consts), joint.outvars)]
+                zip(interpret(program, leaves, program.consts), program.outvars)]
 
 
 def _typed(value, aval):
