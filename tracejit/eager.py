@@ -88,7 +88,11 @@ class EagerBuilder(Builder):
                 refs.append(ordinal[id(atom)])
                 values.append(arg.value)
             elif kind in _WEAK_AVALS:  # a Python scalar
-                atom = _weak_literal(arg, _WEAK_AVALS[kind])
+                atom = _literal(arg, _WEAK_AVALS[kind])
+                refs.append(atom.aval)
+                values.append(arg)
+            elif kind in _SCALAR_AVALS:  # a NumPy scalar of a plain dtype
+                atom = _literal(arg, _SCALAR_AVALS[kind])
                 refs.append(atom.aval)
                 values.append(arg)
             elif kind is np.ndarray or isinstance(arg, np.generic):
@@ -227,10 +231,12 @@ def concrete_aval(value) -> AVal:
 
 
 _WEAK_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex)}
+_SCALAR_AVALS = {kind: AVal((), np.dtype(kind)) for kind in (
+    np.float32, np.float64, np.int32, np.int64, np.bool_)}
 
 
-def _weak_literal(value, aval: AVal) -> Literal:
-    """`Literal(value, aval)` for a Python scalar, without NumPy's conversion machinery."""
+def _literal(value, aval: AVal) -> Literal:
+    """`Literal(value, aval)` for a scalar, without NumPy's conversion machinery."""
     literal = Literal.__new__(Literal)
     literal.value = aval.dtype.type(value)
     literal.aval = aval

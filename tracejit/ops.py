@@ -60,11 +60,23 @@ def convert(x, dtype):
 
 def promote(*values, to_float=False):
     values = [operand(v) for v in values]
-    avals = [aval_of(v) for v in values]
+    avals = [v.ir_var.aval if isinstance(v, Tracer) else aval_of(v) for v in values]
     dtype = _promoted(tuple((a.dtype, a.weak) for a in avals), to_float)
-    # a strong tracer of the dtype already is its conversion (the common case, kept cheap)
-    return [v if isinstance(v, Tracer) and a.dtype == dtype and not a.weak else convert(v, dtype)
-            for v, a in zip(values, avals)]
+    return [_promoted_operand(v, a, dtype) for v, a in zip(values, avals)]
+
+
+_PLAIN_DTYPES = frozenset(map(np.dtype, ("float32", "float64", "int32", "int64", "bool")))
+
+
+def _promoted_operand(value, aval, dtype):
+    """`convert(value, dtype)`, cheaply in the common cases: a strong tracer of
+    the dtype is its own conversion, a real Python scalar a NumPy scalar."""
+    if isinstance(value, Tracer):
+        if aval.dtype == dtype and not aval.weak:
+            return value
+    elif type(value) in (float, int, bool) and dtype in _PLAIN_DTYPES:
+        return dtype.type(value)
+    return convert(value, dtype)
 
 
 _PROMOTED: dict = {}  # ((dtype, weak) per operand, to_float) -> the promoted dtype
