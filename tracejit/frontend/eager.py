@@ -1,0 +1,405 @@
+"""The eager side of `GradientTape`: operations recorded as IR while they run.
+
+An `EagerBuilder` is the `Builder` of eager tapes. Operations on watched
+values go through `bind` exactly as in a trace - the same primitives, the same
+shape rules, one equation each - and `result` also computes the value with the
+primitive's NumPy implementation. What they return are `EagerTracer`s: tracers
+that carry their value, so they print, convert (`float`, `np.asarray`,
+`.numpy()`) and branch like arrays. Once no tape records on their builder they
+compute with NumPy on their values. Differentiation is tape.py's business: it
+cuts the recorded equations into a program and hands it to autodiff.
+
+The recording is lean (`fast_bind`, tried first by `bind`): sizes are
+concrete, and each recorded step follows a trie of the structures recorded
+before (`_Node`): when a recording repeats an earlier one (a training loop),
+an op's result types and the user's line come from the node, its value from
+the primitive's NumPy implementation called directly. Only a step that is new
+runs the shape rule and reads the stack. The node a recording ends on names
+its structure: tape.py keeps the gradient's cut per node.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.errors import (
+    TracejitError,
+    UnsupportedError,
+    leaf_problem,
+    user_location,
+    with_location,
+)
+from ..core.ir import AVal, Eqn, Literal, Var
+from ..core.shapes import Sym, resolve
+from ..numpy import api as numpy_api
+from ..trace.tracer import (
+    OPERANDS,
+    Builder,
+    Tracer,
+    _builders,
+    _locations,
+    describe_operands,
+    weak_aval,
+)
+from .variables import recording_tapes
+
+
+class EagerBuilder(Builder):
+    """Records the operations of eager tapes (nested tapes share one) and
+    keeps every recorded value, for the gradient."""
+
+    def __init__(self):
+        super().__init__("tape")
+        self.values: dict[int, object] = {}  # id(Var) -> its value
+        self.active = False  # on the builder stack: operations on its tracers record
+        self.variable_inputs: dict[int, EagerTracer] = {}  # id(Variable) -> current read
+        self.watched_arrays: list = []  # keeps watched arrays alive (inputs keyed by id)
+        self.ordinal: dict[int, int] = {}  # id(Var) -> its position in `vars`
+        self.vars: list[Var] = []  # every recorded variable, in order
+        self.node = _TRIE.root  # the structure recorded so far (see `_Node`)
+
+    def push(self) -> None:
+        _builders.append(self)
+        self.active = True
+
+    def pop(self) -> None:
+        assert _builders and _builders[-1] is self, "tapes must exit in the order they entered"
+        _builders.pop()
+        self.active = False
+
+    def result(self, prim, args, params, outs: list):
+        """bind's general path (symbolic parameters, foreign tracers): its
+        steps get a structure of their own, never shared with another step."""
+        values = prim.impl(*[self.value_of(a) for a in args], **_concrete_params(params))
+        if outs:
+            self.node = _Node(None, None)
+            for var in outs:
+                self._number(var)
+        return self._tracers(prim, outs, values)
+
+    def _tracers(self, prim, outs: list, values):
+        tracers = []
+        for var, value in zip(outs, values if prim.multiple_results else [values]):
+            self.values[id(var)] = value
+            tracers.append(EagerTracer(self, var, value))
+        return tracers if prim.multiple_results else tracers[0]
+
+    # ------------------------------------------------------ the lean path
+    def fast_bind(self, prim, args, params, traced: bool):
+        """`bind` on this tape's values: the equation and its value. The step
+        of structure it makes (`_Node`) knows the result types and the user's
+        line when an earlier recording took it; otherwise they are worked out
+        (and the line read) now. NotImplemented leaves the op to `bind`'s
+        general path (foreign tracers, or constants only: bind folds them)."""
+        inputs, values, refs = [], [], []
+        recorded = traced
+        ordinal = self.ordinal
+        for arg in args:
+            kind = type(arg)
+            if kind is EagerTracer and arg.builder is self:
+                atom = arg.ir_var
+                recorded = True
+                refs.append(ordinal[id(atom)])
+                values.append(arg.value)
+            elif kind in _WEAK_AVALS:  # a Python scalar
+                atom = _literal(arg, _WEAK_AVALS[kind])
+                refs.append(atom.aval)
+                values.append(arg)
+            elif kind in _SCALAR_AVALS:  # a NumPy scalar of a plain dtype
+                atom = _literal(arg, _SCALAR_AVALS[kind])
+                refs.append(atom.aval)
+                values.append(arg)
+            elif kind is np.ndarray or isinstance(arg, np.generic):
+                atom = self._constant(arg)
+                refs.append(ordinal[id(atom)] if type(atom) is Var else atom.aval)
+                values.append(arg)
+            else:
+                return NotImplemented
+            inputs.append(atom)
+        if not recorded:
+            return NotImplemented
+        key = (id(prim), tuple(refs), params_key(params))
+        try:
+            node = self.node.children.get(key)
+        except TypeError:  # an unhashable parameter: a structure of its own
+            node, key = None, None
+        if node is None:
+            location = _locations[-1] if _locations else user_location()
+            avals = self._result_types(prim, inputs, params, location)
+            node = self._grow(key, _Node(avals, location, prim))
+        else:
+            location = _locations[-1] if _locations else node.location
+        value = prim.impl(*values, **params)
+        if node.single:  # one result (the common case, unrolled)
+            var = Var(node.avals[0])
+            self.eqns.append(Eqn(prim, inputs, params, [var], location))
+            self.node = node
+            self.ordinal[id(var)] = len(self.vars)
+            self.vars.append(var)
+            self.values[id(var)] = value
+            return EagerTracer(self, var, value)
+        outs = [Var(aval) for aval in node.avals]
+        if outs:  # an equation with no results is dead (the IR has no effects)
+            self.eqns.append(Eqn(prim, inputs, params, outs, location))
+            self.node = node
+            for var in outs:
+                self._number(var)
+        return self._tracers(prim, outs, value)
+
+    def _result_types(self, prim, inputs, params, location):
+        """The shape and dtype rule, on concrete sizes (results are concrete)."""
+        try:
+            return prim.abstract_eval([a.aval for a in inputs], params, self.checks)
+        except TracejitError as err:
+            message = f"{err.args[0]}\n  op: {prim.name} on {describe_operands(self, inputs)}"
+            raise type(err)(with_location(message, location)) from None
+
+    def _constant(self, array):
+        var = self._captured.get(id(array)) if array.ndim else None
+        if var is not None:
+            return var
+        problem = leaf_problem(array)
+        if problem:
+            raise UnsupportedError(with_location(f"a constant used here {problem}"))
+        return self.capture(array) if array.ndim else Literal(array, AVal((), array.dtype))
+
+    # ------------------------------------------------------ the structure
+    def _grow(self, key, node: _Node) -> _Node:
+        """`node` as the step `key` after the current one (kept for later
+        recordings unless the key is None: then no recording repeats it)."""
+        if key is not None:
+            _TRIE.count += 1
+            if _TRIE.count > MAX_NODES:
+                _TRIE.reset()
+            self.node.children[key] = node
+        return node
+
+    def _number(self, var: Var) -> None:
+        self.ordinal[id(var)] = len(self.vars)
+        self.vars.append(var)
+
+    def _note_input(self, var: Var, kind: str) -> None:
+        key = (kind, var.aval)
+        node = self.node.children.get(key) or self._grow(key, _Node((var.aval,), None))
+        self.node = node
+        self._number(var)
+
+    def value_of(self, value):
+        if isinstance(value, EagerTracer):
+            return value.value
+        if isinstance(value, Tracer):
+            return self.values[id(value.ir_var)]
+        return value
+
+    def input(self, value) -> EagerTracer:
+        """A new recorded input (a watched Variable's value, a watched array)."""
+        var = Var(concrete_aval(value))
+        self.invars.append(var)
+        self.values[id(var)] = value
+        self._note_input(var, "in")
+        return EagerTracer(self, var, value)
+
+    def capture(self, value) -> Var:
+        """Arrays (and values of other tapes) met by recorded operations are
+        constants of the recording."""
+        if isinstance(value, Tracer):
+            value = value.value if isinstance(value, EagerTracer) else self.value_of(value)
+        var = self._captured.get(id(value))
+        if var is None:
+            var = self._captured[id(value)] = Var(concrete_aval(value))
+            self.constvars.append(var)
+            self.const_values.append(value)
+            self.values[id(var)] = value
+            self._note_input(var, "const")
+        return var
+
+    def watch_array(self, value) -> EagerTracer:
+        """`tape.watch(array)`: later operations meeting this array object see
+        a recorded input instead of a constant."""
+        var = self._captured.get(id(value))
+        if var is None:
+            tracer = self.input(value)
+            self._captured[id(value)] = tracer.ir_var
+            self.watched_arrays.append(value)
+            return tracer
+        return EagerTracer(self, var, self.values[id(var)])
+
+    def read_variable(self, variable):
+        """A Variable read while eager tapes record: a recorded input when a
+        tape watches it (the same one until it is assigned), else its array."""
+        tracer = self.variable_inputs.get(id(variable))
+        if tracer is not None:
+            return tracer
+        if not any(t.builder is self and t._would_watch(variable) for t in recording_tapes):
+            return variable._value
+        tracer = self.variable_inputs[id(variable)] = self.input(variable._value)
+        return tracer
+
+
+def concrete_aval(value) -> AVal:
+    """The abstract value of a recorded array: its sizes as they are (an eager
+    recording serves one step; tape.py's gradient programs are keyed by them)."""
+    if type(value) is np.ndarray:
+        return AVal(value.shape, value.dtype)
+    return AVal(tuple(np.shape(value)), np.result_type(value))
+
+
+_WEAK_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex)}
+_SCALAR_AVALS = {kind: AVal((), np.dtype(kind)) for kind in (
+    np.float32, np.float64, np.int32, np.int64, np.bool_)}
+
+
+def _literal(value, aval: AVal) -> Literal:
+    """`Literal(value, aval)` for a scalar, without NumPy's conversion machinery."""
+    literal = Literal.__new__(Literal)
+    literal.value = aval.dtype.type(value)
+    literal.aval = aval
+    return literal
+
+
+class _Node:
+    """A recording's structure so far, as a node of a trie shared by every
+    eager recording: the root is the empty recording; a child is one more
+    recorded input or constant (keyed by its type) or equation (keyed by its
+    primitive, operands by position or, for literals, by type, and
+    parameters). A node knows the result types of its step and the user's
+    line of the first recording that took it, so a recording that repeats an
+    earlier one's structure works out neither. tape.py keys the gradient's
+    plan by the node a recording reached."""
+
+    __slots__ = ("children", "avals", "location", "prim", "single")
+
+    def __init__(self, avals, location, prim=None):
+        self.children: dict = {}
+        self.avals, self.location = avals, location
+        self.prim = prim  # (keeps the primitive whose id is in the keys alive)
+        self.single = prim is not None and not prim.multiple_results and len(avals) == 1
+
+
+class _Trie:
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.root = _Node((), None)
+        self.count = 0
+        self.generation = getattr(self, "generation", 0) + 1
+
+
+MAX_NODES = 200_000
+_TRIE = _Trie()
+
+
+def params_key(params: dict):
+    """Parameters as part of a key (with their types: 1 and 1.0 differ)."""
+    return tuple((k, type(v), v) for k, v in params.items()) if params else ()
+
+
+def _concrete_params(params: dict) -> dict:
+    return {k: _concrete(v) for k, v in params.items()}
+
+
+def _concrete(value):
+    if isinstance(value, Sym):
+        root = resolve(value)
+        return root if type(root) is int else root.value
+    if isinstance(value, tuple):
+        return tuple(_concrete(v) for v in value)
+    return value
+
+
+# ------------------------------------------------------------ the values
+
+def unwrap(tree):
+    """`tree` with eager tracers replaced by their values (nested containers too)."""
+    kind = type(tree)
+    if kind is EagerTracer:
+        return tree.value
+    if kind is tuple or kind is list:
+        return kind(unwrap(t) for t in tree)
+    if kind is dict:
+        return {k: unwrap(v) for k, v in tree.items()}
+    return tree
+
+
+class EagerTracer(Tracer):
+    """A recorded value of an eager tape. While a tape records it traces like
+    any tracer; afterwards NumPy operations use its value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, builder: EagerBuilder, var: Var, value):
+        self.builder = builder
+        self.ir_var = var
+        self.value = value
+
+    def numpy(self):
+        """A copy of the value (a NumPy scalar when 0-d), as `EagerTensor.numpy()`."""
+        return np.asarray(self.value).copy()[()]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.array(self.value, dtype=dtype) if copy else np.asarray(self.value, dtype)
+
+    def __float__(self):
+        return float(self.value)
+
+    def __int__(self):
+        return int(self.value)
+
+    def __index__(self):
+        return int(np.asarray(self.value).__index__())
+
+    def __bool__(self):
+        return bool(self.value)
+
+    def item(self, *args):
+        return np.asarray(self.value).item(*args)
+
+    def tolist(self):
+        return np.asarray(self.value).tolist()
+
+    def __format__(self, spec):
+        return format(self.value, spec)
+
+    def __repr__(self):
+        value = np.asarray(self.value)
+        return f"EagerTensor({value!r}, shape={value.shape}, dtype={value.dtype})"
+
+    __str__ = __repr__
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if self.builder.active:
+            return numpy_api.array_ufunc(self, ufunc, method, *inputs, **kwargs)
+        return getattr(ufunc, method)(*unwrap(inputs), **unwrap(kwargs))
+
+    def __array_function__(self, func, types, args, kwargs):
+        if self.builder.active:
+            return numpy_api.array_function(self, func, types, args, kwargs)
+        return func(*unwrap(args), **unwrap(kwargs))
+
+
+def _after_recording(name, method):
+    """Tracer's `name`, or the same on the value once the tape stopped."""
+    if isinstance(method, property):
+        def get(self):
+            return method.fget(self) if self.builder.active else getattr(
+                np.asarray(self.value), name)
+        return property(get)
+
+    def call(self, *args, **kwargs):
+        if self.builder.active:
+            return method(self, *args, **kwargs)
+        return getattr(np.asarray(self.value), name)(*unwrap(args), **unwrap(kwargs))
+
+    call.__name__ = name
+    return call
+
+
+for _name, _method in numpy_api.METHODS.items():
+    if _name not in EagerTracer.__dict__:
+        setattr(EagerTracer, _name, _after_recording(_name, _method))
+
+# Once its tape stopped, a recorded value is its array for the op layer too.
+OPERANDS[EagerTracer] = lambda t: t if t.builder.active else t.value
+
+__all__ = ["EagerBuilder", "EagerTracer", "unwrap"]
