@@ -146,7 +146,7 @@ def build_tracejit_eager_tape(w: Workload, dtype) -> Impl:
 def eager_overhead(w: Workload, dtype, rounds: int, sample_s: float) -> None:
     """The tape's cost per recorded operation: the forward pass on the tape
     against the NumPy implementations of the operations it records."""
-    from tracejit.ir import Literal
+    from tracejit.core.ir import Literal
 
     forward, _ = _tracejit_eager_forward(w, dtype)
     tape, _ = forward()

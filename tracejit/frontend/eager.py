@@ -101,13 +101,9 @@ class EagerBuilder(Builder):
                 recorded = True
                 refs.append(ordinal[id(atom)])
                 values.append(arg.value)
-            elif kind in _WEAK_AVALS:  # a Python scalar
-                atom = _literal(arg, _WEAK_AVALS[kind])
-                refs.append(atom.aval)
-                values.append(arg)
-            elif kind in _SCALAR_AVALS:  # a NumPy scalar of a plain dtype
-                atom = _literal(arg, _SCALAR_AVALS[kind])
-                refs.append(atom.aval)
+            elif kind in _LITERAL_AVALS:  # a Python scalar, a NumPy scalar of a plain dtype
+                atom = _literal(arg, _LITERAL_AVALS[kind])
+                refs.append(kind)  # (the type stands for the literal's aval)
                 values.append(arg)
             elif kind is np.ndarray or isinstance(arg, np.generic):
                 atom = self._constant(arg)
@@ -244,9 +240,10 @@ def concrete_aval(value) -> AVal:
     return AVal(tuple(np.shape(value)), np.result_type(value))
 
 
-_WEAK_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex)}
-_SCALAR_AVALS = {kind: AVal((), np.dtype(kind)) for kind in (
-    np.float32, np.float64, np.int32, np.int64, np.bool_)}
+# scalar type -> the aval of its literals (Python scalars are weak)
+_LITERAL_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex)} | {
+    kind: AVal((), np.dtype(kind)) for kind in (np.float32, np.float64, np.int32, np.int64,
+                                                  np.bool_)}
 
 
 def _literal(value, aval: AVal) -> Literal:
