@@ -106,14 +106,16 @@ class EagerBuilder(Builder):
                 refs.append(kind)  # (the type stands for the literal's aval)
                 values.append(arg)
             elif kind is np.ndarray or isinstance(arg, np.generic):
-                atom = self._constant(arg)
-                refs.append(ordinal[id(atom)] if type(atom) is Var else atom.aval)
+                atom = None  # a constant: captured below, if the op is recorded
+                refs.append(None)
                 values.append(arg)
             else:
                 return NotImplemented
             inputs.append(atom)
         if not recorded:
             return NotImplemented
+        if None in refs:
+            self._constants(inputs, refs, values)
         key = (id(prim), tuple(refs), params_key(params))
         try:
             node = self.node.children.get(key)
@@ -149,6 +151,13 @@ class EagerBuilder(Builder):
         except TracejitError as err:
             message = f"{err.args[0]}\n  op: {prim.name} on {describe_operands(self, inputs)}"
             raise type(err)(with_location(message, location)) from None
+
+    def _constants(self, inputs: list, refs: list, values: list) -> None:
+        """The array operands of a recorded op: captured constants (literals when 0-d)."""
+        for k, ref in enumerate(refs):
+            if ref is None:
+                atom = inputs[k] = self._constant(values[k])
+                refs[k] = self.ordinal[id(atom)] if type(atom) is Var else atom.aval
 
     def _constant(self, array):
         var = self._captured.get(id(array)) if array.ndim else None

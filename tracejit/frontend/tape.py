@@ -392,6 +392,8 @@ class _Plan:
             (ordinal[id(v)], None) for e in program.eqns for v in e.outputs]
         self.places = [places[k] for k in used]
         self.slot = _ADJOINTS.slot(backward, cut.n_sources, len(cut.targets))
+        # kept for as long as the structure recurs: no values of this recording
+        self.cut = replace(cut, targets=[], literals=[])
 
     def runner(self, builder: EagerBuilder, targets):
         """The gradient of this recording, per set of seeds."""
