@@ -374,3 +374,36 @@ def test_repeated_steps_reuse_the_cut_and_give_fresh_values(interpret):
             np.testing.assert_allclose(g, scale * e, rtol=1e-12, atol=1e-14)
         for v, g in zip(variables, grads):
             v.assign_sub(0.1 * g)
+
+
+def test_reused_plans_follow_what_each_tape_watches(interpret):
+    """Recordings of one structure that differ in what is watched, stopped or
+    asked for each get their own gradient, however often they come."""
+    W, b = Variable(RNG.standard_normal((3, 2))), Variable(RNG.standard_normal(2))
+    for _ in range(3):
+        x = RNG.standard_normal((4, 3))
+        W.assign(RNG.standard_normal((3, 2)))
+        Wv, bv = W.numpy(), b.numpy()
+        with GradientTape(persistent=True) as tape:
+            loss = np.sum(np.tanh(x @ W + b) ** 2)
+        t = np.tanh(x @ Wv + bv)
+        d_pre = 2 * t * (1 - t ** 2)
+        np.testing.assert_allclose(tape.gradient(loss, W), x.T @ d_pre, rtol=1e-12)
+        np.testing.assert_allclose(tape.gradient(loss, [b])[0], d_pre.sum(0), rtol=1e-12)
+        jac = tape.jacobian(np.tanh(x @ W + b)[0], b)  # recorded after the tape: a constant
+        assert jac is None
+        with GradientTape(watch_accessed_variables=False) as tape:
+            xs = tape.watch(x)
+            loss = np.sum(np.tanh(xs @ W + b) ** 2)
+        dW, dx = tape.gradient(loss, [W, x])
+        assert dW is None
+        np.testing.assert_allclose(dx, d_pre @ Wv.T, rtol=1e-12)
+        with GradientTape() as tape:
+            pre = x @ W + b
+            with tape.stop_recording():
+                side = pre * 2.0  # not recorded: a constant for this tape
+            loss = np.sum(np.tanh(pre) ** 2) + np.sum(side)
+        dW, db, dx = tape.gradient(loss, [W, b, x], unconnected_gradients="zero")
+        np.testing.assert_allclose(dW, x.T @ d_pre, rtol=1e-12)
+        np.testing.assert_allclose(db, d_pre.sum(0), rtol=1e-12)
+        np.testing.assert_array_equal(dx, np.zeros_like(x))
