@@ -2,6 +2,7 @@
 and the per-call cost of the eager GradientTape.
 
     python benchmarks/bench_training.py [--dtype float32] [--rounds 5] [--only seed-model]
+                                        [--threads 1] [--clock cpu]
 
 Workloads (issue 8):
 - seed-model: the fourth seed's Keras model, Dense(10 -> 5, relu) -> Dense(2),
@@ -44,7 +45,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+if "--threads" in sys.argv[:-1]:  # before NumPy loads its BLAS, which reads them once
+    for _variable in THREAD_VARIABLES:
+        os.environ[_variable] = sys.argv[sys.argv.index("--threads") + 1]
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -263,6 +269,9 @@ def build_tf_eager_tape(w: Workload, dtype) -> Impl:
 def _torch_model(w: Workload, dtype, weights):
     import torch
 
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
     torch_dtype = getattr(torch, np.dtype(dtype).name)
     model = torch.nn.Sequential(torch.nn.Linear(w.sizes[0], w.sizes[1]), torch.nn.ReLU(),
                                 torch.nn.Linear(w.sizes[1], w.sizes[2])).to(torch_dtype)
@@ -343,6 +352,9 @@ def check_agreement(builders, w: Workload, dtype) -> dict:
                       for a, r in zip(weights, reference)) for name, weights in finals.items()}
 
 
+CLOCK = [time.perf_counter]  # what a sample measures: wall time, or the process's CPU time
+
+
 def time_interleaved(impls: list[Impl], rounds: int, sample_s: float) -> dict[str, float]:
     """Median µs per step, implementations interleaved, a sleep before each sample."""
     counts = {}
@@ -363,10 +375,10 @@ def time_interleaved(impls: list[Impl], rounds: int, sample_s: float) -> dict[st
         for impl in impls:
             time.sleep(0.2)
             n = counts[impl.name]
-            start = time.perf_counter()
+            start = CLOCK[0]()
             for _ in range(n):
                 impl.step()
-            samples[impl.name].append((time.perf_counter() - start) / n * 1e6)
+            samples[impl.name].append((CLOCK[0]() - start) / n * 1e6)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -390,9 +402,17 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sample-seconds", type=float, default=0.1)
     parser.add_argument("--only", choices=[w.name for w in WORKLOADS] + ["eager"])
+    parser.add_argument("--threads", type=int, help="BLAS and PyTorch threads (all columns; "
+                        "1 keeps a loaded machine's figures steady)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: the process's CPU time (with --threads 1, steady on a "
+                        "machine other jobs load)")
     args = parser.parse_args(argv)
+    if args.clock == "cpu":
+        CLOCK[0] = time.process_time
     dtype = np.dtype(args.dtype)
-    print(f"dtype {dtype}, {args.rounds} rounds, Adam(learning_rate={LEARNING_RATE})")
+    print(f"dtype {dtype}, {args.rounds} rounds, Adam(learning_rate={LEARNING_RATE}), "
+          f"{args.clock} clock, threads {args.threads or 'default'}")
     for w in WORKLOADS:
         if args.only not in (None, w.name):
             continue

@@ -392,6 +392,15 @@ def _after_recording(name, method):
                 np.asarray(self.value), name)
         return property(get)
 
+    if name in _BINARY_OPERATORS:  # the hot ones: no argument packing
+        def operator(self, other):
+            if self.builder.active:
+                return method(self, other)
+            return getattr(np.asarray(self.value), name)(unwrap(other))
+
+        operator.__name__ = name
+        return operator
+
     def call(self, *args, **kwargs):
         if self.builder.active:
             return method(self, *args, **kwargs)
@@ -399,6 +408,10 @@ def _after_recording(name, method):
 
     call.__name__ = name
     return call
+
+
+_BINARY_OPERATORS = {f"__{kind}{op}__" for kind in ("", "r") for op in (
+    "add", "sub", "mul", "truediv", "pow", "matmul")}
 
 
 for _name, _method in numpy_api.METHODS.items():
