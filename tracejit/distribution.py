@@ -146,8 +146,12 @@ def _synchronise(model, x) -> None:
 
 
 def shard_sizes(rows: int, ranks: int) -> list:
-    """Rows of a global batch per rank: contiguous, differing by at most one."""
-    return [rows // ranks + (k < rows % ranks) for k in range(ranks)]
+    """Rows of a global batch per rank: contiguous, differing by at most one,
+    and never a one-row shard beside others (a one-row batch is a kernel of
+    its own: its size-1 axis broadcasts), so a small last batch goes to fewer
+    ranks."""
+    used = max(1, min(ranks, rows // 2))
+    return [rows // used + (k < rows % used) if k < used else 0 for k in range(ranks)]
 
 
 class _ShardedStep:
