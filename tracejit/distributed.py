@@ -37,8 +37,8 @@ import time
 
 import numpy as np
 
-from . import pytree
-from .variables import Variable
+from .core import pytree
+from .frontend.variables import Variable
 
 INSTALL_HINT = 'pip install "tracejit[mpi]"  (mpi4py and an MPI library, e.g. mpich)'
 
@@ -430,6 +430,6 @@ class DistributedOptimizer:
 
 
 def _is_traced(value) -> bool:
-    from .trace import Tracer
+    from .trace.tracer import Tracer
 
     return isinstance(value, Tracer)

@@ -31,7 +31,7 @@ import contextlib
 import numpy as np
 
 from . import distributed
-from .errors import UnsupportedError
+from .core.errors import UnsupportedError
 from .nn import initializers
 from .nn import training as _training
 

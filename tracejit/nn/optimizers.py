@@ -20,9 +20,10 @@ import math
 
 import numpy as np
 
-from .. import ops, variables
-from ..trace import operand
-from ..variables import Variable
+from ..frontend import variables
+from ..frontend.variables import Variable
+from ..trace import ops
+from ..trace.tracer import operand
 from . import layers
 
 
@@ -220,7 +221,7 @@ class Optimizer:
 
     def minimize(self, loss, var_list, tape=None):
         """`loss()` (a function), its gradient and one update, as TF2's minimize."""
-        from ..tape import GradientTape
+        from ..frontend.tape import GradientTape
 
         with GradientTape() as tape:
             value = loss()

@@ -77,7 +77,7 @@ class Trainer:
 
     def train_step(self, x, y):
         """Forward, loss, gradient and update; returns (loss, *metrics)."""
-        from ..tape import GradientTape
+        from ..frontend.tape import GradientTape
 
         with GradientTape() as tape:
             y_pred = self(x, training=True)
@@ -91,7 +91,7 @@ class Trainer:
         """A data-parallel step's first half: forward, loss and gradient on this
         rank's shard, scaled by its share `weight` of the global batch, packed
         with the loss and metrics into one flat vector (what the ranks sum)."""
-        from ..tape import GradientTape
+        from ..frontend.tape import GradientTape
 
         with GradientTape() as tape:
             y_pred = self(x, training=True)
@@ -128,7 +128,7 @@ class Trainer:
             return step
         functions = self.__dict__.setdefault("_step_functions", {})
         if kind not in functions:
-            from ..api import Function
+            from ..frontend.api import Function
             functions[kind] = Function(step)
         return functions[kind]
 
