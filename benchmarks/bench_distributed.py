@@ -1,0 +1,215 @@
+"""Data-parallel training on MPI: step time at 1 and 2 ranks, the all-reduce's
+share of a step, what a one-rank `DataParallel` costs against plain `fit`,
+and the scaling that follows on 4-64 nodes.
+
+    pip install -e ".[mpi]"
+    python benchmarks/bench_distributed.py [--epochs 5] [--steps 30] [--only mlp-medium]
+
+Workloads (float32, Adam, sparse cross-entropy from logits, batch 128):
+- mlp-medium: Dense(784 -> 256, relu) -> Dense(10), 203,530 parameters;
+- mlp-1m: Dense(784 -> 1024, relu) -> Dense(256, relu) -> Dense(10), 1,068,810.
+
+Each configuration runs in its own processes (`--worker`; 2 ranks through
+`mpiexec -n 2`), after a warm-up epoch that compiles (the disk cache is shared).
+A sample is one epoch of `--steps` steps after a 0.2 s sleep; medians over
+`--epochs` samples. Columns:
+- 1 rank: plain `fit`; size()=1: the same model with `DataParallel` set,
+  epochs interleaved with the plain ones in one process (the overhead, goal
+  <= 2%);
+- 2 ranks strong: the same global batch of 128 (64 rows per rank);
+  2 ranks weak: 128 rows per rank (global 256), efficiency = 1-rank step / step;
+- all-reduce: seconds inside the gradient all-reduce per step at 2 ranks, and
+  its share of the step.
+
+The projection uses the ring all-reduce model, T_ar(P) = 2 (P-1)/P * M / BW +
+2 (P-1) * alpha, with BW and alpha measured here (an Allreduce of 8 MB and of
+8 bytes between 2 ranks on one node) or a 10 GbE network's (1.1 GB/s, 20 us),
+and the compute divided perfectly over the ranks: a step takes T_c / P + T_ar(P)
+(strong scaling; efficiency T_c / (T_c + P T_ar)) or T_c + T_ar(P) (weak), T_c
+the 1-rank step. The all-reduce share measured inside `fit` also holds the
+wait for the slower rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+WORKLOADS = {"mlp-medium": (784, 256, 10), "mlp-1m": (784, 1024, 256, 10)}
+BATCH = 128
+NETWORK = {"name": "10 GbE", "bandwidth": 1.1e9, "alpha": 20e-6}
+
+
+# ------------------------------------------------------------------ worker
+
+def build(sizes):
+    from tracejit import nn
+
+    nn.set_random_seed(0)
+    layers = [nn.Input((sizes[0],))]
+    layers += [nn.Dense(n, activation="relu") for n in sizes[1:-1]] + [nn.Dense(sizes[-1])]
+    model = nn.Sequential(layers)
+    model.compile(optimizer=nn.optimizers.Adam(1e-3),
+                  loss=nn.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def epoch_seconds(model, x, y, batch: int) -> float:
+    time.sleep(0.2)
+    return model.fit(x, y, batch_size=batch, epochs=1, verbose=0,
+                     shuffle=False).epoch_seconds[0]
+
+
+def timed_all_reduce():
+    """Wrap the all-reduce `fit` calls; returns the list its seconds go to."""
+    from tracejit import distributed
+
+    spent, inner = [], distributed.all_reduce_sum_
+
+    def timed(buffer, what="all_reduce"):
+        start = time.perf_counter()
+        inner(buffer, what)
+        spent.append(time.perf_counter() - start)
+        return buffer
+
+    distributed.all_reduce_sum_ = timed
+    return spent
+
+
+def all_reduce_seconds(nbytes: int, repeats: int = 20) -> float:
+    from tracejit import distributed
+
+    buffer = np.ones(max(1, nbytes // 4), np.float32)
+    distributed.barrier()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        distributed.all_reduce_sum_(buffer)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def worker(args) -> None:
+    from tracejit import distributed, distribution
+
+    sizes = WORKLOADS[args.workload]
+    global_batch = args.batch
+    rows = args.steps * global_batch
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], size=rows)
+    model = build(sizes)
+    parallel = distribution.DataParallel()
+    result = {"params": int(sum(v.size for v in model.trainable_variables))}
+    if distributed.size() == 1:  # plain fit and DataParallel with one rank, interleaved
+        model.fit(x, y, batch_size=global_batch, epochs=1, verbose=0)
+        model.step_function("train").wait()
+        plain, one = [], []
+        for _ in range(args.epochs):
+            distribution.set_distribution(None)
+            plain.append(epoch_seconds(model, x, y, global_batch) / args.steps)
+            distribution.set_distribution(parallel)
+            one.append(epoch_seconds(model, x, y, global_batch) / args.steps)
+        result.update(step=statistics.median(plain), step_dp1=statistics.median(one))
+    else:
+        distribution.set_distribution(parallel)
+        model.fit(x, y, batch_size=global_batch, epochs=1, verbose=0)  # compiles once
+        spent = timed_all_reduce()
+        steps = [epoch_seconds(model, x, y, global_batch) / args.steps
+                 for _ in range(args.epochs)]
+        result.update(step=statistics.median(steps),
+                      all_reduce=sum(spent) / (args.epochs * args.steps),
+                      mb=(result["params"] + 1) * 4 / 1e6,
+                      ar_8mb=all_reduce_seconds(8_000_000), ar_8b=all_reduce_seconds(8))
+    if distributed.rank() == 0:
+        print("RESULT " + json.dumps(result), flush=True)
+
+
+# ------------------------------------------------------------------ driver
+
+def launch(workload: str, ranks: int, batch: int, args, cache_dir: str) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--worker", "--workload", workload,
+               "--batch", str(batch), "--epochs", str(args.epochs), "--steps", str(args.steps)]
+    if ranks > 1:
+        mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+        command = [mpiexec if os.path.exists(mpiexec) else "mpiexec", "-n", str(ranks)] + command
+    env = {**os.environ, "PYTHONPATH": ROOT, "TRACEJIT_CACHE_DIR": cache_dir}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+    return json.loads(lines[0][len("RESULT "):])
+
+
+def ring_seconds(megabytes: float, ranks: int, bandwidth: float, alpha: float) -> float:
+    return 2 * (ranks - 1) / ranks * megabytes * 1e6 / bandwidth + 2 * (ranks - 1) * alpha
+
+
+def projection(one: dict, strong: dict) -> list:
+    """Rows (ranks, then strong and weak efficiency for this machine's
+    all-reduce and for NETWORK's). Compute divides perfectly over the ranks:
+    a step is T_c / P + T_ar(P) strong, T_c + T_ar(P) weak, T_c the 1-rank step."""
+    compute = one["step"]
+    measured_bw = 8e6 / max(strong["ar_8mb"] - strong["ar_8b"], 1e-9)
+    measured_alpha = strong["ar_8b"] / 2
+    rows = []
+    for ranks in (4, 8, 16, 32, 64):
+        row = [ranks]
+        for bandwidth, alpha in ((measured_bw, measured_alpha),
+                                 (NETWORK["bandwidth"], NETWORK["alpha"])):
+            reduce = ring_seconds(strong["mb"], ranks, bandwidth, alpha)
+            row += [compute / (compute + ranks * reduce), compute / (compute + reduce)]
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--only", choices=sorted(WORKLOADS))
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workload", default="mlp-medium", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    cache_dir = tempfile.mkdtemp(prefix="tracejit-bench-distributed-")
+    print("| workload | params | grads MB | 1 rank ms | size()=1 ms | overhead | 2 ranks strong "
+          "ms | speedup | 2 ranks weak ms | weak efficiency | all-reduce ms | share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    projections = {}
+    for name in [args.only] if args.only else list(WORKLOADS):
+        one = launch(name, 1, BATCH, args, cache_dir)
+        strong = launch(name, 2, BATCH, args, cache_dir)
+        weak = launch(name, 2, 2 * BATCH, args, cache_dir)
+        print(f"| {name} | {one['params']:,} | {strong['mb']:.2f} | {one['step'] * 1e3:.2f} | "
+              f"{one['step_dp1'] * 1e3:.2f} | {(one['step_dp1'] / one['step'] - 1) * 100:+.1f}% | "
+              f"{strong['step'] * 1e3:.2f} | {one['step'] / strong['step']:.2f}x | "
+              f"{weak['step'] * 1e3:.2f} | {one['step'] / weak['step']:.2f} | "
+              f"{strong['all_reduce'] * 1e3:.2f} | "
+              f"{strong['all_reduce'] / strong['step'] * 100:.0f}% |", flush=True)
+        projections[name] = (projection(one, strong), strong)
+    for name, (rows, strong) in projections.items():
+        print(f"\n{name}: measured all-reduce {strong['ar_8mb'] / 8 * 1e3:.2f} ms/MB, "
+              f"{strong['ar_8b'] * 1e6:.0f} us for 8 bytes (2 ranks, one node)")
+        print(f"| ranks | strong eff. (this machine's all-reduce) | weak eff. | strong eff. "
+              f"({NETWORK['name']}) | weak eff. |")
+        print("|---:|---:|---:|---:|---:|")
+        for ranks, s_here, w_here, s_net, w_net in rows:
+            print(f"| {ranks} | {s_here:.2f} | {w_here:.2f} | {s_net:.2f} | {w_net:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
