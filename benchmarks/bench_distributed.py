@@ -13,7 +13,8 @@ Each configuration runs in its own processes (`--worker`; 2 ranks through
 `mpiexec -n 2`), after a warm-up epoch that compiles (the disk cache is shared).
 A sample is one epoch of `--steps` steps after a 0.2 s sleep; medians over
 `--epochs` samples. Columns:
-- 1 rank: plain `fit`; size()=1: the same model with `DataParallel` set,
+- 1 rank: plain `fit` (all cores; and with one BLAS/Numba thread, what each
+  of 2 ranks gets on a 2-core machine); size()=1: the same model with `DataParallel` set,
   epochs interleaved with the plain ones in one process (the overhead, goal
   <= 2%);
 - 2 ranks strong: the same global batch of 128 (64 rows per rank);
@@ -48,6 +49,8 @@ sys.path.insert(0, ROOT)
 
 WORKLOADS = {"mlp-medium": (784, 256, 10), "mlp-1m": (784, 1024, 256, 10)}
 BATCH = 128
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
 NETWORK = {"name": "10 GbE", "bandwidth": 1.1e9, "alpha": 20e-6}
 
 
@@ -138,13 +141,16 @@ def worker(args) -> None:
 
 # ------------------------------------------------------------------ driver
 
-def launch(workload: str, ranks: int, batch: int, args, cache_dir: str) -> dict:
+def launch(workload: str, ranks: int, batch: int, args, cache_dir: str,
+           threads: int | None = None) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--workload", workload,
                "--batch", str(batch), "--epochs", str(args.epochs), "--steps", str(args.steps)]
     if ranks > 1:
         mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
         command = [mpiexec if os.path.exists(mpiexec) else "mpiexec", "-n", str(ranks)] + command
     env = {**os.environ, "PYTHONPATH": ROOT, "TRACEJIT_CACHE_DIR": cache_dir}
+    if threads:
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -174,6 +180,10 @@ def projection(one: dict, strong: dict) -> list:
     return rows
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f}"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
@@ -186,20 +196,23 @@ def main(argv=None) -> None:
     if args.worker:
         return worker(args)
     cache_dir = tempfile.mkdtemp(prefix="tracejit-bench-distributed-")
-    print("| workload | params | grads MB | 1 rank ms | size()=1 ms | overhead | 2 ranks strong "
-          "ms | speedup | 2 ranks weak ms | weak efficiency | all-reduce ms | share |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| workload | params | grads MB | 1 rank ms | 1 rank, 1 thread ms | size()=1 ms | "
+          "overhead | 2 ranks strong ms | speedup | 2 ranks weak ms | weak efficiency | "
+          "all-reduce ms | share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     projections = {}
     for name in [args.only] if args.only else list(WORKLOADS):
         one = launch(name, 1, BATCH, args, cache_dir)
+        single = launch(name, 1, BATCH, args, cache_dir, threads=1)
         strong = launch(name, 2, BATCH, args, cache_dir)
         weak = launch(name, 2, 2 * BATCH, args, cache_dir)
-        print(f"| {name} | {one['params']:,} | {strong['mb']:.2f} | {one['step'] * 1e3:.2f} | "
-              f"{one['step_dp1'] * 1e3:.2f} | {(one['step_dp1'] / one['step'] - 1) * 100:+.1f}% | "
-              f"{strong['step'] * 1e3:.2f} | {one['step'] / strong['step']:.2f}x | "
-              f"{weak['step'] * 1e3:.2f} | {one['step'] / weak['step']:.2f} | "
-              f"{strong['all_reduce'] * 1e3:.2f} | "
-              f"{strong['all_reduce'] / strong['step'] * 100:.0f}% |", flush=True)
+        overhead = (one["step_dp1"] / one["step"] - 1) * 100
+        cells = [name, f"{one['params']:,}", f"{strong['mb']:.2f}", _ms(one["step"]),
+                 _ms(single["step"]), _ms(one["step_dp1"]), f"{overhead:+.1f}%",
+                 _ms(strong["step"]), f"{one['step'] / strong['step']:.2f}x", _ms(weak["step"]),
+                 f"{one['step'] / weak['step']:.2f}", _ms(strong["all_reduce"]),
+                 f"{strong['all_reduce'] / strong['step'] * 100:.0f}%"]
+        print("| " + " | ".join(cells) + " |", flush=True)
         projections[name] = (projection(one, strong), strong)
     for name, (rows, strong) in projections.items():
         print(f"\n{name}: measured all-reduce {strong['ar_8mb'] / 8 * 1e3:.2f} ms/MB, "
