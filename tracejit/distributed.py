@@ -244,7 +244,8 @@ def _install_abort_on_error(world: _MPIWorld) -> None:
         try:
             previous(kind, value, tb)
         finally:
-            world.abort(f"uncaught {kind.__name__}: {value}; aborting all ranks")
+            said = f": {value}" if str(value) else ""
+            world.abort(f"uncaught {kind.__name__}{said}; aborting all ranks")
 
     sys.excepthook = abort_job
 
