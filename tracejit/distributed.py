@@ -188,6 +188,9 @@ def initialize(backend: str | None = None, timeout: float | None = None):
         _world = _SingleProcess()
         return _world
     world = _MPIWorld(_import_mpi(), _timeout_seconds() if timeout is None else timeout)
+    # Loading a kernel imports scipy.linalg (BLAS) in a background thread; a trace
+    # starting meanwhile would find it half imported (a race seen on followers).
+    import scipy.linalg  # noqa: F401
     _install_abort_on_error(world)
     _share_cores(world.local_size)
     _world = world

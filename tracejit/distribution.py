@@ -209,8 +209,9 @@ class _ShardedTrainStep(_ShardedStep):
     def reduce(self, flat, weight):
         if flat is None:  # no rows here this step: add nothing
             flat = np.zeros(*self.layout)
-        elif not (flat.flags.c_contiguous and flat.flags.writeable):
-            flat = np.array(flat)
+        elif flat.dtype != self.layout[1] or not (flat.flags.c_contiguous
+                                                  and flat.flags.writeable):
+            flat = np.array(flat, dtype=self.layout[1])  # every rank sends the same type
         distributed.all_reduce_sum_(flat, "fit (the gradient all-reduce)")
         if self.updated:
             self.update(flat)
