@@ -30,8 +30,10 @@ The projection uses the ring all-reduce model, T_ar(P) = 2 (P-1)/P * M / BW +
 8 bytes between 2 ranks on one node) or a 10 GbE network's (1.1 GB/s, 20 us),
 and the compute divided perfectly over the ranks: a step takes T_c / P + T_ar(P)
 (strong scaling; efficiency T_c / (T_c + P T_ar)) or T_c + T_ar(P) (weak), T_c
-the 1-rank step. The all-reduce share measured inside `fit` also holds the
-wait for the slower rank.
+the CPU time of a 1-rank, one-thread step (the wall times of a busy machine are
+inflated by other processes; CPU time is not, and a second table shows that
+the CPU per rank halves at 2 ranks strong, stays at 1 rank's weak). The
+all-reduce share measured inside `fit` also holds the wait for the slower rank.
 """
 
 from __future__ import annotations
@@ -71,22 +73,26 @@ def build(sizes):
     return model
 
 
-def epoch_seconds(model, x, y, batch: int) -> float:
+def epoch_times(model, x, y, batch: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of one epoch."""
     time.sleep(0.2)
-    return model.fit(x, y, batch_size=batch, epochs=1, verbose=0,
+    cpu = time.process_time()
+    wall = model.fit(x, y, batch_size=batch, epochs=1, verbose=0,
                      shuffle=False).epoch_seconds[0]
+    return wall, time.process_time() - cpu
 
 
 def timed_all_reduce():
-    """Wrap the all-reduce `fit` calls; returns the list its seconds go to."""
+    """Wrap the all-reduce `fit` calls; returns the list their (wall, CPU)
+    seconds go to (MPI spins while it waits: its CPU is not compute)."""
     from tracejit import distributed
 
     spent, inner = [], distributed.all_reduce_sum_
 
     def timed(buffer, what="all_reduce"):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         inner(buffer, what)
-        spent.append(time.perf_counter() - start)
+        spent.append((time.perf_counter() - start, time.process_time() - cpu))
         return buffer
 
     distributed.all_reduce_sum_ = timed
@@ -125,19 +131,23 @@ def worker(args) -> None:
         for k in range(args.epochs):
             for strategy in (None, parallel)[::1 if k % 2 else -1]:  # ABBA: no order bias
                 distribution.set_distribution(strategy)
-                samples[strategy].append(epoch_seconds(model, x, y, global_batch) / args.steps)
-        result.update(step=min(samples[None]), step_dp1=min(samples[parallel]))
+                samples[strategy].append(epoch_times(model, x, y, global_batch))
+        result.update(step=min(samples[None])[0] / args.steps,
+                      step_dp1=min(samples[parallel])[0] / args.steps,
+                      cpu=min(cpu for _, cpu in samples[None]) / args.steps)
     else:
         distribution.set_distribution(parallel)
         model.fit(x, y, batch_size=global_batch, epochs=1, verbose=0)  # compiles once
         spent = timed_all_reduce()
-        epochs = []  # (step seconds, all-reduce seconds per step) per epoch
+        epochs = []  # per step: (wall, all-reduce wall, CPU outside the all-reduce)
         for _ in range(args.epochs):
             before = len(spent)
-            step = epoch_seconds(model, x, y, global_batch) / args.steps
-            epochs.append((step, sum(spent[before:]) / args.steps))
+            wall, cpu = epoch_times(model, x, y, global_batch)
+            reduce_wall, reduce_cpu = np.sum(spent[before:], axis=0)
+            epochs.append((wall / args.steps, reduce_wall / args.steps,
+                           (cpu - reduce_cpu) / args.steps))
         best = min(epochs)
-        result.update(step=best[0], all_reduce=best[1],
+        result.update(step=best[0], all_reduce=best[1], cpu=min(e[2] for e in epochs),
                       mb=(result["params"] + 1) * 4 / 1e6,
                       ar_8mb=all_reduce_seconds(8_000_000), ar_8b=all_reduce_seconds(8))
         result["ar_buffer"] = all_reduce_seconds(int(result["mb"] * 1e6))
@@ -171,7 +181,7 @@ def ring_seconds(megabytes: float, ranks: int, bandwidth: float, alpha: float) -
 def projection(compute: float, strong: dict) -> list:
     """Rows (ranks, then strong and weak efficiency for this machine's
     all-reduce and for NETWORK's). Compute divides perfectly over the ranks:
-    a step is T_c / P + T_ar(P) strong, T_c + T_ar(P) weak, T_c the 1-rank step."""
+    a step is T_c / P + T_ar(P) strong, T_c + T_ar(P) weak."""
     measured_bw = 8e6 / max(strong["ar_8mb"] - strong["ar_8b"], 1e-9)
     measured_alpha = strong["ar_8b"] / 2
     rows = []
@@ -206,7 +216,7 @@ def main(argv=None) -> None:
           "overhead | 2 ranks strong ms | speedup | 2 ranks weak ms | weak efficiency | "
           "all-reduce in fit ms | share | Allreduce alone ms | share |")
     print("|---|" + "---:|" * 14)
-    projections = {}
+    projections, cpu_rows = {}, {}
     for name in [args.only] if args.only else list(WORKLOADS):
         one = launch(name, 1, BATCH, args, cache_dir)
         single = launch(name, 1, BATCH, args, cache_dir, threads=1)
@@ -221,7 +231,16 @@ def main(argv=None) -> None:
                  f"{strong['all_reduce'] / strong['step'] * 100:.0f}%",
                  _ms(strong["ar_buffer"]), f"{strong['ar_buffer'] / strong['step'] * 100:.0f}%"]
         print("| " + " | ".join(cells) + " |", flush=True)
-        projections[name] = (projection(best, strong), strong)
+        projections[name] = (projection(single["cpu"], strong), strong)
+        cpu_rows[name] = (single["cpu"], strong["cpu"], weak["cpu"])
+    print("\nCPU per step and rank outside the all-reduce (what the load of other processes "
+          "does not inflate):\n")
+    print("| workload | 1 rank, 1 thread ms | 2 ranks strong ms | / (1 rank / 2) | "
+          "2 ranks weak ms | / 1 rank |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (single, strong, weak) in cpu_rows.items():
+        print(f"| {name} | {_ms(single)} | {_ms(strong)} | {strong / (single / 2):.2f} | "
+              f"{_ms(weak)} | {weak / single:.2f} |")
     for name, (rows, strong) in projections.items():
         print(f"\n{name}: measured all-reduce {strong['ar_8mb'] / 8 * 1e3:.2f} ms/MB, "
               f"{strong['ar_8b'] * 1e6:.0f} us for 8 bytes (2 ranks, one node)")

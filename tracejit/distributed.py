@@ -335,7 +335,7 @@ def broadcast(tree, root: int = 0):
     world.broadcast_bytes(buffer, root, "broadcast")
     out, offset = [], 0
     for a, r in zip(arrays, raw):
-        value = buffer[offset:offset + r.size].view(a.dtype).reshape(a.shape)
+        value = buffer[offset:offset + r.size].view(a.dtype).reshape(a.shape).copy()  # aligned
         out.append(value if a.ndim else value[()])
         offset += r.size
     return pytree.unflatten(treedef, out)
@@ -387,7 +387,8 @@ class DistributedOptimizer:
 
     `apply_gradients(pairs, num_samples=n)` weights each rank's gradient by
     its sample count (a mean over an uneven shard), so the step equals the
-    one-process step over the whole batch."""
+    one-process step over the whole batch. Every rank calls it each step with
+    gradients for the same variables (a rank without rows passes zeros)."""
 
     def __init__(self, optimizer):
         from .nn import optimizers
