@@ -28,11 +28,12 @@ A sample is one epoch of `--steps` steps after a 0.2 s sleep; the best of
 The projection uses the ring all-reduce model, T_ar(P) = 2 (P-1)/P * M / BW +
 2 (P-1) * alpha, with BW and alpha measured here (an Allreduce of 8 MB and of
 8 bytes between 2 ranks on one node) or a 10 GbE network's (1.1 GB/s, 20 us),
-and the compute divided perfectly over the ranks: a step takes T_c / P + T_ar(P)
-(strong scaling; efficiency T_c / (T_c + P T_ar)) or T_c + T_ar(P) (weak), T_c
-the CPU time of a 1-rank, one-thread step (the wall times of a busy machine are
-inflated by other processes; CPU time is not, and a second table shows that
-the CPU per rank halves at 2 ranks strong, stays at 1 rank's weak). The
+the gradient kernel's time T_g divided over the ranks and the update kernel's
+T_u repeated on each: a step takes T_g / P + T_u + T_ar(P) (strong scaling) or
+T_g + T_u + T_ar(P) (weak), with T_g and T_u the CPU times of the two kernels
+on one thread (the wall times of a busy machine are inflated by other
+processes; CPU time much less so: a second table gives the CPU per rank and
+step outside the all-reduce). The
 all-reduce share measured inside `fit` also holds the wait for the slower rank.
 """
 
@@ -84,7 +85,7 @@ def epoch_times(model, x, y, batch: int) -> tuple[float, float]:
 
 def timed_all_reduce():
     """Wrap the all-reduce `fit` calls; returns the list their (wall, CPU)
-    seconds go to (MPI spins while it waits: its CPU is not compute)."""
+    seconds go to (MPI spins while it waits: that CPU is not compute)."""
     from tracejit import distributed
 
     spent, inner = [], distributed.all_reduce_sum_
@@ -99,6 +100,25 @@ def timed_all_reduce():
     return spent
 
 
+def timed_calls(fn, spent: list):
+    """`fn`, noting each call's (wall, CPU) seconds in `spent`."""
+    def timed(*args):
+        start, cpu = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        spent.append((time.perf_counter() - start, time.process_time() - cpu))
+        return out
+
+    return timed
+
+
+def per_step(spent: list, reduce: list, steps: int) -> tuple:
+    """(wall, all-reduce wall, CPU outside the all-reduce) per step, from the
+    steps' and all-reduces' (wall, CPU) records of one epoch."""
+    wall, cpu = np.sum(spent, axis=0)
+    reduce_wall, reduce_cpu = np.sum(reduce, axis=0) if reduce else (0.0, 0.0)
+    return wall / steps, reduce_wall / steps, (cpu - reduce_cpu) / steps
+
+
 def all_reduce_seconds(nbytes: int, repeats: int = 20) -> float:
     from tracejit import distributed
 
@@ -110,6 +130,29 @@ def all_reduce_seconds(nbytes: int, repeats: int = 20) -> float:
         distributed.all_reduce_sum_(buffer)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def kernel_cpu_seconds(model, x, y, calls: int = 20, repeats: int = 5) -> tuple:
+    """CPU seconds per call of the split step's halves on one process: the
+    gradient kernel on a whole batch, and the update kernel (the part of a
+    step every rank repeats whatever its shard)."""
+    gradient, update = model.step_function("gradient"), model.step_function("apply")
+    flat = gradient(x, y, 1.0)
+    update(np.zeros_like(flat))
+    gradient.wait()
+    update.wait()
+    zeros = np.zeros_like(flat)  # applying zero gradients keeps the weights usable
+    best = []
+    for call in (lambda: gradient(x, y, 1.0), lambda: update(zeros)):
+        samples = []
+        for _ in range(repeats):
+            time.sleep(0.2)
+            start = time.process_time()
+            for _ in range(calls):
+                call()
+            samples.append((time.process_time() - start) / calls)
+        best.append(min(samples))
+    return tuple(best)
 
 
 def worker(args) -> None:
@@ -132,20 +175,29 @@ def worker(args) -> None:
             for strategy in (None, parallel)[::1 if k % 2 else -1]:  # ABBA: no order bias
                 distribution.set_distribution(strategy)
                 samples[strategy].append(epoch_times(model, x, y, global_batch))
+        steps = []
+        model._step_functions["train"] = timed_calls(model.step_function("train"), steps)
+        distribution.set_distribution(None)
+        cpu = []
+        for _ in range(args.epochs):
+            del steps[:]
+            epoch_times(model, x, y, global_batch)
+            cpu.append(per_step(steps, [], args.steps)[2])
         result.update(step=min(samples[None])[0] / args.steps,
-                      step_dp1=min(samples[parallel])[0] / args.steps,
-                      cpu=min(cpu for _, cpu in samples[None]) / args.steps)
+                      step_dp1=min(samples[parallel])[0] / args.steps, cpu=min(cpu))
+        result["gradient_cpu"], result["update_cpu"] = kernel_cpu_seconds(
+            model, x[:global_batch], y[:global_batch])
     else:
         distribution.set_distribution(parallel)
         model.fit(x, y, batch_size=global_batch, epochs=1, verbose=0)  # compiles once
-        spent = timed_all_reduce()
-        epochs = []  # per step: (wall, all-reduce wall, CPU outside the all-reduce)
+        spent, steps = timed_all_reduce(), []
+        sharded = parallel.train_step  # the steps alone: not fit's start (broadcasts)
+        parallel.train_step = lambda *a: timed_calls(sharded(*a), steps)
+        epochs = []
         for _ in range(args.epochs):
-            before = len(spent)
-            wall, cpu = epoch_times(model, x, y, global_batch)
-            reduce_wall, reduce_cpu = np.sum(spent[before:], axis=0)
-            epochs.append((wall / args.steps, reduce_wall / args.steps,
-                           (cpu - reduce_cpu) / args.steps))
+            del spent[:], steps[:]
+            epoch_times(model, x, y, global_batch)
+            epochs.append(per_step(steps, spent, args.steps))
         best = min(epochs)
         result.update(step=best[0], all_reduce=best[1], cpu=min(e[2] for e in epochs),
                       mb=(result["params"] + 1) * 4 / 1e6,
@@ -178,10 +230,12 @@ def ring_seconds(megabytes: float, ranks: int, bandwidth: float, alpha: float) -
     return 2 * (ranks - 1) / ranks * megabytes * 1e6 / bandwidth + 2 * (ranks - 1) * alpha
 
 
-def projection(compute: float, strong: dict) -> list:
+def projection(single: dict, strong: dict) -> list:
     """Rows (ranks, then strong and weak efficiency for this machine's
-    all-reduce and for NETWORK's). Compute divides perfectly over the ranks:
-    a step is T_c / P + T_ar(P) strong, T_c + T_ar(P) weak."""
+    all-reduce and for NETWORK's). The gradient divides over the ranks, the
+    update does not (every rank applies it): a step is T_g / P + T_u + T_ar(P)
+    strong, T_g + T_u + T_ar(P) weak."""
+    gradient, update = single["gradient_cpu"], single["update_cpu"]
     measured_bw = 8e6 / max(strong["ar_8mb"] - strong["ar_8b"], 1e-9)
     measured_alpha = strong["ar_8b"] / 2
     rows = []
@@ -190,7 +244,9 @@ def projection(compute: float, strong: dict) -> list:
         for bandwidth, alpha in ((measured_bw, measured_alpha),
                                  (NETWORK["bandwidth"], NETWORK["alpha"])):
             reduce = ring_seconds(strong["mb"], ranks, bandwidth, alpha)
-            row += [compute / (compute + ranks * reduce), compute / (compute + reduce)]
+            one = gradient + update
+            row += [one / (ranks * (gradient / ranks + update + reduce)),
+                    one / (one + reduce)]
         rows.append(row)
     return rows
 
@@ -216,7 +272,7 @@ def main(argv=None) -> None:
           "overhead | 2 ranks strong ms | speedup | 2 ranks weak ms | weak efficiency | "
           "all-reduce in fit ms | share | Allreduce alone ms | share |")
     print("|---|" + "---:|" * 14)
-    projections, cpu_rows = {}, {}
+    projections, cpu_rows, singles = {}, {}, {}
     for name in [args.only] if args.only else list(WORKLOADS):
         one = launch(name, 1, BATCH, args, cache_dir)
         single = launch(name, 1, BATCH, args, cache_dir, threads=1)
@@ -231,8 +287,9 @@ def main(argv=None) -> None:
                  f"{strong['all_reduce'] / strong['step'] * 100:.0f}%",
                  _ms(strong["ar_buffer"]), f"{strong['ar_buffer'] / strong['step'] * 100:.0f}%"]
         print("| " + " | ".join(cells) + " |", flush=True)
-        projections[name] = (projection(single["cpu"], strong), strong)
+        projections[name] = (projection(single, strong), strong)
         cpu_rows[name] = (single["cpu"], strong["cpu"], weak["cpu"])
+        singles[name] = single
     print("\nCPU per step and rank outside the all-reduce (what the load of other processes "
           "does not inflate):\n")
     print("| workload | 1 rank, 1 thread ms | 2 ranks strong ms | / (1 rank / 2) | "
@@ -242,8 +299,11 @@ def main(argv=None) -> None:
         print(f"| {name} | {_ms(single)} | {_ms(strong)} | {strong / (single / 2):.2f} | "
               f"{_ms(weak)} | {weak / single:.2f} |")
     for name, (rows, strong) in projections.items():
+        single = singles[name]
         print(f"\n{name}: measured all-reduce {strong['ar_8mb'] / 8 * 1e3:.2f} ms/MB, "
-              f"{strong['ar_8b'] * 1e6:.0f} us for 8 bytes (2 ranks, one node)")
+              f"{strong['ar_8b'] * 1e6:.0f} us for 8 bytes (2 ranks, one node); gradient "
+              f"kernel {_ms(single['gradient_cpu'])} ms, update kernel "
+              f"{_ms(single['update_cpu'])} ms CPU (batch {BATCH}, one thread)")
         print(f"| ranks | strong eff. (this machine's all-reduce) | weak eff. | strong eff. "
               f"({NETWORK['name']}) | weak eff. |")
         print("|---:|---:|---:|---:|---:|")
