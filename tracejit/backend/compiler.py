@@ -363,7 +363,7 @@ class Dispatcher:
             entry = self._lookup(abstract, leaves)
             new = entry is None
             if new:
-                entry = self._compile(abstract, args, statics, leaves)
+                entry = self._trace_entry(abstract, args, statics, leaves)
             try:
                 entry.ensure_compiled(leaves, self._stats, background_compile())
             except BaseException:
@@ -386,7 +386,8 @@ class Dispatcher:
             self._recent.move_to_end((abstract, sizes))
         return entry
 
-    def _compile(self, abstract, args, statics, leaves) -> Entry:
+    def _trace_entry(self, abstract, args, statics, leaves) -> Entry:
+        """A new entry: trace (`build`), make its kernel (compiled by `ensure_compiled`)."""
         traced = events.trace_begin(self, args, statics, abstract, leaves)
         program, out_treedef, input_syms = self.build(args, statics)
         events.trace_end(traced, program)

@@ -25,9 +25,11 @@ from ..core.shapes import concrete_shape, resolve
 from ..observe import events
 from ..trace import ops
 from ..trace.tracer import _builders, current_builder
-from ..transforms import autodiff
+from ..transforms import autodiff, batching
 from ..transforms.pipeline import run_passes
-from . import variables
+from . import eager_grad, protocol, variables
+from .tape import GradientTape, UnconnectedGradients
+from .variables import Variable
 
 
 def _as_tuple(value) -> tuple:
@@ -52,7 +54,7 @@ class Function(Dispatcher):
             self._signature = None
         self._static_free = not (self.static_argnums or self.static_argnames)
         self._simple = self._static_free  # and no Variables: the hot path applies
-        self._variables: list = []  # the Variables its traces use (trailing inputs)
+        self.variables: list = []  # the Variables its traces read: trailing inputs of every call
         self._method: Function | None = None
         self._transforms: dict = {}  # jvp()'s and vjp()'s, kept for the next call
 
@@ -67,7 +69,12 @@ class Function(Dispatcher):
         if current_builder() is not None:
             return self.fn(*args, **kwargs)  # inside a trace or an eager tape: trace through
         dynamic, statics = self._dynamic(variables.read_all(args), variables.read_all(kwargs))
-        return variables.call(self, self, dynamic, statics, writes=True)
+        return protocol.call(self, self, dynamic, statics, writes=True)
+
+    def add_variables(self, new: list) -> None:
+        """Called by the call protocol when a trace read Variables not known yet."""
+        self.variables.extend(new)
+        self._simple = False
 
     def __get__(self, instance, owner):
         """Decorating a method: `self` is a static argument (hashed by identity,
@@ -142,7 +149,7 @@ class Function(Dispatcher):
 
             def fn(positional, keywords):
                 return self.python_call((positional, keywords), values)
-        program, treedef, input_syms = variables.trace_function(
+        program, treedef, input_syms = protocol.trace_function(
             self, fn, args, writes, self.leaf_names(args, statics))
         if self.roll_loops:
             program = rolling.roll_loops(program)
@@ -169,7 +176,7 @@ class Function(Dispatcher):
         return self.split(args, kwargs)
 
     def _program(self, args, kwargs) -> Program:
-        program, _, _ = variables.retrying(lambda: self.build(*self._dynamic(args, kwargs)), self)
+        program, _, _ = protocol.retrying(lambda: self.build(*self._dynamic(args, kwargs)), self)
         return run_passes(program)
 
     def ir(self, *args, **kwargs) -> Program:
@@ -280,7 +287,7 @@ class Transform(Dispatcher):
         if current_builder() is not None:
             program, treedef, _ = self.build(dynamic, statics)
             return inline(program, treedef, dynamic)
-        return variables.call(self, self.fun, dynamic, statics, writes=False)
+        return protocol.call(self, self.fun, dynamic, statics, writes=False)
 
     def trace_fun(self, dynamic, statics):
         traced = self.fun.build(dynamic, statics, writes=False)
@@ -291,7 +298,7 @@ class Transform(Dispatcher):
         return self.fun.leaf_names(dynamic, statics)
 
     def _program(self, args, kwargs) -> Program:
-        program, _, _ = variables.retrying(
+        program, _, _ = protocol.retrying(
             lambda: self.build(*self.fun._dynamic(args, kwargs)), self.fun)
         return run_passes(program)
 
@@ -318,6 +325,19 @@ class Grad(Transform):
         self.has_aux = has_aux
         self.with_value = with_value
         self.holomorphic = holomorphic
+        self.eagerly = False  # set when tracing met value-dependent Python control flow
+
+    def __call__(self, *args, **kwargs):
+        if self.eagerly and eager_grad.can_fall_back():
+            return eager_grad.eager_grad(self, args, kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        except errors.ConcretizationError as error:
+            if not eager_grad.can_fall_back():
+                raise
+            eager_grad.warn_once(self, error)
+            self.eagerly = True
+            return eager_grad.eager_grad(self, args, kwargs)
 
     def build(self, dynamic, statics):
         argnums = _as_tuple(self.argnums)
@@ -462,7 +482,7 @@ class Jvp(Transform):
                                       f"{concrete_shape(var.aval.shape)}")
         joint = autodiff.jvp_program(program, list(range(n)))
         if len(program.invars) > n:  # the function's Variables come after the tangents
-            joint, input_syms = variables.trailing_inputs(
+            joint, input_syms = protocol.trailing_inputs(
                 joint, n, len(program.invars) - n, input_syms, shift=n)
         treedef = ("t", (out_treedef, out_treedef))
         return replace(joint, name=self.name), treedef, input_syms
@@ -476,7 +496,7 @@ def jvp(fun, primals, tangents):
     if current_builder() is not None:
         program, treedef, _ = transform.build((primals, tangents), ())
         return inline(program, treedef, (primals, tangents))
-    return variables.call(transform, transform.fun, (primals, tangents), (), writes=False)
+    return protocol.call(transform, transform.fun, (primals, tangents), (), writes=False)
 
 
 class Vjp(Transform):
@@ -510,7 +530,7 @@ def vjp(fun, *primals):
     primals = variables.read_all(primals)
     if current_builder() is not None and is_tracing(primals):
         raise UnsupportedError("vjp inside a traced function: use grad or jvp there")
-    entry, leaves = variables.entry(transform, transform.fun, primals)
+    entry, leaves = protocol.entry(transform, transform.fun, primals)
     try:
         outs, residuals = entry(leaves)
     except errors.KERNEL_CHECKS as err:
@@ -566,10 +586,26 @@ def _transform(kind, fun: Function) -> Transform:
     return transform
 
 
-def jacobian(fun, argnums=0, holomorphic=False):
-    """Dense Jacobian by reverse mode, one backward kernel call per output
-    element; shape `out.shape + x.shape` for array argument(s). Complex outputs
-    need `holomorphic=True` (the entries are then d out_i / d z_j), as JAX's jacrev."""
+def vmap(fun, in_axes=0, out_axes=0, axis_size=None, chunk_size=None):
+    """Vectorise `fun` over a mapped axis of its arguments, as `jax.vmap`: `in_axes`
+    (an int, None, or a pytree prefix of the arguments) says which axis of each
+    argument is mapped (None: broadcast, the same for every example); `out_axes`
+    where the mapped axis goes in the outputs. Keyword arguments map along axis
+    0. The batched function is one traced program, compiled into one kernel whose
+    batch size is symbolic (a new batch size does not recompile); it composes
+    with `grad`, `jvp`, `function`, `lax` loops and another `vmap`. `chunk_size`
+    (as torch.func.vmap) runs a call's batch in chunks of that many examples."""
+    def batched(*args, **kwargs):
+        return batching.vmap_traced(fun, args, in_axes, out_axes, axis_size, kwargs)
+
+    batched.__name__ = batched.__qualname__ = f"vmap_{getattr(fun, '__name__', 'fn')}"
+    batched.__doc__ = getattr(fun, "__doc__", None)
+    compiled = Function(batched)
+    return compiled if chunk_size is None else batching.Chunked(compiled, chunk_size, in_axes,
+                                                                out_axes)
+
+
+def _jacobian(fun, argnums, holomorphic, reverse: bool, name: str):
     fun = as_function(fun)
 
     def jac(*args):
@@ -577,24 +613,31 @@ def jacobian(fun, argnums=0, holomorphic=False):
             for leaf in pytree.flatten(args[n])[0]:
                 _check_holomorphic_input(ops.aval_of(leaf), holomorphic,
                                          f"argument {n} of {fun.name}")
-        out, vjp_fn = vjp(fun, *args)
-        out = np.asarray(out)
-        _check_complex_output(ops.aval_of(out), holomorphic, f"jacobian of {fun.name}")
-        rows = []
-        for k in range(out.size):
-            basis = np.zeros(out.size, dtype=out.dtype)
-            basis[k] = 1.0
-            rows.append(vjp_fn(basis.reshape(out.shape)))
-        picked = [tuple(np.stack([row[n] for row in rows]).reshape(
-            out.shape + np.shape(args[n])) for n in _as_tuple(argnums))]
-        return picked[0][0] if isinstance(argnums, int) else picked[0]
+        return batching.jacobian_traced(fun, args, argnums, reverse, holomorphic)
 
-    return jac
+    jac.__name__ = jac.__qualname__ = f"{name}_{fun.name}"
+    return Function(jac)
+
+
+def jacrev(fun, argnums=0, holomorphic=False):
+    """Dense Jacobian by reverse mode, as `jax.jacrev`: the VJP mapped over the
+    output basis (vmap), one kernel; each entry has shape `out.shape + x.shape`.
+    Complex outputs need `holomorphic=True` (the entries are then d out_i / d z_j)."""
+    return _jacobian(fun, argnums, holomorphic, True, "jacrev")
+
+
+jacobian = jacrev
+
+
+def jacfwd(fun, argnums=0, holomorphic=False):
+    """Dense Jacobian by forward mode, as `jax.jacfwd`: the JVP mapped over the
+    input basis, one kernel (cheaper than `jacrev` when inputs are fewer than outputs)."""
+    return _jacobian(fun, argnums, holomorphic, False, "jacfwd")
 
 
 def hessian(fun, argnums=0, holomorphic=False):
-    """Second derivatives: the Jacobian of the compiled gradient."""
-    return jacobian(grad(fun, argnums, holomorphic=holomorphic), argnums, holomorphic)
+    """Second derivatives, `jacfwd(jacrev(fun))` as JAX: one kernel."""
+    return jacfwd(jacrev(fun, argnums, holomorphic), argnums, holomorphic)
 
 
 def stop_gradient(x):
@@ -637,3 +680,29 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp, used as a decorator
 def make_ir(fn, static_argnums=()):
     """`make_ir(fn)(*args)` -> the (optimised) IR of an undecorated function."""
     return Function(fn, static_argnums).ir
+
+
+# ------------------------------------------------------------ tf.gradients
+
+def gradients(fn, sources, unconnected_gradients=UnconnectedGradients.NONE):
+    """The symbolic gradient of `tf.gradients`, built once: returns a compiled
+    function of `fn`'s arguments giving d fn(*args) / d sources (Variables,
+    in the structure of `sources`). New data or new Variable values do not
+    trace again.
+
+        grad_fn = tracejit.gradients(lambda data: loss(var, data), [var])
+        grad_fn(data)[0]        # as sess.run(var_grad, feed_dict={data: ...})
+    """
+    for source in pytree.flatten(sources)[0]:
+        if not isinstance(source, Variable):
+            raise TracerTypeError("tracejit.gradients: sources must be tracejit.Variables "
+                                  f"(got a {type(source).__name__}); pass data as arguments")
+
+    def gradient_of(*args):
+        with GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(sources)
+            loss = fn(*args)
+        return tape.gradient(loss, sources, unconnected_gradients=unconnected_gradients)
+
+    gradient_of.__name__ = f"gradients_of_{getattr(fn, '__name__', 'fn')}"
+    return Function(gradient_of)

@@ -6,10 +6,11 @@ depends on where it happens:
 
 - outside any trace it is its value;
 - inside `@tracejit.function` its value is an implicit input: the first trace
-  that reads Variables records them on the function (`Function._variables`), and
+  that reads Variables records them on the function (`Function.variables`), and
   from then on every call passes their current values as trailing kernel
-  inputs (`Dispatcher.call_flat(..., extra=values)`). A new value reuses the
-  kernel; a new dtype or rank misses the dispatch key and traces again.
+  inputs (the call protocol, protocol.py; a `Scope` here is its hook into a
+  trace). A new value reuses the kernel; a new dtype or rank misses the
+  dispatch key and traces again.
   `assign` inside the trace makes the new value an extra kernel output, which
   the wrapper stores back into the Variable after the call;
 - inside an eager `GradientTape` (tape.py) a watched Variable is a recorded
@@ -21,8 +22,8 @@ old one), so values already handed out (to a tape, to the user) never change.
 
 from __future__ import annotations
 
+import contextlib
 import operator
-import weakref
 from dataclasses import replace
 
 import numpy as np
@@ -32,7 +33,7 @@ from ..core.errors import ShapeError, TracerTypeError, UnsupportedError, with_lo
 from ..core.ir import Var
 from ..core.shapes import bind_shape, join
 from ..trace import ops
-from ..trace.tracer import OPERANDS, Builder, Tracer, _builders, abstractify, trace
+from ..trace.tracer import OPERANDS, Builder, Tracer, _builders, abstractify
 
 # Tapes recording right now (tape.py): told about every Variable read.
 recording_tapes: list = []
@@ -41,7 +42,8 @@ recording_tapes: list = []
 class VariablesDiscovered(Exception):  # noqa: N818 - a signal, not an error
     """A trace read or assigned Variables its function did not know yet; the
     call is retried with them as trailing inputs (TensorFlow also traces twice
-    when a function creates its variables on the first call)."""
+    when a function creates its variables on the first call). Raised and caught
+    by the call protocol (protocol.py) only."""
 
 
 class Variable:
@@ -290,6 +292,22 @@ def current(var: Variable):
 _scope: Scope | None = None
 
 
+@contextlib.contextmanager
+def scope_for(known: list):
+    """The Scope through which the top-level trace opened inside reads Variables
+    (`known`: those its function is already known to read, in order)."""
+    global _scope
+    scope = _scope = Scope(list(known))
+    try:
+        yield scope
+    finally:
+        _scope = None
+
+
+def scope_open() -> bool:
+    return _scope is not None
+
+
 def _owner_scope() -> Scope | None:
     """The scope of the outermost trace, when that trace is a Function's."""
     scope = _scope
@@ -350,13 +368,9 @@ class Scope:
         bind_shape(aval.shape)  # a Variable's sizes are part of the dispatch key
         return builder.new_input(aval)
 
-    def finish(self, fun, program, treedef, writes: bool):
-        """The traced program with the Variables' inputs and written outputs."""
-        if self.new:
-            fun._variables.extend(self.new)
-            fun._simple = False
-            types_changed()  # its cached calls passed fewer trailing inputs
-            raise VariablesDiscovered
+    def finish(self, program, treedef, writes: bool):
+        """The traced program with the Variables' inputs and written outputs
+        (call this only when the trace discovered no new Variable: `self.new`)."""
         if not self.known:
             return program, treedef
         self._make_inputs()
@@ -367,11 +381,11 @@ class Scope:
             raise UnsupportedError(
                 "assigning Variables inside grad/jvp/vjp is not supported; use a "
                 "GradientTape inside @tracejit.function to compute and apply gradients")
-        return self._with_writes(fun, program, treedef)
+        return self._with_writes(program, treedef)
 
-    def _with_writes(self, fun, program, treedef):
+    def _with_writes(self, program, treedef):
         computed = {id(v) for e in program.eqns for v in e.outputs}
-        index = {id(v): k for k, v in enumerate(fun._variables)}
+        index = {id(v): k for k, v in enumerate(self.known)}
         writes = []
         for key in self.assigned:
             atom = self.builder.atom(self.values[key])
@@ -385,111 +399,14 @@ class Scope:
         return replace(program, outvars=outs), ("t", (treedef, written))
 
 
-def trace_function(fun, fn, args, writes: bool, leaf_names=None):
-    """`trace(fn, args)` for a Function: at top level inside a Scope holding
-    the Variables `fun` is known to use. Returns (program, treedef, input_syms).
-    `leaf_names` name the argument leaves in error messages."""
-    global _scope
-
-    def traced(*args):  # a Variable returned is its value at the end of the function
-        return read_all(fn(*args))
-
-    traced.__wrapped__ = fn
-
-    if _builders or _scope is not None:  # nested: Variables belong to the outer trace
-        program, treedef, builder = trace(traced, args, fun.name, leaf_names)
-        return program, treedef, builder.input_syms
-    scope = _scope = Scope(list(fun._variables))
-    try:
-        program, treedef, builder = trace(traced, args, fun.name, leaf_names)
-    finally:
-        _scope = None
-    if scope.builder is None:
-        scope.builder = builder
-    program, treedef = scope.finish(fun, program, treedef, writes)
-    return program, treedef, builder.input_syms
-
-
-# --------------------------------------------------------------- calling
-
-RETRIES = 4  # discovery rounds before a function is said to create Variables on every call
-
-
-def _attempt(fun, attempt):
-    """`attempt(values)` with the current values of `fun`'s Variables (None when
-    it has none), again while traces discover new ones."""
-    for _ in range(RETRIES):
-        variables = fun._variables
-        try:
-            return attempt(tuple([v._value for v in variables]) if variables else None)
-        except VariablesDiscovered:
-            continue
-    raise TracerTypeError(f"{fun.name} creates new Variables every time it is traced; create "
-                          "them once (outside the function, or on its first call only)")
-
-
 # Changes whenever a Variable's shape changes (only Variables made with free
 # dimensions can): the dispatch key of the trailing inputs, so a cached call
 # makes no per-Variable check. Values written back by kernels keep their shape.
-_epoch = [0]
+epoch = [0]
 
 
 def types_changed() -> None:
-    _epoch[0] += 1
-
-
-def call(dispatcher, fun, dynamic, statics, writes: bool):
-    """Call `dispatcher` with `fun`'s Variables as trailing inputs; with
-    `writes`, store the values the kernel assigned to them."""
-    out = _attempt(fun, lambda values: dispatcher.call_flat(dynamic, statics, values,
-                                                            _epoch[0]))
-    if fun._variables and not getattr(dispatcher, "_variable_mode", False):
-        dispatcher._variable_mode = True
-        _stateful.add(dispatcher)
-    if writes and fun._variables:
-        out, written = out
-        variables = fun._variables
-        for k, value in written.items():
-            if k < 0:
-                k, value = ~k, value.copy()
-            variables[k]._value = value
-    return out
-
-
-def entry(dispatcher, fun, args):
-    """`dispatcher.entry(args)` with `fun`'s Variables as trailing inputs."""
-    return _attempt(fun, lambda values: dispatcher.entry(args, (), values))
-
-
-def retrying(build, fun):
-    """`build()` again while it discovers Variables (for `.ir()`, `.source()`)."""
-    for _ in range(RETRIES):
-        try:
-            return build()
-        except VariablesDiscovered:
-            continue
-    raise TracerTypeError(f"{fun.name} creates new Variables every time it is traced")
-
-
-_stateful = weakref.WeakSet()  # dispatchers that have run with Variables
-
-
-def structure_changed() -> None:
-    """Something traced code baked in changed (an optimizer's learning-rate
-    schedule): every function that reads Variables traces again."""
-    for dispatcher in list(_stateful):
-        dispatcher.clear()
-
-
-def trailing_inputs(program, first: int, count: int, input_syms: list, shift: int):
-    """Move `program`'s inputs [first, first + count) (a function's Variables)
-    to the end, for transforms whose program adds inputs after the primal ones
-    (jvp's tangents); their leaf indices in `input_syms` move by `shift`."""
-    moved = program.invars[first:first + count]
-    invars = program.invars[:first] + program.invars[first + count:] + moved
-    syms = [(leaf + shift if leaf >= first else leaf, axis, sym)
-            for leaf, axis, sym in input_syms]
-    return replace(program, invars=invars), syms
+    epoch[0] += 1
 
 
 __all__ = ["Variable", "read", "VariablesDiscovered"]
