@@ -28,6 +28,14 @@ try:
 except ImportError:  # optional: plain per-epoch lines instead
     _tqdm = None
 
+# The data-parallel strategy: tracejit.distribution sets it (nn never imports it).
+# When it spans more than one process, `fit` and `evaluate` take their steps from it.
+data_parallel = None
+
+
+def _parallel():
+    return data_parallel if data_parallel is not None and data_parallel.active() else None
+
 
 class History:
     """What `fit` returns: `history[name]` is the per-epoch list of a metric."""
@@ -79,6 +87,31 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, variables))
         return (loss, *[m(y, y_pred) for m in self.compiled_metrics])
 
+    def gradient_step(self, x, y, weight):
+        """A data-parallel step's first half: forward, loss and gradient on this
+        rank's shard, scaled by its share `weight` of the global batch, packed
+        with the loss and metrics into one flat vector (what the ranks sum)."""
+        from ..frontend.tape import GradientTape
+
+        with GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(y, y_pred)
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables, unconnected_gradients="zero")
+        values = [loss, *[m(y, y_pred) for m in self.compiled_metrics]]
+        return np.concatenate([np.ravel(g) for g in grads]
+                              + [np.reshape(v, (1,)) for v in values]) * weight
+
+    def apply_step(self, flat):
+        """The second half: the summed gradients (the head of `flat`) unpacked
+        and applied by the optimizer."""
+        variables = self.trainable_variables
+        grads, offset = [], 0
+        for var in variables:
+            grads.append(np.reshape(flat[offset:offset + var.size], var.shape))
+            offset += var.size
+        self.optimizer.apply_gradients(zip(grads, variables))
+
     def test_step(self, x, y):
         y_pred = self(x, training=False)
         return (self.compute_loss(y, y_pred), *[m(y, y_pred) for m in self.compiled_metrics])
@@ -89,7 +122,8 @@ class Trainer:
     def step_function(self, kind: str):
         """The train/test/predict step: compiled once per model (or eager)."""
         step = {"train": self.train_step, "test": self.test_step,
-                "predict": self.predict_step}[kind]
+                "predict": self.predict_step, "gradient": self.gradient_step,
+                "apply": self.apply_step}[kind]
         if self.run_eagerly:
             return step
         functions = self.__dict__.setdefault("_step_functions", {})
@@ -113,7 +147,9 @@ class Trainer:
         self._require_compiled("fit")
         x, y = np.asarray(x), np.asarray(y)
         batch_size = batch_size or 32
-        step = self.step_function("train")
+        parallel = _parallel()
+        step = parallel.train_step(self, x, y) if parallel else self.step_function("train")
+        verbose = parallel.verbose(verbose) if parallel else verbose
         steps = math.ceil(len(x) / batch_size)
         history = History()
         names = self._metric_names()
@@ -147,7 +183,9 @@ class Trainer:
         self._require_compiled("evaluate")
         x, y = np.asarray(x), np.asarray(y)
         batch_size = batch_size or 32
-        step = self.step_function("test")
+        parallel = _parallel()
+        step = parallel.test_step(self, x, y) if parallel else self.step_function("test")
+        verbose = parallel.verbose(verbose) if parallel else verbose
         names = self._metric_names()
         totals, seen = [0.0] * len(names), 0
         for k in range(0, len(x), batch_size):
