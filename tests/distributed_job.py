@@ -53,6 +53,8 @@ def fit_both(rows: int, batch: int, make_optimizer, validate: bool) -> dict:
     model = classifier(distributed.rank(), make_optimizer())
     history = model.fit(x, y, batch_size=batch, epochs=3, verbose=0, **extra)
     evaluated = model.evaluate(x, y, batch_size=batch) if validate else None
+    for kind in ("gradient", "apply"):  # a load from the shared cache may still be landing
+        model.step_function(kind).wait()
     stats = {kind: vars(model.step_function(kind).stats) for kind in ("gradient", "apply")}
     weights = [v.numpy() for v in model.weights]
     distribution.set_distribution(None)
