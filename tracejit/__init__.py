@@ -8,7 +8,7 @@
 
 __version__ = "0.1.0"
 
-from . import lax, nn, pytree, testing  # noqa: F401
+from . import lax, nn, pytree, random, testing  # noqa: F401
 from . import numpy_api as _numpy_api  # noqa: F401  (installs NumPy's surface on tracers)
 from .api import (
     Function,

@@ -1,11 +1,17 @@
-"""Random draws inside a traced function raise instead of being frozen.
+"""Random draws inside a traced function: runtime draws, never frozen constants.
 
-A trace runs the user's Python once; a draw made then would be baked into the
-kernel as a constant, and every later call would repeat the same "random"
-numbers (silently non-stochastic training). So a draw while tracing raises a
-clear error:
-- `np.random.<function>(...)` (the legacy global generator) raises at the call,
-  naming the user's line (the module's functions are rebound while tracing);
+A trace runs the user's Python once; a draw made then by NumPy would be baked
+into the kernel as a constant, and every later call would repeat the same
+"random" numbers (silently non-stochastic training). So:
+- the legacy `np.random.<function>(...)` calls of the common distributions
+  (rand, randn, random, uniform, normal, standard_normal, exponential, randint,
+  permutation, choice, ...) become runtime draws from tracejit's generator
+  (`tracejit.random.global_generator()`, seeded from NumPy's global state):
+  fresh numbers on every call, no retrace. The stream differs from NumPy's
+  own (Threefry instead of the Mersenne Twister), the distribution does not;
+- the other legacy functions (shuffle in place, binomial, gamma...) raise at
+  the call, naming the user's line (the module's functions are rebound while
+  tracing);
 - a draw through a name bound before the trace (`from numpy.random import
   randn`) or a `Generator` / `RandomState` the function reaches (its globals,
   closure, defaults, static arguments) is caught by comparing the generator's
@@ -23,10 +29,13 @@ import threading
 
 import numpy as np
 
+from . import ops
 from .errors import UnsupportedError, with_location
-from .trace import add_trace_guard, add_tracing_hook, tracing_thread
+from .trace import add_trace_guard, add_tracing_hook, operand, tracing_thread
 
-HINT = ("draw the random numbers outside the traced function and pass them in as an "
+HINT = ("use tracejit.random (a SeedGenerator, or keys) or np.random's rand/randn/random/"
+        "uniform/normal/randint/permutation/choice, which draw at run time; or draw the "
+        "random numbers outside the traced function and pass them in as an "
         "argument (eps = rng.standard_normal(shape); loss(params, eps)): every call then "
         "gets fresh draws and the generator advances exactly as in eager code")
 
@@ -50,16 +59,93 @@ def _on_tracing_thread() -> bool:
 
 def _refuse(name):
     original = _ORIGINAL[name]
+    runtime = _RUNTIME_DRAWS.get(name)
 
     @functools.wraps(original)
     def draw(*args, **kwargs):
         if not _on_tracing_thread():
             return original(*args, **kwargs)
+        if runtime is not None:
+            return runtime(*args, **kwargs)
         raise RandomInTraceError(with_location(
             f"np.random.{name} inside a traced function would be frozen into the kernel as "
-            "a constant (the same numbers on every call)", hint=HINT))
+            "a constant (the same numbers on every call), and tracejit draws only "
+            f"{', '.join(sorted(_RUNTIME_DRAWS))} at run time", hint=HINT))
 
     return draw
+
+
+# --------------------------------------------- legacy draws made at run time
+
+def _gen():
+    from . import random as tr
+    return tr, tr.global_generator()
+
+
+def _size(size, *params):
+    if size is not None:
+        return (int(size),) if np.ndim(size) == 0 else tuple(int(d) for d in size)
+    return np.broadcast_shapes(*(np.shape(operand(p)) for p in params))
+
+
+def _uniform(low=0.0, high=1.0, size=None):
+    tr, gen = _gen()
+    return tr.uniform(gen, _size(size, low, high), minval=low, maxval=high)
+
+
+def _normal(loc=0.0, scale=1.0, size=None):
+    tr, gen = _gen()
+    return tr.normal(gen, _size(size, loc, scale), loc=loc, scale=scale)
+
+
+def _exponential(scale=1.0, size=None):
+    tr, gen = _gen()
+    return tr.exponential(gen, _size(size, scale)) * scale
+
+
+def _randint(low, high=None, size=None, dtype=int):
+    low, high = (0, low) if high is None else (low, high)
+    u = _uniform(size=_size(size, low, high))
+    return np.floor(u * (high - low) + low).astype(dtype)
+
+
+def _permutation(x):
+    tr, gen = _gen()
+    return tr.permutation(gen, x)
+
+
+def _choice(a, size=None, replace=True, p=None):
+    tr, gen = _gen()
+    n = int(a) if isinstance(a, (int, np.integer)) else len(operand(a))
+    if not replace:
+        if p is not None:
+            raise RandomInTraceError(with_location(
+                "np.random.choice(replace=False, p=...) is not drawn at run time", hint=HINT))
+        index = tr.permutation(gen, n)[:int(np.prod(_size(size)))].reshape(_size(size))
+    elif p is None:
+        index = _randint(n, size=size)
+    else:
+        logits = np.log(np.asarray(p, dtype=np.float64))
+        index = tr.categorical(gen, logits, shape=_size(size))
+    return index if isinstance(a, (int, np.integer)) else ops.gather(operand(a), [index], 0)
+
+
+_RUNTIME_DRAWS = {
+    "rand": lambda *shape: _uniform(size=shape),
+    "randn": lambda *shape: _normal(size=shape),
+    "random": lambda size=None: _uniform(size=size),
+    "random_sample": lambda size=None: _uniform(size=size),
+    "ranf": lambda size=None: _uniform(size=size),
+    "sample": lambda size=None: _uniform(size=size),
+    "uniform": _uniform,
+    "normal": _normal,
+    "standard_normal": lambda size=None: _normal(size=size),
+    "exponential": _exponential,
+    "standard_exponential": lambda size=None: _exponential(size=size),
+    "randint": _randint,
+    "permutation": _permutation,
+    "choice": _choice,
+}
 
 
 def _default_rng(seed=None, *args, **kwargs):
