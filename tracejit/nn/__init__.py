@@ -4,7 +4,10 @@
   `log_softmax`, `logsumexp`, `sigmoid`, `log_sigmoid`, `relu`, `softplus`, `erf`,
   the cross-entropies): functional.py;
 - `activations` by name or function; `initializers`;
-- layers `Dense`, `Activation`, `Input`, models `Model` (subclassing),
+- layers `Dense`, `Activation`, `Input`; `Conv1D`, `Conv2D`, pooling, `Flatten`,
+  `Reshape` (convolutional.py); `BatchNormalization`, `LayerNormalization`,
+  `Dropout`, `Embedding` (normalization.py); `SimpleRNN`, `LSTM`, `GRU`
+  (recurrent.py, on `lax.scan`); models `Model` (subclassing),
   `Sequential`, with `compile` / `fit` / `evaluate` / `predict`;
 - `losses`, `metrics`, `optimizers` (SGD, Adam, AdamW, RMSprop, Adagrad and
   learning-rate `schedules`).
@@ -26,11 +29,30 @@ from .functional import (
     sparse_cross_entropy,
 )
 from .initializers import set_random_seed
+from .convolutional import (
+    AveragePooling1D,
+    AveragePooling2D,
+    Conv1D,
+    Conv2D,
+    Flatten,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling2D,
+    MaxPooling1D,
+    MaxPooling2D,
+    Reshape,
+)
 from .layers import Activation, Dense, Input, Layer, floatx, set_floatx
 from .models import Model, Sequential
+from .normalization import BatchNormalization, Dropout, Embedding, LayerNormalization
+from .recurrent import GRU, LSTM, SimpleRNN
 from .training import History
 
 __all__ = [
+    "GRU", "LSTM", "AveragePooling1D", "AveragePooling2D", "BatchNormalization", "Conv1D",
+    "Conv2D", "Dropout", "Embedding", "Flatten", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalMaxPooling2D", "LayerNormalization", "MaxPooling1D",
+    "MaxPooling2D", "Reshape", "SimpleRNN",
     "Activation", "Dense", "History", "Input", "Layer", "Model", "Sequential", "activations",
     "binary_cross_entropy", "cross_entropy", "erf", "floatx", "initializers", "layers",
     "log_sigmoid", "log_softmax", "logsumexp", "losses", "metrics", "optimizers", "relu",
