@@ -14,6 +14,19 @@
 """
 
 from . import activations, initializers, layers, losses, metrics, optimizers
+from .convolutional import (
+    AveragePooling1D,
+    AveragePooling2D,
+    Conv1D,
+    Conv2D,
+    Flatten,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling2D,
+    MaxPooling1D,
+    MaxPooling2D,
+    Reshape,
+)
 from .functional import (
     binary_cross_entropy,
     cross_entropy,
@@ -29,19 +42,6 @@ from .functional import (
     sparse_cross_entropy,
 )
 from .initializers import set_random_seed
-from .convolutional import (
-    AveragePooling1D,
-    AveragePooling2D,
-    Conv1D,
-    Conv2D,
-    Flatten,
-    GlobalAveragePooling1D,
-    GlobalAveragePooling2D,
-    GlobalMaxPooling2D,
-    MaxPooling1D,
-    MaxPooling2D,
-    Reshape,
-)
 from .layers import Activation, Dense, Input, Layer, floatx, set_floatx
 from .models import Model, Sequential
 from .normalization import BatchNormalization, Dropout, Embedding, LayerNormalization

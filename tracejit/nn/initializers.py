@@ -152,7 +152,8 @@ class Orthogonal(Initializer):
 
 
 NAMES = {
-    "uniform": RandomUniform, "orthogonal": Orthogonal, "zeros": Zeros, "ones": Ones, "constant": Constant, "random_normal": RandomNormal,
+    "uniform": RandomUniform, "orthogonal": Orthogonal,
+    "zeros": Zeros, "ones": Ones, "constant": Constant, "random_normal": RandomNormal,
     "random_uniform": RandomUniform, "truncated_normal": TruncatedNormal,
     "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal, "he_uniform": HeUniform,
     "he_normal": HeNormal, "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal,
