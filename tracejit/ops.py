@@ -296,16 +296,15 @@ def reshape(x, shape):
 
 def _kept_leading(in_shape, shape):
     """The output shape of a reshape that keeps its leading axes (the same
-    symbols) and regroups concrete trailing ones, without binding the symbols."""
+    symbols) and regroups the trailing ones, binding only the trailing sizes."""
     k = 0
     while (k < min(len(in_shape), len(shape)) and isinstance(shape[k], Sym)
            and resolve(shape[k]) is resolve(in_shape[k])):
         k += 1
-    rest_in, rest = in_shape[k:], list(shape[k:])
-    if k == 0 or any(type(resolve(d)) is not int for d in rest_in) or rest.count(-1) > 1 \
-            or not all(isinstance(d, (int, np.integer)) for d in rest):
+    rest = list(shape[k:])
+    if k == 0 or rest.count(-1) > 1 or not all(isinstance(d, (int, np.integer)) for d in rest):
         return None
-    size = int(np.prod([resolve(d) for d in rest_in]))
+    size = int(np.prod([bind_dim(d) for d in in_shape[k:]]))  # the regrouped sizes are fixed
     if -1 in rest:
         known = int(np.prod([d for d in rest if d != -1]))
         rest[rest.index(-1)] = size // known if known else 0

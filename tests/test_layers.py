@@ -1,0 +1,320 @@
+"""tracejit.nn's convolution, pooling, normalization, dropout, embedding and
+recurrent layers against NumPy references written here (loops, straight from
+Keras' definitions), and against PyTorch in float64 when it is installed:
+forward outputs, gradients through GradientTape (eager and inside a compiled
+function) against central finite differences of the reference."""
+
+import numpy as np
+import pytest
+
+import tracejit
+from tracejit import nn
+
+RNG = np.random.default_rng(0)
+
+
+def f64(layer):
+    layer.dtype = np.dtype(np.float64)
+    return layer
+
+
+def numeric_grad(fn, x, eps=1e-6):
+    """Central differences of the scalar fn at every element of x."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
+        up = fn()
+        x[i] = old - eps
+        down = fn()
+        x[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
+def tape_grads(layer, x, weights, compiled=False):
+    """d sum(layer(x) * probe) / d (x, *weights), through a GradientTape."""
+    def loss_and_grads(x, probe):
+        x = tracejit.Variable(x, name="x") if not compiled else x
+        with tracejit.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = (y * probe).sum()
+        return tape.gradient(loss, [x, *weights])
+
+    y = layer(x)
+    probe = RNG.standard_normal(np.shape(y))
+    fn = tracejit.function(loss_and_grads) if compiled else loss_and_grads
+    return probe, [np.asarray(g) for g in fn(x, probe)]
+
+
+def check_against(reference, layer, x, compiled=False, rtol=1e-6):
+    """Forward equal to the reference; gradients for x and every weight equal
+    to finite differences of the reference."""
+    y = layer(x)  # builds the weights
+    weights = layer.trainable_variables
+    np.testing.assert_allclose(y, reference(x, *[w.numpy() for w in weights]),
+                               rtol=1e-10, atol=1e-12)
+    probe, grads = tape_grads(layer, x, weights, compiled)
+    arrays = [x.copy(), *[w.numpy().copy() for w in weights]]
+    for k, (array, grad) in enumerate(zip(arrays, grads)):
+        expected = numeric_grad(lambda: (reference(*arrays) * probe).sum(), array)
+        np.testing.assert_allclose(grad, expected, rtol=rtol, atol=1e-6, err_msg=f"operand {k}")
+
+
+# ------------------------------------------------------------ references
+
+def conv_reference(x, kernel, bias, strides, padding, dilation=(1, 1)):
+    """Keras' Conv2D (channels_last, cross-correlation) by loops."""
+    kh, kw, _, filters = kernel.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    pads = []
+    for n, k, s, d in zip(x.shape[1:3], (kh, kw), strides, dilation):
+        span = (k - 1) * d + 1
+        if padding == "valid":
+            pads.append((0, 0, (n - span) // s + 1))
+        else:
+            out = -(-n // s)
+            total = max((out - 1) * s + span - n, 0)
+            pads.append((total // 2, total - total // 2, out))
+    xp = np.pad(x, [(0, 0), pads[0][:2], pads[1][:2], (0, 0)])
+    out = np.zeros((x.shape[0], pads[0][2], pads[1][2], filters))
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            for a in range(kh):
+                for b in range(kw):
+                    out[:, i, j] += xp[:, i * sh + a * dh, j * sw + b * dw] @ kernel[a, b]
+    return out + bias
+
+
+def pool_reference(x, size, strides, kind):
+    outs = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:3], size, strides)]
+    out = np.zeros((x.shape[0], *outs, x.shape[3]))
+    for i in range(outs[0]):
+        for j in range(outs[1]):
+            window = x[:, i * strides[0]:i * strides[0] + size[0],
+                       j * strides[1]:j * strides[1] + size[1]]
+            out[:, i, j] = window.max((1, 2)) if kind == "max" else window.mean((1, 2))
+    return out
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def lstm_reference(x, kernel, recurrent, bias):
+    n = recurrent.shape[0]
+    h = c = np.zeros((x.shape[0], n))
+    hs = []
+    for t in range(x.shape[1]):
+        z = x[:, t] @ kernel + h @ recurrent + bias
+        i, f, g, o = sigmoid(z[:, :n]), sigmoid(z[:, n:2 * n]), np.tanh(z[:, 2 * n:3 * n]), \
+            sigmoid(z[:, 3 * n:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        hs.append(h)
+    return np.stack(hs, 1)
+
+
+def gru_reference(x, kernel, recurrent, bias):
+    n = recurrent.shape[0]
+    h = np.zeros((x.shape[0], n))
+    for t in range(x.shape[1]):
+        xz = x[:, t] @ kernel + bias[0]
+        hz = h @ recurrent + bias[1]
+        z = sigmoid(xz[:, :n] + hz[:, :n])
+        r = sigmoid(xz[:, n:2 * n] + hz[:, n:2 * n])
+        hh = np.tanh(xz[:, 2 * n:] + r * hz[:, 2 * n:])
+        h = z * h + (1 - z) * hh
+    return h
+
+
+def rnn_reference(x, kernel, recurrent, bias):
+    h = np.zeros((x.shape[0], recurrent.shape[0]))
+    for t in range(x.shape[1]):
+        h = np.tanh(x[:, t] @ kernel + h @ recurrent + bias)
+    return h
+
+
+# ------------------------------------------------------------ tests
+
+@pytest.mark.parametrize("strides, padding, dilation", [
+    ((1, 1), "valid", (1, 1)), ((2, 1), "same", (1, 1)), ((1, 1), "same", (2, 2))])
+def test_conv2d_forward_and_gradients(strides, padding, dilation, interpret):
+    layer = f64(nn.Conv2D(3, (3, 2), strides=strides, padding=padding, dilation_rate=dilation,
+                          bias_initializer="random_normal"))
+    x = RNG.standard_normal((2, 6, 5, 2))
+    check_against(lambda x, k, b: conv_reference(x, k, b, strides, padding, dilation), layer, x)
+
+
+def test_conv1d_causal_is_a_padded_conv2d(interpret):
+    layer = f64(nn.Conv1D(2, 3, padding="causal", dilation_rate=2))
+    x = RNG.standard_normal((2, 7, 3))
+
+    def reference(x, k, b):
+        padded = np.pad(x, [(0, 0), (4, 0), (0, 0)])[:, :, None, :]
+        return conv_reference(padded, k[:, None], b, (1, 1), "valid", (2, 1))[:, :, 0]
+
+    check_against(reference, layer, x)
+
+
+def test_conv2d_compiled_through_gradient_tape_matches(compiled):
+    layer = f64(nn.Conv2D(2, 2, padding="same", activation="relu"))
+    x = RNG.standard_normal((3, 4, 4, 1))
+    layer(x)
+    probe, grads = tape_grads(layer, x, layer.trainable_variables)
+    fn = tracejit.function(lambda x, p: _grads(layer, x, p))
+    for got, want in zip(fn(x, probe), grads):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert fn(x[:2], probe[:2])[0].shape == (2, 4, 4, 1)
+    assert fn.stats.traces == 1  # the batch size stays symbolic
+
+
+def _grads(layer, x, probe):
+    with tracejit.GradientTape() as tape:
+        tape.watch(x)
+        loss = (layer(x) * probe).sum()
+    return tape.gradient(loss, [x, *layer.trainable_variables])
+
+
+@pytest.mark.parametrize("kind", ["max", "average"])
+def test_pooling(kind, interpret):
+    cls = nn.MaxPooling2D if kind == "max" else nn.AveragePooling2D
+    layer = cls((2, 3), strides=(2, 2))
+    x = RNG.standard_normal((2, 7, 8, 3))
+    reference = lambda x: pool_reference(x, (2, 3), (2, 2), kind)  # noqa: E731
+    check_against(reference, layer, x)
+    same = nn.AveragePooling2D(3, strides=1, padding="same")(np.ones((1, 4, 4, 1)))
+    np.testing.assert_allclose(same, 1.0)  # padding is left out of the mean
+
+
+def test_flatten_reshape_global_pooling(interpret):
+    x = RNG.standard_normal((2, 3, 4, 5))
+    np.testing.assert_array_equal(nn.Flatten()(x), x.reshape(2, -1))
+    np.testing.assert_array_equal(nn.Reshape((12, 5))(x), x.reshape(2, 12, 5))
+    np.testing.assert_allclose(nn.GlobalAveragePooling2D()(x), x.mean((1, 2)))
+    f = tracejit.function(lambda x: nn.Flatten()(x))
+    assert f(x).shape == (2, 60) and f(x[:1].repeat(5, 0)).shape == (5, 60)
+    assert f.stats.traces == 1
+
+
+def test_batch_normalization_training_and_inference(interpret):
+    layer = f64(nn.BatchNormalization(momentum=0.9, epsilon=1e-3, gamma_initializer="random_normal",
+                                      beta_initializer="random_normal"))
+    x = RNG.standard_normal((6, 3, 4)) * 2 + 1
+    layer(x)
+    gamma, beta = layer.gamma.numpy(), layer.beta.numpy()
+    step = tracejit.function(lambda x: layer(x, training=True))
+    for _ in range(2):
+        y = step(x)
+    mean, var = x.mean((0, 1)), x.var((0, 1))
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3) * gamma + beta, rtol=1e-10)
+    moving_mean = (0.0 * 0.9 + mean * 0.1) * 0.9 + mean * 0.1
+    moving_var = (1.0 * 0.9 + var * 0.1) * 0.9 + var * 0.1
+    np.testing.assert_allclose(layer.moving_mean.numpy(), moving_mean, rtol=1e-12)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), moving_var, rtol=1e-12)
+    inference = layer(x, training=False)
+    np.testing.assert_allclose(inference, (x - moving_mean) / np.sqrt(moving_var + 1e-3) * gamma
+                               + beta, rtol=1e-10)
+
+    def reference(x, gamma, beta):
+        m, v = x.mean((0, 1)), x.var((0, 1))
+        return (x - m) / np.sqrt(v + 1e-3) * gamma + beta
+
+    train = f64(nn.BatchNormalization(gamma_initializer="random_normal"))
+    check_against(reference, _Training(train), x)
+
+
+class _Training(nn.Layer):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def call(self, x):
+        return self.inner(x, training=True)
+
+
+def test_layer_normalization(interpret):
+    layer = f64(nn.LayerNormalization(epsilon=1e-3, gamma_initializer="random_normal",
+                                      beta_initializer="random_normal"))
+    x = RNG.standard_normal((3, 5))
+
+    def reference(x, gamma, beta):
+        m, v = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - m) / np.sqrt(v + 1e-3) * gamma + beta
+
+    check_against(reference, layer, x)
+
+
+@pytest.mark.parametrize("cls, reference, sequences", [
+    (nn.LSTM, lstm_reference, True), (nn.GRU, gru_reference, False),
+    (nn.SimpleRNN, rnn_reference, False)])
+def test_recurrent_layers(cls, reference, sequences, interpret):
+    layer = f64(cls(3, return_sequences=sequences, bias_initializer="random_normal"))
+    if cls is nn.LSTM:
+        layer.unit_forget_bias = False
+    x = RNG.standard_normal((2, 4, 2))
+    check_against(reference, layer, x)
+
+
+def test_lstm_return_state_and_forget_bias(interpret):
+    layer = nn.LSTM(4, return_state=True)
+    out, h, c = layer(RNG.standard_normal((2, 3, 5)).astype(np.float32))
+    np.testing.assert_array_equal(out, h)
+    assert c.shape == (2, 4)
+    np.testing.assert_array_equal(layer.bias.numpy(), np.r_[np.zeros(4), np.ones(4),
+                                                            np.zeros(8)])
+    assert [v.path.split("/")[-1] for v in layer.weights] == ["kernel", "recurrent_kernel", "bias"]
+
+
+def test_embedding_rows_and_scattered_gradient(interpret):
+    layer = f64(nn.Embedding(6, 3))
+    ids = np.array([[1, 4], [1, 0]])
+    np.testing.assert_array_equal(layer(ids), layer.embeddings.numpy()[ids])
+    with tracejit.GradientTape() as tape:
+        loss = (layer(ids) ** 2).sum()
+    (grad,) = tape.gradient(loss, [layer.embeddings])
+    expected = np.zeros((6, 3))
+    np.add.at(expected, ids, 2 * layer.embeddings.numpy()[ids])
+    np.testing.assert_allclose(grad, expected, rtol=1e-12)
+
+
+def test_dropout_masks_scale_and_change_every_call(mode):
+    layer = nn.Dropout(0.25, seed=3)
+    x = np.ones((200, 50), np.float32)
+    np.testing.assert_array_equal(layer(x), x)  # not training: the identity
+    step = tracejit.function(lambda x: layer(x, training=True))
+    first, second = step(x), step(x)
+    assert set(np.unique(first).tolist()) <= {0.0, np.float32(1 / 0.75)}
+    assert abs((first == 0).mean() - 0.25) < 0.01
+    assert abs(first.mean() - 1.0) < 0.02
+    assert not np.array_equal(first, second)
+    v = tracejit.Variable(x)
+    with tracejit.GradientTape() as tape:
+        y = layer(v, training=True)
+        loss = (y * 2).sum()
+    (g,) = tape.gradient(loss, [v])
+    np.testing.assert_allclose(g, 2 * np.asarray(y))  # d y / d x is the scaled mask
+
+
+def test_conv2d_and_lstm_match_pytorch(interpret):
+    torch = pytest.importorskip("torch")
+    conv = f64(nn.Conv2D(4, 3, padding="same", strides=1))
+    x = RNG.standard_normal((2, 5, 5, 3))
+    y = conv(x)
+    weight = torch.tensor(conv.kernel.numpy().transpose(3, 2, 0, 1))
+    ref = torch.nn.functional.conv2d(torch.tensor(x.transpose(0, 3, 1, 2)), weight,
+                                     torch.tensor(conv.bias.numpy()), padding="same")
+    np.testing.assert_allclose(y, ref.numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-12)
+
+    lstm = f64(nn.LSTM(3, return_sequences=True))
+    s = RNG.standard_normal((2, 4, 2))
+    out = lstm(s)
+    t = torch.nn.LSTM(2, 3, batch_first=True).double()
+    with torch.no_grad():
+        t.weight_ih_l0.copy_(torch.tensor(lstm.kernel.numpy().T))
+        t.weight_hh_l0.copy_(torch.tensor(lstm.recurrent_kernel.numpy().T))
+        t.bias_ih_l0.copy_(torch.tensor(lstm.bias.numpy()))
+        t.bias_hh_l0.zero_()
+        ref, _ = t(torch.tensor(s))
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-10, atol=1e-12)
