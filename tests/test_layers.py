@@ -318,3 +318,53 @@ def test_conv2d_and_lstm_match_pytorch(interpret):
         t.bias_hh_l0.zero_()
         ref, _ = t(torch.tensor(s))
     np.testing.assert_allclose(out, ref.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------ fit with callbacks
+
+def blobs(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    return rng.standard_normal((n, 4)) + 2.0 * np.eye(3, 4)[labels], labels
+
+
+def classifier(lr=0.01):
+    nn.set_random_seed(0)
+    model = nn.Sequential([nn.Input((4,)), nn.Dense(16, activation="relu"),
+                           nn.BatchNormalization(), nn.Dropout(0.2, seed=0), nn.Dense(3)])
+    model.compile(optimizer=nn.optimizers.Adam(lr),
+                  loss=nn.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def test_fit_with_callbacks_and_validation_split(tmp_path, interpret):
+    x, y = blobs()
+    seen = []
+    model = classifier()
+    history = model.fit(
+        x, y, epochs=30, batch_size=32, verbose=0, validation_split=0.25, callbacks=[
+            nn.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0),
+            nn.callbacks.ModelCheckpoint(str(tmp_path / "w{epoch}.npz"), monitor="val_loss"),
+            nn.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+            nn.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5),
+            nn.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(e))])
+    assert history.epoch == [0, 1] == seen  # no improvement of 10 after the first epoch
+    assert "val_accuracy" in history.history and (tmp_path / "w2.npz").exists()
+    assert (tmp_path / "log.csv").read_text().splitlines()[0].startswith("epoch,loss")
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0025)
+    assert model.step_function("train").stats.traces == 1
+    moving = model.layers[1].moving_mean.numpy()
+    assert np.abs(moving).sum() > 0  # updated by the compiled train step
+
+
+def test_reduce_lr_on_plateau_and_restore_best_weights(interpret):
+    x, y = blobs(60)
+    model = classifier(lr=0.0)  # nothing improves: the rate drops, the best weights stay
+    reduce = nn.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1,
+                                            min_delta=10.0)
+    stop = nn.callbacks.EarlyStopping(monitor="loss", patience=3, min_delta=10.0,
+                                      restore_best_weights=True)
+    model.fit(x, y, epochs=10, batch_size=30, verbose=0, callbacks=[reduce, stop])
+    assert stop.stopped_epoch == 3 and stop.best_weights is not None
+    assert float(model.optimizer.learning_rate) == 0.0

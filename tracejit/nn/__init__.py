@@ -13,7 +13,7 @@
   learning-rate `schedules`).
 """
 
-from . import activations, initializers, layers, losses, metrics, optimizers
+from . import activations, callbacks, initializers, layers, losses, metrics, optimizers
 from .convolutional import (
     AveragePooling1D,
     AveragePooling2D,
@@ -54,6 +54,7 @@ __all__ = [
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "LayerNormalization", "MaxPooling1D",
     "MaxPooling2D", "Reshape", "SimpleRNN",
     "Activation", "Dense", "History", "Input", "Layer", "Model", "Sequential", "activations",
+    "callbacks",
     "binary_cross_entropy", "cross_entropy", "erf", "floatx", "initializers", "layers",
     "log_sigmoid", "log_softmax", "logsumexp", "losses", "metrics", "optimizers", "relu",
     "set_floatx", "set_random_seed", "sigmoid", "sigmoid_cross_entropy", "softmax",

@@ -106,41 +106,64 @@ class Trainer:
             raise RuntimeError(f"{what}: call model.compile(optimizer=..., loss=...) first")
 
     # --------------------------------------------------------------- loops
-    def fit(self, x, y, batch_size=None, epochs=1, verbose=1, validation_data=None,
-            shuffle=True, initial_epoch=0):
+    def fit(self, x, y, batch_size=None, epochs=1, verbose=1, callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
         """Train for `epochs` passes over (x, y); returns a `History` of the
-        per-epoch loss and metrics (and their `val_` values)."""
+        per-epoch loss and metrics (and their `val_` values). `validation_split`
+        holds out the last fraction of (x, y), as Keras; `callbacks` are
+        `tracejit.nn.callbacks` objects."""
+        from .callbacks import CallbackList
+
         self._require_compiled("fit")
         x, y = np.asarray(x), np.asarray(y)
+        if validation_split and validation_data is None:
+            cut = int(len(x) * (1.0 - float(validation_split)))
+            x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
         batch_size = batch_size or 32
         step = self.step_function("train")
         steps = math.ceil(len(x) / batch_size)
         history = History()
+        hooks = CallbackList(callbacks, self)
         names = self._metric_names()
+        self.stop_training = False
+        hooks.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
             start = time.perf_counter()
-            order = initializers._rng.permutation(len(x)) if shuffle else None
-            xs, ys = (x[order], y[order]) if shuffle else (x, y)
+            hooks.on_epoch_begin(epoch, {})
             progress = _Progress(epoch + 1, epochs, steps, verbose)
-            totals, seen = [0.0] * len(names), 0
-            for k in range(steps):
-                xb, yb = xs[k * batch_size:(k + 1) * batch_size], ys[k * batch_size:
-                                                                     (k + 1) * batch_size]
-                values = step(xb, yb)
-                seen += len(xb)
-                for i, value in enumerate(values):
-                    totals[i] += float(value) * len(xb)
-                progress.step(names, totals, seen)
-            logs = {name: total / seen for name, total in zip(names, totals)}
+            logs = self._fit_epoch(step, x, y, batch_size, steps, shuffle, hooks, progress,
+                                   names)
             if validation_data is not None:
                 val = self.evaluate(*validation_data, batch_size=batch_size, verbose=0,
                                     return_dict=True)
                 logs.update({f"val_{name}": value for name, value in val.items()})
             seconds = time.perf_counter() - start
             progress.finish(logs, seconds)
+            hooks.on_epoch_end(epoch, logs)
             history.append(epoch, logs, seconds)
+            if self.stop_training:
+                break
+        hooks.on_train_end(logs if history.epoch else {})
         self.history = history
         return history
+
+    def _fit_epoch(self, step, x, y, batch_size, steps, shuffle, hooks, progress, names):
+        order = initializers._rng.permutation(len(x)) if shuffle else None
+        xs, ys = (x[order], y[order]) if shuffle else (x, y)
+        totals, seen = [0.0] * len(names), 0
+        for k in range(steps):
+            if hooks.batch_hooks:
+                hooks.on_train_batch_begin(k, {})
+            xb, yb = xs[k * batch_size:(k + 1) * batch_size], ys[k * batch_size:
+                                                                 (k + 1) * batch_size]
+            values = step(xb, yb)
+            seen += len(xb)
+            for i, value in enumerate(values):
+                totals[i] += float(value) * len(xb)
+            progress.step(names, totals, seen)
+            if hooks.batch_hooks:
+                hooks.on_train_batch_end(k, {n: float(v) for n, v in zip(names, values)})
+        return {name: total / seen for name, total in zip(names, totals)}
 
     def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
         """The loss and metrics over (x, y): a float, [loss, *metrics], or a dict."""
