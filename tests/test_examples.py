@@ -71,3 +71,26 @@ def test_digits_mlp_reaches_96_percent(tmp_path, capsys):
     assert result["accuracy"] >= 0.96, out
     assert "ms per epoch" in out and "eager:" in out
     assert plot.exists() or "matplotlib is not installed" in out
+
+
+def _example(name: str, argv: list) -> tuple[dict, str]:
+    pytest.importorskip("sklearn")
+    module = runpy.run_path(str(EXAMPLES / name))
+    return module["main"](argv)
+
+
+def test_convnet_digits_reaches_97_percent(capsys):
+    result = _example("convnet_digits.py", ["--epochs", "12", "--verbose", "0"])
+    out = capsys.readouterr().out
+    assert result["accuracy"] >= 0.97, out
+    assert "train step: Stats(traces=1" in out  # one trace for every batch size
+
+
+def test_lstm_sequences_reaches_95_percent(capsys):
+    result = _example("lstm_sequences.py", ["--epochs", "8", "--verbose", "0"])
+    assert result["accuracy"] >= 0.95, capsys.readouterr().out
+
+
+def test_dropout_bn_mlp_reaches_95_percent(capsys):
+    result = _example("dropout_bn_mlp.py", ["--epochs", "12", "--verbose", "0"])
+    assert result["accuracy"] >= 0.95, capsys.readouterr().out
