@@ -9,7 +9,7 @@ import pytest
 
 import tracejit
 import tracejit.random as tr
-from tracejit.random_primitives import threefry2x32
+from tracejit.primitives.random import threefry2x32
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -21,7 +21,7 @@ stats = pytest.importorskip("scipy.stats")
     ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
 ])
 def test_threefry_known_answers_numpy_and_numba(key, counter, expected):
-    from tracejit import runtime
+    from tracejit.backend import runtime
     assert tuple(int(w) for w in threefry2x32(key, counter)) == expected
     assert int(runtime.threefry_bits(*key, *counter)) == expected[0]
 

@@ -1,7 +1,7 @@
 """Random numbers that work the same eagerly, traced and compiled.
 
 Two vocabularies over one counter-based generator (Threefry-2x32, see
-random_primitives.py), whose draw is a pure function of a key and a counter:
+primitives/random.py), whose draw is a pure function of a key and a counter:
 
 - functional, as `jax.random`: `k = key(0)`, `k1, k2 = split(k)`,
   `uniform(k1, (3, 4))`, `normal`, `bernoulli`, `categorical`, `permutation`.
@@ -17,19 +17,20 @@ elementwise equation of the element's position, so it fuses into the loop
 nest of its consumers; the interpreter and the kernel give the same bits.
 The default float dtype is float64 (NumPy's); pass `dtype=np.float32` for
 Keras' floatx. Legacy `np.random.*` calls inside a traced function draw from
-`global_generator()` (numpy_random.py).
+`global_generator()` (registered below into tracejit/numpy/random.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import ops
-from .errors import TracerTypeError, with_location
-from .random_primitives import random_bits
-from .shapes import value as size_value
-from .trace import Tracer, operand
-from .variables import Variable
+from .core.errors import TracerTypeError, with_location
+from .core.shapes import value as size_value
+from .frontend.variables import Variable
+from .numpy import random as numpy_random
+from .primitives.random import random_bits
+from .trace import ops
+from .trace.tracer import Tracer, operand
 
 __all__ = ["SeedGenerator", "Generator", "bernoulli", "categorical", "exponential",
            "global_generator", "key", "normal", "permutation", "seed", "split",
@@ -239,3 +240,64 @@ def global_generator() -> SeedGenerator:
 def seed(value) -> None:
     """Reseed the generator legacy `np.random.*` calls use inside traced functions."""
     global_generator().reseed(value)
+
+
+# ------------------------------------ legacy np.random draws inside a trace
+
+def _size(size, *params):
+    if size is not None:
+        return (int(size),) if np.ndim(size) == 0 else tuple(int(d) for d in size)
+    return np.broadcast_shapes(*(np.shape(operand(p)) for p in params))
+
+
+def _legacy_uniform(low=0.0, high=1.0, size=None):
+    return uniform(global_generator(), _size(size, low, high), minval=low, maxval=high)
+
+
+def _legacy_normal(loc=0.0, scale=1.0, size=None):
+    return normal(global_generator(), _size(size, loc, scale), loc=loc, scale=scale)
+
+
+def _legacy_exponential(scale=1.0, size=None):
+    return exponential(global_generator(), _size(size, scale)) * scale
+
+
+def _legacy_randint(low, high=None, size=None, dtype=int):
+    low, high = (0, low) if high is None else (low, high)
+    u = _legacy_uniform(size=_size(size, low, high))
+    return np.floor(u * (high - low) + low).astype(dtype)
+
+
+def _legacy_choice(a, size=None, replace=True, p=None):
+    n = int(a) if isinstance(a, (int, np.integer)) else len(operand(a))
+    if not replace:
+        if p is not None:
+            raise numpy_random.RandomInTraceError(with_location(
+                "np.random.choice(replace=False, p=...) is not drawn at run time",
+                hint=numpy_random.HINT))
+        count = int(np.prod(_size(size)))
+        index = permutation(global_generator(), n)[:count].reshape(_size(size))
+    elif p is None:
+        index = _legacy_randint(n, size=size)
+    else:
+        logits = np.log(np.asarray(p, dtype=np.float64))
+        index = categorical(global_generator(), logits, shape=_size(size))
+    return index if isinstance(a, (int, np.integer)) else ops.gather(operand(a), [index], 0)
+
+
+numpy_random.RUNTIME_DRAWS.update({
+    "rand": lambda *shape: _legacy_uniform(size=shape),
+    "randn": lambda *shape: _legacy_normal(size=shape),
+    "random": lambda size=None: _legacy_uniform(size=size),
+    "random_sample": lambda size=None: _legacy_uniform(size=size),
+    "ranf": lambda size=None: _legacy_uniform(size=size),
+    "sample": lambda size=None: _legacy_uniform(size=size),
+    "uniform": _legacy_uniform,
+    "normal": _legacy_normal,
+    "standard_normal": lambda size=None: _legacy_normal(size=size),
+    "exponential": _legacy_exponential,
+    "standard_exponential": lambda size=None: _legacy_exponential(size=size),
+    "randint": _legacy_randint,
+    "permutation": lambda x: permutation(global_generator(), x),
+    "choice": _legacy_choice,
+})

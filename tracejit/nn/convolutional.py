@@ -19,8 +19,8 @@ import itertools
 
 import numpy as np
 
-from .. import ops
-from ..trace import Tracer, operand
+from ..trace import ops
+from ..trace.tracer import Tracer, operand
 from . import activations, initializers
 from .layers import Layer, cast_input, static_shape
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
 from .. import random as tr
-from ..trace import Tracer, operand
+from ..trace import ops
+from ..trace.tracer import Tracer, operand
 from . import initializers
 from .layers import Layer, cast_input
 

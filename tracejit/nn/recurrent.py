@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import lax
-from ..trace import operand
+from ..trace.tracer import operand
 from . import activations, initializers
 from .layers import Layer, cast_input
 
