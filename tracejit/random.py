@@ -78,7 +78,8 @@ def _bits(k, stream, like, dtype):
 def _like(shape):
     """A stand-in of `shape` whose values are never read (only its shape): a
     broadcast scalar, or the given array itself."""
-    if isinstance(shape, (Tracer, Variable, np.ndarray)):
+    if isinstance(shape, (Tracer, Variable, np.ndarray)) or (
+            isinstance(shape, np.generic) and not isinstance(shape, np.integer)):
         return operand(shape)
     shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(d) for d in shape)
     return ops.broadcast_in_dim(np.float32(0), shape, (), traced=True)
