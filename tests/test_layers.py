@@ -198,7 +198,7 @@ def test_flatten_reshape_global_pooling(interpret):
     assert f.stats.traces == 1
 
 
-def test_batch_normalization_training_and_inference(interpret):
+def test_batch_normalization_training_and_inference(mode):
     layer = f64(nn.BatchNormalization(momentum=0.9, epsilon=1e-3, gamma_initializer="random_normal",
                                       beta_initializer="random_normal"))
     x = RNG.standard_normal((6, 3, 4)) * 2 + 1
@@ -295,6 +295,8 @@ def test_dropout_masks_scale_and_change_every_call(mode):
         loss = (y * 2).sum()
     (g,) = tape.gradient(loss, [v])
     np.testing.assert_allclose(g, 2 * np.asarray(y))  # d y / d x is the scaled mask
+    shared = nn.Dropout(0.5, noise_shape=(None, 1, 4), seed=0)(np.ones((3, 5, 4)), training=True)
+    assert (shared == shared[:, :1]).all() and not (shared == shared[:1]).all()
 
 
 def test_conv2d_and_lstm_match_pytorch(interpret):

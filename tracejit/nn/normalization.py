@@ -145,10 +145,19 @@ class Dropout(Layer):
             return x * 0
         dtype = ops.aval_of(x).dtype
         dtype = dtype if dtype in (np.float32, np.float64) else np.float64
-        like = x if self.noise_shape is None else tuple(
-            int(n) if n is not None else 1 for n in self.noise_shape)
-        keep = tr.uniform(self.seed_generator, like, dtype) >= self.rate
+        keep = tr.uniform(self.seed_generator, self._mask_like(x), dtype) >= self.rate
         return np.where(keep, x * (1.0 / (1.0 - self.rate)), 0.0).astype(dtype)
+
+
+    def _mask_like(self, x):
+        """An array shaped like the mask: the input, with a unit axis wherever
+        `noise_shape` has 1 (the mask is shared along it; None keeps the input's size)."""
+        if self.noise_shape is None:
+            return x
+        for axis, size in enumerate(self.noise_shape):
+            if size == 1:
+                x = x[(slice(None),) * axis + (slice(0, 1),)]
+        return x
 
 
 class Embedding(Layer):
