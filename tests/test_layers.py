@@ -370,3 +370,24 @@ def test_reduce_lr_on_plateau_and_restore_best_weights(interpret):
     model.fit(x, y, epochs=10, batch_size=30, verbose=0, callbacks=[reduce, stop])
     assert stop.stopped_epoch == 3 and stop.best_weights is not None
     assert float(model.optimizer.learning_rate) == 0.0
+
+
+def test_bidirectional_and_merge_layers(interpret):
+    x = RNG.standard_normal((2, 5, 3))
+    bi = f64(nn.Bidirectional(f64(nn.LSTM(4, return_sequences=True))))
+    out = bi(x)
+    forward, backward = bi.forward_layer, bi.backward_layer
+    assert (forward.name.startswith("forward_lstm") and backward.name.startswith("backward_lstm"))
+    weights = [w.numpy() for w in backward.trainable_variables]
+    reversed_run = lstm_reference(x[:, ::-1], *weights)[:, ::-1]
+    np.testing.assert_allclose(out[..., :4], lstm_reference(x, *[w.numpy() for w in
+                                                                forward.trainable_variables]),
+                               rtol=1e-10)
+    np.testing.assert_allclose(out[..., 4:], reversed_run, rtol=1e-10)
+    traced = tracejit.function(lambda x: bi(x))(x)
+    np.testing.assert_allclose(traced, out, rtol=1e-12)
+    a, b = RNG.standard_normal((2, 3)), RNG.standard_normal((2, 3))
+    np.testing.assert_allclose(nn.Add()([a, b]), a + b)
+    np.testing.assert_allclose(nn.Average()([a, b]), (a + b) / 2)
+    np.testing.assert_allclose(nn.Concatenate()([a, b]), np.concatenate([a, b], -1))
+    np.testing.assert_allclose(tracejit.function(lambda a, b: nn.Subtract()([a, b]))(a, b), a - b)

@@ -7,7 +7,8 @@
 - layers `Dense`, `Activation`, `Input`; `Conv1D`, `Conv2D`, pooling, `Flatten`,
   `Reshape` (convolutional.py); `BatchNormalization`, `LayerNormalization`,
   `Dropout`, `Embedding` (normalization.py); `SimpleRNN`, `LSTM`, `GRU`
-  (recurrent.py, on `lax.scan`); models `Model` (subclassing),
+  (recurrent.py, on `lax.scan`), `Bidirectional`; `Add`, `Concatenate`...
+  (merging.py); models `Model` (subclassing),
   `Sequential`, with `compile` / `fit` / `evaluate` / `predict`;
 - `losses`, `metrics`, `optimizers` (SGD, Adam, AdamW, RMSprop, Adagrad and
   learning-rate `schedules`).
@@ -43,16 +44,18 @@ from .functional import (
 )
 from .initializers import set_random_seed
 from .layers import Activation, Dense, Input, Layer, floatx, set_floatx
+from .merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from .models import Model, Sequential
 from .normalization import BatchNormalization, Dropout, Embedding, LayerNormalization
-from .recurrent import GRU, LSTM, SimpleRNN
+from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from .training import History
 
 __all__ = [
     "GRU", "LSTM", "AveragePooling1D", "AveragePooling2D", "BatchNormalization", "Conv1D",
     "Conv2D", "Dropout", "Embedding", "Flatten", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "LayerNormalization", "MaxPooling1D",
-    "MaxPooling2D", "Reshape", "SimpleRNN",
+    "MaxPooling2D", "Reshape", "SimpleRNN", "Add", "Average", "Bidirectional", "Concatenate",
+    "Maximum", "Minimum", "Multiply", "Subtract",
     "Activation", "Dense", "History", "Input", "Layer", "Model", "Sequential", "activations",
     "callbacks",
     "binary_cross_entropy", "cross_entropy", "erf", "floatx", "initializers", "layers",

@@ -9,6 +9,8 @@ the sequence length (and its gradient is one reverse loop).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .. import lax
@@ -89,6 +91,8 @@ class RNN(Layer):
             return new, new[0]
 
         final, outputs = lax.scan(body, states, projected, reverse=self.go_backwards)
+        if self.go_backwards:  # Keras' order: the first output is of the last step
+            outputs = outputs[::-1]
         output = np.swapaxes(outputs, 0, 1) if self.return_sequences else final[0]
         return [output, *final] if self.return_state else output
 
@@ -172,3 +176,35 @@ class GRU(RNN):
         r = self.recurrent_activation(projected[:, n:2 * n] + inner[:, n:2 * n])
         candidate = self.activation(projected[:, 2 * n:] + r * inner[:, 2 * n:])
         return (z * h + (1.0 - z) * candidate,)
+
+
+class Bidirectional(Layer):
+    """`keras.layers.Bidirectional(layer, merge_mode="concat")`: the layer and a
+    copy reading the sequence backwards (`forward_<name>`, `backward_<name>`),
+    their outputs merged by "concat", "sum", "mul", "ave" or kept as a list (None)."""
+
+    def __init__(self, layer, merge_mode="concat", backward_layer=None, **kwargs):
+        super().__init__(**kwargs)
+        if merge_mode not in ("concat", "sum", "mul", "ave", None):
+            raise ValueError(f"{self.name}: unknown merge_mode {merge_mode!r}")
+        if layer.built:
+            raise ValueError(f"{self.name}: wrap a layer that has not been built yet")
+        self.merge_mode = merge_mode
+        backward = backward_layer or copy.deepcopy(layer)
+        backward.go_backwards = not layer.go_backwards
+        layer.name, backward.name = f"forward_{layer.name}", f"backward_{layer.name}"
+        self.forward_layer, self.backward_layer = layer, backward
+        self.return_sequences = layer.return_sequences
+
+    def call(self, inputs):
+        forward = self.forward_layer(inputs)
+        backward = self.backward_layer(inputs)
+        if self.return_sequences:
+            backward = backward[:, ::-1]  # back in the inputs' order
+        if self.merge_mode is None:
+            return [forward, backward]
+        if self.merge_mode == "concat":
+            return np.concatenate([forward, backward], axis=-1)
+        merged = {"sum": np.add, "mul": np.multiply}.get(self.merge_mode, np.add)(forward,
+                                                                                 backward)
+        return merged * 0.5 if self.merge_mode == "ave" else merged
