@@ -391,3 +391,19 @@ def test_bidirectional_and_merge_layers(interpret):
     np.testing.assert_allclose(nn.Average()([a, b]), (a + b) / 2)
     np.testing.assert_allclose(nn.Concatenate()([a, b]), np.concatenate([a, b], -1))
     np.testing.assert_allclose(tracejit.function(lambda a, b: nn.Subtract()([a, b]))(a, b), a - b)
+
+
+def test_fit_sample_and_class_weights(interpret):
+    x, y = blobs(64)
+    frozen = classifier()
+    frozen.build((None, 4))
+    before = frozen.layers[0].kernel.numpy()
+    frozen.fit(x, y, epochs=1, batch_size=32, verbose=0, sample_weight=np.zeros(64))
+    np.testing.assert_array_equal(frozen.layers[0].kernel.numpy(), before)  # no gradient
+    by_class, by_sample = classifier(), classifier()
+    by_class.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=False,
+                 class_weight={0: 3.0, 2: 0.5})
+    by_sample.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=False,
+                  sample_weight=np.array([3.0, 1.0, 0.5])[y])
+    for a, b in zip(by_class.get_weights(), by_sample.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

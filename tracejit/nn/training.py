@@ -64,16 +64,18 @@ class Trainer:
         self._step_functions = {}
 
     # ------------------------------------------------------------- steps
-    def compute_loss(self, y, y_pred):
-        return self.loss(y, y_pred)
+    def compute_loss(self, y, y_pred, sample_weight=None):
+        if sample_weight is None:
+            return self.loss(y, y_pred)
+        return self.loss(y, y_pred, sample_weight=sample_weight)
 
-    def train_step(self, x, y):
+    def train_step(self, x, y, sample_weight=None):
         """Forward, loss, gradient and update; returns (loss, *metrics)."""
         from ..frontend.tape import GradientTape
 
         with GradientTape() as tape:
             y_pred = self(x, training=True)
-            loss = self.compute_loss(y, y_pred)
+            loss = self.compute_loss(y, y_pred, sample_weight)
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
@@ -107,18 +109,22 @@ class Trainer:
 
     # --------------------------------------------------------------- loops
     def fit(self, x, y, batch_size=None, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0):
         """Train for `epochs` passes over (x, y); returns a `History` of the
         per-epoch loss and metrics (and their `val_` values). `validation_split`
         holds out the last fraction of (x, y), as Keras; `callbacks` are
-        `tracejit.nn.callbacks` objects."""
+        `tracejit.nn.callbacks` objects; `sample_weight` (per sample) and
+        `class_weight` ({class: weight}) weight the loss, not the metrics."""
         from .callbacks import CallbackList
 
         self._require_compiled("fit")
         x, y = np.asarray(x), np.asarray(y)
+        weights = _sample_weights(y, sample_weight, class_weight)
         if validation_split and validation_data is None:
             cut = int(len(x) * (1.0 - float(validation_split)))
             x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+            weights = None if weights is None else weights[:cut]
         batch_size = batch_size or 32
         step = self.step_function("train")
         steps = math.ceil(len(x) / batch_size)
@@ -131,8 +137,8 @@ class Trainer:
             start = time.perf_counter()
             hooks.on_epoch_begin(epoch, {})
             progress = _Progress(epoch + 1, epochs, steps, verbose)
-            logs = self._fit_epoch(step, x, y, batch_size, steps, shuffle, hooks, progress,
-                                   names)
+            logs = self._fit_epoch(step, (x, y, weights), batch_size, steps, shuffle, hooks,
+                                   progress, names)
             if validation_data is not None:
                 val = self.evaluate(*validation_data, batch_size=batch_size, verbose=0,
                                     return_dict=True)
@@ -147,16 +153,16 @@ class Trainer:
         self.history = history
         return history
 
-    def _fit_epoch(self, step, x, y, batch_size, steps, shuffle, hooks, progress, names):
-        order = initializers._rng.permutation(len(x)) if shuffle else None
-        xs, ys = (x[order], y[order]) if shuffle else (x, y)
+    def _fit_epoch(self, step, arrays, batch_size, steps, shuffle, hooks, progress, names):
+        order = initializers._rng.permutation(len(arrays[0])) if shuffle else None
+        arrays = [a if a is None or order is None else a[order] for a in arrays]
         totals, seen = [0.0] * len(names), 0
         for k in range(steps):
             if hooks.batch_hooks:
                 hooks.on_train_batch_begin(k, {})
-            xb, yb = xs[k * batch_size:(k + 1) * batch_size], ys[k * batch_size:
-                                                                 (k + 1) * batch_size]
-            values = step(xb, yb)
+            batch = [a[k * batch_size:(k + 1) * batch_size] for a in arrays if a is not None]
+            xb = batch[0]
+            values = step(*batch)
             seen += len(xb)
             for i, value in enumerate(values):
                 totals[i] += float(value) * len(xb)
@@ -193,6 +199,18 @@ class Trainer:
         step = self.step_function("predict")
         return np.concatenate([np.asarray(step(x[k:k + batch_size]))
                                for k in range(0, len(x), batch_size)])
+
+
+def _sample_weights(y, sample_weight, class_weight):
+    """Per-sample loss weights: `sample_weight` times the weight of each sample's
+    class (integer labels, or one-hot rows)."""
+    if sample_weight is None and class_weight is None:
+        return None
+    weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+    if class_weight is not None:
+        labels = np.argmax(y, axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else y.reshape(len(y))
+        weights = weights * np.array([class_weight.get(int(c), 1.0) for c in labels])
+    return weights
 
 
 class _Progress:
