@@ -407,3 +407,20 @@ def test_fit_sample_and_class_weights(interpret):
                   sample_weight=np.array([3.0, 1.0, 0.5])[y])
     for a, b in zip(by_class.get_weights(), by_sample.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_fit_on_a_generator_and_a_list_of_batches(interpret):
+    x, y = blobs(96)
+
+    def batches():
+        while True:
+            for k in range(0, 96, 32):
+                yield x[k:k + 32], y[k:k + 32]
+
+    model = classifier()
+    history = model.fit(batches(), epochs=3, steps_per_epoch=3, verbose=0)
+    assert history.epoch == [0, 1, 2] and history.history["loss"][-1] < history.history["loss"][0]
+    listed = classifier().fit([(x[:48], y[:48]), (x[48:], y[48:])], epochs=2, verbose=0)
+    assert len(listed.history["loss"]) == 2
+    with pytest.raises(ValueError, match="no batch"):
+        classifier().fit(iter([]), epochs=1, verbose=0)

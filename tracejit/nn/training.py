@@ -13,6 +13,7 @@ one line per epoch otherwise (or with verbose=2).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -108,26 +109,24 @@ class Trainer:
             raise RuntimeError(f"{what}: call model.compile(optimizer=..., loss=...) first")
 
     # --------------------------------------------------------------- loops
-    def fit(self, x, y, batch_size=None, epochs=1, verbose=1, callbacks=None,
+    def fit(self, x, y=None, batch_size=None, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-            sample_weight=None, initial_epoch=0):
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None):
         """Train for `epochs` passes over (x, y); returns a `History` of the
         per-epoch loss and metrics (and their `val_` values). `validation_split`
         holds out the last fraction of (x, y), as Keras; `callbacks` are
         `tracejit.nn.callbacks` objects; `sample_weight` (per sample) and
-        `class_weight` ({class: weight}) weight the loss, not the metrics."""
+        `class_weight` ({class: weight}) weight the loss, not the metrics.
+        `x` may instead be an iterable of (x, y) or (x, y, sample_weight) batches
+        (a list, reread every epoch, or a generator: `steps_per_epoch` batches
+        of it per epoch, all it has if None)."""
         from .callbacks import CallbackList
 
         self._require_compiled("fit")
-        x, y = np.asarray(x), np.asarray(y)
-        weights = _sample_weights(y, sample_weight, class_weight)
-        if validation_split and validation_data is None:
-            cut = int(len(x) * (1.0 - float(validation_split)))
-            x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
-            weights = None if weights is None else weights[:cut]
-        batch_size = batch_size or 32
+        source = _BatchSource(x, y, batch_size or 32, shuffle, sample_weight, class_weight,
+                              validation_split, steps_per_epoch)
+        validation_data = validation_data or source.validation
         step = self.step_function("train")
-        steps = math.ceil(len(x) / batch_size)
         history = History()
         hooks = CallbackList(callbacks, self)
         names = self._metric_names()
@@ -136,9 +135,8 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             start = time.perf_counter()
             hooks.on_epoch_begin(epoch, {})
-            progress = _Progress(epoch + 1, epochs, steps, verbose)
-            logs = self._fit_epoch(step, (x, y, weights), batch_size, steps, shuffle, hooks,
-                                   progress, names)
+            progress = _Progress(epoch + 1, epochs, source.steps, verbose)
+            logs = self._fit_epoch(step, source.batches(), hooks, progress, names)
             if validation_data is not None:
                 val = self.evaluate(*validation_data, batch_size=batch_size, verbose=0,
                                     return_dict=True)
@@ -153,22 +151,22 @@ class Trainer:
         self.history = history
         return history
 
-    def _fit_epoch(self, step, arrays, batch_size, steps, shuffle, hooks, progress, names):
-        order = initializers._rng.permutation(len(arrays[0])) if shuffle else None
-        arrays = [a if a is None or order is None else a[order] for a in arrays]
+    def _fit_epoch(self, step, batches, hooks, progress, names):
         totals, seen = [0.0] * len(names), 0
-        for k in range(steps):
+        for k, batch in enumerate(batches):
             if hooks.batch_hooks:
                 hooks.on_train_batch_begin(k, {})
-            batch = [a[k * batch_size:(k + 1) * batch_size] for a in arrays if a is not None]
-            xb = batch[0]
+            n = len(batch[0])
             values = step(*batch)
-            seen += len(xb)
+            seen += n
             for i, value in enumerate(values):
-                totals[i] += float(value) * len(xb)
+                totals[i] += float(value) * n
             progress.step(names, totals, seen)
             if hooks.batch_hooks:
                 hooks.on_train_batch_end(k, {n: float(v) for n, v in zip(names, values)})
+        if not seen:
+            raise ValueError("fit: the data gave no batch this epoch (an exhausted generator?"
+                             " pass steps_per_epoch, or a list of batches)")
         return {name: total / seen for name, total in zip(names, totals)}
 
     def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
@@ -199,6 +197,43 @@ class Trainer:
         step = self.step_function("predict")
         return np.concatenate([np.asarray(step(x[k:k + batch_size]))
                                for k in range(0, len(x), batch_size)])
+
+
+class _BatchSource:
+    """What `fit` iterates over each epoch: slices of arrays (shuffled), or
+    the batches of an iterable."""
+
+    def __init__(self, x, y, batch_size, shuffle, sample_weight, class_weight,
+                 validation_split, steps_per_epoch):
+        self.validation, self.steps_per_epoch = None, steps_per_epoch
+        if y is None and not isinstance(x, np.ndarray):
+            self.iterable, self.arrays = x, None
+            self.steps = steps_per_epoch or (len(x) if hasattr(x, "__len__") else None)
+            return
+        x, y = np.asarray(x), np.asarray(y)
+        weights = _sample_weights(y, sample_weight, class_weight)
+        if validation_split:
+            cut = int(len(x) * (1.0 - float(validation_split)))
+            self.validation = (x[cut:], y[cut:])
+            x, y, weights = x[:cut], y[:cut], None if weights is None else weights[:cut]
+        self.arrays = [a for a in (x, y, weights) if a is not None]
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.steps = math.ceil(len(x) / batch_size)
+
+    def batches(self):
+        if self.arrays is None:
+            return self._from_iterable()
+        arrays = self.arrays
+        if self.shuffle:
+            order = initializers._rng.permutation(len(arrays[0]))
+            arrays = [a[order] for a in arrays]
+        size = self.batch_size
+        return (tuple(a[k * size:(k + 1) * size] for a in arrays) for k in range(self.steps))
+
+    def _from_iterable(self):
+        # a list is reread every epoch; a generator continues where it stopped
+        for batch in itertools.islice(self.iterable, self.steps_per_epoch):
+            yield tuple(np.asarray(b) for b in batch)
 
 
 def _sample_weights(y, sample_weight, class_weight):
