@@ -424,3 +424,26 @@ def test_fit_on_a_generator_and_a_list_of_batches(interpret):
     assert len(listed.history["loss"]) == 2
     with pytest.raises(ValueError, match="no batch"):
         classifier().fit(iter([]), epochs=1, verbose=0)
+
+
+def test_save_and_load_a_whole_model(tmp_path, interpret):
+    x, y = blobs(64)
+    model = classifier()
+    model.compile(optimizer=nn.optimizers.Adam(learning_rate=0.02),
+                  loss=nn.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    path = tmp_path / "model.keras.npz"
+    model.save(path)
+    loaded = nn.load_model(path)
+    assert [type(a).__name__ for a in loaded.layers] == [type(a).__name__ for a in model.layers]
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(0.02)
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # training resumes exactly
+    with np.load(path, allow_pickle=False) as data:  # arrays only: nothing to execute
+        assert "config" in data.files
+    with pytest.raises(ValueError, match="subclassed"):
+        nn.Model.save(type("Net", (nn.Model,), {"call": lambda self, x: x})(), path)

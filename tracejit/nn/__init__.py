@@ -48,6 +48,7 @@ from .merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subt
 from .models import Model, Sequential
 from .normalization import BatchNormalization, Dropout, Embedding, LayerNormalization
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
+from .saving import load_model
 from .training import History
 
 __all__ = [
@@ -55,7 +56,7 @@ __all__ = [
     "Conv2D", "Dropout", "Embedding", "Flatten", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "LayerNormalization", "MaxPooling1D",
     "MaxPooling2D", "Reshape", "SimpleRNN", "Add", "Average", "Bidirectional", "Concatenate",
-    "Maximum", "Minimum", "Multiply", "Subtract",
+    "Maximum", "Minimum", "Multiply", "Subtract", "load_model",
     "Activation", "Dense", "History", "Input", "Layer", "Model", "Sequential", "activations",
     "callbacks",
     "binary_cross_entropy", "cross_entropy", "erf", "floatx", "initializers", "layers",

@@ -18,7 +18,7 @@ from ..core.shapes import value as traced_size
 from ..frontend.variables import Variable
 from ..trace import ops
 from ..trace.tracer import Tracer, operand
-from . import activations, initializers
+from . import activations, initializers, saving
 
 _floatx = np.dtype(np.float32)
 
@@ -68,6 +68,10 @@ def cast_input(x, dtype):
 class Layer:
     """The base of layers and models: tracks the Variables and sub-layers
     assigned to it, builds itself on the first call."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        saving.capture_init(cls)  # constructor arguments, for model.save
 
     def __init__(self, name=None, dtype=None, trainable=True, input_shape=None,
                  input_dim=None):

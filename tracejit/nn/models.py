@@ -85,6 +85,12 @@ class Model(Trainer, Layer):
         arrays = {f"{k:04d}/{v.path}": np.asarray(v.numpy()) for k, v in enumerate(self.weights)}
         np.savez(filepath, **arrays)
 
+    def save(self, filepath) -> None:
+        """The whole model (a Sequential's architecture, weights, optimizer and its
+        state) in one `.npz` file that loading never executes (saving.py)."""
+        from .saving import save_model
+        save_model(self, filepath)
+
     def load_weights(self, filepath) -> None:
         """Read weights written by `save_weights` (matched by order and shape)."""
         with np.load(str(filepath)) as data:
