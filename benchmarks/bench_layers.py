@@ -1,6 +1,6 @@
 """Training steps of the layers people train, across frameworks (issue 19).
 
-    python benchmarks/bench_layers.py [--only convnet|lstm] [--steps 20]
+    python benchmarks/bench_layers.py [--only convnet|lstm] [--steps 10] [--threads 1]
 
 Workloads (float32, Adam, sparse cross-entropy from logits):
 - convnet: 28x28x1 images, batch 64: Conv2D(32, 3, relu) -> MaxPooling2D(2) ->
@@ -16,7 +16,10 @@ the first step to its end (trace + compile for the JIT columns), for tracejit
 cold (empty kernel cache) and warm (a new process, the cache filled by the
 cold one). `step` is the median of rounds of steady-state steps, each round
 preceded by a 0.2 s sleep. All columns start from the same weights and the
-same batch; the first step's loss is compared with PyTorch's.
+same batch; the first step's loss is compared with PyTorch's. Every library's
+thread pool is capped at `--threads` (default 1: on a busy 2-core machine a
+parallel region waits for its second thread to be scheduled, and a step took
+20-35x longer with two threads than with one, in every framework).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
 LEARNING_RATE = 1e-3
 
 
@@ -235,8 +239,11 @@ def child(column: str, kind: str, steps: int, rounds: int) -> dict:
             "first_loss": first_loss}
 
 
-def spawn(column, kind, steps, rounds, env_extra=None) -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT, TRACEJIT_COMPILE="sync", **(env_extra or {}))
+def spawn(column, kind, steps, rounds, threads, env_extra=None) -> dict:
+    from harness import thread_env
+
+    env = dict(os.environ, PYTHONPATH=ROOT, TRACEJIT_COMPILE="sync", BENCH_THREADS=str(threads),
+               **thread_env(threads), **(env_extra or {}))
     cmd = [sys.executable, __file__, "--child", column, "--only", kind, "--steps", str(steps),
            "--rounds", str(rounds)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -251,6 +258,7 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=["convnet", "lstm"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--child")
     args = parser.parse_args(argv)
     if args.child:
@@ -261,8 +269,9 @@ def main(argv=None) -> None:
         results = {}
         for column in COLUMNS:
             extra = {"TRACEJIT_CACHE_DIR": cache} if column == "tracejit" else None
-            results[column] = spawn(column, kind, args.steps, args.rounds, extra)
-        warm = spawn("tracejit", kind, args.steps, args.rounds, {"TRACEJIT_CACHE_DIR": cache})
+            results[column] = spawn(column, kind, args.steps, args.rounds, args.threads, extra)
+        warm = spawn("tracejit", kind, args.steps, args.rounds, args.threads,
+                     {"TRACEJIT_CACHE_DIR": cache})
         report(kind, results, warm)
 
 
