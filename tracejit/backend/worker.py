@@ -27,6 +27,8 @@ import sys
 import threading
 import time
 
+from .linking import describe_types, rebuild_signature
+
 _lock = threading.Lock()  # one request at a time per parent
 _child: subprocess.Popen | None = None
 
@@ -143,8 +145,6 @@ def describe_args(args) -> list | None:
     a number)."""
     import numba
 
-    from .linking import describe_types
-
     try:
         return describe_types([numba.typeof(arg) for arg in args])
     except ValueError:
@@ -165,7 +165,7 @@ def _serve() -> None:
             name, source = request["kernel"]
             module = cache.load_module(source, name, use_disk=True)
             kernel = module.function(name)
-            sig = linking.rebuild_signature(request["signature"])
+            sig = rebuild_signature(request["signature"])
             with _claim(request["cache_dir"]):
                 path = module.path
                 where = linking.compile_driver(kernel, path, sig, known=json.dumps(
