@@ -447,3 +447,30 @@ def test_save_and_load_a_whole_model(tmp_path, interpret):
         assert "config" in data.files
     with pytest.raises(ValueError, match="subclassed"):
         nn.Model.save(type("Net", (nn.Model,), {"call": lambda self, x: x})(), path)
+
+
+def test_functional_model_with_branches_and_two_inputs(interpret):
+    nn.set_random_seed(0)
+    image, extra = nn.Input((6, 6, 1)), nn.Input((3,))
+    conv, pool, flat, flat_s = (nn.Conv2D(4, 3, padding="same", activation="relu"),
+                                nn.MaxPooling2D(2), nn.Flatten(), nn.Flatten())
+    dense_f, dense_s, dense_e, head = (nn.Dense(36), nn.Dense(36), nn.Dense(4, activation="relu"),
+                                       nn.Dense(3))
+    mixed = nn.Add()([dense_f(flat(pool(conv(image)))), dense_s(flat_s(image))])
+    logits = head(nn.Concatenate()([mixed, dense_e(extra)]))
+    model = nn.Model([image, extra], logits)
+    assert repr(logits).startswith("<tracejit.nn symbolic tensor shape=(None, 3)")
+    assert len(model.layers) == 10 and len(model.trainable_variables) == 10
+    assert model.layers[0] is conv and model.layers[-1] is head
+    x = RNG.standard_normal((8, 6, 6, 1)).astype(np.float32)
+    e = RNG.standard_normal((8, 3)).astype(np.float32)
+    mixed_value = np.asarray(dense_f(flat(pool(conv(x))))) + np.asarray(dense_s(x.reshape(8, -1)))
+    expected = head(np.concatenate([mixed_value, np.asarray(dense_e(e))], -1))
+    np.testing.assert_allclose(model([x, e]), expected, rtol=1e-5, atol=1e-6)
+    labels = RNG.integers(0, 3, 8)
+    model.compile(optimizer="adam", loss=nn.losses.SparseCategoricalCrossentropy(from_logits=True))
+    step = model.step_function("train")
+    losses = [float(step([x, e], labels)[0]) for _ in range(5)]
+    assert losses[-1] < losses[0] and step.stats.traces <= 2
+    history = model.fit([x, e], labels, epochs=2, batch_size=4, verbose=0, validation_split=0.25)
+    assert "val_loss" in history.history and model.predict([x, e]).shape == (8, 3)

@@ -156,7 +156,7 @@ class Trainer:
         for k, batch in enumerate(batches):
             if hooks.batch_hooks:
                 hooks.on_train_batch_begin(k, {})
-            n = len(batch[0])
+            n = _count(batch[0])
             values = step(*batch)
             seen += n
             for i, value in enumerate(values):
@@ -172,14 +172,14 @@ class Trainer:
     def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False):
         """The loss and metrics over (x, y): a float, [loss, *metrics], or a dict."""
         self._require_compiled("evaluate")
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = _arrays(x), np.asarray(y)
         batch_size = batch_size or 32
         step = self.step_function("test")
         names = self._metric_names()
         totals, seen = [0.0] * len(names), 0
-        for k in range(0, len(x), batch_size):
-            values = step(x[k:k + batch_size], y[k:k + batch_size])
-            n = len(x[k:k + batch_size])
+        for k in range(0, _count(x), batch_size):
+            values = step(_take(x, slice(k, k + batch_size)), y[k:k + batch_size])
+            n = len(y[k:k + batch_size])
             seen += n
             for i, value in enumerate(values):
                 totals[i] += float(value) * n
@@ -192,11 +192,11 @@ class Trainer:
 
     def predict(self, x, batch_size=None, verbose=0):
         """The model's outputs for `x`, computed batch by batch."""
-        x = np.asarray(x)
+        x = _arrays(x)
         batch_size = batch_size or 32
         step = self.step_function("predict")
-        return np.concatenate([np.asarray(step(x[k:k + batch_size]))
-                               for k in range(0, len(x), batch_size)])
+        return np.concatenate([np.asarray(step(_take(x, slice(k, k + batch_size))))
+                               for k in range(0, _count(x), batch_size)])
 
 
 class _BatchSource:
@@ -210,30 +210,45 @@ class _BatchSource:
             self.iterable, self.arrays = x, None
             self.steps = steps_per_epoch or (len(x) if hasattr(x, "__len__") else None)
             return
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = _arrays(x), np.asarray(y)  # x: an array, or a list (several inputs)
         weights = _sample_weights(y, sample_weight, class_weight)
         if validation_split:
-            cut = int(len(x) * (1.0 - float(validation_split)))
-            self.validation = (x[cut:], y[cut:])
-            x, y, weights = x[:cut], y[:cut], None if weights is None else weights[:cut]
+            cut = int(len(y) * (1.0 - float(validation_split)))
+            self.validation = (_take(x, slice(cut, None)), y[cut:])
+            x, y = _take(x, slice(None, cut)), y[:cut]
+            weights = None if weights is None else weights[:cut]
         self.arrays = [a for a in (x, y, weights) if a is not None]
         self.batch_size, self.shuffle = batch_size, shuffle
-        self.steps = math.ceil(len(x) / batch_size)
+        self.steps = math.ceil(len(y) / batch_size)
 
     def batches(self):
         if self.arrays is None:
             return self._from_iterable()
         arrays = self.arrays
         if self.shuffle:
-            order = initializers._rng.permutation(len(arrays[0]))
-            arrays = [a[order] for a in arrays]
+            order = initializers._rng.permutation(len(arrays[1]))
+            arrays = [_take(a, order) for a in arrays]
         size = self.batch_size
-        return (tuple(a[k * size:(k + 1) * size] for a in arrays) for k in range(self.steps))
+        return (tuple(_take(a, slice(k * size, (k + 1) * size)) for a in arrays)
+                for k in range(self.steps))
 
     def _from_iterable(self):
         # a list is reread every epoch; a generator continues where it stopped
         for batch in itertools.islice(self.iterable, self.steps_per_epoch):
             yield tuple(np.asarray(b) for b in batch)
+
+
+def _arrays(x):
+    """A model's inputs: one array, or a list of arrays (a model with several)."""
+    return [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) else np.asarray(x)
+
+
+def _take(x, index):
+    return [a[index] for a in x] if isinstance(x, list) else x[index]
+
+
+def _count(x) -> int:
+    return len(x[0]) if isinstance(x, list) else len(x)
 
 
 def _sample_weights(y, sample_weight, class_weight):
