@@ -36,6 +36,7 @@ class Model(Trainer, Layer):
         if inputs is not None:
             self._graph = (inputs, outputs)
             self._graph_layers = _graph_layers(outputs)
+            self._built_shape = (None,)  # summary shows the batch as None
             self.built = True
 
     def call(self, inputs, training=None):
