@@ -30,7 +30,7 @@ def make_model(seed: int) -> nn.Sequential:
     model = nn.Sequential([
         nn.Input(shape=(8, 8, 1)),
         nn.Conv2D(16, 3, padding="same", activation="relu"),
-        nn.BatchNormalization(),
+        nn.BatchNormalization(momentum=0.9),
         nn.Conv2D(32, 3, padding="same", activation="relu"),
         nn.MaxPooling2D(2),
         nn.Flatten(),

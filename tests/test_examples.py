@@ -92,7 +92,7 @@ def _example(name: str, argv: list) -> tuple[dict, str]:
 
 
 def test_convnet_digits_reaches_97_percent(capsys):
-    result = _example("convnet_digits.py", ["--epochs", "12", "--verbose", "0"])
+    result = _example("convnet_digits.py", ["--epochs", "10", "--verbose", "0"])
     out = capsys.readouterr().out
     assert result["accuracy"] >= 0.97, out
     assert "train step: Stats(traces=1" in out  # one trace for every batch size
