@@ -12,6 +12,7 @@ import numpy as np
 
 from ..core.dtypes import WEAK_STAND_INS, complex_dtype, is_complex, is_inexact, real_dtype  # noqa: F401
 from ..core.errors import UnsupportedError, dtype_problem, with_location
+from ..core.ir import AVal
 from ..core.shapes import Sym, is_one, normalize_axes, resolve
 from ..core.shapes import bind as bind_dim
 from .registry import REGISTRY as R
@@ -23,15 +24,18 @@ def aval_of(value):
         return value.aval
     if isinstance(value, PYTHON_SCALARS) and not isinstance(value, np.generic):
         return weak_aval(value)
-    arr = np.asarray(value)
-    from ..core.ir import AVal
+    arr = value if type(value) is np.ndarray else np.asarray(value)
     return AVal(arr.shape, arr.dtype)
 
 
 def result_dtype(*values) -> np.dtype:
     """NumPy 2 promotion, with weak Python scalars and weak scalar arguments."""
-    strong = [aval_of(v) for v in values if not aval_of(v).weak]
-    weak = [aval_of(v) for v in values if aval_of(v).weak]
+    return _result_dtype([aval_of(v) for v in values])
+
+
+def _result_dtype(avals: list) -> np.dtype:
+    strong = [a for a in avals if not a.weak]
+    weak = [a for a in avals if a.weak]
     stand_ins = [WEAK_STAND_INS[w.dtype.kind] for w in weak]
     if not strong:
         return np.result_type(*[w.dtype for w in weak])
@@ -57,11 +61,46 @@ def convert(x, dtype):
 
 
 def promote(*values, to_float=False):
-    values = [operand(v) for v in values]
-    dtype = result_dtype(*values)
+    """The operands converted to their common dtype (NumPy 2's promotion, Python
+    scalars weak). One pass, the promoted dtype cached per operand types: every
+    traced or eagerly recorded binary operation comes through here."""
+    operands, key = [], [to_float]
+    for value in values:
+        value = operand(value)
+        if isinstance(value, Tracer):
+            aval = value.ir_var.aval
+        else:
+            aval = _WEAK_AVALS.get(type(value)) or aval_of(value)
+        operands.append((value, aval))
+        key += (aval.dtype, aval.weak)
+    key = tuple(key)
+    dtype = _PROMOTED.get(key)
+    if dtype is None:
+        dtype = _PROMOTED[key] = _promoted([aval for _, aval in operands], to_float)
+    return [_promoted_operand(v, aval, dtype) for v, aval in operands]
+
+
+_WEAK_AVALS = {kind: weak_aval(kind()) for kind in PYTHON_SCALARS}
+_PLAIN_DTYPES = frozenset(map(np.dtype, ("float32", "float64", "int32", "int64", "bool")))
+_PROMOTED: dict = {}  # (to_float, (dtype, weak) per operand...) -> the promoted dtype
+
+
+def _promoted_operand(value, aval, dtype):
+    """`convert(value, dtype)`, cheaply in the common cases: a strong tracer of
+    the dtype is its own conversion, a real Python scalar a NumPy scalar."""
+    if isinstance(value, Tracer):
+        if aval.dtype == dtype and not aval.weak:
+            return value
+    elif type(value) in (float, int, bool) and dtype in _PLAIN_DTYPES:
+        return dtype.type(value)
+    return convert(value, dtype)
+
+
+def _promoted(avals: list, to_float: bool) -> np.dtype:
+    dtype = _result_dtype(avals)
     if to_float and not is_inexact(dtype):
         dtype = np.dtype(np.float64)
-    return [convert(v, dtype) for v in values]
+    return dtype
 
 
 def _binary(name, to_float=False):

@@ -73,6 +73,8 @@ def located(location: str):
 class Builder:
     """Collects the equations of one program while its function is traced."""
 
+    fast_bind = None  # (prim, args, params, _traced) -> result or NotImplemented (eager tapes)
+
     def __init__(self, name: str = "fn"):
         self.name = name
         self.invars: list[Var] = []
@@ -227,7 +229,11 @@ def bind(prim, *args, _traced=False, **params):
     """Apply `prim`: record an equation when tracing, else run the NumPy reference.
     Constant operands are folded eagerly unless the result's shape is symbolic
     (a parameter holds a `Sym`) or `_traced` asks for an equation anyway."""
-    builder = current_builder()
+    builder = _builders[-1] if _builders else None
+    if builder is not None and builder.fast_bind is not None:
+        result = builder.fast_bind(prim, args, params, _traced)  # an eager tape's lean path
+        if result is not NotImplemented:
+            return result
     if builder is None or not (_traced or any(isinstance(a, Tracer) for a in args)
                                or _symbolic_params(params)):
         for a in args:
