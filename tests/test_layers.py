@@ -474,3 +474,58 @@ def test_functional_model_with_branches_and_two_inputs(interpret):
     assert losses[-1] < losses[0] and step.stats.traces <= 2
     history = model.fit([x, e], labels, epochs=2, batch_size=4, verbose=0, validation_split=0.25)
     assert "val_loss" in history.history and model.predict([x, e]).shape == (8, 3)
+
+
+def test_gru_and_simple_rnn_match_pytorch(interpret):
+    torch = pytest.importorskip("torch")
+    x = RNG.standard_normal((2, 5, 3))
+    gru = f64(nn.GRU(4, return_sequences=True, bias_initializer="random_normal"))
+    out = gru(x)
+    k, r, b = (w.numpy() for w in gru.trainable_variables)
+
+    def zrh_to_rzn(a):  # Keras' gate blocks z, r, h; PyTorch's r, z, n
+        return np.concatenate([a[..., 4:8], a[..., :4], a[..., 8:]], -1)
+
+    t = torch.nn.GRU(3, 4, batch_first=True).double()
+    with torch.no_grad():
+        t.weight_ih_l0.copy_(torch.tensor(zrh_to_rzn(k).T))
+        t.weight_hh_l0.copy_(torch.tensor(zrh_to_rzn(r).T))
+        t.bias_ih_l0.copy_(torch.tensor(zrh_to_rzn(b[0])))
+        t.bias_hh_l0.copy_(torch.tensor(zrh_to_rzn(b[1])))
+        ref, _ = t(torch.tensor(x))
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-10, atol=1e-12)
+
+    rnn = f64(nn.SimpleRNN(4, return_sequences=True, bias_initializer="random_normal"))
+    out = rnn(x)
+    k, r, b = (w.numpy() for w in rnn.trainable_variables)
+    t = torch.nn.RNN(3, 4, batch_first=True).double()
+    with torch.no_grad():
+        t.weight_ih_l0.copy_(torch.tensor(k.T))
+        t.weight_hh_l0.copy_(torch.tensor(r.T))
+        t.bias_ih_l0.copy_(torch.tensor(b))
+        t.bias_hh_l0.zero_()
+        ref, _ = t(torch.tensor(x))
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_batch_normalization_matches_pytorch(interpret):
+    torch = pytest.importorskip("torch")
+    x = RNG.standard_normal((16, 5)) * 3 + 1
+    layer = f64(nn.BatchNormalization(momentum=0.9, gamma_initializer="random_normal",
+                                      beta_initializer="random_normal"))
+    layer(x)
+    t = torch.nn.BatchNorm1d(5, eps=1e-3, momentum=0.1).double()  # PyTorch's is 1 - Keras'
+    with torch.no_grad():
+        t.weight.copy_(torch.tensor(layer.gamma.numpy()))
+        t.bias.copy_(torch.tensor(layer.beta.numpy()))
+    np.testing.assert_allclose(layer(x, training=True), t(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), t.running_mean.numpy(), rtol=1e-12)
+    # PyTorch moves toward the unbiased variance, Keras toward the biased one
+    biased = 0.9 + 0.1 * x.var(0)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), biased, rtol=1e-12)
+    np.testing.assert_allclose(t.running_var.numpy(), 0.9 + 0.1 * x.var(0, ddof=1), rtol=1e-12)
+    layer.moving_variance.assign(t.running_var.numpy())
+    t.eval()
+    np.testing.assert_allclose(layer(x), t(torch.tensor(x)).detach().numpy(), rtol=1e-10,
+                               atol=1e-12)
