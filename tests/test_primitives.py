@@ -386,6 +386,10 @@ _ELEMENTWISE_ROWS = [
     # tracejit.config.debug_nans inserts it; on finite values it is the identity
     row("debug_check", lambda x: REGISTRY["debug_check"].bind(x, index=0, mode=3), UNARY,
         ref=lambda x: x, grad=False),
+    # Threefry draws at each element's position (tests/test_random.py checks the streams);
+    # the draw itself has no derivative, so d/dx is that of x alone
+    row("random_bits", lambda x: x * tracejit.random.uniform(tracejit.random.key(1), x, x.dtype),
+        UNARY),
     # select: the condition is not differentiated; x and y are
     row("select", lambda c, x, y: np.where(c > 0, x, y), TERNARY),
     row("select", lambda x: np.where(x > 0, x, 0.0), UNARY, nonzero, label="where_scalar"),

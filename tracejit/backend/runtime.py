@@ -73,6 +73,8 @@ __all__ = [
     "sigmoid",
     "sign",
     "tanh",
+    "threefry_bits",
+    "threefry_uniform",
 ]
 
 # Flags for the helpers' own instructions.  'contract' lets LLVM fuse a*b+c
@@ -1047,3 +1049,59 @@ def fft(x, inverse):
         for k in range(n):
             out[r, k] = a[k] * chirp[k] * (scale / m)
     return out
+
+
+# --------------------------------------------------------------------------
+# Threefry-2x32 (20 rounds; Salmon et al., "Parallel random numbers: as easy
+# as 1, 2, 3", SC 2011): a random draw is a pure function of a key and a
+# counter, so it is computed inside any loop nest, in any order, in parallel.
+# Words are held in uint64 and masked to 32 bits (Numba types uint32 + uint32
+# as uint64). tracejit/primitives/random.py has the NumPy reference.
+# --------------------------------------------------------------------------
+
+_M32 = np.uint64(0xFFFFFFFF)
+_PARITY = np.uint64(0x1BD11BDA)
+
+
+@njit(**_JIT)
+def _tf_rounds(x0, x1, r0, r1, r2, r3):
+    for r in (r0, r1, r2, r3):
+        x0 = (x0 + x1) & _M32
+        x1 = ((x1 << np.uint64(r)) | (x1 >> np.uint64(32 - r))) & _M32
+        x1 = x1 ^ x0
+    return x0, x1
+
+
+@njit(**_JIT)
+def _threefry(k0, k1, c0, c1):
+    k0 = np.uint64(k0) & _M32
+    k1 = np.uint64(k1) & _M32
+    k2 = k0 ^ k1 ^ _PARITY
+    x0 = (np.uint64(c0) + k0) & _M32
+    x1 = (np.uint64(c1) + k1) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 13, 15, 26, 6)
+    x0, x1 = (x0 + k1) & _M32, (x1 + k2 + np.uint64(1)) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 17, 29, 16, 24)
+    x0, x1 = (x0 + k2) & _M32, (x1 + k0 + np.uint64(2)) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 13, 15, 26, 6)
+    x0, x1 = (x0 + k0) & _M32, (x1 + k1 + np.uint64(3)) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 17, 29, 16, 24)
+    x0, x1 = (x0 + k1) & _M32, (x1 + k2 + np.uint64(4)) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 13, 15, 26, 6)
+    return (x0 + k2) & _M32, (x1 + k0 + np.uint64(5)) & _M32
+
+
+@njit(**_JIT)
+def threefry_bits(k0, k1, c0, c1):
+    """The first output word of Threefry-2x32 at counter (c0, c1), as uint32."""
+    return np.uint32(_threefry(k0, k1, c0, c1)[0])
+
+
+@njit(**_JIT)
+def threefry_uniform(like, k0, k1, c0, c1):
+    """A uniform float in [0, 1) of like's type: 24 bits for float32, 53 for float64."""
+    x0, x1 = _threefry(k0, k1, c0, c1)
+    if _is32(like):
+        return np.float32(x0 >> np.uint64(8)) * np.float32(5.9604644775390625e-08)
+    bits = (x0 << np.uint64(21)) | (x1 >> np.uint64(11))
+    return np.float64(bits) * 1.1102230246251565e-16

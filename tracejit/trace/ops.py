@@ -335,12 +335,34 @@ def reshape(x, shape):
         out_shape, targets = unit_only
         squeezed = squeeze(x, [k for k, d in enumerate(in_shape) if is_one(d)])
         return broadcast_in_dim(squeezed, out_shape, targets)
+    kept = _kept_leading(in_shape, tuple(shape))
+    if kept is not None:  # (batch, h, w, c) -> (batch, h * w * c): the batch stays symbolic
+        return bind(R["reshape"], x, shape=kept)
     size = int(np.prod([bind_dim(d) for d in in_shape]))
     shape = [bind_dim(d) if isinstance(d, Sym) else int(d) for d in shape]
     if -1 in shape:
         known = int(np.prod([d for d in shape if d != -1]))
         shape[shape.index(-1)] = size // known if known else 0
     return bind(R["reshape"], x, shape=tuple(shape))
+
+
+def _kept_leading(in_shape, shape):
+    """The output shape of a reshape that keeps its leading axes (the same
+    symbols) and regroups the trailing ones, binding only the trailing sizes."""
+    k = 0
+    while (k < min(len(in_shape), len(shape)) and isinstance(shape[k], Sym)
+           and resolve(shape[k]) is resolve(in_shape[k])):
+        k += 1
+    rest = list(shape[k:])
+    if k == 0 or rest.count(-1) > 1 or not all(isinstance(d, (int, np.integer)) for d in rest):
+        return None
+    size = int(np.prod([bind_dim(d) for d in in_shape[k:]]))  # the regrouped sizes are fixed
+    if -1 in rest:
+        known = int(np.prod([d for d in rest if d != -1]))
+        rest[rest.index(-1)] = size // known if known else 0
+    if int(np.prod(rest)) != size:
+        return None
+    return (*in_shape[:k], *map(int, rest))
 
 
 def _unit_only_reshape(in_shape, new_shape):
