@@ -54,9 +54,13 @@ def _to_uniform(x0, x1, dtype):
     return bits.astype(np.float64) * 2.0 ** -53
 
 
-def _impl(k0, k1, c0, like, *, dtype):
+def _impl(k0, k1, c0, like, *, dtype, batch_dims=0):
+    """`batch_dims` leading axes (added by vmap) are left out of a draw's
+    position: each example draws what it would draw alone."""
     shape = np.broadcast_shapes(*(np.shape(a) for a in (k0, k1, c0, like)))
-    index = np.arange(int(np.prod(shape)), dtype=np.uint64).reshape(shape)
+    inner = shape[batch_dims:]
+    index = np.broadcast_to(np.arange(int(np.prod(inner)), dtype=np.uint64).reshape(inner),
+                            shape)
     x0, x1 = threefry2x32((k0, k1), (c0, index))
     dtype = np.dtype(dtype)
     out = x0 if dtype == np.uint32 else _to_uniform(x0, x1, dtype)
@@ -75,9 +79,9 @@ def _flat(index, sizes) -> str:
     return flat or "0"
 
 
-def _scalar(k0, k1, c0, like, *, dtype, index=(), sizes=()):
+def _scalar(k0, k1, c0, like, *, dtype, index=(), sizes=(), batch_dims=0):
     dtype = np.dtype(dtype)
-    flat = _flat(index, sizes)
+    flat = _flat(index[batch_dims:], sizes[batch_dims:])
     if dtype == np.uint32:
         return f"_rt.threefry_bits({k0}, {k1}, {c0}, {flat})"
     return f"_rt.threefry_uniform(np.{dtype.name}(0), {k0}, {k1}, {c0}, {flat})"

@@ -421,6 +421,13 @@ def _custom_vjp(size, args, dims, *, bwd, n_res, res_def, arg_def):
     return out, 0
 
 
+def _random_bits(size, args, dims, *, dtype, batch_dims=0):
+    """As elementwise, and the batch axis is left out of a draw's position: each
+    example draws what it would alone (the same key, the same numbers, as JAX)."""
+    return _elementwise(R["random_bits"])(size, args, dims, dtype=dtype,
+                                          batch_dims=batch_dims + 1)
+
+
 def _register_rules() -> None:
     front_rules = {
         "broadcast_in_dim": _broadcast_params, "transpose": _transpose_params,
@@ -441,6 +448,7 @@ def _register_rules() -> None:
     R["dynamic_slice_embed"].batch = _dynamic_embed
     R["dimsize"].batch = _dimsize
     R["custom_vjp_call"].batch = _custom_vjp
+    R["random_bits"].batch = _random_bits
 
 
 _register_rules()
