@@ -30,13 +30,95 @@ import time
 import numpy as np
 
 _lock = threading.Lock()  # one request at a time per parent
+_state_lock = threading.Lock()  # the warm-up thread and the switch interval (held briefly)
 _child: subprocess.Popen | None = None
+_warming: list = []  # the warm-up thread, once started
+_numba_set_up = threading.Event()  # Numba's target context is ready in this process
 
 
 def enabled() -> bool:
     """TRACEJIT_COMPILE_WORKER=0 compiles in-process (in a background thread)."""
     return os.environ.get("TRACEJIT_COMPILE_WORKER", "1").strip().lower() not in {"0", "no",
                                                                                    "false"}
+
+
+def warm_up(start_worker: bool) -> None:
+    """Called when the first traced function is made: calls will follow. In a background
+    thread, start the compile worker (its own start-up, ~0.8 s, then overlaps whatever the
+    program does before its first call) and set up Numba's target context here (~0.2-0.5 s,
+    paid by the first load otherwise). `import tracejit` stays fast, and a process that
+    makes no function pays nothing."""
+    with _state_lock:
+        if _warming:
+            return
+        _warming.append(threading.Thread(target=_warm, args=(start_worker,), daemon=True,
+                                         name="tracejit-warm-up"))
+    _warming[0].start()
+
+
+_SWITCH_SECONDS = 0.0002  # sys.setswitchinterval while tracejit works in the background
+_switching = [0, None]  # background tasks under `prompt_switching`, the interval before
+
+
+@contextlib.contextmanager
+def prompt_switching():
+    """Let a background thread of ours get the GIL back promptly. Its work (imports, file
+    reads, LLVM calls) releases the GIL many times, and each time a busy calling thread
+    keeps it for a whole switch interval (5 ms): a 0.3 s task would take seconds. With a
+    short interval the calls still run in between. The previous interval is restored when
+    the last such task ends."""
+    with _state_lock:
+        if _switching[0] == 0:
+            _switching[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switching[1], _SWITCH_SECONDS))
+        _switching[0] += 1
+    try:
+        yield
+    finally:
+        with _state_lock:
+            _switching[0] -= 1
+            if _switching[0] == 0:
+                sys.setswitchinterval(_switching[1])
+
+
+def _warm(start_worker: bool) -> None:
+    try:
+        if start_worker:
+            _ensure_child()
+        with prompt_switching():
+            _set_up_numba()
+    except Exception:  # noqa: BLE001 (an optimisation only: the first compile does it)
+        pass
+    finally:
+        _numba_set_up.set()
+
+
+def _set_up_numba() -> None:
+    """What loading any machine code from the disk cache needs first."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+
+    with global_compiler_lock:  # Numba's compiles refresh too: never both at once
+        cpu_target.target_context.refresh()
+        cpu_target.typing_context.refresh()
+
+
+def numba_ready() -> None:
+    """Block until Numba is set up in this process (starting the set-up if needed)."""
+    if not _numba_set_up.is_set():
+        warm_up(start_worker=False)
+        _numba_set_up.wait()
+
+
+def _ensure_child() -> None:
+    """Start the worker unless it runs (its start-up is then off the first compile's path)."""
+    from . import cache
+
+    if enabled() and cache.disk_cache_enabled() and cache.store_writable():
+        with _lock:
+            global _child
+            if _child is None or _child.poll() is not None:
+                _child = _start()
 
 
 def compile_elsewhere(kernel, args) -> dict | None:
@@ -50,7 +132,8 @@ def compile_elsewhere(kernel, args) -> dict | None:
     signature = describe_args(tuple(args) + tuple(kernel.consts))
     if signature is None:
         return None
-    kernel.load()  # writes the module files: the worker reads the same ones
+    with prompt_switching():
+        kernel.load()  # writes the module files: the worker reads the same ones
     if known_compiled(kernel, args):
         return None  # on disk already: loading it here is quick
     request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
@@ -188,6 +271,7 @@ def rebuild_signature(described: list) -> tuple:
 def _serve() -> None:
     from . import cache, linking
 
+    _set_up_numba()  # before the first request arrives
     for line in sys.stdin:
         request = json.loads(line)
         start = time.perf_counter()
