@@ -1,4 +1,4 @@
-"""Measure tracejit.runtime's polynomial exp/tanh against libm in Numba loops.
+"""Measure tracejit.backend.runtime's polynomial exp/tanh against libm in Numba loops.
 
 Workload: value and gradient (w.r.t. x, a, c; written out by hand) of
 ``sum(tanh(a*x + c)**2 * exp(-x*x))`` over 1e6 float64 values.  Kernels:
@@ -26,7 +26,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from tracejit import runtime
+from tracejit.backend import runtime
 
 # 'reassoc' lets LLVM vectorise the float reductions; no nnan/ninf (they
 # would delete the NaN/inf handling inside the runtime functions).
@@ -34,7 +34,7 @@ FASTMATH = {"reassoc", "nsz", "contract", "afn", "arcp"}
 
 
 def inline_always_runtime():
-    """A copy of tracejit.runtime whose helpers are all inline="always"."""
+    """A copy of tracejit.backend.runtime whose helpers are all inline="always"."""
     import inspect
 
     src = inspect.getsource(runtime)

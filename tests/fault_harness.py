@@ -53,7 +53,7 @@ if mode in ("enospc", "erofs"):  # storage that refuses every write in the cache
     os.replace = lambda a, b, **k: refuse() if inside(b) else real_replace(a, b, **k)
     os.link = lambda a, b, **k: refuse() if inside(b) else real_link(a, b, **k)
 if mode == "kill-mid-write":  # die inside the n-th file write, after half the bytes
-    from tracejit import store
+    from tracejit.backend import store
     real_write = store.atomic_write
     countdown = [int(os.environ.get("TJ_KILL_AT", "1"))]
 
@@ -225,7 +225,7 @@ def plant(cache_dir: Path, marker: Path) -> list[Path]:
     bytecode file that would do the same next to every module."""
     import hashlib
 
-    from tracejit.store import _MAGIC
+    from tracejit.backend.store import _MAGIC
 
     payload = malicious_pickle(marker)
     planted = []

@@ -1,4 +1,4 @@
-"""Tests of tracejit.cache: digest-named module files, Numba's disk cache, corrupt files."""
+"""Tests of tracejit.backend.cache: digest-named module files, Numba's disk cache, corrupt files."""
 
 import hashlib
 import json
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from numba.core.errors import TypingError
 
-from tracejit import cache, numba_cache
+from tracejit.backend import cache, numba_cache
 
 SOURCE = textwrap.dedent(
     """\
@@ -55,7 +55,7 @@ CHILD = textwrap.dedent(
     """\
     import json, sys
     import numpy as np
-    from tracejit import cache
+    from tracejit.backend import cache
     kernel = cache.load_module(sys.argv[1], "twice", use_disk=True).function("twice")
     x = np.arange(4.0)
     print(json.dumps([cache.compile_for(kernel, (x,)), kernel(x).tolist()]))

@@ -125,7 +125,7 @@ def test_many_pieces_concatenate_by_one_shared_copy_and_expand_dims_is_a_view(co
 
 
 def test_outlined_nests_take_lifted_offsets_as_int64_not_literals():
-    from tracejit.outline import outline
+    from tracejit.backend.outline import outline
 
     helper = outline(["y = x[3] + x[5]"], ["y"], {}, "two reads", lambda parallel: "@njit")
     assert "np.int64(3), np.int64(5)" in helper.call  # one compile for every offset

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import tracejit
-from tracejit import cache, config, nn
+from tracejit import config, nn
+from tracejit.backend import cache
 
 HERE = re.escape(__file__) + r":\d+"  # the user's file:line, in every message
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

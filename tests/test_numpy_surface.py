@@ -19,7 +19,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 import tracejit
-from tracejit.numpy_random import RandomInTraceError
+from tracejit.numpy.random import RandomInTraceError
 from tracejit.testing import check_grads
 
 RNG = np.random.default_rng(7)

@@ -42,10 +42,10 @@ import scipy.stats
 
 import tracejit
 from tracejit import lax
-from tracejit.primitives import REGISTRY
-from tracejit.shapes import concrete_shape
+from tracejit.core.shapes import concrete_shape
 from tracejit.testing import check_grads
-from tracejit.trace import trace
+from tracejit.trace.registry import REGISTRY
+from tracejit.trace.tracer import trace
 
 FLOATS = (np.float32, np.float64)
 

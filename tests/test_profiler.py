@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 import tracejit
-from tracejit import events, profiling, timeline, worker
+from tracejit.backend import worker
+from tracejit.observe import events, log
+from tracejit.profiling import profiler as profiling
+from tracejit.profiling import timeline
 
 
 @pytest.fixture(autouse=True)
@@ -244,7 +247,7 @@ def test_retrace_warning_names_the_size_read_and_the_fix(interpret):
         return x.sum() / x.shape[0]
 
     with pytest.warns(tracejit.RetraceWarning) as caught:
-        for n in range(2, 2 + tracejit.log.RETRACE_LIMIT):
+        for n in range(2, 2 + log.RETRACE_LIMIT):
             mean_by_hand(np.ones(n))
     (warning,) = caught
     text = str(warning.message)
@@ -263,7 +266,7 @@ def test_retrace_warning_for_a_transformation_created_in_a_loop(interpret):
         return (x ** 2).sum()
 
     with pytest.warns(tracejit.RetraceWarning, match=r"create it once, outside the loop") as w:
-        for _ in range(tracejit.log.RETRACE_LIMIT):
+        for _ in range(log.RETRACE_LIMIT):
             tracejit.grad(loss)(X)
     assert "new tracejit.grad(loss) objects traced signatures" in str(w[0].message)
 
@@ -275,7 +278,7 @@ def test_retrace_warning_for_static_values(interpret):
 
     with pytest.warns(tracejit.RetraceWarning, match=r"static argument k took the values "
                                                      r"0, 1, 2, 3, 4\. Fix: .*ordinary argument"):
-        for k in range(tracejit.log.RETRACE_LIMIT):
+        for k in range(log.RETRACE_LIMIT):
             shifted(X, k=k)
 
 

@@ -1,4 +1,4 @@
-"""Accuracy, special values, dtype and vectorisation of tracejit.runtime.
+"""Accuracy, special values, dtype and vectorisation of tracejit.backend.runtime.
 
 Numba compiles are the cost here, so every function is exercised through one
 kernel (`_apply`), compiled once per dtype with the fastmath flags tracejit's
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numba import njit, prange, types
 
-from tracejit import runtime as rt
+from tracejit.backend import runtime as rt
 
 # The flags generated kernels are compiled with (no nnan/ninf).
 FASTMATH = {"reassoc", "nsz", "contract", "afn", "arcp"}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tracejit
-from tracejit import worker
+from tracejit.backend import worker
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ NEST_USER = textwrap.dedent("""
     import json, sys
     import numpy as np
     import tracejit
-    from tracejit import cache
+    from tracejit.backend import cache
 
     def layer(W, x):  # the matmuls around it end its nest: the same in both programs
         return np.tanh(x @ W + 1.0) @ W.T

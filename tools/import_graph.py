@@ -21,14 +21,18 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def resolve(current: str, is_package: bool, node: ast.ImportFrom | ast.Import) -> list[str]:
+def resolve(current: str, is_package: bool, node, modules) -> list[str]:
+    """The modules an import statement reads: `from . import ops` reads `ops`, not `__init__`."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     base = current if is_package else current.rpartition(".")[0]
     for _ in range(node.level - 1):
         base = base.rpartition(".")[0]
     stem = (base + "." + node.module) if node.module and node.level else (node.module or base)
-    return [stem] + [stem + "." + alias.name for alias in node.names]
+    submodules = [stem + "." + alias.name for alias in node.names]
+    if all(name in modules for name in submodules):
+        return submodules
+    return [stem] + [name for name in submodules if name in modules]
 
 
 def graph() -> dict[str, set[str]]:
@@ -38,7 +42,7 @@ def graph() -> dict[str, set[str]]:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for target in resolve(name, path.name == "__init__.py", node):
+                for target in resolve(name, path.name == "__init__.py", node, files):
                     if target in files and target != name:
                         edges[name].add(target)
     return edges

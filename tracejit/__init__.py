@@ -6,11 +6,25 @@
     value, grads = tracejit.value_and_grad(loss)(params, x, y)
 """
 
-__version__ = "0.1.0"
-
-from . import lax, nn, pytree, testing  # noqa: F401
-from . import numpy_api as _numpy_api  # noqa: F401  (installs NumPy's surface on tracers)
-from .api import (
+# Registration, in one place and in pipeline order: the primitive records, NumPy's
+# and SciPy's surface on tracers, then the control-flow records (above the backend).
+# isort: off
+from . import primitives  # noqa: F401
+from . import numpy  # noqa: F401
+from . import control  # noqa: F401
+# isort: on
+from . import lax, nn, testing  # noqa: F401
+from .core import config, pytree  # noqa: F401
+from .core.errors import (
+    ConcretizationError,
+    LeakedTracerError,
+    ShapeError,
+    TracejitError,
+    TracerTypeError,
+    UnsupportedError,
+)
+from .core.version import __version__  # noqa: F401
+from .frontend.api import (
     Function,
     custom_vjp,
     function,
@@ -23,18 +37,10 @@ from .api import (
     value_and_grad,
     vjp,
 )
-from .errors import (
-    ConcretizationError,
-    LeakedTracerError,
-    ShapeError,
-    TracejitError,
-    TracerTypeError,
-    UnsupportedError,
-)
-from .log import RetraceWarning
-from .profiling import Profiler, Report, profile, profiler
-from .tape import GradientTape, UnconnectedGradients, gradients
-from .variables import Variable
+from .frontend.tape import GradientTape, UnconnectedGradients, gradients
+from .frontend.variables import Variable
+from .observe.log import RetraceWarning
+from .profiling.profiler import Profiler, Report, profile, profiler
 
 __all__ = [
     "ConcretizationError", "Function", "GradientTape", "LeakedTracerError", "Profiler",

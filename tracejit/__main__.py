@@ -14,7 +14,7 @@ import runpy
 import sys
 import traceback
 
-from .profiling import Profiler
+from .profiling.profiler import Profiler
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """The coverage table: every NumPy/SciPy function tracejit traces, and its derivatives.
 
-Generated from the dispatch tables (numpy_api.UFUNCS / FUNCTIONS / METHODS,
+Generated from the dispatch tables (tracejit.numpy.api: UFUNCS / FUNCTIONS / METHODS,
 scipy_api's rebound functions and distributions), so it cannot go stale:
 
     python -m tracejit.coverage > docs/coverage.md
@@ -20,8 +20,10 @@ import os
 
 import numpy as np
 
-from . import autodiff, numpy_api, scipy_api
-from .trace import trace
+from .numpy import api as numpy_api
+from .numpy import scipy as scipy_api
+from .trace.tracer import trace
+from .transforms import autodiff
 
 _X = np.array([[2.0, 0.3, 0.1], [0.3, 1.5, 0.2], [0.1, 0.2, 1.8]])  # SPD, positive
 _V = np.array([0.6, 0.7, 0.8])
@@ -109,7 +111,7 @@ def _bind(fn, args):
 
 
 def _is_result(out) -> bool:
-    from .trace import Tracer
+    from .trace.tracer import Tracer
     if isinstance(out, (tuple, list)):
         return all(_is_result(o) for o in out)
     return isinstance(out, (Tracer, np.ndarray, np.generic, float, int, bool))

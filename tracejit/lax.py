@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import control_flow as cf
-from . import ops, pytree
-from .errors import ShapeError, TracerTypeError, with_location
-from .ir import AVal
-from .shapes import join, resolve, value
-from .trace import Tracer, current_builder, trace_closed
+from .control import flow as cf
+from .core import pytree
+from .core.errors import ShapeError, TracerTypeError, with_location
+from .core.ir import AVal
+from .core.shapes import join, resolve, value
+from .trace import ops
+from .trace.tracer import Tracer, current_builder, trace_closed
 
 
 def _tracing() -> bool:

@@ -15,8 +15,9 @@ import warnings
 
 import numpy as np
 
-from . import api, pytree
-from .log import RetraceWarning
+from .core import pytree
+from .frontend import api
+from .observe.log import RetraceWarning
 
 
 def _is_complex(x) -> bool:

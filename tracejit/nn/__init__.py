@@ -2,7 +2,7 @@
 
 - composites accurate to a few ulp in the tails, gradients too (`softmax`,
   `log_softmax`, `logsumexp`, `sigmoid`, `log_sigmoid`, `relu`, `softplus`, `erf`,
-  the cross-entropies): functional.py;
+  the cross-entropies): functional.py, from tracejit.numpy.composites;
 - `activations` by name or function; `initializers`;
 - layers `Dense`, `Activation`, `Input`, models `Model` (subclassing),
   `Sequential`, with `compile` / `fit` / `evaluate` / `predict`;

@@ -15,7 +15,7 @@ import weakref
 
 import numpy as np
 
-from ..trace import Tracer, operand
+from ..trace.tracer import Tracer, operand
 from . import functional
 
 

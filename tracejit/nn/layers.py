@@ -14,10 +14,10 @@ import re
 
 import numpy as np
 
-from .. import ops
-from ..shapes import value as traced_size
-from ..trace import Tracer, operand
-from ..variables import Variable
+from ..core.shapes import value as traced_size
+from ..frontend.variables import Variable
+from ..trace import ops
+from ..trace.tracer import Tracer, operand
 from . import activations, initializers
 
 _floatx = np.dtype(np.float32)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
-from ..errors import warn
-from ..numpy_api import squeeze
-from ..shapes import bind as bind_dim
-from ..trace import Tracer, operand
+from ..core.errors import warn
+from ..core.shapes import bind as bind_dim
+from ..numpy.api import squeeze
+from ..trace import ops
+from ..trace.tracer import Tracer, operand
 from . import activations, functional
 
 EPSILON = 1e-7

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
-from ..trace import operand
+from ..trace import ops
+from ..trace.tracer import operand
 from . import losses as losses_module
 
 

@@ -20,9 +20,10 @@ import math
 
 import numpy as np
 
-from .. import ops, variables
-from ..trace import operand
-from ..variables import Variable
+from ..frontend import protocol, variables
+from ..frontend.variables import Variable
+from ..trace import ops
+from ..trace.tracer import operand
 from . import layers
 
 
@@ -124,7 +125,7 @@ class Optimizer:
         self._hyper[name] = Variable(np.float64(value), trainable=False, name=name)
         self._hyper[name].path = f"{self.name}/{name}"
         if self.__dict__.get("_applied"):
-            variables.structure_changed()  # traced updates did not use this one
+            protocol.structure_changed()  # traced updates did not use this one
 
     def __setattr__(self, name, value):
         if name in type(self).HYPERPARAMETERS and "_hyper" in self.__dict__:
@@ -132,7 +133,7 @@ class Optimizer:
                 self._set_hyper(name, value)
             elif name in self._hyper:
                 del self._hyper[name]
-                variables.structure_changed()
+                protocol.structure_changed()
         else:
             object.__setattr__(self, name, value)
 
@@ -155,7 +156,7 @@ class Optimizer:
     def learning_rate(self, value):
         schedule = value if isinstance(value, LearningRateSchedule) or callable(value) else None
         if schedule is not self._schedule and (schedule is not None or self._schedule is not None):
-            variables.structure_changed()  # traced code baked the old schedule in
+            protocol.structure_changed()  # traced code baked the old schedule in
         self._schedule = schedule
         if schedule is None:
             self._set_hyper("learning_rate", value)
@@ -220,7 +221,7 @@ class Optimizer:
 
     def minimize(self, loss, var_list, tape=None):
         """`loss()` (a function), its gradient and one update, as TF2's minimize."""
-        from ..tape import GradientTape
+        from ..frontend.tape import GradientTape
 
         with GradientTape() as tape:
             value = loss()

@@ -69,7 +69,7 @@ class Trainer:
 
     def train_step(self, x, y):
         """Forward, loss, gradient and update; returns (loss, *metrics)."""
-        from ..tape import GradientTape
+        from ..frontend.tape import GradientTape
 
         with GradientTape() as tape:
             y_pred = self(x, training=True)
@@ -94,7 +94,7 @@ class Trainer:
             return step
         functions = self.__dict__.setdefault("_step_functions", {})
         if kind not in functions:
-            from ..api import Function
+            from ..frontend.api import Function
             functions[kind] = Function(step)
         return functions[kind]
 

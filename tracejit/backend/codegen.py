@@ -1,0 +1,682 @@
+"""Code generation: a Program becomes the source of one Numba kernel and of
+the shared loop-nest functions it calls.
+
+The schedule (schedule.py) groups equations into loop nests. Each nest is
+emitted as loops over scalar locals (only values used outside their nest,
+or returned, are stored in arrays), then outlined (outline.py) into a small
+function shared by every kernel holding the same nest, so the kernel itself
+is a short driver: nest calls, BLAS calls, views, and the loops and branches
+of structured control flow, whose bodies are emitted once, whatever the
+trip count. The kernel reads every size from its inputs' `.shape`, so one
+kernel serves every batch size; joins of sizes the trace assumed are checked
+at the top. Large nests also get a `prange` copy taken above a size threshold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.ir import Literal, Program, Var, consumers_of, subprograms, use_counts
+from ..core.shapes import is_one, resolve
+from ..trace.registry import CONTROL, INDEXMAP, REDUCE
+from .outline import outline
+from .schedule import full_shape, loop_space, schedule, virtual_reads
+
+FASTMATH = "{'nsz', 'contract', 'arcp', 'afn', 'reassoc'}"  # never nnan/ninf: NaN must flow
+# Loop nests over at least this many elements (as traced) also get a prange
+# copy, taken at run time when the actual size is this large.
+PARALLEL_MIN_SIZE = 1 << 16
+STACK_START = 16  # rows a while loop's stacks start with (they double as needed)
+
+
+def decorator(parallel: bool, kernel: bool = False) -> str:
+    """The decorator of a nest function, or of a kernel. A kernel calls its nests
+    by symbol (`_rt.nest`), so its machine code is never cached on disk: a new
+    process might load it before the nests it needs (a kernel is a short driver,
+    quick to compile once its nests are)."""
+    flags = f"error_model='numpy', nogil=True, fastmath={FASTMATH}"
+    flags += ", parallel=True" if parallel else ""
+    return f"@njit({flags})" if kernel else f"@_rt.nest(cache=_CACHE, {flags})"
+
+
+@dataclass
+class Generated:
+    """A kernel's module source and the shared nest modules it imports."""
+
+    source: str
+    helpers: dict = field(default_factory=dict)  # module name -> (function name, source)
+
+    def text(self) -> str:
+        """Everything, readable: the kernel, then each nest it calls."""
+        parts = [self.source] + [f"# ---- {module} ----\n{text}"
+                                 for module, (_, text) in self.helpers.items()]
+        return "\n".join(parts)
+
+
+class Emitter:
+    """Writes the kernel source; also the `ctx` handed to array-op emitters."""
+
+    def __init__(self, program: Program, kernel_name: str, tag: str, package: str):
+        self.kernel_name = kernel_name
+        self.tag = tag  # appended to nest modules' names: what compiled code depends on
+        self.package = package  # where the nest modules are imported from
+        self.names: dict[int, str] = {}
+        self.constants: dict[tuple, str] = {}
+        self.dim_names: dict[int, str] = {}
+        self.lines: list[str] = []
+        self.indent = 4
+        self.virtual: dict = {}
+        self.parallel = False
+        self.helpers: dict[str, tuple] = {}
+        # OpenBLAS threads keep spinning after a product; prange threads would
+        # fight them for the cores, so kernels with a matmul stay serial.
+        # Ops that raise inside a loop (debug checks) keep the loops serial too: a prange
+        # loop cannot leave early.
+        self.calls_blas = _calls_blas(program)
+        self._fresh = itertools.count()
+
+    # -------------------------------------------------------------- naming
+    def fresh(self, prefix: str) -> str:
+        return f"{prefix}{next(self._fresh)}"
+
+    def name(self, atom) -> str:
+        if isinstance(atom, Literal):
+            return self.literal(atom.value)
+        return self.names[id(atom)]
+
+    def literal(self, value) -> str:
+        value = np.asarray(value)[()]
+        dtype = value.dtype
+        if dtype == np.float64 and np.isfinite(value):
+            text = repr(float(value))
+            return f"({text})" if text.startswith("-") else text
+        if dtype == np.bool_:
+            return repr(bool(value))
+        if dtype == np.int64:
+            return f"({int(value)})" if value < 0 else str(int(value))
+        key = (dtype.str, repr(value.item()))
+        if key not in self.constants:
+            self.constants[key] = f"_k{len(self.constants)}"
+        return self.constants[key]
+
+    def constant_definitions(self) -> dict:
+        """Constant name -> the expression defining it at module level."""
+        out = {}
+        for (dtype_str, text), name in self.constants.items():
+            dtype = np.dtype(dtype_str)
+            if dtype.kind == "c":  # both parts, each as a float (inf and nan included)
+                value = complex(text)
+                text = f"complex({_float_text(value.real)}, {_float_text(value.imag)})"
+            out[name] = f"np.{dtype.name}({_float_text(text)})"
+        return out
+
+    def dtype(self, aval) -> str:
+        return f"np.{np.dtype(aval.dtype).name}"
+
+    def dims(self, aval) -> list[str]:
+        return [self.dim(d) for d in aval.shape]
+
+    def dim(self, d) -> str:
+        d = resolve(d)
+        return str(d) if type(d) is int else self.dim_names[id(d)]
+
+    def shape(self, aval) -> str:
+        dims = self.dims(aval)
+        return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+
+    def loops(self, dims: list[str], indent: int):
+        """`for` headers over `dims`; returns (index names, lines, body indent)."""
+        idx = [self.fresh("i") for _ in dims]
+        lines = [" " * (indent + 4 * k) + f"for {i} in range({d}):"
+                 for k, (i, d) in enumerate(zip(idx, dims))]
+        return idx, lines, indent + 4 * len(dims)
+
+    def emit(self, line: str, indent: int | None = None) -> None:
+        self.lines.append(" " * (self.indent if indent is None else indent) + line)
+
+    @contextlib.contextmanager
+    def nested(self):
+        """Statements emitted inside are one level deeper (a loop or branch body)."""
+        self.indent += 4
+        try:
+            yield
+        finally:
+            self.indent -= 4
+
+    @contextlib.contextmanager
+    def block(self, exports: list, summary: str, effect: bool = False):
+        """Collect the lines emitted inside; if they loop, replace them by a call
+        to a shared nest function defining the `exports` (filled in by the body).
+        A block with no exports is dropped unless it is an `effect` (a store)."""
+        saved, indent = self.lines, self.indent
+        self.lines, self.indent = [], 0
+        try:
+            yield
+        finally:
+            lines, self.lines, self.indent = self.lines, saved, indent
+        if not exports and not effect:
+            return  # computes nothing anyone reads
+        if len(lines) == 1 and not lines[0].lstrip().startswith(("for ", "if ")):
+            self.emit(lines[0].strip())
+            return
+        helper = outline(lines, exports, self.constant_definitions(), summary, decorator)
+        module = f"{helper.name}_{self.tag}" if self.tag else helper.name
+        self.helpers[module] = (helper.name, helper.module)
+        self.emit(f"# {helper.name}: {summary}")
+        self.emit(helper.call)
+
+
+def _float_text(text) -> str:
+    """A float's source text (its repr; inf and nan through np)."""
+    text = repr(text) if isinstance(text, float) else text
+    return {"inf": "np.inf", "-inf": "-np.inf", "nan": "np.nan"}.get(text, text)
+
+
+def _calls_blas(program: Program) -> bool:
+    return any(e.prim.blas or e.prim.raises or any(_calls_blas(p) for p in subprograms(e))
+               for e in program.eqns)
+
+
+def generate(program: Program, kernel_name: str, tag: str = "",
+             package: str = "tracejit_kernels") -> Generated:
+    """A module defining `kernel_name(*inputs, *consts) -> tuple`, and its nests
+    (modules of `package` named by their content and `tag`)."""
+    em = Emitter(program, identifier(kernel_name), tag, package)
+    args = []
+    for prefix, variables in (("a", program.invars), ("c", program.constvars)):
+        for k, var in enumerate(variables):
+            args.append(f"{prefix}{k}")
+            em.names[id(var)] = f"{prefix}{k}"
+            if var.aval.ndim == 0:  # a 0-d array or a scalar: read it as a scalar
+                em.names[id(var)] = f"s{prefix}{k}"
+                em.emit(f"s{prefix}{k} = _rt.as_scalar({prefix}{k})")
+    _emit_dims(em, program)
+    _emit_checks(em, program)
+    _emit_empty_checks(em, program)
+    outs = emit_program(em, program)
+    em.emit(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
+    return Generated(_module_source(em, args, program), em.helpers)
+
+
+def emit_program(em: Emitter, program: Program) -> list[str]:
+    """Emit a program's equations (its inputs already named); returns the
+    expressions of its outputs. Loop bodies and branches come through here too."""
+    views = _views(program)
+    counts = use_counts(program)
+    saved, em.virtual = em.virtual, virtual_reads(program, views)
+    try:
+        for group in schedule(program, views, em.virtual):
+            if group.is_loop:
+                _emit_loop_group(em, group, counts)
+            elif group.eqns[0].prim.name in CONTROL_EMITTERS:
+                CONTROL_EMITTERS[group.eqns[0].prim.name](em, group.eqns[0])
+            else:
+                _emit_single(em, group.eqns[0], id(group.eqns[0]) in views)
+        return [em.name(a) for a in program.outvars]
+    finally:
+        em.virtual = saved
+
+
+def identifier(name: str) -> str:
+    name = re.sub(r"\W", "_", name)
+    return name if name[:1].isalpha() else f"k_{name}"
+
+
+def _module_source(em: Emitter, args: list[str], program: Program) -> str:
+    imports = [f"from {em.package}.{module} import {name}"
+               for module, (name, _) in em.helpers.items()]
+    constants = [f"{name} = {text}" for name, text in em.constant_definitions().items()]
+    header = [
+        f'"""Kernel generated by tracejit for `{program.name}`. Do not edit: regenerated."""',
+        "import numpy as np",
+        "from numba import njit, prange",
+        "",
+        "import tracejit.backend.runtime as _rt",
+        *imports,
+        "",
+        *constants,
+        "",
+        "",
+        decorator(em.parallel, kernel=True),
+        f"def {em.kernel_name}({', '.join(args)}):",
+    ]
+    return "\n".join(header + em.lines) + "\n"
+
+
+# ------------------------------------------------------------ shapes, checks
+
+def _input_dims(program: Program):
+    """(input name index, axis, raw dim) for every input dimension."""
+    for k, var in enumerate(program.invars + program.constvars):
+        for axis, d in enumerate(var.aval.shape):
+            yield k, axis, d
+
+
+def _emit_dims(em: Emitter, program: Program) -> None:
+    all_vars = program.invars + program.constvars
+    for k, axis, d in _input_dims(program):
+        root = resolve(d)
+        if type(root) is not int and id(root) not in em.dim_names:
+            name = f"n{len(em.dim_names)}"
+            em.dim_names[id(root)] = name
+            em.emit(f"{name} = {_array_name(em, all_vars[k])}.shape[{axis}]")
+
+
+def _array_name(em: Emitter, var) -> str:
+    name = em.names[id(var)]
+    return name[1:] if var.aval.ndim == 0 else name
+
+
+def _emit_checks(em: Emitter, program: Program) -> None:
+    all_vars = program.invars + program.constvars
+    source = {}
+    for k, axis, d in _input_dims(program):
+        if type(d) is not int:
+            source.setdefault(id(d), f"{em.names[id(all_vars[k])]}.shape[{axis}]")
+    done = set()
+    for index, (a, b, what) in enumerate(program.checks.pairs):
+        sa, sb = source.get(id(a)), source.get(id(b))
+        if sa is None or sb is None or sa == sb or (sa, sb) in done:
+            continue
+        if type(resolve(a)) is int:  # a size fixed in the dispatch key: checked there
+            continue
+        done.add((sa, sb))
+        # The dispatcher names the arguments from the check's index (errors.SizeMismatch).
+        em.emit(f"if {sa} != {sb}:  # {what}")
+        em.emit(f"    raise _rt.SizeMismatch({index}, {sa}, {sb})")
+
+
+def _emit_empty_checks(em: Emitter, program: Program) -> None:
+    """Reductions without an identity (max, argmax...) raise NumPy's error on an empty
+    input, as NumPy does, instead of returning their accumulator's start value."""
+    done = set()
+    for eqn in program.eqns:
+        if eqn.prim.kind != REDUCE or not eqn.prim.empty_error:
+            continue
+        roots = [resolve(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]]
+        symbolic = [d for d in roots if type(d) is not int]
+        if not symbolic or any(id(d) not in em.dim_names for d in symbolic):
+            continue  # known sizes (0 is refused while tracing), or sizes made by the kernel
+        size = " * ".join(em.dim(d) for d in symbolic)
+        if size not in done:
+            done.add(size)
+            message = f"{eqn.prim.empty_error} ({eqn.prim.name} at {eqn.location})"
+            em.emit(f"if {size} == 0:")
+            em.emit(f"    raise ValueError({message!r})")
+
+
+def _views(program: Program) -> set:
+    """Index maps with a view form (transposes, squeezes, slices, added unit
+    axes) read only by BLAS calls, concatenations, loops and branches, or
+    returned, are zero-copy views rather than copies: those readers take
+    strided arrays."""
+    consumers = consumers_of(program)
+    outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
+    views = set()
+    for eqn in reversed(program.eqns):  # a view read only by views is one too
+        out = eqn.outputs[0]
+        users = consumers.get(id(out), [])
+        if (eqn.prim.view is not None and (eqn.prim.view_if is None or eqn.prim.view_if(eqn))
+                and (users or id(out) in outputs)
+                and all(u.prim.blas or u.prim.strided_operands or u.prim.kind == CONTROL
+                        or id(u) in views for u in users)):
+            views.add(id(eqn))
+    return views
+
+
+# ------------------------------------------------------------ single ops
+
+def _emit_single(em: Emitter, eqn, as_view: bool) -> None:
+    out = eqn.outputs[0]
+    name = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
+    ins = [] if eqn.prim.shape_only else [em.name(a) for a in eqn.inputs]
+    if as_view:
+        em.emit(f"{name} = {eqn.prim.view(ins[0], **eqn.params)}")
+        return
+    with em.block([name], f"{eqn.prim.name} at {eqn.location}"):
+        for line in eqn.prim.emit(em, name, ins, eqn):
+            em.emit(line)
+
+
+# ------------------------------------------------------------ loop nests
+
+def _emit_loop_group(em: Emitter, group, counts: dict) -> None:
+    dims = [em.dim(d) for d in group.space]
+    outside_uses = _outside_uses(group, counts)
+    exports: list[str] = []
+    summary = f"loop over {space_text(dims)}: " + ", ".join(e.prim.name for e in group.eqns)
+    with em.block(exports, summary):
+        idx = [em.fresh("i") for _ in dims]
+        nest = Nest(idx)
+        locals_: dict[int, str] = {}
+        for eqn in group.eqns:
+            shape = full_shape(eqn)
+            level = len(loop_space(eqn))
+            full_idx = _expand(shape, idx[:level])
+            lines = nest.pre[0] if id(eqn.outputs[0]) in group.prologue else nest.at(level)
+            out = eqn.outputs[0]
+            if eqn.prim.kind == REDUCE:
+                _reduction(em, eqn, shape, full_idx, nest, lines, locals_)
+                if id(out) in outside_uses:
+                    exports.append(em.names[id(out)])
+                continue
+            value = _scalar_expr(em, eqn, shape, full_idx, locals_)
+            local = em.fresh(f"v_{eqn.prim.name}_")
+            locals_[id(out)] = local
+            lines.append(f"{local} = {value}")
+            if id(out) not in outside_uses:
+                continue
+            if out.aval.ndim == 0:
+                em.names[id(out)] = local
+            else:
+                array = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
+                em.emit(f"{array} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
+                lines.append(f"{array}[{', '.join(full_idx)}] = {local}")
+            exports.append(em.names[id(out)])
+        parallel = (nest.parallel_safe and dims and not em.calls_blas
+                    and _traced_size(group.space) >= PARALLEL_MIN_SIZE)
+        nest.write(em, dims, bool(parallel))
+
+
+def _expand(shape, idx) -> list[str]:
+    """Loop indices for each axis of `shape`: unit axes read index 0."""
+    it = iter(idx)
+    return ["0" if is_one(d) else next(it) for d in shape]
+
+
+def _traced_size(space) -> int:
+    return int(np.prod([d if type(d) is int else d.value for d in space]))
+
+
+class Nest:
+    """Statements of a loop nest: `pre[d]` runs before loop d starts, `post[d]`
+    after it ends, `body` in the innermost loop."""
+
+    def __init__(self, idx):
+        self.idx = idx
+        self.pre = {d: [] for d in range(len(idx) + 1)}
+        self.post = {d: [] for d in range(len(idx) + 1)}
+        self.body: list[str] = []
+        self.parallel_safe = True  # no cross-iteration writes but `+=`/`*=` sums
+
+    def at(self, level: int) -> list[str]:
+        """Where statements of loop level `level` go: the innermost body, or
+        after the loop `level` ends (an epilogue)."""
+        return self.body if level == len(self.idx) else self.post[level]
+
+    def write(self, em: Emitter, dims, parallel: bool) -> None:
+        """Emit the nest; `parallel` adds a prange copy taken above a size threshold
+        (threads cost microseconds, so small inputs keep the serial loop)."""
+        if not parallel:
+            self._write(em, dims, em.indent, "range")
+            return
+        size = " * ".join(dims)
+        em.emit(f"if {size} >= {PARALLEL_MIN_SIZE}:")
+        self._write(em, dims, em.indent + 4, "prange")
+        em.emit("else:")
+        self._write(em, dims, em.indent + 4, "range")
+
+    def _write(self, em: Emitter, dims, indent: int, outer: str) -> None:
+        depth = len(dims)
+        for level in range(depth):
+            for line in self.pre[level]:
+                em.emit(line, indent + 4 * level)
+            loop = outer if level == 0 else "range"
+            em.emit(f"for {self.idx[level]} in {loop}({dims[level]}):", indent + 4 * level)
+        for line in self.pre[depth] + self.body + self.post[depth]:
+            em.emit(line, indent + 4 * depth)
+        for level in reversed(range(depth)):
+            for line in self.post[level]:
+                em.emit(line, indent + 4 * level)
+
+
+def space_text(dims) -> str:
+    return "(" + ", ".join(dims) + ")"
+
+
+def _outside_uses(group, counts: dict) -> set:
+    inside: dict[int, int] = {}
+    for eqn in group.eqns:
+        for a in eqn.inputs:
+            if isinstance(a, Var):
+                inside[id(a)] = inside.get(id(a), 0) + 1
+    return {id(e.outputs[0]) for e in group.eqns
+            if counts.get(id(e.outputs[0]), 0) > inside.get(id(e.outputs[0]), 0)}
+
+
+def _read(em: Emitter, atom, index: list[str], locals_: dict) -> str:
+    """The scalar expression for `atom` at `index` (one entry per atom axis)."""
+    if isinstance(atom, Literal):
+        return em.literal(atom.value)
+    if id(atom) in locals_:
+        return locals_[id(atom)]
+    if id(atom) in em.virtual:
+        eqn = em.virtual[id(atom)]
+        (x,) = eqn.inputs
+        mapping = eqn.prim.index_map(x.aval, atom.aval, **eqn.params)
+        return _read(em, x, _mapped_index(mapping, index), locals_)
+    name = em.names[id(atom)]
+    if atom.aval.ndim == 0:
+        return name
+    return f"{name}[{', '.join(index)}]"
+
+
+def _aligned_index(aval, space, idx) -> list[str]:
+    """Right-aligned NumPy broadcasting: unit axes of the operand read 0."""
+    offset = len(space) - aval.ndim
+    return ["0" if is_one(resolve(d)) and not is_one(space[offset + k]) else idx[offset + k]
+            for k, d in enumerate(aval.shape)]
+
+
+def _mapped_index(mapping, idx) -> list[str]:
+    out = []
+    for axis, start, step in mapping:
+        if axis is None:
+            out.append(str(start))
+            continue
+        term = idx[axis] if step == 1 else f"{step} * {idx[axis]}"
+        out.append(term if start == 0 else f"{start} + {term}")
+    return out
+
+
+def _scalar_expr(em: Emitter, eqn, space, idx, locals_) -> str:
+    prim = eqn.prim
+    if prim.kind == INDEXMAP:
+        (x,) = eqn.inputs
+        mapping = prim.index_map(x.aval, eqn.outputs[0].aval, **eqn.params)
+        return _read(em, x, _mapped_index(mapping, idx), locals_)
+    operands = [_read(em, a, _aligned_index(a.aval, space, idx), locals_) for a in eqn.inputs]
+    template = prim.scalar_for([a.aval for a in eqn.inputs])
+    if callable(template):
+        return template(*operands, **eqn.params)
+    return template.format(*operands)
+
+
+def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_) -> None:
+    """Accumulate in the nest: a scalar accumulator when the reduced axes are the
+    innermost loops (stored when they end), else straight into the output."""
+    prim, out = eqn.prim, eqn.outputs[0]
+    (x,) = eqn.inputs
+    axes = eqn.params["axes"]
+    kept = [k for k in range(len(shape)) if k not in axes]
+    value = _read(em, x, full_idx, locals_)
+    identity_fn, update = prim.monoid
+    wide = prim.accumulate is not None and prim.accumulate(x.aval.dtype) != x.aval.dtype
+    init = em.literal(identity_fn(prim.accumulate(x.aval.dtype) if wide else x.aval.dtype))
+    is_arg = "{idx}" in update
+    flat = _flat_index(em, shape, axes, full_idx) if is_arg else ""
+    name = em.names[id(out)] = em.fresh(f"t_{prim.name}_")
+    out_idx = [full_idx[k] for k in kept]
+    loop_of = {k: pos for pos, k in enumerate(k for k in range(len(shape))
+                                              if not is_one(shape[k]))}
+    kept_loops = [loop_of[k] for k in kept if k in loop_of]
+    if kept_loops == list(range(len(kept_loops))):
+        depth = len(kept_loops)
+        if depth == 0 and not update.startswith(("{acc} +=", "{acc} *=")):
+            nest.parallel_safe = False  # prange only recognises sum/product reductions
+        acc = em.fresh("acc")
+        nest.pre[depth].append(f"{acc} = {init}")
+        result = f"{name}_i" if is_arg else acc
+        if is_arg:
+            nest.pre[depth].append(f"{name}_i = 0")
+        if out.aval.ndim:
+            em.emit(f"{name} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
+            nest.post[depth].append(f"{name}[{', '.join(out_idx)}] = {result}")
+        else:
+            rounded = f"{em.dtype(out.aval)}({result})" if wide else result
+            nest.post[depth].append(f"{name} = {rounded}")
+        lines.extend(update.format(acc=acc, v=value, idx=f"{name}_i", k=flat).split("\n"))
+        return
+    nest.parallel_safe = False  # several outer iterations update one output cell
+    cell = f"{name}[{', '.join(out_idx)}]"
+    if is_arg:
+        em.emit(f"{name}_v = np.full({em.shape(out.aval)}, {init})")
+        em.emit(f"{name} = np.zeros({em.shape(out.aval)}, np.int64)")
+        acc_cell = f"{name}_v[{', '.join(out_idx)}]"
+        lines.extend(update.format(acc=acc_cell, v=value, idx=cell, k=flat).split("\n"))
+    elif wide:  # accumulate in a wide array, rounded once the nest is done
+        em.emit(f"{name}_w = np.full({em.shape(out.aval)}, {init})")
+        wide_cell = f"{name}_w[{', '.join(out_idx)}]"
+        lines.extend(update.format(acc=wide_cell, v=value, idx="", k="").split("\n"))
+        nest.post[0].append(f"{name} = {name}_w.astype({em.dtype(out.aval)})")
+    else:
+        em.emit(f"{name} = np.full({em.shape(out.aval)}, {init})")
+        lines.extend(update.format(acc=cell, v=value, idx="", k="").split("\n"))
+
+
+def _flat_index(em: Emitter, shape, axes, idx) -> str:
+    """Row-major position within the reduced axes (argmax's answer)."""
+    expr = ""
+    for k in axes:
+        expr = idx[k] if not expr else f"({expr}) * {em.dim(shape[k])} + {idx[k]}"
+    return expr
+
+
+# ------------------------------------------------------------ control flow
+
+def _carry_init(em: Emitter, atom, name: str) -> None:
+    """A loop-carried variable starts as its operand; scalars in their dtype."""
+    value = em.name(atom)
+    if atom.aval.ndim == 0:
+        value = f"{em.dtype(atom.aval)}({value})"
+    em.emit(f"{name} = {value}")
+
+
+def _assign(em: Emitter, targets: list[str], values: list[str]) -> None:
+    """Simultaneous assignment (a body may swap its carries)."""
+    if targets:
+        em.emit(f"{', '.join(targets)} = {', '.join(values)}")
+
+
+def _bind_inputs(em: Emitter, program: Program, names: list[str]) -> None:
+    for var, name in zip(program.invars, names):
+        em.names[id(var)] = name
+
+
+def _store_step(em: Emitter, stack: str, t: str, value: str, aval) -> None:
+    """stack[t] = value: a scalar store, or a shared nest of copy loops."""
+    if aval.ndim == 0:
+        em.emit(f"{stack}[{t}] = {value}")
+        return
+    with em.block([], f"store a step's {aval.ndim}-d value", effect=True):
+        idx, lines, indent = em.loops(em.dims(aval), 0)
+        for line in lines:
+            em.emit(line)
+        em.emit(" " * indent + f"{stack}[{t}, {', '.join(idx)}] = {value}[{', '.join(idx)}]")
+
+
+def _emit_scan(em: Emitter, eqn) -> None:
+    p = eqn.params
+    body, nc, ncarry = p["body"], p["n_consts"], p["n_carry"]
+    ins = [em.name(a) for a in eqn.inputs]
+    n = em.dim(p["length"])
+    em.emit(f"# scan over {n} steps at {eqn.location}")
+    carry = [em.fresh("carry") for _ in range(ncarry)]
+    for atom, name in zip(eqn.inputs[nc:nc + ncarry], carry):
+        _carry_init(em, atom, name)
+    ys = [em.fresh("ys") for _ in eqn.outputs[ncarry:]]
+    for name, var in zip(ys, eqn.outputs[ncarry:]):
+        em.emit(f"{name} = np.empty({em.shape(var.aval)}, {em.dtype(var.aval)})")
+    t = em.fresh("t")
+    steps = f"range({n} - 1, -1, -1)" if p["reverse"] else f"range({n})"
+    em.emit(f"for {t} in {steps}:")
+    with em.nested():
+        slices = []
+        for name in ins[nc + ncarry:]:
+            slices.append(em.fresh("x"))
+            em.emit(f"{slices[-1]} = {name}[{t}]")
+        _bind_inputs(em, body, ins[:nc] + carry + slices)
+        outs = emit_program(em, body)
+        for stack, value, var in zip(ys, outs[ncarry:], body.outvars[ncarry:]):
+            _store_step(em, stack, t, value, var.aval)
+        _assign(em, carry, outs[:ncarry])
+    for var, name in zip(eqn.outputs, carry + ys):
+        em.names[id(var)] = name
+
+
+def _emit_while(em: Emitter, eqn) -> None:
+    p = eqn.params
+    cond, body = p["cond"], p["body"]
+    n_cond, nc, ncarry = p["n_cond"], p["n_consts"], p["n_carry"]
+    ins = [em.name(a) for a in eqn.inputs]
+    em.emit(f"# while loop at {eqn.location}")
+    count = em.fresh("count")
+    em.emit(f"{count} = 0")
+    carry = [em.fresh("carry") for _ in range(ncarry)]
+    for atom, name in zip(eqn.inputs[n_cond + nc:], carry):
+        _carry_init(em, atom, name)
+    stacks = [em.fresh("stack") for _ in eqn.outputs[1 + ncarry:]]
+    for name, var in zip(stacks, body.outvars[ncarry:]):
+        shape = ", ".join([str(STACK_START)] + em.dims(var.aval))
+        em.emit(f"{name} = np.empty(({shape},), {em.dtype(var.aval)})")
+    em.emit("while True:")
+    with em.nested():
+        _bind_inputs(em, cond, ins[:n_cond] + carry)
+        (pred,) = emit_program(em, cond)
+        em.emit(f"if not {pred}:")
+        em.emit("    break")
+        _bind_inputs(em, body, ins[n_cond:n_cond + nc] + carry)
+        outs = emit_program(em, body)
+        for stack, value, var in zip(stacks, outs[ncarry:], body.outvars[ncarry:]):
+            em.emit(f"if {count} == {stack}.shape[0]:")
+            em.emit(f"    {stack} = _rt.grow({stack})")
+            _store_step(em, stack, count, value, var.aval)
+        _assign(em, carry, outs[:ncarry])
+        em.emit(f"{count} += 1")
+    for name in stacks:
+        em.emit(f"{name} = {name}[:{count}]")
+    em.dim_names[id(resolve(p["length"]))] = count
+    for var, name in zip(eqn.outputs, [count] + carry + stacks):
+        em.names[id(var)] = name
+
+
+def _emit_switch(em: Emitter, eqn) -> None:
+    branches = eqn.params["branches"]
+    ins = [em.name(a) for a in eqn.inputs]
+    em.emit(f"# switch at {eqn.location}")
+    outs = [em.fresh("branch_out") for _ in eqn.outputs]
+    for k, branch in enumerate(branches):
+        test = "else:" if k == len(branches) - 1 else (
+            f"{'if' if k == 0 else 'elif'} {ins[0]} <= {k}:")
+        em.emit(test)
+        with em.nested():
+            _bind_inputs(em, branch, ins[1:])
+            values = emit_program(em, branch)
+            cast = [f"{em.dtype(v.aval)}({x})" if v.aval.ndim == 0 else x
+                    for v, x in zip(eqn.outputs, values)]
+            _assign(em, outs, cast)
+            if not outs:
+                em.emit("pass")
+    for var, name in zip(eqn.outputs, outs):
+        em.names[id(var)] = name
+
+
+CONTROL_EMITTERS = {"scan": _emit_scan, "while_loop": _emit_while, "switch": _emit_switch}
+
+
+__all__ = ["Generated", "generate", "identifier"]

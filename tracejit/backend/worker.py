@@ -1,0 +1,289 @@
+"""Compilation out of the caller's process: a child process compiles kernels
+into the disk cache while the caller keeps serving calls.
+
+A Numba compile holds the GIL nearly all the time, so in a thread it starves
+the calls the interpreter serves meanwhile (and they starve it). A child
+process has neither problem: it receives the generated module sources and
+the argument types, compiles with Numba's disk cache on, and answers; the
+caller then loads the machine code from the cache, which takes milliseconds.
+One child serves every compile of its parent, one request at a time; it
+exits when the parent does (its stdin closes). A lock file in the cache
+directory keeps concurrent processes from compiling the same code twice:
+the second waits, then loads what the first wrote.
+
+If the child cannot be started, dies, or a request fails, `compile_elsewhere`
+says so and the caller compiles in-process instead; the next request starts
+a new child.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+_lock = threading.Lock()  # one request at a time per parent
+_state_lock = threading.Lock()  # the warm-up thread and the switch interval (held briefly)
+_child: subprocess.Popen | None = None
+_warming: list = []  # the warm-up thread, once started
+_numba_set_up = threading.Event()  # Numba's target context is ready in this process
+
+
+def enabled() -> bool:
+    """TRACEJIT_COMPILE_WORKER=0 compiles in-process (in a background thread)."""
+    return os.environ.get("TRACEJIT_COMPILE_WORKER", "1").strip().lower() not in {"0", "no",
+                                                                                   "false"}
+
+
+def warm_up(start_worker: bool) -> None:
+    """Called when the first traced function is made: calls will follow. In a background
+    thread, start the compile worker (its own start-up, ~0.8 s, then overlaps whatever the
+    program does before its first call) and set up Numba's target context here (~0.2-0.5 s,
+    paid by the first load otherwise). `import tracejit` stays fast, and a process that
+    makes no function pays nothing."""
+    with _state_lock:
+        if _warming:
+            return
+        _warming.append(threading.Thread(target=_warm, args=(start_worker,), daemon=True,
+                                         name="tracejit-warm-up"))
+    _warming[0].start()
+
+
+_SWITCH_SECONDS = 0.0002  # sys.setswitchinterval while tracejit works in the background
+_switching = [0, None]  # background tasks under `prompt_switching`, the interval before
+
+
+@contextlib.contextmanager
+def prompt_switching():
+    """Let a background thread of ours get the GIL back promptly. Its work (imports, file
+    reads, LLVM calls) releases the GIL many times, and each time a busy calling thread
+    keeps it for a whole switch interval (5 ms): a 0.3 s task would take seconds. With a
+    short interval the calls still run in between. The previous interval is restored when
+    the last such task ends."""
+    with _state_lock:
+        if _switching[0] == 0:
+            _switching[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switching[1], _SWITCH_SECONDS))
+        _switching[0] += 1
+    try:
+        yield
+    finally:
+        with _state_lock:
+            _switching[0] -= 1
+            if _switching[0] == 0:
+                sys.setswitchinterval(_switching[1])
+
+
+def _warm(start_worker: bool) -> None:
+    try:
+        if start_worker:
+            _ensure_child()
+        with prompt_switching():
+            _set_up_numba()
+    except Exception:  # noqa: BLE001 (an optimisation only: the first compile does it)
+        pass
+    finally:
+        _numba_set_up.set()
+
+
+def _set_up_numba() -> None:
+    """What loading any machine code from the disk cache needs first."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+
+    with global_compiler_lock:  # Numba's compiles refresh too: never both at once
+        cpu_target.target_context.refresh()
+        cpu_target.typing_context.refresh()
+
+
+def numba_ready() -> None:
+    """Block until Numba is set up in this process (starting the set-up if needed)."""
+    if not _numba_set_up.is_set():
+        warm_up(start_worker=False)
+        _numba_set_up.wait()
+
+
+def _ensure_child() -> None:
+    """Start the worker unless it runs (its start-up is then off the first compile's path)."""
+    from . import cache
+
+    if enabled() and cache.disk_cache_enabled() and cache.store_writable():
+        with _lock:
+            global _child
+            if _child is None or _child.poll() is not None:
+                _child = _start()
+
+
+def compile_elsewhere(kernel, args) -> dict | None:
+    """Have the worker put `kernel`'s machine code for these arguments in the disk
+    cache. Blocks the calling thread (not the GIL). Returns the worker's report
+    ({"seconds", "phases"}), or None when the caller must compile itself."""
+    from . import cache
+
+    if not (enabled() and kernel.use_disk and cache.store_writable()):
+        return None  # nothing a worker writes could reach this process
+    signature = describe_args(tuple(args) + tuple(kernel.consts))
+    if signature is None:
+        return None
+    with prompt_switching():
+        kernel.load()  # writes the module files: the worker reads the same ones
+    if known_compiled(kernel, args):
+        return None  # on disk already: loading it here is quick
+    request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
+               "kernel": [kernel.name, kernel.generated.source], "signature": signature,
+               "cache_dir": str(cache.cache_dir())}
+    for _ in range(2):  # a dead worker is replaced once
+        reply = _ask(request)
+        if reply is not None:
+            return reply if reply.get("ok") else None
+    return None
+
+
+def _ask(request: dict) -> dict | None:
+    global _child
+    line = json.dumps(request) + "\n"
+    with _lock:
+        try:
+            if _child is None or _child.poll() is not None:
+                _child = _start()
+            _child.stdin.write(line)
+            _child.stdin.flush()
+            answer = _child.stdout.readline()
+        except OSError:
+            answer = ""
+        if not answer:  # the worker died or never started
+            _stop()
+            return None
+        return json.loads(answer)
+
+
+def _start() -> subprocess.Popen:
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH"))
+                                        if p)
+    return subprocess.Popen([sys.executable, "-m", "tracejit.backend.worker"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env, bufsize=1)
+
+
+def _stop() -> None:
+    global _child
+    child, _child = _child, None
+    if child is not None:
+        with contextlib.suppress(OSError):
+            child.stdin.close()
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            child.wait(timeout=1)
+        if child.poll() is None:
+            child.kill()
+
+
+atexit.register(_stop)
+
+
+def known_compiled(kernel, args) -> bool:
+    """Was machine code for these argument types put on disk before?"""
+    signature = describe_args(tuple(args) + tuple(kernel.consts))
+    return (signature is not None and kernel.path is not None
+            and json.dumps(signature) in _compiled_signatures(kernel.path))
+
+
+def record_compiled(kernel, args) -> None:
+    """Note that machine code for these argument types is in the disk cache, so
+    a later process loads it itself instead of asking a worker."""
+    signature = describe_args(tuple(args) + tuple(kernel.consts))
+    if signature is None or kernel.path is None or not kernel.use_disk:
+        return
+    known = _compiled_signatures(kernel.path)
+    if json.dumps(signature) not in known:
+        from . import cache
+
+        cache.write_note(_signatures_file(kernel.path), "\n".join(known | {json.dumps(signature)}))
+
+
+def _signatures_file(path) -> str:
+    return f"{path}.compiled"
+
+
+def _compiled_signatures(path) -> set:
+    """Sealed by the cache (like every file read back from its directory)."""
+    from . import cache
+
+    text = cache.read_note(_signatures_file(path))
+    return set(text.splitlines()) if text else set()
+
+
+# ------------------------------------------------------------------ types
+
+def describe_args(args) -> list | None:
+    """Numba's types of the arguments as JSON data (None if any is not an array or
+    a number)."""
+    import numba
+
+    from .linking import describe_types
+
+    try:
+        return describe_types([numba.typeof(arg) for arg in args])
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------ the child
+
+def _serve() -> None:
+    from . import cache, linking
+
+    _set_up_numba()  # before the first request arrives
+    for line in sys.stdin:
+        request = json.loads(line)
+        start = time.perf_counter()
+        try:
+            for stem, text in request["modules"]:
+                cache.load_module(text, stem, use_disk=True, stem=stem)
+            name, source = request["kernel"]
+            module = cache.load_module(source, name, use_disk=True)
+            kernel = module.function(name)
+            sig = linking.rebuild_signature(request["signature"])
+            with _claim(request["cache_dir"]):
+                path = module.path
+                where = linking.compile_driver(kernel, path, sig, known=json.dumps(
+                    request["signature"]) in _compiled_signatures(path))
+            known = _compiled_signatures(path) | {json.dumps(request["signature"])}
+            cache.write_note(_signatures_file(path), "\n".join(known))
+            reply = {"ok": True, "where": where, "seconds": time.perf_counter() - start,
+                     "phases": _phases(kernel, sig)}
+        except Exception as err:  # reported; the parent compiles in-process and warns
+            reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _claim(directory: str):
+    """Hold the cache directory's compile lock (processes compile one at a time)."""
+    import fcntl
+
+    with open(os.path.join(directory, ".compile.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _phases(kernel, sig) -> dict:
+    """Seconds per Numba compiler phase, as Numba reports them."""
+    overload = kernel.overloads.get(sig)
+    times = getattr(overload, "metadata", {}).get("pipeline_times", {}) if overload else {}
+    return {name.split("_", 1)[-1]: round(t.run, 6) for stages in times.values()
+            for name, t in stages.items()}
+
+
+if __name__ == "__main__":
+    _serve()
