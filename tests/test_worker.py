@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tracejit
-from tracejit.backend import worker
+from tracejit.backend import linking, worker
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_signatures_round_trip_through_their_description():
     args = (np.ones((2, 3)), np.ones((3, 2)).T, np.ones(4, np.float32)[::2], 1.5, 3, True,
             np.int64(2), np.ones(()))
     described = worker.describe_args(args)
-    assert worker.rebuild_signature(json.loads(json.dumps(described))) == tuple(
+    assert linking.rebuild_signature(json.loads(json.dumps(described))) == tuple(
         numba.typeof(a) for a in args)
     assert worker.describe_args((object(),)) is None
 

@@ -110,7 +110,7 @@ class Kernel:
         return where
 
     def interpreted(self, leaves) -> list:
-        errors.check_sizes(self.program, list(leaves) + list(self.consts))  # as the kernel does
+        errors.check_sizes(self.program, list(leaves) + list(self.consts))
         outs = interpret(self.program, leaves, self.consts)
         return [np.asarray(o, dtype=a.dtype) if a.ndim else a.dtype.type(o)
                 for o, a in zip(outs, self.out_avals)]
@@ -118,6 +118,7 @@ class Kernel:
     def __call__(self, leaves) -> list:
         if self.fn is None:
             return self.interpreted(leaves)
+        errors.check_sizes(self.program, list(leaves) + list(self.consts))  # not in the kernel
         outs = self.fn(*leaves, *self.consts)
         return [conv(o) if conv else o for conv, o in zip(self._convert, outs)]
 
@@ -416,10 +417,15 @@ class Dispatcher:
             if new:
                 entry = self._trace_entry(abstract, args, statics, leaves)
             try:
+                # The kernel's size checks, once per new set of sizes (the fast table is
+                # keyed by them): not compiled into the kernel, whose compile they slow.
+                errors.check_sizes(entry.kernel.program, leaves + list(entry.kernel.consts))
                 entry.ensure_compiled(leaves, self._stats, background_compile())
-            except BaseException:
+            except BaseException as err:
                 if new:  # a failed call leaves no entry behind
                     self._forget(entry)
+                if isinstance(err, errors.SizeMismatch):
+                    raise self.explain(err, entry, args, statics, leaves) from None
                 raise
             if len(self._fast) > 512:  # many distinct shapes: keep the table bounded
                 self._fast.clear()
