@@ -59,6 +59,31 @@ def test_calls_made_while_the_kernel_compiles_are_served_without_waiting(monkeyp
 
 
 @pytest.mark.usefixtures("background")
+def test_a_busy_caller_switches_to_the_kernel_without_pausing(monkeypatch):
+    """The worker compiles; the calling thread itself loads the machine code that landed
+    on disk, during one of its calls (a loading thread would fight it for the GIL)."""
+    from tracejit.backend import compiler
+
+    loaders = []
+    real = compiler.Kernel.compile
+
+    def noting_the_thread(self, leaves):
+        loaders.append(threading.get_ident())
+        return real(self, leaves)
+
+    monkeypatch.setattr(compiler.Kernel, "compile", noting_the_thread)
+    f = tracejit.function(lambda x: np.sum(np.cos(x) * 1.25 - x))
+    x = np.linspace(0, 1, 9)
+    f(x)
+    entry, deadline = entry_of(f, x), time.monotonic() + 600  # a bound, not a timing
+    while not entry.ready and time.monotonic() < deadline:
+        assert f(x) == pytest.approx(np.sum(np.cos(x) * 1.25 - x))  # never sleeps or waits
+    assert entry.ready and entry.kernel.worker_report is not None
+    assert loaders == [threading.get_ident()]
+    assert f.stats.compiles == 1 and f(x) == pytest.approx(np.sum(np.cos(x) * 1.25 - x))
+
+
+@pytest.mark.usefixtures("background")
 def test_a_killed_worker_is_replaced_and_calls_stay_correct():
     f = tracejit.function(lambda x: np.sum(np.sin(x) * 3.0))
     x = np.linspace(0, 1, 7)
@@ -200,3 +225,12 @@ def test_every_kernel_piece_loads_from_disk_in_a_new_process(tmp_path):
     # written it): the record is for another file, so it is compiled, not loaded.
     driver_code.write_bytes(old_code)
     assert run() == (0, first[1])
+
+
+def test_background_work_gets_the_gil_back_promptly_and_the_interval_is_restored():
+    before = sys.getswitchinterval()
+    with worker.prompt_switching():
+        with worker.prompt_switching():  # nested (two background tasks): one restore
+            assert sys.getswitchinterval() < before
+        assert sys.getswitchinterval() < before
+    assert sys.getswitchinterval() == before
