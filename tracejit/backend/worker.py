@@ -18,14 +18,18 @@ a new child.
 
 from __future__ import annotations
 
+import ast
 import atexit
 import contextlib
+import functools
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+
+import numpy as np
 
 _lock = threading.Lock()  # one request at a time per parent
 _state_lock = threading.Lock()  # the warm-up thread and the switch interval (held briefly)
@@ -237,31 +241,108 @@ def describe_args(args) -> list | None:
 # ------------------------------------------------------------------ the child
 
 def _serve() -> None:
+    """Answer requests; between them (none waiting), do the next warm-up compile."""
+    _set_up_numba()  # before the first request arrives
+    warm_ups = _warm_ups()
+    while True:
+        while not _request_waiting() and _run_next(warm_ups):
+            pass
+        line = sys.stdin.readline()
+        if not line:
+            return  # the parent exited
+        sys.stdout.write(json.dumps(_compile_request(json.loads(line))) + "\n")
+        sys.stdout.flush()
+
+
+def _request_waiting() -> bool:
+    import select
+
+    return bool(select.select([sys.stdin], [], [], 0)[0])
+
+
+def _run_next(tasks) -> bool:
+    task = next(tasks, None)
+    if task is None:
+        return False
+    with contextlib.suppress(Exception):  # an optimisation only: the kernel compiles anyway
+        task()
+    return True
+
+
+def _warm_ups():
+    """Compiles worth doing before any program asks, each short (a request waits for one
+    at most): a typical nest and driver, which ready Numba's typing and lowering of
+    arrays, loops and tuples in this process (its first compile of each costs ~1 s); then
+    the runtime helpers kernels call most, into the disk cache, once per machine (a quarter
+    of a small kernel's compile otherwise)."""
+    from numba import types
+
+    from . import cache
+    from . import runtime as rt
+
+    if not cache.store_writable():  # opens the store: the runtime's disk cache with it
+        return
+    yield _compile_typical_kernel
+    helpers = (rt.gemm, rt.exp, rt.tanh, rt.log, rt.maximum, rt.sigmoid, rt.log1p, rt.expm1,
+               rt.minimum, rt.sign)
+    for dtype in (types.float64, types.float32):
+        for helper in helpers:
+            arity = helper.py_func.__code__.co_argcount
+            arg = types.Array(dtype, 2, "A") if helper is rt.gemm else dtype
+            yield functools.partial(cache.compile_signature, helper, (arg,) * arity)
+
+
+def _typical_nest(a):  # compiled by _compile_typical_kernel, never called
+    out = np.empty((a.shape[0], a.shape[1]), a.dtype)
+    total = 0.0
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = a[i, j] * 2 + 1
+            total += out[i, j]
+    return out, total
+
+
+def _typical_driver(a):
+    out, total = _typical_nest_compiled(a)
+    return out, total
+
+
+_typical_nest_compiled = None
+
+
+def _compile_typical_kernel() -> None:
+    from numba import njit, types
+
+    from . import codegen, runtime
+
+    global _typical_nest_compiled
+    flags = dict(error_model="numpy", nogil=True, fastmath=ast.literal_eval(codegen.FASTMATH))
+    _typical_nest_compiled = runtime.nest(**flags)(_typical_nest)
+    njit(**flags)(_typical_driver).compile((types.Array(types.float64, 2, "A"),))
+
+
+def _compile_request(request: dict) -> dict:
+    """Compile one kernel into the disk cache; the reply for the parent."""
     from . import cache, linking
 
-    _set_up_numba()  # before the first request arrives
-    for line in sys.stdin:
-        request = json.loads(line)
-        start = time.perf_counter()
-        try:
-            for stem, text in request["modules"]:
-                cache.load_module(text, stem, use_disk=True, stem=stem)
-            name, source = request["kernel"]
-            module = cache.load_module(source, name, use_disk=True)
-            kernel = module.function(name)
-            sig = linking.rebuild_signature(request["signature"])
-            with _claim(request["cache_dir"]):
-                path = module.path
-                where = linking.compile_driver(kernel, path, sig, known=json.dumps(
-                    request["signature"]) in _compiled_signatures(path))
-            known = _compiled_signatures(path) | {json.dumps(request["signature"])}
-            cache.write_note(_signatures_file(path), "\n".join(known))
-            reply = {"ok": True, "where": where, "seconds": time.perf_counter() - start,
-                     "phases": _phases(kernel, sig)}
-        except Exception as err:  # reported; the parent compiles in-process and warns
-            reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+    start = time.perf_counter()
+    try:
+        for stem, text in request["modules"]:
+            cache.load_module(text, stem, use_disk=True, stem=stem)
+        name, source = request["kernel"]
+        module = cache.load_module(source, name, use_disk=True)
+        kernel = module.function(name)
+        sig = linking.rebuild_signature(request["signature"])
+        with _claim(request["cache_dir"]):
+            path = module.path
+            where = linking.compile_driver(kernel, path, sig, known=json.dumps(
+                request["signature"]) in _compiled_signatures(path))
+        known = _compiled_signatures(path) | {json.dumps(request["signature"])}
+        cache.write_note(_signatures_file(path), "\n".join(known))
+        return {"ok": True, "where": where, "seconds": time.perf_counter() - start,
+                "phases": _phases(kernel, sig)}
+    except Exception as err:  # reported; the parent compiles in-process and warns
+        return {"ok": False, "error": f"{type(err).__name__}: {err}"}
 
 
 @contextlib.contextmanager
