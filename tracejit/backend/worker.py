@@ -35,7 +35,7 @@ _lock = threading.Lock()  # one request at a time per parent
 _state_lock = threading.Lock()  # the warm-up thread and the switch interval (held briefly)
 _child: subprocess.Popen | None = None
 _warming: list = []  # the warm-up thread, once started
-_numba_set_up = threading.Event()  # Numba's target context is ready in this process
+_numba_set_up = threading.Event()  # machine code can be loaded in this process
 
 
 def enabled() -> bool:
@@ -47,9 +47,8 @@ def enabled() -> bool:
 def warm_up(start_worker: bool) -> None:
     """Called when the first traced function is made: calls will follow. In a background
     thread, start the compile worker (its own start-up, ~0.8 s, then overlaps whatever the
-    program does before its first call) and set up Numba's target context here (~0.2-0.5 s,
-    paid by the first load otherwise). `import tracejit` stays fast, and a process that
-    makes no function pays nothing."""
+    program does before its first call) and get what loading machine code needs here.
+    `import tracejit` stays fast, and a process that makes no function pays nothing."""
     with _state_lock:
         if _warming:
             return
@@ -88,15 +87,28 @@ def _warm(start_worker: bool) -> None:
         if start_worker:
             _ensure_child()
         with prompt_switching():
-            _set_up_numba()
+            _set_up_loading()
     except Exception:  # noqa: BLE001 (an optimisation only: the first compile does it)
         pass
     finally:
         _numba_set_up.set()
 
 
+def _set_up_loading() -> None:
+    """What machine code read back from the disk cache needs before it runs: Numba's
+    runtime symbols; not Numba's full set-up (numba_cache.VerifiedCache). Nothing the
+    user's code may import too (SciPy's BLAS, which a kernel's first product imports):
+    a module imported here could be seen half-initialised by a trace in the caller."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+    from numba.core.runtime import rtsys
+
+    with global_compiler_lock:
+        rtsys.initialize(cpu_target.target_context)
+
+
 def _set_up_numba() -> None:
-    """What loading any machine code from the disk cache needs first."""
+    """Numba's full set-up, which every compile needs first (the worker's)."""
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
 
@@ -106,7 +118,7 @@ def _set_up_numba() -> None:
 
 
 def numba_ready() -> None:
-    """Block until Numba is set up in this process (starting the set-up if needed)."""
+    """Block until machine code can be loaded here (starting the set-up if needed)."""
     if not _numba_set_up.is_set():
         warm_up(start_worker=False)
         _numba_set_up.wait()
