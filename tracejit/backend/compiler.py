@@ -116,9 +116,15 @@ class Kernel:
                 for o, a in zip(outs, self.out_avals)]
 
     def __call__(self, leaves) -> list:
+        """A call with the size checks (not compiled into the kernel); the dispatcher
+        checks each new set of sizes once and calls `run`."""
+        if self.fn is not None:
+            errors.check_sizes(self.program, list(leaves) + list(self.consts))
+        return self.run(leaves)
+
+    def run(self, leaves) -> list:
         if self.fn is None:
             return self.interpreted(leaves)
-        errors.check_sizes(self.program, list(leaves) + list(self.consts))  # not in the kernel
         outs = self.fn(*leaves, *self.consts)
         return [conv(o) if conv else o for conv, o in zip(self._convert, outs)]
 
@@ -298,7 +304,7 @@ class Entry:
         treedef = self.out_treedef
         tree = pytree.expression(treedef, leaf)
         if tree is None:
-            return lambda leaves: pytree.unflatten(treedef, kernel(leaves))
+            return lambda leaves: pytree.unflatten(treedef, kernel.run(leaves))
         call = "fn(*leaves, *consts)" if kernel.consts else "fn(*leaves)"
         exec(f"def call(leaves):\n    r = {call}\n    return {tree}\n", namespace)
         return namespace.pop("call")  # its globals must not hold it: no cycle
