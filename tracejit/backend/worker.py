@@ -183,9 +183,24 @@ def _start() -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH"))
                                         if p)
-    return subprocess.Popen([sys.executable, "-m", "tracejit.backend.worker"],
+    package = os.path.join(package_parent, "tracejit")
+    return subprocess.Popen([sys.executable, "-c", _BOOT, package],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env, bufsize=1)
+
+
+# The worker needs the backend alone: a bare `tracejit` package spares it importing the
+# tracer, the NumPy surface and the front end (a third of its start-up).
+_BOOT = """
+import sys, types
+package = types.ModuleType("tracejit")
+package.__path__ = [sys.argv[1]]
+sys.modules["tracejit"] = package
+from tracejit.core.version import __version__
+package.__version__ = __version__  # in every cache file's name: the parent's version
+from tracejit.backend import worker
+worker._serve()
+"""
 
 
 def _stop() -> None:
