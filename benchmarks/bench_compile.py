@@ -133,6 +133,7 @@ ROWS = [("char-RNN, 25 steps (Python loop)", "rnn", 25),
         ("char-RNN, 25 steps (lax.scan)", "rnn_scan", 25),
         ("char-RNN, 50 steps (lax.scan)", "rnn_scan", 50),
         ("MLP, 16 tanh layers of width 64, batch 32", "mlp", 16),
+        ("ODE net, RK4 of a 2-32-2 MLP, 20 steps (Python loop)", "ode_net", 20),
         ("seeds' 2-layer MLP (batch 32, 10-5-2)", "seed_mlp", 0)]
 
 

@@ -57,7 +57,7 @@ while not ready(entry):
 else:
     mark("ready")
 mark("calls", calls)
-report = entry.kernel.worker_report or {}
+report = entry.kernel.worker_report or dict()
 mark("worker_s", report.get("seconds", 0.0))
 mark("worker_cpu_s", report.get("cpu_seconds", 0.0))
 """

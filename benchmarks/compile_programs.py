@@ -95,8 +95,36 @@ def seed_mlp_data(seed=0):
     return params, x, np.eye(2)[rng.integers(0, 2, 32)]
 
 
+def ode_net_loss(xp):
+    """A neural ODE: fixed-step RK4 of a small MLP's vector field in a Python loop."""
+    def field(params, y):
+        W1, b1, W2, b2 = params
+        return xp.tanh(y @ W1 + b1) @ W2 + b2
+
+    def loss(params, y0, target):
+        y, dt = y0, 0.05
+        for _ in range(len(params[4])):
+            k1 = field(params[:4], y)
+            k2 = field(params[:4], y + 0.5 * dt * k1)
+            k3 = field(params[:4], y + 0.5 * dt * k2)
+            k4 = field(params[:4], y + dt * k3)
+            y = y + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return xp.mean((y - target) ** 2)
+
+    return loss
+
+
+def ode_net_data(steps, dim=2, hidden=32, batch=16, seed=0):
+    """The step count rides along as the length of a dummy parameter (`len` is static)."""
+    rng = np.random.default_rng(seed)
+    params = (rng.standard_normal((dim, hidden)) * 0.5, np.zeros(hidden),
+              rng.standard_normal((hidden, dim)) * 0.5, np.zeros(dim), np.zeros(steps))
+    return params, rng.standard_normal((batch, dim)), rng.standard_normal((batch, dim))
+
+
 PROGRAMS = {  # name -> (loss maker, data maker, argument)
     "rnn": (rnn_loss, rnn_data),
+    "ode_net": (ode_net_loss, ode_net_data),
     "mlp": (mlp_loss, mlp_data),
     "seed_mlp": (seed_mlp_loss, lambda _: seed_mlp_data()),
 }

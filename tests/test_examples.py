@@ -71,3 +71,15 @@ def test_digits_mlp_reaches_96_percent(tmp_path, capsys):
     assert result["accuracy"] >= 0.96, out
     assert "ms per epoch" in out and "eager:" in out
     assert plot.exists() or "matplotlib is not installed" in out
+
+
+def test_per_example_gradients(capsys, interpret):
+    main = runpy.run_path(str(EXAMPLES / "per_example_gradients.py"))["main"]
+    result = main(["--steps", "10"])
+    assert "max difference from a loop of grad" in capsys.readouterr().out
+    assert result["error"] < 1e-12 and result["losses"][-1] < result["losses"][0]
+
+
+def test_ensemble(interpret):
+    result = runpy.run_path(str(EXAMPLES / "ensemble.py"))["main"](["--steps", "60"])
+    assert (result["last"] < result["first"]).all() and result["accuracy"] > 0.8

@@ -691,6 +691,45 @@ _NUMPY_ROWS = [
         compiled=False),
     row("squeeze", lambda x: x.sum(keepdims=True).item() * x, UNARY[1:], label="item",
         compiled=False),
+    row("mul", lambda x: np.linspace(x.min(), x.max(), 1) * 2.0, UNARY[1:],
+        label="linspace_one", compiled=False),
+    row("mul", lambda x: np.linspace(x.min(), x.max(), 0) * 2.0 + x.sum(), UNARY[1:],
+        label="linspace_none", compiled=False),
+    row("log", np.logaddexp2, BINARY, label="logaddexp2", compiled=False),
+    row("mul", lambda x: np.real_if_close(x) * 2.0, UNARY, label="real_if_close",
+        compiled=False),
+    row("transpose", lambda x: np.rollaxis(x, 2), cases((2, 3, 4),), label="rollaxis",
+        compiled=False),
+    row("transpose", lambda x: np.rollaxis(x, 0, 3), cases((2, 3, 4),), label="rollaxis_start",
+        compiled=False),
+    row("slice", lambda x: np.vsplit(x, 2)[1], cases((4, 3), (2, 3, 2)), label="vsplit",
+        compiled=False),
+    row("slice", lambda x: np.hsplit(x, [1, 3])[1], cases((2, 4), (4,)), label="hsplit",
+        compiled=False),
+    row("slice", lambda x: np.dsplit(x, 2)[0], cases((2, 3, 4),), label="dsplit",
+        compiled=False),
+    row("select", lambda c, x, y: np.select([c > 0.5, c < -0.5], [x, y], 0.25),
+        TERNARY[:3], (real, real, real), label="np_select", compiled=False),
+    row("concatenate", lambda x: np.pad(x, ((1, 2), (0, 1)), constant_values=1.5),
+        MATRICES[:1], label="pad_constant", compiled=False),
+    row("concatenate", lambda x: np.pad(x, 1, constant_values=x[0, 0]), MATRICES[:1],
+        label="pad_traced_constant", compiled=False),
+    row("gather", lambda x: np.pad(x, ((1, 2), (2, 0)), mode="edge"), cases((3, 4), (1, 4)),
+        label="pad_edge", compiled=False),
+    row("gather", lambda x: np.pad(x, ((2, 1), (5, 3)), mode="reflect"), cases((3, 4), (1, 4)),
+        label="pad_reflect", compiled=False),
+    row("gather", lambda x: np.pad(x, (1, 4), mode="wrap"), cases((3,), (3, 4)),
+        label="pad_wrap", compiled=False),
+    row("gather", lambda x: np.pad(x, 2, mode="symmetric"), cases((3,), (3, 4)),
+        label="pad_symmetric", compiled=False),
+    row("matmul", lambda x, y: np.einsum(x, [0, 1], y, [1, 2], [0, 2]), (((2, 3), (3, 4)),),
+        label="einsum_sublist", compiled=False),
+    row("matmul", lambda x, y: np.einsum(x, [Ellipsis, 0, 1], y, [1, 2]),
+        (((2, 3, 4), (4, 5)),), label="einsum_sublist_ellipsis", compiled=False),
+    row("reduce_sum", lambda x: np.trace(x, 5) + np.diagonal(x, -4).sum(), MATRICES[:2],
+        label="trace_empty", compiled=False),
+    row("gather", lambda x: x[(0, 1, 0), (2, 2, 1)], cases((3, 4), (2, 3, 2)),
+        label="index_tuples", compiled=False),
     row("mul", lambda x: np.linspace(x.min(), x.max(), 5) * 2.0, UNARY[1:], label="linspace",
         compiled=False),
 ]
@@ -698,6 +737,26 @@ _NUMPY_ROWS = [
 
 def sym(a):
     return (a + np.swapaxes(a, -1, -2)) / 2
+
+
+def in_complex(fn):
+    """NumPy's reference on the input made complex: tracejit's eig is always the
+    complex one (LAPACK's complex eig, the same algorithm, the same order)."""
+    def ref(a, *rest):
+        return fn(np.asarray(a, np.result_type(a.dtype, np.complex64)), *rest)
+
+    return ref
+
+
+def eigvals_power_sums(a):
+    """Order-free functions of the eigenvalues: tr(A^2) and tr(A^3) as sums."""
+    w = np.linalg.eigvals(a)
+    return np.real(np.sum(w ** 2, -1)) + np.imag(np.sum(w ** 3, -1))
+
+
+def eig_vectors_phase_free(a):
+    """|V|^4 summed: neither the columns' order nor their phases matter."""
+    return np.sum(np.abs(np.linalg.eig(a)[1]) ** 4, axis=(-2, -1))
 
 
 def as_input_dtype(fn):
@@ -732,6 +791,15 @@ _LINALG_ROWS = [
         label="eigh_vectors", compiled=False),
     row("eigh", lambda a: np.linalg.eigvalsh(sym(a), UPLO="U"), SQUARES[:2], spd,
         label="eigvalsh_upper", compiled=False),
+    row("eigh", lambda a: np.linalg.eigvalsh(a, "U"), SQUARES, real, grad=False,
+        label="eigvalsh_upper_nonsymmetric", compiled=False),
+    row("eigh", lambda a: np.linalg.eigh(a, UPLO="u")[0], SQUARES[:2], real, grad=False,
+        label="eigh_upper_lowercase", compiled=False),
+    row("eig", eigvals_power_sums, SQUARES, ref=in_complex(eigvals_power_sums),
+        compiled_grad=False),
+    row("eig", eig_vectors_phase_free, SQUARES, ref=in_complex(eig_vectors_phase_free),
+        label="eig_vectors", compiled=False),
+    row("svd", np.linalg.pinv, cases((4, 3), (3, 4), (2, 3, 3)), label="pinv", compiled=False),
     row("svd", lambda a: np.linalg.svd(a, compute_uv=False), cases((3, 2), (2, 3), (2, 4, 3)),
         compiled_grad=False),
     row("svd", lambda a: np.linalg.svd(a, full_matrices=False)[0] ** 2, cases((4, 3), (2, 3)),
@@ -882,6 +950,10 @@ _STATS_ROWS = [
     row("argsort", lambda x: np.argsort(x, axis=0), MATRICES, label="argsort_axis0",
         grad=False, compiled=False),
     row("gather", np.sort, MATRICES, label="sort", compiled=False),
+    row("gather", lambda x: np.partition(x, 2)[..., 2], cases((3, 4), (2, 3, 5)),
+        label="partition_kth", compiled=False),
+    row("argsort", lambda x: np.argpartition(x, 1, axis=0)[1], cases((3, 4), (4,)),
+        label="argpartition_kth", grad=False, compiled=False),
     row("gather", lambda x: np.sort(x, axis=None), MATRICES, with_nan, label="sort_nan",
         grad=False, compiled=False),
     row("gather", lambda x: np.take_along_axis(x, np.argsort(x, axis=0), axis=0), MATRICES,
@@ -902,6 +974,13 @@ _STATS_ROWS = [
     row("matmul", lambda x: np.corrcoef(x, rowvar=False), cases((5, 3),), label="corrcoef",
         compiled=False),
     row("mul", np.kron, (((2, 3), (3, 2)), ((3,), (2,))), label="kron", compiled=False),
+    row("mul", np.kron, (((2, 1, 3), (2, 2)), ((), (3,)), ((3,), (2, 2))), label="kron_ranks",
+        compiled=False),
+    row("mul", lambda a, b: np.cross(a, b, axisa=0, axisb=1, axisc=0), (((3, 4), (4, 3)),),
+        label="cross_axes", compiled=False),
+    row("mul", lambda a, b: np.cross(a, b, axis=0), (((3, 4), (3, 4)), ((2, 4), (3, 1))),
+        label="cross_axis", compiled=False),
+    row("mul", np.cross, (((4, 2), (4, 2)), ((2,), (4, 3))), label="cross_2d", compiled=False),
     row("mul", np.cross, (((4, 3), (4, 3)), ((3,), (3,))), label="cross", compiled=False),
     row("add", lambda y: np.trapezoid(y, dx=0.5), MATRICES, label="trapezoid", compiled=False),
     row("mul", np.polyval, (((4,), (3,)), ((3,), (2, 2))), label="polyval", compiled=False),
@@ -1015,6 +1094,26 @@ _COMPLEX_ROWS = [
     crow("sqrt", lambda z: np.linalg.norm(z), cases((3,), (3, 4)), label="c_norm", compiled=False),
     crow("sqrt", lambda z: np.linalg.norm(z, axis=0), cases((3, 4),), cnonzero,
          label="c_norm_axis", compiled=False),
+    crow("eigh", lambda z: np.linalg.eigvalsh(z + np.conj(np.swapaxes(z, -1, -2))), SQUARES,
+         label="c_eigvalsh", compiled=False),
+    crow("eigh", lambda z: np.abs(np.linalg.eigh(z + np.conj(z.T))[1]) ** 2, SQUARES[:2],
+         label="c_eigh_vectors", compiled=False),
+    crow("eigh", lambda z: np.linalg.eigvalsh(z, "U"), SQUARES, label="c_eigvalsh_upper",
+         grad=False, compiled=False),
+    crow("svd", lambda z: np.linalg.svd(z, compute_uv=False), cases((3, 2), (2, 3), (2, 4, 3)),
+         label="c_svd", compiled=False),
+    crow("svd", lambda z: np.abs(np.linalg.svd(z, full_matrices=False)[0]) ** 2,
+         cases((4, 3), (2, 3)), label="c_svd_u", compiled=False),
+    crow("svd", lambda z: np.abs(np.linalg.svd(z, full_matrices=False)[2]) ** 2,
+         cases((4, 3), (2, 3)), label="c_svd_vt", compiled=False),
+    crow("eig", eigvals_power_sums, SQUARES, label="c_eigvals", compiled=False),
+    crow("eig", eig_vectors_phase_free, SQUARES, label="c_eig_vectors", compiled=False,
+         peer=False),  # JAX differentiates eigenvalues only
+    crow("reduce_max", lambda z: np.max(z, axis=-1), MATRICES[:2], label="c_max",
+         compiled=False, peer=False),
+    crow("reduce_min", np.min, MATRICES[:2], label="c_min", compiled=False, peer=False),
+    crow("reduce_max", lambda z: np.max(z, axis=0), MATRICES[:2], csmall_ints,
+         label="c_max_ties", grad=False, compiled=False),
     # np.fft, composed from the one `fft` record
     crow("fft", lambda z: np.fft.fft(z), FFTS),
     crow("fft", lambda z: np.fft.ifft(z), FFTS, label="ifft", compiled=False),
@@ -1207,7 +1306,7 @@ def test_complex_derivatives_match_jax(r, interpret, jax_x64):
 # forward values and the compiled adjoint.
 
 FAMILIES = ("unary", "nary", "indexmap", "reduce", "array", "control", "linalg", "complex")
-LINALG = {"cholesky", "solve_triangular", "solve", "slogdet", "eigh", "svd"}
+LINALG = {"cholesky", "solve_triangular", "solve", "slogdet", "eigh", "eig", "svd"}
 # no row of these reads a size: one kernel serves all sizes
 SIZE_GENERIC = ("unary", "nary", "reduce", "control")
 COMPILED_RTOL = {np.float32: 1e-5, np.float64: 1e-12}

@@ -12,6 +12,10 @@ Every case is checked against central finite differences
 is installed, against autograd's gradient of the same source (the module's
 `np`, `logsumexp`, `norm`, `solve_triangular` names rebound to autograd's).
 A few are compiled with Numba and compared with the interpreter.
+
+Then programs whose Python control flow reads values (a fixed-point iteration,
+a series summed to tolerance: `grad` runs them on the eager tape) and an ODE
+net integrated by RK4 in a Python loop (rolled back into one loop).
 """
 
 from __future__ import annotations
@@ -283,6 +287,101 @@ def test_compiled_matches_interpreter(name, monkeypatch):
     f = tracejit.value_and_grad(case.fn, _argnums(case))
     value, grads = f(*args)
     assert f.stats.compiles + f.stats.disk_hits == 1
+    np.testing.assert_allclose(value, want_value, rtol=1e-12)
+    for g, w in zip(grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------- value-dependent control flow under grad
+
+def fixed_point_cosine(a):
+    """The solution of y = cos(a * y), iterated to convergence (a `while` on values)."""
+    y = 0.5
+    while np.abs(np.cos(a * y) - y) > 1e-13:
+        y = np.cos(a * y)
+    return y
+
+
+def taylor_sine(x):
+    """sin(x) summed term by term until a term is negligible."""
+    term, total, k = x, x, 1
+    while np.max(np.abs(term)) > 1e-16:
+        term = -term * x * x / ((2 * k) * (2 * k + 1))
+        total = total + term
+        k += 1
+    return np.sum(total)
+
+
+def test_grad_of_a_fixed_point_iteration_runs_eagerly(interpret):
+    grad = tracejit.grad(fixed_point_cosine)
+    with pytest.warns(tracejit.EagerFallbackWarning, match="lax.while_loop"):
+        g = grad(0.8)
+    y = fixed_point_cosine(0.8)
+    # implicit function theorem: y = cos(a y) => dy/da = -y sin(a y) / (1 + a sin(a y))
+    want = -y * np.sin(0.8 * y) / (1 + 0.8 * np.sin(0.8 * y))
+    np.testing.assert_allclose(g, want, rtol=1e-9)
+    value, g2 = tracejit.value_and_grad(fixed_point_cosine)(1.1)
+    np.testing.assert_allclose(value, fixed_point_cosine(1.1), rtol=1e-12)
+    eps = 1e-6
+    fd = (fixed_point_cosine(1.1 + eps) - fixed_point_cosine(1.1 - eps)) / (2 * eps)
+    np.testing.assert_allclose(g2, fd, rtol=1e-7)
+    with pytest.raises(tracejit.ConcretizationError):  # inside a trace there is no tape to use
+        tracejit.function(lambda a: tracejit.grad(fixed_point_cosine)(a))(0.8)
+
+
+def test_grad_of_a_taylor_series_to_tolerance(interpret):
+    x = np.array([0.3, -1.2, 2.5])
+    with pytest.warns(tracejit.EagerFallbackWarning, match="runs eagerly"):
+        g = tracejit.grad(taylor_sine)(x)
+    np.testing.assert_allclose(g, np.cos(x), rtol=1e-12)
+    # nested: the inner eager tape records its gradient on the outer one
+    with pytest.warns(tracejit.EagerFallbackWarning, match="runs eagerly"):
+        second = tracejit.grad(lambda x: tracejit.grad(taylor_sine)(x).sum())(x)
+    np.testing.assert_allclose(second, -np.sin(x), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------- an ODE net integrated with RK4
+
+def mlp_dynamics(params, y):
+    W1, b1, W2, b2 = params
+    return np.tanh(y @ W1 + b1) @ W2 + b2
+
+
+def ode_net_loss(params, y0, target, steps=12, dt=0.05):
+    """A neural ODE: RK4 steps of a small MLP's vector field in a Python loop."""
+    y = y0
+    for _ in range(steps):
+        k1 = mlp_dynamics(params, y)
+        k2 = mlp_dynamics(params, y + 0.5 * dt * k1)
+        k3 = mlp_dynamics(params, y + 0.5 * dt * k2)
+        k4 = mlp_dynamics(params, y + dt * k3)
+        y = y + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return np.mean((y - target) ** 2)
+
+
+def _ode_net_case(hidden=8, dim=2, batch=5):
+    params = [0.5 * RNG.standard_normal((dim, hidden)), 0.1 * RNG.standard_normal(hidden),
+              0.5 * RNG.standard_normal((hidden, dim)), 0.1 * RNG.standard_normal(dim)]
+    return params, RNG.standard_normal((batch, dim)), RNG.standard_normal((batch, dim))
+
+
+def test_rk4_ode_net_rolls_into_one_loop_and_its_gradient_is_right(interpret):
+    params, y0, target = _ode_net_case()
+    f = tracejit.function(ode_net_loss)
+    top = [e.prim.name for e in f.ir(params, y0, target).eqns]
+    assert top.count("scan") == 1 and "matmul" not in top  # the 12 steps are one loop
+    np.testing.assert_allclose(f(params, y0, target), ode_net_loss(params, y0, target),
+                               rtol=1e-12)
+    check_grads(lambda p: ode_net_loss(p, y0, target), (params,), order=1)
+
+
+def test_rk4_ode_net_compiled_gradient_matches_interpreter(monkeypatch):
+    params, y0, target = _ode_net_case()
+    monkeypatch.setenv("TRACEJIT_DISABLE_JIT", "1")
+    want_value, want_grads = tracejit.value_and_grad(ode_net_loss)(params, y0, target)
+    monkeypatch.delenv("TRACEJIT_DISABLE_JIT")
+    monkeypatch.setenv("TRACEJIT_COMPILE", "sync")
+    value, grads = tracejit.value_and_grad(ode_net_loss)(params, y0, target)
     np.testing.assert_allclose(value, want_value, rtol=1e-12)
     for g, w in zip(grads, want_grads):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)

@@ -2,6 +2,7 @@
 
     python tools/import_graph.py            # summary
     python tools/import_graph.py --edges    # every intra-package import, module-level and local
+    python tools/import_graph.py --upward   # imports against the layer order in pyproject.toml
 
 Reads every ``import`` statement (module level and inside functions) with ``ast``;
 an import of a package counts as an import of its ``__init__``.
@@ -83,6 +84,35 @@ def strongly_connected(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def layer_order() -> list[set[str]]:
+    """The import-linter layers contract of pyproject.toml, lowest layer first."""
+    import tomllib
+
+    config = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
+    layers = [{name.strip() for name in layer.replace(":", "|").split("|")}
+              for layer in contract["layers"]]
+    return list(reversed(layers))
+
+
+def upward(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports from a module of a lower layer into a higher one."""
+    order = layer_order()
+
+    def rank(module: str):
+        parts = module.split(".")
+        top = parts[1] if len(parts) > 1 else None
+        return next((k for k, layer in enumerate(order) if top in layer), None)
+
+    found = []
+    for source, targets in edges.items():
+        for target in targets:
+            a, b = rank(source), rank(target)
+            if a is not None and b is not None and a < b:
+                found.append((source, target))
+    return sorted(found)
+
+
 def main() -> None:
     edges = graph()
     circles = strongly_connected(edges)
@@ -90,6 +120,11 @@ def main() -> None:
     print(f"import circles: {len(circles)} (sizes {sorted(map(len, circles), reverse=True)})")
     for circle in circles:
         print("  " + ", ".join(circle))
+    if "--upward" in sys.argv:
+        against = upward(edges)
+        print(f"imports against the layer order: {len(against)}")
+        for source, target in against:
+            print(f"  {source} -> {target}")
     if "--edges" in sys.argv:
         for source in sorted(edges):
             for target in sorted(edges[source]):

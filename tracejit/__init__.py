@@ -29,23 +29,29 @@ from .frontend.api import (
     custom_vjp,
     function,
     grad,
+    gradients,
     hessian,
+    jacfwd,
     jacobian,
+    jacrev,
     jvp,
     make_ir,
     stop_gradient,
     value_and_grad,
     vjp,
+    vmap,
 )
-from .frontend.tape import GradientTape, UnconnectedGradients, gradients
+from .frontend.eager_grad import EagerFallbackWarning
+from .frontend.tape import GradientTape, UnconnectedGradients
 from .frontend.variables import Variable
 from .observe.log import RetraceWarning
 from .profiling.profiler import Profiler, Report, profile, profiler
 
 __all__ = [
-    "ConcretizationError", "Function", "GradientTape", "LeakedTracerError", "Profiler",
+    "ConcretizationError", "EagerFallbackWarning", "Function", "GradientTape",
+    "LeakedTracerError", "Profiler",
     "Report", "RetraceWarning", "ShapeError", "TracejitError", "TracerTypeError",
     "UnconnectedGradients", "UnsupportedError", "Variable", "custom_vjp", "function", "grad",
-    "gradients", "hessian", "jacobian", "jvp", "make_ir", "profile", "profiler",
-    "stop_gradient", "value_and_grad", "vjp",
+    "gradients", "hessian", "jacfwd", "jacobian", "jacrev", "jvp", "make_ir", "profile", "profiler",
+    "stop_gradient", "value_and_grad", "vjp", "vmap",
 ]

@@ -56,6 +56,8 @@ SAMPLES = {
     "__and__": (_V > 0.65, _V > 0.7), "__or__": (_V > 0.65, _V > 0.7),
     "__invert__": (_V > 0.65,), "quantile": (_X, 0.3), "percentile": (_X, 30.0),
     "take_along_axis": (_X, np.argsort(_X, axis=-1), -1),
+    "rollaxis": (_X, 1), "vsplit": (_X, 3), "hsplit": (_X, 3), "dsplit": (_X[None], 3),
+    "select": ([_V > 0.65, _V < 0.65], [_V, -_V]),
 }
 _GENERIC = [(_X,), (_X, _X), (_X, 2)]
 

@@ -842,8 +842,20 @@ def slogdet(a):
 @callee()  # disk-cached, verified, by tracejit.cache
 def eigh(a):
     w, v = np.linalg.eigh(a)
-    n = a.shape[0]
-    out = np.empty((n + 1, n), a.dtype)
+    return _values_over_vectors(w, v, a.dtype)
+
+
+@callee()  # disk-cached, verified, by tracejit.cache
+def eig(a):
+    w, v = np.linalg.eig(a)
+    return _values_over_vectors(w, v, a.dtype)
+
+
+@callee()
+def _values_over_vectors(w, v, dtype):
+    """[w; V] in one (n + 1, n) array, the packing the eigh and eig records unpack."""
+    n = v.shape[0]
+    out = np.empty((n + 1, n), dtype)
     out[0] = w
     out[1:] = v
     return out

@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+from .linking import describe_types, rebuild_signature
+
 _lock = threading.Lock()  # one request at a time per parent
 _state_lock = threading.Lock()  # the warm-up thread and the switch interval (held briefly)
 _child: subprocess.Popen | None = None
@@ -257,8 +259,6 @@ def describe_args(args) -> list | None:
     a number)."""
     import numba
 
-    from .linking import describe_types
-
     try:
         return describe_types([numba.typeof(arg) for arg in args])
     except ValueError:
@@ -359,7 +359,7 @@ def _compile_request(request: dict) -> dict:
         name, source = request["kernel"]
         module = cache.load_module(source, name, use_disk=True)
         kernel = module.function(name)
-        sig = linking.rebuild_signature(request["signature"])
+        sig = rebuild_signature(request["signature"])
         with _claim(request["cache_dir"]):
             path = module.path
             where = linking.compile_driver(kernel, path, sig, known=json.dumps(

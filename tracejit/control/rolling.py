@@ -225,6 +225,12 @@ def _params_agree(run: Run, eqns, offset: int) -> bool:
     others = [eqns[run.start + j * run.period + offset] for j in range(1, run.trips)]
     if all(e.params == first.params for e in others):
         return True
+    if any(programs_in(p) for p in first.params.values()):
+        # loop bodies are compared by identity: equal ones (an inner loop rolled in
+        # every repetition of an outer one) agree when they print the same
+        keys: dict = {}
+        return all(_signature(e, keys) == _signature(first, keys)
+                   and _body_values(e) == _body_values(first) for e in others)
     if first.prim.name != "slice" or run.slots.get((offset, 0), ("",))[0] != "invariant":
         return False
     rows = _row_slices([eqns[run.start + j * run.period + offset] for j in range(run.trips)])
@@ -232,6 +238,19 @@ def _params_agree(run: Run, eqns, offset: int) -> bool:
         return False
     run.slots[offset, "rows"] = rows
     return True
+
+
+def _body_values(eqn) -> list:
+    """What the printed form of an equation's sub-programs leaves out or abbreviates:
+    their constants and array parameters, by value."""
+    out: list = []
+    for param in eqn.params.values():
+        for sub in programs_in(param):
+            out.extend(_hashable(c) for c in sub.consts)
+            for inner in sub.eqns:
+                out.extend(_hashable(v) for v in inner.params.values() if not programs_in(v))
+                out.extend(_body_values(inner))
+    return out
 
 
 def _row_slices(eqns) -> tuple | None:

@@ -25,9 +25,11 @@ from ..core.shapes import concrete_shape, resolve
 from ..observe import events
 from ..trace import ops
 from ..trace.tracer import _builders, current_builder
-from ..transforms import autodiff
+from ..transforms import autodiff, batching
 from ..transforms.pipeline import run_passes
-from . import protocol, variables
+from . import eager_grad, protocol, variables
+from .tape import GradientTape, UnconnectedGradients
+from .variables import Variable
 
 
 def _as_tuple(value) -> tuple:
@@ -323,6 +325,19 @@ class Grad(Transform):
         self.has_aux = has_aux
         self.with_value = with_value
         self.holomorphic = holomorphic
+        self.eagerly = False  # set when tracing met value-dependent Python control flow
+
+    def __call__(self, *args, **kwargs):
+        if self.eagerly and eager_grad.can_fall_back():
+            return eager_grad.eager_grad(self, args, kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        except errors.ConcretizationError as error:
+            if not eager_grad.can_fall_back():
+                raise
+            eager_grad.warn_once(self, error)
+            self.eagerly = True
+            return eager_grad.eager_grad(self, args, kwargs)
 
     def build(self, dynamic, statics):
         argnums = _as_tuple(self.argnums)
@@ -571,10 +586,26 @@ def _transform(kind, fun: Function) -> Transform:
     return transform
 
 
-def jacobian(fun, argnums=0, holomorphic=False):
-    """Dense Jacobian by reverse mode, one backward kernel call per output
-    element; shape `out.shape + x.shape` for array argument(s). Complex outputs
-    need `holomorphic=True` (the entries are then d out_i / d z_j), as JAX's jacrev."""
+def vmap(fun, in_axes=0, out_axes=0, axis_size=None, chunk_size=None):
+    """Vectorise `fun` over a mapped axis of its arguments, as `jax.vmap`: `in_axes`
+    (an int, None, or a pytree prefix of the arguments) says which axis of each
+    argument is mapped (None: broadcast, the same for every example); `out_axes`
+    where the mapped axis goes in the outputs. Keyword arguments map along axis
+    0. The batched function is one traced program, compiled into one kernel whose
+    batch size is symbolic (a new batch size does not recompile); it composes
+    with `grad`, `jvp`, `function`, `lax` loops and another `vmap`. `chunk_size`
+    (as torch.func.vmap) runs a call's batch in chunks of that many examples."""
+    def batched(*args, **kwargs):
+        return batching.vmap_traced(fun, args, in_axes, out_axes, axis_size, kwargs)
+
+    batched.__name__ = batched.__qualname__ = f"vmap_{getattr(fun, '__name__', 'fn')}"
+    batched.__doc__ = getattr(fun, "__doc__", None)
+    compiled = Function(batched)
+    return compiled if chunk_size is None else batching.Chunked(compiled, chunk_size, in_axes,
+                                                                out_axes)
+
+
+def _jacobian(fun, argnums, holomorphic, reverse: bool, name: str):
     fun = as_function(fun)
 
     def jac(*args):
@@ -582,24 +613,31 @@ def jacobian(fun, argnums=0, holomorphic=False):
             for leaf in pytree.flatten(args[n])[0]:
                 _check_holomorphic_input(ops.aval_of(leaf), holomorphic,
                                          f"argument {n} of {fun.name}")
-        out, vjp_fn = vjp(fun, *args)
-        out = np.asarray(out)
-        _check_complex_output(ops.aval_of(out), holomorphic, f"jacobian of {fun.name}")
-        rows = []
-        for k in range(out.size):
-            basis = np.zeros(out.size, dtype=out.dtype)
-            basis[k] = 1.0
-            rows.append(vjp_fn(basis.reshape(out.shape)))
-        picked = [tuple(np.stack([row[n] for row in rows]).reshape(
-            out.shape + np.shape(args[n])) for n in _as_tuple(argnums))]
-        return picked[0][0] if isinstance(argnums, int) else picked[0]
+        return batching.jacobian_traced(fun, args, argnums, reverse, holomorphic)
 
-    return jac
+    jac.__name__ = jac.__qualname__ = f"{name}_{fun.name}"
+    return Function(jac)
+
+
+def jacrev(fun, argnums=0, holomorphic=False):
+    """Dense Jacobian by reverse mode, as `jax.jacrev`: the VJP mapped over the
+    output basis (vmap), one kernel; each entry has shape `out.shape + x.shape`.
+    Complex outputs need `holomorphic=True` (the entries are then d out_i / d z_j)."""
+    return _jacobian(fun, argnums, holomorphic, True, "jacrev")
+
+
+jacobian = jacrev
+
+
+def jacfwd(fun, argnums=0, holomorphic=False):
+    """Dense Jacobian by forward mode, as `jax.jacfwd`: the JVP mapped over the
+    input basis, one kernel (cheaper than `jacrev` when inputs are fewer than outputs)."""
+    return _jacobian(fun, argnums, holomorphic, False, "jacfwd")
 
 
 def hessian(fun, argnums=0, holomorphic=False):
-    """Second derivatives: the Jacobian of the compiled gradient."""
-    return jacobian(grad(fun, argnums, holomorphic=holomorphic), argnums, holomorphic)
+    """Second derivatives, `jacfwd(jacrev(fun))` as JAX: one kernel."""
+    return jacfwd(jacrev(fun, argnums, holomorphic), argnums, holomorphic)
 
 
 def stop_gradient(x):
@@ -642,3 +680,29 @@ class custom_vjp:  # noqa: N801 - named like jax.custom_vjp, used as a decorator
 def make_ir(fn, static_argnums=()):
     """`make_ir(fn)(*args)` -> the (optimised) IR of an undecorated function."""
     return Function(fn, static_argnums).ir
+
+
+# ------------------------------------------------------------ tf.gradients
+
+def gradients(fn, sources, unconnected_gradients=UnconnectedGradients.NONE):
+    """The symbolic gradient of `tf.gradients`, built once: returns a compiled
+    function of `fn`'s arguments giving d fn(*args) / d sources (Variables,
+    in the structure of `sources`). New data or new Variable values do not
+    trace again.
+
+        grad_fn = tracejit.gradients(lambda data: loss(var, data), [var])
+        grad_fn(data)[0]        # as sess.run(var_grad, feed_dict={data: ...})
+    """
+    for source in pytree.flatten(sources)[0]:
+        if not isinstance(source, Variable):
+            raise TracerTypeError("tracejit.gradients: sources must be tracejit.Variables "
+                                  f"(got a {type(source).__name__}); pass data as arguments")
+
+    def gradient_of(*args):
+        with GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(sources)
+            loss = fn(*args)
+        return tape.gradient(loss, sources, unconnected_gradients=unconnected_gradients)
+
+    gradient_of.__name__ = f"gradients_of_{getattr(fn, '__name__', 'fn')}"
+    return Function(gradient_of)

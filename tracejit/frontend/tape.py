@@ -27,7 +27,7 @@ import numpy as np
 from ..backend.compiler import Dispatcher, Stats
 from ..backend.interpreter import interpret
 from ..core import pytree
-from ..core.errors import TracerTypeError, warn
+from ..core.errors import warn
 from ..core.ir import Eqn, Literal, Program, Var, programs_in
 from ..core.shapes import Sym, resolve
 from ..numpy import api as numpy_api
@@ -533,32 +533,4 @@ def structure_key(program: Program, *extra) -> tuple:
     return (program_key(program), *extra)
 
 
-# ------------------------------------------------------------ tf.gradients
-
-def gradients(fn, sources, unconnected_gradients=UnconnectedGradients.NONE):
-    """The symbolic gradient of `tf.gradients`, built once: returns a compiled
-    function of `fn`'s arguments giving d fn(*args) / d sources (Variables,
-    in the structure of `sources`). New data or new Variable values do not
-    trace again.
-
-        grad_fn = tracejit.gradients(lambda data: loss(var, data), [var])
-        grad_fn(data)[0]        # as sess.run(var_grad, feed_dict={data: ...})
-    """
-    from .api import Function
-
-    for source in pytree.flatten(sources)[0]:
-        if not isinstance(source, Variable):
-            raise TracerTypeError("tracejit.gradients: sources must be tracejit.Variables "
-                                  f"(got a {type(source).__name__}); pass data as arguments")
-
-    def gradient_of(*args):
-        with GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(sources)
-            loss = fn(*args)
-        return tape.gradient(loss, sources, unconnected_gradients=unconnected_gradients)
-
-    gradient_of.__name__ = f"gradients_of_{getattr(fn, '__name__', 'fn')}"
-    return Function(gradient_of)
-
-
-__all__ = ["GradientTape", "UnconnectedGradients", "gradients"]
+__all__ = ["GradientTape", "UnconnectedGradients"]

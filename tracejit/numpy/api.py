@@ -42,6 +42,7 @@ UFUNCS = {
     np.log2: lambda x: ops.div(ops.log(x), LN2),
     np.log10: lambda x: ops.div(ops.log(x), LN10),
     np.logaddexp: lambda x, y: _logaddexp(x, y),
+    np.logaddexp2: lambda x, y: _logaddexp2(x, y),
     np.bitwise_and: lambda x, y: _bool_only(ops.logical_and, x, y),
     np.bitwise_or: lambda x, y: _bool_only(ops.logical_or, x, y),
     np.invert: lambda x: _bool_only(ops.logical_not, x),
@@ -108,6 +109,12 @@ def _logaddexp(x, y):
     return ops.add(safe, ops.log(ops.add(ops.exp(ops.sub(x, safe)), ops.exp(ops.sub(y, safe)))))
 
 
+def _logaddexp2(x, y):
+    x, y = ops.promote(x, y, to_float=True)
+    ln2 = float(np.log(2.0))  # a weak Python float: float32 stays float32
+    return ops.div(_logaddexp(ops.mul(x, ln2), ops.mul(y, ln2)), ln2)
+
+
 def array_ufunc(self, ufunc, method, *inputs, out=None, **kwargs):
     if method != "__call__" or out is not None or kwargs:
         detail = f"np.{ufunc.__name__}.{method}" if method != "__call__" else (
@@ -168,12 +175,25 @@ def std(x, axis=None, dtype=None, keepdims=False, ddof=0, **unused):
 
 def amax(x, axis=None, keepdims=False, **unused):
     _no_extras("max", unused)
-    return _reduction("max", ops.reduce_max, x, axis, keepdims)
+    return _reduction("max", _extreme(ops.reduce_max, -np.inf), x, axis, keepdims)
 
 
 def amin(x, axis=None, keepdims=False, **unused):
     _no_extras("min", unused)
-    return _reduction("min", ops.reduce_min, x, axis, keepdims)
+    return _reduction("min", _extreme(ops.reduce_min, np.inf), x, axis, keepdims)
+
+
+def _extreme(reduce, worst):
+    """A max/min; of complex numbers, NumPy's lexicographic one (real part, then imaginary)."""
+    def extreme(x, axes):
+        if not ops.is_complex(ops.aval_of(x).dtype):
+            return reduce(x, axes)
+        re, im = ops.real(x), ops.imag(x)
+        best_re = reduce(re, axes)
+        on_best = ops.eq(re, ops.expand_dims(best_re, axes))
+        return ops.make_complex(best_re, reduce(ops.select(on_best, im, worst), axes))
+
+    return extreme
 
 
 def prod(x, axis=None, dtype=None, keepdims=False, **unused):
@@ -335,6 +355,18 @@ def result_type(*arrays_and_dtypes):
                             for a in arrays_and_dtypes])
 
 
+def real_if_close(a, tol=100):
+    """A real array as it is; of a traced complex one the result's dtype would depend
+    on its values (real only if every imaginary part is tiny), so it raises."""
+    a = asarray(a)
+    if not ops.is_complex(a.dtype):
+        return a
+    raise UnsupportedError(with_location(
+        f"np.real_if_close of a traced complex array {a.aval}: whether the result is real "
+        "depends on the values, so its type is unknown while tracing",
+        hint="use np.real(a) where the imaginary parts are known to be negligible"))
+
+
 def angle(z, deg=False):
     """np.angle: arctan2(imag, real) (pi for a negative real number)."""
     z = asarray(z)
@@ -365,7 +397,7 @@ FUNCTIONS = {
     np.shape: lambda x: x.shape, np.ndim: lambda x: asarray(x).ndim,
     np.size: lambda x: x.size, np.round: round_, np.around: round_, np.any: any_,
     np.all: all_, np.result_type: result_type,
-    np.real: ops.real, np.imag: ops.imag, np.angle: angle,
+    np.real: ops.real, np.imag: ops.imag, np.angle: angle, np.real_if_close: real_if_close,
     np.iscomplexobj: _is_complex_array, np.isrealobj: lambda x: not _is_complex_array(x),
     np.iscomplex: lambda x: ops.ne(ops.imag(asarray(x)), 0),
     np.isreal: lambda x: ops.eq(ops.imag(asarray(x)), 0),

@@ -210,3 +210,32 @@ rebind_while_tracing(np, "array", array)
 REBINDINGS.add(np, "r_", _Concatenator("r_"))
 REBINDINGS.add(np, "c_", _Concatenator("c_"))
 LIST_BUILDER.append(sys.modules[__name__])  # np.asarray of a list holding tracers builds here
+
+
+# Functions NumPy gives the list itself (`np.mean([a, b])`): its dispatch looks at
+# the list, not at the tracers inside, and its own code then asks them for data.
+# While tracing, a list or tuple of traced values among their arguments is built
+# into one traced array first, as np.array([...]) would.
+_TAKING_ARRAY_LIKES = [(np, name) for name in (
+    "mean", "std", "var", "sum", "prod", "max", "min", "amax", "amin", "median", "average",
+    "append", "cumsum", "ptp", "nanmean", "nansum")] + [(np.linalg, "norm")]
+
+
+def _from_lists(original):
+    def traced(*args, **kwargs):
+        from .api import FUNCTIONS
+        args = [build(a) if isinstance(a, (list, tuple)) and holds_tracer(a) else a
+                for a in args]
+        kwargs = {k: build(v) if isinstance(v, (list, tuple)) and holds_tracer(v) else v
+                  for k, v in kwargs.items()}
+        fn = FUNCTIONS.get(original)
+        if fn is None:  # not traced: NumPy's own error path names it
+            return original(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return traced
+
+
+for _owner, _name in _TAKING_ARRAY_LIKES:
+    if hasattr(_owner, _name):
+        rebind_while_tracing(_owner, _name, _from_lists(getattr(_owner, _name)))

@@ -27,7 +27,9 @@ from .api import FUNCTIONS, _gather, asarray, ravel, tracer_methods
 
 def getitem(x, key):
     key = key if isinstance(key, tuple) else (key,)
-    key = _expand_masks(tuple(index_array(k) if isinstance(k, list) else k for k in key))
+    # a list or tuple inside the key is an index array, as in NumPy (x[(0, 1), (3, 2)])
+    key = _expand_masks(tuple(index_array(k) if isinstance(k, (list, tuple)) else k
+                              for k in key))
     if any(isinstance(k, slice) and _is_traced_slice(k) for k in key):
         x, key = _dynamic_slices(x, key)
     if any(_is_advanced(k) for k in key):

@@ -99,9 +99,10 @@ def matmul(a, b, **unused):
 
 @implements(np.einsum)
 def einsum(subscripts, *operands, optimize=None, **unused):
-    if unused or not isinstance(subscripts, str):
-        raise UnsupportedError(with_location(
-            "np.einsum: only the subscripts-string form without out=/dtype= is traced"))
+    if unused:
+        raise UnsupportedError(with_location("np.einsum(out=/dtype=) is not traced"))
+    if not isinstance(subscripts, str):  # the sublist form: op, [0, 1], op, [1, 2], [0, 2]
+        subscripts, operands = _from_sublists((subscripts,) + operands)
     operands = [asarray(x) for x in operands]
     inputs, output = _parse(subscripts.replace(" ", ""), operands)
     terms = [_single(x, spec, _needed(inputs[:k] + inputs[k + 1:], output))
@@ -112,6 +113,30 @@ def einsum(subscripts, *operands, optimize=None, **unused):
         x, spec = _pair(x, spec, y, spec_y, keep)
     x, spec = _single(x, spec, output)
     return ops.transpose(x, [spec.index(c) for c in output])
+
+
+def _from_sublists(args):
+    """einsum(a, [0, 1], b, [1, 2], [0, 2]) as ("ab,bc->ac", [a, b]); Ellipsis is '...'."""
+    output = args[-1] if len(args) % 2 else None  # an odd count ends with the output
+    pairs = args[:-1] if len(args) % 2 else args
+    operands, sublists = list(pairs[0::2]), list(pairs[1::2])
+
+    def letters(sublist):
+        out = []
+        for k in sublist:
+            if k is Ellipsis:
+                out.append("...")
+            elif isinstance(k, (int, np.integer)) and 0 <= int(k) < 52:
+                out.append(string.ascii_letters[int(k)])
+            else:
+                raise ValueError(with_location(
+                    f"np.einsum: subscript {k!r} in a sublist must be an int in [0, 52) or ..."))
+        return "".join(out)
+
+    spec = ",".join(letters(sub) for sub in sublists)
+    if output is not None:
+        spec += "->" + letters(output)
+    return spec, operands
 
 
 def _parse(subscripts, operands):
@@ -178,10 +203,12 @@ def _pair(x, sx, y, sy, keep):
 
 # ------------------------------------------------------------ np.linalg
 
-def _square_matrix(a, name):
+def _square_matrix(a, name, square=True, complex_ok=False):
     a = asarray(a)
     if a.ndim < 2:
         raise ShapeError(with_location(f"np.linalg.{name}: expected a matrix, got {a.ndim}-D"))
+    if ops.is_complex(a.dtype) and complex_ok:
+        return a
     if ops.is_complex(a.dtype):
         raise UnsupportedError(with_location(
             f"np.linalg.{name} of a complex matrix is not traced (real matrices only)"))
@@ -241,11 +268,53 @@ def det(a):
 
 @implements(np.linalg.eigh)
 def eigh(a, UPLO="L"):
-    a = _square_matrix(a, "eigh")
-    if UPLO != "L":
-        a = ops.swap_last(a)  # the upper triangle, read as the lower one of a.T
+    """NumPy's eigh: the symmetric matrix read from one triangle of `a` (UPLO).
+
+    Complex (Hermitian) matrices too. Derivatives follow JAX: the gradient with
+    respect to `a` is symmetrised ((G + G^T) / 2; Hermitian for complex `a`),
+    which is the exact one when `a` is symmetric. For an `a`
+    that is not, NumPy's values depend on one triangle only, and the exact
+    derivative of that function puts everything in that triangle; build the
+    symmetric matrix yourself to get it: `eigh(np.tril(a) + np.tril(a, -1).T)`."""
+    a = _square_matrix(a, "eigh", complex_ok=True)
+    if _uplo(UPLO, "eigh") == "U":  # the upper triangle, read as the lower one of a^H
+        a = ops.conj(ops.swap_last(a)) if ops.is_complex(a.dtype) else ops.swap_last(a)
     w, v = L_.eigh(a)
-    return _EighResult(w, v)
+    return _EighResult(ops.real(w) if ops.is_complex(w.dtype) else w, v)
+
+
+def _uplo(UPLO, name):
+    """'L' or 'U' as NumPy reads them (either case); anything else raises as NumPy does."""
+    uplo = UPLO.upper() if isinstance(UPLO, str) else UPLO
+    if uplo not in ("L", "U"):
+        raise ValueError(with_location(f"np.linalg.{name}: UPLO must be 'L' or 'U', got "
+                                       f"{UPLO!r}"))
+    return uplo
+
+
+@implements(np.linalg.eig)
+def eig(a):
+    """Eigenvalues and unit-norm right eigenvectors of a general matrix (stack).
+
+    The results are always complex, as in JAX (NumPy returns real arrays when
+    every eigenvalue of a real input is real: a type that depends on the
+    values). The order is LAPACK's for complex matrices. Derivatives: the
+    eigenvalues' is JAX's; the eigenvectors' keeps their norm (as autograd's)
+    and assumes distinct eigenvalues; a column's phase is arbitrary, so only
+    phase-free functions of V (|V|, V diag(w) V^-1, ...) have meaningful ones."""
+    a = asarray(a)
+    if a.ndim < 2:
+        raise ShapeError(with_location(f"np.linalg.eig: expected a matrix, got {a.ndim}-D"))
+    if not ops.is_complex(a.dtype):
+        real = a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64
+        a = ops.convert(a, np.result_type(real, np.complex64))
+    w, v = L_.eig(a)
+    return _EigResult(w, v)
+
+
+@implements(np.linalg.eigvals)
+def eigvals(a):
+    return eig(a)[0]
 
 
 @implements(np.linalg.eigvalsh)
@@ -255,8 +324,9 @@ def eigvalsh(a, UPLO="L"):
 
 @implements(np.linalg.svd)
 def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
-    a = _square_matrix(a, "svd")
+    a = _square_matrix(a, "svd", complex_ok=True)
     u, s, vt = L_.svd(a)
+    s = ops.real(s) if ops.is_complex(s.dtype) else s  # packed with complex vectors
     if not compute_uv:
         return s
     m, n = (bind_dim(d) for d in ops.aval_of(a).shape[-2:])
@@ -267,6 +337,22 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     return _SVDResult(u, s, vt)
 
 
+@implements(np.linalg.pinv)
+def pinv(a, rcond=None, hermitian=False, *, rtol=None):
+    """The Moore-Penrose inverse by the SVD: singular values at or below
+    rcond * max(s) count as zero (NumPy's default rcond: max(m, n) * eps)."""
+    a = _square_matrix(a, "pinv", square=False)
+    m, n = (bind_dim(d) for d in ops.aval_of(a).shape[-2:])
+    cutoff = rcond if rcond is not None else rtol
+    if cutoff is None:
+        cutoff = max(m, n) * np.finfo(a.dtype).eps
+    u, s, vt = L_.svd(a)
+    big = ops.gt(s, ops.mul(amax(s, -1, keepdims=True), cutoff))
+    inv_s = ops.select(big, ops.div(1.0, ops.select(big, s, ops.ones_like(s))), ops.zeros_like(s))
+    return ops.matmul(ops.mul(ops.swap_last(vt), ops.expand_dims(inv_s, (inv_s.ndim - 1,))),
+                      ops.swap_last(u))
+
+
 def _named(name, fields):
     from collections import namedtuple
     return namedtuple(name, fields)
@@ -274,6 +360,7 @@ def _named(name, fields):
 
 _SlogdetResult = _named("SlogdetResult", "sign logabsdet")
 _EighResult = _named("EighResult", "eigenvalues eigenvectors")
+_EigResult = _named("EigResult", "eigenvalues eigenvectors")
 _SVDResult = _named("SVDResult", "U S Vh")
 
 

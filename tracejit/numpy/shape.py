@@ -95,8 +95,8 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
     moved = ops.transpose(a, rest + [axis1, axis2])
     rows, cols = bind_dim(ops.aval_of(a).shape[axis1]), bind_dim(ops.aval_of(a).shape[axis2])
     i = np.arange(max(0, -offset), min(rows, cols - offset))
-    if i.size == 0:
-        raise UnsupportedError(with_location("np.diagonal: an empty diagonal is not traced"))
+    if i.size == 0:  # an offset past the matrix: NumPy's (..., 0) result, derivative 0
+        return sum_(_take_range(moved, moved.ndim - 2, 0, 0), axis=-1)
     return _gather(moved, [i, i + offset], len(rest))
 
 
@@ -263,9 +263,14 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     div = (num - 1) if endpoint else num
     start, stop = ops.promote(start, stop, to_float=True)
     delta = ops.sub(stop, start)
-    step = ops.div(delta, float(div)) if div > 0 else ops.mul(delta, np.nan)
     ramp = np.arange(num, dtype=ops.aval_of(delta).dtype)
-    y = ops.add(ops.mul(ramp, step), start)
+    if div > 0:
+        step = ops.div(delta, float(div))
+        y = ops.add(ops.mul(ramp, step), start)
+    else:  # num 0 or 1: NumPy's values are [] or [start], its step NaN (no division by 0:
+        # the derivatives stay finite)
+        step = ops.add(ops.mul(delta, 0.0), np.nan)
+        y = ops.add(ops.mul(ramp, 0.0), start)
     if endpoint and num > 1:
         last = np.arange(num) == num - 1
         y = ops.select(last, stop, y)
@@ -343,7 +348,9 @@ def dstack(tup):
 @implements(np.column_stack)
 def column_stack(tup):
     arrays = [asarray(a) for a in tup]
-    return concatenate([ops.expand_dims(a, (1,)) if a.ndim < 2 else a for a in arrays], 1)
+    columns = [ops.reshape(a, (1, 1)) if a.ndim == 0 else ops.expand_dims(a, (1,))
+               if a.ndim == 1 else a for a in arrays]
+    return concatenate(columns, 1)
 
 
 @implements(np.array_split)
@@ -397,33 +404,60 @@ def append(arr, values, axis=None):
 
 @implements(np.kron)
 def kron(a, b):
+    """Operands of any ranks (the lower one gets leading unit axes, as in NumPy):
+    every product a[i] * b[j] at index i * b.shape + j."""
     a, b = asarray(a), asarray(b)
-    if a.ndim != b.ndim or a.ndim not in (1, 2):
-        raise UnsupportedError(with_location("np.kron: 1-D or 2-D operands of one rank"))
-    if a.ndim == 1:
-        return ravel(ops.outer(a, b))
-    (m, n), (p, q) = (tuple(bind_dim(d) for d in ops.aval_of(x).shape) for x in (a, b))
-    blocks = ops.mul(ops.expand_dims(a, (1, 3)), ops.expand_dims(b, (0, 2)))  # (m, p, n, q)
-    return reshape(blocks, (m * p, n * q))
+    nd = max(a.ndim, b.ndim)
+    a = reshape(a, (1,) * (nd - a.ndim) + _sizes(a))
+    b = reshape(b, (1,) * (nd - b.ndim) + _sizes(b))
+    if nd == 0:
+        return ops.mul(a, b)
+    pairs = ops.mul(ops.expand_dims(a, tuple(range(1, 2 * nd, 2))),
+                    ops.expand_dims(b, tuple(range(0, 2 * nd, 2))))  # (a0, b0, a1, b1, ...)
+    return reshape(pairs, tuple(m * n for m, n in zip(_sizes(a), _sizes(b))))
+
+
+def _sizes(x):
+    return tuple(bind_dim(d) for d in ops.aval_of(x).shape)
 
 
 @implements(np.cross)
 def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """NumPy's cross product of 2- or 3-vectors along axisa / axisb (result along axisc)."""
+    if axis is not None:
+        axisa = axisb = axisc = axis
     a, b = ops.promote(asarray(a), asarray(b))
-    if axis is not None or (axisa, axisb, axisc) != (-1, -1, -1):
-        raise UnsupportedError(with_location("np.cross: vectors along the last axis only"))
-    if bind_dim(ops.aval_of(a).shape[-1]) != 3 or bind_dim(ops.aval_of(b).shape[-1]) != 3:
-        raise UnsupportedError(with_location("np.cross: 3-vectors only"))
+    a = moveaxis(a, _axis(axisa, a.ndim, "cross"), -1)
+    b = moveaxis(b, _axis(axisb, b.ndim, "cross"), -1)
+    na, nb = bind_dim(ops.aval_of(a).shape[-1]), bind_dim(ops.aval_of(b).shape[-1])
+    if na not in (2, 3) or nb not in (2, 3):
+        raise ValueError(with_location(
+            f"np.cross: incompatible dimensions for cross product ({na} and {nb}; "
+            "dimension must be 2 or 3)"))
+    a0, a1, a2 = _components(a)
+    b0, b1, b2 = _components(b)
+    z = ops.sub(ops.mul(a0, b1), ops.mul(a1, b0))
+    if na == nb == 2:
+        return z
+    x = ops.sub(ops.mul(a1, b2), ops.mul(a2, b1))
+    y = ops.sub(ops.mul(a2, b0), ops.mul(a0, b2))
+    out = concatenate([ops.expand_dims(c, (ops.aval_of(c).ndim,))
+                       for c in _broadcast_all([x, y, z])], -1)
+    return moveaxis(out, -1, _axis(axisc, out.ndim, "cross"))
 
-    def part(x, k):
-        return ops.squeeze(_take_range(x, ops.aval_of(x).ndim - 1, k, k + 1),
-                           (ops.aval_of(x).ndim - 1,))
 
-    a0, a1, a2 = (part(a, k) for k in range(3))
-    b0, b1, b2 = (part(b, k) for k in range(3))
-    comps = [ops.sub(ops.mul(a1, b2), ops.mul(a2, b1)), ops.sub(ops.mul(a2, b0), ops.mul(a0, b2)),
-             ops.sub(ops.mul(a0, b1), ops.mul(a1, b0))]
-    return concatenate([ops.expand_dims(c, (ops.aval_of(c).ndim,)) for c in comps], -1)
+def _components(x):
+    """A vector's components along the last axis (a 2-vector's third is 0)."""
+    last = ops.aval_of(x).ndim - 1
+    n = bind_dim(ops.aval_of(x).shape[-1])
+    parts = [ops.squeeze(_take_range(x, last, k, k + 1), (last,)) for k in range(n)]
+    return parts if n == 3 else parts + [ops.zeros_like(parts[0])]
+
+
+def _broadcast_all(xs):
+    shapes = [_sizes(x) for x in xs]
+    shape = np.broadcast_shapes(*shapes)
+    return [ops.broadcast_to(x, shape) for x in xs]
 
 
 def trapezoid(y, x=None, dx=1.0, axis=-1):
@@ -465,3 +499,121 @@ def sinc(x):
 
 
 tracer_methods(cumsum=cumsum, cumprod=cumprod, diagonal=diagonal, trace=trace, repeat=repeat)
+
+
+# ------------------------------------------------- issue 17's array functions
+
+@implements(np.rollaxis)
+def rollaxis(a, axis, start=0):
+    """NumPy's rollaxis: `axis` moved to just before `start` (counted before the move)."""
+    a = asarray(a)
+    n = a.ndim
+    axis = _axis(axis, n, "rollaxis")
+    start = start + n if start < 0 else start
+    if not 0 <= start <= n:
+        raise np.exceptions.AxisError(with_location(
+            f"np.rollaxis: start {start} is out of bounds for an array of {n} dims"))
+    start = start - 1 if axis < start else start
+    order = [k for k in range(n) if k != axis]
+    order.insert(start, axis)
+    return ops.transpose(a, order)
+
+
+def _split_along(axis, min_ndim, name):
+    def split_fn(ary, indices_or_sections):
+        ary = asarray(ary)
+        if ary.ndim < min_ndim:
+            raise ValueError(with_location(
+                f"np.{name} only works on arrays of {min_ndim} or more dimensions"))
+        along = axis if ary.ndim > 1 or name != "hsplit" else 0
+        return split(ary, indices_or_sections, along)
+
+    return split_fn
+
+
+vsplit = implements(np.vsplit)(_split_along(0, 2, "vsplit"))
+hsplit = implements(np.hsplit)(_split_along(1, 1, "hsplit"))
+dsplit = implements(np.dsplit)(_split_along(2, 3, "dsplit"))
+
+
+@implements(np.select)
+def select(condlist, choicelist, default=0):
+    """The first choice whose condition holds, else `default` (nested selects)."""
+    if len(condlist) != len(choicelist):
+        raise ValueError(with_location("np.select: list of cases must be same length as list "
+                                       "of conditions"))
+    choices = ops.promote(*[asarray(c) for c in choicelist], default)
+    out = choices[-1]
+    for cond, choice in zip(reversed(condlist), reversed(choices[:-1])):
+        cond = asarray(cond)
+        if cond.dtype != np.bool_:
+            raise TypeError(with_location(f"np.select: condlist entries must be boolean, "
+                                          f"got {cond.dtype}"))
+        out = ops.select(cond, choice, out)
+    return out
+
+
+_INDEX_MODES = ("edge", "reflect", "symmetric", "wrap")
+
+
+@implements(np.pad)
+def pad(array, pad_width, mode="constant", **kwargs):
+    """np.pad in the modes that only move elements or add constants: constant (a
+    traced constant too), edge, reflect, symmetric, wrap. The index modes gather
+    along each axis the indices NumPy's own pad gives `arange(n)`."""
+    x = asarray(array)
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
+    if np.any(widths < 0):
+        raise ValueError(with_location("np.pad: index can't contain negative values"))
+    if mode == "constant":
+        values = kwargs.pop("constant_values", 0)
+        _no_pad_options(kwargs, mode)
+        return _pad_constant(x, widths, values)
+    if mode not in _INDEX_MODES:
+        raise UnsupportedError(with_location(
+            f"np.pad(mode={mode!r}) is not traced",
+            hint=f"modes traced: constant, {', '.join(_INDEX_MODES)}"))
+    if kwargs.get("reflect_type", "even") != "even":
+        raise UnsupportedError(with_location("np.pad(reflect_type='odd') is not traced"))
+    kwargs.pop("reflect_type", None)
+    _no_pad_options(kwargs, mode)
+    for axis, (before, after) in enumerate(widths.tolist()):
+        if before or after:
+            n = bind_dim(ops.aval_of(x).shape[axis])
+            index = np.pad(np.arange(n), (before, after), mode=mode)
+            x = _gather(x, [index], axis)
+    return x
+
+
+def _no_pad_options(kwargs, mode):
+    if kwargs:
+        raise ValueError(with_location(
+            f"np.pad: unsupported keyword arguments for mode {mode!r}: {sorted(kwargs)}"))
+
+
+def _pad_constant(x, widths, values):
+    pairs = values if isinstance(values, (list, tuple)) else None
+    for axis, (before, after) in enumerate(widths.tolist()):
+        if not (before or after):
+            continue
+        low, high = (values, values) if pairs is None else _pair_for(pairs, axis)
+        shape = list(_sizes(x))
+        parts = []
+        for width, value in ((before, low), (after, high)):
+            shape[axis] = width
+            parts.append(ops.add(np.zeros(shape, x.dtype), ops.convert(asarray(value), x.dtype))
+                         if width else None)
+        x = concatenate([p for p in (parts[0], x, parts[1]) if p is not None], axis)
+    return x
+
+
+def _pair_for(values, axis):
+    """constant_values as NumPy reads them: c, (c,), (before, after) or one pair per axis."""
+    if len(values) == 1:
+        values = values[0]
+    if not isinstance(values, (list, tuple)):
+        return values, values
+    if isinstance(values[0], (list, tuple)):
+        pair = values[axis] if len(values) > 1 else values[0]
+        return (pair[0], pair[-1])
+    return values[0], values[1]

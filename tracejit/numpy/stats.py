@@ -59,6 +59,29 @@ def sort(a, axis=-1, kind=None, order=None, stable=None):
     return undo(_take_rows(rows, ops.bind(ops.R["argsort"], rows)))
 
 
+@implements(np.partition)
+def partition(a, kth, axis=-1, kind="introselect", order=None):
+    """A partition around `kth`: the fully sorted array is one (NumPy leaves the
+    order inside each part unspecified; the kth entries are NumPy's exactly)."""
+    _check_kth(a, kth, axis, "partition")
+    return sort(a, axis, order=order)
+
+
+@implements(np.argpartition)
+def argpartition(a, kth, axis=-1, kind="introselect", order=None):
+    _check_kth(a, kth, axis, "argpartition")
+    return argsort(a, axis, order=order)
+
+
+def _check_kth(a, kth, axis, name):
+    a = asarray(a)
+    n = bind_dim(ops.aval_of(ravel(a) if axis is None else a).shape[
+        0 if axis is None else int(axis) % a.ndim])
+    for k in np.atleast_1d(kth):
+        if not -n <= int(k) < n:
+            raise ValueError(with_location(f"np.{name}: kth(={int(k)}) out of bounds ({n})"))
+
+
 @implements(np.take_along_axis)
 def take_along_axis(arr, indices, axis=-1):
     if axis is None:

@@ -29,16 +29,17 @@ from .array import _array_op, _same_dtype
 
 # ------------------------------------------------------------------ helpers
 
-def _matrix(aval, name, square=True):
+def _matrix(aval, name, square=True, complex_ok=False):
     if aval.ndim < 2:
         raise ShapeError(f"{name}: expected a matrix (or a stack of them), got "
                          f"{format_shape(aval.shape)}")
-    if not is_real_float(aval.dtype):
+    if not (is_real_float(aval.dtype) or complex_ok and np.issubdtype(aval.dtype,
+                                                                       np.complexfloating)):
         raise TracerTypeError(f"{name}: only floating-point matrices are traced, got {aval.dtype}")
 
 
-def _square(aval, name, checks):
-    _matrix(aval, name)
+def _square(aval, name, checks, complex_ok=False):
+    _matrix(aval, name, complex_ok=complex_ok)
     return join(aval.shape[-1], aval.shape[-2], f"{name} (square matrix)", checks)
 
 
@@ -150,8 +151,8 @@ def solve_triangular(a, b, lower, trans=False):
 def _solve_rule(name):
     def rule(avals, params, checks):
         a, b = avals
-        n = _square(a, name, checks)
-        _matrix(b, name, square=False)
+        n = _square(a, name, checks, complex_ok=name == "solve")
+        _matrix(b, name, square=False, complex_ok=name == "solve")
         _same_dtype(avals, name)
         join(n, b.shape[-2], f"{name} (rows of b)", checks)
         batch = broadcast_shapes([a.shape[:-2], b.shape[:-2]], f"{name} (batch)", checks)
@@ -294,7 +295,7 @@ def _eigh_unpack(packed):
 
 def _eigh_rule(avals, params, checks):
     (a,) = avals
-    n = _square(a, "eigh", checks)
+    n = _square(a, "eigh", checks, complex_ok=True)
     from ..core.shapes import bind
     return [AVal(tuple(a.shape[:-2]) + (bind(n) + 1, n), a.dtype)]
 
@@ -313,11 +314,14 @@ def _gaps(w):
 
 
 def _eigh_vjp(g, packed, a):
+    """V (diag(gw) + F o (V^T gV)) V^T, symmetrised; for a Hermitian matrix
+    conj(V) (...) V^T made Hermitian (the transpose of the JVP under JAX's pairing)."""
     w, v = _eigh_unpack(packed)
     gw, gv = _eigh_unpack(g)
+    w, gw = _re(w), _re(gw)  # real values packed with complex vectors
     inner = ops.add(ops.mul(ops.expand_dims(gw, (gw.ndim,)), eye_like(a)),
                     ops.mul(_gaps(w), ops.matmul(mT(v), gv)))
-    return [_symmetrise(ops.matmul(ops.matmul(v, inner), mT(v)))]
+    return [_hermitise(ops.matmul(ops.matmul(cj(v), inner), mT(v)))]
 
 
 def _eigh_jvp(tangents, packed, a):
@@ -325,10 +329,33 @@ def _eigh_jvp(tangents, packed, a):
     if da is None:
         return None
     w, v = _eigh_unpack(packed)
-    m = ops.matmul(ops.matmul(mT(v), _symmetrise(da)), v)
+    m = ops.matmul(ops.matmul(mH(v), _hermitise(da)), v)
     dw = _diagonal(m)
-    dv = ops.matmul(v, ops.mul(_gaps(w), m))
+    if _is_complex(dw):  # the eigenvalues are real: Re(diag(V^H dA V))
+        dw = ops.convert(ops.real(dw), dw.dtype)
+    dv = ops.matmul(v, ops.mul(_gaps(_re(w)), m))
     return ops.concatenate([ops.expand_dims(dw, (dw.ndim - 1,)), dv], dv.ndim - 2)
+
+
+def _is_complex(x):
+    return ops.is_complex(ops.aval_of(x).dtype)
+
+
+def cj(x):
+    """conj for complex values; real ones as they are (no equation)."""
+    return ops.conj(x) if _is_complex(x) else x
+
+
+def mH(x):
+    return cj(mT(x))
+
+
+def _re(x):
+    return ops.real(x) if _is_complex(x) else x
+
+
+def _hermitise(x):
+    return ops.mul(ops.add(x, mH(x)), 0.5)
 
 
 EIGH = _array_op("eigh", _eigh_rule, _batched(_eigh_numpy), _emit_call("eigh"),
@@ -357,7 +384,7 @@ def _svd_unpack(packed, m):
 
 def _svd_rule(avals, params, checks):
     (a,) = avals
-    _matrix(a, "svd")
+    _matrix(a, "svd", complex_ok=True)
     from ..core.shapes import bind
     m, n = bind(a.shape[-2]), bind(a.shape[-1])
     return [AVal(tuple(a.shape[:-2]) + (min(m, n), m + 1 + n), a.dtype)]
@@ -369,50 +396,123 @@ def _svd_numpy(a):
 
 
 def _svd_vjp(g, packed, a):
+    """The transpose of `_svd_jvp` under JAX's pairing Re(sum(ct * t)) (Townsend
+    2016 for real matrices; conjugates and the phase term for complex ones)."""
     m = a.aval.shape[-2]
     u, s, vt = _svd_unpack(packed, m)
     gu, gs, gvt = _svd_unpack(g, m)
-    v, gv = mT(vt), mT(gvt)
-    s2 = ops.mul(s, s)
-    f = _gaps(s2)  # 1 / (s_j^2 - s_i^2)
+    s, gs = _re(s), _re(gs)
+    v, gv = mH(vt), mH(gvt)
+    f = _gaps(ops.mul(s, s))  # 1 / (s_j^2 - s_i^2)
     s_row = ops.expand_dims(s, (s.ndim - 1,))  # multiplies columns: X S
     s_col = ops.expand_dims(s, (s.ndim,))  # multiplies rows: S X
+    inv_s = ops.expand_dims(ops.div(1.0, s), (s.ndim - 1,))
     ut_gu = ops.matmul(mT(u), gu)
-    vt_gv = ops.matmul(vt, gv)
-    core = ops.add(ops.mul(ops.mul(f, ops.sub(ut_gu, mT(ut_gu))), s_row),
-                   ops.mul(s_col, ops.mul(f, ops.sub(vt_gv, mT(vt_gv)))))
+    vt_gv = ops.matmul(mT(v), gv)
+    core = ops.add(ops.mul(ops.mul(f, ops.sub(ut_gu, mH(ut_gu))), s_row),
+                   ops.mul(s_col, ops.mul(f, ops.sub(vt_gv, mH(vt_gv)))))
     core = ops.add(core, ops.mul(ops.expand_dims(gs, (gs.ndim,)), eye_like(s)))
-    out = ops.matmul(ops.matmul(u, core), vt)
-    inv_s = ops.div(1.0, s)
-    gu_proj = ops.sub(gu, ops.matmul(u, ut_gu))  # (I - U U^T) gU
-    out = ops.add(out, ops.matmul(ops.mul(gu_proj, ops.expand_dims(inv_s, (inv_s.ndim - 1,))),
-                                  vt))
-    gv_proj = ops.sub(gv, ops.matmul(v, vt_gv))  # (I - V V^T) gV
-    out = ops.add(out, ops.matmul(ops.mul(u, ops.expand_dims(inv_s, (inv_s.ndim - 1,))),
-                                  mT(gv_proj)))
+    if _is_complex(u):  # dU's phase term i Im(diag(U^H dA V)) / s
+        phase = ops.div(ops.imag(_diagonal(ut_gu)), s)
+        core = ops.add(core, _diag_matrix(ops.make_complex(ops.zeros_like(phase), phase), s))
+    out = ops.matmul(ops.matmul(cj(u), core), cj(vt))
+    gu_proj = ops.sub(gu, ops.matmul(cj(u), ut_gu))  # (I - conj(U) U^T) gU
+    out = ops.add(out, ops.matmul(ops.mul(gu_proj, inv_s), cj(vt)))
+    gv_h = mH(gv)
+    gv_proj = ops.sub(gv_h, ops.matmul(ops.matmul(gv_h, cj(v)), mT(v)))  # gV^H (I - conj(V V^H))
+    out = ops.add(out, ops.matmul(ops.mul(cj(u), inv_s), gv_proj))
     return [out]
 
 
+def _diag_matrix(d, like):
+    return ops.mul(ops.expand_dims(d, (d.ndim,)), eye_like(like))
+
+
 def _svd_jvp(tangents, packed, a):
+    """JAX's rule: dS = U^H dA V; ds = Re(diag(dS)); dU, dV from the gaps F
+    (and, for complex matrices, dU's phase term i Im(diag(dS)) / s)."""
     (da,) = tangents
     if da is None:
         return None
     m = a.aval.shape[-2]
     u, s, vt = _svd_unpack(packed, m)
-    v = mT(vt)
-    dp = ops.matmul(ops.matmul(mT(u), da), v)
+    s = _re(s)
+    v = mH(vt)
+    dp = ops.matmul(ops.matmul(mH(u), da), v)
     ds = _diagonal(dp)
     f = _gaps(ops.mul(s, s))
     s_row = ops.expand_dims(s, (s.ndim - 1,))
     s_col = ops.expand_dims(s, (s.ndim,))
     inv_s = ops.expand_dims(ops.div(1.0, s), (s.ndim - 1,))
-    du = ops.matmul(u, ops.mul(f, ops.add(ops.mul(dp, s_row), ops.mul(s_col, mT(dp)))))
+    inner = ops.mul(f, ops.add(ops.mul(dp, s_row), ops.mul(s_col, mH(dp))))
+    if _is_complex(dp):
+        phase = ops.div(ops.imag(ds), s)
+        inner = ops.add(inner, _diag_matrix(ops.make_complex(ops.zeros_like(phase), phase), s))
+        ds = ops.convert(ops.real(ds), ds.dtype)
+    du = ops.matmul(u, inner)
     da_v = ops.matmul(da, v)
-    du = ops.add(du, ops.mul(ops.sub(da_v, ops.matmul(u, ops.matmul(mT(u), da_v))), inv_s))
-    dv = ops.matmul(v, ops.mul(f, ops.add(ops.mul(s_col, dp), ops.mul(mT(dp), s_row))))
-    dat_u = ops.matmul(mT(da), u)
-    dv = ops.add(dv, ops.mul(ops.sub(dat_u, ops.matmul(v, ops.matmul(vt, dat_u))), inv_s))
-    return ops.concatenate([mT(du), ops.expand_dims(ds, (ds.ndim,)), mT(dv)], ds.ndim)
+    du = ops.add(du, ops.mul(ops.sub(da_v, ops.matmul(u, ops.matmul(mH(u), da_v))), inv_s))
+    dv = ops.matmul(v, ops.mul(f, ops.add(ops.mul(s_col, dp), ops.mul(mH(dp), s_row))))
+    dah_u = ops.matmul(mH(da), u)
+    dv = ops.add(dv, ops.mul(ops.sub(dah_u, ops.matmul(v, ops.matmul(vt, dah_u))), inv_s))
+    return ops.concatenate([mT(du), ops.expand_dims(ds, (ds.ndim,)), mH(dv)], ds.ndim)
 
 
 SVD = _array_op("svd", _svd_rule, _batched(_svd_numpy), _emit_call("svd"), _svd_vjp, _svd_jvp)
+
+
+# ---------------------------------------------------------------------- eig
+
+def eig(a):
+    """(w, V) of a general complex matrix (stack): unit-norm eigenvector columns."""
+    return _eigh_unpack(ops.bind(EIG, a))
+
+
+def _eig_rule(avals, params, checks):
+    (a,) = avals
+    n = _square(a, "eig", checks, complex_ok=True)
+    if not np.issubdtype(a.dtype, np.complexfloating):
+        raise TracerTypeError(f"eig: the matrix must be complex (np.linalg.eig converts), "
+                              f"got {a.dtype}")
+    from ..core.shapes import bind
+    return [AVal(tuple(a.shape[:-2]) + (bind(n) + 1, n), a.dtype)]
+
+
+def _eig_numpy(a):
+    w, v = np.linalg.eig(a)
+    return np.concatenate([w[None, :], v], axis=0).astype(a.dtype)
+
+
+def _unit_norm_part(v, dv):
+    """Re(diag(V^H dV)) per column: the change of each column's norm, which the
+    tangent of a unit-norm eigenvector must not have."""
+    return ops.real(ops.reduce_sum(ops.mul(ops.conj(v), dv), (v.ndim - 2,)))
+
+
+def _eig_jvp(tangents, packed, a):
+    """dw = diag(M), dV = V (F o M) minus its norm change, M = V^-1 dA V
+    (Magnus 1985; the eigenvalues' rule is JAX's)."""
+    (da,) = tangents
+    if da is None:
+        return None
+    w, v = _eigh_unpack(packed)
+    m = solve(v, ops.matmul(da, v))
+    dw = _diagonal(m)
+    dv = ops.matmul(v, ops.mul(_gaps(w), m))
+    dv = ops.sub(dv, ops.mul(v, ops.expand_dims(_unit_norm_part(v, dv), (dv.ndim - 2,))))
+    return ops.concatenate([ops.expand_dims(dw, (dw.ndim - 1,)), dv], dv.ndim - 2)
+
+
+def _eig_vjp(g, packed, a):
+    """The transpose of the JVP under JAX's pairing Re(sum(ct * t)):
+    V^-T (diag(gw) + F o (V^T G0)) V^T, G0 = gV - conj(V) diag(Re(diag(gV^T V)))."""
+    w, v = _eigh_unpack(packed)
+    gw, gv = _eigh_unpack(g)
+    norm_part = ops.real(ops.reduce_sum(ops.mul(gv, v), (v.ndim - 2,)))
+    g0 = ops.sub(gv, ops.mul(ops.conj(v), ops.expand_dims(norm_part, (v.ndim - 2,))))
+    inner = ops.add(ops.mul(ops.expand_dims(gw, (gw.ndim,)), eye_like(a)),
+                    ops.mul(_gaps(w), ops.matmul(mT(v), g0)))
+    return [solve(mT(v), ops.matmul(inner, mT(v)))]
+
+
+EIG = _array_op("eig", _eig_rule, _batched(_eig_numpy), _emit_call("eig"), _eig_vjp, _eig_jvp)

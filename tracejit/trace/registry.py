@@ -68,6 +68,10 @@ class Primitive:
     # worked out once per program instead of on every call; `sizes(dims)` spells
     # a tuple of sizes in the interpreter's source. None: call `impl`.
     impl_source: Callable | None = None
+    # vmap: (size, args, dims, **p) -> (out, out dim), each dim an axis or None
+    # (unbatched); lists for multiple results. Elementwise ops and reductions
+    # get their family's rule (transforms/batching.py registers the rules).
+    batch: Callable | None = None
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"

@@ -350,6 +350,13 @@ class Tracer:
     def __index__(self):
         if not np.issubdtype(self.dtype, np.integer):
             raise TypeError(f"only integer arrays can be used as an index, not {self.dtype}")
+        if known_value(self) is None:  # NumPy asks for a Python int: x[i] of a non-traced x
+            raise ConcretizationError(with_location(
+                f"index() of a traced integer {self.aval}: it indexes or slices something "
+                "that is not traced (a NumPy array global, a list) or is a range() bound, so "
+                "Python asks for its value, which only exists when the kernel runs",
+                hint="pass the array in as an argument of the traced function: then "
+                     "x[i * b:(i + 1) * b] (a traced start, a fixed length) and x[i] are traced"))
         return int(self._concrete("index"))
 
     def __array__(self, *args, **kwargs):
