@@ -2,6 +2,7 @@
 and the per-call cost of the eager GradientTape.
 
     python benchmarks/bench_training.py [--dtype float32] [--rounds 5] [--only seed-model]
+                                        [--threads 1] [--clock cpu]
 
 Workloads (issue 8):
 - seed-model: the fourth seed's Keras model, Dense(10 -> 5, relu) -> Dense(2),
@@ -26,8 +27,12 @@ this one run. Targets: seed-model >= 5x faster than JAX and >= 30x faster than
 Keras; mlp-784 no slower than the fastest column.
 
 The eager section times `with GradientTape(): loss = ...; tape.gradient(...)`
-on the seed model: tracejit's eager tape against TensorFlow's eager tape (no
-tf.function) and PyTorch's autograd.
+on both workloads: tracejit's eager tape against TensorFlow's eager tape (no
+tf.function) and PyTorch's autograd (issue 21's target: no slower than
+PyTorch). Under each table, the tape's cost per recorded operation: the
+operations one step records, the forward pass on the tape, the same
+operations' NumPy implementations called back to back, and the difference
+per operation (target: at most 5 µs).
 """
 
 from __future__ import annotations
@@ -40,7 +45,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+if "--threads" in sys.argv[:-1]:  # before NumPy loads its BLAS, which reads them once
+    for _variable in THREAD_VARIABLES:
+        os.environ[_variable] = sys.argv[sys.argv.index("--threads") + 1]
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -108,22 +118,59 @@ def build_tracejit(w: Workload, dtype) -> Impl:
     return Impl("tracejit", lambda: step(x, y)[0], model.get_weights, step.wait)
 
 
-def build_tracejit_eager_tape(w: Workload, dtype) -> Impl:
-    """Forward and gradient on tracejit's eager tape (no update)."""
+def _tracejit_eager_forward(w: Workload, dtype):
+    """(forward on a new tape -> (tape, loss), the model's variables)."""
     import tracejit
     from tracejit import nn
 
     weights, x, y = initial(w, dtype)
     model = _tracejit_model(w, dtype, weights)
     loss_fn = nn.losses.CategoricalCrossentropy(from_logits=True)
+
+    def forward():
+        with tracejit.GradientTape() as tape:
+            loss = loss_fn(y, model(x))
+        return tape, loss
+
+    return forward, model
+
+
+def build_tracejit_eager_tape(w: Workload, dtype) -> Impl:
+    """Forward and gradient on tracejit's eager tape (no update)."""
+    import tracejit
+
+    forward, model = _tracejit_eager_forward(w, dtype)
     variables = model.trainable_variables
 
     def step():
-        with tracejit.GradientTape() as tape:
-            loss = loss_fn(y, model(x))
+        tape, loss = forward()
         return tape.gradient(loss, variables)
 
     return Impl("tracejit eager tape", step, model.get_weights, tracejit.GradientTape.wait)
+
+
+def eager_overhead(w: Workload, dtype, rounds: int, sample_s: float) -> None:
+    """The tape's cost per recorded operation: the forward pass on the tape
+    against the NumPy implementations of the operations it records."""
+    from tracejit.core.ir import Literal
+
+    forward, _ = _tracejit_eager_forward(w, dtype)
+    tape, _ = forward()
+    builder = tape.builder
+    calls = [(e.prim.impl, [a.value if isinstance(a, Literal) else builder.values[id(a)]
+                            for a in e.inputs], e.params) for e in builder.eqns]
+
+    def numpy_only():
+        for impl, args, params in calls:
+            impl(*args, **params)
+
+    times = time_interleaved([Impl("tape forward", forward, list),
+                              Impl("numpy", numpy_only, list)], rounds, sample_s)
+    n = len(calls)
+    per_op = (times["tape forward"] - times["numpy"]) / n
+    print(f"\n{w.name}: {n} recorded operations per step; forward on the tape "
+          f"{times['tape forward']:,.1f} µs, their NumPy implementations alone "
+          f"{times['numpy']:,.1f} µs: the tape's overhead {per_op:.1f} µs per operation")
 
 
 # ---------------------------------------------------------------------- JAX
@@ -222,6 +269,9 @@ def build_tf_eager_tape(w: Workload, dtype) -> Impl:
 def _torch_model(w: Workload, dtype, weights):
     import torch
 
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
     torch_dtype = getattr(torch, np.dtype(dtype).name)
     model = torch.nn.Sequential(torch.nn.Linear(w.sizes[0], w.sizes[1]), torch.nn.ReLU(),
                                 torch.nn.Linear(w.sizes[1], w.sizes[2])).to(torch_dtype)
@@ -302,6 +352,9 @@ def check_agreement(builders, w: Workload, dtype) -> dict:
                       for a, r in zip(weights, reference)) for name, weights in finals.items()}
 
 
+CLOCK = [time.perf_counter]  # what a sample measures: wall time, or the process's CPU time
+
+
 def time_interleaved(impls: list[Impl], rounds: int, sample_s: float) -> dict[str, float]:
     """Median µs per step, implementations interleaved, a sleep before each sample."""
     counts = {}
@@ -322,10 +375,10 @@ def time_interleaved(impls: list[Impl], rounds: int, sample_s: float) -> dict[st
         for impl in impls:
             time.sleep(0.2)
             n = counts[impl.name]
-            start = time.perf_counter()
+            start = CLOCK[0]()
             for _ in range(n):
                 impl.step()
-            samples[impl.name].append((time.perf_counter() - start) / n * 1e6)
+            samples[impl.name].append((CLOCK[0]() - start) / n * 1e6)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -349,9 +402,17 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sample-seconds", type=float, default=0.1)
     parser.add_argument("--only", choices=[w.name for w in WORKLOADS] + ["eager"])
+    parser.add_argument("--threads", type=int, help="BLAS and PyTorch threads (all columns; "
+                        "1 keeps a loaded machine's figures steady)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: the process's CPU time (with --threads 1, steady on a "
+                        "machine other jobs load)")
     args = parser.parse_args(argv)
+    if args.clock == "cpu":
+        CLOCK[0] = time.process_time
     dtype = np.dtype(args.dtype)
-    print(f"dtype {dtype}, {args.rounds} rounds, Adam(learning_rate={LEARNING_RATE})")
+    print(f"dtype {dtype}, {args.rounds} rounds, Adam(learning_rate={LEARNING_RATE}), "
+          f"{args.clock} clock, threads {args.threads or 'default'}")
     for w in WORKLOADS:
         if args.only not in (None, w.name):
             continue
@@ -365,11 +426,12 @@ def main(argv=None) -> None:
             print("\ntracejit is " + ", ".join(f"{r:.1f}x faster than {n}"
                                              for n, r in sorted(others.items())))
     if args.only in (None, "eager"):
-        w = WORKLOADS[0]
-        impls, missing = build_all(EAGER, w, dtype)
-        times = time_interleaved(impls, args.rounds, args.sample_seconds)
-        report(f"{w.name}: eager forward + tape.gradient, batch {w.batch}", times, missing,
-               "tracejit eager tape")
+        for w in WORKLOADS:
+            impls, missing = build_all(EAGER, w, dtype)
+            times = time_interleaved(impls, args.rounds, args.sample_seconds)
+            report(f"{w.name}: eager forward + tape.gradient, batch {w.batch}", times, missing,
+                   "tracejit eager tape")
+            eager_overhead(w, dtype, args.rounds, args.sample_seconds)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@ the inputs' own size).
 
     python benchmarks/numerics.py            # compiled kernels (what users run)
     python benchmarks/numerics.py --interpret
+    python benchmarks/numerics.py --ufuncs   # only the table of every elementwise function
+
+The second table: every elementwise function of NumPy and scipy.special that
+tracejit traces (UFUNCS), its value and its derivative (tracejit's grad), in
+float32 and float64, through the interpreter and through compiled kernels,
+each swept over its whole domain (`domain`): worst ulps per function, held to
+UFUNC_BOUND (4) except where UFUNC_BOUNDS says why not.
 
 Elementwise functions (sigmoid, log_sigmoid, softplus, the binary
 cross-entropy) are swept over +-[tiny, max] log-spaced and densely over the
@@ -19,7 +26,7 @@ Error unit: ulps of the reference in the tested dtype. Two honest exceptions:
 - softmax-type outputs exp(x_i - lse) inherit the rounding of x_i - lse, which
   exp amplifies |x_i - lse| times: that error is divided by max(1, |x_i - lse|),
   the condition number, so the table shows the algorithm's own error.
-tests/test_faults.py asserts the table's bounds (BOUNDS).
+tests/test_faults.py asserts the tables' bounds (BOUNDS, UFUNC_BOUNDS) on a sample.
 """
 
 from __future__ import annotations
@@ -251,20 +258,225 @@ def table(dtypes=(np.float32, np.float64), names=ELEMENTWISE + ROWWISE) -> list[
     return results
 
 
+# ------------------------------------------- every elementwise function (NumPy, SciPy)
+# name -> (traced function, exact value, exact derivative, domain). Each is swept over
+# its whole domain in both dtypes; its derivative is tracejit's grad of the function.
+
+UFUNC_BOUND = 4.0  # ulps, values and derivatives, every function, dtype and tier
+# ...but digamma, gammaln's derivative (measured 13.2): its recurrence (x > 0) and
+# reflection psi(1 - x) - pi / tan(pi x) (x < 0) subtract terms ~4x larger than the
+# result near 1 and between its negative poles, so even correctly rounded terms leave
+# ~4 ulps; holding 4 there needs double-double internals (not done).
+UFUNC_BOUNDS = {"gammaln": (UFUNC_BOUND, 14.0)}
+
+
+def _special(name):
+    def call(x):
+        import scipy.special
+        return getattr(scipy.special, name)(x)
+
+    return call
+
+
+def _safe(fn):
+    """An mpmath function with NumPy's NaN outside its domain; None at a pole (1/0,
+    whose sign depends on the sign of zero: no reference there)."""
+    def call(v):
+        try:
+            out = fn(v)
+        except ZeroDivisionError:
+            return None
+        except (ValueError, OverflowError):
+            return mp.nan
+        if out is None:
+            return None
+        return mp.nan if isinstance(out, mp.mpc) and out.imag else mp.re(out)
+
+    return call
+
+
+def ufunc_ulps(got, want: list, dtype) -> float:
+    """`ulps` with NaN where the reference is NaN (else an infinite error), no
+    reference at poles, and references past the long double range as inf or 0."""
+    got = np.asarray(got, dtype=np.float64).ravel()
+    keep, refs, worst = [], [], 0.0
+    for k, v in enumerate(want):
+        if v is None:
+            continue
+        if mp.isnan(v):
+            worst = max(worst, 0.0 if np.isnan(got[k]) else np.inf)
+            continue
+        if mp.isfinite(v) and v != 0 and abs(v) > mp.mpf("1e4000"):
+            v = mp.inf * mp.sign(v)
+        elif mp.isfinite(v) and v != 0 and abs(v) < mp.mpf("1e-4000"):
+            v = mp.mpf(0)
+        keep.append(k)
+        refs.append(v)
+    if keep:
+        worst = max(worst, ulps(got[keep], refs, dtype))
+    return worst
+
+
+_LOG2, _LOG10 = mp.log(2), mp.log(10)
+UFUNCS = {
+    "exp": (np.exp, mp.exp, mp.exp, "all"),
+    "exp2": (np.exp2, lambda v: mp.power(2, v), lambda v: mp.power(2, v) * _LOG2, "all"),
+    "expm1": (np.expm1, mp.expm1, mp.exp, "all"),
+    "log": (np.log, mp.log, lambda v: 1 / v, "positive"),
+    "log2": (np.log2, lambda v: mp.log(v) / _LOG2, lambda v: 1 / (v * _LOG2), "positive"),
+    "log10": (np.log10, lambda v: mp.log(v) / _LOG10, lambda v: 1 / (v * _LOG10), "positive"),
+    "log1p": (np.log1p, mp.log1p, lambda v: 1 / (1 + v), "above-1"),
+    "sqrt": (np.sqrt, mp.sqrt, lambda v: 1 / (2 * mp.sqrt(v)), "positive"),
+    "cbrt": (np.cbrt, lambda v: mp.sign(v) * mp.cbrt(abs(v)),
+             lambda v: 1 / (3 * mp.cbrt(abs(v)) ** 2), "all"),
+    "square": (np.square, lambda v: v * v, lambda v: 2 * v, "all"),
+    "reciprocal": (np.reciprocal, lambda v: 1 / v, lambda v: -1 / (v * v), "all"),
+    "sin": (np.sin, mp.sin, mp.cos, "all"),
+    "cos": (np.cos, mp.cos, lambda v: -mp.sin(v), "all"),
+    "tan": (np.tan, mp.tan, lambda v: 1 / mp.cos(v) ** 2, "all"),
+    "arcsin": (np.arcsin, mp.asin, lambda v: 1 / mp.sqrt(1 - v * v), "unit"),
+    "arccos": (np.arccos, mp.acos, lambda v: -1 / mp.sqrt(1 - v * v), "unit"),
+    "arctan": (np.arctan, mp.atan, lambda v: 1 / (1 + v * v), "all"),
+    "sinh": (np.sinh, mp.sinh, mp.cosh, "all"),
+    "cosh": (np.cosh, mp.cosh, mp.sinh, "all"),
+    "tanh": (np.tanh, mp.tanh, lambda v: 1 / mp.cosh(v) ** 2, "all"),
+    "arcsinh": (np.arcsinh, mp.asinh, lambda v: 1 / mp.sqrt(v * v + 1), "all"),
+    "arccosh": (np.arccosh, mp.acosh, lambda v: 1 / mp.sqrt(v * v - 1), "above1"),
+    "arctanh": (np.arctanh, mp.atanh, lambda v: 1 / (1 - v * v), "unit"),
+    "deg2rad": (np.deg2rad, lambda v: v * mp.pi / 180, lambda v: mp.pi / 180, "all"),
+    "rad2deg": (np.rad2deg, lambda v: v * 180 / mp.pi, lambda v: 180 / mp.pi, "all"),
+    "abs": (np.abs, abs, lambda v: mp.sign(v), "all"),
+    "erf": (_special("erf"), mp.erf, lambda v: 2 / mp.sqrt(mp.pi) * _exp(-v * v), "all"),
+    "erfc": (_special("erfc"), lambda v: mp.erfc(v) if v < 100 else mp.mpf(0),
+             lambda v: -2 / mp.sqrt(mp.pi) * _exp(-v * v), "all"),
+    "gammaln": (_special("gammaln"),
+                lambda v: mp.inf if v <= 0 and v == int(v) else mp.log(abs(mp.gamma(v))),
+                lambda v: None if v <= 0 and v == int(v) else mp.digamma(v), "gamma"),
+}
+
+
+def _magnitudes(dtype, lo, hi, n):
+    return np.logspace(np.log10(lo), np.log10(hi) * (1 - 1e-12) if hi > 1 else np.log10(hi),
+                       n).astype(dtype)
+
+
+def domain(kind: str, dtype, n: int = 240) -> np.ndarray:
+    """Points over a function's whole domain: log-spaced magnitudes from the
+    smallest subnormal to the largest float, dense where the function is not
+    trivially 0, 1, x or inf (|x| < 1.2 ln max), and towards the domain's ends."""
+    info = np.finfo(dtype)
+    tiny, top = float(info.smallest_subnormal), float(info.max)
+    edge = float(np.log(top)) * 1.2
+    wide = _magnitudes(dtype, tiny, top, n)
+    core = np.linspace(0, edge, n).astype(dtype)[1:]
+    eps = float(info.eps)
+    towards_one = (1 - _magnitudes(dtype, eps / 2, 1, n // 2)).astype(dtype)
+    positive = np.concatenate([wide, core, towards_one, [1.0]])
+    if kind == "positive":
+        points = positive
+    elif kind == "all":
+        points = np.concatenate([-positive, positive, [0.0]])
+    elif kind == "unit":
+        inside = positive[positive <= 1]
+        points = np.concatenate([-inside, inside, [0.0]])
+    elif kind == "above1":
+        points = np.concatenate([1 + _magnitudes(dtype, eps, 1, n // 2), positive[positive >= 1]])
+    elif kind == "above-1":
+        points = np.concatenate([-1 + _magnitudes(dtype, eps / 2, 1, n // 2), -positive[
+            positive < 1], positive, [0.0]])
+    else:  # gamma: positive, and negative between the poles
+        negative = -np.linspace(0, 40, n).astype(dtype) - dtype(0.37)
+        points = np.concatenate([positive, negative])
+    return np.unique(np.asarray(points, dtype=dtype))
+
+
+def _all_ufuncs(xs):
+    """Every function on its own input (one kernel); sum of all, and each one's values."""
+    values = {name: UFUNCS[name][0](x) for name, x in xs.items()}
+    return sum(np.sum(v) for v in values.values()), values
+
+
+def ufunc_side(data: dict, compiled: bool) -> tuple[dict, dict]:
+    """(values, derivatives) of every function at its points, from one kernel
+    (compiled, or the interpreter)."""
+    saved = os.environ.get("TRACEJIT_DISABLE_JIT")
+    os.environ["TRACEJIT_DISABLE_JIT"] = "0" if compiled else "1"
+    try:
+        with np.errstate(all="ignore"):
+            (_, values), grads = tracejit.value_and_grad(_all_ufuncs, has_aux=True)(data)
+    finally:
+        if saved is None:
+            os.environ.pop("TRACEJIT_DISABLE_JIT")
+        else:
+            os.environ["TRACEJIT_DISABLE_JIT"] = saved
+    return values, grads
+
+
+def ufunc_references(data: dict) -> dict:
+    """name -> (exact values, exact derivatives) at its points."""
+    out = {}
+    for name, x in data.items():
+        _, value, derivative, _ = UFUNCS[name]
+        points = _mp(x)
+        out[name] = ([_safe(value)(v) for v in points], [_safe(derivative)(v) for v in points])
+    return out
+
+
+def ufunc_inputs(dtype, names, n: int = 240, sample: int | None = None) -> dict:
+    """Each function's points; `sample` keeps that many, spread over the sweep."""
+    data = {}
+    for name in names:
+        x = domain(UFUNCS[name][3], dtype, n)
+        if sample is not None and len(x) > sample:
+            x = x[np.linspace(0, len(x) - 1, sample).astype(int)]
+        data[name] = x
+    return data
+
+
+def ufunc_table(dtypes=(np.float32, np.float64), tiers=("interpreter", "compiled"),
+                names=tuple(UFUNCS), n: int = 240, sample: int | None = None) -> list[Result]:
+    """Worst ulps per function, dtype and tier (`tier` in Result.dtype's place:
+    "float32/compiled")."""
+    results = []
+    for dtype in dtypes:
+        data = ufunc_inputs(dtype, names, n, sample)
+        refs = ufunc_references(data)
+        for tier in tiers:
+            values, grads = ufunc_side(data, tier == "compiled")
+            for name in names:
+                v_ref, g_ref = refs[name]
+                results.append(Result(name, f"{np.dtype(dtype).name}/{tier}",
+                                      ufunc_ulps(values[name], v_ref, dtype),
+                                      ufunc_ulps(grads[name], g_ref, dtype), len(g_ref)))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--interpret", action="store_true",
                         help="run the NumPy reference interpreter instead of kernels")
+    parser.add_argument("--ufuncs", action="store_true",
+                        help="only the table of every elementwise function, both tiers")
     args = parser.parse_args()
     if args.interpret:
         os.environ["TRACEJIT_DISABLE_JIT"] = "1"
     os.environ.setdefault("TRACEJIT_COMPILE", "sync")
-    print(f"{'function':<24}{'dtype':<9}{'points':>7}{'value ulps':>12}{'grad ulps':>11}"
-          f"{'bounds':>10}")
-    for r in table():
-        bound = BOUNDS[r.name]
-        print(f"{r.name:<24}{r.dtype:<9}{r.points:>7}{r.value_ulps:>12.2f}{r.grad_ulps:>11.2f}"
-              f"{bound[0]:>6}/{bound[1]}")
+    if not args.ufuncs:
+        print(f"{'function':<24}{'dtype':<9}{'points':>7}{'value ulps':>12}{'grad ulps':>11}"
+              f"{'bounds':>10}")
+        for r in table():
+            bound = BOUNDS[r.name]
+            print(f"{r.name:<24}{r.dtype:<9}{r.points:>7}{r.value_ulps:>12.2f}"
+                  f"{r.grad_ulps:>11.2f}{bound[0]:>6}/{bound[1]}")
+        print()
+    tiers = ("interpreter",) if args.interpret else ("interpreter", "compiled")
+    print(f"{'function':<14}{'dtype/tier':<22}{'points':>7}{'value ulps':>12}"
+          f"{'derivative ulps':>17}   (bound {UFUNC_BOUND:g}; {UFUNC_BOUNDS})")
+    for r in ufunc_table(tiers=tiers):
+        bound = UFUNC_BOUNDS.get(r.name, (UFUNC_BOUND, UFUNC_BOUND))
+        flag = "" if r.value_ulps <= bound[0] and r.grad_ulps <= bound[1] else "  <- over"
+        print(f"{r.name:<14}{r.dtype:<22}{r.points:>7}{r.value_ulps:>12.2f}"
+              f"{r.grad_ulps:>17.2f}{flag}")
 
 
 if __name__ == "__main__":

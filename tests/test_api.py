@@ -383,12 +383,46 @@ def test_where_log_at_zero(mode):
 
 
 def test_sqrt_at_zero(mode):
+    """+inf, the one-sided derivative, as JAX and PyTorch (it was 0); a zero cotangent
+    still contributes nothing: where(x > 0, sqrt(x), 0) is flat at 0."""
     grad = tracejit.grad(lambda x: np.sum(np.sqrt(x)))
-    np.testing.assert_array_equal(grad(np.array([0.0, 4.0])), [0.0, 0.25])
+    np.testing.assert_array_equal(grad(np.array([0.0, 4.0])), [np.inf, 0.25])
+    guarded = tracejit.grad(lambda x: np.sum(np.where(x > 0, np.sqrt(x), 0.0)))
+    np.testing.assert_array_equal(guarded(np.array([0.0, 4.0])), [0.0, 0.25])
+    for power in (lambda x: x ** 0.5, lambda x: np.power(x, 0.5), lambda x: x ** 0.3):
+        assert tracejit.grad(power)(0.0) == np.inf
+    assert tracejit.grad(lambda x: x ** np.float64(0.0))(0.0) == 0.0  # constant: no 0 * inf
+    assert tracejit.grad(lambda x: np.power(x, np.zeros(())))(0.0) == 0.0
+
+
+def test_derivatives_at_the_edge_of_the_domain(mode):
+    """log at 0, arcsin / arccos at +-1: infinite, as JAX and PyTorch; abs at 0: the
+    subgradient 0 (PyTorch's; JAX takes 1)."""
+    assert tracejit.grad(np.log)(0.0) == np.inf
+    assert tracejit.grad(np.arcsin)(1.0) == np.inf and tracejit.grad(np.arcsin)(-1.0) == np.inf
+    assert tracejit.grad(np.arccos)(1.0) == -np.inf
+    assert tracejit.grad(np.abs)(0.0) == 0.0
 
 
 def test_norm_at_zero(mode):
-    np.testing.assert_array_equal(tracejit.grad(np.linalg.norm)(np.zeros(3)), np.zeros(3))
+    """Norms (and std, hypot) take the subgradient 0 at 0, as PyTorch (JAX gives NaN)."""
+    zeros = np.zeros(3)
+    for norm in (np.linalg.norm, lambda x: np.linalg.norm(x, 3),
+                 lambda x: np.linalg.norm(x.reshape(1, 3), "fro"),
+                 lambda x: np.sum(np.linalg.norm(x[:, None], axis=1)), np.std,
+                 lambda x: np.sum(np.hypot(x, 0.0))):
+        np.testing.assert_array_equal(tracejit.grad(norm)(zeros), zeros)
+    np.testing.assert_allclose(tracejit.grad(np.linalg.norm)(np.array([3.0, 4.0])), [0.6, 0.8])
+    np.testing.assert_allclose(tracejit.grad(lambda x: np.linalg.norm(x, 3))(np.array([1.0, 1.0])),
+                               [2 ** (-2 / 3)] * 2)
+
+
+def test_edge_derivatives_agree_with_jax(jax_x64):
+    jnp = jax_x64.numpy
+    for ours, theirs, at in [(np.sqrt, jnp.sqrt, 0.0), (np.log, jnp.log, 0.0),
+                             (np.arcsin, jnp.arcsin, 1.0), (np.arcsin, jnp.arcsin, -1.0),
+                             (lambda x: x ** 0.5, lambda x: x ** 0.5, 0.0)]:
+        assert tracejit.grad(ours)(at) == float(jax_x64.grad(theirs)(at))
 
 
 def test_logsumexp_with_minus_inf(mode):

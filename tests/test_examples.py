@@ -83,3 +83,26 @@ def test_per_example_gradients(capsys, interpret):
 def test_ensemble(interpret):
     result = runpy.run_path(str(EXAMPLES / "ensemble.py"))["main"](["--steps", "60"])
     assert (result["last"] < result["first"]).all() and result["accuracy"] > 0.8
+
+
+def _example(name: str, argv: list) -> tuple[dict, str]:
+    pytest.importorskip("sklearn")
+    module = runpy.run_path(str(EXAMPLES / name))
+    return module["main"](argv)
+
+
+def test_convnet_digits_reaches_97_percent(capsys):
+    result = _example("convnet_digits.py", ["--epochs", "10", "--verbose", "0"])
+    out = capsys.readouterr().out
+    assert result["accuracy"] >= 0.97, out
+    assert "train step: Stats(traces=1" in out  # one trace for every batch size
+
+
+def test_lstm_sequences_reaches_95_percent(capsys):
+    result = _example("lstm_sequences.py", ["--epochs", "8", "--verbose", "0"])
+    assert result["accuracy"] >= 0.95, capsys.readouterr().out
+
+
+def test_dropout_bn_mlp_reaches_95_percent(capsys):
+    result = _example("dropout_bn_mlp.py", ["--epochs", "12", "--verbose", "0"])
+    assert result["accuracy"] >= 0.95, capsys.readouterr().out

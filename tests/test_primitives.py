@@ -386,6 +386,10 @@ _ELEMENTWISE_ROWS = [
     # tracejit.config.debug_nans inserts it; on finite values it is the identity
     row("debug_check", lambda x: REGISTRY["debug_check"].bind(x, index=0, mode=3), UNARY,
         ref=lambda x: x, grad=False),
+    # Threefry draws at each element's position (tests/test_random.py checks the streams);
+    # the draw itself has no derivative, so d/dx is that of x alone
+    row("random_bits", lambda x: x * tracejit.random.uniform(tracejit.random.key(1), x, x.dtype),
+        UNARY),
     # select: the condition is not differentiated; x and y are
     row("select", lambda c, x, y: np.where(c > 0, x, y), TERNARY),
     row("select", lambda x: np.where(x > 0, x, 0.0), UNARY, nonzero, label="where_scalar"),
@@ -550,7 +554,10 @@ _NUMPY_ROWS = [
     row("eq", np.isinf, UNARY, extreme, label="isinf", grad=False, compiled=False),
     row("lt", np.isfinite, UNARY, extreme, label="isfinite", grad=False, compiled=False),
     row("sqrt", np.hypot, BINARY, nonzero, label="hypot", compiled=False),
-    row("pow", np.cbrt, UNARY, nonzero, label="cbrt", compiled=False),
+    row("cbrt", np.cbrt, UNARY, nonzero),
+    row("exp2", np.exp2, UNARY),
+    row("log2", np.log2, UNARY, positive),
+    row("log10", np.log10, UNARY, positive),
     row("mul", np.deg2rad, UNARY, label="deg2rad", compiled=False),
     row("select", np.copysign, BINARY, (real, nonzero), label="copysign", compiled=False),
     row("ne", np.logical_xor, BINARY, label="logical_xor", grad=False, compiled=False),

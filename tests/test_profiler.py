@@ -224,7 +224,7 @@ def test_every_trace_is_logged_with_its_reason(interpret, caplog):
     assert len(messages) == 5 and messages[0].startswith("trace power(f64[7], n=2): first call")
     assert "first call" in messages[0]
     assert "static argument n = 3 (was 2)" in messages[1]
-    assert "x has rank 2 (was 1)" in messages[2]
+    assert "x has 2 dimensions (was 1)" in messages[2]
     assert "x: axis 0 is no longer 1" in messages[3]
     assert "x is float32 (was float64)" in messages[4]
 
@@ -334,3 +334,23 @@ def test_a_compile_reported_by_a_worker_process(interpret):
     assert {"name": "compile worker 99999"} in [e["args"] for e in worker if e["ph"] == "M"]
     assert {"compile", "numba"} <= {e["cat"] for e in worker if e["ph"] == "X"}
     check_timeline(prof, expect_background=False)
+
+
+def test_retrace_reason_is_against_the_nearest_signature_and_names_every_change(
+        interpret, caplog):
+    """The third trace was once explained against the float32 trace ("x is
+    float64 (was float32)") though a float64 one of rank 1 came first."""
+    @tracejit.function
+    def double(x, y):
+        return x * 2.0 + y
+
+    with caplog.at_level(logging.INFO, logger="tracejit"):
+        double(np.ones(3), 1.0)
+        double(np.ones(3, np.float32), 1.0)
+        double(np.ones((2, 2)), 1.0)
+        double(np.ones((1, 2), np.float32), np.ones(2, np.float32))
+    messages = [r.getMessage() for r in caplog.records if r.name == "tracejit"]
+    assert "double(f64[2,2], float): x has 2 dimensions (was 1); trace" in messages[2]
+    # nearest: (f32[3], float), two differences (against f64[2,2]: three)
+    assert "double(f32[1,2], f32[2]): x has 2 dimensions (was 1); y is a float32 array of " \
+           "rank 1 (was a Python float); trace" in messages[3]

@@ -2,6 +2,8 @@
 TensorFlow's conventions, values against derivations by hand and finite
 differences, and the eager adjoint cache."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -313,3 +315,95 @@ def test_tf_gradients_is_built_once(interpret):
     assert grad_fn.stats.traces == 1
     with pytest.raises(TypeError, match="Variables"):
         tracejit.gradients(lambda d: d, [np.ones(2)])
+
+
+# ------------------------------------------- the lean eager path (issue 21)
+
+def test_an_error_on_the_tape_names_the_users_line(interpret):
+    w = Variable(np.ones((3, 2)))
+    for _ in range(2):  # the second time, the structure up to the error is a known one
+        with GradientTape():
+            h = w * 2.0
+            with pytest.raises(tracejit.ShapeError) as info:
+                line = sys._getframe().f_lineno + 1
+                h @ np.ones((3, 3))
+        assert f"{__file__}:{line}" in str(info.value)
+        assert "matmul" in str(info.value)
+
+
+def _loss_with_a_branch(w, x):
+    y = w * x
+    if float(np.sum(y)) > 0:  # a Python `if` on a recorded value
+        return np.sum(y ** 2), "square"
+    return np.sum(np.sin(y)), "sine"
+
+
+@pytest.mark.parametrize("fixture", ["interpret", "compiled"])
+def test_a_step_whose_structure_changes_gets_its_gradient(fixture, request):
+    request.getfixturevalue(fixture)
+    x = np.array([0.5, -1.0, 2.0])
+    w = Variable(np.ones(3))
+    branches = []
+    for scale in (1.0, 1.5, 2.0, -1.0, 1.0, -2.0):  # the branch flips at the 4th step
+        w.assign(scale * np.array([1.0, 0.3, 0.7]))
+        with GradientTape() as tape:
+            loss, branch = _loss_with_a_branch(w, x)
+        (grad,) = tape.gradient(loss, [w])
+        value = w.numpy() * x
+        expected = 2 * value * x if branch == "square" else np.cos(value) * x
+        np.testing.assert_allclose(grad, expected, rtol=1e-13)
+        np.testing.assert_allclose(float(loss), np.sum(value ** 2) if branch == "square"
+                                   else np.sum(np.sin(value)), rtol=1e-13)
+        branches.append(branch)
+    assert branches == ["square"] * 3 + ["sine", "square", "sine"]
+
+
+def test_repeated_steps_reuse_the_cut_and_give_fresh_values(interpret):
+    """A training loop: the same structure every step (the cut is made once),
+    new values (assigned Variables, new batches, new Python floats) each time."""
+    params, _, _ = mlp_data()
+    variables = [Variable(p) for p in params]
+    for step in range(4):
+        x, y = RNG.standard_normal((6, 4)), np.eye(2)[RNG.integers(0, 2, 6)]
+        scale = 1.0 + step
+        with GradientTape() as tape:
+            loss = mlp_loss(variables, x, y) * scale
+        grads = tape.gradient(loss, variables)
+        current = [v.numpy() for v in variables]
+        for g, e in zip(grads, mlp_gradients_by_hand(current, x, y)):
+            np.testing.assert_allclose(g, scale * e, rtol=1e-12, atol=1e-14)
+        for v, g in zip(variables, grads):
+            v.assign_sub(0.1 * g)
+
+
+def test_reused_plans_follow_what_each_tape_watches(interpret):
+    """Recordings of one structure that differ in what is watched, stopped or
+    asked for each get their own gradient, however often they come."""
+    W, b = Variable(RNG.standard_normal((3, 2))), Variable(RNG.standard_normal(2))
+    for _ in range(3):
+        x = RNG.standard_normal((4, 3))
+        W.assign(RNG.standard_normal((3, 2)))
+        Wv, bv = W.numpy(), b.numpy()
+        with GradientTape(persistent=True) as tape:
+            loss = np.sum(np.tanh(x @ W + b) ** 2)
+        t = np.tanh(x @ Wv + bv)
+        d_pre = 2 * t * (1 - t ** 2)
+        np.testing.assert_allclose(tape.gradient(loss, W), x.T @ d_pre, rtol=1e-12)
+        np.testing.assert_allclose(tape.gradient(loss, [b])[0], d_pre.sum(0), rtol=1e-12)
+        jac = tape.jacobian(np.tanh(x @ W + b)[0], b)  # recorded after the tape: a constant
+        assert jac is None
+        with GradientTape(watch_accessed_variables=False) as tape:
+            xs = tape.watch(x)
+            loss = np.sum(np.tanh(xs @ W + b) ** 2)
+        dW, dx = tape.gradient(loss, [W, x])
+        assert dW is None
+        np.testing.assert_allclose(dx, d_pre @ Wv.T, rtol=1e-12)
+        with GradientTape() as tape:
+            pre = x @ W + b
+            with tape.stop_recording():
+                side = pre * 2.0  # not recorded: a constant for this tape
+            loss = np.sum(np.tanh(pre) ** 2) + np.sum(side)
+        dW, db, dx = tape.gradient(loss, [W, b, x], unconnected_gradients="zero")
+        np.testing.assert_allclose(dW, x.T @ d_pre, rtol=1e-12)
+        np.testing.assert_allclose(db, d_pre.sum(0), rtol=1e-12)
+        np.testing.assert_array_equal(dx, np.zeros_like(x))

@@ -13,7 +13,7 @@ from . import primitives  # noqa: F401
 from . import numpy  # noqa: F401
 from . import control  # noqa: F401
 # isort: on
-from . import lax, nn, testing  # noqa: F401
+from . import distributed, distribution, lax, nn, random, testing  # noqa: F401
 from .core import config, pytree  # noqa: F401
 from .core.errors import (
     ConcretizationError,

@@ -473,6 +473,8 @@ def _scalar_expr(em: Emitter, eqn, space, idx, locals_) -> str:
         return _read(em, x, _mapped_index(mapping, idx), locals_)
     operands = [_read(em, a, _aligned_index(a.aval, space, idx), locals_) for a in eqn.inputs]
     template = prim.scalar_for([a.aval for a in eqn.inputs])
+    if prim.indexed:  # a counter-based random draw reads its element's position
+        return template(*operands, index=idx, sizes=[em.dim(d) for d in space], **eqn.params)
     if callable(template):
         return template(*operands, **eqn.params)
     return template.format(*operands)

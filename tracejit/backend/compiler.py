@@ -198,6 +198,9 @@ class Entry:
             self._hand_over()
         if self.ready:
             return self.call(leaves)
+        for leaf in leaves:  # as the compiled kernel would (the dispatcher names it)
+            if type(leaf) is int and not errors.fits_int64(leaf):
+                raise OverflowError(f"Python int too large for int64: {leaf}")
         start = time.perf_counter()
         out = pytree.unflatten(self.out_treedef, self.kernel(leaves))
         end = time.perf_counter()
@@ -372,6 +375,9 @@ class Dispatcher:
         except errors.KERNEL_CHECKS as err:  # a size or debug check: name what failed
             self._fast.pop((key, statics) if statics else key, None)  # keep no failed key
             raise self.explain(err, entry, args, statics, leaves) from None
+        except (OverflowError, ValueError):  # Numba's typing of an int past int64
+            self.check_leaves(args, statics, leaves)
+            raise
 
     def explain(self, err, entry, args, statics, leaves=None) -> Exception:
         """The user's error for a failed kernel check: argument names, shapes, op, line.
@@ -408,13 +414,7 @@ class Dispatcher:
         key = (key, statics) if statics else key
         leaves, treedef = pytree.flatten(args if extra is None else (args, extra))
         with self._lock:
-            for k, leaf in enumerate(leaves):
-                problem = errors.leaf_problem(leaf)
-                if problem:
-                    names = self.leaf_names(args, statics)
-                    name = names[k] if k < len(names) else f"Variable {k - len(names)}"
-                    raise errors.TracerTypeError(errors.with_location(
-                        f"{self.name}: {name} {problem}"))
+            self.check_leaves(args, statics, leaves)
             abstract = (treedef, statics, *[abstract_signature(leaf) for leaf in leaves])
             flags = config.kernel_flags()  # debug_nans...: kernels of their own
             abstract += (flags,) if flags else ()
@@ -437,6 +437,16 @@ class Dispatcher:
                 self._fast.clear()
             self._fast[key] = entry
             return entry
+
+    def check_leaves(self, args, statics, leaves) -> None:
+        """Raise the user's error for the first argument leaf no kernel can take."""
+        for k, leaf in enumerate(leaves):
+            problem = errors.leaf_problem(leaf)
+            if problem:
+                names = self.leaf_names(args, statics)
+                name = names[k] if k < len(names) else f"Variable {k - len(names)}"
+                raise errors.leaf_error_type(leaf)(errors.with_location(
+                    f"{self.name}: {name} {problem}")) from None
 
     def _lookup(self, abstract, leaves):
         table = self._entries.get(abstract)

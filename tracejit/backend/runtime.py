@@ -74,6 +74,8 @@ __all__ = [
     "sigmoid",
     "sign",
     "tanh",
+    "threefry_bits",
+    "threefry_uniform",
 ]
 
 # Flags for the helpers' own instructions.  'contract' lets LLVM fuse a*b+c
@@ -387,6 +389,38 @@ def expm1(x):
     # Passing x through for NaN, ±0 and tiny x keeps NaN and the sign of zero.
     tiny = _c(x, 1e-30)
     return y if abs(x) > tiny else x
+
+
+@callee(**_JIT)
+def exp2(x):
+    """2^x like np.exp2: 2^k e^(f ln2) with k = rint(x) and f = x - k exact, so only
+    the small product f ln2 rounds (exp(x ln2) amplified that rounding |x ln2| times)."""
+    hi = _c(x, 128.0 if _is32(x) else 1024.0)  # 2^hi overflows; 2^lo rounds to 0
+    lo = _c(x, -151.0 if _is32(x) else -1076.0)
+    xc = _clamp(x, lo, hi)
+    k = np.rint(xc)
+    r = (xc - k) * _c(x, 0.6931471805599453)
+    y = _scale(_c(x, 1.0) + _expm1_poly(r), k)
+    y = _c(x, np.inf) if x >= hi else y
+    return x if x != x else y
+
+
+@callee(**_JIT)
+def cbrt(x):
+    """np.cbrt, polished by one Newton step whose residual y^3 - x is formed
+    exactly with FMAs (Numba's cbrt alone is up to ~3.5 ulps off). Tiny x are
+    scaled by 2^(3m) first so that the residual stays a normal number."""
+    tiny = abs(x) < _c(x, 1e-30 if _is32(x) else 1e-270)
+    up = _c(x, 2.0 ** 48 if _is32(x) else 2.0 ** 300)
+    down = _c(x, 2.0 ** -16 if _is32(x) else 2.0 ** -100)
+    xs = x * up if tiny else x
+    y = np.cbrt(xs)
+    square = y * y
+    square_lo = _fma(y, y, -square)
+    residual = _fma(square, y, -xs) + square_lo * y
+    polished = y - residual / (_c(x, 3.0) * square)
+    y = polished if (y != _c(x, 0.0) and abs(y) < _c(x, np.inf)) else y
+    return y * down if tiny else y
 
 
 @callee(**_JIT)
@@ -886,6 +920,9 @@ def erfc(x):
 
 @callee(**_JIT)
 def lgamma(x):
+    """math.lgamma, and -log|x| below 2^-60 (where it overflows 1/x: inf at 1e-310)."""
+    if x != 0.0 and abs(x) < 8.673617379884035e-19:
+        return _c(x, -math.log(abs(x)))
     return _c(x, math.lgamma(x))
 
 
@@ -899,14 +936,18 @@ def polygamma(n, x):
     shift x up past 20 by the recurrence, then the asymptotic series."""
     if x != x or (x <= 0.0 and x == math.floor(x)):
         return np.nan + x * 0.0
+    if n == 0 and x < 0.0:  # reflection, with pi r exact to the last bit of r
+        r = x - np.rint(x)
+        return polygamma(0, 1.0 - x) - math.pi / math.tan(math.pi * r)
     shift = 0.0
     factorial = 1.0
     for k in range(2, n + 1):
         factorial *= k
     sign = 1.0 if n % 2 == 1 else -1.0  # (-1)^(n+1)
-    while x < 20.0:
-        shift += 1.0 / x ** (n + 1)
-        x += 1.0
+    steps = max(0, int(math.ceil(20.0 - x)))
+    for k in range(steps - 1, -1, -1):  # smallest terms first; x + k rounds once each
+        shift += 1.0 / (x + k) ** (n + 1)
+    x = x + steps
     if n == 0:
         inv2 = 1.0 / (x * x)
         series = 0.0
@@ -1029,3 +1070,59 @@ def fft(x, inverse):
         for k in range(n):
             out[r, k] = a[k] * chirp[k] * (scale / m)
     return out
+
+
+# --------------------------------------------------------------------------
+# Threefry-2x32 (20 rounds; Salmon et al., "Parallel random numbers: as easy
+# as 1, 2, 3", SC 2011): a random draw is a pure function of a key and a
+# counter, so it is computed inside any loop nest, in any order, in parallel.
+# Words are held in uint64 and masked to 32 bits (Numba types uint32 + uint32
+# as uint64). tracejit/primitives/random.py has the NumPy reference.
+# --------------------------------------------------------------------------
+
+_M32 = np.uint64(0xFFFFFFFF)
+_PARITY = np.uint64(0x1BD11BDA)
+
+
+@callee(**_JIT)
+def _tf_rounds(x0, x1, r0, r1, r2, r3):
+    for r in (r0, r1, r2, r3):
+        x0 = (x0 + x1) & _M32
+        x1 = ((x1 << np.uint64(r)) | (x1 >> np.uint64(32 - r))) & _M32
+        x1 = x1 ^ x0
+    return x0, x1
+
+
+@callee(**_JIT)
+def _threefry(k0, k1, c0, c1):
+    k0 = np.uint64(k0) & _M32
+    k1 = np.uint64(k1) & _M32
+    k2 = k0 ^ k1 ^ _PARITY
+    x0 = (np.uint64(c0) + k0) & _M32
+    x1 = (np.uint64(c1) + k1) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 13, 15, 26, 6)
+    x0, x1 = (x0 + k1) & _M32, (x1 + k2 + np.uint64(1)) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 17, 29, 16, 24)
+    x0, x1 = (x0 + k2) & _M32, (x1 + k0 + np.uint64(2)) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 13, 15, 26, 6)
+    x0, x1 = (x0 + k0) & _M32, (x1 + k1 + np.uint64(3)) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 17, 29, 16, 24)
+    x0, x1 = (x0 + k1) & _M32, (x1 + k2 + np.uint64(4)) & _M32
+    x0, x1 = _tf_rounds(x0, x1, 13, 15, 26, 6)
+    return (x0 + k2) & _M32, (x1 + k0 + np.uint64(5)) & _M32
+
+
+@callee(**_JIT)
+def threefry_bits(k0, k1, c0, c1):
+    """The first output word of Threefry-2x32 at counter (c0, c1), as uint32."""
+    return np.uint32(_threefry(k0, k1, c0, c1)[0])
+
+
+@callee(**_JIT)
+def threefry_uniform(like, k0, k1, c0, c1):
+    """A uniform float in [0, 1) of like's type: 24 bits for float32, 53 for float64."""
+    x0, x1 = _threefry(k0, k1, c0, c1)
+    if _is32(like):
+        return np.float32(x0 >> np.uint64(8)) * np.float32(5.9604644775390625e-08)
+    bits = (x0 << np.uint64(21)) | (x1 >> np.uint64(11))
+    return np.float64(bits) * 1.1102230246251565e-16

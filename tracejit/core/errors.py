@@ -29,6 +29,11 @@ class ConcretizationError(TracejitError, TypeError):
     """Python control flow (`if`, `float()`, ...) on a value only known when the kernel runs."""
 
 
+class IntegerOverflowError(TracejitError, OverflowError):
+    """A Python int argument beyond int64, the widest integer a kernel holds (NumPy and
+    JAX raise OverflowError for such an int meeting an int64 array)."""
+
+
 class UnsupportedError(TracejitError, NotImplementedError):
     """A NumPy function or feature tracejit does not trace."""
 
@@ -78,7 +83,11 @@ _is_user_file: dict[str, bool] = {}  # code filename -> outside tracejit and Num
 def user_location() -> str:
     """`file:line` of the innermost frame outside tracejit and NumPy (every
     traced or eagerly recorded operation asks: the answer per file is cached)."""
-    frame = sys._getframe(1)
+    frame = _user_frame(sys._getframe(1))
+    return "<unknown>" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _user_frame(frame):
     while frame is not None:
         filename = frame.f_code.co_filename
         outside = _is_user_file.get(filename)
@@ -87,9 +96,9 @@ def user_location() -> str:
             outside = not (path.startswith(_PACKAGE_DIR) or path.startswith(_NUMPY_DIR))
             _is_user_file[filename] = outside
         if outside:
-            return f"{filename}:{frame.f_lineno}"
+            return frame
         frame = frame.f_back
-    return "<unknown>"
+    return None
 
 
 def warn(message: str, category=UserWarning) -> None:
@@ -229,10 +238,37 @@ def leaf_problem(leaf) -> str | None:
     if isinstance(leaf, (np.ndarray, np.generic)):
         problem = dtype_problem(leaf.dtype)
         return f"is {_a(describe_value(leaf))}: {problem}" if problem else None
+    if isinstance(leaf, int) and not isinstance(leaf, bool) and not fits_int64(leaf):
+        return (f"is the Python int {leaf}, beyond int64 (the widest integer a kernel "
+                "holds); pass it as a float, or as an array of an explicit dtype")
     if isinstance(leaf, (bool, int, float, complex)):
         return None
     return (f"is {_a(type(leaf).__name__)}, not an array or scalar; pass NumPy arrays or "
             "Python scalars (in tuples, lists and dicts), or mark the argument static")
+
+
+def fits_int64(value: int) -> bool:
+    return -(2 ** 63) <= value < 2 ** 63
+
+
+def leaf_error_type(leaf) -> type:
+    """The error type for an argument leaf `leaf_problem` rejects."""
+    return IntegerOverflowError if isinstance(leaf, int) else TracerTypeError
+
+
+def operand_type_error(value) -> TracerTypeError:
+    """NumPy's TypeError for an operand that is no number or array (`x * None`),
+    naming the variables of the user's frame that hold it (the argument `y`)."""
+    frame = _user_frame(sys._getframe(1))
+    holders = []
+    if frame is not None and value is None:
+        code = frame.f_code
+        names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+        holders = [n for n in names if n in frame.f_locals and frame.f_locals[n] is None]
+    held = f" (the argument {' and '.join(holders)} is None)" if holders else ""
+    return TracerTypeError(with_location(
+        f"unsupported operand type {type(value).__name__!r}{held}: an operand must be an "
+        "array or a number"))
 
 
 def _a(noun: str) -> str:

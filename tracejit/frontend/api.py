@@ -59,7 +59,7 @@ class Function(Dispatcher):
         self._transforms: dict = {}  # jvp()'s and vjp()'s, kept for the next call
 
     def __call__(self, *args, **kwargs):
-        if not (kwargs or _builders) and self._simple:
+        if not (kwargs or _builders.items) and self._simple:  # no trace open on this thread
             try:
                 return self.call_flat(args)  # the hot path
             except variables.VariablesDiscovered:
@@ -276,7 +276,7 @@ class Transform(Dispatcher):
         functools.update_wrapper(self, fun.fn, updated=())
 
     def __call__(self, *args, **kwargs):
-        if not (kwargs or _builders) and self.fun._simple:
+        if not (kwargs or _builders.items) and self.fun._simple:
             try:
                 return self.call_flat(args)  # the hot path
             except variables.VariablesDiscovered:

@@ -8,16 +8,39 @@ that carry their value, so they print, convert (`float`, `np.asarray`,
 `.numpy()`) and branch like arrays. Once no tape records on their builder they
 compute with NumPy on their values. Differentiation is tape.py's business: it
 cuts the recorded equations into a program and hands it to autodiff.
+
+The recording is lean (`fast_bind`, tried first by `bind`): sizes are
+concrete, and each recorded step follows a trie of the structures recorded
+before (`_Node`): when a recording repeats an earlier one (a training loop),
+an op's result types and the user's line come from the node, its value from
+the primitive's NumPy implementation called directly. Only a step that is new
+runs the shape rule and reads the stack. The node a recording ends on names
+its structure: tape.py keeps the gradient's cut per node.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..core.ir import AVal, Var
+from ..core.errors import (
+    TracejitError,
+    UnsupportedError,
+    leaf_problem,
+    user_location,
+    with_location,
+)
+from ..core.ir import AVal, Eqn, Literal, Var
 from ..core.shapes import Sym, resolve
 from ..numpy import api as numpy_api
-from ..trace.tracer import OPERANDS, Builder, Tracer, _builders
+from ..trace.tracer import (
+    OPERANDS,
+    Builder,
+    Tracer,
+    _builders,
+    _locations,
+    describe_operands,
+    weak_aval,
+)
 from .variables import recording_tapes
 
 
@@ -31,6 +54,9 @@ class EagerBuilder(Builder):
         self.active = False  # on the builder stack: operations on its tracers record
         self.variable_inputs: dict[int, EagerTracer] = {}  # id(Variable) -> current read
         self.watched_arrays: list = []  # keeps watched arrays alive (inputs keyed by id)
+        self.ordinal: dict[int, int] = {}  # id(Var) -> its position in `vars`
+        self.vars: list[Var] = []  # every recorded variable, in order
+        self.node = _TRIE.root  # the structure recorded so far (see `_Node`)
 
     def push(self) -> None:
         _builders.append(self)
@@ -42,12 +68,126 @@ class EagerBuilder(Builder):
         self.active = False
 
     def result(self, prim, args, params, outs: list):
+        """bind's general path (symbolic parameters, foreign tracers): its
+        steps get a structure of their own, never shared with another step."""
         values = prim.impl(*[self.value_of(a) for a in args], **_concrete_params(params))
+        if outs:
+            self.node = _Node(None, None)
+            for var in outs:
+                self._number(var)
+        return self._tracers(prim, outs, values)
+
+    def _tracers(self, prim, outs: list, values):
         tracers = []
         for var, value in zip(outs, values if prim.multiple_results else [values]):
             self.values[id(var)] = value
             tracers.append(EagerTracer(self, var, value))
         return tracers if prim.multiple_results else tracers[0]
+
+    # ------------------------------------------------------ the lean path
+    def fast_bind(self, prim, args, params, traced: bool):
+        """`bind` on this tape's values: the equation and its value. The step
+        of structure it makes (`_Node`) knows the result types and the user's
+        line when an earlier recording took it; otherwise they are worked out
+        (and the line read) now. NotImplemented leaves the op to `bind`'s
+        general path (foreign tracers, or constants only: bind folds them)."""
+        inputs, values, refs = [], [], []
+        recorded = traced
+        ordinal = self.ordinal
+        for arg in args:
+            kind = type(arg)
+            if kind is EagerTracer and arg.builder is self:
+                atom = arg.ir_var
+                recorded = True
+                refs.append(ordinal[id(atom)])
+                values.append(arg.value)
+            elif kind in _LITERAL_AVALS:  # a Python scalar, a NumPy scalar of a plain dtype
+                atom = _literal(arg, _LITERAL_AVALS[kind])
+                refs.append(kind)  # (the type stands for the literal's aval)
+                values.append(arg)
+            elif kind is np.ndarray or isinstance(arg, np.generic):
+                atom = None  # a constant: captured below, if the op is recorded
+                refs.append(None)
+                values.append(arg)
+            else:
+                return NotImplemented
+            inputs.append(atom)
+        if not recorded:
+            return NotImplemented
+        if None in refs:
+            self._constants(inputs, refs, values)
+        key = (id(prim), tuple(refs), params_key(params))
+        try:
+            node = self.node.children.get(key)
+        except TypeError:  # an unhashable parameter: a structure of its own
+            node, key = None, None
+        if node is None:
+            location = _locations[-1] if _locations else user_location()
+            avals = self._result_types(prim, inputs, params, location)
+            node = self._grow(key, _Node(avals, location, prim))
+        else:
+            location = _locations[-1] if _locations else node.location
+        value = prim.impl(*values, **params)
+        if node.single:  # one result (the common case, unrolled)
+            var = Var(node.avals[0])
+            self.eqns.append(Eqn(prim, inputs, params, [var], location))
+            self.node = node
+            self.ordinal[id(var)] = len(self.vars)
+            self.vars.append(var)
+            self.values[id(var)] = value
+            return EagerTracer(self, var, value)
+        outs = [Var(aval) for aval in node.avals]
+        if outs:  # an equation with no results is dead (the IR has no effects)
+            self.eqns.append(Eqn(prim, inputs, params, outs, location))
+            self.node = node
+            for var in outs:
+                self._number(var)
+        return self._tracers(prim, outs, value)
+
+    def _result_types(self, prim, inputs, params, location):
+        """The shape and dtype rule, on concrete sizes (results are concrete)."""
+        try:
+            return prim.abstract_eval([a.aval for a in inputs], params, self.checks)
+        except TracejitError as err:
+            message = f"{err.args[0]}\n  op: {prim.name} on {describe_operands(self, inputs)}"
+            raise type(err)(with_location(message, location)) from None
+
+    def _constants(self, inputs: list, refs: list, values: list) -> None:
+        """The array operands of a recorded op: captured constants (literals when 0-d)."""
+        for k, ref in enumerate(refs):
+            if ref is None:
+                atom = inputs[k] = self._constant(values[k])
+                refs[k] = self.ordinal[id(atom)] if type(atom) is Var else atom.aval
+
+    def _constant(self, array):
+        var = self._captured.get(id(array)) if array.ndim else None
+        if var is not None:
+            return var
+        problem = leaf_problem(array)
+        if problem:
+            raise UnsupportedError(with_location(f"a constant used here {problem}"))
+        return self.capture(array) if array.ndim else Literal(array, AVal((), array.dtype))
+
+    # ------------------------------------------------------ the structure
+    def _grow(self, key, node: _Node) -> _Node:
+        """`node` as the step `key` after the current one (kept for later
+        recordings unless the key is None: then no recording repeats it)."""
+        if key is not None:
+            _TRIE.count += 1
+            if _TRIE.count > MAX_NODES:
+                _TRIE.reset()
+            self.node.children[key] = node
+        return node
+
+    def _number(self, var: Var) -> None:
+        self.ordinal[id(var)] = len(self.vars)
+        self.vars.append(var)
+
+    def _note_input(self, var: Var, kind: str) -> None:
+        key = (kind, var.aval)
+        node = self.node.children.get(key) or self._grow(key, _Node((var.aval,), None))
+        self.node = node
+        self._number(var)
 
     def value_of(self, value):
         if isinstance(value, EagerTracer):
@@ -58,23 +198,24 @@ class EagerBuilder(Builder):
 
     def input(self, value) -> EagerTracer:
         """A new recorded input (a watched Variable's value, a watched array)."""
-        var = Var(symbolic_aval(value))
+        var = Var(concrete_aval(value))
         self.invars.append(var)
         self.values[id(var)] = value
+        self._note_input(var, "in")
         return EagerTracer(self, var, value)
 
     def capture(self, value) -> Var:
         """Arrays (and values of other tapes) met by recorded operations are
-        constants of the recording, with symbolic sizes like inputs, so that
-        the gradient program serves every batch size."""
+        constants of the recording."""
         if isinstance(value, Tracer):
             value = value.value if isinstance(value, EagerTracer) else self.value_of(value)
         var = self._captured.get(id(value))
         if var is None:
-            var = self._captured[id(value)] = Var(symbolic_aval(value))
+            var = self._captured[id(value)] = Var(concrete_aval(value))
             self.constvars.append(var)
             self.const_values.append(value)
             self.values[id(var)] = value
+            self._note_input(var, "const")
         return var
 
     def watch_array(self, value) -> EagerTracer:
@@ -100,10 +241,64 @@ class EagerBuilder(Builder):
         return tracer
 
 
-def symbolic_aval(value) -> AVal:
-    """The abstract value of a concrete array: non-1 sizes become symbols."""
-    shape = tuple(d if d == 1 else Sym(d) for d in np.shape(value))
-    return AVal(shape, np.result_type(value))
+def concrete_aval(value) -> AVal:
+    """The abstract value of a recorded array: its sizes as they are (an eager
+    recording serves one step; tape.py's gradient programs are keyed by them)."""
+    if type(value) is np.ndarray:
+        return AVal(value.shape, value.dtype)
+    return AVal(tuple(np.shape(value)), np.result_type(value))
+
+
+# scalar type -> the aval of its literals (Python scalars are weak)
+_LITERAL_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex)} | {
+    kind: AVal((), np.dtype(kind)) for kind in (np.float32, np.float64, np.int32, np.int64,
+                                                  np.bool_)}
+
+
+def _literal(value, aval: AVal) -> Literal:
+    """`Literal(value, aval)` for a scalar, without NumPy's conversion machinery."""
+    literal = Literal.__new__(Literal)
+    literal.value = aval.dtype.type(value)
+    literal.aval = aval
+    return literal
+
+
+class _Node:
+    """A recording's structure so far, as a node of a trie shared by every
+    eager recording: the root is the empty recording; a child is one more
+    recorded input or constant (keyed by its type) or equation (keyed by its
+    primitive, operands by position or, for literals, by type, and
+    parameters). A node knows the result types of its step and the user's
+    line of the first recording that took it, so a recording that repeats an
+    earlier one's structure works out neither. tape.py keys the gradient's
+    plan by the node a recording reached."""
+
+    __slots__ = ("children", "avals", "location", "prim", "single")
+
+    def __init__(self, avals, location, prim=None):
+        self.children: dict = {}
+        self.avals, self.location = avals, location
+        self.prim = prim  # (keeps the primitive whose id is in the keys alive)
+        self.single = prim is not None and not prim.multiple_results and len(avals) == 1
+
+
+class _Trie:
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.root = _Node((), None)
+        self.count = 0
+        self.generation = getattr(self, "generation", 0) + 1
+
+
+MAX_NODES = 200_000
+_TRIE = _Trie()
+
+
+def params_key(params: dict):
+    """Parameters as part of a key (with their types: 1 and 1.0 differ)."""
+    return tuple((k, type(v), v) for k, v in params.items()) if params else ()
 
 
 def _concrete_params(params: dict) -> dict:
@@ -140,7 +335,8 @@ class EagerTracer(Tracer):
     __slots__ = ("value",)
 
     def __init__(self, builder: EagerBuilder, var: Var, value):
-        super().__init__(builder, var)
+        self.builder = builder
+        self.ir_var = var
         self.value = value
 
     def numpy(self):
@@ -196,6 +392,15 @@ def _after_recording(name, method):
                 np.asarray(self.value), name)
         return property(get)
 
+    if name in _BINARY_OPERATORS:  # the hot ones: no argument packing
+        def operator(self, other):
+            if self.builder.active:
+                return method(self, other)
+            return getattr(np.asarray(self.value), name)(unwrap(other))
+
+        operator.__name__ = name
+        return operator
+
     def call(self, *args, **kwargs):
         if self.builder.active:
             return method(self, *args, **kwargs)
@@ -203,6 +408,10 @@ def _after_recording(name, method):
 
     call.__name__ = name
     return call
+
+
+_BINARY_OPERATORS = {f"__{kind}{op}__" for kind in ("", "r") for op in (
+    "add", "sub", "mul", "truediv", "pow", "matmul")}
 
 
 for _name, _method in numpy_api.METHODS.items():

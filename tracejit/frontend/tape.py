@@ -7,7 +7,11 @@ that computes values as it records. Either way `gradient` cuts the recorded
 equations between the watched values and the targets into a program and
 differentiates it with `autodiff.vjp_program`: one code path, one set of
 rules. Eagerly, the adjoint program is cached by the structure of the cut
-(`_Adjoints`), so a training loop builds it once and then runs it compiled.
+(`_Adjoints`), so a training loop builds it once and then runs it compiled;
+and the cut itself is made once per structure of the recording (`_Plan`,
+keyed by the eager builder's trail and what the tape watches): a step that
+repeats an earlier one's structure only gathers its values and runs the
+adjoint.
 
 TensorFlow's conventions: a source the target does not depend on gets None
 (or zeros with `unconnected_gradients="zero"`); a non-persistent tape answers
@@ -32,7 +36,7 @@ from ..core.ir import Eqn, Literal, Program, Var, programs_in
 from ..core.shapes import Sym, resolve
 from ..numpy import api as numpy_api
 from ..trace import ops
-from ..trace.tracer import Tracer, current_builder, replay
+from ..trace.tracer import Builder, Tracer, current_builder, located, replay, store
 from ..transforms import autodiff, passes
 from ..transforms.pipeline import run_passes
 from .eager import EagerBuilder, EagerTracer
@@ -216,10 +220,15 @@ class GradientTape:
                  "plain array never reach the tape: compute with the value that "
                  "`x = tape.watch(x)` returns")
         replaying = current_builder() is self.builder  # a tape records: the gradient too
-        cut = _cut(self, targets, sources, lift_literals=not replaying)
+        if not replaying and isinstance(self.builder, EagerBuilder):
+            plan = _plan(self, targets, sources)
+            cut, run = plan.cut, plan.runner(self.builder, targets)
+        else:
+            cut = _cut(self, targets, sources, lift_literals=not replaying)
+            run = lambda seeds: _evaluate(self.builder, cut, seeds, replaying)  # noqa: E731
         results = []
         for seeds in seed_sets:
-            grads = [] if cut is None else _evaluate(self.builder, cut, seeds, replaying)
+            grads = [] if cut is None else run(seeds)
             results.append([_source_gradient(cut, k, grads, source, zero)
                             for k, source in enumerate(sources)])
         return results
@@ -356,6 +365,116 @@ def _evaluate(builder, cut: _Cut, seeds, replaying: bool) -> list:
     return _ADJOINTS.run(program, cut.n_sources, len(cut.targets), leaves)
 
 
+# ------------------------------------------------- one cut per structure
+
+class _Plan:
+    """An eager gradient worked out once per structure of recording: the cut,
+    where its inputs are in any recording of that structure (the positions
+    of the values, (equation, operand) positions of the lifted literals), and
+    the adjoint's slot in the cache."""
+
+    def __init__(self, tape: GradientTape, targets, sources):
+        builder = tape.builder
+        self.cut = cut = _cut(tape, targets, sources, lift_literals=True)
+        if cut is None:
+            return
+        program = cut.program
+        ordinal = builder.ordinal
+        self.external = [ordinal[id(v)] for v in program.invars[:cut.n_sources + cut.n_free]]
+        in_cut = {id(e.outputs[0]) for e in program.eqns}
+        self.literals = [(k, p) for k, e in enumerate(builder.eqns) if id(e.outputs[0]) in in_cut
+                         for p, a in enumerate(e.inputs) if isinstance(a, Literal)]
+        assert len(self.literals) == len(cut.literals)
+        backward, used = _backward_program(program, cut.n_sources)
+        # where each input of the backward program is in a recording: (trail
+        # position, None) for a value, (equation, operand) for a lifted literal
+        places = [(k, None) for k in self.external] + self.literals + [
+            (ordinal[id(v)], None) for e in program.eqns for v in e.outputs]
+        self.places = [places[k] for k in used]
+        self.slot = _ADJOINTS.slot(backward, cut.n_sources, len(cut.targets))
+        # kept for as long as the structure recurs: no values of this recording
+        self.cut = replace(cut, targets=[], literals=[])
+
+    def runner(self, builder: EagerBuilder, targets):
+        """The gradient of this recording, per set of seeds."""
+        cut = self.cut
+        if cut is None:
+            return None
+        vars_, values, eqns = builder.vars, builder.values, builder.eqns
+        leaves = [values[id(vars_[k])] if p is None else eqns[k].inputs[p].value
+                  for k, p in self.places]
+        kept = [targets[k] for k in cut.kept]
+
+        def run(seeds):
+            seeds = [None] * len(kept) if seeds is None else [seeds[k] for k in cut.kept]
+            return self.slot.run(leaves + [_seed(t, s, traced=False) for t, s in zip(kept, seeds)])
+
+        return run
+
+
+def _backward_program(program: Program, n_sources: int):
+    """The adjoint of a cut that reads the forward values the tape recorded
+    instead of computing them again: its inputs are the cut's inputs and its
+    equations' outputs (those the derivative rules use: returned as positions
+    in that list), then one seed per target; its outputs the sources'
+    gradients. (Equations whose reverse mode changes their forward pass, a
+    loop saving its steps, are computed again.)"""
+    builder = Builder(program.name + "_vjp")
+    builder.checks.pairs.extend(program.checks.pairs)
+    recorded = list(program.invars) + [v for e in program.eqns for v in e.outputs]
+    with builder, located(f"<gradient of {program.name}>"):
+        env = {id(v): builder.new_input(v.aval) for v in recorded}
+        pullbacks = {}
+        for eqn in program.eqns:
+            if eqn.prim.vjp_forward is not None and autodiff._needs_gradient(eqn):
+                xs = [autodiff._read(env, a) for a in eqn.inputs]
+                with located(eqn.location):
+                    result, pullbacks[id(eqn)] = eqn.prim.vjp_forward(*xs, **eqn.params)
+                store(env, eqn, result)
+        cts: dict = {}
+        for atom in program.outvars:
+            autodiff._accumulate(cts, atom, builder.new_input(atom.aval))
+        autodiff._backward(program, env, cts, pullbacks)
+        grads = [autodiff._gradient_of(cts, v, env[id(v)]) for v in program.invars[:n_sources]]
+        backward = passes.dce(builder.program(grads))
+    read = {id(a) for e in backward.eqns for a in e.inputs} | {id(a) for a in backward.outvars}
+    used = [k for k, v in enumerate(backward.invars[:len(recorded)]) if id(v) in read]
+    invars = [backward.invars[k] for k in used] + backward.invars[len(recorded):]
+    return replace(backward, invars=invars), used
+
+
+def _plan(tape: GradientTape, targets, sources) -> _Plan:
+    key = _plan_key(tape, targets, sources)
+    plan = _ADJOINTS.plans.get(key) if key is not None else None
+    if plan is None:
+        plan = _Plan(tape, targets, sources)
+        if key is not None:
+            _ADJOINTS.remember(key, plan)
+    return plan
+
+
+def _plan_key(tape: GradientTape, targets, sources):
+    """What the cut depends on, by position in the recording: its structure
+    (the trie node it reached), the ranges this tape recorded, the watched
+    values, targets and sources. None when some value was not numbered."""
+    builder = tape.builder
+    ordinal = builder.ordinal
+    watched = set(tape._watched_ids)
+    for key in tape._watched_vars:
+        watched.update(tape._reads.get(key, ()))
+    ranges = list(tape._segments)
+    if tape._open is not None:
+        ranges.append((tape._open, len(builder.eqns)))
+    try:
+        return (builder.node, tuple(ranges),
+                tuple(sorted(ordinal[i] for i in watched)),
+                tuple(ordinal[id(t.ir_var)] if isinstance(t, Tracer) and t.builder is builder
+                      else None for t in targets),
+                tuple(tuple(sorted(ordinal[i] for i in _source_ids(tape, s))) for s in sources))
+    except KeyError:
+        return None
+
+
 def _seeds(seeds, cut: _Cut) -> list:
     if seeds is None:
         return [None] * len(cut.targets)
@@ -428,17 +547,16 @@ class _Adjoint(Dispatcher):
     """The compiled adjoint of one structure of cut (its own dispatch table:
     per batch size and dtypes, as any function)."""
 
-    def __init__(self, stats: Stats):
+    def __init__(self, stats: Stats, program: Program, n_sources: int):
         super().__init__("tape_gradient")
         self.stats = stats
-        self.pending = None  # (cut program, n_sources, n_targets) of the call being served
+        self.program, self.n_sources = program, n_sources
 
     def build(self, args, statics):
-        program, n_sources, n_targets = self.pending
+        program = self.program
         input_syms = [(k, axis, d) for k, v in enumerate(program.invars)
                       for axis, d in enumerate(v.aval.shape) if type(d) is not int]
-        treedef = ("t", (pytree.LEAF,) * n_sources)
-        return _joint(program, n_sources, n_targets), treedef, input_syms
+        return program, ("t", (pytree.LEAF,) * self.n_sources), input_syms
 
 
 class _Adjoints:
@@ -449,33 +567,65 @@ class _Adjoints:
 
     def __init__(self):
         self.stats = Stats()
-        self._by_structure: dict = {}  # structure key -> _Adjoint, or None when seen once
+        self._by_structure: dict = {}  # structure key -> _Slot
+        self.plans: dict = {}  # plan key (tape.py's) -> _Plan
 
-    def run(self, program: Program, n_sources: int, n_targets: int, leaves: list) -> list:
+    def slot(self, program: Program, n_sources: int, n_targets: int) -> _Slot:
+        """The slot of an adjoint program: (inputs..., target seeds...) ->
+        source gradients."""
         key = structure_key(program, n_sources, n_targets)
-        adjoint = self._by_structure.get(key, _UNSEEN)
-        if adjoint is _UNSEEN:
+        slot = self._by_structure.get(key)
+        if slot is None:
             if len(self._by_structure) >= MAX_STRUCTURES:
                 self.clear()
-            self._by_structure[key] = None
-            joint = run_passes(_joint(program, n_sources, n_targets))
-            return [_typed(v, a.aval) for v, a in
-                    zip(interpret(joint, leaves, joint.consts), joint.outvars)]
-        if adjoint is None:
-            adjoint = self._by_structure[key] = _Adjoint(self.stats)
-        adjoint.pending = (program, n_sources, n_targets)
-        return list(adjoint.call_flat(tuple(leaves)))
+            slot = self._by_structure[key] = _Slot(self.stats, program, n_sources)
+        return slot
+
+    def run(self, program: Program, n_sources: int, n_targets: int, leaves: list) -> list:
+        """The gradient of a cut: its joint (forward computed again) in a slot."""
+        key = ("joint", structure_key(program, n_sources, n_targets))
+        slot = self._by_structure.get(key)
+        if slot is None:
+            if len(self._by_structure) >= MAX_STRUCTURES:
+                self.clear()
+            joint = _joint(program, n_sources, n_targets)
+            slot = self._by_structure[key] = _Slot(self.stats, joint, n_sources)
+        return slot.run(leaves)
+
+    def remember(self, key, plan: _Plan) -> None:
+        if len(self.plans) >= MAX_STRUCTURES:
+            self.plans.clear()
+        self.plans[key] = plan
 
     def wait(self) -> None:
-        for adjoint in list(self._by_structure.values()):
-            if adjoint is not None:
-                adjoint.wait()
+        for slot in list(self._by_structure.values()):
+            if slot.adjoint is not None:
+                slot.adjoint.wait()
 
     def clear(self) -> None:
         self._by_structure.clear()
+        self.plans.clear()
 
 
-_UNSEEN = object()
+class _Slot:
+    """One structure's adjoint: interpreted the first time, then compiled."""
+
+    def __init__(self, stats: Stats, program: Program, n_sources: int):
+        self.stats = stats
+        self.program, self.n_sources = program, n_sources
+        self.adjoint: _Adjoint | None = None
+        self.seen = False
+
+    def run(self, leaves: list) -> list:
+        if self.adjoint is not None:
+            return list(self.adjoint.call_flat(tuple(leaves)))
+        if self.seen:
+            self.adjoint = _Adjoint(self.stats, self.program, self.n_sources)
+            return self.run(leaves)
+        self.seen = True
+        program = run_passes(self.program)
+        return [_typed(v, a.aval) for v, a in
+                zip(interpret(program, leaves, program.consts), program.outvars)]
 
 
 def _typed(value, aval):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -289,28 +290,31 @@ def current(var: Variable):
 
 # --------------------------------------------------- traces of functions
 
-_scope: Scope | None = None
+class _ThreadScope(threading.local):
+    scope: Scope | None = None  # the Function trace open on this thread, if any
+
+
+_current = _ThreadScope()
 
 
 @contextlib.contextmanager
 def scope_for(known: list):
     """The Scope through which the top-level trace opened inside reads Variables
     (`known`: those its function is already known to read, in order)."""
-    global _scope
-    scope = _scope = Scope(list(known))
+    scope = _current.scope = Scope(list(known))
     try:
         yield scope
     finally:
-        _scope = None
+        _current.scope = None
 
 
 def scope_open() -> bool:
-    return _scope is not None
+    return _current.scope is not None
 
 
 def _owner_scope() -> Scope | None:
     """The scope of the outermost trace, when that trace is a Function's."""
-    scope = _scope
+    scope = _current.scope
     if scope is None or not _builders:
         return None
     if scope.builder is None:

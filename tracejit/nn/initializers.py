@@ -134,7 +134,25 @@ for _cls, _name in [(GlorotUniform, "GlorotUniform"), (GlorotNormal, "GlorotNorm
                     (LecunUniform, "LecunUniform"), (LecunNormal, "LecunNormal")]:
     _cls.__name__ = _cls.__qualname__ = _name
 
+class Orthogonal(Initializer):
+    """A random orthogonal matrix (the QR of a normal draw, signs fixed by R's
+    diagonal), as Keras' default recurrent kernel; leading axes are flattened."""
+
+    def __init__(self, gain=1.0, seed=None):
+        super().__init__(seed)
+        self.gain = gain
+
+    def __call__(self, shape, dtype=np.float32):
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        a = self.generator().standard_normal((max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q *= np.sign(np.diag(r))
+        q = q if rows >= cols else q.T
+        return (self.gain * q[:rows, :cols]).reshape(shape).astype(dtype)
+
+
 NAMES = {
+    "uniform": RandomUniform, "orthogonal": Orthogonal,
     "zeros": Zeros, "ones": Ones, "constant": Constant, "random_normal": RandomNormal,
     "random_uniform": RandomUniform, "truncated_normal": TruncatedNormal,
     "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal, "he_uniform": HeUniform,

@@ -18,7 +18,7 @@ from ..core.shapes import value as traced_size
 from ..frontend.variables import Variable
 from ..trace import ops
 from ..trace.tracer import Tracer, operand
-from . import activations, initializers
+from . import activations, arguments, initializers
 
 _floatx = np.dtype(np.float32)
 
@@ -68,6 +68,10 @@ def cast_input(x, dtype):
 class Layer:
     """The base of layers and models: tracks the Variables and sub-layers
     assigned to it, builds itself on the first call."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        arguments.capture_init(cls)  # constructor arguments, for model.save
 
     def __init__(self, name=None, dtype=None, trainable=True, input_shape=None,
                  input_dim=None):
@@ -167,6 +171,8 @@ class Layer:
         return inputs
 
     def __call__(self, inputs, *args, training=None, **kwargs):
+        if _symbolic(inputs):  # the functional API: record the call, infer the shape
+            return _record_call(self, inputs, args, kwargs)
         _name_scope.append(self.name)
         try:
             if not self.built:
@@ -247,14 +253,45 @@ class Activation(Layer):
 
 
 class InputSpec:
-    """What `Input(shape=...)` gives: the shape (without the batch) of a
-    Sequential model's inputs, which lets it build before the first call."""
+    """What `Input(shape=...)` gives, and what a layer called on one returns (a
+    symbolic tensor of the functional API): the shape without the batch, the
+    layer and inputs that produce it, and an example value (batch 1) that
+    layers were built and shapes inferred from."""
 
-    def __init__(self, shape, dtype=None, name=None):
+    def __init__(self, shape, dtype=None, name=None, layer=None, parents=None, kwargs=None,
+                 index=None, example=None):
         self.shape = tuple(shape)
         self.dtype = dtype
         self.name = name
+        self.layer, self.parents, self.kwargs, self.index = layer, parents, kwargs or {}, index
+        if example is None:
+            sizes = [1 if d is None else int(d) for d in self.shape]
+            example = np.zeros((1, *sizes), dtype=np.dtype(dtype) if dtype else floatx())
+        self.example = example
+
+    def __repr__(self) -> str:
+        source = f" from {self.layer.name}" if self.layer is not None else ""
+        return f"<tracejit.nn symbolic tensor shape={(None, *self.shape)}{source}>"
 
 
 def Input(shape, dtype=None, name=None) -> InputSpec:  # noqa: N802 - Keras' name
     return InputSpec(shape, dtype, name)
+
+
+def _symbolic(inputs) -> bool:
+    if isinstance(inputs, (list, tuple)):
+        return any(isinstance(x, InputSpec) for x in inputs)
+    return isinstance(inputs, InputSpec)
+
+
+def _record_call(layer, inputs, args, kwargs):
+    """`layer(symbolic inputs)`: run it on their examples (building its weights)
+    and return symbolic tensors of its outputs."""
+    examples = [x.example for x in inputs] if isinstance(inputs, (list, tuple)) \
+        else inputs.example
+    out = layer(examples, *args, **kwargs)
+    call = dict(layer=layer, parents=inputs, kwargs=dict(kwargs, _args=args))
+    if isinstance(out, (list, tuple)):
+        return [InputSpec(np.shape(o)[1:], np.asarray(o).dtype, index=k, example=o, **call)
+                for k, o in enumerate(out)]
+    return InputSpec(np.shape(out)[1:], np.asarray(out).dtype, example=out, **call)

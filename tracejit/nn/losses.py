@@ -16,7 +16,7 @@ from ..core.shapes import bind as bind_dim
 from ..numpy.api import squeeze
 from ..trace import ops
 from ..trace.tracer import Tracer, operand
-from . import activations, functional
+from . import activations, arguments, functional
 
 EPSILON = 1e-7
 
@@ -121,6 +121,10 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
 
 class Loss:
     """A loss as an object: `loss(y_true, y_pred, sample_weight=None)`."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        arguments.capture_init(cls)  # constructor arguments, for model.save
 
     def __init__(self, reduction="sum_over_batch_size", name=None):
         if reduction not in ("sum_over_batch_size", "sum", "none", None):

@@ -26,13 +26,29 @@ class Model(Trainer, Layer):
     """
 
     def __init__(self, *args, name=None, **kwargs):
-        if args or "inputs" in kwargs or "outputs" in kwargs:
-            raise UnsupportedError("the functional Model(inputs, outputs) form is not "
-                                   "supported: subclass tracejit.nn.Model or use Sequential")
+        inputs = args[0] if args else kwargs.pop("inputs", None)
+        outputs = args[1] if len(args) > 1 else kwargs.pop("outputs", None)
+        if len(args) > 2 or (inputs is None) != (outputs is None):
+            raise UnsupportedError("Model takes Model(inputs, outputs) (the functional API) "
+                                   "or no arguments (subclassing)")
         super().__init__(name=name, **kwargs)
+        self._graph = None
+        if inputs is not None:
+            self._graph = (inputs, outputs)
+            self._graph_layers = _graph_layers(outputs)
+            self._built_shape = (None,)  # summary shows the batch as None
+            self.built = True
 
     def call(self, inputs, training=None):
-        raise NotImplementedError(f"{type(self).__name__} must define call(self, inputs)")
+        if self.__dict__.get("_graph") is None:
+            raise NotImplementedError(f"{type(self).__name__} must define call(self, inputs)")
+        sources, outputs = self._graph
+        values = {}
+        given = inputs if isinstance(sources, (list, tuple)) else [inputs]
+        for spec, value in zip(_as_list(sources), given):
+            values[id(spec)] = value
+        results = [_evaluate(node, values, training) for node in _as_list(outputs)]
+        return results if isinstance(outputs, (list, tuple)) else results[0]
 
     def _build_for_call(self, input_shape) -> None:
         self.built = True  # the layers inside build themselves when called
@@ -85,6 +101,12 @@ class Model(Trainer, Layer):
         arrays = {f"{k:04d}/{v.path}": np.asarray(v.numpy()) for k, v in enumerate(self.weights)}
         np.savez(filepath, **arrays)
 
+    def save(self, filepath) -> None:
+        """The whole model (a Sequential's architecture, weights, optimizer and its
+        state) in one `.npz` file that loading never executes (saving.py)."""
+        from .saving import save_model
+        save_model(self, filepath)
+
     def load_weights(self, filepath) -> None:
         """Read weights written by `save_weights` (matched by order and shape)."""
         with np.load(str(filepath)) as data:
@@ -101,6 +123,44 @@ class Model(Trainer, Layer):
                                  f"file {array.shape}")
         for var, array in zip(weights, arrays):
             var.assign(array)
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _graph_layers(outputs) -> list:
+    """The layers producing `outputs`, each once, in an order that computes
+    every layer's inputs before it."""
+    order, seen = [], set()
+
+    def visit(node):
+        if node.layer is None or id(node.layer) in seen:
+            return
+        for parent in _as_list(node.parents):
+            visit(parent)
+        if id(node.layer) not in seen:
+            seen.add(id(node.layer))
+            order.append(node.layer)
+
+    for node in _as_list(outputs):
+        visit(node)
+    return order
+
+
+def _evaluate(node, values: dict, training):
+    """The value of a symbolic tensor given the model's inputs (memoised per call)."""
+    key = (id(node.layer), id(node.parents)) if node.layer is not None else id(node)
+    if key not in values:
+        if node.layer is None:
+            raise ValueError(f"the model's outputs depend on an input not given: {node!r}")
+        parents = [_evaluate(p, values, training) for p in _as_list(node.parents)]
+        args = parents if isinstance(node.parents, (list, tuple)) else parents[0]
+        kwargs = dict(node.kwargs)
+        extra = kwargs.pop("_args", ())
+        values[key] = node.layer(args, *extra, training=training, **kwargs)
+    out = values[key]
+    return out[node.index] if node.index is not None else out
 
 
 class Sequential(Model):

@@ -24,7 +24,7 @@ from ..frontend import protocol, variables
 from ..frontend.variables import Variable
 from ..trace import ops
 from ..trace.tracer import operand
-from . import layers
+from . import arguments, layers
 
 
 class LearningRateSchedule:
@@ -102,6 +102,10 @@ def _cast(x, dtype):
 class Optimizer:
     """The base: hyperparameters, slots, gradient clipping, weight decay and
     `apply_gradients`. Subclasses implement `build_slots` and `update_step`."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        arguments.capture_init(cls)  # constructor arguments, for model.save
 
     def __init__(self, learning_rate, name=None, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None):

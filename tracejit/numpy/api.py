@@ -38,9 +38,9 @@ UFUNCS = {
     np.logical_or: ops.logical_or, np.logical_not: ops.logical_not, np.matmul: ops.matmul,
     np.square: lambda x: ops.integer_pow(ops.promote(x)[0], 2),
     np.reciprocal: lambda x: ops.div(1.0, x),
-    np.exp2: lambda x: ops.exp(ops.mul(x, LN2)),
-    np.log2: lambda x: ops.div(ops.log(x), LN2),
-    np.log10: lambda x: ops.div(ops.log(x), LN10),
+    np.exp2: lambda x: _real_or(ops.exp2, lambda z: ops.exp(ops.mul(z, LN2)), x),
+    np.log2: lambda x: _real_or(ops.log2, lambda z: ops.div(ops.log(z), LN2), x),
+    np.log10: lambda x: _real_or(ops.log10, lambda z: ops.div(ops.log(z), LN10), x),
     np.logaddexp: lambda x, y: _logaddexp(x, y),
     np.logaddexp2: lambda x, y: _logaddexp2(x, y),
     np.bitwise_and: lambda x, y: _bool_only(ops.logical_and, x, y),
@@ -54,11 +54,10 @@ UFUNCS = {
     np.arcsin: ops.arcsin, np.arccos: ops.arccos, np.arcsinh: ops.arcsinh,
     np.arccosh: ops.arccosh, np.arctanh: ops.arctanh,
     np.arctan2: lambda y, x: ops.arctan2(y, x), np.hypot: lambda x, y: _real_only(
-        "hypot", lambda x, y: ops.sqrt(ops.add(ops.abs2(ops.promote(x, to_float=True)[0]),
+        "hypot", lambda x, y: ops.norm_root(ops.add(ops.abs2(ops.promote(x, to_float=True)[0]),
                                                ops.abs2(ops.promote(y, to_float=True)[0]))),
         x, y),
-    np.cbrt: lambda x: _real_only(
-        "cbrt", lambda x: ops.mul(ops.sign(x), ops.power(ops.abs_(x), 1.0 / 3.0)), x),
+    np.cbrt: lambda x: _real_only("cbrt", ops.cbrt, x),
     np.deg2rad: lambda x: ops.mul(x, np.pi / 180.0), np.radians: lambda x: ops.mul(
         x, np.pi / 180.0),
     np.rad2deg: lambda x: ops.mul(x, 180.0 / np.pi), np.degrees: lambda x: ops.mul(
@@ -69,6 +68,12 @@ UFUNCS = {
     np.logical_xor: lambda x, y: ops.ne(ops.convert(x, bool), ops.convert(y, bool)),
     np.signbit: lambda x: _signbit(x),
 }
+
+
+def _real_or(real_fn, complex_fn, x):
+    """The real primitive (one rounding), or its composition for complex operands."""
+    (x,) = ops.promote(operand(x), to_float=True)
+    return complex_fn(x) if ops.is_complex(ops.aval_of(x).dtype) else real_fn(x)
 
 
 def _real_only(name, fn, *xs):
@@ -170,7 +175,7 @@ def var(x, axis=None, dtype=None, keepdims=False, ddof=0, **unused):
 
 
 def std(x, axis=None, dtype=None, keepdims=False, ddof=0, **unused):
-    return ops.sqrt(var(x, axis, dtype, keepdims, ddof, **unused))
+    return ops.norm_root(var(x, axis, dtype, keepdims, ddof, **unused))  # 0 at 0, as norms
 
 
 def amax(x, axis=None, keepdims=False, **unused):

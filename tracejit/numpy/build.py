@@ -105,12 +105,18 @@ def _as_column(p):
 
 class _Rebindings:
     """Attributes (of modules, or of objects such as SciPy's distribution
-    singletons) swapped for tracer-aware wrappers while a trace is open."""
+    singletons) swapped for tracer-aware wrappers while a trace is open.
+
+    `install` runs whenever a thread opens its outermost trace: it first lets
+    the `before_install` callbacks add entries (scipy_api registers the SciPy
+    modules imported since), then installs the entries not yet installed.
+    `uninstall` runs when the process's last trace closes."""
 
     def __init__(self):
         self.entries: list[tuple] = []  # (owner, name, wrapper, original, had_own)
         self.before_install: list = []  # callbacks that may add entries (scipy_api)
         self.lock = threading.Lock()
+        self._installed = 0  # entries[:_installed] are in place
         add_tracing_hook(self.install, self.uninstall)
 
     def add(self, owner, name, wrapper) -> None:
@@ -124,19 +130,21 @@ class _Rebindings:
         self.entries.append((fn, "__code__", code, fn.__code__, True))
 
     def install(self) -> None:
-        for callback in self.before_install:
-            callback()
         with self.lock:
-            for owner, name, wrapper, _, _ in self.entries:
+            for callback in self.before_install:
+                callback()
+            for owner, name, wrapper, _, _ in self.entries[self._installed:]:
                 setattr(owner, name, wrapper)
+            self._installed = len(self.entries)
 
     def uninstall(self) -> None:
         with self.lock:
-            for owner, name, _, original, had_own in self.entries:
+            for owner, name, _, original, had_own in self.entries[:self._installed]:
                 if had_own:
                     setattr(owner, name, original)
                 else:
                     delattr(owner, name)  # the class attribute shows through again
+            self._installed = 0
 
 
 REBINDINGS = _Rebindings()

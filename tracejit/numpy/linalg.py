@@ -371,7 +371,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
     if not ops.is_inexact(x.dtype):
         x = ops.convert(x, np.float64)
     if axis is None and ord is None:
-        return _keep(ops.sqrt(sum_(ops.abs2(x))), x, tuple(range(x.ndim)), keepdims)
+        return _keep(ops.norm_root(sum_(ops.abs2(x))), x, tuple(range(x.ndim)), keepdims)
     if axis is None:
         axis = tuple(range(x.ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
@@ -390,7 +390,7 @@ def _keep(out, x, axes, keepdims):
 def _vector_norm(x, ord, axis):
     absx = ops.abs_(x)
     if ord is None or ord == 2:
-        return ops.sqrt(sum_(ops.abs2(x), axis))
+        return ops.norm_root(sum_(ops.abs2(x), axis))
     if ord == np.inf:
         return amax(absx, axis)
     if ord == -np.inf:
@@ -401,13 +401,13 @@ def _vector_norm(x, ord, axis):
         return sum_(absx, axis)
     if isinstance(ord, str):
         raise ValueError(with_location(f"np.linalg.norm: invalid ord {ord!r} for vectors"))
-    return ops.power(sum_(ops.power(absx, float(ord)), axis), 1.0 / float(ord))
+    return ops.norm_root(sum_(ops.power(absx, float(ord)), axis), float(ord))
 
 
 def _matrix_norm(x, ord, axes):
     row, col = axes
     if ord in (None, "fro"):
-        return ops.sqrt(sum_(ops.abs2(x), axes))
+        return ops.norm_root(sum_(ops.abs2(x), axes))
     if ord in (1, -1, np.inf, -np.inf):
         summed, pick = (row, col) if ord in (1, -1) else (col, row)
         sums = sum_(ops.abs_(x), summed, keepdims=True)

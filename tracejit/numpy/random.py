@@ -1,11 +1,17 @@
-"""Random draws inside a traced function raise instead of being frozen.
+"""Random draws inside a traced function: runtime draws, never frozen constants.
 
-A trace runs the user's Python once; a draw made then would be baked into the
-kernel as a constant, and every later call would repeat the same "random"
-numbers (silently non-stochastic training). So a draw while tracing raises a
-clear error:
-- `np.random.<function>(...)` (the legacy global generator) raises at the call,
-  naming the user's line (the module's functions are rebound while tracing);
+A trace runs the user's Python once; a draw made then by NumPy would be baked
+into the kernel as a constant, and every later call would repeat the same
+"random" numbers (silently non-stochastic training). So:
+- the legacy `np.random.<function>(...)` calls of the common distributions
+  (rand, randn, random, uniform, normal, standard_normal, exponential, randint,
+  permutation, choice, ...) become runtime draws from tracejit's generator
+  (`tracejit.random.global_generator()`, seeded from NumPy's global state):
+  fresh numbers on every call, no retrace. The stream differs from NumPy's
+  own (Threefry instead of the Mersenne Twister), the distribution does not;
+- the other legacy functions (shuffle in place, binomial, gamma...) raise at
+  the call, naming the user's line (the module's functions are rebound while
+  tracing);
 - a draw through a name bound before the trace (`from numpy.random import
   randn`) or a `Generator` / `RandomState` the function reaches (its globals,
   closure, defaults, static arguments) is caught by comparing the generator's
@@ -26,7 +32,9 @@ import numpy as np
 from ..core.errors import UnsupportedError, with_location
 from ..trace.tracer import add_trace_guard, add_tracing_hook, tracing_thread
 
-HINT = ("draw the random numbers outside the traced function and pass them in as an "
+HINT = ("use tracejit.random (a SeedGenerator, or keys) or np.random's rand/randn/random/"
+        "uniform/normal/randint/permutation/choice, which draw at run time; or draw the "
+        "random numbers outside the traced function and pass them in as an "
         "argument (eps = rng.standard_normal(shape); loss(params, eps)): every call then "
         "gets fresh draws and the generator advances exactly as in eager code")
 
@@ -45,7 +53,7 @@ class RandomInTraceError(UnsupportedError):
 
 
 def _on_tracing_thread() -> bool:
-    return bool(tracing_thread) and tracing_thread[0] == threading.get_ident()
+    return threading.get_ident() in tracing_thread
 
 
 def _refuse(name):
@@ -55,11 +63,20 @@ def _refuse(name):
     def draw(*args, **kwargs):
         if not _on_tracing_thread():
             return original(*args, **kwargs)
+        runtime = RUNTIME_DRAWS.get(name)
+        if runtime is not None:
+            return runtime(*args, **kwargs)
         raise RandomInTraceError(with_location(
             f"np.random.{name} inside a traced function would be frozen into the kernel as "
-            "a constant (the same numbers on every call)", hint=HINT))
+            "a constant (the same numbers on every call), and tracejit draws only "
+            f"{', '.join(sorted(RUNTIME_DRAWS))} at run time", hint=HINT))
 
     return draw
+
+
+# Legacy functions drawn at run time: name -> fn(*args, **kwargs), registered by
+# tracejit.random (above this package) when it is imported.
+RUNTIME_DRAWS: dict = {}
 
 
 def _default_rng(seed=None, *args, **kwargs):

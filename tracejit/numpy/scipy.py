@@ -12,8 +12,9 @@ norm` sees them too; a Python function imported by name before tracing
 on tracers through NumPy's functions where it can.
 
 SciPy's modules are slow to import (scipy.stats ~1.3 s), so this module
-does not import them: when a trace opens, the SciPy modules the process has
-already imported get their entries registered (user code can only call those).
+does not import them: when a thread opens a trace, the SciPy modules the
+process has finished importing get their entries registered (user code can
+only call those); a module still being imported, by any thread, is not read.
 """
 
 from __future__ import annotations
@@ -330,11 +331,21 @@ _registered: set = set()
 
 
 def register_imported() -> None:
-    """Register the entries of every SciPy module this process has imported."""
+    """Register the entries of every SciPy module this process has finished
+    importing. A module another thread (or this one, further up the stack) is
+    still importing is already in sys.modules, partly initialised: reading it
+    would find names missing, so it is left for a trace opened after its import
+    completes."""
     for name, register in _REGISTER.items():
-        if name not in _registered and name in sys.modules:
+        module = sys.modules.get(name)
+        if name not in _registered and module is not None and imported(module):
             _registered.add(name)
-            register(sys.modules[name])
+            register(module)
+
+
+def imported(module) -> bool:
+    """False while the module's code is still running (importlib marks its spec)."""
+    return not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
 REBINDINGS.before_install.append(register_imported)

@@ -1,10 +1,11 @@
 """Why a function traced again, the `tracejit` logger, and the retrace warning.
 
-Every trace gets a reason, worked out against the signatures the same
-dispatcher traced before: a new dtype, a new rank, a new broadcast pattern (an
-axis that is 1 or no longer 1), a static argument's value, the argument
-structure, a size the code read as a Python int, or a transformation object
-created anew for every call. Traces and compiles are logged (INFO) on the
+Every trace gets a reason, worked out against the nearest signature the same
+dispatcher traced before (the fewest differences; JAX's explain_cache_misses
+does the same), naming every difference: a new dtype, a new rank, a new
+broadcast pattern (an axis that is 1 or no longer 1), a static argument's
+value, the argument structure, a size the code read as a Python int, or a
+transformation object created anew for every call. Traces and compiles are logged (INFO) on the
 standard `logging` logger "tracejit"; `TRACEJIT_LOG_COMPILES=1` prints them to
 stderr. After RETRACE_LIMIT traces of one function a `RetraceWarning` names
 the cause and the fix, once.
@@ -142,14 +143,13 @@ def reason_for(record) -> Reason:
     same = [sizes for abstract, sizes in history.signatures if abstract == record.abstract]
     if same:
         return _size_reason(same[-1], record.leaves, names)
-    # The closest earlier signature, the latest on ties; all that changed against it.
+    # Against the nearest earlier signature (fewest differences; one of another
+    # structure is farthest; the latest on ties), naming everything that changed.
     candidates = [_differences(record.abstract, old, names)
                   for old, _ in reversed(history.signatures)]
-    found = min(candidates, key=len)
+    found = min(candidates, key=lambda d: (d[0].kind == "structure", len(d)))
     first = found[0]
-    text = "; ".join(r.text for r in found[:3]) + (
-        f"; and {len(found) - 3} more" if len(found) > 3 else "")
-    return Reason(first.kind, text, first.subject, first.values)
+    return Reason(first.kind, "; ".join(r.text for r in found), first.subject, first.values)
 
 
 def _size_reason(bound: dict, leaves: list, names: list) -> Reason:
@@ -168,7 +168,7 @@ def _differences(new: tuple, old: tuple, names: list) -> list[Reason]:
     found = _static_differences(new[1], old[1])
     for k, (a, b) in enumerate(zip(new[2:], old[2:])):
         if a != b:
-            found.append(_leaf_difference(_name(names, k), a, b))
+            found += _leaf_differences(_name(names, k), a, b)
     return found or [Reason("structure", "a new signature", "the arguments")]
 
 
@@ -187,22 +187,30 @@ def _static_differences(new: tuple, old: tuple) -> list[Reason]:
 _UNSET = object()
 
 
-def _leaf_difference(path: str, new, old) -> Reason:
-    if _is_array(new) and _is_array(old):
-        (dtype, units), (old_dtype, old_units) = new, old
-        if dtype != old_dtype:
-            return Reason("dtype", f"{path} is {dtype} (was {old_dtype})", path,
-                          (str(old_dtype), str(dtype)))
-        if len(units) != len(old_units):
-            return Reason("rank", f"{path} has rank {len(units)} (was {len(old_units)})", path,
-                          (len(old_units), len(units)))
-        axes = [k for k, (u, v) in enumerate(zip(units, old_units)) if u != v]
+def _leaf_differences(path: str, new, old) -> list[Reason]:
+    """Every way one argument leaf changed: dtype, number of dimensions, unit axes."""
+    if not (_is_array(new) and _is_array(old)):
+        return [Reason("type", f"{path} is {_describe(new)} (was {_describe(old)})", path,
+                       (_describe(old), _describe(new)))]
+    (dtype, units), (old_dtype, old_units) = new, old
+    found = []
+    if dtype != old_dtype:
+        found.append(Reason("dtype", f"{path} is {dtype} (was {old_dtype})", path,
+                            (str(old_dtype), str(dtype))))
+    if len(units) != len(old_units):
+        found.append(Reason("rank", f"{path} has {_dimensions(len(units))} (was "
+                            f"{len(old_units)})", path, (len(old_units), len(units))))
+    axes = [k for k, (u, v) in enumerate(zip(units, old_units)) if u != v]
+    if axes and len(units) == len(old_units):
         said = ", ".join(f"axis {k} {'has size 1' if units[k] else 'is no longer 1'}"
                          for k in axes)
-        return Reason("broadcast", f"{path}: {said}", path,
-                      (_unit_pattern(old_units), _unit_pattern(units)))
-    return Reason("type", f"{path} is {_describe(new)} (was {_describe(old)})", path,
-                  (_describe(old), _describe(new)))
+        found.append(Reason("broadcast", f"{path}: {said}", path,
+                            (_unit_pattern(old_units), _unit_pattern(units))))
+    return found
+
+
+def _dimensions(count: int) -> str:
+    return f"{count} dimension{'' if count == 1 else 's'}"
 
 
 def _unit_pattern(units: tuple) -> str:

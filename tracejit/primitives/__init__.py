@@ -11,4 +11,5 @@ from . import (  # noqa: F401, I001  (real/imag/conj/fft; LAPACK records)
     array,  # noqa: F401  (elementwise math, index maps, reductions, array ops)
     complex,
     linalg,
+    random,  # noqa: F401  (Threefry-2x32 draws)
 )

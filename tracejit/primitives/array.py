@@ -23,6 +23,8 @@ and keep no per-op tables of their own.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..core.dtypes import is_real_float, real_dtype
@@ -99,11 +101,66 @@ def _recip(x):
 
 
 def _arccosh_partial(out, x):
-    """1 / sqrt(x^2 - 1); for complex x the branch of NumPy's arccosh is
-    sqrt(x - 1) sqrt(x + 1), which differs from sqrt(x^2 - 1) when Re x < 0."""
+    """1 / (sqrt(x - 1) sqrt(x + 1)): no cancellation near 1, no overflow of x^2 (and
+    for complex x the branch of NumPy's arccosh, which sqrt(x^2 - 1) is not)."""
+    return _recip(ops.sqrt(x - 1.0) * ops.sqrt(x + 1.0))
+
+
+def _sqrt_slope(out, x):
+    """0.5 / sqrt(x), written 0.5 sqrt(x) / x: fast-math kernels turn a division by a
+    square root into a reciprocal-square-root estimate (NaN at 0, -inf at float32
+    subnormals). +inf at 0, 0 at inf."""
     if ops.is_complex(x.dtype):
-        return _recip(ops.sqrt(x - 1.0) * ops.sqrt(x + 1.0))
-    return _recip(ops.sqrt(x * x - 1.0))
+        return 0.5 / out
+    inside = ops.logical_and(x > 0.0, x < np.inf)
+    safe = ops.select(inside, x, ops.ones_like(x))
+    edge = ops.select(x == 0.0, ops.full_like(x, np.inf), ops.zeros_like(x))
+    return ops.select(inside, (0.5 * out) / safe, edge)
+
+
+def _cbrt_slope(out, x):
+    """1 / (3 cbrt(x)^2) as cbrt(x) / x / 3 (one rounded cbrt, not two); inf at 0."""
+    at_zero = out == 0.0
+    safe = ops.select(at_zero, ops.ones_like(x), x)
+    return ops.select(at_zero, _recip(3.0 * (out * out)), (out / safe) / 3.0)
+
+
+def _one_minus_square(x):
+    """1 - x^2 as (1 - x)(1 + x): exact factors where 1 - x*x cancels (|x| near 1)."""
+    return (1.0 - x) * (1.0 + x)
+
+
+def _arcsin_partial(out, x):
+    return _recip(ops.sqrt(1.0 - x) * ops.sqrt(1.0 + x))
+
+
+def _real_or_complex(real_rule, complex_rule):
+    """A partial whose accurate real form has no complex counterpart."""
+    return lambda out, x: [complex_rule(out, x) if ops.is_complex(x.dtype) else real_rule(x)]
+
+
+def _tanh_slope(x):
+    """sech^2 x = 4e / (1 + e(2 + e)), e = exp(-2|x|): relatively accurate to the tails,
+    where 1 - tanh^2 cancels (tanh rounds to 1 long before sech^2 underflows)."""
+    e = ops.exp(-2.0 * ops.abs_(x))
+    return (4.0 * e) / (1.0 + e * (2.0 + e))
+
+
+_HUGE = 1e18  # x^2 + 1 is x^2 past it (both dtypes) and 1e18^2 is finite in float32
+
+
+def _arcsinh_slope(x):
+    """1 / sqrt(x^2 + 1), and 1 / |x| where x^2 would overflow."""
+    big = ops.abs_(x) > _HUGE
+    safe = ops.select(big, ops.ones_like(x), x)
+    return ops.select(big, _recip(ops.abs_(x)), _recip(ops.sqrt(safe * safe + 1.0)))
+
+
+def _arctan_slope(x):
+    """1 / (1 + x^2); past |x| = 1 as t / (x + t), t = 1/x: no overflow of x^2."""
+    big = ops.abs_(x) > 1.0
+    t = _recip(ops.select(big, x, ops.ones_like(x)))
+    return ops.select(big, t / (x + t), _recip(1.0 + x * x))
 
 
 unary = [
@@ -111,28 +168,44 @@ unary = [
     ("exp", np.exp, "_rt.exp({0})", lambda out, x: [out]),
     ("log", np.log, "np.log({0})", lambda out, x: [_recip(x)], True),
     ("log1p", np.log1p, "np.log1p({0})", lambda out, x: [_recip(x + 1.0)], True),
-    ("expm1", np.expm1, "_rt.expm1({0})", lambda out, x: [out + 1.0]),
-    ("sqrt", np.sqrt, "np.sqrt({0})",
-     lambda out, x: [ops.select(out == 0.0, ops.zeros_like(out), 0.5 / out)], True),
+    # exp(x), not out + 1: that cancels where out is near -1
+    ("expm1", np.expm1, "_rt.expm1({0})", lambda out, x: [ops.exp(x)]),
+    # +inf at 0, the one-sided derivative (JAX, PyTorch); nan_safe: a zero cotangent
+    # still contributes 0 (where(x > 0, sqrt(x), 0) at 0)
+    ("sqrt", np.sqrt, "np.sqrt({0})", lambda out, x: [_sqrt_slope(out, x)], True),
     ("sin", np.sin, "np.sin({0})", lambda out, x: [ops.cos(x)]),
     ("cos", np.cos, "np.cos({0})", lambda out, x: [-ops.sin(x)]),
     ("tan", np.tan, "np.tan({0})", lambda out, x: [1.0 + out * out], True),
-    ("tanh", np.tanh, "_rt.tanh({0})", lambda out, x: [1.0 - out * out]),
-    ("arctan", np.arctan, "np.arctan({0})", lambda out, x: [_recip(1.0 + x * x)]),
+    ("tanh", np.tanh, "_rt.tanh({0})",
+     _real_or_complex(_tanh_slope, lambda out, x: 1.0 - out * out)),
+    ("arctan", np.arctan, "np.arctan({0})",
+     _real_or_complex(_arctan_slope, lambda out, x: _recip(1.0 + x * x))),
     ("sinh", np.sinh, "np.sinh({0})", lambda out, x: [ops.cosh(x)]),
     ("cosh", np.cosh, "np.cosh({0})", lambda out, x: [ops.sinh(x)]),
-    ("arcsin", np.arcsin, "np.arcsin({0})", lambda out, x: [_recip(ops.sqrt(1.0 - x * x))], True),
-    ("arccos", np.arccos, "np.arccos({0})", lambda out, x: [-_recip(ops.sqrt(1.0 - x * x))],
-     True),
-    ("arcsinh", np.arcsinh, "np.arcsinh({0})", lambda out, x: [_recip(ops.sqrt(x * x + 1.0))]),
+    # +-inf at +-1, as JAX and PyTorch
+    ("arcsin", np.arcsin, "np.arcsin({0})", lambda out, x: [_arcsin_partial(out, x)], True),
+    ("arccos", np.arccos, "np.arccos({0})", lambda out, x: [-_arcsin_partial(out, x)], True),
+    ("arcsinh", np.arcsinh, "np.arcsinh({0})",
+     _real_or_complex(_arcsinh_slope, lambda out, x: _recip(ops.sqrt(x * x + 1.0)))),
     ("arccosh", np.arccosh, "np.arccosh({0})", lambda out, x: [_arccosh_partial(out, x)], True),
-    ("arctanh", np.arctanh, "np.arctanh({0})", lambda out, x: [_recip(1.0 - x * x)], True),
+    ("arctanh", np.arctanh, "np.arctanh({0})", lambda out, x: [_recip(_one_minus_square(x))],
+     True),
 ]
 # Numba's complex math for the complex operands the runtime's polynomials do not take
 _COMPLEX_MATH = {"exp": "np.exp({0})", "expm1": "np.expm1({0})", "tanh": "np.tanh({0})"}
 for _name, _impl, _scalar, _partials, *_safe in unary:
     elementwise(_name, 1, _impl, _scalar, _partials, nan_safe=bool(_safe),
                 complex_scalar=_COMPLEX_MATH.get(_name))
+
+_LN2, _LN10 = float(np.log(2.0)), float(np.log(10.0))
+# Real only (numpy/api.py composes complex ones): one rounding each, where exp(x ln 2)
+# amplified the rounding of x ln 2 |x ln 2| times (exp2 was 360 ulps off at 1000)
+for _name, _impl, _scalar, _partials in [
+        ("exp2", np.exp2, "_rt.exp2({0})", lambda out, x: [out * _LN2]),
+        ("log2", np.log2, "np.log2({0})", lambda out, x: [(1.0 / _LN2) / x]),
+        ("log10", np.log10, "np.log10({0})", lambda out, x: [(1.0 / _LN10) / x]),
+        ("cbrt", np.cbrt, "_rt.cbrt({0})", lambda out, x: [_cbrt_slope(out, x)])]:
+    elementwise(_name, 1, _impl, _scalar, _partials, nan_safe=True, real_only=REAL_ONLY)
 
 
 def _abs_partial(out, x):
@@ -164,13 +237,66 @@ def _scipy_special(name):
     return run
 
 
-_TWO_OVER_SQRT_PI = 2.0 / float(np.sqrt(np.pi))
+_LOG_TWO_OVER_SQRT_PI = float(np.log(2.0 / np.sqrt(np.pi)))
 _SPECIAL_REAL = "tracejit compiles its real form only"
+
+
+def _erf_slope(x):
+    """2/sqrt(pi) exp(-x^2) without rounding x^2 (exp would amplify that x^2 times):
+    x = a + b with a a multiple of 2^-s, so a^2 is exact and the rest small,
+    exp(-a^2) * exp(log(2/sqrt(pi)) - b(2a + b))."""
+    grid = 2.0 ** (7 if x.dtype == np.float32 else 12)
+    x = ops.minimum(ops.abs_(x), 40.0)  # exp(-1600) is 0 in both dtypes
+    a = ops.round_(x * grid) / grid
+    b = x - a
+    return ops.exp(-(a * a)) * ops.exp(_LOG_TWO_OVER_SQRT_PI - b * (2.0 * a + b))
+
+
+def _libm(fn):
+    """The C library's function elementwise (the kernels' too): SciPy's erfc and
+    gammaln are hundreds of ulps off in erfc's tail and at negative arguments."""
+    each = np.frompyfunc(fn, 1, 1)
+
+    def run(x):
+        x = np.asarray(x)
+        with np.errstate(all="ignore"):
+            return np.asarray(each(x.astype(np.float64)), np.float64).astype(x.dtype)[()]
+
+    return run
+
+
+def _c_lgamma():
+    """The C library's lgamma (the kernels'): Python's math.lgamma is a Lanczos sum,
+    relatively inaccurate near its zeros 1 and 2."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6").lgamma
+    except (OSError, AttributeError, TypeError):
+        return math.lgamma
+    fn.restype, fn.argtypes = ctypes.c_double, [ctypes.c_double]
+    return fn
+
+
+_LGAMMA = _c_lgamma()
+
+
+def _lgamma_or_pole(x: float) -> float:
+    """lgamma, inf at its poles (0, -1, -2...) as SciPy, -log|x| below 2^-60."""
+    if x != 0.0 and abs(x) < 2.0 ** -60:
+        return -math.log(abs(x))
+    try:
+        return _LGAMMA(x)
+    except (ValueError, OverflowError):
+        return math.inf if x == x else x
+
+
 elementwise("erf", 1, _scipy_special("erf"), "_rt.erf({0})",
-            lambda out, x: [_TWO_OVER_SQRT_PI * ops.exp(-(x * x))], real_only=_SPECIAL_REAL)
-elementwise("erfc", 1, _scipy_special("erfc"), "_rt.erfc({0})",
-            lambda out, x: [-_TWO_OVER_SQRT_PI * ops.exp(-(x * x))], real_only=_SPECIAL_REAL)
-elementwise("lgamma", 1, _scipy_special("gammaln"), "_rt.lgamma({0})",
+            lambda out, x: [_erf_slope(x)], real_only=_SPECIAL_REAL)
+elementwise("erfc", 1, _libm(math.erfc), "_rt.erfc({0})",
+            lambda out, x: [-_erf_slope(x)], real_only=_SPECIAL_REAL)
+elementwise("lgamma", 1, _libm(_lgamma_or_pole), "_rt.lgamma({0})",
             lambda out, x: [polygamma(x, 0)], real_only=_SPECIAL_REAL)
 
 
@@ -179,7 +305,21 @@ def polygamma(x, n: int):
     return ops.bind(REGISTRY["polygamma"], x, n=int(n))
 
 
-elementwise("polygamma", 1, lambda x, *, n: _scipy_special("polygamma")(n, x),
+def _polygamma_impl(x, *, n):
+    """SciPy's polygamma; digamma at negative x by the reflection
+    psi(x) = psi(1 - x) - pi / tan(pi r), r = x - rint(x) exact (SciPy's psi is
+    tens of ulps off there)."""
+    out = _scipy_special("polygamma")(n, x)
+    if n != 0:
+        return out
+    x = np.asarray(x, np.float64)  # float32 too: the two terms nearly cancel
+    with np.errstate(all="ignore"):
+        r = x - np.rint(x)
+        reflected = _scipy_special("psi")(1.0 - x) - np.pi / np.tan(np.pi * r)
+    return np.where((x < 0) & (r != 0), reflected, out).astype(out.dtype)
+
+
+elementwise("polygamma", 1, _polygamma_impl,
             lambda x, *, n: f"_rt.polygamma({n}, {x})",
             lambda out, x, *, n: [polygamma(x, n + 1)], real_only=_SPECIAL_REAL)
 
@@ -213,11 +353,9 @@ elementwise("debug_check", 1, _debug_check_impl,
 def _pow_partials(out, x, y):
     x_is_zero = x == 0.0
     safe_x = ops.select(x_is_zero, ops.ones_like(x), x)
-    # At x = 0 with 0 <= y < 1 the slope is infinite (or, for y = 0, 0 * inf): take 0,
-    # the subgradient sqrt uses at 0, so x ** y agrees with sqrt(x) at y = 0.5.
-    real_y = ops.real(y)  # complex exponents: the same rule on their real part
-    flat = ops.logical_and(x_is_zero, ops.logical_and(real_y >= 0.0, real_y < 1.0))
-    dx = ops.select(flat, ops.zeros_like(out), y * x ** (y - 1.0))
+    # y x^(y-1), infinite at x = 0 for 0 < y < 1 as sqrt's (JAX, PyTorch); x^0 is
+    # constant, so y = 0 gives 0 (not 0 * inf)
+    dx = ops.select(y == 0.0, ops.zeros_like(out), y * x ** (y - 1.0))
     dy = ops.select(x_is_zero, ops.zeros_like(out), out * ops.log(safe_x))
     return [dx, dy]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.dtypes import WEAK_STAND_INS, complex_dtype, is_complex, is_inexact, real_dtype  # noqa: F401
-from ..core.errors import UnsupportedError, dtype_problem, with_location
+from ..core.errors import UnsupportedError, dtype_problem, operand_type_error, with_location
+from ..core.ir import AVal
 from ..core.shapes import Sym, is_one, normalize_axes, resolve
 from ..core.shapes import bind as bind_dim
 from .registry import REGISTRY as R
@@ -23,15 +24,22 @@ def aval_of(value):
         return value.aval
     if isinstance(value, PYTHON_SCALARS) and not isinstance(value, np.generic):
         return weak_aval(value)
+    if type(value) is np.ndarray:
+        return AVal(value.shape, value.dtype)
     arr = np.asarray(value)
-    from ..core.ir import AVal
+    if arr.dtype.kind in "OUSV" and not isinstance(value, np.ndarray):
+        raise operand_type_error(value)  # None, a string...: NumPy's TypeError
     return AVal(arr.shape, arr.dtype)
 
 
 def result_dtype(*values) -> np.dtype:
     """NumPy 2 promotion, with weak Python scalars and weak scalar arguments."""
-    strong = [aval_of(v) for v in values if not aval_of(v).weak]
-    weak = [aval_of(v) for v in values if aval_of(v).weak]
+    return _result_dtype([aval_of(v) for v in values])
+
+
+def _result_dtype(avals: list) -> np.dtype:
+    strong = [a for a in avals if not a.weak]
+    weak = [a for a in avals if a.weak]
     stand_ins = [WEAK_STAND_INS[w.dtype.kind] for w in weak]
     if not strong:
         return np.result_type(*[w.dtype for w in weak])
@@ -57,11 +65,46 @@ def convert(x, dtype):
 
 
 def promote(*values, to_float=False):
-    values = [operand(v) for v in values]
-    dtype = result_dtype(*values)
+    """The operands converted to their common dtype (NumPy 2's promotion, Python
+    scalars weak). One pass, the promoted dtype cached per operand types: every
+    traced or eagerly recorded binary operation comes through here."""
+    operands, key = [], [to_float]
+    for value in values:
+        value = operand(value)
+        if isinstance(value, Tracer):
+            aval = value.ir_var.aval
+        else:
+            aval = _WEAK_AVALS.get(type(value)) or aval_of(value)
+        operands.append((value, aval))
+        key += (aval.dtype, aval.weak)
+    key = tuple(key)
+    dtype = _PROMOTED.get(key)
+    if dtype is None:
+        dtype = _PROMOTED[key] = _promoted([aval for _, aval in operands], to_float)
+    return [_promoted_operand(v, aval, dtype) for v, aval in operands]
+
+
+_WEAK_AVALS = {kind: weak_aval(kind()) for kind in PYTHON_SCALARS}
+_PLAIN_DTYPES = frozenset(map(np.dtype, ("float32", "float64", "int32", "int64", "bool")))
+_PROMOTED: dict = {}  # (to_float, (dtype, weak) per operand...) -> the promoted dtype
+
+
+def _promoted_operand(value, aval, dtype):
+    """`convert(value, dtype)`, cheaply in the common cases: a strong tracer of
+    the dtype is its own conversion, a real Python scalar a NumPy scalar."""
+    if isinstance(value, Tracer):
+        if aval.dtype == dtype and not aval.weak:
+            return value
+    elif type(value) in (float, int, bool) and dtype in _PLAIN_DTYPES:
+        return dtype.type(value)
+    return convert(value, dtype)
+
+
+def _promoted(avals: list, to_float: bool) -> np.dtype:
+    dtype = _result_dtype(avals)
     if to_float and not is_inexact(dtype):
         dtype = np.dtype(np.float64)
-    return [convert(v, dtype) for v in values]
+    return dtype
 
 
 def _binary(name, to_float=False):
@@ -96,6 +139,7 @@ def _unary(name, to_float=True):
                         "arctan", "sinh", "cosh", "arcsin", "arccos", "arcsinh", "arccosh",
                         "arctanh"))
 neg, abs_ = _unary("neg", False), _unary("abs", False)
+exp2, log2, log10, cbrt = (_unary(n) for n in ("exp2", "log2", "log10", "cbrt"))  # real only
 
 
 def sign(x):
@@ -175,6 +219,16 @@ def power(x, y):
                 return div(1.0, integer_pow(x, -int(y)))
             return integer_pow(x, int(y))
     return bind(R["pow"], *promote(x, y, to_float=True))
+
+
+def norm_root(x, p: float = 2.0):
+    """x ** (1/p) for a norm's sum of p-th powers (x >= 0), with the subgradient 0 at
+    x == 0 (PyTorch's convention for norms; the root's own slope there is infinite,
+    and infinity times the zero slope of the powers would make NaN)."""
+    is_zero = eq(x, 0.0)
+    safe = select(is_zero, ones_like(x), x)
+    root = sqrt(safe) if p == 2.0 else power(safe, 1.0 / p)
+    return select(is_zero, zeros_like(root), root)
 
 
 def integer_pow(x, n: int):
@@ -281,12 +335,34 @@ def reshape(x, shape):
         out_shape, targets = unit_only
         squeezed = squeeze(x, [k for k, d in enumerate(in_shape) if is_one(d)])
         return broadcast_in_dim(squeezed, out_shape, targets)
+    kept = _kept_leading(in_shape, tuple(shape))
+    if kept is not None:  # (batch, h, w, c) -> (batch, h * w * c): the batch stays symbolic
+        return bind(R["reshape"], x, shape=kept)
     size = int(np.prod([bind_dim(d) for d in in_shape]))
     shape = [bind_dim(d) if isinstance(d, Sym) else int(d) for d in shape]
     if -1 in shape:
         known = int(np.prod([d for d in shape if d != -1]))
         shape[shape.index(-1)] = size // known if known else 0
     return bind(R["reshape"], x, shape=tuple(shape))
+
+
+def _kept_leading(in_shape, shape):
+    """The output shape of a reshape that keeps its leading axes (the same
+    symbols) and regroups the trailing ones, binding only the trailing sizes."""
+    k = 0
+    while (k < min(len(in_shape), len(shape)) and isinstance(shape[k], Sym)
+           and resolve(shape[k]) is resolve(in_shape[k])):
+        k += 1
+    rest = list(shape[k:])
+    if k == 0 or rest.count(-1) > 1 or not all(isinstance(d, (int, np.integer)) for d in rest):
+        return None
+    size = int(np.prod([bind_dim(d) for d in in_shape[k:]]))  # the regrouped sizes are fixed
+    if -1 in rest:
+        known = int(np.prod([d for d in rest if d != -1]))
+        rest[rest.index(-1)] = size // known if known else 0
+    if int(np.prod(rest)) != size:
+        return None
+    return (*in_shape[:k], *map(int, rest))
 
 
 def _unit_only_reshape(in_shape, new_shape):

@@ -48,6 +48,7 @@ class Primitive:
     view_if: Callable | None = None  # (eqn) -> whether `view` applies (default: always)
     strided_operands: bool = False  # codegen: reads operands by indexing (views welcome)
     raises: bool = False  # may raise inside a loop nest (codegen keeps such kernels serial)
+    indexed: bool = False  # elementwise: `scalar` also gets index=[loop indices], sizes=[dims]
     # Equations with several outputs (loops, branches): `bind` returns a list,
     # `vjp` gets a list of output cotangents (None: zero), and `jvp` is
     # (tangents, *xs, **p) -> (outputs, output tangents), one equation for both.

@@ -5,6 +5,8 @@ know only their abstract value; every NumPy operation on them goes through
 `bind`, which applies the primitive's shape rule and records an equation.
 Builders nest (a `grad` traced inside a `function`): a tracer of an outer
 builder met by an inner one is captured as an input of the inner program.
+The stack of open builders is per thread: a call made on another thread while
+a trace is open traces (or runs) on its own, never into that trace.
 """
 
 from __future__ import annotations
@@ -30,14 +32,43 @@ from ..core.errors import (
 from ..core.ir import AVal, Eqn, Literal, Program, Var
 from ..core.shapes import ShapeChecks, Sym, format_shape, resolve
 
-_builders: list[Builder] = []
-_locations: list[str] = []  # set while replaying or differentiating an equation
-# (install, uninstall) pairs run when the first builder opens and the last closes
-# (numpy_build rebinds np.array & co. for the duration of a trace)
+
+class _ThreadStack(threading.local):
+    """A stack per thread: a trace belongs to the thread running it, so a call
+    made on another thread meanwhile neither records into it nor sees its tracers."""
+
+    def __init__(self):
+        self.items: list = []
+
+    def append(self, item) -> None:
+        self.items.append(item)
+
+    def pop(self):
+        return self.items.pop()
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __contains__(self, item) -> bool:
+        return any(i is item for i in self.items)
+
+
+_builders = _ThreadStack()  # this thread's open builders, innermost last
+_locations = _ThreadStack()  # set while replaying or differentiating an equation
+# (install, uninstall) pairs: install runs when a thread opens its outermost trace
+# (it must be idempotent), uninstall when the process's last trace closes, whichever
+# threads they run on (numpy_build rebinds np.array & co. for the duration)
 _tracing_hooks: list[tuple] = []
+_hooks_lock = threading.Lock()
 # Context-manager factories `guard(fn)` entered around each `trace(fn, ...)`
 _trace_guards: list = []
-tracing_thread: list[int] = []  # the thread that opened the outermost builder
+tracing_thread: list[int] = []  # the threads with a trace open (one entry per thread)
 
 
 def add_tracing_hook(install, uninstall) -> None:
@@ -73,6 +104,8 @@ def located(location: str):
 class Builder:
     """Collects the equations of one program while its function is traced."""
 
+    fast_bind = None  # (prim, args, params, _traced) -> result or NotImplemented (eager tapes)
+
     def __init__(self, name: str = "fn"):
         self.name = name
         self.invars: list[Var] = []
@@ -85,19 +118,22 @@ class Builder:
         self.input_names: list[str] = []  # the user's name of each input, for messages
 
     def __enter__(self) -> Builder:
-        if not _builders:
-            tracing_thread.append(threading.get_ident())
-            for install, _ in _tracing_hooks:
-                install()
+        if not _builders:  # this thread's outermost trace: (re)install, idempotent
+            with _hooks_lock:
+                for install, _ in _tracing_hooks:
+                    install()
+                tracing_thread.append(threading.get_ident())
         _builders.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
         _builders.pop()
         if not _builders:
-            for _, uninstall in reversed(_tracing_hooks):
-                uninstall()
-            tracing_thread.pop()
+            with _hooks_lock:
+                tracing_thread.remove(threading.get_ident())
+                if not tracing_thread:
+                    for _, uninstall in reversed(_tracing_hooks):
+                        uninstall()
 
     def new_input(self, aval: AVal) -> Tracer:
         var = Var(aval)
@@ -227,7 +263,11 @@ def bind(prim, *args, _traced=False, **params):
     """Apply `prim`: record an equation when tracing, else run the NumPy reference.
     Constant operands are folded eagerly unless the result's shape is symbolic
     (a parameter holds a `Sym`) or `_traced` asks for an equation anyway."""
-    builder = current_builder()
+    builder = _builders[-1] if _builders else None
+    if builder is not None and builder.fast_bind is not None:
+        result = builder.fast_bind(prim, args, params, _traced)  # an eager tape's lean path
+        if result is not NotImplemented:
+            return result
     if builder is None or not (_traced or any(isinstance(a, Tracer) for a in args)
                                or _symbolic_params(params)):
         for a in args:
