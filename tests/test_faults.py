@@ -79,6 +79,18 @@ def test_a_failed_size_check_leaves_no_fast_entry(compiled):
     np.testing.assert_array_equal(f(np.ones(4), np.ones(4)), np.full(4, 2.0))
 
 
+def test_size_checks_run_before_the_call_not_in_the_kernel(compiled):
+    """The kernel compiles faster without them; each new set of sizes is checked once."""
+    f = tracejit.function(predict)
+    x, W = np.ones((3, 4)), np.ones((4, 2))
+    f(x, W)
+    assert "SizeMismatch" not in f.source(x, W)
+    with pytest.raises(tracejit.ShapeError, match=r"W\.shape\[0\] = 5") as info:
+        f(np.ones((6, 4)), np.ones((5, 2)))
+    assert re.search(r"matmul at " + HERE, str(info.value))
+    np.testing.assert_allclose(f(np.ones((6, 4)), W), np.tanh(np.full((6, 2), 4.0)))
+
+
 def test_vjp_cotangent_of_the_wrong_shape(interpret):
     out, vjp_fn = tracejit.vjp(lambda x: x * 2.0, np.ones(3))
     with pytest.raises(tracejit.ShapeError, match=r"cotangent has shape \(4,\).*\(3,\)"):
@@ -139,6 +151,7 @@ def test_int_beyond_int64_names_the_line_and_leaves_no_kernel_files(
         scaled(np.ones(2), 2 ** 71)
     assert re.search(HERE, str(info.value))
     assert not [p.name for p in tmp_path.rglob("*.py")]
+    monkeypatch.setenv("TRACEJIT_DISABLE_JIT", "1")  # the next good call: no cold compile here
     np.testing.assert_array_equal(scaled(np.ones(2), 3), [3.0, 3.0])
     with pytest.raises(OverflowError, match=r"factor is the Python int -9223372036854775809"):
         scaled(np.ones(2), -(2 ** 63) - 1)  # the same dispatch key as 3: the hot path

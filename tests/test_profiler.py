@@ -170,7 +170,9 @@ def check_timeline(prof, expect_background, tmp_path=None):
         assert categories & {"worker", "numba phase"}  # in the worker, or in a thread here
         compile_tracks = {(e["pid"], e["tid"]) for e in spans if e["cat"] == "compile"}
         call_tracks = {(e["pid"], e["tid"]) for e in spans if e["cat"] == "interpreted"}
-        assert compile_tracks.isdisjoint(call_tracks)  # the compile has its own track
+        # The compile has its own track (a thread waiting for the worker, or compiling);
+        # the load of the machine code that landed may be on the caller's (the hand-over).
+        assert compile_tracks - call_tracks
         assert any(e["ph"] == "i" for e in events_)  # the switch to the kernel
 
 

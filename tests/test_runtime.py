@@ -263,3 +263,19 @@ def test_gemm_reads_any_layout_with_one_machine_code_per_dtype(dt):
         np.testing.assert_allclose(product(a, b), a @ b, rtol=1e-5, atol=1e-5)
     typed = [sig for sig in rt.gemm.signatures if sig[0].dtype == numba.from_dtype(np.dtype(dt))]
     assert len(typed) == 1 and typed[0][0].layout == "A"
+
+
+def test_helpers_have_no_python_wrapper_and_refuse_python_calls():
+    """Compiled without the CPython/cfunc wrappers (a quarter of a small compile): kernels
+    call them (the tests above); a call from Python would crash, so it raises."""
+    for helper in (rt.exp, rt.tanh, rt.gemm, rt.put1, rt.dot):
+        assert helper.targetoptions["no_cpython_wrapper"], helper
+        assert helper.targetoptions["no_cfunc_wrapper"], helper
+    with pytest.raises(TypeError, match="only from compiled code"):
+        rt.exp(1.0)
+
+    @njit
+    def caller(x):
+        return rt.tanh(x) + rt.exp(x)
+
+    assert caller(0.5) == pytest.approx(np.tanh(0.5) + np.exp(0.5), rel=1e-15)

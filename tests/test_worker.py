@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tracejit
-from tracejit.backend import worker
+from tracejit.backend import linking, worker
 
 
 @pytest.fixture
@@ -56,6 +56,31 @@ def test_calls_made_while_the_kernel_compiles_are_served_without_waiting(monkeyp
     for k, value in enumerate(served):
         np.testing.assert_allclose(value, tracejit.grad(loss)(W * (1 + k / 100), x), rtol=1e-12)
     np.testing.assert_allclose(g(W, x), expected, rtol=1e-12)
+
+
+@pytest.mark.usefixtures("background")
+def test_a_busy_caller_switches_to_the_kernel_without_pausing(monkeypatch):
+    """The worker compiles; the calling thread itself loads the machine code that landed
+    on disk, during one of its calls (a loading thread would fight it for the GIL)."""
+    from tracejit.backend import compiler
+
+    loaders = []
+    real = compiler.Kernel.compile
+
+    def noting_the_thread(self, leaves):
+        loaders.append(threading.get_ident())
+        return real(self, leaves)
+
+    monkeypatch.setattr(compiler.Kernel, "compile", noting_the_thread)
+    f = tracejit.function(lambda x: np.sum(np.cos(x) * 1.25 - x))
+    x = np.linspace(0, 1, 9)
+    f(x)
+    entry, deadline = entry_of(f, x), time.monotonic() + 600  # a bound, not a timing
+    while not entry.ready and time.monotonic() < deadline:
+        assert f(x) == pytest.approx(np.sum(np.cos(x) * 1.25 - x))  # never sleeps or waits
+    assert entry.ready and entry.kernel.worker_report is not None
+    assert loaders == [threading.get_ident()]
+    assert f.stats.compiles == 1 and f(x) == pytest.approx(np.sum(np.cos(x) * 1.25 - x))
 
 
 @pytest.mark.usefixtures("background")
@@ -101,7 +126,7 @@ def test_signatures_round_trip_through_their_description():
     args = (np.ones((2, 3)), np.ones((3, 2)).T, np.ones(4, np.float32)[::2], 1.5, 3, True,
             np.int64(2), np.ones(()))
     described = worker.describe_args(args)
-    assert worker.rebuild_signature(json.loads(json.dumps(described))) == tuple(
+    assert linking.rebuild_signature(json.loads(json.dumps(described))) == tuple(
         numba.typeof(a) for a in args)
     assert worker.describe_args((object(),)) is None
 
@@ -200,3 +225,12 @@ def test_every_kernel_piece_loads_from_disk_in_a_new_process(tmp_path):
     # written it): the record is for another file, so it is compiled, not loaded.
     driver_code.write_bytes(old_code)
     assert run() == (0, first[1])
+
+
+def test_background_work_gets_the_gil_back_promptly_and_the_interval_is_restored():
+    before = sys.getswitchinterval()
+    with worker.prompt_switching():
+        with worker.prompt_switching():  # nested (two background tasks): one restore
+            assert sys.getswitchinterval() < before
+        assert sys.getswitchinterval() < before
+    assert sys.getswitchinterval() == before

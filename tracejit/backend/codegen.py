@@ -9,7 +9,8 @@ is a short driver: nest calls, BLAS calls, views, and the loops and branches
 of structured control flow, whose bodies are emitted once, whatever the
 trip count. The kernel reads every size from its inputs' `.shape`, so one
 kernel serves every batch size; joins of sizes the trace assumed are checked
-at the top. Large nests also get a `prange` copy taken above a size threshold.
+before the call, in Python (compiler.py). Large nests also get a `prange`
+copy taken above a size threshold.
 """
 
 from __future__ import annotations
@@ -196,7 +197,6 @@ def generate(program: Program, kernel_name: str, tag: str = "",
                 em.names[id(var)] = f"s{prefix}{k}"
                 em.emit(f"s{prefix}{k} = _rt.as_scalar({prefix}{k})")
     _emit_dims(em, program)
-    _emit_checks(em, program)
     _emit_empty_checks(em, program)
     outs = emit_program(em, program)
     em.emit(f"return ({', '.join(outs)}{',' if len(outs) == 1 else ''})")
@@ -270,25 +270,6 @@ def _emit_dims(em: Emitter, program: Program) -> None:
 def _array_name(em: Emitter, var) -> str:
     name = em.names[id(var)]
     return name[1:] if var.aval.ndim == 0 else name
-
-
-def _emit_checks(em: Emitter, program: Program) -> None:
-    all_vars = program.invars + program.constvars
-    source = {}
-    for k, axis, d in _input_dims(program):
-        if type(d) is not int:
-            source.setdefault(id(d), f"{em.names[id(all_vars[k])]}.shape[{axis}]")
-    done = set()
-    for index, (a, b, what) in enumerate(program.checks.pairs):
-        sa, sb = source.get(id(a)), source.get(id(b))
-        if sa is None or sb is None or sa == sb or (sa, sb) in done:
-            continue
-        if type(resolve(a)) is int:  # a size fixed in the dispatch key: checked there
-            continue
-        done.add((sa, sb))
-        # The dispatcher names the arguments from the check's index (errors.SizeMismatch).
-        em.emit(f"if {sa} != {sb}:  # {what}")
-        em.emit(f"    raise _rt.SizeMismatch({index}, {sa}, {sb})")
 
 
 def _emit_empty_checks(em: Emitter, program: Program) -> None:

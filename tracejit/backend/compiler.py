@@ -113,6 +113,13 @@ class Kernel:
         return interpreter_for(self.program)(leaves, self.consts)  # checks sizes as the kernel
 
     def __call__(self, leaves) -> list:
+        """A call with the size checks (not compiled into the kernel); the dispatcher
+        checks each new set of sizes once and calls `run`."""
+        if self.fn is not None:
+            errors.check_sizes(self.program, list(leaves) + list(self.consts))
+        return self.run(leaves)
+
+    def run(self, leaves) -> list:
         if self.fn is None:
             return self.interpreted(leaves)
         outs = self.fn(*leaves, *self.consts)
@@ -164,6 +171,10 @@ class Entry:
         self.bound_axes = bound_axes  # (leaf, axis) sizes the trace depended on
         self.extra = None
         self.compiling: threading.Thread | None = None
+        # Set by the background thread once machine code is on disk (loading it is cheap):
+        # (leaves, stats, compiled elsewhere); the next call loads it (`_hand_over`).
+        self.landed: tuple | None = None
+        self._handing = threading.Lock()
         self.interpreted_seconds = 0.0
         self.call = _interpreting(weakref.ref(self))  # no cycle: freed without the gc
         self.hits = 0  # calls served from the fast table (memory hits)
@@ -172,10 +183,17 @@ class Entry:
     def __call__(self, leaves):
         return self.call(leaves)
 
+    @property
+    def ready(self) -> bool:
+        """Whether calls are served by the compiled kernel now."""
+        return self.kernel.fn is not None and self.compiling is None and self.landed is None
+
     def _interpreted(self, leaves):
         """Serve a call while the kernel compiles (in the worker process: no call
-        ever waits for it)."""
-        if self.kernel.fn is not None and self.compiling is None:
+        ever waits for it); once its machine code has landed on disk, load it here."""
+        if self.landed is not None:
+            self._hand_over()
+        if self.ready:
             return self.call(leaves)
         for leaf in leaves:  # as the compiled kernel would (the dispatcher names it)
             if type(leaf) is int and not errors.fits_int64(leaf):
@@ -194,7 +212,9 @@ class Entry:
         if self.kernel.interpret:
             stats.memory_hits += 1
             return
-        if self.compiling is not None:
+        if self.landed is not None:
+            self._hand_over()
+        if self.compiling is not None or self.landed is not None:
             stats.memory_hits += 1  # the pending compile will serve these too
             return
         if self.kernel.fn is not None or not background:
@@ -205,10 +225,28 @@ class Entry:
         self.compiling.start()
 
     def wait(self) -> None:
-        """Block until a background compile has finished."""
+        """Block until a background compile has finished and its kernel is loaded."""
         thread = self.compiling
         if thread is not None:
             thread.join()
+        if self.landed is not None:
+            with self._handing:  # a concurrent call may be loading it: wait for that
+                self._hand_over(locked=True)
+
+    def _hand_over(self, locked: bool = False) -> None:
+        """Load the kernel whose machine code landed on disk, in the calling thread: a
+        background thread would fight this caller's calls for the GIL (each of its many
+        short releases, file reads and LLVM calls, costs it a switch interval), so a busy
+        caller would delay its own speed-up. Another thread already loading it: interpret."""
+        if not locked and not self._handing.acquire(blocking=False):
+            return
+        try:
+            landed, self.landed = self.landed, None
+            if landed is not None:
+                self._load_or_warn(*landed)
+        finally:
+            if not locked:
+                self._handing.release()
 
     def _compile(self, leaves, stats: Stats, elsewhere: bool = False) -> None:
         where = self.kernel.compile(leaves)
@@ -220,20 +258,37 @@ class Entry:
         self.call = events.kernel_call(self, self._specialise())
 
     def _compile_in_background(self, leaves, stats: Stats) -> None:
+        """Generate the code and have the worker compile it into the disk cache; the
+        load is left to the next call (`landed`). Without a worker: compile here."""
         try:
             remote = events.compile_begin(self.kernel)
-            events.codegen_end(remote, self.kernel.generated.source,
-                               len(self.kernel.generated.helpers))
-            self.kernel.worker_report = worker.compile_elsewhere(self.kernel, leaves)
-            events.compiled_elsewhere(remote, self.kernel.worker_report)
-            self._compile(leaves, stats, elsewhere=self.kernel.worker_report is not None)
+            with worker.prompt_switching():
+                events.codegen_end(remote, self.kernel.generated.source,
+                                   len(self.kernel.generated.helpers))
+            report = worker.compile_elsewhere(self.kernel, leaves)
+            self.kernel.worker_report = report
+            events.compiled_elsewhere(remote, report)
+            if report is not None or worker.known_compiled(self.kernel, leaves):
+                worker.numba_ready()  # waits (without the GIL) for Numba's set-up here
+                self.landed = (leaves, stats, report is not None)
+            else:
+                self._load_or_warn(leaves, stats)
         except Exception as err:  # the interpreter keeps serving calls correctly
-            events.compile_failed(self.kernel, err)
-            warnings.warn(f"tracejit: compiling {self.kernel.name} failed, running the NumPy "
-                          f"interpreter instead: {type(err).__name__}: {err}",
-                          TracejitCompileWarning, stacklevel=1)
+            self._failed(err)
         finally:
             self.compiling = None
+
+    def _load_or_warn(self, leaves, stats: Stats, elsewhere: bool = False) -> None:
+        try:
+            self._compile(leaves, stats, elsewhere)
+        except Exception as err:
+            self._failed(err)
+
+    def _failed(self, err: Exception) -> None:
+        events.compile_failed(self.kernel, err)
+        warnings.warn(f"tracejit: compiling {self.kernel.name} failed, running the NumPy "
+                      f"interpreter instead: {type(err).__name__}: {err}",
+                      TracejitCompileWarning, stacklevel=1)
 
     def _specialise(self):
         """The hot call, generated once: the kernel call and the output tree
@@ -249,7 +304,7 @@ class Entry:
         treedef = self.out_treedef
         tree = pytree.expression(treedef, leaf)
         if tree is None:
-            return lambda leaves: pytree.unflatten(treedef, kernel(leaves))
+            return lambda leaves: pytree.unflatten(treedef, kernel.run(leaves))
         call = "fn(*leaves, *consts)" if kernel.consts else "fn(*leaves)"
         exec(f"def call(leaves):\n    r = {call}\n    return {tree}\n", namespace)
         return namespace.pop("call")  # its globals must not hold it: no cycle
@@ -284,6 +339,9 @@ class Dispatcher:
         _dispatchers.add(self)
         self.name = name
         self.cache_enabled = cache_enabled
+        if not jit_disabled():  # calls will come: get Numba and the worker ready meanwhile
+            worker.warm_up(start_worker=cache_enabled and cache.disk_cache_enabled()
+                           and background_compile())
         self._stats = Stats()  # traces, compiles, disk hits; memory hits of evicted entries
         self._fast: dict = {}
         self._entries: dict = {}
@@ -362,10 +420,15 @@ class Dispatcher:
             if new:
                 entry = self._trace_entry(abstract, args, statics, leaves)
             try:
+                # The kernel's size checks, once per new set of sizes (the fast table is
+                # keyed by them): not compiled into the kernel, whose compile they slow.
+                errors.check_sizes(entry.kernel.program, leaves + list(entry.kernel.consts))
                 entry.ensure_compiled(leaves, self._stats, background_compile())
-            except BaseException:
+            except BaseException as err:
                 if new:  # a failed call leaves no entry behind
                     self._forget(entry)
+                if isinstance(err, errors.SizeMismatch):
+                    raise self.explain(err, entry, args, statics, leaves) from None
                 raise
             if len(self._fast) > 512:  # many distinct shapes: keep the table bounded
                 self._fast.clear()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import itertools
+import linecache
 import os
 import pickle
 import stat
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from numba.core import caching
 from numba.core.dispatcher import Dispatcher
+from numba.core.runtime import rtsys
 from numba.core.serialize import dumps
 
 from .store import Store, warn_once
@@ -51,7 +53,8 @@ def install(module, store: Store, requested_only: bool = True) -> None:
 
 
 def _asks_for_cache(py_func) -> bool:
-    lines, _ = inspect.getsourcelines(py_func)  # decorators first
+    code = py_func.__code__  # its first line is its first decorator's
+    lines = linecache.getlines(code.co_filename)[code.co_firstlineno - 1:]
     return "cache=_CACHE" in "".join(itertools.takewhile(
         lambda line: not line.lstrip().startswith("def "), lines))
 
@@ -196,7 +199,12 @@ class VerifiedCache(caching.FunctionCache):
         if self._save_only:
             return None
         try:
-            return super().load_overload(sig, target_context)
+            # Numba's own load refreshes the whole target context first (imports its
+            # registries, SciPy's BLAS: ~0.5 s per process); machine code read back needs
+            # only the runtime's symbols. Compiles refresh for themselves.
+            rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
         except Exception as err:  # verified, but its code does not rebuild here
             warn_once(("rebuild", self._cache_path, self._name),
                       f"cached machine code for {self._name} could not be loaded ({err!r}); "

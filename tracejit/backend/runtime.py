@@ -17,10 +17,11 @@ precisions need different constants or polynomials the choice is made with
 Calling conventions the code generator must respect (see the benchmark in
 ``benchmarks/bench_fastmath.py`` for the measurements behind them):
 
-* The helpers are plain ``njit`` functions compiled with their own flags
-  (``_JIT``); LLVM inlines them into the caller.  Their instructions keep those
-  flags, so a caller may use ``reassoc`` for its reductions without that
-  licence leaking into (and breaking) the range reductions in here.
+* The helpers are ``njit`` functions without Python wrappers (``callee``),
+  compiled with their own flags (``_JIT``); LLVM inlines them into the
+  caller.  Their instructions keep those flags, so a caller may use
+  ``reassoc`` for its reductions without that licence leaking into (and
+  breaking) the range reductions in here.
 * Callers may use the fastmath set ``{'reassoc', 'nsz', 'contract', 'afn',
   'arcp'}`` but never ``nnan``/``ninf``: the NaN/inf handling below is made of
   comparisons that those flags allow LLVM to delete.
@@ -40,7 +41,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic, overload
 
@@ -85,6 +86,35 @@ __all__ = [
 # tracejit.cache, verified (the helpers are most of a small kernel's compile
 # time; everything they depend on is in this file, whose hash stamps the cache).
 _JIT = dict(fastmath={"contract"}, error_model="numpy", cache=False)
+
+
+class _CompiledOnly(CPUDispatcher):
+    """A function called only from compiled code (kernels, nests, other helpers):
+    compiled without the CPython and cfunc wrappers, which Numba otherwise builds and
+    optimises for every signature (a quarter of a small kernel's compile). Called from
+    Python, such a function would crash the process (numba#2541): refused instead."""
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"tracejit.backend.runtime.{self.py_func.__name__} is called only "
+                        "from compiled code (it has no Python wrapper)")
+
+
+def callee(**options):
+    """`njit` for a function called only from compiled code (see `_CompiledOnly`)."""
+    return _decorate(_CompiledOnly, options)
+
+
+def _decorate(kind, options):
+    cache = options.pop("cache", False)
+
+    def wrap(fn):
+        dispatcher = kind(py_func=fn, locals={}, targetoptions={
+            **options, "nopython": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True})
+        if cache:
+            dispatcher.enable_caching()
+        return dispatcher
+
+    return wrap
 
 _FLOATS = (types.float32, types.float64)
 
@@ -233,7 +263,7 @@ _LN2_HI32 = 0.693145751953125
 _LN2_LO32 = 1.428606765330187e-06
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _expm1_poly(r):
     """e^r - 1 for |r| <= ln2/2, written r + r^2*q(r) so tiny r stays exact."""
     if _is32(r):
@@ -257,7 +287,7 @@ def _expm1_poly(r):
     return r + r2 * q
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _reduce(x):
     """Split x = k*ln2 + r with k integral and |r| <= ln2/2 (x finite)."""
     log2e = _c(x, 1.4426950408889634)
@@ -270,7 +300,7 @@ def _reduce(x):
     return k, r
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _scale(p, k):
     """p * 2^k for p in [0.7, 1.42] and integral k in [-1077, 1024].
 
@@ -288,14 +318,14 @@ def _scale(p, k):
     return y * (undo if tiny else _c(p, 1.0))
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _exp_finite(x):
     """e^x for x already clamped to the finite working range."""
     k, r = _reduce(x)
     return _scale(_c(x, 1.0) + _expm1_poly(r), k)
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _pow2(like, k):
     """2^k in like's type for integral k in the normal exponent range."""
     mant = 23 if _is32(like) else 52
@@ -303,7 +333,7 @@ def _pow2(like, k):
     return _from_bits(like, (_to_int(k) + bias) << mant)
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _expm1_finite(x):
     """e^x - 1 for x already clamped to [-40, ln(max float)]."""
     k, r = _reduce(x)
@@ -318,7 +348,7 @@ def _expm1_finite(x):
     return _fma(s, pm1, s - _c(x, 1.0)) * _pow2(x, k - kc)
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _clamp(x, lo, hi):
     """Clamp x to [lo, hi]; NaN maps to hi so no NaN reaches integer code."""
     x = x if x < hi else hi
@@ -338,7 +368,7 @@ _EXP_LO32 = -104.0
 # --------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def exp(x):
     """e^x like np.exp: inf above ~709.78, 0 below ~-745.1, NaN stays NaN."""
     hi = _c(x, _EXP_HI32 if _is32(x) else _EXP_HI64)
@@ -348,7 +378,7 @@ def exp(x):
     return x if x != x else y
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def expm1(x):
     """e^x - 1 like np.expm1, relatively accurate for tiny x."""
     hi = _c(x, _EXP_HI32 if _is32(x) else _EXP_HI64)
@@ -361,7 +391,7 @@ def expm1(x):
     return y if abs(x) > tiny else x
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def exp2(x):
     """2^x like np.exp2: 2^k e^(f ln2) with k = rint(x) and f = x - k exact, so only
     the small product f ln2 rounds (exp(x ln2) amplified that rounding |x ln2| times)."""
@@ -375,7 +405,7 @@ def exp2(x):
     return x if x != x else y
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def cbrt(x):
     """np.cbrt, polished by one Newton step whose residual y^3 - x is formed
     exactly with FMAs (Numba's cbrt alone is up to ~3.5 ulps off). Tiny x are
@@ -393,13 +423,13 @@ def cbrt(x):
     return y * down if tiny else y
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def erf(x):
     """`math.erf` in the argument's precision (Numba's gives float64)."""
     return _c(x, math.erf(x))
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def tanh(x):
     """tanh like np.tanh, from expm1 so it stays relatively exact near 0.
 
@@ -413,7 +443,7 @@ def tanh(x):
     return x if x != x else t
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def sigmoid(x):
     """Logistic 1 / (1 + e^-x), relatively accurate on both tails.
 
@@ -445,7 +475,7 @@ _G64 = (
 _G32 = (0.6666668653488159, 0.399887353181839, 0.2958202362060547)
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _log_g(z):
     """The polynomial g(z) above, in z's precision."""
     if _is32(z):
@@ -457,7 +487,7 @@ def _log_g(z):
     return (a + z2 * b) + (z2 * z2) * (c + z2 * _c(z, _G64[6]))
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _log_split(u):
     """Write u = 2^k * m with m in [sqrt(1/2), sqrt(2)) using integer ops.
 
@@ -472,7 +502,7 @@ def _log_split(u):
     return k, _from_bits(u, ib - (k << mant))
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _log_parts(f, k, c):
     """log(2^k * (1 + f)) + c for |f| <= 0.42, with c a tiny correction.
 
@@ -490,7 +520,7 @@ def _log_parts(f, k, c):
     return kf * hi + (f - (hfsq - low))
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _log_special(x, y):
     """Apply np.log's special values: log(0) = -inf, log(<0) = NaN, inf, NaN."""
     y = x if not (x < _c(x, np.inf)) else y
@@ -498,7 +528,7 @@ def _log_special(x, y):
     return _c(x, np.nan) if x < _c(x, 0.0) else y
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def log(x):
     """Natural log like np.log, including subnormal inputs."""
     # Subnormals have no implicit leading bit; scale them into the normal
@@ -512,7 +542,7 @@ def log(x):
     return _log_special(x, y)
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def log1p(x):
     """log(1 + x) like np.log1p, relatively accurate for tiny x."""
     u = _c(x, 1.0) + x
@@ -532,7 +562,7 @@ def log1p(x):
 # --------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def debug_check(x, index, mode):
     """`x`, after raising NonFiniteError(index, kind) if it is a NaN (mode bit 1) or an
     infinity (bit 2): tracejit.config.debug_nans / debug_infs."""
@@ -543,7 +573,7 @@ def debug_check(x, index, mode):
     return x
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def debug_check_parts(z, index, mode):
     """`debug_check` of a complex value: of each of its parts."""
     debug_check(z.real, index, mode)
@@ -551,19 +581,19 @@ def debug_check_parts(z, index, mode):
     return z
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def maximum(a, b):
     """np.maximum: NaN if either is NaN; on a tie (e.g. ±0) returns b."""
     return a if (a > b or a != a) else b
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def minimum(a, b):
     """np.minimum: NaN if either is NaN; on a tie (e.g. ±0) returns b."""
     return a if (a < b or a != a) else b
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def sign(x):
     """np.sign: -1, 0 or 1 in x's type; NaN stays NaN, sign(-0.0) is +0.0."""
     s = _c(x, 1) if x > _c(x, 0) else _c(x, 0)
@@ -571,13 +601,13 @@ def sign(x):
     return x if x != x else s
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def round_half_even(x):
     """np.round(x): nearest integer, ties to even (llvm.rint, vectorises)."""
     return np.rint(x)
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def cdiv(a, b):
     """a / b for complex numbers as NumPy divides them (Smith's algorithm, no
     overflow in |b|^2): a zero divisor gives inf or NaN where Numba's `/` raises
@@ -618,7 +648,7 @@ def _as_scalar_typed(x):
 # --------------------------------------------------------------------------
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def dot(a, b):
     """np.dot through BLAS, compiled once per operand layout and cached on disk:
     typing np.dot costs ~0.3-0.8 s per layout pair in every kernel otherwise."""
@@ -630,7 +660,7 @@ def dot(a, b):
 # --------------------------------------------------------------------------
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def grow(stack):
     """The stack of a while loop's per-step values with room for twice as many."""
     bigger = np.empty((2 * stack.shape[0] + 1,) + stack.shape[1:], stack.dtype)
@@ -643,7 +673,7 @@ def grow(stack):
 # --------------------------------------------------------------------------
 
 
-class _NestDispatcher(CPUDispatcher):
+class _NestDispatcher(_CompiledOnly):
     """A loop nest shared by kernels (outline.py). Numba normally links a
     callee's code into each caller and optimises it again there, so a kernel's
     compile grows with the code of everything it calls; a nest's machine code
@@ -662,16 +692,7 @@ class _NestDispatcher(CPUDispatcher):
 
 def nest(**options):
     """`njit` for a loop nest (see `_NestDispatcher`)."""
-    cache = options.pop("cache", False)
-
-    def wrap(fn):
-        dispatcher = _NestDispatcher(py_func=fn, locals={}, targetoptions={**options,
-                                                                          "nopython": True})
-        if cache:
-            dispatcher.enable_caching()
-        return dispatcher
-
-    return wrap
+    return _decorate(_NestDispatcher, options)
 
 
 # Matrix products through BLAS, one machine code per dtype (vectors come as
@@ -740,7 +761,7 @@ def _xxgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
     return types.int32(transa, transb, m, n, k, a, lda, b, ldb, c, ldc), codegen
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _blas_view(x):
     """(x or a contiguous copy, transposed, leading dimension): BLAS's
     column-major view of x's transpose, from x's strides (row-major: as is;
@@ -784,20 +805,20 @@ def gemm(a, b):
 # whose machine code comes from the disk cache and may name no other nest.
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def put1(out, start, src):
     for i in range(src.shape[0]):
         out[start + i] = src[i]
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def put2(out, start, src):
     for i in range(src.shape[0]):
         for j in range(src.shape[1]):
             out[start + i, j] = src[i, j]
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def put3(out, start, src):
     for i in range(src.shape[0]):
         for j in range(src.shape[1]):
@@ -810,23 +831,23 @@ def put3(out, start, src):
 # (linalg_primitives.py) on C-contiguous matrices.
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def argsort(x):
     """Stable, NaN last (as NumPy's kind='stable')."""
     return np.argsort(x, kind="mergesort")
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def cholesky(a):
     return np.linalg.cholesky(a)
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def solve(a, b):
     return np.linalg.solve(a, b)
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def solve_triangular(a, b, lower, trans):
     """op(a)^-1 b by substitution; op(a) = a.T when `trans`."""
     n, k = b.shape
@@ -843,7 +864,7 @@ def solve_triangular(a, b, lower, trans):
     return x
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def slogdet(a):
     sign, logabs = np.linalg.slogdet(a)
     out = np.empty(2, a.dtype)
@@ -852,19 +873,19 @@ def slogdet(a):
     return out
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def eigh(a):
     w, v = np.linalg.eigh(a)
     return _values_over_vectors(w, v, a.dtype)
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def eig(a):
     w, v = np.linalg.eig(a)
     return _values_over_vectors(w, v, a.dtype)
 
 
-@njit(cache=False)
+@callee()
 def _values_over_vectors(w, v, dtype):
     """[w; V] in one (n + 1, n) array, the packing the eigh and eig records unpack."""
     n = v.shape[0]
@@ -874,7 +895,7 @@ def _values_over_vectors(w, v, dtype):
     return out
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def svd(a):
     u, s, vt = np.linalg.svd(a, full_matrices=False)
     m, k = u.shape
@@ -892,12 +913,12 @@ def svd(a):
 # --------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def erfc(x):
     return _c(x, math.erfc(x))
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def lgamma(x):
     """math.lgamma, and -log|x| below 2^-60 (where it overflows 1/x: inf at 1e-310)."""
     if x != 0.0 and abs(x) < 8.673617379884035e-19:
@@ -909,7 +930,7 @@ def lgamma(x):
 _B2K = (1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0, -691.0 / 2730.0, 7.0 / 6.0)
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def polygamma(n, x):
     """The n-th derivative of digamma (n = 0: digamma itself), any non-pole x:
     shift x up past 20 by the recurrence, then the asymptotic series."""
@@ -962,7 +983,7 @@ def polygamma(n, x):
 # to the norm in float64).
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def _twiddles(n, sign):
     """exp(sign * 2 pi i k / n) for k < n / 2."""
     out = np.empty(max(n // 2, 1), np.complex128)
@@ -972,7 +993,7 @@ def _twiddles(n, sign):
     return out
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def _radix2(a, twiddles):
     """In-place FFT of `a` (length a power of two) with the given twiddles."""
     n = a.shape[0]
@@ -997,7 +1018,7 @@ def _radix2(a, twiddles):
         size *= 2
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def _chirp(n, sign):
     """exp(sign * pi i k^2 / n), the angle reduced exactly (k^2 mod 2n)."""
     out = np.empty(n, np.complex128)
@@ -1007,7 +1028,7 @@ def _chirp(n, sign):
     return out
 
 
-@njit(cache=False)  # disk-cached, verified, by tracejit.cache
+@callee()  # disk-cached, verified, by tracejit.cache
 def fft(x, inverse):
     """FFT of each row of `x` (rows, n); the inverse divides by n."""
     rows, n = x.shape
@@ -1063,7 +1084,7 @@ _M32 = np.uint64(0xFFFFFFFF)
 _PARITY = np.uint64(0x1BD11BDA)
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _tf_rounds(x0, x1, r0, r1, r2, r3):
     for r in (r0, r1, r2, r3):
         x0 = (x0 + x1) & _M32
@@ -1072,7 +1093,7 @@ def _tf_rounds(x0, x1, r0, r1, r2, r3):
     return x0, x1
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def _threefry(k0, k1, c0, c1):
     k0 = np.uint64(k0) & _M32
     k1 = np.uint64(k1) & _M32
@@ -1091,13 +1112,13 @@ def _threefry(k0, k1, c0, c1):
     return (x0 + k2) & _M32, (x1 + k0 + np.uint64(5)) & _M32
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def threefry_bits(k0, k1, c0, c1):
     """The first output word of Threefry-2x32 at counter (c0, c1), as uint32."""
     return np.uint32(_threefry(k0, k1, c0, c1)[0])
 
 
-@njit(**_JIT)
+@callee(**_JIT)
 def threefry_uniform(like, k0, k1, c0, c1):
     """A uniform float in [0, 1) of like's type: 24 bits for float32, 53 for float64."""
     x0, x1 = _threefry(k0, k1, c0, c1)

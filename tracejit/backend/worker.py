@@ -18,8 +18,10 @@ a new child.
 
 from __future__ import annotations
 
+import ast
 import atexit
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -27,16 +29,112 @@ import sys
 import threading
 import time
 
+import numpy as np
+
 from .linking import describe_types, rebuild_signature
 
 _lock = threading.Lock()  # one request at a time per parent
+_state_lock = threading.Lock()  # the warm-up thread and the switch interval (held briefly)
 _child: subprocess.Popen | None = None
+_warming: list = []  # the warm-up thread, once started
+_numba_set_up = threading.Event()  # machine code can be loaded in this process
 
 
 def enabled() -> bool:
     """TRACEJIT_COMPILE_WORKER=0 compiles in-process (in a background thread)."""
     return os.environ.get("TRACEJIT_COMPILE_WORKER", "1").strip().lower() not in {"0", "no",
                                                                                    "false"}
+
+
+def warm_up(start_worker: bool) -> None:
+    """Called when the first traced function is made: calls will follow. In a background
+    thread, start the compile worker (its own start-up, ~0.8 s, then overlaps whatever the
+    program does before its first call) and get what loading machine code needs here.
+    `import tracejit` stays fast, and a process that makes no function pays nothing."""
+    with _state_lock:
+        if _warming:
+            return
+        _warming.append(threading.Thread(target=_warm, args=(start_worker,), daemon=True,
+                                         name="tracejit-warm-up"))
+    _warming[0].start()
+
+
+_SWITCH_SECONDS = 0.0002  # sys.setswitchinterval while tracejit works in the background
+_switching = [0, None]  # background tasks under `prompt_switching`, the interval before
+
+
+@contextlib.contextmanager
+def prompt_switching():
+    """Let a background thread of ours get the GIL back promptly. Its work (imports, file
+    reads, LLVM calls) releases the GIL many times, and each time a busy calling thread
+    keeps it for a whole switch interval (5 ms): a 0.3 s task would take seconds. With a
+    short interval the calls still run in between. The previous interval is restored when
+    the last such task ends."""
+    with _state_lock:
+        if _switching[0] == 0:
+            _switching[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switching[1], _SWITCH_SECONDS))
+        _switching[0] += 1
+    try:
+        yield
+    finally:
+        with _state_lock:
+            _switching[0] -= 1
+            if _switching[0] == 0:
+                sys.setswitchinterval(_switching[1])
+
+
+def _warm(start_worker: bool) -> None:
+    try:
+        if start_worker:
+            _ensure_child()
+        with prompt_switching():
+            _set_up_loading()
+    except Exception:  # noqa: BLE001 (an optimisation only: the first compile does it)
+        pass
+    finally:
+        _numba_set_up.set()
+
+
+def _set_up_loading() -> None:
+    """What machine code read back from the disk cache needs before it runs: Numba's
+    runtime symbols; not Numba's full set-up (numba_cache.VerifiedCache). Nothing the
+    user's code may import too (SciPy's BLAS, which a kernel's first product imports):
+    a module imported here could be seen half-initialised by a trace in the caller."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+    from numba.core.runtime import rtsys
+
+    with global_compiler_lock:
+        rtsys.initialize(cpu_target.target_context)
+
+
+def _set_up_numba() -> None:
+    """Numba's full set-up, which every compile needs first (the worker's)."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+
+    with global_compiler_lock:  # Numba's compiles refresh too: never both at once
+        cpu_target.target_context.refresh()
+        cpu_target.typing_context.refresh()
+
+
+def numba_ready() -> None:
+    """Block until machine code can be loaded here (starting the set-up if needed)."""
+    if not _numba_set_up.is_set():
+        warm_up(start_worker=False)
+        _numba_set_up.wait()
+
+
+def _ensure_child() -> None:
+    """Start the worker unless it runs (its start-up is then off the first compile's path)."""
+    from . import cache
+
+    if enabled() and cache.disk_cache_enabled() and cache.store_writable():
+        with _lock:
+            global _child
+            if _child is None or _child.poll() is not None:
+                _child = _start()
 
 
 def compile_elsewhere(kernel, args) -> dict | None:
@@ -50,7 +148,8 @@ def compile_elsewhere(kernel, args) -> dict | None:
     signature = describe_args(tuple(args) + tuple(kernel.consts))
     if signature is None:
         return None
-    kernel.load()  # writes the module files: the worker reads the same ones
+    with prompt_switching():
+        kernel.load()  # writes the module files: the worker reads the same ones
     if known_compiled(kernel, args):
         return None  # on disk already: loading it here is quick
     request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
@@ -86,9 +185,24 @@ def _start() -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH"))
                                         if p)
-    return subprocess.Popen([sys.executable, "-m", "tracejit.backend.worker"],
+    package = os.path.join(package_parent, "tracejit")
+    return subprocess.Popen([sys.executable, "-c", _BOOT, package],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env, bufsize=1)
+
+
+# The worker needs the backend alone: a bare `tracejit` package spares it importing the
+# tracer, the NumPy surface and the front end (a third of its start-up).
+_BOOT = """
+import sys, types
+package = types.ModuleType("tracejit")
+package.__path__ = [sys.argv[1]]
+sys.modules["tracejit"] = package
+from tracejit.core.version import __version__
+package.__version__ = __version__  # in every cache file's name: the parent's version
+from tracejit.backend import worker
+worker._serve()
+"""
 
 
 def _stop() -> None:
@@ -154,30 +268,108 @@ def describe_args(args) -> list | None:
 # ------------------------------------------------------------------ the child
 
 def _serve() -> None:
+    """Answer requests; between them (none waiting), do the next warm-up compile."""
+    _set_up_numba()  # before the first request arrives
+    warm_ups = _warm_ups()
+    while True:
+        while not _request_waiting() and _run_next(warm_ups):
+            pass
+        line = sys.stdin.readline()
+        if not line:
+            return  # the parent exited
+        sys.stdout.write(json.dumps(_compile_request(json.loads(line))) + "\n")
+        sys.stdout.flush()
+
+
+def _request_waiting() -> bool:
+    import select
+
+    return bool(select.select([sys.stdin], [], [], 0)[0])
+
+
+def _run_next(tasks) -> bool:
+    task = next(tasks, None)
+    if task is None:
+        return False
+    with contextlib.suppress(Exception):  # an optimisation only: the kernel compiles anyway
+        task()
+    return True
+
+
+def _warm_ups():
+    """Compiles worth doing before any program asks, each short (a request waits for one
+    at most): a typical nest and driver, which ready Numba's typing and lowering of
+    arrays, loops and tuples in this process (its first compile of each costs ~1 s); then
+    the runtime helpers kernels call most, into the disk cache, once per machine (a quarter
+    of a small kernel's compile otherwise)."""
+    from numba import types
+
+    from . import cache
+    from . import runtime as rt
+
+    if not cache.store_writable():  # opens the store: the runtime's disk cache with it
+        return
+    yield _compile_typical_kernel
+    helpers = (rt.gemm, rt.exp, rt.tanh, rt.log, rt.maximum, rt.sigmoid, rt.log1p, rt.expm1,
+               rt.minimum, rt.sign)
+    for dtype in (types.float64, types.float32):
+        for helper in helpers:
+            arity = helper.py_func.__code__.co_argcount
+            arg = types.Array(dtype, 2, "A") if helper is rt.gemm else dtype
+            yield functools.partial(cache.compile_signature, helper, (arg,) * arity)
+
+
+def _typical_nest(a):  # compiled by _compile_typical_kernel, never called
+    out = np.empty((a.shape[0], a.shape[1]), a.dtype)
+    total = 0.0
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = a[i, j] * 2 + 1
+            total += out[i, j]
+    return out, total
+
+
+def _typical_driver(a):
+    out, total = _typical_nest_compiled(a)
+    return out, total
+
+
+_typical_nest_compiled = None
+
+
+def _compile_typical_kernel() -> None:
+    from numba import njit, types
+
+    from . import codegen, runtime
+
+    global _typical_nest_compiled
+    flags = dict(error_model="numpy", nogil=True, fastmath=ast.literal_eval(codegen.FASTMATH))
+    _typical_nest_compiled = runtime.nest(**flags)(_typical_nest)
+    njit(**flags)(_typical_driver).compile((types.Array(types.float64, 2, "A"),))
+
+
+def _compile_request(request: dict) -> dict:
+    """Compile one kernel into the disk cache; the reply for the parent."""
     from . import cache, linking
 
-    for line in sys.stdin:
-        request = json.loads(line)
-        start = time.perf_counter()
-        try:
-            for stem, text in request["modules"]:
-                cache.load_module(text, stem, use_disk=True, stem=stem)
-            name, source = request["kernel"]
-            module = cache.load_module(source, name, use_disk=True)
-            kernel = module.function(name)
-            sig = rebuild_signature(request["signature"])
-            with _claim(request["cache_dir"]):
-                path = module.path
-                where = linking.compile_driver(kernel, path, sig, known=json.dumps(
-                    request["signature"]) in _compiled_signatures(path))
-            known = _compiled_signatures(path) | {json.dumps(request["signature"])}
-            cache.write_note(_signatures_file(path), "\n".join(known))
-            reply = {"ok": True, "where": where, "seconds": time.perf_counter() - start,
-                     "phases": _phases(kernel, sig)}
-        except Exception as err:  # reported; the parent compiles in-process and warns
-            reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        for stem, text in request["modules"]:
+            cache.load_module(text, stem, use_disk=True, stem=stem)
+        name, source = request["kernel"]
+        module = cache.load_module(source, name, use_disk=True)
+        kernel = module.function(name)
+        sig = rebuild_signature(request["signature"])
+        with _claim(request["cache_dir"]):
+            path = module.path
+            where = linking.compile_driver(kernel, path, sig, known=json.dumps(
+                request["signature"]) in _compiled_signatures(path))
+        known = _compiled_signatures(path) | {json.dumps(request["signature"])}
+        cache.write_note(_signatures_file(path), "\n".join(known))
+        return {"ok": True, "where": where, "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu, "phases": _phases(kernel, sig)}
+    except Exception as err:  # reported; the parent compiles in-process and warns
+        return {"ok": False, "error": f"{type(err).__name__}: {err}"}
 
 
 @contextlib.contextmanager
