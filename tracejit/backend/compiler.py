@@ -176,7 +176,7 @@ class Entry:
         self.landed: tuple | None = None
         self._handing = threading.Lock()
         self.interpreted_seconds = 0.0
-        self.call = _interpreting(weakref.ref(self))  # no cycle: freed without the gc
+        self.call = self._interpreting = _interpreting(weakref.ref(self))  # no cycle
         self.hits = 0  # calls served from the fast table (memory hits)
         self.seen_hits = 0  # `hits` when the LRU last looked: used since, if they differ
 
@@ -185,8 +185,10 @@ class Entry:
 
     @property
     def ready(self) -> bool:
-        """Whether calls are served by the compiled kernel now."""
-        return self.kernel.fn is not None and self.compiling is None and self.landed is None
+        """Whether calls are served by the compiled kernel now (its specialised call in
+        place: another thread may have set `kernel.fn` and not yet `call`)."""
+        return self.call is not self._interpreting and self.compiling is None and \
+            self.landed is None
 
     def _interpreted(self, leaves):
         """Serve a call while the kernel compiles (in the worker process: no call
