@@ -83,8 +83,11 @@ def test_background_compile_serves_calls_by_the_interpreter(monkeypatch):
     assert report.interpreted_calls >= 1 and report.kernel_calls >= 1
     assert report.compiles[0].thread[2] != "MainThread"
     if worker.enabled():  # compiled in the worker process, then loaded from disk
+        # the worker's compile, then this process's load of it (from disk; now and then a
+        # piece the load could not read back is compiled here: "compiled", issue 15)
         sources = [(c.source, c.worker_seconds) for c in report.compiles]
-        assert report.compiles[0].worker_seconds > 0 and report.count("disk") == 1, sources
+        assert report.compiles[0].worker_seconds > 0 and len(report.compiles) == 2, sources
+        assert report.compiles[1].source in ("disk", "compiled"), sources
         assert {"type inference", "lowering + LLVM"} <= set(report.phases)
     assert report.kernel_ready_s >= report.first_call_s > 0
     assert report.python_us is None  # a transformation has no untraced counterpart

@@ -134,10 +134,16 @@ class _MPIWorld:
     def barrier(self, what: str) -> None:
         self._run(what, self.comm.Barrier)
 
-    def abort(self, message: str, code: int = 1) -> None:
-        """Print `message` and end every rank of the job (never returns)."""
+    def say(self, message: str) -> None:
         sys.stderr.write(f"tracejit.distributed: rank {self.rank} of {self.size}: {message}\n")
         sys.stderr.flush()
+
+    def abort(self, message: str | None, code: int = 1) -> None:
+        """Print `message` (unless None: said already) and end every rank of the
+        job (never returns)."""
+        if message is not None:
+            self.say(message)
+        time.sleep(0.5)  # mpiexec forwards ranks' output: let it pass the message on first
         try:
             self.comm.Abort(code)
         finally:
@@ -244,11 +250,13 @@ def _install_abort_on_error(world: _MPIWorld) -> None:
     previous = sys.excepthook
 
     def abort_job(kind, value, tb):
+        said = f": {value}" if str(value) else ""
+        # said first: printing the traceback is slow, and another rank may end the job
+        world.say(f"uncaught {kind.__name__}{said}; aborting all ranks")
         try:
             previous(kind, value, tb)
         finally:
-            said = f": {value}" if str(value) else ""
-            world.abort(f"uncaught {kind.__name__}{said}; aborting all ranks")
+            world.abort(None)
 
     sys.excepthook = abort_job
 
