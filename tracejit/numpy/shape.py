@@ -94,10 +94,9 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
     rest = [k for k in range(a.ndim) if k not in (axis1, axis2)]
     moved = ops.transpose(a, rest + [axis1, axis2])
     rows, cols = bind_dim(ops.aval_of(a).shape[axis1]), bind_dim(ops.aval_of(a).shape[axis2])
-    i = np.arange(max(0, -offset), min(rows, cols - offset))
-    if i.size == 0:  # an offset past the matrix: NumPy's (..., 0) result, derivative 0
-        return sum_(_take_range(moved, moved.ndim - 2, 0, 0), axis=-1)
-    return _gather(moved, [i, i + offset], len(rest))
+    if min(rows, cols - offset) <= max(0, -offset):  # an offset past the matrix: NumPy's
+        return sum_(_take_range(moved, moved.ndim - 2, 0, 0), axis=-1)  # (..., 0), derivative 0
+    return ops.diagonal(moved, offset)
 
 
 @implements(np.trace)

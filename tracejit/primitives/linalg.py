@@ -239,16 +239,8 @@ def _slogdet_rule(avals, params, checks):
     return [AVal(tuple(a.shape[:-2]) + (2,), a.dtype)]
 
 
-def _diagonal(x):
-    """The main diagonal over the last two axes, as the last axis."""
-    from ..core.shapes import bind
-    i = np.arange(min(bind(x.aval.shape[-2]), bind(x.aval.shape[-1])))
-    return ops.gather(x, [i, i], x.ndim - 2)
-
-
 def _trace(x):
-    d = _diagonal(x)
-    return ops.reduce_sum(d, (d.ndim - 1,))
+    return ops.reduce_sum(ops.diagonal(x), (x.ndim - 2,))
 
 
 def _slogdet_numpy(a):
@@ -330,7 +322,7 @@ def _eigh_jvp(tangents, packed, a):
         return None
     w, v = _eigh_unpack(packed)
     m = ops.matmul(ops.matmul(mH(v), _hermitise(da)), v)
-    dw = _diagonal(m)
+    dw = ops.diagonal(m)
     if _is_complex(dw):  # the eigenvalues are real: Re(diag(V^H dA V))
         dw = ops.convert(ops.real(dw), dw.dtype)
     dv = ops.matmul(v, ops.mul(_gaps(_re(w)), m))
@@ -413,7 +405,7 @@ def _svd_vjp(g, packed, a):
                    ops.mul(s_col, ops.mul(f, ops.sub(vt_gv, mH(vt_gv)))))
     core = ops.add(core, ops.mul(ops.expand_dims(gs, (gs.ndim,)), eye_like(s)))
     if _is_complex(u):  # dU's phase term i Im(diag(U^H dA V)) / s
-        phase = ops.div(ops.imag(_diagonal(ut_gu)), s)
+        phase = ops.div(ops.imag(ops.diagonal(ut_gu)), s)
         core = ops.add(core, _diag_matrix(ops.make_complex(ops.zeros_like(phase), phase), s))
     out = ops.matmul(ops.matmul(cj(u), core), cj(vt))
     gu_proj = ops.sub(gu, ops.matmul(cj(u), ut_gu))  # (I - conj(U) U^T) gU
@@ -439,7 +431,7 @@ def _svd_jvp(tangents, packed, a):
     s = _re(s)
     v = mH(vt)
     dp = ops.matmul(ops.matmul(mH(u), da), v)
-    ds = _diagonal(dp)
+    ds = ops.diagonal(dp)
     f = _gaps(ops.mul(s, s))
     s_row = ops.expand_dims(s, (s.ndim - 1,))
     s_col = ops.expand_dims(s, (s.ndim,))
@@ -497,7 +489,7 @@ def _eig_jvp(tangents, packed, a):
         return None
     w, v = _eigh_unpack(packed)
     m = solve(v, ops.matmul(da, v))
-    dw = _diagonal(m)
+    dw = ops.diagonal(m)
     dv = ops.matmul(v, ops.mul(_gaps(w), m))
     dv = ops.sub(dv, ops.mul(v, ops.expand_dims(_unit_norm_part(v, dv), (dv.ndim - 2,))))
     return ops.concatenate([ops.expand_dims(dw, (dw.ndim - 1,)), dv], dv.ndim - 2)

@@ -403,6 +403,13 @@ def gather(x, indices, axis):
     return bind(R["gather"], x, *indices, axis=axis)
 
 
+def diagonal(x, offset=0):
+    """The diagonal `offset` of the last two axes, as the last axis (non-empty)."""
+    rows, cols = bind_dim(aval_of(x).shape[-2]), bind_dim(aval_of(x).shape[-1])
+    i = np.arange(max(0, -offset), min(rows, cols - offset))
+    return gather(x, [i, i + offset], aval_of(x).ndim - 2)
+
+
 def scatter_add(g, indices, axis, shape):
     return bind(R["scatter_add"], g, *indices, axis=axis, shape=tuple(shape))
 
