@@ -275,19 +275,32 @@ class Transform(Dispatcher):
         self.fun = fun
         functools.update_wrapper(self, fun.fn, updated=())
 
+    eagerly = False  # set (by Grad) once tracing met Python control flow on a value
+
     def __call__(self, *args, **kwargs):
+        if self.eagerly and eager_grad.can_fall_back():
+            return eager_grad.eager_grad(self, args, kwargs)
         if not (kwargs or _builders.items) and self.fun._simple:
             try:
                 return self.call_flat(args)  # the hot path
             except variables.VariablesDiscovered:
                 pass
+            except errors.ConcretizationError as error:
+                return self.cannot_trace(error, args, kwargs)
             except TracerTypeError:
                 variables.reraise_unless_passed(args)
         dynamic, statics = self.fun._dynamic(variables.read_all(args), variables.read_all(kwargs))
-        if current_builder() is not None:
-            program, treedef, _ = self.build(dynamic, statics)
-            return inline(program, treedef, dynamic)
-        return protocol.call(self, self.fun, dynamic, statics, writes=False)
+        try:
+            if current_builder() is not None:
+                program, treedef, _ = self.build(dynamic, statics)
+                return inline(program, treedef, dynamic)
+            return protocol.call(self, self.fun, dynamic, statics, writes=False)
+        except errors.ConcretizationError as error:
+            return self.cannot_trace(error, args, kwargs)
+
+    def cannot_trace(self, error, args, kwargs):
+        """Tracing met Python control flow on a traced value: raise (Grad runs eagerly)."""
+        raise error
 
     def trace_fun(self, dynamic, statics):
         traced = self.fun.build(dynamic, statics, writes=False)
@@ -325,19 +338,15 @@ class Grad(Transform):
         self.has_aux = has_aux
         self.with_value = with_value
         self.holomorphic = holomorphic
-        self.eagerly = False  # set when tracing met value-dependent Python control flow
 
-    def __call__(self, *args, **kwargs):
-        if self.eagerly and eager_grad.can_fall_back():
-            return eager_grad.eager_grad(self, args, kwargs)
-        try:
-            return super().__call__(*args, **kwargs)
-        except errors.ConcretizationError as error:
-            if not eager_grad.can_fall_back():
-                raise
-            eager_grad.warn_once(self, error)
-            self.eagerly = True
-            return eager_grad.eager_grad(self, args, kwargs)
+    def cannot_trace(self, error, args, kwargs):
+        """Value-dependent Python control flow: from now on the gradient runs on the
+        eager tape (warned once), unless inside a trace that cannot leave it."""
+        if not eager_grad.can_fall_back():
+            raise error
+        eager_grad.warn_once(self, error)
+        self.eagerly = True
+        return eager_grad.eager_grad(self, args, kwargs)
 
     def build(self, dynamic, statics):
         argnums = _as_tuple(self.argnums)
