@@ -76,7 +76,7 @@ def per_example_impls(w, params, x, y, frameworks) -> dict:
     def loop(params, x, y):
         return [single(params, x[i], y[i]) for i in range(len(x))]
 
-    loop.kernel, loop.first_args = single, (params, x[0], y[0])  # for its kernel-ready time
+    loop.ready_fn, loop.first_args = single, (params, x[0], y[0])  # for its kernel-ready time
 
     impls = {
         "tracejit vmap(grad)": (per_example, (params, x, y), tree_leaves),
@@ -323,7 +323,7 @@ def first_ready(fn, args) -> None:
     user's process), `wait()` returns once it is loaded; a loop times its kernel's first
     call; a function without `wait` (JAX, PyTorch, the row-by-row jacobian) is ready when
     its first call returns (tracejit's compiling synchronously for it)."""
-    fn, args = getattr(fn, "kernel", fn), getattr(fn, "first_args", args)
+    fn, args = getattr(fn, "ready_fn", fn), getattr(fn, "first_args", args)
     if not hasattr(fn, "wait"):
         os.environ["TRACEJIT_COMPILE"] = "sync"
     fn(*args)

@@ -98,7 +98,10 @@ class _Lease:
         self.block, self.pool = block, pool
 
     def __del__(self):
-        self.pool.give(self.block)
+        try:
+            self.pool.give(self.block)
+        except Exception:  # noqa: BLE001 - interpreter shutting down: the block is just freed
+            pass
 
 
 def _take_meminfo(nbytes: int, pool=_pool, new=None, lease=_Lease) -> int:
