@@ -11,8 +11,8 @@ Prints markdown, every ratio measured in one run (implementations timed interlea
 - the Jacobian of a 100-output, 100-input function: `jacrev` against the previous
   `jacobian` (one backward kernel call per output element; target: at least 10x) and
   `jax.jacrev` (jitted);
-- the memory floor: the per-example gradients' bytes written into a pre-faulted buffer
-  (no kernel can beat it) and into a fresh one, and vmap(grad) with the buffer pool off;
+- the memory floor: the per-example gradients' bytes written into pre-faulted memory
+  (no kernel can beat it; by memset and by a compiled loop) and into fresh memory;
 - kernel-ready seconds (trace + compile, or load from the disk cache) in fresh processes,
   cold and warm, beside the time per call of every row.
 Every column is checked against NumPy (per-example hand-written gradients, the analytic
@@ -147,32 +147,20 @@ def check_per_example(w, impls, params, x, y) -> list[str]:
     return problems
 
 
-def memory_rows(impls, w, params, x, y) -> dict:
+def memory_rows(impls, params, x, y) -> dict:
     """The memory floor beside the kernel: the per-example gradients' bytes written into
-    a buffer already faulted (what no kernel can beat) and into a fresh one; and the
-    kernel with the buffer pool off (every call on a fresh, hugepage-backed block)."""
-    from tracejit.backend import pool
-
+    memory already faulted (what no kernel can beat), by memset and by a compiled loop, and
+    into fresh memory. (The kernel without the buffer pool: bench_output_alloc.py, one
+    process per setting; here, emptying the pool would slow the other rows too.)"""
     fn = impls["tracejit vmap(grad)"][0]
     nbytes = sum(leaf.nbytes for leaf in tree_leaves(fn(params, x, y)))
     floor = np.empty(nbytes // 8)
     floor.fill(0.0)
-
-    def pool_off(*args):
-        limit = pool.limit_bytes()
-        pool.set_limit(0)
-        try:
-            fn(*args)  # the result dies here, with nothing kept: its block is freed
-        finally:
-            pool.set_limit(limit)
-
     store_loop = _store_loop()
     store_loop(floor)
-    rows = {f"write {nbytes / 1e6:.0f} MB, pre-faulted (floor)": (floor.fill, (1.0,)),
+    return {f"write {nbytes / 1e6:.0f} MB, pre-faulted (floor)": (floor.fill, (1.0,)),
             f"write {nbytes / 1e6:.0f} MB by a compiled loop, pre-faulted": (store_loop, (floor,)),
-            f"write {nbytes / 1e6:.0f} MB, fresh": (lambda: np.empty(nbytes // 8).fill(1.0), ()),
-            "tracejit vmap(grad), pool off": (pool_off, (params, x, y))}
-    return rows
+            f"write {nbytes / 1e6:.0f} MB, fresh": (lambda: np.empty(nbytes // 8).fill(1.0), ())}
 
 
 def _store_loop():
@@ -196,7 +184,7 @@ def per_example_section(frameworks, quick, pause, ready) -> str:
         impls = per_example_impls(w, params, x, y, frameworks)
         notes += check_per_example(w, impls, params, x, y)
         calls = {k: (fn, args) for k, (fn, args, _) in impls.items()}
-        calls.update(memory_rows(impls, w, params, x, y))
+        calls.update(memory_rows(impls, params, x, y))
         timings = time_many(calls, target_s=0.2 if quick else 0.5, repeats=3 if quick else 7,
                             pause=pause)
         ours = stat_us(timings["tracejit vmap(grad)"])
