@@ -41,6 +41,7 @@ from ..trace.tracer import (
     describe_operands,
     weak_aval,
 )
+from .eager_memo import MAX_ENTRIES, MISS, UNMEMOISABLE, replayer
 from .variables import recording_tapes
 
 
@@ -57,6 +58,8 @@ class EagerBuilder(Builder):
         self.ordinal: dict[int, int] = {}  # id(Var) -> its position in `vars`
         self.vars: list[Var] = []  # every recorded variable, in order
         self.node = _TRIE.root  # the structure recorded so far (see `_Node`)
+        self.unshared = 0  # steps recorded off the trie (their structure is their own)
+        self.reads = 0  # values read by Python (`bool(t)`...): a call that does is not memoised
 
     def push(self) -> None:
         _builders.append(self)
@@ -73,6 +76,7 @@ class EagerBuilder(Builder):
         values = prim.impl(*[self.value_of(a) for a in args], **_concrete_params(params))
         if outs:
             self.node = _Node(None, None)
+            self.unshared += 1
             for var in outs:
                 self._number(var)
         return self._tracers(prim, outs, values)
@@ -168,6 +172,81 @@ class EagerBuilder(Builder):
             raise UnsupportedError(with_location(f"a constant used here {problem}"))
         return self.capture(array) if array.ndim else Literal(array, AVal((), array.dtype))
 
+    # ------------------------------------------------------ the memo of calls
+    def call_memo(self, head, fn, args, kwargs, arrays_ok=False):
+        """`fn(*args, **kwargs)` (`head` names the call: a ufunc, a NumPy
+        function, a method), replayed when this node of the trie has seen
+        the same call before (eager_memo.py). `arrays_ok`: array operands
+        enter the key by type only (elementwise ops and matmul, whose
+        structure does not depend on their values)."""
+        items = _builders.items
+        if not items or items[-1] is not self or _locations.items:
+            return fn(*args, **kwargs) if kwargs else fn(*args)
+        key = self._call_key(head, args, kwargs, arrays_ok)
+        if key is None:
+            return fn(*args, **kwargs) if kwargs else fn(*args)
+        node = self.node
+        memo = node.memo
+        if memo is None:
+            memo = node.memo = {}
+        entry = memo.get(key)
+        if entry is None:
+            return self._first_call(memo, key, fn, args, kwargs)
+        if entry is not UNMEMOISABLE:
+            result = entry(self, args)
+            if result is not MISS:
+                return result
+        return fn(*args, **kwargs) if kwargs else fn(*args)
+
+    def _call_key(self, head, args, kwargs, arrays_ok):
+        """(head, each operand: its position in the recording (a value of this
+        tape), its type and value (a static argument), or for an array its
+        type and whether and where it was captured; the keywords likewise)."""
+        key = [head]
+        ordinal = self.ordinal
+        for k, arg in enumerate(args):
+            kind = type(arg)
+            if kind is EagerTracer:
+                if arg.builder is not self:
+                    return None
+                key.append(ordinal[id(arg.ir_var)])
+            elif kind in _STATIC_KINDS:
+                key.append((kind, arg))
+            elif kind is np.ndarray and arrays_ok and arg.ndim:
+                var = self._captured.get(id(arg))
+                same = next(i for i in range(k + 1) if args[i] is arg)  # aliasing
+                key.append((arg.shape, arg.dtype, same,
+                            None if var is None else ordinal[id(var)]))
+            elif kind is tuple and all(type(a) in _STATIC_KINDS for a in arg):
+                key.append((kind, arg))
+            else:
+                return None
+        if kwargs:
+            for name, value in kwargs.items():
+                kind = type(value)
+                if kind is EagerTracer or not (kind in _STATIC_KINDS or kind is tuple and all(
+                        type(a) in _STATIC_KINDS for a in value)):
+                    return None
+                key.append((name, kind, value))
+        try:
+            hash(key := tuple(key))
+        except TypeError:
+            return None
+        return key
+
+    def _first_call(self, memo: dict, key, fn, args, kwargs):
+        """The call in full, turned into a replay for the next time when its
+        structure depends only on the key."""
+        start = (len(self.eqns), len(self.vars), len(self.constvars))
+        marks = (self.unshared, self.reads, len(self.invars), _TRIE.generation)
+        result = fn(*args, **kwargs) if kwargs else fn(*args)
+        entry = None
+        if marks == (self.unshared, self.reads, len(self.invars), _TRIE.generation):
+            entry = replayer(self, args, result, start, self.node, EagerTracer)
+        if len(memo) < MAX_ENTRIES:
+            memo[key] = entry or UNMEMOISABLE
+        return result
+
     # ------------------------------------------------------ the structure
     def _grow(self, key, node: _Node) -> _Node:
         """`node` as the step `key` after the current one (kept for later
@@ -177,6 +256,8 @@ class EagerBuilder(Builder):
             if _TRIE.count > MAX_NODES:
                 _TRIE.reset()
             self.node.children[key] = node
+        else:
+            self.unshared += 1
         return node
 
     def _number(self, var: Var) -> None:
@@ -255,6 +336,13 @@ _LITERAL_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex
                                                   np.bool_)}
 
 
+# types of static arguments, keyed by value in the memo of calls
+_STATIC_KINDS = frozenset({bool, int, float, complex, str, type(None), type, np.float32,
+                           np.float64, np.int32, np.int64, np.bool_} | {
+    type(np.dtype(t)) for t in ("float32", "float64", "int32", "int64", "bool", "complex64",
+                                "complex128")})
+
+
 def _literal(value, aval: AVal) -> Literal:
     """`Literal(value, aval)` for a scalar, without NumPy's conversion machinery."""
     literal = Literal.__new__(Literal)
@@ -273,10 +361,11 @@ class _Node:
     earlier one's structure works out neither. tape.py keys the gradient's
     plan by the node a recording reached."""
 
-    __slots__ = ("children", "avals", "location", "prim", "single")
+    __slots__ = ("children", "avals", "location", "prim", "single", "memo")
 
     def __init__(self, avals, location, prim=None):
         self.children: dict = {}
+        self.memo: dict | None = None  # call key -> its replay from here (eager_memo.py)
         self.avals, self.location = avals, location
         self.prim = prim  # (keeps the primitive whose id is in the keys alive)
         self.single = prim is not None and not prim.multiple_results and len(avals) == 1
@@ -341,27 +430,35 @@ class EagerTracer(Tracer):
 
     def numpy(self):
         """A copy of the value (a NumPy scalar when 0-d), as `EagerTensor.numpy()`."""
+        self.builder.reads += 1
         return np.asarray(self.value).copy()[()]
 
     def __array__(self, dtype=None, copy=None):
+        self.builder.reads += 1
         return np.array(self.value, dtype=dtype) if copy else np.asarray(self.value, dtype)
 
     def __float__(self):
+        self.builder.reads += 1
         return float(self.value)
 
     def __int__(self):
+        self.builder.reads += 1
         return int(self.value)
 
     def __index__(self):
+        self.builder.reads += 1
         return int(np.asarray(self.value).__index__())
 
     def __bool__(self):
+        self.builder.reads += 1
         return bool(self.value)
 
     def item(self, *args):
+        self.builder.reads += 1
         return np.asarray(self.value).item(*args)
 
     def tolist(self):
+        self.builder.reads += 1
         return np.asarray(self.value).tolist()
 
     def __format__(self, spec):
@@ -374,14 +471,25 @@ class EagerTracer(Tracer):
     __str__ = __repr__
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        if self.builder.active:
+        builder = self.builder
+        if builder.active:
+            fn = _UFUNCS.get(ufunc)
+            if fn is not None and method == "__call__" and not kwargs:
+                return builder.call_memo(ufunc, fn, inputs, None, arrays_ok=True)
             return numpy_api.array_ufunc(self, ufunc, method, *inputs, **kwargs)
         return getattr(ufunc, method)(*unwrap(inputs), **unwrap(kwargs))
 
     def __array_function__(self, func, types, args, kwargs):
-        if self.builder.active:
+        builder = self.builder
+        if builder.active:
+            fn = _FUNCTIONS.get(func)
+            if fn is not None:
+                return builder.call_memo(func, fn, args, kwargs)
             return numpy_api.array_function(self, func, types, args, kwargs)
         return func(*unwrap(args), **unwrap(kwargs))
+
+
+_UFUNCS, _FUNCTIONS = numpy_api.UFUNCS, numpy_api.FUNCTIONS
 
 
 def _after_recording(name, method):
@@ -394,16 +502,21 @@ def _after_recording(name, method):
 
     if name in _BINARY_OPERATORS:  # the hot ones: no argument packing
         def operator(self, other):
-            if self.builder.active:
-                return method(self, other)
+            builder = self.builder
+            if builder.active:
+                resolve_fn = OPERANDS.get(type(other))  # a Variable: its value on the tape
+                if resolve_fn is not None:
+                    other = resolve_fn(other)
+                return builder.call_memo(method, method, (self, other), None, arrays_ok=True)
             return getattr(np.asarray(self.value), name)(unwrap(other))
 
         operator.__name__ = name
         return operator
 
     def call(self, *args, **kwargs):
-        if self.builder.active:
-            return method(self, *args, **kwargs)
+        builder = self.builder
+        if builder.active:
+            return builder.call_memo(method, method, (self, *args), kwargs)
         return getattr(np.asarray(self.value), name)(*unwrap(args), **unwrap(kwargs))
 
     call.__name__ = name
