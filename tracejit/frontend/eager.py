@@ -53,7 +53,9 @@ class EagerBuilder(Builder):
         super().__init__("tape")
         self.values: dict[int, object] = {}  # id(Var) -> its value
         self.active = False  # on the builder stack: operations on its tracers record
-        self.variable_inputs: dict[int, EagerTracer] = {}  # id(Variable) -> current read
+        # id(Variable) -> its current read (a Var: a tracer here would make a
+        # cycle, and every step's recording would wait for the cyclic GC)
+        self.variable_inputs: dict[int, Var] = {}
         self.watched_arrays: list = []  # keeps watched arrays alive (inputs keyed by id)
         self.ordinal: dict[int, int] = {}  # id(Var) -> its position in `vars`
         self.vars: list[Var] = []  # every recorded variable, in order
@@ -313,12 +315,13 @@ class EagerBuilder(Builder):
     def read_variable(self, variable):
         """A Variable read while eager tapes record: a recorded input when a
         tape watches it (the same one until it is assigned), else its array."""
-        tracer = self.variable_inputs.get(id(variable))
-        if tracer is not None:
-            return tracer
+        var = self.variable_inputs.get(id(variable))
+        if var is not None:
+            return EagerTracer(self, var, self.values[id(var)])
         if not any(t.builder is self and t._would_watch(variable) for t in recording_tapes):
             return variable._value
-        tracer = self.variable_inputs[id(variable)] = self.input(variable._value)
+        tracer = self.input(variable._value)
+        self.variable_inputs[id(variable)] = tracer.ir_var
         return tracer
 
 
