@@ -137,3 +137,11 @@ def test_replayed_values_are_arrays_after_the_tape_and_nested_tapes_still_work(i
         np.testing.assert_allclose(dy, np.cos(v) * v + np.sin(v), rtol=1e-13)
         np.testing.assert_allclose(d2, 2 * np.cos(v) - np.sin(v) * v, rtol=1e-13)
         np.testing.assert_allclose(np.exp(y), np.exp(np.sum(np.sin(v) * v)), rtol=1e-13)
+
+
+def test_negative_zero_is_not_zero(interpret):
+    w = Variable(np.array([1.0, -2.0]))
+    for scale in (0.0, -0.0, 0.0):
+        with GradientTape():
+            out = w * 1.0 * scale
+        np.testing.assert_array_equal(np.signbit(out.numpy()), np.signbit(w.numpy() * scale))

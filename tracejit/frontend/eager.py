@@ -203,7 +203,8 @@ class EagerBuilder(Builder):
     def _call_key(self, head, args, kwargs, arrays_ok):
         """(head, each operand: its position in the recording (a value of this
         tape), its type and value (a static argument), or for an array its
-        type and whether and where it was captured; the keywords likewise)."""
+        type, which operand it aliases and where it was captured (if it was);
+        the keywords likewise). None when some argument is of another kind."""
         key = [head]
         ordinal = self.ordinal
         for k, arg in enumerate(args):
@@ -213,10 +214,15 @@ class EagerBuilder(Builder):
                     return None
                 key.append(ordinal[id(arg.ir_var)])
             elif kind in _STATIC_KINDS:
-                key.append((kind, arg))
+                # (-0.0 == 0.0, but x * -0.0 is not x * 0.0)
+                key.append((kind, arg) if arg or kind not in _FLOATS else (kind, arg, str(arg)))
             elif kind is np.ndarray and arrays_ok and arg.ndim:
                 var = self._captured.get(id(arg))
-                same = next(i for i in range(k + 1) if args[i] is arg)  # aliasing
+                same = k
+                for i in range(k):
+                    if args[i] is arg:
+                        same = i
+                        break
                 key.append((arg.shape, arg.dtype, same,
                             None if var is None else ordinal[id(var)]))
             elif kind is tuple and all(type(a) in _STATIC_KINDS for a in arg):
@@ -226,15 +232,11 @@ class EagerBuilder(Builder):
         if kwargs:
             for name, value in kwargs.items():
                 kind = type(value)
-                if kind is EagerTracer or not (kind in _STATIC_KINDS or kind is tuple and all(
+                if not (kind in _STATIC_KINDS or kind is tuple and all(
                         type(a) in _STATIC_KINDS for a in value)):
                     return None
                 key.append((name, kind, value))
-        try:
-            hash(key := tuple(key))
-        except TypeError:
-            return None
-        return key
+        return tuple(key)  # (hashable: every part is)
 
     def _first_call(self, memo: dict, key, fn, args, kwargs):
         """The call in full, turned into a replay for the next time when its
@@ -339,6 +341,7 @@ _LITERAL_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex
                                                   np.bool_)}
 
 
+_FLOATS = frozenset({float, np.float32, np.float64})
 # types of static arguments, keyed by value in the memo of calls
 _STATIC_KINDS = frozenset({bool, int, float, complex, str, type(None), type, np.float32,
                            np.float64, np.int32, np.int64, np.bool_} | {
@@ -477,7 +480,7 @@ class EagerTracer(Tracer):
         builder = self.builder
         if builder.active:
             fn = _UFUNCS.get(ufunc)
-            if fn is not None and method == "__call__" and not kwargs:
+            if fn is not None and not kwargs and method == "__call__":
                 return builder.call_memo(ufunc, fn, inputs, None, arrays_ok=True)
             return numpy_api.array_ufunc(self, ufunc, method, *inputs, **kwargs)
         return getattr(ufunc, method)(*unwrap(inputs), **unwrap(kwargs))
@@ -507,9 +510,10 @@ def _after_recording(name, method):
         def operator(self, other):
             builder = self.builder
             if builder.active:
-                resolve_fn = OPERANDS.get(type(other))  # a Variable: its value on the tape
-                if resolve_fn is not None:
-                    other = resolve_fn(other)
+                if type(other) is not EagerTracer:
+                    resolve_fn = OPERANDS.get(type(other))  # a Variable: its value here
+                    if resolve_fn is not None:
+                        other = resolve_fn(other)
                 return builder.call_memo(method, method, (self, other), None, arrays_ok=True)
             return getattr(np.asarray(self.value), name)(unwrap(other))
 

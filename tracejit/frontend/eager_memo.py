@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.ir import Eqn, Literal, Var
+from ..core.shapes import Sym, resolve
 
 MISS = object()  # a replay that cannot serve this call: run it in full
 UNMEMOISABLE = object()  # stored for a call that always runs in full
@@ -62,12 +63,13 @@ class _Code:
     def __init__(self, builder, args, tracer_type):
         self.builder, self.args = builder, args
         self.tracer_type = tracer_type
-        self.env = {"Var": Var, "Eqn": Eqn, "EagerTracer": tracer_type, "MISS": MISS}
+        self.env = {"Var": Var, "Eqn": Eqn, "EagerTracer": tracer_type, "MISS": MISS, "np": np}
         self.checks: list[str] = []  # before any effect: MISS unless they hold
         self.lines: list[str] = []
         self.atoms: dict[int, str] = {}  # id(Var) -> expression of the variable
         self.values: dict[int, str] = {}  # id(Var) -> expression of its value
         self.n = 0
+        self.numbered = 0
         for k, arg in enumerate(args):
             if type(arg) is tracer_type:
                 self.atoms.setdefault(id(arg.ir_var), f"args[{k}].ir_var")
@@ -98,8 +100,7 @@ class _Code:
         self.lines += [f"{name} = Var({self.constant(var.aval)})",
                        f"captured[id({source})] = {name}",
                        f"b.constvars.append({name}); b.const_values.append({source})",
-                       f"values[id({name})] = {source}",
-                       f"ordinal[id({name})] = len(vars_); vars_.append({name})"]
+                       *self._number(name, source)]
         self.atoms[id(var)], self.values[id(var)] = name, source
         return True
 
@@ -118,8 +119,10 @@ class _Code:
         j = self.n
         self.n += 1
         params = self.constant(eqn.params)
-        call = f"{self.constant(eqn.prim.impl)}({', '.join(values)}"
-        call += f", **{params})" if eqn.params else ")"
+        call = self._inline(eqn, values)
+        if call is None:
+            call = f"{self.constant(eqn.prim.impl)}({', '.join(values)}"
+            call += f", **{params})" if eqn.params else ")"
         outs = [f"o{j}_{i}" for i in range(len(eqn.outputs))]
         if eqn.prim.multiple_results:
             self.lines.append(f"y{j} = {call}")
@@ -129,12 +132,40 @@ class _Code:
             results = [f"y{j}_0"]
         for out, result, var in zip(outs, results, eqn.outputs):
             self.lines += [f"{out} = Var({self.constant(var.aval)})",
-                           f"ordinal[id({out})] = len(vars_); vars_.append({out})",
-                           f"values[id({out})] = {result}"]
+                           *self._number(out, result)]
             self.atoms[id(var)], self.values[id(var)] = out, result
         self.lines.append(f"eqns.append(Eqn({self.constant(eqn.prim)}, [{', '.join(atoms)}], "
                           f"{params}, [{', '.join(outs)}], {self.constant(eqn.location)}))")
         return True
+
+    def _inline(self, eqn, values: list) -> str | None:
+        """The primitive's NumPy expression, where it has one (the
+        interpreter's: a reshape, a reduction with its accumulator dtype, a
+        conversion), without the Python of its `impl`."""
+        if eqn.prim.impl_source is None or eqn.prim.multiple_results:
+            return None
+        try:
+            inline = eqn.prim.impl_source(eqn, False, self._sizes)
+            return None if inline is None else inline.format(*values)
+        except (IndexError, KeyError, ValueError):
+            return None
+
+    def _sizes(self, value) -> str:
+        """A parameter as source (sizes are concrete on an eager tape)."""
+        if isinstance(value, Sym):
+            value = resolve(value)
+        if type(value) is int:
+            return str(value)
+        if type(value) is tuple and all(type(resolve(d)) is int for d in value):
+            return repr(tuple(int(resolve(d)) for d in value))
+        return self.constant(value)
+
+    def _number(self, name: str, value: str) -> list[str]:
+        """The new variable `name`, the `numbered`-th of the call, takes its
+        place in the recording (vars, ordinal) with its value."""
+        self.numbered += 1
+        return [f"i = id({name}); ordinal[i] = n + {self.numbered - 1}; values[i] = {value}",
+                f"vars_.append({name})"]
 
     def returned(self, result) -> str | None:
         """The expression of the call's result: its tracers rebuilt (an
@@ -159,10 +190,13 @@ class _Code:
         self.env["END"] = end_node
         body = ["captured = b._captured", *self.checks,
                 "values = b.values; ordinal = b.ordinal; vars_ = b.vars; eqns = b.eqns",
+                "n = len(vars_)",
                 *self.lines, "b.node = END", f"return {returned}"]
         source = "def replay(b, args):\n" + "".join(f"    {line}\n" for line in body)
         exec(compile(source, "<eager replay>", "exec"), self.env)  # noqa: S102
-        return self.env["replay"]
+        replay = self.env["replay"]
+        replay.source = source  # (for debugging)
+        return replay
 
 
 __all__ = ["MISS", "UNMEMOISABLE", "MAX_ENTRIES", "replayer"]
