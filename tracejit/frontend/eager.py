@@ -269,8 +269,9 @@ class EagerBuilder(Builder):
         self.vars.append(var)
 
     def _note_input(self, var: Var, kind: str) -> None:
-        key = (kind, var.aval)
-        node = self.node.children.get(key) or self._grow(key, _Node((var.aval,), None))
+        aval = var.aval
+        key = (kind, aval.shape, aval.dtype)  # (cheaper to hash than the AVal)
+        node = self.node.children.get(key) or self._grow(key, _Node((aval,), None))
         self.node = node
         self._number(var)
 
@@ -331,8 +332,17 @@ def concrete_aval(value) -> AVal:
     """The abstract value of a recorded array: its sizes as they are (an eager
     recording serves one step; tape.py's gradient programs are keyed by them)."""
     if type(value) is np.ndarray:
-        return AVal(value.shape, value.dtype)
+        key = (value.shape, value.dtype)
+        aval = _CONCRETE_AVALS.get(key)
+        if aval is None:
+            if len(_CONCRETE_AVALS) >= 4096:
+                _CONCRETE_AVALS.clear()
+            aval = _CONCRETE_AVALS[key] = AVal(*key)
+        return aval
     return AVal(tuple(np.shape(value)), np.result_type(value))
+
+
+_CONCRETE_AVALS: dict = {}  # (shape, dtype) -> its AVal (made once: AVal() is slow)
 
 
 # scalar type -> the aval of its literals (Python scalars are weak)

@@ -183,10 +183,14 @@ class GradientTape:
                  unconnected_gradients=UnconnectedGradients.NONE):
         """d(sum of target) / d(sources), in the structure of `sources`.
         `output_gradients` weights the target (a vector-Jacobian product)."""
-        source_leaves, source_def = pytree.flatten(sources)
+        kind = type(sources)
+        if kind is list and all(type(s) in _LEAF_TYPES for s in sources):  # (the common case)
+            source_leaves, source_def = sources, None
+        else:
+            source_leaves, source_def = pytree.flatten(sources)
         seeds = None if output_gradients is None else pytree.flatten(output_gradients)[0]
         grads = self._vjps(target, source_leaves, [seeds], unconnected_gradients)[0]
-        return pytree.unflatten(source_def, grads)
+        return grads if source_def is None else pytree.unflatten(source_def, grads)
 
     def jacobian(self, target, sources, unconnected_gradients=UnconnectedGradients.NONE,
                  parallel_iterations=None, experimental_use_pfor=True):
@@ -211,9 +215,9 @@ class GradientTape:
         if self.builder is None:
             raise RuntimeError("GradientTape.gradient on a tape that was never entered")
         self._used = True
-        zero = UnconnectedGradients(getattr(unconnected, "value", unconnected)) is \
-            UnconnectedGradients.ZERO
-        targets = pytree.flatten(target)[0]
+        zero = unconnected is not UnconnectedGradients.NONE and UnconnectedGradients(
+            getattr(unconnected, "value", unconnected)) is UnconnectedGradients.ZERO
+        targets = [target] if type(target) is EagerTracer else pytree.flatten(target)[0]
         if not any(isinstance(t, Tracer) for t in targets) and any(
                 id(s) in self._watched_arrays for s in sources):
             warn("GradientTape.gradient: the target was not recorded. NumPy operations on a "
@@ -459,20 +463,37 @@ def _plan_key(tape: GradientTape, targets, sources):
     values, targets and sources. None when some value was not numbered."""
     builder = tape.builder
     ordinal = builder.ordinal
-    watched = set(tape._watched_ids)
-    for key in tape._watched_vars:
-        watched.update(tape._reads.get(key, ()))
-    ranges = list(tape._segments)
+    reads = tape._reads
+    ranges = tuple(tape._segments)
     if tape._open is not None:
-        ranges.append((tape._open, len(builder.eqns)))
+        ranges += ((tape._open, len(builder.eqns)),)
     try:
-        return (builder.node, tuple(ranges),
-                tuple(sorted(ordinal[i] for i in watched)),
-                tuple(ordinal[id(t.ir_var)] if isinstance(t, Tracer) and t.builder is builder
-                      else None for t in targets),
-                tuple(tuple(sorted(ordinal[i] for i in _source_ids(tape, s))) for s in sources))
+        watched = [ordinal[i] for i in tape._watched_ids]
+        for key in tape._watched_vars:
+            read = reads.get(key)
+            if read:
+                watched += [ordinal[i] for i in read]
+        watched.sort()  # (a multiset: a value both watched and read counts twice, always)
+        return (builder.node, ranges, tuple(watched),
+                tuple([ordinal[id(t.ir_var)] if isinstance(t, Tracer) and t.builder is builder
+                       else None for t in targets]),
+                tuple([_source_key(tape, s, ordinal) for s in sources]))
     except KeyError:
         return None
+
+
+def _source_key(tape: GradientTape, source, ordinal) -> tuple:
+    """A source's values, by position in the recording (`_source_ids`, cheaply
+    for a Variable, the common case)."""
+    if type(source) is Variable:
+        read = tape._reads.get(id(source))
+        if not read or id(source) not in tape._watched_vars:
+            return ()
+        return tuple(sorted([ordinal[i] for i in read]))
+    return tuple(sorted(ordinal[i] for i in _source_ids(tape, source)))
+
+
+_LEAF_TYPES = frozenset({Variable, EagerTracer, np.ndarray})
 
 
 def _seeds(seeds, cut: _Cut) -> list:
