@@ -225,17 +225,17 @@ class EagerBuilder(Builder):
                         break
                 key.append((arg.shape, arg.dtype, same,
                             None if var is None else ordinal[id(var)]))
-            elif kind is tuple and all(type(a) in _STATIC_KINDS for a in arg):
-                key.append((kind, arg))
             else:
-                return None
+                part = _static_key(arg)
+                if part is None:
+                    return None
+                key.append(part)
         if kwargs:
             for name, value in kwargs.items():
-                kind = type(value)
-                if not (kind in _STATIC_KINDS or kind is tuple and all(
-                        type(a) in _STATIC_KINDS for a in value)):
+                part = _static_key(value)
+                if part is None:
                     return None
-                key.append((name, kind, value))
+                key.append((name, part))
         return tuple(key)  # (hashable: every part is)
 
     def _first_call(self, memo: dict, key, fn, args, kwargs):
@@ -349,6 +349,19 @@ _CONCRETE_AVALS: dict = {}  # (shape, dtype) -> its AVal (made once: AVal() is s
 _LITERAL_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex)} | {
     kind: AVal((), np.dtype(kind)) for kind in (np.float32, np.float64, np.int32, np.int64,
                                                   np.bool_)}
+
+
+def _static_key(value):
+    """A static argument (a scalar, a tuple of them: axes, shapes) as part of a
+    call's key: its type and value (and a zero's sign: x * -0.0 is not x * 0.0).
+    None for anything else."""
+    kind = type(value)
+    if kind is tuple:
+        parts = tuple(_static_key(v) for v in value)
+        return None if None in parts else (kind, parts)
+    if kind not in _STATIC_KINDS:
+        return None
+    return (kind, value) if value or kind not in _FLOATS else (kind, value, str(value))
 
 
 _FLOATS = frozenset({float, np.float32, np.float64})
