@@ -21,7 +21,7 @@ def _replays():
         node = stack.pop()
         for key, entry in (node.memo or {}).items():
             found.append((getattr(key[0], "__name__", str(key[0])),
-                          entry is not eager_memo.UNMEMOISABLE))
+                          entry not in (eager_memo.UNMEMOISABLE, eager_memo.SEEN)))
         stack.extend(node.children.values())
     return found
 
@@ -145,3 +145,18 @@ def test_negative_zero_is_not_zero(interpret):
         with GradientTape():
             out = w * 1.0 * scale
         np.testing.assert_array_equal(np.signbit(out.numpy()), np.signbit(w.numpy() * scale))
+
+
+def test_a_structure_seen_once_costs_no_replay(interpret, monkeypatch):
+    """A loop to a tolerance makes a new structure at every step: its calls
+    are noted, never turned into replays (that would cost more than it saves)."""
+    made = []
+    monkeypatch.setattr(eager, "replayer", lambda *a: made.append(a) or None)
+    x = Variable(np.array(2.0))
+    with GradientTape() as tape:
+        guess = x * 1.0
+        for _ in range(30):  # Newton's iteration for sqrt(x), unrolled on the tape
+            guess = 0.5 * (guess + x / guess)
+    np.testing.assert_allclose(float(guess), np.sqrt(2.0))
+    np.testing.assert_allclose(tape.gradient(guess, x), 0.5 / np.sqrt(2.0))
+    assert not made

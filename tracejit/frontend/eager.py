@@ -41,7 +41,7 @@ from ..trace.tracer import (
     describe_operands,
     weak_aval,
 )
-from .eager_memo import MAX_ENTRIES, MISS, UNMEMOISABLE, replayer
+from .eager_memo import MAX_ENTRIES, MISS, SEEN, UNMEMOISABLE, replayer
 from .variables import recording_tapes
 
 
@@ -192,7 +192,12 @@ class EagerBuilder(Builder):
         if memo is None:
             memo = node.memo = {}
         entry = memo.get(key)
-        if entry is None:
+        if entry is None:  # the first time here: only noted (most structures never recur)
+            if len(memo) < MAX_ENTRIES and _TRIE.memos < MAX_MEMOS:
+                memo[key] = SEEN
+                _TRIE.memos += 1
+            return fn(*args, **kwargs) if kwargs else fn(*args)
+        if entry is SEEN:  # the second time: recorded and turned into a replay
             return self._first_call(memo, key, fn, args, kwargs)
         if entry is not UNMEMOISABLE:
             result = entry(self, args)
@@ -239,16 +244,15 @@ class EagerBuilder(Builder):
         return tuple(key)  # (hashable: every part is)
 
     def _first_call(self, memo: dict, key, fn, args, kwargs):
-        """The call in full, turned into a replay for the next time when its
-        structure depends only on the key."""
+        """The call in full (its second time at this node), turned into a
+        replay for the next times when its structure depends only on the key."""
         start = (len(self.eqns), len(self.vars), len(self.constvars))
         marks = (self.unshared, self.reads, len(self.invars), _TRIE.generation)
         result = fn(*args, **kwargs) if kwargs else fn(*args)
         entry = None
         if marks == (self.unshared, self.reads, len(self.invars), _TRIE.generation):
             entry = replayer(self, args, result, start, self.node, EagerTracer)
-        if len(memo) < MAX_ENTRIES:
-            memo[key] = entry or UNMEMOISABLE
+        memo[key] = entry or UNMEMOISABLE
         return result
 
     # ------------------------------------------------------ the structure
@@ -407,10 +411,12 @@ class _Trie:
     def reset(self) -> None:
         self.root = _Node((), None)
         self.count = 0
+        self.memos = 0  # memo entries on its nodes (at most MAX_MEMOS)
         self.generation = getattr(self, "generation", 0) + 1
 
 
 MAX_NODES = 200_000
+MAX_MEMOS = 20_000  # calls memoised (each replay holds a small code object)
 _TRIE = _Trie()
 
 

@@ -6,11 +6,12 @@ and promotion before it reaches `bind`: some 70 Python calls per equation.
 Where a recording has been before (the same node of eager.py's trie of
 structures) the same call - the same function, operands at the same
 positions of the recording, the same static arguments and the same array
-types - binds the same equations. So the first time, the call runs in full
-and `replayer` turns what it recorded into a generated Python function: the
-primitives' NumPy implementations called in order, the equations appended
-with fresh variables, the trie's node set to where the call ended. The next
-time, the entry point checks the key (one dict lookup) and runs that.
+types - binds the same equations. The first time the call is only noted
+(most structures never recur: a loop to a tolerance). The second time it
+runs in full and `replayer` turns what it recorded into a generated Python
+function: the primitives' NumPy expressions in order, the equations appended
+with fresh variables, the trie's node set to where the call ended. From then
+on the entry point checks the key (one dict lookup) and runs that.
 
 A call is not memoised when its structure may depend on more than the key:
 it read a value (`bool(t)`), took a path whose structure is not shared (the
@@ -26,6 +27,7 @@ from ..core.ir import Eqn, Literal, Var
 from ..core.shapes import Sym, resolve
 
 MISS = object()  # a replay that cannot serve this call: run it in full
+SEEN = object()  # stored for a call seen once: the next time it is recorded for replay
 UNMEMOISABLE = object()  # stored for a call that always runs in full
 MAX_ENTRIES = 16  # memoised calls per node of the trie (a changing float makes new keys)
 
@@ -194,9 +196,7 @@ class _Code:
                 *self.lines, "b.node = END", f"return {returned}"]
         source = "def replay(b, args):\n" + "".join(f"    {line}\n" for line in body)
         exec(compile(source, "<eager replay>", "exec"), self.env)  # noqa: S102
-        replay = self.env["replay"]
-        replay.source = source  # (for debugging)
-        return replay
+        return self.env["replay"]
 
 
-__all__ = ["MISS", "UNMEMOISABLE", "MAX_ENTRIES", "replayer"]
+__all__ = ["MISS", "SEEN", "UNMEMOISABLE", "MAX_ENTRIES", "replayer"]
