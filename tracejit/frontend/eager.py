@@ -59,6 +59,7 @@ class EagerBuilder(Builder):
         self.watched_arrays: list = []  # keeps watched arrays alive (inputs keyed by id)
         self.ordinal: dict[int, int] = {}  # id(Var) -> its position in `vars`
         self.vars: list[Var] = []  # every recorded variable, in order
+        self.trail: list = []  # their values, in the same order (the gradient gathers them)
         self.node = _TRIE.root  # the structure recorded so far (see `_Node`)
         self.unshared = 0  # steps recorded off the trie (their structure is their own)
         self.reads = 0  # values read by Python (`bool(t)`...): a call that does is not memoised
@@ -79,8 +80,7 @@ class EagerBuilder(Builder):
         if outs:
             self.node = _Node(None, None)
             self.unshared += 1
-            for var in outs:
-                self._number(var)
+            self._number_all(prim, outs, values)
         return self._tracers(prim, outs, values)
 
     def _tracers(self, prim, outs: list, values):
@@ -140,14 +140,14 @@ class EagerBuilder(Builder):
             self.node = node
             self.ordinal[id(var)] = len(self.vars)
             self.vars.append(var)
+            self.trail.append(value)
             self.values[id(var)] = value
             return EagerTracer(self, var, value)
         outs = [Var(aval) for aval in node.avals]
         if outs:  # an equation with no results is dead (the IR has no effects)
             self.eqns.append(Eqn(prim, inputs, params, outs, location))
             self.node = node
-            for var in outs:
-                self._number(var)
+            self._number_all(prim, outs, value)
         return self._tracers(prim, outs, value)
 
     def _result_types(self, prim, inputs, params, location):
@@ -268,16 +268,21 @@ class EagerBuilder(Builder):
             self.unshared += 1
         return node
 
-    def _number(self, var: Var) -> None:
+    def _number(self, var: Var, value) -> None:
         self.ordinal[id(var)] = len(self.vars)
         self.vars.append(var)
+        self.trail.append(value)
 
-    def _note_input(self, var: Var, kind: str) -> None:
+    def _number_all(self, prim, outs: list, values) -> None:
+        for var, value in zip(outs, values if prim.multiple_results else [values]):
+            self._number(var, value)
+
+    def _note_input(self, var: Var, kind: str, value) -> None:
         aval = var.aval
         key = (kind, aval.shape, aval.dtype)  # (cheaper to hash than the AVal)
         node = self.node.children.get(key) or self._grow(key, _Node((aval,), None))
         self.node = node
-        self._number(var)
+        self._number(var, value)
 
     def value_of(self, value):
         if isinstance(value, EagerTracer):
@@ -291,7 +296,7 @@ class EagerBuilder(Builder):
         var = Var(concrete_aval(value))
         self.invars.append(var)
         self.values[id(var)] = value
-        self._note_input(var, "in")
+        self._note_input(var, "in", value)
         return EagerTracer(self, var, value)
 
     def capture(self, value) -> Var:
@@ -305,7 +310,7 @@ class EagerBuilder(Builder):
             self.constvars.append(var)
             self.const_values.append(value)
             self.values[id(var)] = value
-            self._note_input(var, "const")
+            self._note_input(var, "const", value)
         return var
 
     def watch_array(self, value) -> EagerTracer:
@@ -510,7 +515,7 @@ class EagerTracer(Tracer):
         if builder.active:
             fn = _UFUNCS.get(ufunc)
             if fn is not None and not kwargs and method == "__call__":
-                return builder.call_memo(ufunc, fn, inputs, None, arrays_ok=True)
+                return builder.call_memo(ufunc, fn, inputs, None, True)
             return numpy_api.array_ufunc(self, ufunc, method, *inputs, **kwargs)
         return getattr(ufunc, method)(*unwrap(inputs), **unwrap(kwargs))
 
@@ -543,7 +548,7 @@ def _after_recording(name, method):
                     resolve_fn = OPERANDS.get(type(other))  # a Variable: its value here
                     if resolve_fn is not None:
                         other = resolve_fn(other)
-                return builder.call_memo(method, method, (self, other), None, arrays_ok=True)
+                return builder.call_memo(method, method, (self, other), None, True)
             return getattr(np.asarray(self.value), name)(unwrap(other))
 
         operator.__name__ = name

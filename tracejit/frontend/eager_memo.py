@@ -167,7 +167,7 @@ class _Code:
         place in the recording (vars, ordinal) with its value."""
         self.numbered += 1
         return [f"i = id({name}); ordinal[i] = n + {self.numbered - 1}; values[i] = {value}",
-                f"vars_.append({name})"]
+                f"vars_.append({name}); trail.append({value})"]
 
     def returned(self, result) -> str | None:
         """The expression of the call's result: its tracers rebuilt (an
@@ -192,6 +192,7 @@ class _Code:
         self.env["END"] = end_node
         body = ["captured = b._captured", *self.checks,
                 "values = b.values; ordinal = b.ordinal; vars_ = b.vars; eqns = b.eqns",
+                "trail = b.trail",
                 "n = len(vars_)",
                 *self.lines, "b.node = END", f"return {returned}"]
         source = "def replay(b, args):\n" + "".join(f"    {line}\n" for line in body)

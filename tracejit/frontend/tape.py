@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import operator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -395,6 +396,11 @@ class _Plan:
         places = [(k, None) for k in self.external] + self.literals + [
             (ordinal[id(v)], None) for e in program.eqns for v in e.outputs]
         self.places = [places[k] for k in used]
+        # the gather of those inputs: values by position in the recording's
+        # trail (C speed), then the lifted literals put in their places
+        self.gather = _getter([k if p is None else 0 for k, p in self.places])
+        self.literal_places = [(n, k, p) for n, (k, p) in enumerate(self.places)
+                               if p is not None]
         self.slot = _ADJOINTS.slot(backward, cut.n_sources, len(cut.targets))
         # kept for as long as the structure recurs: no values of this recording
         self.cut = replace(cut, targets=[], literals=[])
@@ -404,9 +410,10 @@ class _Plan:
         cut = self.cut
         if cut is None:
             return None
-        vars_, values, eqns = builder.vars, builder.values, builder.eqns
-        leaves = [values[id(vars_[k])] if p is None else eqns[k].inputs[p].value
-                  for k, p in self.places]
+        leaves = self.gather(builder.trail)
+        eqns = builder.eqns
+        for n, k, p in self.literal_places:
+            leaves[n] = eqns[k].inputs[p].value
         kept = [targets[k] for k in cut.kept]
 
         def run(seeds):
@@ -414,6 +421,16 @@ class _Plan:
             return self.slot.run(leaves + [_seed(t, s, traced=False) for t, s in zip(kept, seeds)])
 
         return run
+
+
+def _getter(indices: list):
+    """items -> [items[k] for k in indices], in C."""
+    if not indices:
+        return lambda items: []
+    get = operator.itemgetter(*indices)
+    if len(indices) == 1:
+        return lambda items: [get(items)]
+    return lambda items: list(get(items))
 
 
 def _backward_program(program: Program, n_sources: int):
@@ -504,7 +521,11 @@ def _seeds(seeds, cut: _Cut) -> list:
 
 def _seed(target, seed, traced: bool):
     if seed is None:
-        return ops.full_like(target, 1.0) if traced else np.ones_like(target.value)
+        if traced:
+            return ops.full_like(target, 1.0)
+        value = target.value  # (np.ones_like is slow on a NumPy scalar: a 0-d array here too)
+        return np.ones(np.shape(value) if type(value) is not np.ndarray else value.shape,
+                       value.dtype if hasattr(value, "dtype") else np.result_type(value))
     if traced:
         return ops.convert(seed, target.dtype)
     return np.asarray(_value_of(seed), dtype=target.dtype)
