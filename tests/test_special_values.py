@@ -50,7 +50,8 @@ def differences(got, want, rtol) -> list[str]:
     sign_differs = np.signbit(got) != np.signbit(want)
     bits_differ = special & ~np.isnan(want) & ((got != want) | sign_differs)
     finite = np.isfinite(want) & (want != 0)
-    value_differs = finite & ~(np.abs(got - want) <= rtol * np.abs(want))
+    with np.errstate(invalid="ignore"):  # got may be inf where want is finite
+        value_differs = finite & ~(np.abs(got - want) <= rtol * np.abs(want))
     bad = np.flatnonzero(nan_differs | bits_differ | value_differs)
     return [f"[{k}] got {got[k]!r} want {want[k]!r}" for k in bad[:4]]
 
