@@ -215,9 +215,10 @@ class EagerBuilder(Builder):
         for k, arg in enumerate(args):
             kind = type(arg)
             if kind is EagerTracer:
-                if arg.builder is not self:
+                position = ordinal.get(id(arg.ir_var))
+                if position is None or arg.builder is not self:
                     return None
-                key.append(ordinal[id(arg.ir_var)])
+                key.append(position)
             elif kind in _STATIC_KINDS:
                 # (-0.0 == 0.0, but x * -0.0 is not x * 0.0)
                 key.append((kind, arg) if arg or kind not in _FLOATS else (kind, arg, str(arg)))
