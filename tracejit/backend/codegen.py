@@ -28,7 +28,13 @@ from ..trace.registry import CONTROL, INDEXMAP, REDUCE
 from .outline import outline
 from .schedule import full_shape, loop_space, schedule, virtual_reads
 
-FASTMATH = "{'nsz', 'contract', 'arcp', 'afn', 'reassoc'}"  # never nnan/ninf: NaN must flow
+# Fast-math flags of nests and kernels: 'reassoc' vectorises float reductions,
+# 'contract' fuses a*b+c into an FMA. Each other flag changes NumPy's special
+# values (tests/test_special_values.py): 'nnan'/'ninf' delete NaN/inf checks;
+# 'arcp' makes float32 1/sqrt(x) an rsqrt estimate (NaN at 0) and a division by
+# a loop-invariant subnormal a multiply by inf; 'nsz' folds x/sqrt(x) to sqrt(x)
+# and x + 0 to x; 'afn' allows approximate pow/sqrt rewrites and buys nothing here.
+FASTMATH = "{'contract', 'reassoc'}"
 # Loop nests over at least this many elements (as traced) also get a prange
 # copy, taken at run time when the actual size is this large.
 PARALLEL_MIN_SIZE = 1 << 16

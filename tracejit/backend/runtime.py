@@ -22,8 +22,8 @@ Calling conventions the code generator must respect (see the benchmark in
   caller.  Their instructions keep those flags, so a caller may use
   ``reassoc`` for its reductions without that licence leaking into (and
   breaking) the range reductions in here.
-* Callers may use the fastmath set ``{'reassoc', 'nsz', 'contract', 'afn',
-  'arcp'}`` but never ``nnan``/``ninf``: the NaN/inf handling below is made of
+* Callers may use 'reassoc' and 'contract' (the kernels' set, codegen.FASTMATH)
+  but never ``nnan``/``ninf``: the NaN/inf handling below is made of
   comparisons that those flags allow LLVM to delete.
 * Callers should use ``error_model='numpy'``; the Python error model puts a
   zero-division check (an exit from the loop) in front of every division.
