@@ -1031,7 +1031,7 @@ def _emit_matmul(ctx, out, ins, eqn):
         return f"np.ascontiguousarray({name}[{', '.join(picks)}])"
 
     body = f"{out}[{', '.join(idx)}] = _rt.dot({operand(ins[0], a)}, {operand(ins[1], b)})"
-    return ([f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
+    return ([f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
             + [" " * indent + body])
 
 
@@ -1112,7 +1112,7 @@ def _emit_cumsum(ctx, out, ins, eqn):
     prev = list(at)
     prev[axis] = f"{at[axis]} {step}"
     here = ", ".join(at)
-    return ([f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
+    return ([f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
             + [f"{pad}if {at[axis]} == {first}:", f"{pad}    {out}[{here}] = {ins[0]}[{here}]",
                f"{pad}else:",
                f"{pad}    {out}[{here}] = {out}[{', '.join(prev)}] + {ins[0]}[{here}]"])
@@ -1150,7 +1150,7 @@ def _emit_argsort(ctx, out, ins, eqn):
         return [f"{out} = _rt.argsort(np.ascontiguousarray({ins[0]}))"]
     idx, lines, indent = ctx.loops(ctx.dims(aval)[:-1], 0)
     at = ", ".join(idx)
-    return ([f"{out} = np.empty({ctx.shape(aval)}, np.int64)"] + lines
+    return ([f"{out} = _rt.empty({ctx.shape(aval)}, np.int64)"] + lines
             + [" " * indent + f"{out}[{at}] = _rt.argsort(np.ascontiguousarray({ins[0]}[{at}]))"])
 
 
@@ -1196,7 +1196,7 @@ def _concat_rule(avals, params, checks):
 
 def _emit_concatenate(ctx, out, ins, eqn):
     axis, aval = eqn.params["axis"], eqn.outputs[0].aval
-    lines = [f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"]
+    lines = [f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"]
     sizes = [resolve(x.aval.shape[axis]) for x in eqn.inputs]
     if len(ins) >= 3 and aval.ndim <= 3 and all(type(n) is int for n in sizes):
         return lines + _put_pieces(out, ins, sizes, axis, aval.ndim)
@@ -1330,7 +1330,7 @@ def _emit_indexed(ctx, out, ins, eqn, scatter):
         head = [f"{out} = np.zeros({ctx.shape(big)}, {ctx.dtype(big)})"]
         body = f"{out}[{big_index}] += {ins[0]}{small}"
     elif idx:
-        head = [f"{out} = np.empty({ctx.shape(loop_aval)}, {ctx.dtype(loop_aval)})"]
+        head = [f"{out} = _rt.empty({ctx.shape(loop_aval)}, {ctx.dtype(loop_aval)})"]
         body = f"{out}{small} = {ins[0]}[{big_index}]"
     else:
         head, body = [], f"{out} = {ins[0]}[{big_index}]"
