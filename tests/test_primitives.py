@@ -648,6 +648,10 @@ _NUMPY_ROWS = [
     row("matmul", lambda x, y: x @ y, (((1, 2, 2), (3, 2, 1)), ((2, 1, 3, 4), (5, 4, 2)),
                                        ((3, 4), (2, 2, 4, 5)), ((2, 3, 4), (4,))),
         label="matmul_broadcast_batch"),
+    row("matmul", lambda x, y: x @ y, (((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (4, 2))),
+        label="matmul_stacked_rows"),  # one gemm over the merged rows
+    row("matmul_tn", lambda a, g: REGISTRY["matmul_tn"].bind(a, g),
+        (((2, 3, 4), (2, 3, 5)), ((3, 4), (3, 2)))),
     row("matmul", np.dot, (((2, 3), (4, 3, 5)), ((2, 3, 4), (4, 5)), ((2, 2, 3), (2, 3, 4)),
                            ((3,), (2, 3, 4)), ((2, 3, 4), (4,)), ((), (3,))),
         label="dot_nd", compiled=False),
