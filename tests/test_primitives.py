@@ -650,6 +650,12 @@ _NUMPY_ROWS = [
         label="matmul_broadcast_batch"),
     row("matmul", lambda x, y: x @ y, (((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (4, 2))),
         label="matmul_stacked_rows"),  # one gemm over the merged rows
+    row("patches", lambda x: REGISTRY["patches"].bind(x, sizes=(2, 3), strides=(1, 2),
+                                                      dilations=(2, 1)),
+        cases((2, 5, 7, 3), (1, 4, 5, 2)), label="patches"),
+    row("unpatches", lambda g: REGISTRY["unpatches"].bind(g, sizes=(3,), strides=(2,),
+                                                          dilations=(1,), spatial=(7,)),
+        cases((2, 3, 6), (1, 3, 3))),
     row("matmul_tn", lambda a, g: REGISTRY["matmul_tn"].bind(a, g),
         (((2, 3, 4), (2, 3, 5)), ((3, 4), (3, 2)))),
     row("matmul", np.dot, (((2, 3), (4, 3, 5)), ((2, 3, 4), (4, 5)), ((2, 2, 3), (2, 3, 4)),

@@ -22,6 +22,7 @@ import itertools
 
 import numpy as np
 
+from ..primitives import conv
 from ..trace import ops
 from ..trace.tracer import Tracer, operand
 from . import activations, initializers
@@ -157,6 +158,8 @@ class Conv(Layer):
 def _patches(x, sizes, strides, dilations, outs):
     """(batch, *outs, prod(sizes) * channels): the window offsets' strided
     slices side by side along the channels (im2col)."""
+    if isinstance(x, Tracer):
+        return conv.patches(x, sizes, strides, dilations)
     pieces = list(windows(x, sizes, strides, dilations, outs))
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=-1)
 
