@@ -147,10 +147,10 @@ class Conv(Layer):
         patches = _patches(x, self.kernel_size, self.strides, self.dilation_rate, outs)
         depth = int(np.prod(self.kernel_size)) * self.kernel.shape[-2]
         rows = batch_reshape(patches, (int(np.prod(outs)), depth))
-        y = rows @ self.kernel.reshape(depth, self.filters)
-        if self.use_bias:
+        y = batch_reshape(rows @ self.kernel.reshape(depth, self.filters), (*outs, self.filters))
+        if self.use_bias:  # after the reshape: bias and activation fuse into one nest
             y = y + self.bias
-        return self._activate(batch_reshape(y, (*outs, self.filters)))
+        return self._activate(y)
 
 
 
