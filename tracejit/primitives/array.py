@@ -1030,8 +1030,17 @@ def _emit_matmul_tn(ctx, out, ins, eqn):
             f"_rt.as_any({_rows_2d(ins[1], ndim)}))"]
 
 
+def _batch_matmul_tn(size, args, dims):
+    """Per example: the products summed over the leading axes but the mapped one."""
+    a, g = (x if d is None else ops.transpose(x, (d, *[k for k in range(x.ndim) if k != d]))
+            for x, d in zip(args, dims))
+    a, g = (ops.expand_dims(x, (0,)) if d is None else x for x, d in zip((a, g), dims))
+    out = ops.matmul(ops.swap_last(a), g)  # (V, *leading, K, N)
+    return ops.reduce_sum(out, tuple(range(1, out.ndim - 2))), 0
+
+
 _array_op("matmul_tn", _matmul_tn_rule, _matmul_tn_impl, _emit_matmul_tn, _matmul_tn_vjp,
-          _matmul_tn_jvp, blas=True)
+          _matmul_tn_jvp, blas=True, batch=_batch_matmul_tn)
 
 
 def _cumsum_rule(avals, params, checks):

@@ -133,3 +133,49 @@ for _name, _rule, _impl, _vjp, _adjoint in (
     register(Primitive(_name, ARRAY, _rule, _impl, vjp=_vjp, jvp=_linear_jvp(_name),
                        emit=lambda ctx, out, ins, eqn, _a=_adjoint: _emit(ctx, out, ins, eqn, _a),
                        strided_operands=True))
+
+
+# ------------------------------------------------------------------ vmap
+# The mapped axis rides along with the channels (channels are independent in
+# both records), so a batched call is one call of the record on V * C channels.
+
+def _move(x, src: int, dst: int):
+    perm = list(range(ops.aval_of(x).ndim))
+    perm.insert(dst, perm.pop(src))
+    return ops.transpose(x, perm)
+
+
+def _split_last(x, sizes):
+    shape = ops.aval_of(x).shape
+    return ops.reshape(x, (*shape[:-1], *sizes))
+
+
+def _merge_last(x, count: int):
+    shape = ops.aval_of(x).shape
+    return ops.reshape(x, (*shape[:-count], int(np.prod([bind_dim(d) for d in shape[-count:]]))))
+
+
+def _batch_patches(size, args, dims, *, sizes, strides, dilations):
+    (x,), (d,) = args, dims
+    rank, k = len(sizes), int(np.prod(sizes))
+    x = _merge_last(_move(x, d, rank + 1), 2)  # (B, *spatial, V * C)
+    v = bind_dim(size)
+    y = patches(x, sizes, strides, dilations)  # channels (offset, v, c)
+    y = _split_last(y, (k, v, bind_dim(ops.aval_of(y).shape[-1]) // (k * v)))
+    return _merge_last(_move(y, rank + 2, rank + 1), 2), rank + 1  # (B, *outs, V, K * C)
+
+
+def _batch_unpatches(size, args, dims, *, sizes, strides, dilations, spatial):
+    (g,), (d,) = args, dims
+    rank, k = len(sizes), int(np.prod(sizes))
+    v = bind_dim(size)
+    g = _move(g, d, rank + 1)  # (B, *outs, V, K * C)
+    g = _split_last(g, (k, bind_dim(ops.aval_of(g).shape[-1]) // k))
+    g = _merge_last(_move(g, rank + 1, rank + 2), 3)  # (B, *outs, K * V * C)
+    x = ops.bind(REGISTRY["unpatches"], g, sizes=sizes, strides=strides, dilations=dilations,
+                 spatial=spatial)
+    return _split_last(x, (v, bind_dim(ops.aval_of(x).shape[-1]) // v)), rank + 1
+
+
+REGISTRY["patches"].batch = _batch_patches
+REGISTRY["unpatches"].batch = _batch_unpatches
