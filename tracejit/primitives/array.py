@@ -610,7 +610,10 @@ def _transpose_view(x: str, *, perm) -> str:
 transpose = _indexmap("transpose", _transpose_rule, lambda x, *, perm: np.transpose(x, perm),
                       lambda x, out, *, perm: [(perm.index(k), 0, 1) for k in range(len(perm))],
                       lambda g, out, x, *, perm: [ops.transpose(g, tuple(np.argsort(perm)))])
-transpose.view = _transpose_view
+transpose.view = lambda x, *, perm: (  # a cheap-to-compile view (runtime.permute_*)
+    f"_rt.permute_{''.join(map(str, perm))}({x})"
+    if len(perm) in (3, 4) and tuple(perm) != tuple(range(len(perm)))[::-1]
+    else _transpose_view(x, perm=perm))
 transpose.impl_source = lambda eqn, lazy, sizes: _transpose_view("np.asarray({0})",
                                                                   **eqn.params)
 
