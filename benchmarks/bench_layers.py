@@ -15,7 +15,9 @@ Columns: tracejit (`Model.fit`'s step, one kernel call), PyTorch eager
 the first step to its end (trace + compile for the JIT columns), for tracejit
 cold (empty kernel cache) and warm (a new process, the cache filled by the
 cold one). `step` is the median of rounds of steady-state steps, each round
-preceded by a 0.2 s sleep. All columns start from the same weights and the
+preceded by a 0.2 s sleep; `step CPU ms` the median CPU time of the process
+per step (one thread: less distorted than wall time by other jobs on a busy
+machine, though cache sharing still inflates it). All columns start from the same weights and the
 same batch; the first step's loss is compared with PyTorch's. Every library's
 thread pool is capped at `--threads` (default 1: on a busy 2-core machine a
 parallel region waits for its second thread to be scheduled, and a step took
@@ -228,15 +230,16 @@ def child(column: str, kind: str, steps: int, rounds: int) -> dict:
     ready = time.perf_counter() - start
     for _ in range(2):
         step()
-    samples = []
+    samples, cpu = [], []
     for _ in range(rounds):
         time.sleep(0.2)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step()
         samples.append((time.perf_counter() - t) / steps)
+        cpu.append((time.process_time() - c) / steps)
     return {"ready_s": ready, "step_ms": statistics.median(samples) * 1e3,
-            "first_loss": first_loss}
+            "cpu_ms": statistics.median(cpu) * 1e3, "first_loss": first_loss}
 
 
 def spawn(column, kind, steps, rounds, threads, env_extra=None) -> dict:
@@ -280,21 +283,25 @@ def report(kind, results, warm) -> None:
     fastest = min((r["step_ms"] for n, r in results.items() if n != "tracejit" and "step_ms" in r),
                   default=None)
     print(f"\n{kind}: step time (median), first step (ready), loss of the first step")
-    print("| column | step ms | vs tracejit | ready s | first loss |")
-    print("|---|---:|---:|---:|---:|")
+    print("| column | step ms | vs tracejit | step CPU ms | ready s | first loss |")
+    print("|---|---:|---:|---:|---:|---:|")
     ours = results["tracejit"].get("step_ms")
     for name, r in results.items():
         if "error" in r:
-            print(f"| {name} | n/a ({r['error']}) | | | |")
+            print(f"| {name} | n/a ({r['error']}) | | | | |")
             continue
         ratio = f"{r['step_ms'] / ours:.2f}x" if ours else ""
         ready = f"{r['ready_s']:.1f}"
         if name == "tracejit" and "ready_s" in warm:
             ready += f" cold, {warm['ready_s']:.1f} warm"
-        print(f"| {name} | {r['step_ms']:.1f} | {ratio} | {ready} | {r['first_loss']:.6f} |")
+        print(f"| {name} | {r['step_ms']:.1f} | {ratio} | {r['cpu_ms']:.1f} | {ready} | "
+              f"{r['first_loss']:.6f} |")
     if ours and fastest:
         print(f"tracejit vs the fastest other column: {fastest / ours:.2f}x "
               f"({'faster' if fastest > ours else 'slower'})")
+        ours_cpu = results["tracejit"]["cpu_ms"]
+        least = min(r["cpu_ms"] for n, r in results.items() if n != "tracejit" and "cpu_ms" in r)
+        print(f"in CPU time (what a loaded machine distorts least): {least / ours_cpu:.2f}x")
     if reference is not None and "first_loss" in results["tracejit"]:
         print(f"first-step loss, tracejit - PyTorch: "
               f"{results['tracejit']['first_loss'] - reference:.2e}")

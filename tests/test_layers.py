@@ -529,3 +529,42 @@ def test_batch_normalization_matches_pytorch(interpret):
     t.eval()
     np.testing.assert_allclose(layer(x), t(torch.tensor(x)).detach().numpy(), rtol=1e-10,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("options", [dict(return_sequences=True, go_backwards=True),
+                                     dict(return_state=True)])
+def test_lstm_own_gradient_equals_the_scan_gradient(options, interpret, monkeypatch):
+    """The default LSTM's custom_vjp (one forward loop, a hand-written reverse
+    loop) gives the gradients of differentiating its scan."""
+    layer = f64(nn.LSTM(3, bias_initializer="random_normal", **options))
+    x = RNG.standard_normal((2, 4, 2))
+    outs = layer(x)
+    probes = [RNG.standard_normal(np.shape(o)) for o in (outs if options.get("return_state")
+                                                        else [outs])]
+
+    def loss_and_grads(x):
+        with tracejit.GradientTape() as tape:
+            tape.watch(x)
+            ys = layer(x)
+            loss = sum((y * p).sum() for y, p in zip(ys if isinstance(ys, list) else [ys],
+                                                     probes))
+        return loss, tape.gradient(loss, [x, *layer.trainable_variables])
+
+    own = tracejit.function(loss_and_grads)(x)
+    monkeypatch.setattr(nn.LSTM, "_fused", lambda self: False)
+    scanned = tracejit.function(loss_and_grads)(x)
+    np.testing.assert_allclose(own[0], scanned[0], rtol=1e-12)
+    for a, b in zip(own[1], scanned[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_conv_and_pooling_compiled_match_the_references(compiled):
+    """im2col/col2im records and tiled pooling in a kernel, against the loops."""
+    conv = f64(nn.Conv2D(3, (2, 3), padding="same", dilation_rate=(1, 2)))
+    x = RNG.standard_normal((2, 5, 6, 2))
+    check_against(lambda x, k, b: conv_reference(x, k, b, (1, 1), "same", (1, 2)), conv, x,
+                  compiled=True)
+    pool = nn.MaxPooling2D(2)
+    x = RNG.standard_normal((2, 5, 7, 3))
+    out = tracejit.function(lambda x: pool(x))(x)
+    np.testing.assert_allclose(out, pool_reference(x, (2, 2), (2, 2), "max"))

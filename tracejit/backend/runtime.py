@@ -1204,3 +1204,48 @@ def threefry_uniform(like, k0, k1, c0, c1):
         return np.float32(x0 >> np.uint64(8)) * np.float32(5.9604644775390625e-08)
     bits = (x0 << np.uint64(21)) | (x1 >> np.uint64(11))
     return np.float64(bits) * 1.1102230246251565e-16
+
+
+# --------------------------------------------------------------------------
+# Axis permutations of 3-d and 4-d arrays as views (`_rt.permute_102(x)`):
+# Numba's `x.transpose(axes)` compiles, on first use in each process, a Python
+# helper whose fancy slice assignment brings its error formatting (measured
+# ~5 s of an LSTM step's cold compile); these build the permuted view directly.
+# --------------------------------------------------------------------------
+
+
+def _permutation_view(perm: tuple):
+    @intrinsic
+    def permuted(typingctx, x):
+        if not isinstance(x, types.Array) or x.ndim != len(perm):
+            return None
+
+        def codegen(context, builder, sig, args):
+            from numba.core import cgutils
+            from numba.core.imputils import impl_ret_borrowed
+            from numba.np.arrayobj import make_array, populate_array
+
+            ary = make_array(sig.args[0])(context, builder, args[0])
+            out = make_array(sig.return_type)(context, builder)
+            shape = cgutils.unpack_tuple(builder, ary.shape, len(perm))
+            strides = cgutils.unpack_tuple(builder, ary.strides, len(perm))
+            populate_array(out, data=ary.data,
+                           shape=cgutils.pack_array(builder, [shape[p] for p in perm]),
+                           strides=cgutils.pack_array(builder, [strides[p] for p in perm]),
+                           itemsize=ary.itemsize, meminfo=ary.meminfo, parent=ary.parent)
+            return impl_ret_borrowed(context, builder, sig.return_type, out._getvalue())
+
+        return x.copy(layout="A")(x), codegen
+
+    return permuted
+
+
+def _define_permutations():
+    from itertools import permutations
+
+    for n in (3, 4):
+        for perm in permutations(range(n)):
+            globals()["permute_" + "".join(map(str, perm))] = _permutation_view(perm)
+
+
+_define_permutations()

@@ -5,9 +5,12 @@
 A convolution is composed from existing primitives (im2col): one strided
 slice of the input per kernel offset, concatenated along the channels into
 patches (batch, out positions, kh*kw*cin), and one product with the kernel
-reshaped to (kh*kw*cin, filters), a BLAS call per batch element. The batch
+reshaped to (kh*kw*cin, filters): one BLAS gemm over every batch element's rows
+(and one for the kernel's gradient, `matmul_tn`). The batch
 axis stays symbolic throughout, so one kernel serves every batch size.
-Pooling is an elementwise maximum (or sum) of the window's strided slices,
+Pooling whose windows tile the input (strides = pool_size, the default) is a
+reduction over a (batch, out1, k1, out2, k2, channels) view of it; other
+pooling is an elementwise maximum (or sum) of the window's strided slices,
 which fuses into one loop nest. Max pooling splits the gradient evenly
 between tied maxima (as `np.maximum`'s rule), where TensorFlow gives it to
 the first: they differ only on exact ties.
@@ -19,6 +22,7 @@ import itertools
 
 import numpy as np
 
+from ..primitives import conv
 from ..trace import ops
 from ..trace.tracer import Tracer, operand
 from . import activations, initializers
@@ -140,14 +144,24 @@ class Conv(Layer):
             out, before, after = output_size(n, k, s, d, self.padding)
             x = pad_axis(x, axis, before, after)
             outs.append(out)
-        patches = list(windows(x, self.kernel_size, self.strides, self.dilation_rate, outs))
-        patches = patches[0] if len(patches) == 1 else np.concatenate(patches, axis=-1)
+        patches = _patches(x, self.kernel_size, self.strides, self.dilation_rate, outs)
         depth = int(np.prod(self.kernel_size)) * self.kernel.shape[-2]
         rows = batch_reshape(patches, (int(np.prod(outs)), depth))
-        y = rows @ self.kernel.reshape(depth, self.filters)
-        if self.use_bias:
+        y = batch_reshape(rows @ self.kernel.reshape(depth, self.filters), (*outs, self.filters))
+        if self.use_bias:  # after the reshape: bias and activation fuse into one nest
             y = y + self.bias
-        return self._activate(batch_reshape(y, (*outs, self.filters)))
+        return self._activate(y)
+
+
+
+
+def _patches(x, sizes, strides, dilations, outs):
+    """(batch, *outs, prod(sizes) * channels): the window offsets' strided
+    slices side by side along the channels (im2col)."""
+    if isinstance(x, Tracer):
+        return conv.patches(x, sizes, strides, dilations)
+    pieces = list(windows(x, sizes, strides, dilations, outs))
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=-1)
 
 
 class Conv1D(Conv):
@@ -187,14 +201,30 @@ class Pooling(Layer):
         for axis, (_, before, after) in enumerate(plan, start=1):
             x = pad_axis(x, axis, before, after, fill)
         outs = [out for out, _, _ in plan]
-        pieces = windows(x, self.pool_size, self.strides, (1,) * self.rank, outs)
-        combine = np.maximum if self.reducer == "max" else np.add
-        total = next(pieces)
-        for piece in pieces:
-            total = combine(total, piece)
+        if self.strides == self.pool_size:
+            total = self._tiled(x, outs)
+        else:
+            pieces = windows(x, self.pool_size, self.strides, (1,) * self.rank, outs)
+            combine = np.maximum if self.reducer == "max" else np.add
+            total = next(pieces)
+            for piece in pieces:
+                total = combine(total, piece)
         if self.reducer == "max":
             return total
         return total * self._inverse_counts(spatial, plan).astype(ops.aval_of(total).dtype)
+
+    def _tiled(self, x, outs):
+        """Windows that tile the input (strides = pool_size): the input viewed as
+        (batch, out1, k1, out2, k2, channels) and reduced over the k axes, so the
+        forward and its gradient are each one loop nest over the input."""
+        x = operand(x)
+        spatial = static_shape(x)[1:-1]
+        if any(n != out * k for n, out, k in zip(spatial, outs, self.pool_size)):
+            x = x[(slice(None), *[slice(0, out * k) for out, k in zip(outs, self.pool_size)])]
+        tiles = [d for out, k in zip(outs, self.pool_size) for d in (out, k)]
+        x = batch_reshape(x, (*tiles, static_shape(x)[-1]))
+        axes = tuple(range(2, 2 + 2 * self.rank, 2))
+        return np.max(x, axis=axes) if self.reducer == "max" else np.sum(x, axis=axes)
 
     def _inverse_counts(self, spatial, plan) -> np.ndarray:
         """1 / (cells of each window inside the input): Keras' average pooling

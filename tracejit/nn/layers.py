@@ -99,7 +99,10 @@ class Layer:
         """A new Variable of this layer, its value drawn by `initializer`."""
         dtype = np.dtype(dtype) if dtype is not None else self.dtype
         value = initializers.get(initializer)(tuple(shape), dtype)
-        var = Variable(np.asarray(value, dtype=dtype), trainable=trainable, name=name or "weight")
+        # C order: an F-ordered start (orthogonal's QR) made the second train step,
+        # whose updated weights are C-ordered, a new signature (6.6 s to compile)
+        var = Variable(np.ascontiguousarray(value, dtype=dtype), trainable=trainable,
+                       name=name or "weight")
         var.path = "/".join([*_name_scope, var.name]) if _name_scope else f"{self.name}/{var.name}"
         self.__dict__.setdefault("_own_weights", []).append(var)
         return var

@@ -5,6 +5,13 @@ initializers: glorot_uniform kernels, orthogonal recurrent kernels).
 The input projection of every step is one batched product before the loop;
 the loop itself is `tracejit.lax.scan`, so the kernel holds one loop whatever
 the sequence length (and its gradient is one reverse loop).
+
+The LSTM with its default activations has its own gradient (`custom_vjp`, as
+cuDNN's and Keras' fused kernels): the forward loop runs once and stacks the
+gates; the reverse loop makes one product per step (dz @ U^T) and the
+recurrent kernel's gradient is one product over every step after it, where
+differentiating the scan ran the forward twice, stacked 21 values per step and
+made two products per step. Forward mode (jvp) through it is not supported.
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ import copy
 import numpy as np
 
 from .. import lax
-from ..trace.tracer import operand
+from ..frontend.api import custom_vjp
+from ..trace import ops
+from ..trace.registry import REGISTRY
+from ..trace.tracer import Tracer, operand
 from . import activations, initializers
 from .layers import Layer, cast_input
 
@@ -132,6 +142,30 @@ class LSTM(RNN):
     def state_count(self) -> int:
         return 2
 
+    def _fused(self) -> bool:
+        return (self.activation is activations.tanh
+                and self.recurrent_activation is activations.sigmoid)
+
+    def call(self, inputs, initial_state=None):
+        if not self._fused():
+            return super().call(inputs, initial_state)
+        x = cast_input(inputs, self.dtype)
+        projected = x @ self.kernel
+        if self.bias is not None:
+            projected = projected + self.bias
+        projected = np.swapaxes(projected, 0, 1)  # time-major
+        if self.go_backwards:  # processing order, which is Keras' order of the outputs
+            projected = projected[::-1]
+        if initial_state is None:
+            h0 = c0 = np.zeros_like(operand(projected)[0][:, :self.units])
+        else:
+            h0, c0 = initial_state
+        seq = _lstm_sequence(projected, operand(self.recurrent_kernel), h0, c0)
+        n = self.units
+        h_last, c_last = seq[-1][:, :n], seq[-1][:, n:]
+        output = np.swapaxes(seq[:, :, :n], 0, 1) if self.return_sequences else h_last
+        return [output, h_last, c_last] if self.return_state else output
+
     def step(self, states, projected, kernel):
         h, c = states
         z = projected + h @ kernel
@@ -142,6 +176,79 @@ class LSTM(RNN):
         o = self.recurrent_activation(z[:, 3 * n:])
         c = f * c + i * g
         return (o * self.activation(c), c)
+
+
+def _lstm_steps(projected, kernel, h0, c0):
+    """The LSTM loop (sigmoid gates, tanh): per step h, c and the gates i, f,
+    g, o and tanh(c), stacked over time."""
+    n = np.shape(kernel)[0]  # static (the batch size of h0 stays symbolic)
+    sigmoid = activations.sigmoid
+
+    def body(carry, z_in):
+        h, c = carry
+        z = z_in + h @ kernel
+        i, f = sigmoid(z[:, :n]), sigmoid(z[:, n:2 * n])
+        g, o = np.tanh(z[:, 2 * n:3 * n]), sigmoid(z[:, 3 * n:])
+        c = f * c + i * g
+        tc = np.tanh(c)
+        h = o * tc
+        return (h, c), (h, c, i, f, g, o, tc)
+
+    return lax.scan(body, (h0, c0), projected)[1]
+
+
+def _lstm_plain(projected, kernel, h0, c0):
+    hs, cs = _lstm_steps(projected, kernel, h0, c0)[:2]
+    return np.concatenate([hs, cs], axis=-1)
+
+
+_lstm_sequence = custom_vjp(_lstm_plain)
+
+
+def _lstm_forward(projected, kernel, h0, c0):
+    """(h and c of every step side by side: (steps, batch, 2 units), residuals)."""
+    steps = _lstm_steps(projected, kernel, h0, c0)
+    # no derivative through the loop itself (the backward below is its
+    # derivative): it stays the primal loop, which CSE then computes once
+    held = [ops.stop_gradient(s) for s in steps]
+    return ops.stop_gradient(np.concatenate(steps[:2], axis=-1)), (kernel, h0, c0, *held)
+
+
+def _lstm_backward(residuals, g_seq):
+    kernel, h0, c0, hs, cs, i, f, g, o, tc = residuals
+    n = np.shape(kernel)[0]  # static (the batch size of h0 stays symbolic)
+    c_prev = np.concatenate([operand(c0)[None], cs[:-1]], axis=0)
+    kernel_t = np.swapaxes(kernel, 0, 1)
+
+    def body(carry, xs):
+        dh, dc = carry
+        g_h, g_c, i, f, g, o, tc, c_prev = xs
+        dh = dh + g_h
+        dc = dc + g_c + dh * o * (1.0 - tc * tc)
+        # pairs of pieces: a concatenation of two is a copy loop, of more a runtime
+        # call whose first compile took 8 s here
+        dz = np.concatenate([np.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f)],
+                                            axis=-1),
+                             np.concatenate([dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)],
+                                            axis=-1)], axis=-1)
+        return (dz @ kernel_t, dc * f), dz
+
+    zeros = np.zeros_like(operand(hs)[0])
+    (dh0, dc0), dzs = lax.scan(body, (zeros, zeros),
+                               (g_seq[:, :, :n], g_seq[:, :, n:], i, f, g, o, tc, c_prev),
+                               reverse=True)
+    h_prev = np.concatenate([operand(h0)[None], hs[:-1]], axis=0)
+    return dzs, _rows_t_matmul(h_prev, dzs), dh0, dc0
+
+
+def _rows_t_matmul(a, g):
+    """a.reshape(-1, k).T @ g.reshape(-1, n), one product, batch size symbolic."""
+    if isinstance(a, Tracer) or isinstance(g, Tracer):
+        return ops.bind(REGISTRY["matmul_tn"], operand(a), operand(g))
+    return np.tensordot(a, g, axes=(list(range(np.ndim(a) - 1)),) * 2)
+
+
+_lstm_sequence.defvjp(_lstm_forward, _lstm_backward)
 
 
 class GRU(RNN):

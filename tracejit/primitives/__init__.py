@@ -10,6 +10,7 @@ since its rules need the transforms and the interpreter.
 from . import (  # noqa: F401, I001  (real/imag/conj/fft; LAPACK records)
     array,  # noqa: F401  (elementwise math, index maps, reductions, array ops)
     complex,
+    conv,  # noqa: F401  (im2col and its adjoint)
     linalg,
     random,  # noqa: F401  (Threefry-2x32 draws)
 )

@@ -641,7 +641,10 @@ def _transpose_view(x: str, *, perm) -> str:
 transpose = _indexmap("transpose", _transpose_rule, lambda x, *, perm: np.transpose(x, perm),
                       lambda x, out, *, perm: [(perm.index(k), 0, 1) for k in range(len(perm))],
                       lambda g, out, x, *, perm: [ops.transpose(g, tuple(np.argsort(perm)))])
-transpose.view = _transpose_view
+transpose.view = lambda x, *, perm: (  # a cheap-to-compile view (runtime.permute_*)
+    f"_rt.permute_{''.join(map(str, perm))}({x})"
+    if len(perm) in (3, 4) and tuple(perm) != tuple(range(len(perm)))[::-1]
+    else _transpose_view(x, perm=perm))
 transpose.impl_source = lambda eqn, lazy, sizes: _transpose_view("np.asarray({0})",
                                                                   **eqn.params)
 transpose.batch = leading_batch_rule(
@@ -995,6 +998,8 @@ def _matmul_vjp(g, out, a, b):
     if b.ndim == 1:
         g2 = ops.expand_dims(g2, (g2.ndim,))
     ga = ops.matmul(g2, ops.swap_last(b2))
+    if b.ndim == 2 and a.ndim >= 3:  # one matrix against stacked rows: one product
+        return [ga, ops.bind(REGISTRY["matmul_tn"], a, g)]
     gb = ops.matmul(ops.swap_last(a2), g2)
     return [ops.squeeze(ga, (ga.ndim - 2,)) if a.ndim == 1 else ga,
             ops.squeeze(gb, (gb.ndim - 1,)) if b.ndim == 1 else gb]
@@ -1021,6 +1026,10 @@ def _emit_matmul(ctx, out, ins, eqn):
         right = ins[1] if b.ndim == 2 else f"{ins[1]}[:, None]"
         pick = {(2, 2): "", (1, 2): "[0]", (2, 1): "[:, 0]", (1, 1): "[0, 0]"}[a.ndim, b.ndim]
         return [f"{out} = _rt.gemm(_rt.as_any({left}), _rt.as_any({right})){pick}"]
+    if b.ndim == 2 and a.ndim >= 3:  # stacked rows against one matrix: one BLAS call
+        rows = _rows_2d(ins[0], a.ndim)
+        return [f"{out} = _rt.gemm(_rt.as_any({rows}), _rt.as_any({ins[1]}))"
+                f".reshape({ctx.shape(aval)})"]
     idx, lines, indent = ctx.loops(ctx.dims(aval)[:nbatch], 0)
 
     def operand(name, x):
@@ -1088,6 +1097,58 @@ def _insert_unit(x, position: int):
 
 
 REGISTRY["matmul"].batch = _batch_matmul
+def _rows_2d(name: str, ndim: int) -> str:
+    """The source of `name` (C order) with its leading axes merged into rows."""
+    rows = " * ".join(f"{name}.shape[{k}]" for k in range(ndim - 1))
+    return f"np.ascontiguousarray({name}).reshape(({rows}, {name}.shape[{ndim - 1}]))"
+
+
+# `matmul_tn(a, g)`: a.reshape(-1, k).T @ g.reshape(-1, n), the gradient of the
+# matrix in `rows @ matrix` (a dense layer on stacked rows, a convolution's
+# patches @ kernel): one BLAS call over every row instead of a product per batch
+# element then a sum over the batch. The leading axes stay symbolic.
+def _matmul_tn_rule(avals, params, checks):
+    a, g = avals
+    if a.ndim < 2 or a.ndim != g.ndim:
+        raise ShapeError(f"matmul_tn: operands of equal rank >= 2 expected, got "
+                         f"{format_shape(a.shape)} and {format_shape(g.shape)}")
+    for da, dg in zip(a.shape[:-1], g.shape[:-1]):
+        join(da, dg, "matmul_tn", checks)
+    return [AVal((a.shape[-1], g.shape[-1]), _same_dtype(avals, "matmul_tn"))]
+
+
+def _matmul_tn_impl(a, g):
+    return np.tensordot(a, g, axes=(list(range(a.ndim - 1)),) * 2)
+
+
+def _matmul_tn_vjp(ct, out, a, g):
+    return [ops.matmul(g, ops.swap_last(ct)), ops.matmul(a, ct)]
+
+
+def _matmul_tn_jvp(tangents, out, a, g):
+    ta, tg = tangents
+    terms = [ops.bind(REGISTRY["matmul_tn"], *pair)
+             for pair, t in (((ta, g), ta), ((a, tg), tg)) if t is not None]
+    return None if not terms else terms[0] if len(terms) == 1 else ops.add(*terms)
+
+
+def _emit_matmul_tn(ctx, out, ins, eqn):
+    ndim = eqn.inputs[0].aval.ndim
+    return [f"{out} = _rt.gemm(_rt.as_any({_rows_2d(ins[0], ndim)}.T), "
+            f"_rt.as_any({_rows_2d(ins[1], ndim)}))"]
+
+
+def _batch_matmul_tn(size, args, dims):
+    """Per example: the products summed over the leading axes but the mapped one."""
+    a, g = (x if d is None else ops.transpose(x, (d, *[k for k in range(x.ndim) if k != d]))
+            for x, d in zip(args, dims))
+    a, g = (ops.expand_dims(x, (0,)) if d is None else x for x, d in zip((a, g), dims))
+    out = ops.matmul(ops.swap_last(a), g)  # (V, *leading, K, N)
+    return ops.reduce_sum(out, tuple(range(1, out.ndim - 2))), 0
+
+
+_array_op("matmul_tn", _matmul_tn_rule, _matmul_tn_impl, _emit_matmul_tn, _matmul_tn_vjp,
+          _matmul_tn_jvp, blas=True, batch=_batch_matmul_tn)
 
 
 def _cumsum_rule(avals, params, checks):

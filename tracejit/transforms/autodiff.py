@@ -43,15 +43,30 @@ def _replay_forward(program: Program, builder: Builder, primals: list):
         env[id(var)] = val
     for var, val in zip(program.constvars, program.consts):
         env[id(var)] = _const_tracer(builder, var, val)
+    carriers = _cotangent_carriers(program)
     for eqn in program.eqns:
         xs = [_read(env, a) for a in eqn.inputs]
         with located(eqn.location):
-            if eqn.prim.vjp_forward is not None and _needs_gradient(eqn):
+            if (eqn.prim.vjp_forward is not None and _needs_gradient(eqn)
+                    and any(id(v) in carriers for v in eqn.outputs)):
                 result, pullbacks[id(eqn)] = eqn.prim.vjp_forward(*xs, **eqn.params)
             else:
                 result = bind(eqn.prim, *xs, **eqn.params)
         store(env, eqn, result)
     return env, [_read(env, a) for a in program.outvars], pullbacks
+
+
+def _cotangent_carriers(program: Program) -> set:
+    """Ids of the values a cotangent can reach: the outputs, and the inputs of
+    differentiable equations with a carrier output. A loop none of whose
+    outputs is one (its values feed only stop_gradient, e.g. a custom_vjp's
+    residuals) is bound as it was, not re-run saving its steps, so CSE can
+    merge it with the primal loop."""
+    live = {id(a) for a in program.outvars if isinstance(a, Var)}
+    for eqn in reversed(program.eqns):
+        if eqn.prim.differentiable and any(id(v) in live for v in eqn.outputs):
+            live.update(id(a) for a in eqn.inputs if isinstance(a, Var))
+    return live
 
 
 def _needs_gradient(eqn) -> bool:

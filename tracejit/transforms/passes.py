@@ -180,10 +180,17 @@ def map_subprograms(program: Program, transform) -> Program:
     (a loop body keeps its inputs and outputs, so the equation stays typed)."""
     if not any(subprograms(e) for e in program.eqns):
         return program
+    done: dict = {}  # a body shared by equations stays shared (so CSE can merge them)
+
+    def once(sub):
+        if id(sub) not in done:
+            done[id(sub)] = (sub, transform(sub))
+        return done[id(sub)][1]
+
     eqns = []
     for eqn in program.eqns:
         if subprograms(eqn):
-            params = {k: _map_value(v, transform) for k, v in eqn.params.items()}
+            params = {k: _map_value(v, once) for k, v in eqn.params.items()}
             eqn = Eqn(eqn.prim, eqn.inputs, params, eqn.outputs, eqn.location)
         eqns.append(eqn)
     return replace(program, eqns=eqns)
