@@ -178,7 +178,7 @@ class Variable:
     # ------------------------------------------------------ NumPy protocol
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         if out is None and not kwargs and method == "__call__":
-            values = read_all(inputs)
+            values = [read(x) if type(x) is Variable else read_all(x) for x in inputs]
             tracer = _sole_override(values)
             if tracer is not None:  # its override at once: NumPy would dispatch again to it
                 result = tracer.__array_ufunc__(ufunc, method, *values)
