@@ -14,6 +14,13 @@ from tracejit.trace.tracer import memoised
 RNG = np.random.default_rng(21)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_trie():
+    """`_replays` reads the process-wide trie: each test sees its own recordings
+    (run after test_tape.py, an "add" left unmemoisable elsewhere hid this file's)."""
+    eager._TRIE.reset()
+
+
 def _replays():
     """The memo entries of every node of the trie: (head name, replayable)."""
     found, stack = [], [eager._TRIE.root]

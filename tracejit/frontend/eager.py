@@ -325,6 +325,28 @@ class EagerBuilder(Builder):
             return tracer
         return EagerTracer(self, var, self.values[id(var)])
 
+    def read_alone(self, variable, tape):
+        """`variables.read` when this builder is the only one open and `tape`
+        the only tape recording: read_variable and the tape's note of the
+        read (`tape._read`) in one call."""
+        vid = id(variable)
+        var = self.variable_inputs.get(vid)
+        if var is not None:
+            tracer = EagerTracer(self, var, self.values[id(var)])
+        elif vid in tape._watched_vars or (tape.watch_accessed_variables
+                                           and variable.trainable):
+            tracer = self.input(variable._value)
+            var = self.variable_inputs[vid] = tracer.ir_var
+        else:
+            return variable._value  # (not watched: tape._read would note nothing)
+        if tape.watch_accessed_variables and variable.trainable:
+            tape._watched_vars.setdefault(vid, variable)
+        reads = tape._reads.get(vid)
+        if reads is None:
+            reads = tape._reads[vid] = {}
+        reads[id(var)] = None
+        return tracer
+
     def read_variable(self, variable):
         """A Variable read while eager tapes record: a recorded input when a
         tape watches it (the same one until it is assigned), else its array."""

@@ -177,6 +177,14 @@ class Variable:
 
     # ------------------------------------------------------ NumPy protocol
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        if out is None and not kwargs and method == "__call__":
+            values = [read(x) if type(x) is Variable else read_all(x) for x in inputs]
+            tracer = _sole_override(values)
+            if tracer is not None:  # its override at once: NumPy would dispatch again to it
+                result = tracer.__array_ufunc__(ufunc, method, *values)
+                if result is not NotImplemented:
+                    return result
+            return ufunc(*values)
         if out is not None and any(isinstance(o, Variable) for o in pytree.flatten(out)[0]):
             raise UnsupportedError(f"np.{ufunc.__name__}(..., out=<Variable>): use "
                                    "variable.assign(...) to change a Variable")
@@ -186,6 +194,26 @@ class Variable:
 
     def __array_function__(self, func, types, args, kwargs):
         return func(*read_all(args), **read_all(kwargs))
+
+
+def _sole_override(values):
+    """The tracer whose `__array_ufunc__` NumPy would call on `values`, when
+    they are tracers of one type and plain arrays or scalars; else None."""
+    found = None
+    for value in values:
+        kind = type(value)
+        if isinstance(value, Tracer):
+            if found is None:
+                found = value
+            elif kind is not type(found):
+                return None
+        elif kind is not np.ndarray and kind not in _PLAIN_SCALARS:
+            return None
+    return found
+
+
+_PLAIN_SCALARS = frozenset({bool, int, float, complex, np.float32, np.float64, np.int32,
+                            np.int64, np.bool_})
 
 
 def _binary(op):
@@ -259,9 +287,14 @@ def read(var: Variable):
     """What `var` is here: its array outside traces; inside a trace the value
     the outermost trace holds for it (captured into nested traces); on an
     eager tape a recorded input when a tape watches it."""
-    if not _builders:
+    items = _builders.items
+    if not items:
         return var._value
-    owner = _builders[0]
+    owner = items[0]
+    # (the common eager case, in one call: one builder open, one tape recording on it)
+    if len(items) == 1 and owner.read_alone is not None and _current.scope is None and len(
+            recording_tapes) == 1 and recording_tapes[0].builder is owner:
+        return owner.read_alone(var, recording_tapes[0])
     scope = _owner_scope()
     if scope is not None:
         value = scope.read(var)

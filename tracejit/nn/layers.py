@@ -15,6 +15,7 @@ import re
 import numpy as np
 
 from ..core.shapes import value as traced_size
+from ..frontend.eager import EagerTracer
 from ..frontend.variables import Variable
 from ..trace import ops
 from ..trace.tracer import Tracer, operand
@@ -51,6 +52,8 @@ def snake_case(name: str) -> str:
 def static_shape(x) -> tuple:
     """The shape of an array or traced value without binding traced sizes:
     building weights from it keeps the kernel generic in the batch size."""
+    if type(x) is np.ndarray:
+        return x.shape
     x = operand(x)
     if isinstance(x, Tracer):
         return tuple(traced_size(d) for d in x.aval.shape)
@@ -59,6 +62,8 @@ def static_shape(x) -> tuple:
 
 def cast_input(x, dtype):
     """Numeric inputs in the layer's dtype."""
+    if type(x) is np.ndarray and x.dtype == dtype:
+        return x
     x = operand(x)
     if isinstance(x, Tracer):
         return x if x.dtype == dtype else ops.convert(x, dtype)
@@ -185,9 +190,19 @@ class Layer:
             out = self.call(inputs, *args, **kwargs)
         finally:
             _name_scope.pop()
-        self._output_shape = static_shape(out) if not isinstance(out, (list, tuple, dict)) \
-            else None
+        self._note_output(out)
         return out
+
+    def _note_output(self, out) -> None:
+        """`_output_shape` (for `summary`); an eager tape's value of the same
+        type as the last one (the same AVal object: concrete sizes) keeps it."""
+        aval = out.ir_var.aval if type(out) is EagerTracer else None
+        if aval is not None and aval is self.__dict__.get("_output_aval"):
+            return
+        shape = static_shape(out) if not isinstance(out, (list, tuple, dict)) else None
+        # (neither is a Layer or Variable: no tracking to update)
+        object.__setattr__(self, "_output_shape", shape)
+        object.__setattr__(self, "_output_aval", aval)
 
     def _build_for_call(self, input_shape) -> None:
         self.build(input_shape)

@@ -39,6 +39,9 @@ def _as_pred(y_pred):
 
 def _like(y_true, y_pred):
     """Labels in the predictions' dtype (Keras casts them)."""
+    if type(y_true) is np.ndarray and y_true.ndim and isinstance(y_pred, Tracer) and \
+            y_true.dtype == y_pred.ir_var.aval.dtype:  # (the common case: nothing to convert)
+        return y_true
     return ops.convert(operand(y_true), ops.aval_of(y_pred).dtype)
 
 

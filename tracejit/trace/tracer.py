@@ -107,6 +107,7 @@ class Builder:
 
     fast_bind = None  # (prim, args, params, _traced) -> result or NotImplemented (eager tapes)
     call_memo = None  # (head, fn, args, kwargs) -> fn's result, replayed (eager tapes)
+    read_alone = None  # (variable, tape) -> its read, the builder and tape alone (eager tapes)
 
     def __init__(self, name: str = "fn"):
         self.name = name
