@@ -27,7 +27,7 @@ from ..observe import events
 from ..trace.tracer import Tracer, current_builder, replay
 from ..transforms import debug
 from ..transforms.pipeline import run_passes
-from . import cache, codegen, heap, linking, worker
+from . import cache, codegen, linking, worker
 from .interpreter import server as interpreter_for
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -77,7 +77,6 @@ class Kernel:
 
     def load(self):
         """Import the nest modules, then the kernel module; its Numba dispatcher."""
-        heap.keep_freed_memory()  # kernels reallocate the same arrays on every call
         self.nests = [cache.load_module(text, module, use_disk=self.use_disk, stem=module)
                       .function(name) for module, (name, text) in self.generated.helpers.items()]
         module = cache.load_module(self.generated.source, self.name, use_disk=self.use_disk)
