@@ -135,7 +135,9 @@ class _Writer:
                                                            for line in self.lines)
         self.namespace["np"] = np
         exec(compile(source, f"<interpreter of {program.name}>", "exec"), self.namespace)
-        return self.namespace["run"]
+        run = self.namespace["run"]
+        run.source = source  # what it runs, for reading (benchmarks, debugging)
+        return run
 
     def _atom(self, atom) -> str:
         if isinstance(atom, Literal):
