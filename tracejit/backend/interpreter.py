@@ -21,8 +21,8 @@ import numpy as np
 
 from ..core import errors
 from ..core.ir import Literal, Program, Var, consumers_of
-from ..core.shapes import Sym, resolve, resolve_shape
-from ..trace.registry import ELEMENTWISE, REDUCE
+from ..core.shapes import Sym, is_one, resolve, resolve_shape
+from ..trace.registry import ELEMENTWISE, INDEXMAP, REDUCE
 
 
 def interpret(program: Program, args, consts) -> list:
@@ -100,18 +100,20 @@ def _input_dims(program: Program) -> dict:
 class _Writer:
     """Writes the Python source of a program's runner."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, outer: _Writer | None = None):
         self.program = program
         self.consumers = consumers_of(program)
         self.producer = {id(v): e for e in program.eqns for v in e.outputs}
         self.outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
         self.names: dict[int, str] = {}
-        self.dims: dict[int, str] = {}
-        self.namespace: dict = {}
         self.lazy: set = set()  # broadcasts left to NumPy's broadcasting in their consumers
         self.rows: set = set()  # ids of the stacks left as their rows (Rows)
         self.lines: list[str] = []
-        self._fresh = itertools.count()
+        # a loop body written inside `outer`'s function shares its names and sizes
+        self.dims: dict[int, str] = dict(outer.dims) if outer else {}
+        self.namespace: dict = outer.namespace if outer else {}
+        self._fresh = outer._fresh if outer else itertools.count()
+        self.once: set = set()  # values hoisted out of a loop: no step may write into them
 
     def fresh(self, prefix: str) -> str:
         return f"{prefix}{next(self._fresh)}"
@@ -147,6 +149,26 @@ class _Writer:
         return self.names[id(atom)]
 
     def _equation(self, eqn) -> None:
+        if eqn.prim.name == "scan" and self._inline_scan(eqn):
+            return
+        call = self._call(eqn)
+        outs = self._name_outputs(eqn)
+        target = ", ".join(outs) + ("," if eqn.prim.multiple_results and len(outs) == 1 else "")
+        if eqn.prim.multiple_results and not outs:
+            target = "_"
+        self.lines.append(f"{target} = {call}")
+        for sym, output in eqn.prim.defined_dims(eqn.params):  # a while loop's trip count
+            self.dims[id(resolve(sym))] = dim = self.fresh("n")
+            self.lines.append(f"{dim} = int({outs[output]})")
+
+    def _name_outputs(self, eqn) -> list:
+        outs = [self.fresh("v") for _ in eqn.outputs]
+        for var, name in zip(eqn.outputs, outs):
+            self.names[id(var)] = name
+        return outs
+
+    def _call(self, eqn) -> str:
+        """The expression computing `eqn`'s output(s)."""
         static = {k: v for k, v in eqn.params.items() if not _sized_param(v)}
         dynamic = {k: v for k, v in eqn.params.items() if _sized_param(v)}
         args = [self._atom(a) for a in eqn.inputs]
@@ -157,29 +179,102 @@ class _Writer:
         if self._rows_of(eqn):
             self.namespace["Rows"] = Rows
             self.rows.add(id(eqn.outputs[0]))
-            call = f"Rows([{', '.join(f'{a}[0]' for a in args)}])"
-        elif row is not None:  # one row of a stack left as rows
-            call = f"{args[0]}[{row}][None]"
-        elif inline is not None:  # an expression, its parameters written in
-            call = inline.format(*args)
-        else:
-            fn = self.fresh("f")
-            self.namespace[fn] = functools.partial(impl, **static) if static else impl
-            args += [f"{k}={self._sizes(v)}" for k, v in dynamic.items()]
-            spare = self._spare_operand(eqn) if not eqn.params else None
-            if spare is not None:  # written into an operand's buffer, dead after this
-                args.append(f"out={self._atom(spare)}")
-            call = f"{fn}({', '.join(args)})"
-        outs = [self.fresh("v") for _ in eqn.outputs]
-        for var, name in zip(eqn.outputs, outs):
+            return f"Rows([{', '.join(f'{a}[0]' for a in args)}])"
+        if row is not None:  # one row of a stack left as rows
+            return f"{args[0]}[{row}][None]"
+        if inline is not None:  # an expression, its parameters written in
+            return inline.format(*args)
+        fn = self.fresh("f")
+        self.namespace[fn] = functools.partial(impl, **static) if static else impl
+        args += [f"{k}={self._sizes(v)}" for k, v in dynamic.items()]
+        spare = self._spare_operand(eqn) if not eqn.params else None
+        if spare is not None:  # written into an operand's buffer, dead after this
+            args.append(f"out={self._atom(spare)}")
+        return f"{fn}({', '.join(args)})"
+
+    def _inline_scan(self, eqn) -> bool:
+        """A scan as a Python loop with its body written inline: no call, argument
+        tuple or output list per step, the body's loop-invariant equations run
+        once before the loop, and the per-step values only later loops read kept
+        as their rows. A length known only at run time may be 0: then `impl`."""
+        length = eqn.params["length"]
+        if isinstance(length, Sym) and type(resolve(length)) is int:
+            length = resolve(length)
+        if type(length) is int:
+            if length < 1:
+                return False
+            self._write_loop(eqn, str(length), self._name_outputs(eqn))
+            return True
+        steps = self._sizes(length)
+        outer, self.lines = self.lines, []
+        outs = self._name_outputs(eqn)
+        self._write_loop(eqn, steps, outs)
+        loop, self.lines = self.lines, outer
+        call = self._call(eqn)
+        self.lines += [f"if {steps}:"] + [f"    {x}" for x in loop] + [
+            "else:", f"    {', '.join(outs)}, = {call}"]
+        return True
+
+    def _write_loop(self, eqn, steps: str, outs: list) -> None:
+        p = eqn.params
+        body, n_consts, n_carry = p["body"], p["n_consts"], p["n_carry"]
+        args = [self._atom(a) for a in eqn.inputs]
+        unstacked = self._unstacked(eqn)
+        inner = _Writer(body, outer=self)
+        for k, (var, name) in enumerate(zip(body.invars, args)):
+            stacked = k >= n_consts + n_carry
+            for axis, d in enumerate(var.aval.shape):
+                root = resolve(d)
+                if type(root) is not int and id(root) not in inner.dims:
+                    inner.dims[id(root)] = dim = self.fresh("n")
+                    self.lines.append(f"{dim} = np.shape({name})[{axis + stacked}]")
+        carry = [self.fresh("c") for _ in range(n_carry)]
+        rows = [self.fresh("y") for _ in body.outvars[n_carry:]]
+        for names, values in ((carry, args[n_consts:n_consts + n_carry]), (rows, None)):
+            if names:
+                values = values or ["[]"] * len(names)
+                self.lines.append(f"{', '.join(names)}, = {', '.join(values)},")
+        step = self.fresh("t")
+        order = f"range({steps} - 1, -1, -1)" if p["reverse"] else f"range({steps})"
+        loop = inner.write_loop_body(args[:n_consts], carry, args[n_consts + n_carry:], rows,
+                                     step)
+        self.lines += inner.hoisted + [f"for {step} in {order}:"] + [f"    {x}" for x in loop]
+        for name, c in zip(outs, carry):
+            self.lines.append(f"{name} = np.asarray({c})")
+        for k, (name, row) in enumerate(zip(outs[n_carry:], rows)):
+            if p["reverse"]:
+                self.lines.append(f"{row}.reverse()")
+            self.namespace["Rows"] = Rows
+            self.lines.append(f"{name} = {'Rows' if k in unstacked else 'np.stack'}({row})")
+
+    def write_loop_body(self, consts: list, carry: list, xs: list, rows: list,
+                        step: str) -> list:
+        """The lines of one step of a loop whose body is this writer's program;
+        its invariant equations go to `self.hoisted`."""
+        body = self.program
+        n_consts, n_carry = len(consts), len(carry)
+        for var, name in zip(body.invars, consts + carry):
             self.names[id(var)] = name
-        target = ", ".join(outs) + ("," if eqn.prim.multiple_results and len(outs) == 1 else "")
-        if eqn.prim.multiple_results and not outs:
-            target = "_"
-        self.lines.append(f"{target} = {call}")
-        for sym, output in eqn.prim.defined_dims(eqn.params):  # a while loop's trip count
-            self.dims[id(resolve(sym))] = dim = self.fresh("n")
-            self.lines.append(f"{dim} = int({outs[output]})")
+        loop: list = []
+        for var, stack in zip(body.invars[n_consts + n_carry:], xs):
+            self.names[id(var)] = self.fresh("x")
+            loop.append(f"{self.names[id(var)]} = {stack}[{step}]")
+        invariant = {id(v) for v in body.invars[:n_consts]}
+        self.hoisted: list = []
+        for eqn in body.eqns:
+            still = _hoistable(eqn) and all(
+                id(a) in invariant for a in eqn.inputs if isinstance(a, Var))
+            self.lines = self.hoisted if still else loop
+            if still:
+                invariant.update(id(v) for v in eqn.outputs)
+                self.once.update(id(v) for v in eqn.outputs)
+            self._equation(eqn)
+        outs = [self._atom(a) for a in body.outvars]
+        self.lines = loop  # rows first: a row may be this step's carry, read before it moves
+        loop += [f"{row}.append({out})" for row, out in zip(rows, outs[n_carry:])]
+        if carry:
+            loop.append(f"{', '.join(carry)}, = {', '.join(outs[:n_carry])},")
+        return loop
 
     def _read_by_scans_only(self, var, slices: bool = False) -> bool:
         """Whether only scans read `var`, and only as xs (one row a step); with
@@ -224,7 +319,7 @@ class _Writer:
             return None
         for atom in eqn.inputs:
             producer = self.producer.get(id(atom)) if isinstance(atom, Var) else None
-            if (producer is not None and _fresh_array(producer)
+            if (producer is not None and _fresh_array(producer) and id(atom) not in self.once
                     and len(self.consumers.get(id(atom), ())) == 1
                     and id(atom) not in self.outputs and atom.aval.dtype == out.aval.dtype
                     and resolve_shape(atom.aval.shape) == resolve_shape(out.aval.shape)):
@@ -234,6 +329,9 @@ class _Writer:
     def _impl(self, eqn) -> tuple:
         """(the callable for `eqn`, or None and its inline expression)."""
         prim, out = eqn.prim, eqn.outputs[0]
+        shortcut = self._scalar_operator(eqn) or _outer_product(eqn)
+        if shortcut is not None:
+            return None, shortcut
         lazy = (prim.impl_broadcasting is not None and id(out) not in self.outputs
                 and all(u.prim.kind == ELEMENTWISE and self._restores_shape(u, out)
                         for u in self.consumers.get(id(out), ())))
@@ -244,6 +342,21 @@ class _Writer:
             if inline is not None:
                 return None, inline
         return (prim.impl_broadcasting if lazy else prim.impl), None
+
+    def _scalar_operator(self, eqn):
+        """A float scalar's arithmetic as Python's operator: a NumPy scalar's own
+        method costs ~0.05 us where the ufunc's call costs ~1 us. Only where an
+        operand is a NumPy scalar made here (a literal or a result): a user's
+        Python floats would raise ZeroDivisionError where NumPy gives inf."""
+        symbol = _OPERATORS.get(eqn.prim.name)
+        if (symbol is None or eqn.outputs[0].aval.ndim
+                or any(a.aval.ndim or a.aval.dtype.kind not in "fc" for a in eqn.inputs)
+                or not any(isinstance(a, Literal) or id(a) in self.producer
+                           for a in eqn.inputs)):
+            return None
+        if len(eqn.inputs) == 1:
+            return f"({symbol}{{0}})"
+        return f"({{0}} {symbol} {{1}})"
 
     def _restores_shape(self, user, lazy) -> bool:
         """NumPy's broadcasting inside `user` gives it the shape `lazy` was broadcast
@@ -283,6 +396,28 @@ class Rows(list):
     def __init__(self, rows):
         super().__init__(rows)
         self.shape = (len(self),) + np.shape(self[0])
+
+
+_OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "neg": "-", "gt": ">", "lt": "<",
+              "ge": ">=", "le": "<=", "eq": "==", "ne": "!="}
+
+
+def _outer_product(eqn):
+    """A matmul over a unit axis multiplies, exactly (one term per sum), at a third
+    of BLAS's cost: `h[:, None] @ g[None, :]` in a backward pass."""
+    if eqn.prim.name != "matmul" or eqn.params:
+        return None
+    a, b = (x.aval for x in eqn.inputs)
+    if a.ndim >= 2 and b.ndim >= 2 and is_one(a.shape[-1]) and is_one(b.shape[-2]):
+        return "np.multiply({0}, {1})"
+    return None
+
+
+def _hoistable(eqn) -> bool:
+    """Whether `eqn` computes a pure function of its operands (and may run once for
+    every step of a loop whose operands it does not read)."""
+    return (eqn.prim.kind in (ELEMENTWISE, INDEXMAP, REDUCE) and not eqn.prim.multiple_results
+            or eqn.prim.name == "matmul")
 
 
 def _fresh_array(eqn) -> bool:
