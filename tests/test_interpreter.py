@@ -117,3 +117,19 @@ def test_loops_are_written_inline(interpret):
     # (a literal per-step output breaks the second derivative, compiled or not: not here)
     check = lambda W, xs: sum(np.sum(o * o) for o in loop_program(W, xs, c0, False))  # noqa
     check_grads(check, (W, xs), order=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_slope_is_one_heaviside(interpret, dtype):
+    """max(a, 0)'s slope, ties split and NaN giving 0 as the two selects it replaces."""
+    def fn(a, c):
+        return np.sum(np.maximum(a, 0.0) * c)
+
+    a = np.array([2.0, -1.0, 0.0, -0.0, np.nan, np.inf, -np.inf, 1e-300], dtype)
+    c = np.linspace(1.0, 2.0, a.size).astype(dtype)
+    assert "heaviside" in source_of(tracejit.value_and_grad(fn).ir(a, c))
+    with np.errstate(invalid="ignore"):
+        want = c * np.where(a > 0, 1.0, np.where(a == 0, 0.5, 0.0)).astype(dtype)
+    got = tracejit.grad(fn)(a, c)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
