@@ -42,20 +42,28 @@ def server(program: Program):
     """`serve(leaves, consts) -> outputs`: a kernel's call served by the interpreter,
     with the kernel's size checks (errors.check_sizes names a failure) and its
     output types (NumPy scalars for 0-d outputs), all written into one function."""
-    serve = _servers.get(program)
+    serve = _servers.get(id(program))
     if serve is None:
-        serve = _servers[program] = _serving_function(program, _compiled(program))
+        serve = _cache(_servers, program, _serving_function(program, _compiled(program)))
     return serve
 
 
-_runners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_servers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# id(program) -> its function, dropped when the program is collected (a plain dict:
+# a WeakKeyDictionary's lookup makes a weak reference on every call)
+_runners: dict = {}
+_servers: dict = {}
+
+
+def _cache(table: dict, program: Program, value):
+    table[id(program)] = value
+    weakref.finalize(program, table.pop, id(program), None)
+    return value
 
 
 def _compiled(program: Program):
-    run = _runners.get(program)
+    run = _runners.get(id(program))
     if run is None:
-        run = _runners[program] = _Writer(program).function()
+        run = _cache(_runners, program, _Writer(program).function())
     return run
 
 
@@ -70,13 +78,15 @@ def _serving_function(program: Program, run):
         second = ", ".join(f"values[{k}].shape[{axis}]" for _, (k, axis) in pairs)
         lines += [f"    if ({first},) != ({second},):",
                   "        check_sizes(program, values)"]
-    lines += ["    with np.errstate(all='ignore'):  # inf and NaN flow as in the kernels",
-              "        r = run(*leaves, *consts)"]
+    lines.append("    r = run(*leaves, *consts)")
     # what check_sizes reads, not the program: a cached value must not keep its
     # key (nor the arrays the program captured) alive
     signature = SimpleNamespace(invars=program.invars, constvars=program.constvars,
                                 checks=program.checks)
-    namespace = {"np": np, "run": run, "program": signature, "check_sizes": errors.check_sizes}
+    # inf and NaN flow as in the kernels, silently (errstate as a decorator: no
+    # context manager made per call, and thread-safe)
+    namespace = {"np": np, "run": np.errstate(all="ignore")(run), "program": signature,
+                 "check_sizes": errors.check_sizes}
     outs = []
     for k, atom in enumerate(program.outvars):
         namespace[f"t{k}"] = atom.aval.dtype
@@ -338,13 +348,12 @@ class _Writer:
 
     def _impl(self, eqn) -> tuple:
         """(the callable for `eqn`, or None and its inline expression)."""
-        prim, out = eqn.prim, eqn.outputs[0]
-        shortcut = self._scalar_operator(eqn) or _outer_product(eqn)
+        prim = eqn.prim
+        shortcut = (self._scalar_operator(eqn) or _matrix_product(eqn)
+                    or self._filled(eqn) or self._scatter_one(eqn))
         if shortcut is not None:
             return None, shortcut
-        lazy = (prim.impl_broadcasting is not None and id(out) not in self.outputs
-                and all(u.prim.kind == ELEMENTWISE and self._restores_shape(u, out)
-                        for u in self.consumers.get(id(out), ())))
+        lazy = self._lazy_broadcast(eqn)
         if prim.impl_source is not None:
             inline = prim.impl_source(eqn, lazy, self._sizes)
             if inline is not None and eqn.inputs and eqn.inputs[0].aval.ndim:
@@ -372,6 +381,37 @@ class _Writer:
         if len(eqn.inputs) == 1:
             return f"({symbol}{{0}})"
         return f"({{0}} {symbol} {{1}})"
+
+    def _filled(self, eqn):
+        """A literal broadcast to a full array (a loop's zero accumulator), as a
+        read-only array of zero strides over the literal's bytes, as broadcast_to
+        makes it at a quarter of its cost."""
+        (x,) = eqn.inputs if eqn.prim.name == "broadcast_in_dim" else (None,)
+        out = eqn.outputs[0].aval
+        if not isinstance(x, Literal) or not out.ndim or self._lazy_broadcast(eqn):
+            return None
+        value = self.fresh("k")
+        self.namespace[value] = np.asarray(x.value, out.dtype).tobytes()  # immutable
+        shape = self._sizes(tuple(out.shape))
+        return f"np.ndarray({shape}, np.{out.dtype.name}, {value}, 0, {(0,) * out.ndim})"
+
+    def _scatter_one(self, eqn):
+        """A scatter-add of one value (the adjoint of picking one element) needs no
+        np.add.at: its one position is added to in place."""
+        if eqn.prim.name != "scatter_add" or any(a.aval.ndim for a in eqn.inputs[1:]):
+            return None
+        fn = self.fresh("f")
+        self.namespace[fn] = functools.partial(
+            _scatter_at, axis=eqn.params["axis"], dtype=eqn.outputs[0].aval.dtype)
+        where = ", ".join(f"{{{k}}}" for k in range(1, len(eqn.inputs)))
+        return f"{fn}({{0}}, ({where},), {self._sizes(tuple(eqn.params['shape']))})"
+
+    def _lazy_broadcast(self, eqn) -> bool:
+        """Whether `eqn`'s result may be left to NumPy's broadcasting in its consumers."""
+        out = eqn.outputs[0]
+        return (eqn.prim.impl_broadcasting is not None and id(out) not in self.outputs
+                and all(u.prim.kind == ELEMENTWISE and self._restores_shape(u, out)
+                        for u in self.consumers.get(id(out), ())))
 
     def _restores_shape(self, user, lazy) -> bool:
         """NumPy's broadcasting inside `user` gives it the shape `lazy` was broadcast
@@ -417,15 +457,25 @@ _OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "neg": "-", "gt": 
               "ge": ">=", "le": "<=", "eq": "==", "ne": "!="}
 
 
-def _outer_product(eqn):
+def _matrix_product(eqn):
     """A matmul over a unit axis multiplies, exactly (one term per sum), at a third
-    of BLAS's cost: `h[:, None] @ g[None, :]` in a backward pass."""
+    of BLAS's cost (`h[:, None] @ g[None, :]` in a backward pass); of vectors and
+    matrices it is np.dot, the same BLAS call without the ufunc machinery (and
+    with a transposed float32 operand, BLAS rather than NumPy's own loop)."""
     if eqn.prim.name != "matmul" or eqn.params:
         return None
     a, b = (x.aval for x in eqn.inputs)
     if a.ndim >= 2 and b.ndim >= 2 and is_one(a.shape[-1]) and is_one(b.shape[-2]):
         return "np.multiply({0}, {1})"
+    if a.ndim <= 2 and b.ndim <= 2:
+        return "np.dot({0}, {1})"
     return None
+
+
+def _scatter_at(g, indices, shape, *, axis, dtype):
+    out = np.zeros(shape, dtype)
+    out[(slice(None),) * axis + indices] += g  # one position: no repeats to accumulate
+    return out
 
 
 def _relu_slopes(program: Program, consumers: dict, outputs: set) -> dict:

@@ -10,7 +10,8 @@ and Numba compiles less, all at once.
 - `fold_chains`: broadcast of a broadcast, broadcast undoing a squeeze (and
   back), a transposed broadcast, reshape of a reshape, a sum of a sum are one
   equation or none; a sum of negated terms is a negated sum (a scalar's
-  negation, not an array's);
+  negation, not an array's); in an adjoint, the total of a scatter-add (the
+  cotangent of picking elements) is the total of its updates;
 - `detach_shifts` (before differentiation): a max (or min) whose shift the
   differentiated outputs cannot see, as in `x - max(x)` feeding log-sum-exp,
   softmax or log-softmax, is under stop_gradient, as in JAX's logsumexp: its
@@ -239,6 +240,11 @@ def _fold_sum(rw, eqn):
     of negated terms is the negated sum (exactly: rounding is symmetric)."""
     (x,), axes = eqn.inputs, eqn.params["axes"]
     inner = rw.define(x)
+    if inner is not None and inner.prim.name == "scatter_add" and len(axes) == x.aval.ndim \
+            and eqn.location.endswith(BACKWARD):  # the forward's gather checked the indices
+        (g, *_) = inner.inputs  # every update lands once: the total is theirs
+        return g if not g.aval.ndim else rw.emit(
+            "reduce_sum", [g], {"axes": tuple(range(g.aval.ndim))}, eqn)
     if inner is None or not rw.single_use(x):
         return None
     negated = _negated(inner)
