@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import weakref
 from types import SimpleNamespace
 
@@ -125,6 +126,7 @@ class _Writer:
         self._fresh = outer._fresh if outer else itertools.count()
         self.once: set = set()  # values hoisted out of a loop: no step may write into them
         self.maybe_python: set = set()  # scalar selects: may pass a user's Python float on
+        self.deferred: dict = {}  # one-position scatters, written when first read
         self.steps = _relu_slopes(program, self.consumers, self.outputs)
 
     def fresh(self, prefix: str) -> str:
@@ -146,7 +148,7 @@ class _Writer:
         outs = ", ".join(self._atom(a) for a in program.outvars)
         self.lines.append(f"return [{outs}]")
         source = f"def run({', '.join(args)}):\n" + "".join(f"    {line}\n"
-                                                           for line in self.lines)
+                                                           for line in _read_sizes(self.lines))
         self.namespace["np"] = np
         exec(compile(source, f"<interpreter of {program.name}>", "exec"), self.namespace)
         run = self.namespace["run"]
@@ -158,10 +160,17 @@ class _Writer:
             name = self.fresh("k")
             self.namespace[name] = atom.value
             return name
+        waiting = self.deferred.pop(id(atom), None)
+        if waiting is not None:  # written where it is first read
+            self._equation(waiting, now=True)
         return self.names[id(atom)]
 
-    def _equation(self, eqn) -> None:
+    def _equation(self, eqn, now: bool = False) -> None:
         if eqn.prim.name == "scan" and self._inline_scan(eqn):
+            return
+        if not now and _one_position(eqn) and id(eqn.outputs[0]) not in self.outputs \
+                and len(self.consumers.get(id(eqn.outputs[0]), ())) == 1:
+            self.deferred[id(eqn.outputs[0])] = eqn  # its reader may add into a buffer
             return
         step = self.steps.get(id(eqn))
         if step is not None:  # a relu's slope; its masks are written into it
@@ -188,6 +197,9 @@ class _Writer:
 
     def _call(self, eqn) -> str:
         """The expression computing `eqn`'s output(s)."""
+        added = self._added_at(eqn)
+        if added is not None:
+            return added
         static = {k: v for k, v in eqn.params.items() if not _sized_param(v)}
         dynamic = {k: v for k, v in eqn.params.items() if _sized_param(v)}
         args = [self._atom(a) for a in eqn.inputs]
@@ -329,7 +341,7 @@ class _Writer:
                         for a in eqn.inputs)
                 and self._read_by_scans_only(eqn.outputs[0]))
 
-    def _spare_operand(self, eqn):
+    def _spare_operand(self, eqn, only=None):
         """An operand whose buffer a ufunc `eqn` may write its result into: an
         array made by a ufunc or a product in this program (not an input, a view
         or a lazy broadcast), read by `eqn` alone, of the result's shape and dtype."""
@@ -337,7 +349,7 @@ class _Writer:
         if (eqn.prim.kind != ELEMENTWISE or not isinstance(eqn.prim.impl, np.ufunc)
                 or eqn.prim.impl.nout != 1 or not out.aval.ndim):
             return None
-        for atom in eqn.inputs:
+        for atom in eqn.inputs if only is None else [only]:
             producer = self.producer.get(id(atom)) if isinstance(atom, Var) else None
             if (producer is not None and _fresh_array(producer) and id(atom) not in self.once
                     and len(self.consumers.get(id(atom), ())) == 1
@@ -395,10 +407,26 @@ class _Writer:
         shape = self._sizes(tuple(out.shape))
         return f"np.ndarray({shape}, np.{out.dtype.name}, {value}, 0, {(0,) * out.ndim})"
 
+    def _added_at(self, eqn):
+        """scatter-add(g, at i) + y, y dead after this: g added into y's buffer at i
+        (no zeros, no second pass), the same sums."""
+        if eqn.prim.name != "add" or not eqn.outputs[0].aval.ndim:
+            return None
+        for k in (0, 1):
+            scatter = self.deferred.get(id(eqn.inputs[k]))
+            y = eqn.inputs[1 - k]
+            if scatter is not None and self._spare_operand(eqn, only=y) is y:
+                del self.deferred[id(eqn.inputs[k])]
+                g, *where = (self._atom(a) for a in scatter.inputs)
+                fn = self.fresh("f")
+                self.namespace[fn] = functools.partial(_add_at, axis=scatter.params["axis"])
+                return f"{fn}({self._atom(y)}, {g}, ({', '.join(where)},))"
+        return None
+
     def _scatter_one(self, eqn):
         """A scatter-add of one value (the adjoint of picking one element) needs no
         np.add.at: its one position is added to in place."""
-        if eqn.prim.name != "scatter_add" or any(a.aval.ndim for a in eqn.inputs[1:]):
+        if not _one_position(eqn):
             return None
         fn = self.fresh("f")
         self.namespace[fn] = functools.partial(
@@ -457,6 +485,14 @@ _OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "neg": "-", "gt": 
               "ge": ">=", "le": "<=", "eq": "==", "ne": "!="}
 
 
+def _read_sizes(lines: list) -> list:
+    """`lines` without the sizes read from inputs that nothing uses."""
+    text = "\n".join(lines)
+    unused = {name for name in re.findall(r"^\s*(n\d+) = np\.shape\(", text, re.M)
+              if len(re.findall(rf"\b{name}\b", text)) == 1}
+    return [line for line in lines if line.strip().split(" = ")[0] not in unused]
+
+
 def _matrix_product(eqn):
     """A matmul over a unit axis multiplies, exactly (one term per sum), at a third
     of BLAS's cost (`h[:, None] @ g[None, :]` in a backward pass); of vectors and
@@ -470,6 +506,15 @@ def _matrix_product(eqn):
     if a.ndim <= 2 and b.ndim <= 2:
         return "np.dot({0}, {1})"
     return None
+
+
+def _one_position(eqn) -> bool:
+    return eqn.prim.name == "scatter_add" and not any(a.aval.ndim for a in eqn.inputs[1:])
+
+
+def _add_at(y, g, indices, *, axis):
+    y[(slice(None),) * axis + indices] += g
+    return y
 
 
 def _scatter_at(g, indices, shape, *, axis, dtype):
