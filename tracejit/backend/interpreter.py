@@ -215,7 +215,7 @@ class _Writer:
             return f"{args[0]}[{row}][None]"
         if inline is not None:  # an expression, its parameters written in
             return inline.format(*args)
-        fn = self.fresh("f")
+        fn = self.fresh(f"{eqn.prim.name}_")  # named for reading
         self.namespace[fn] = functools.partial(impl, **static) if static else impl
         args += [f"{k}={self._sizes(v)}" for k, v in dynamic.items()]
         spare = self._spare_operand(eqn) if not eqn.params else None
@@ -418,7 +418,7 @@ class _Writer:
             if scatter is not None and self._spare_operand(eqn, only=y) is y:
                 del self.deferred[id(eqn.inputs[k])]
                 g, *where = (self._atom(a) for a in scatter.inputs)
-                fn = self.fresh("f")
+                fn = self.fresh("add_at_")
                 self.namespace[fn] = functools.partial(_add_at, axis=scatter.params["axis"])
                 return f"{fn}({self._atom(y)}, {g}, ({', '.join(where)},))"
         return None
@@ -428,7 +428,7 @@ class _Writer:
         np.add.at: its one position is added to in place."""
         if not _one_position(eqn):
             return None
-        fn = self.fresh("f")
+        fn = self.fresh("scatter_at_")
         self.namespace[fn] = functools.partial(
             _scatter_at, axis=eqn.params["axis"], dtype=eqn.outputs[0].aval.dtype)
         where = ", ".join(f"{{{k}}}" for k in range(1, len(eqn.inputs)))
@@ -575,6 +575,7 @@ def _hoistable(eqn) -> bool:
 def _fresh_array(eqn) -> bool:
     """Whether `eqn`'s result is a new array nothing else refers to."""
     return (eqn.prim.kind == REDUCE or not eqn.params and eqn.prim.name == "matmul"
+            or eqn.prim.name in ("select", "scatter_add")  # np.where, zeros: new arrays
             or isinstance(eqn.prim.impl, np.ufunc) and not eqn.params)
 
 
