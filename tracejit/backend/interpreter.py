@@ -361,7 +361,7 @@ class _Writer:
     def _impl(self, eqn) -> tuple:
         """(the callable for `eqn`, or None and its inline expression)."""
         prim = eqn.prim
-        shortcut = (self._scalar_operator(eqn) or _matrix_product(eqn)
+        shortcut = (self._scalar_operator(eqn) or _matrix_product(eqn) or _pick_one(eqn)
                     or self._filled(eqn) or self._scatter_one(eqn))
         if shortcut is not None:
             return None, shortcut
@@ -506,6 +506,15 @@ def _matrix_product(eqn):
     if a.ndim <= 2 and b.ndim <= 2:
         return "np.dot({0}, {1})"
     return None
+
+
+def _pick_one(eqn):
+    """A gather at one position (`logits[y]`) is plain indexing."""
+    if eqn.prim.name != "gather" or any(a.aval.ndim for a in eqn.inputs[1:]) \
+            or not eqn.inputs[0].aval.ndim:
+        return None
+    where = [":"] * eqn.params["axis"] + [f"{{{k}}}" for k in range(1, len(eqn.inputs))]
+    return f"{{0}}[{', '.join(where)}]"
 
 
 def _one_position(eqn) -> bool:
