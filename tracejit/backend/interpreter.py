@@ -237,6 +237,8 @@ class _Writer:
             self._write_loop(eqn, str(length), self._name_outputs(eqn))
             return True
         steps = self._sizes(length)
+        for atom in eqn.inputs:  # deferred operands written before both branches
+            self._atom(atom)
         outer, self.lines = self.lines, []
         outs = self._name_outputs(eqn)
         self._write_loop(eqn, steps, outs)
@@ -402,10 +404,11 @@ class _Writer:
         out = eqn.outputs[0].aval
         if not isinstance(x, Literal) or not out.ndim or self._lazy_broadcast(eqn):
             return None
-        value = self.fresh("k")
+        value, dtype = self.fresh("k"), self.fresh("d")
         self.namespace[value] = np.asarray(x.value, out.dtype).tobytes()  # immutable
+        self.namespace[dtype] = out.dtype
         shape = self._sizes(tuple(out.shape))
-        return f"np.ndarray({shape}, np.{out.dtype.name}, {value}, 0, {(0,) * out.ndim})"
+        return f"np.ndarray({shape}, {dtype}, {value}, 0, {(0,) * out.ndim})"
 
     def _added_at(self, eqn):
         """scatter-add(g, at i) + y, y dead after this: g added into y's buffer at i
