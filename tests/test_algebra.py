@@ -244,3 +244,18 @@ def test_the_total_of_a_picked_cotangent_is_the_cotangent(interpret):
         want = np.zeros_like(x)
         want[:, i] = 2 * x[:, i]
         np.testing.assert_array_equal(got, want)
+
+
+def test_picked_nll_agrees_interpreted_and_compiled(monkeypatch):
+    """The detached shift and the scatter's total, in the kernel as in the interpreter."""
+    def nll(z, y):
+        return -(z - np.max(z) - np.log(np.sum(np.exp(z - np.max(z)))))[y]
+
+    z = RNG.standard_normal(9)
+    monkeypatch.setenv("TRACEJIT_DISABLE_JIT", "1")
+    want_value, want_grad = tracejit.value_and_grad(nll)(z, 4)
+    monkeypatch.delenv("TRACEJIT_DISABLE_JIT")
+    monkeypatch.setenv("TRACEJIT_COMPILE", "sync")
+    value, grad = tracejit.value_and_grad(nll)(z, 4)
+    assert value == pytest.approx(want_value, rel=1e-13)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-16)
