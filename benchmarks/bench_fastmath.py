@@ -8,7 +8,10 @@ Workload: value and gradient (w.r.t. x, a, c; written out by hand) of
 3. ``prange`` loop (parallel=True) calling the runtime functions, at the
    default thread count and at one thread,
 
-each with the fastmath set tracejit uses.  The runtime kernels are built twice:
+each with the fastmath set tracejit's kernels use (codegen.FASTMATH), and the
+runtime kernels again with the set used before special values were checked
+(``PREVIOUS``: it added nsz/arcp/afn; tests/test_special_values.py).  The
+runtime kernels are built twice:
 calling the helpers as plain ``njit`` functions (LLVM inlines them, their own
 flags survive) and as ``inline="always"`` copies (Numba inlines them into the
 caller, whose flags then apply).  The script also reports compile times and
@@ -17,6 +20,7 @@ whether the loop was vectorised, read off the kernel's LLVM IR.
 Run: ``python benchmarks/bench_fastmath.py [n] [repeats]``.
 """
 
+import ast
 import re
 import sys
 import time
@@ -26,11 +30,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from tracejit.backend import runtime
+from tracejit.backend import codegen, runtime
 
 # 'reassoc' lets LLVM vectorise the float reductions; no nnan/ninf (they
 # would delete the NaN/inf handling inside the runtime functions).
-FASTMATH = {"reassoc", "nsz", "contract", "afn", "arcp"}
+FASTMATH = ast.literal_eval(codegen.FASTMATH)
+PREVIOUS = {"reassoc", "nsz", "contract", "afn", "arcp"}
 
 
 def inline_always_runtime():
@@ -43,17 +48,18 @@ def inline_always_runtime():
     override = r'\1\n_JIT.update(inline="always", cache=False)'
     src = re.sub(r"(?m)^(_JIT = .*)$", override, src, count=1)
     mod = types.ModuleType("tracejit_runtime_inline")
+    mod.__package__ = runtime.__package__  # its relative imports (`..core.errors`)
     # Numba looks functions' modules up in sys.modules while compiling.
     sys.modules[mod.__name__] = mod
     exec(compile(src, "<runtime inline=always>", "exec"), mod.__dict__)
     return mod
 
 
-def make_kernel(exp, tanh, parallel):
+def make_kernel(exp, tanh, parallel, fastmath=FASTMATH):
     """Value and gradient kernel over x; exp/tanh are the scalar functions."""
     loop = prange if parallel else range
 
-    @njit(fastmath=FASTMATH, error_model="numpy", parallel=parallel)
+    @njit(fastmath=fastmath, error_model="numpy", parallel=parallel)
     def kernel(x, a, c, gx):
         val = 0.0
         ga = 0.0
@@ -133,6 +139,11 @@ def build_rows():
         ("prange, runtime (njit), 1 thread", None, 1),
         ("prange, runtime (inline=always)", make_kernel(inl.exp, inl.tanh, True), None),
         ("prange, runtime (inline=always), 1 thread", None, 1),
+        ("range, runtime (njit), PREVIOUS flags",
+         make_kernel(runtime.exp, runtime.tanh, False, PREVIOUS), None),
+        ("prange, runtime (njit), PREVIOUS flags",
+         make_kernel(runtime.exp, runtime.tanh, True, PREVIOUS), None),
+        ("prange, runtime (njit), PREVIOUS, 1 thread", None, 1),
     ]
     out = []
     for name, kernel, threads in rows:
@@ -171,7 +182,7 @@ def print_table(rows, times, n, default_threads):
     base_med, base_min = float(np.median(times[0])), min(times[0])
     print(
         f"value+grad of sum(tanh(a*x+c)**2 * exp(-x*x)), n={n}, float64, "
-        f"numba {numba.__version__}, fastmath={sorted(FASTMATH)}"
+        f"numba {numba.__version__}, fastmath={sorted(FASTMATH)}, PREVIOUS={sorted(PREVIOUS)}"
     )
     print(
         f"{'kernel':42s} {'thr':>3s} {'median ms':>9s} {'ratio':>6s} {'min ms':>7s} "

@@ -11,8 +11,10 @@ Prints markdown, every ratio measured in one run (implementations timed interlea
 - the Jacobian of a 100-output, 100-input function: `jacrev` against the previous
   `jacobian` (one backward kernel call per output element; target: at least 10x) and
   `jax.jacrev` (jitted);
+- the memory floor: the per-example gradients' bytes written into pre-faulted memory
+  (no kernel can beat it; by memset and by a compiled loop) and into fresh memory;
 - kernel-ready seconds (trace + compile, or load from the disk cache) in fresh processes,
-  cold and warm, beside the time per call.
+  cold and warm, beside the time per call of every row.
 Every column is checked against NumPy (per-example hand-written gradients, the analytic
 Jacobian) before it is timed.
 """
@@ -35,6 +37,7 @@ from harness import (  # noqa: E402
     fmt_ratio,
     fmt_us,
     markdown_table,
+    reexec_with_threads,
     time_many,
 )
 from workloads import WORKLOADS, tree_leaves  # noqa: E402
@@ -42,6 +45,11 @@ from workloads import WORKLOADS, tree_leaves  # noqa: E402
 import tracejit  # noqa: E402
 
 MLPS = ("mlp-seed", "mlp-medium")
+STAT = "median"  # or "min" (--stat)
+
+
+def stat_us(timing) -> float:
+    return timing.min_us if STAT == "min" else timing.median_us
 JACOBIAN_SIZE = 100
 
 
@@ -67,6 +75,8 @@ def per_example_impls(w, params, x, y, frameworks) -> dict:
 
     def loop(params, x, y):
         return [single(params, x[i], y[i]) for i in range(len(x))]
+
+    loop.ready_fn, loop.first_args = single, (params, x[0], y[0])  # for its kernel-ready time
 
     impls = {
         "tracejit vmap(grad)": (per_example, (params, x, y), tree_leaves),
@@ -137,23 +147,75 @@ def check_per_example(w, impls, params, x, y) -> list[str]:
     return problems
 
 
-def per_example_section(frameworks, quick, pause) -> str:
+def memory_rows(impls, params, x, y) -> dict:
+    """The memory floor beside the kernel: the per-example gradients' bytes written into
+    memory already faulted (what no kernel can beat), by memset and by a compiled loop, and
+    into fresh memory. (The kernel without the buffer pool: bench_output_alloc.py, one
+    process per setting; here, emptying the pool would slow the other rows too.)"""
+    fn = impls["tracejit vmap(grad)"][0]
+    nbytes = sum(leaf.nbytes for leaf in tree_leaves(fn(params, x, y)))
+    floor = np.empty(nbytes // 8)
+    floor.fill(0.0)
+    store_loop = _store_loop()
+    store_loop(floor)
+    return {f"write {nbytes / 1e6:.0f} MB, pre-faulted (floor)": (floor.fill, (1.0,)),
+            f"write {nbytes / 1e6:.0f} MB by a compiled loop, pre-faulted": (store_loop, (floor,)),
+            f"write {nbytes / 1e6:.0f} MB, fresh": (lambda: np.empty(nbytes // 8).fill(1.0), ())}
+
+
+def _store_loop():
+    """A Numba loop storing computed values (ordinary stores: each line is read before it
+    is written, where memset streams), as a kernel's loop nest writes its output."""
+    from numba import njit
+
+    @njit(nogil=True)
+    def store(out):
+        for i in range(out.size):
+            out[i] = i * 0.5
+
+    return store
+
+
+def per_example_section(frameworks, quick, pause, ready) -> str:
     rows, notes = [], []
     for name in MLPS:
         w = WORKLOADS[name]
         params, (x, y) = w.make_data(np.float64, 0)
         impls = per_example_impls(w, params, x, y, frameworks)
         notes += check_per_example(w, impls, params, x, y)
-        timings = time_many({k: (fn, args) for k, (fn, args, _) in impls.items()},
-                            target_s=0.2 if quick else 0.5, repeats=3 if quick else 7,
+        calls = {k: (fn, args) for k, (fn, args, _) in impls.items()}
+        calls.update(memory_rows(impls, params, x, y))
+        timings = time_many(calls, target_s=0.2 if quick else 0.5, repeats=3 if quick else 7,
                             pause=pause)
-        ours = timings["tracejit vmap(grad)"].median_us
+        ours = stat_us(timings["tracejit vmap(grad)"])
         for impl, t in timings.items():
-            rows.append([f"{name} (batch {len(x)})", impl, fmt_us(t.median_us),
-                         fmt_ratio(t.median_us / ours)])
-    table = markdown_table(["workload", "implementation", "µs per call", "÷ vmap(grad)"], rows,
-                           numeric_from=2)
+            rows.append([f"{name} (batch {len(x)})", impl, fmt_us(stat_us(t)),
+                         fmt_ratio(stat_us(t) / ours), *ready.get((name, impl), ("", ""))])
+        notes.append(_targets(name, timings))
+    table = markdown_table(["workload", "implementation", "µs per call", "÷ vmap(grad)",
+                            "ready cold (s)", "ready warm (s)"], rows, numeric_from=2)
     return table + "".join(f"\n- {n}" for n in notes)
+
+
+def _targets(name, timings) -> str:
+    """The issue's targets for one workload, and what the memory floor allows."""
+    t = {k: stat_us(v) for k, v in timings.items()}
+    ours, mean = t["tracejit vmap(grad)"], t["tracejit mean grad"]
+    floor = next(v for k, v in t.items() if k.endswith("(floor)"))
+    stores = next(v for k, v in t.items() if "compiled loop" in k)
+    mean_ok = "met" if ours <= 3 * mean else "missed"
+    loop_ok = "met" if t["tracejit loop of grad"] >= 10 * ours else "missed"
+    text = (f"{name}: vmap(grad) = {ours / mean:.1f}x the mean gradient (target <= 3x: "
+            f"{mean_ok}); the loop of grad takes {t['tracejit loop of grad'] / ours:.1f}x "
+            f"vmap(grad) (target >= 10x: {loop_ok}); the output alone, written into "
+            f"pre-faulted memory, takes {floor / mean:.1f}x the mean gradient by memset and "
+            f"{stores / mean:.1f}x by a compiled loop (vmap(grad) = {ours / floor:.1f}x and "
+            f"{ours / stores:.1f}x those)")
+    for peer in ("jax.vmap(jax.grad)", "torch.func.vmap(grad)"):
+        if peer in t:
+            faster = "faster: met" if ours < t[peer] else "not faster"
+            text += f"; {peer} takes {t[peer] / ours:.2f}x vmap(grad)'s time ({faster})"
+    return text
 
 
 # --------------------------------------------------------------------- Jacobians
@@ -185,7 +247,7 @@ def loop_jacobian(f):
     return jac
 
 
-def jacobian_section(frameworks, quick, pause) -> str:
+def jacobian_impls(frameworks) -> dict:
     f, a, x, want = jacobian_problem()
     impls = {"tracejit jacrev": (tracejit.jacrev(f), (x,)),
              "tracejit jacfwd": (tracejit.jacfwd(f), (x,)),
@@ -199,56 +261,88 @@ def jacobian_section(frameworks, quick, pause) -> str:
             impls["jax.jacrev"] = (lambda v: jax.block_until_ready(jf(v)), (jax.device_put(x),))
         except ImportError:
             pass
+    return impls
+
+
+def jacobian_section(frameworks, quick, pause, ready) -> str:
+    want = jacobian_problem()[3]
+    impls = jacobian_impls(frameworks)
     notes = [f"{name}: differs from the analytic Jacobian" for name, (fn, args) in impls.items()
              if not np.allclose(np.asarray(fn(*args)), want, rtol=1e-9, atol=1e-12)]
     timings = time_many(impls, target_s=0.2 if quick else 0.5, repeats=3 if quick else 7,
                         pause=pause)
-    ours = timings["tracejit jacrev"].median_us
-    rows = [[impl, fmt_us(t.median_us), fmt_ratio(t.median_us / ours)]
-            for impl, t in timings.items()]
+    ours = stat_us(timings["tracejit jacrev"])
+    rows = [[impl, fmt_us(stat_us(t)), fmt_ratio(stat_us(t) / ours),
+             *ready.get(("jacobian", impl), ("", ""))] for impl, t in timings.items()]
     table = markdown_table([f"Jacobian {JACOBIAN_SIZE}x{JACOBIAN_SIZE}", "µs per call",
-                            "÷ jacrev"], rows)
+                            "÷ jacrev", "ready cold (s)", "ready warm (s)"], rows)
+    t = {k: stat_us(v) for k, v in timings.items()}
+    speedup = t["previous jacobian (loop of vjp)"] / ours
+    notes.append(f"jacrev is {speedup:.0f}x faster than the previous jacobian (target >= 10x: "
+                 f"{'met' if speedup >= 10 else 'missed'})" + (
+                     f"; jax.jacrev takes {t['jax.jacrev'] / ours:.2f}x its time (target >= 1: "
+                     f"{'met' if t['jax.jacrev'] >= ours else 'missed'})" if "jax.jacrev" in t
+                     else ""))
     return table + "".join(f"\n- {n}" for n in notes)
 
 
 # -------------------------------------------------------------- kernel ready
 
 _SETUP = """
+import os
 import numpy as np
 import tracejit, workloads, bench_vmap
 """
 
-_READY = {
-    "per-example grads, mlp-seed": (
-        "w = workloads.WORKLOADS['mlp-seed']\nparams, (x, y) = w.make_data(np.float64, 0)",
-        "fn = tracejit.vmap(tracejit.grad(bench_vmap.one_example(w.loss)), in_axes=(None, 0, 0))\n"
-        "fn(params, x, y)\nmark('first call')\nfn.wait()"),
-    "per-example grads, mlp-medium": (
-        "w = workloads.WORKLOADS['mlp-medium']\nparams, (x, y) = w.make_data(np.float64, 0)",
-        "fn = tracejit.vmap(tracejit.grad(bench_vmap.one_example(w.loss)), in_axes=(None, 0, 0))\n"
-        "fn(params, x, y)\nmark('first call')\nfn.wait()"),
-    "jacrev 100x100": (
-        "f, a, x, want = bench_vmap.jacobian_problem()",
-        "fn = tracejit.jacrev(f)\nfn(x)\nmark('first call')\nfn.wait()"),
-}
+_PER_EXAMPLE = """
+w = workloads.WORKLOADS[{workload!r}]
+params, (x, y) = w.make_data(np.float64, 0)
+fn, args, _ = bench_vmap.per_example_impls(w, params, x, y, {frameworks!r})[{impl!r}]
+"""
+
+_JACOBIAN = """
+fn, args = bench_vmap.jacobian_impls({frameworks!r})[{impl!r}]
+"""
 
 
-def ready_section() -> str:
-    """The children compile in the background as users' processes do: the first call is
-    answered by the interpreter, `wait()` returns when the kernel is ready."""
+def first_ready(fn, args) -> None:
+    """Call `fn` once and return when its kernel is ready: tracejit's first call is
+    answered by the interpreter while the kernel compiles in the background (as in a
+    user's process), `wait()` returns once it is loaded; a loop times its kernel's first
+    call; a function without `wait` (JAX, PyTorch, the row-by-row jacobian) is ready when
+    its first call returns (tracejit's compiling synchronously for it)."""
+    fn, args = getattr(fn, "ready_fn", fn), getattr(fn, "first_args", args)
+    if not hasattr(fn, "wait"):
+        os.environ["TRACEJIT_COMPILE"] = "sync"
+    fn(*args)
+    getattr(fn, "wait", lambda: None)()
+
+
+def ready_times(frameworks) -> dict:
+    """(section, implementation) -> (cold, warm) seconds to a ready kernel, each in a fresh
+    process: cold with empty caches, warm with the cold run's disk cache."""
     os.environ.pop("TRACEJIT_COMPILE", None)
-    rows = []
-    for name, (setup, code) in _READY.items():
+    jobs = [(name, impl, _PER_EXAMPLE.format(workload=name, frameworks=frameworks, impl=impl))
+            for name in MLPS for impl in _PER_EXAMPLE_ROWS
+            if impl.startswith("tracejit") or impl.split(".")[0] in frameworks]
+    jobs += [("jacobian", impl, _JACOBIAN.format(frameworks=frameworks, impl=impl))
+             for impl in _JACOBIAN_ROWS if impl.startswith(("tracejit", "previous"))
+             or impl.split(".")[0] in frameworks]
+    times = {}
+    for section, impl, setup in jobs:
         try:
-            fc = cold_first_call(code, _SETUP + setup)
+            fc = cold_first_call("bench_vmap.first_ready(fn, args)", _SETUP + setup)
+            times[section, impl] = (f"{fc.cold:.2f}", f"{fc.warm:.2f}")
         except FirstCallError as exc:
-            rows.append([name, f"n/a ({exc.kind})", "n/a", "n/a", "n/a"])
-            continue
-        rows.append([name, f"{fc.marks_cold['first call']:.2f}",
-                     f"{fc.marks_warm['first call']:.2f}", f"{fc.cold:.2f}", f"{fc.warm:.2f}"])
-    header = ["seconds", "first call cold", "first call warm", "kernel ready cold",
-              "kernel ready warm"]
-    return markdown_table(header, rows)
+            times[section, impl] = (f"n/a ({exc.kind})", "n/a")
+    os.environ["TRACEJIT_COMPILE"] = "sync"
+    return times
+
+
+_PER_EXAMPLE_ROWS = ("tracejit vmap(grad)", "tracejit mean grad", "tracejit loop of grad",
+                     "jax.vmap(jax.grad)", "torch.func.vmap(grad)")
+_JACOBIAN_ROWS = ("tracejit jacrev", "tracejit jacfwd", "previous jacobian (loop of vjp)",
+                  "jax.jacrev")
 
 
 # --------------------------------------------------------------------- main
@@ -259,24 +353,32 @@ def parse_args(argv=None):
     p.add_argument("--no-cold", action="store_true", help="skip the fresh-process runs")
     p.add_argument("--frameworks", default="jax,torch", help="comma-separated peers to include")
     p.add_argument("--pause", type=float, default=0.2, help="sleep before each timed batch (s)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="cap BLAS/OpenMP/Numba/XLA threads at N (steadier on a busy machine)")
+    p.add_argument("--stat", choices=["median", "min"], default="median",
+                   help="per-cell statistic over timed batches; min resists a busy machine")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.threads:
+        reexec_with_threads(args.threads, __file__, argv)
+    global STAT
+    STAT = args.stat
     warnings.simplefilter("ignore", tracejit.RetraceWarning)
     os.environ.setdefault("TRACEJIT_COMPILE", "sync")  # time kernels, not the interpreter
     frameworks = {f for f in args.frameworks.split(",") if f}
     load = os.getloadavg()[0]
     print(f"numpy {np.__version__}; {os.cpu_count()} CPUs; load average {load:.2f}; "
+          f"threads {args.threads or 'default'}; {args.stat} of timed batches; "
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")
+    ready = {} if args.no_cold else ready_times(frameworks)
     print("## Per-example gradients\n")
-    print(per_example_section(frameworks, args.quick, args.pause))
+    print(per_example_section(frameworks, args.quick, args.pause, ready))
     print("\n## Jacobian\n")
-    print(jacobian_section(frameworks, args.quick, args.pause))
-    if not args.no_cold:
-        print("\n## Kernel ready (fresh processes)\n")
-        print(ready_section())
+    print(jacobian_section(frameworks, args.quick, args.pause, ready))
     return 0
 
 

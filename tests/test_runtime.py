@@ -5,6 +5,7 @@ kernel (`_apply`), compiled once per dtype with the fastmath flags tracejit's
 generated kernels use, and run over a large grid of points.
 """
 
+import ast
 import re
 
 import numba
@@ -12,10 +13,11 @@ import numpy as np
 import pytest
 from numba import njit, prange, types
 
+from tracejit.backend import codegen
 from tracejit.backend import runtime as rt
 
 # The flags generated kernels are compiled with (no nnan/ninf).
-FASTMATH = {"reassoc", "nsz", "contract", "afn", "arcp"}
+FASTMATH = ast.literal_eval(codegen.FASTMATH)
 NAMES = ("exp", "expm1", "tanh", "sigmoid", "log", "log1p", "sign", "round", "max", "min")
 
 # Max relative error against the exact value (NumPy in long double), float64.

@@ -28,7 +28,13 @@ from ..trace.registry import CONTROL, INDEXMAP, REDUCE
 from .outline import outline
 from .schedule import full_shape, loop_space, schedule, virtual_reads
 
-FASTMATH = "{'nsz', 'contract', 'arcp', 'afn', 'reassoc'}"  # never nnan/ninf: NaN must flow
+# Fast-math flags of nests and kernels: 'reassoc' vectorises float reductions,
+# 'contract' fuses a*b+c into an FMA. Each other flag changes NumPy's special
+# values (tests/test_special_values.py): 'nnan'/'ninf' delete NaN/inf checks;
+# 'arcp' makes float32 1/sqrt(x) an rsqrt estimate (NaN at 0) and a division by
+# a loop-invariant subnormal a multiply by inf; 'nsz' folds x/sqrt(x) to sqrt(x)
+# and x + 0 to x; 'afn' allows approximate pow/sqrt rewrites and buys nothing here.
+FASTMATH = "{'contract', 'reassoc'}"
 # Loop nests over at least this many elements (as traced) also get a prange
 # copy, taken at run time when the actual size is this large.
 PARALLEL_MIN_SIZE = 1 << 16
@@ -356,7 +362,7 @@ def _emit_loop_group(em: Emitter, group, counts: dict) -> None:
                 em.names[id(out)] = local
             else:
                 array = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
-                em.emit(f"{array} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
+                em.emit(f"{array} = _rt.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
                 lines.append(f"{array}[{', '.join(full_idx)}] = {local}")
             exports.append(em.names[id(out)])
         parallel = (nest.parallel_safe and dims and not em.calls_blas
@@ -508,7 +514,7 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_) -> None:
         if is_arg:
             nest.pre[depth].append(f"{name}_i = 0")
         if out.aval.ndim:
-            em.emit(f"{name} = np.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
+            em.emit(f"{name} = _rt.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
             nest.post[depth].append(f"{name}[{', '.join(out_idx)}] = {result}")
         else:
             rounded = f"{em.dtype(out.aval)}({result})" if wide else result
@@ -584,7 +590,7 @@ def _emit_scan(em: Emitter, eqn) -> None:
         _carry_init(em, atom, name)
     ys = [em.fresh("ys") for _ in eqn.outputs[ncarry:]]
     for name, var in zip(ys, eqn.outputs[ncarry:]):
-        em.emit(f"{name} = np.empty({em.shape(var.aval)}, {em.dtype(var.aval)})")
+        em.emit(f"{name} = _rt.empty({em.shape(var.aval)}, {em.dtype(var.aval)})")
     t = em.fresh("t")
     steps = f"range({n} - 1, -1, -1)" if p["reverse"] else f"range({n})"
     em.emit(f"for {t} in {steps}:")
@@ -616,7 +622,7 @@ def _emit_while(em: Emitter, eqn) -> None:
     stacks = [em.fresh("stack") for _ in eqn.outputs[1 + ncarry:]]
     for name, var in zip(stacks, body.outvars[ncarry:]):
         shape = ", ".join([str(STACK_START)] + em.dims(var.aval))
-        em.emit(f"{name} = np.empty(({shape},), {em.dtype(var.aval)})")
+        em.emit(f"{name} = _rt.empty(({shape},), {em.dtype(var.aval)})")
     em.emit("while True:")
     with em.nested():
         _bind_inputs(em, cond, ins[:n_cond] + carry)

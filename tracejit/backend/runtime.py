@@ -22,8 +22,8 @@ Calling conventions the code generator must respect (see the benchmark in
   caller.  Their instructions keep those flags, so a caller may use
   ``reassoc`` for its reductions without that licence leaking into (and
   breaking) the range reductions in here.
-* Callers may use the fastmath set ``{'reassoc', 'nsz', 'contract', 'afn',
-  'arcp'}`` but never ``nnan``/``ninf``: the NaN/inf handling below is made of
+* Callers may use 'reassoc' and 'contract' (the kernels' set, codegen.FASTMATH)
+  but never ``nnan``/``ninf``: the NaN/inf handling below is made of
   comparisons that those flags allow LLVM to delete.
 * Callers should use ``error_model='numpy'``; the Python error model puts a
   zero-division check (an exit from the loop) in front of every division.
@@ -46,6 +46,7 @@ from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic, overload
 
 from ..core.errors import NonFiniteError, SizeMismatch  # raised by kernels' checks
+from . import pool
 
 __all__ = [
     "NonFiniteError",
@@ -56,6 +57,7 @@ __all__ = [
     "as_any",
     "cdiv",
     "dot",
+    "empty",
     "erf",
     "exp",
     "expm1",
@@ -644,6 +646,82 @@ def _as_scalar_typed(x):
 
 
 # --------------------------------------------------------------------------
+# Arrays: big ones on recycled, already-faulted blocks (pool.py).
+# --------------------------------------------------------------------------
+
+POOL_MIN_BYTES = 1 << 20  # below this, malloc's own reuse is cheaper than a call into Python
+pool.install()
+
+
+def _dtype_of(dtype):
+    if isinstance(dtype, types.DType):
+        return dtype.dtype
+    if isinstance(dtype, types.NumberClass):
+        return dtype.instance_type
+    return None
+
+
+@intrinsic
+def empty(typingctx, shape, dtype):
+    """`np.empty(shape, dtype)` (C order) for kernels: an array of at least
+    POOL_MIN_BYTES lives on a block of the buffer pool, which gets it back, already
+    faulted, once no array or view over it is left (pool.py); smaller ones as np.empty."""
+    elem = _dtype_of(dtype)
+    if elem is None:
+        return None
+    if isinstance(shape, types.Integer):
+        shape = types.UniTuple(shape, 1)
+    elif not (isinstance(shape, types.BaseTuple)
+              and all(isinstance(d, types.Integer) for d in shape)):
+        return None
+    ndim = len(shape)
+    arrtype = types.Array(elem, ndim, "C")
+
+    def codegen(context, builder, sig, args):
+        from numba.core import cgutils
+        from numba.np.arrayobj import make_array, populate_array
+
+        intp = context.get_value_type(types.intp)
+        if isinstance(sig.args[0], types.BaseTuple):
+            dims = [context.cast(builder, d, t, types.intp) for d, t in
+                    zip(cgutils.unpack_tuple(builder, args[0], ndim), sig.args[0])]
+        else:
+            dims = [context.cast(builder, args[0], sig.args[0], types.intp)]
+        itemsize = ir.Constant(intp, context.get_abi_sizeof(context.get_data_type(elem)))
+        strides = [itemsize]
+        for d in reversed(dims[1:]):
+            strides.append(builder.mul(strides[-1], d))
+        strides.reverse()
+        nbytes = builder.mul(strides[0], dims[0]) if ndim else itemsize
+        big = builder.icmp_signed(">=", nbytes, ir.Constant(intp, POOL_MIN_BYTES))
+        with builder.if_else(big, likely=False) as (pooled, small):
+            with pooled:
+                take = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(cgutils.voidptr_t, [intp]), pool.SYMBOL)
+                from_pool = builder.call(take, [nbytes])
+                pooled_block = builder.block
+            with small:
+                align = context.get_preferred_array_alignment(elem)
+                from_malloc = context.nrt.meminfo_alloc_aligned_unchecked(builder, nbytes, align)
+                small_block = builder.block
+        meminfo = builder.phi(cgutils.voidptr_t)
+        meminfo.add_incoming(from_pool, pooled_block)
+        meminfo.add_incoming(from_malloc, small_block)
+        with builder.if_then(cgutils.is_null(builder, meminfo), likely=False):
+            context.call_conv.return_user_exc(builder, MemoryError,
+                                              ("tracejit: cannot allocate an array",))
+        array = make_array(arrtype)(context, builder)
+        populate_array(array, data=builder.bitcast(context.nrt.meminfo_data(builder, meminfo),
+                                                   array.data.type),
+                       shape=cgutils.pack_array(builder, dims, ty=intp),
+                       strides=cgutils.pack_array(builder, strides, ty=intp),
+                       itemsize=itemsize, meminfo=meminfo)
+        return array._getvalue()
+
+    return arrtype(shape, dtype), codegen
+
+
+# --------------------------------------------------------------------------
 # Linear algebra.
 # --------------------------------------------------------------------------
 
@@ -663,7 +741,7 @@ def dot(a, b):
 @callee()  # disk-cached, verified, by tracejit.cache
 def grow(stack):
     """The stack of a while loop's per-step values with room for twice as many."""
-    bigger = np.empty((2 * stack.shape[0] + 1,) + stack.shape[1:], stack.dtype)
+    bigger = empty((2 * stack.shape[0] + 1,) + stack.shape[1:], stack.dtype)
     bigger[:stack.shape[0]] = stack
     return bigger
 
@@ -785,7 +863,7 @@ def gemm(a, b):
     """`a @ b` of 2-D float or complex arrays, called with `as_any` operands."""
     m, k = a.shape
     n = b.shape[1]
-    out = np.empty((m, n), a.dtype)
+    out = empty((m, n), a.dtype)
     if k == 0:
         for i in range(m):
             for j in range(n):

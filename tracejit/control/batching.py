@@ -16,9 +16,10 @@ import numpy as np
 from ..core.errors import UnsupportedError, with_location
 from ..core.ir import AVal
 from ..trace import ops
+from ..trace.batch_axes import materialize, move
 from ..trace.tracer import replay, trace_closed
 from ..transforms import batching
-from ..transforms.batching import batch_program, batch_replay, materialize, move
+from ..transforms.batching import batch_program, batch_replay
 from .flow import (
     SCAN,
     SWITCH,

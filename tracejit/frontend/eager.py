@@ -41,6 +41,7 @@ from ..trace.tracer import (
     describe_operands,
     weak_aval,
 )
+from .eager_memo import MAX_ENTRIES, MISS, SEEN, UNMEMOISABLE, replayer
 from .variables import recording_tapes
 
 
@@ -52,11 +53,16 @@ class EagerBuilder(Builder):
         super().__init__("tape")
         self.values: dict[int, object] = {}  # id(Var) -> its value
         self.active = False  # on the builder stack: operations on its tracers record
-        self.variable_inputs: dict[int, EagerTracer] = {}  # id(Variable) -> current read
+        # id(Variable) -> its current read (a Var: a tracer here would make a
+        # cycle, and every step's recording would wait for the cyclic GC)
+        self.variable_inputs: dict[int, Var] = {}
         self.watched_arrays: list = []  # keeps watched arrays alive (inputs keyed by id)
         self.ordinal: dict[int, int] = {}  # id(Var) -> its position in `vars`
         self.vars: list[Var] = []  # every recorded variable, in order
+        self.trail: list = []  # their values, in the same order (the gradient gathers them)
         self.node = _TRIE.root  # the structure recorded so far (see `_Node`)
+        self.unshared = 0  # steps recorded off the trie (their structure is their own)
+        self.reads = 0  # values read by Python (`bool(t)`...): a call that does is not memoised
 
     def push(self) -> None:
         _builders.append(self)
@@ -73,8 +79,8 @@ class EagerBuilder(Builder):
         values = prim.impl(*[self.value_of(a) for a in args], **_concrete_params(params))
         if outs:
             self.node = _Node(None, None)
-            for var in outs:
-                self._number(var)
+            self.unshared += 1
+            self._number_all(prim, outs, values)
         return self._tracers(prim, outs, values)
 
     def _tracers(self, prim, outs: list, values):
@@ -134,14 +140,14 @@ class EagerBuilder(Builder):
             self.node = node
             self.ordinal[id(var)] = len(self.vars)
             self.vars.append(var)
+            self.trail.append(value)
             self.values[id(var)] = value
             return EagerTracer(self, var, value)
         outs = [Var(aval) for aval in node.avals]
         if outs:  # an equation with no results is dead (the IR has no effects)
             self.eqns.append(Eqn(prim, inputs, params, outs, location))
             self.node = node
-            for var in outs:
-                self._number(var)
+            self._number_all(prim, outs, value)
         return self._tracers(prim, outs, value)
 
     def _result_types(self, prim, inputs, params, location):
@@ -168,6 +174,88 @@ class EagerBuilder(Builder):
             raise UnsupportedError(with_location(f"a constant used here {problem}"))
         return self.capture(array) if array.ndim else Literal(array, AVal((), array.dtype))
 
+    # ------------------------------------------------------ the memo of calls
+    def call_memo(self, head, fn, args, kwargs, arrays_ok=False):
+        """`fn(*args, **kwargs)` (`head` names the call: a ufunc, a NumPy
+        function, a method), replayed when this node of the trie has seen
+        the same call before (eager_memo.py). `arrays_ok`: array operands
+        enter the key by type only (elementwise ops and matmul, whose
+        structure does not depend on their values)."""
+        items = _builders.items
+        if not items or items[-1] is not self or _locations.items:
+            return fn(*args, **kwargs) if kwargs else fn(*args)
+        key = self._call_key(head, args, kwargs, arrays_ok)
+        if key is None:
+            return fn(*args, **kwargs) if kwargs else fn(*args)
+        node = self.node
+        memo = node.memo
+        if memo is None:
+            memo = node.memo = {}
+        entry = memo.get(key)
+        if entry is None:  # the first time here: only noted (most structures never recur)
+            if len(memo) < MAX_ENTRIES and _TRIE.memos < MAX_MEMOS:
+                memo[key] = SEEN
+                _TRIE.memos += 1
+            return fn(*args, **kwargs) if kwargs else fn(*args)
+        if entry is SEEN:  # the second time: recorded and turned into a replay
+            return self._first_call(memo, key, fn, args, kwargs)
+        if entry is not UNMEMOISABLE:
+            result = entry(self, args)
+            if result is not MISS:
+                return result
+        return fn(*args, **kwargs) if kwargs else fn(*args)
+
+    def _call_key(self, head, args, kwargs, arrays_ok):
+        """(head, each operand: its position in the recording (a value of this
+        tape), its type and value (a static argument), or for an array its
+        type, which operand it aliases and where it was captured (if it was);
+        the keywords likewise). None when some argument is of another kind."""
+        key = [head]
+        ordinal = self.ordinal
+        for k, arg in enumerate(args):
+            kind = type(arg)
+            if kind is EagerTracer:
+                position = ordinal.get(id(arg.ir_var))
+                if position is None or arg.builder is not self:
+                    return None
+                key.append(position)
+            elif kind in _STATIC_KINDS:
+                # (-0.0 == 0.0, but x * -0.0 is not x * 0.0)
+                key.append((kind, arg) if arg or kind not in _FLOATS else (kind, arg, str(arg)))
+            elif kind is np.ndarray and arrays_ok and arg.ndim:
+                var = self._captured.get(id(arg))
+                same = k
+                for i in range(k):
+                    if args[i] is arg:
+                        same = i
+                        break
+                key.append((arg.shape, arg.dtype, same,
+                            None if var is None else ordinal[id(var)]))
+            else:
+                part = _static_key(arg)
+                if part is None:
+                    return None
+                key.append(part)
+        if kwargs:
+            for name, value in kwargs.items():
+                part = _static_key(value)
+                if part is None:
+                    return None
+                key.append((name, part))
+        return tuple(key)  # (hashable: every part is)
+
+    def _first_call(self, memo: dict, key, fn, args, kwargs):
+        """The call in full (its second time at this node), turned into a
+        replay for the next times when its structure depends only on the key."""
+        start = (len(self.eqns), len(self.vars), len(self.constvars))
+        marks = (self.unshared, self.reads, len(self.invars), _TRIE.generation)
+        result = fn(*args, **kwargs) if kwargs else fn(*args)
+        entry = None
+        if marks == (self.unshared, self.reads, len(self.invars), _TRIE.generation):
+            entry = replayer(self, args, result, start, self.node, EagerTracer)
+        memo[key] = entry or UNMEMOISABLE
+        return result
+
     # ------------------------------------------------------ the structure
     def _grow(self, key, node: _Node) -> _Node:
         """`node` as the step `key` after the current one (kept for later
@@ -177,17 +265,25 @@ class EagerBuilder(Builder):
             if _TRIE.count > MAX_NODES:
                 _TRIE.reset()
             self.node.children[key] = node
+        else:
+            self.unshared += 1
         return node
 
-    def _number(self, var: Var) -> None:
+    def _number(self, var: Var, value) -> None:
         self.ordinal[id(var)] = len(self.vars)
         self.vars.append(var)
+        self.trail.append(value)
 
-    def _note_input(self, var: Var, kind: str) -> None:
-        key = (kind, var.aval)
-        node = self.node.children.get(key) or self._grow(key, _Node((var.aval,), None))
+    def _number_all(self, prim, outs: list, values) -> None:
+        for var, value in zip(outs, values if prim.multiple_results else [values]):
+            self._number(var, value)
+
+    def _note_input(self, var: Var, kind: str, value) -> None:
+        aval = var.aval
+        key = (kind, aval.shape, aval.dtype)  # (cheaper to hash than the AVal)
+        node = self.node.children.get(key) or self._grow(key, _Node((aval,), None))
         self.node = node
-        self._number(var)
+        self._number(var, value)
 
     def value_of(self, value):
         if isinstance(value, EagerTracer):
@@ -201,7 +297,7 @@ class EagerBuilder(Builder):
         var = Var(concrete_aval(value))
         self.invars.append(var)
         self.values[id(var)] = value
-        self._note_input(var, "in")
+        self._note_input(var, "in", value)
         return EagerTracer(self, var, value)
 
     def capture(self, value) -> Var:
@@ -215,7 +311,7 @@ class EagerBuilder(Builder):
             self.constvars.append(var)
             self.const_values.append(value)
             self.values[id(var)] = value
-            self._note_input(var, "const")
+            self._note_input(var, "const", value)
         return var
 
     def watch_array(self, value) -> EagerTracer:
@@ -232,12 +328,13 @@ class EagerBuilder(Builder):
     def read_variable(self, variable):
         """A Variable read while eager tapes record: a recorded input when a
         tape watches it (the same one until it is assigned), else its array."""
-        tracer = self.variable_inputs.get(id(variable))
-        if tracer is not None:
-            return tracer
+        var = self.variable_inputs.get(id(variable))
+        if var is not None:
+            return EagerTracer(self, var, self.values[id(var)])
         if not any(t.builder is self and t._would_watch(variable) for t in recording_tapes):
             return variable._value
-        tracer = self.variable_inputs[id(variable)] = self.input(variable._value)
+        tracer = self.input(variable._value)
+        self.variable_inputs[id(variable)] = tracer.ir_var
         return tracer
 
 
@@ -245,14 +342,44 @@ def concrete_aval(value) -> AVal:
     """The abstract value of a recorded array: its sizes as they are (an eager
     recording serves one step; tape.py's gradient programs are keyed by them)."""
     if type(value) is np.ndarray:
-        return AVal(value.shape, value.dtype)
+        key = (value.shape, value.dtype)
+        aval = _CONCRETE_AVALS.get(key)
+        if aval is None:
+            if len(_CONCRETE_AVALS) >= 4096:
+                _CONCRETE_AVALS.clear()
+            aval = _CONCRETE_AVALS[key] = AVal(*key)
+        return aval
     return AVal(tuple(np.shape(value)), np.result_type(value))
+
+
+_CONCRETE_AVALS: dict = {}  # (shape, dtype) -> its AVal (made once: AVal() is slow)
 
 
 # scalar type -> the aval of its literals (Python scalars are weak)
 _LITERAL_AVALS = {kind: weak_aval(kind()) for kind in (bool, int, float, complex)} | {
     kind: AVal((), np.dtype(kind)) for kind in (np.float32, np.float64, np.int32, np.int64,
                                                   np.bool_)}
+
+
+def _static_key(value):
+    """A static argument (a scalar, a tuple of them: axes, shapes) as part of a
+    call's key: its type and value (and a zero's sign: x * -0.0 is not x * 0.0).
+    None for anything else."""
+    kind = type(value)
+    if kind is tuple:
+        parts = tuple(_static_key(v) for v in value)
+        return None if None in parts else (kind, parts)
+    if kind not in _STATIC_KINDS:
+        return None
+    return (kind, value) if value or kind not in _FLOATS else (kind, value, str(value))
+
+
+_FLOATS = frozenset({float, np.float32, np.float64})
+# types of static arguments, keyed by value in the memo of calls
+_STATIC_KINDS = frozenset({bool, int, float, complex, str, type(None), type, np.float32,
+                           np.float64, np.int32, np.int64, np.bool_} | {
+    type(np.dtype(t)) for t in ("float32", "float64", "int32", "int64", "bool", "complex64",
+                                "complex128")})
 
 
 def _literal(value, aval: AVal) -> Literal:
@@ -273,10 +400,11 @@ class _Node:
     earlier one's structure works out neither. tape.py keys the gradient's
     plan by the node a recording reached."""
 
-    __slots__ = ("children", "avals", "location", "prim", "single")
+    __slots__ = ("children", "avals", "location", "prim", "single", "memo")
 
     def __init__(self, avals, location, prim=None):
         self.children: dict = {}
+        self.memo: dict | None = None  # call key -> its replay from here (eager_memo.py)
         self.avals, self.location = avals, location
         self.prim = prim  # (keeps the primitive whose id is in the keys alive)
         self.single = prim is not None and not prim.multiple_results and len(avals) == 1
@@ -289,10 +417,12 @@ class _Trie:
     def reset(self) -> None:
         self.root = _Node((), None)
         self.count = 0
+        self.memos = 0  # memo entries on its nodes (at most MAX_MEMOS)
         self.generation = getattr(self, "generation", 0) + 1
 
 
 MAX_NODES = 200_000
+MAX_MEMOS = 20_000  # calls memoised (each replay holds a small code object)
 _TRIE = _Trie()
 
 
@@ -341,27 +471,35 @@ class EagerTracer(Tracer):
 
     def numpy(self):
         """A copy of the value (a NumPy scalar when 0-d), as `EagerTensor.numpy()`."""
+        self.builder.reads += 1
         return np.asarray(self.value).copy()[()]
 
     def __array__(self, dtype=None, copy=None):
+        self.builder.reads += 1
         return np.array(self.value, dtype=dtype) if copy else np.asarray(self.value, dtype)
 
     def __float__(self):
+        self.builder.reads += 1
         return float(self.value)
 
     def __int__(self):
+        self.builder.reads += 1
         return int(self.value)
 
     def __index__(self):
+        self.builder.reads += 1
         return int(np.asarray(self.value).__index__())
 
     def __bool__(self):
+        self.builder.reads += 1
         return bool(self.value)
 
     def item(self, *args):
+        self.builder.reads += 1
         return np.asarray(self.value).item(*args)
 
     def tolist(self):
+        self.builder.reads += 1
         return np.asarray(self.value).tolist()
 
     def __format__(self, spec):
@@ -374,14 +512,25 @@ class EagerTracer(Tracer):
     __str__ = __repr__
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        if self.builder.active:
+        builder = self.builder
+        if builder.active:
+            fn = _UFUNCS.get(ufunc)
+            if fn is not None and not kwargs and method == "__call__":
+                return builder.call_memo(ufunc, fn, inputs, None, True)
             return numpy_api.array_ufunc(self, ufunc, method, *inputs, **kwargs)
         return getattr(ufunc, method)(*unwrap(inputs), **unwrap(kwargs))
 
     def __array_function__(self, func, types, args, kwargs):
-        if self.builder.active:
+        builder = self.builder
+        if builder.active:
+            fn = _FUNCTIONS.get(func)
+            if fn is not None:
+                return builder.call_memo(func, fn, args, kwargs)
             return numpy_api.array_function(self, func, types, args, kwargs)
         return func(*unwrap(args), **unwrap(kwargs))
+
+
+_UFUNCS, _FUNCTIONS = numpy_api.UFUNCS, numpy_api.FUNCTIONS
 
 
 def _after_recording(name, method):
@@ -394,16 +543,22 @@ def _after_recording(name, method):
 
     if name in _BINARY_OPERATORS:  # the hot ones: no argument packing
         def operator(self, other):
-            if self.builder.active:
-                return method(self, other)
+            builder = self.builder
+            if builder.active:
+                if type(other) is not EagerTracer:
+                    resolve_fn = OPERANDS.get(type(other))  # a Variable: its value here
+                    if resolve_fn is not None:
+                        other = resolve_fn(other)
+                return builder.call_memo(method, method, (self, other), None, True)
             return getattr(np.asarray(self.value), name)(unwrap(other))
 
         operator.__name__ = name
         return operator
 
     def call(self, *args, **kwargs):
-        if self.builder.active:
-            return method(self, *args, **kwargs)
+        builder = self.builder
+        if builder.active:
+            return builder.call_memo(method, method, (self, *args), kwargs)
         return getattr(np.asarray(self.value), name)(*unwrap(args), **unwrap(kwargs))
 
     call.__name__ = name

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import operator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -183,10 +184,14 @@ class GradientTape:
                  unconnected_gradients=UnconnectedGradients.NONE):
         """d(sum of target) / d(sources), in the structure of `sources`.
         `output_gradients` weights the target (a vector-Jacobian product)."""
-        source_leaves, source_def = pytree.flatten(sources)
+        kind = type(sources)
+        if kind is list and all(type(s) in _LEAF_TYPES for s in sources):  # (the common case)
+            source_leaves, source_def = sources, None
+        else:
+            source_leaves, source_def = pytree.flatten(sources)
         seeds = None if output_gradients is None else pytree.flatten(output_gradients)[0]
         grads = self._vjps(target, source_leaves, [seeds], unconnected_gradients)[0]
-        return pytree.unflatten(source_def, grads)
+        return grads if source_def is None else pytree.unflatten(source_def, grads)
 
     def jacobian(self, target, sources, unconnected_gradients=UnconnectedGradients.NONE,
                  parallel_iterations=None, experimental_use_pfor=True):
@@ -211,9 +216,9 @@ class GradientTape:
         if self.builder is None:
             raise RuntimeError("GradientTape.gradient on a tape that was never entered")
         self._used = True
-        zero = UnconnectedGradients(getattr(unconnected, "value", unconnected)) is \
-            UnconnectedGradients.ZERO
-        targets = pytree.flatten(target)[0]
+        zero = unconnected is not UnconnectedGradients.NONE and UnconnectedGradients(
+            getattr(unconnected, "value", unconnected)) is UnconnectedGradients.ZERO
+        targets = [target] if type(target) is EagerTracer else pytree.flatten(target)[0]
         if not any(isinstance(t, Tracer) for t in targets) and any(
                 id(s) in self._watched_arrays for s in sources):
             warn("GradientTape.gradient: the target was not recorded. NumPy operations on a "
@@ -391,6 +396,11 @@ class _Plan:
         places = [(k, None) for k in self.external] + self.literals + [
             (ordinal[id(v)], None) for e in program.eqns for v in e.outputs]
         self.places = [places[k] for k in used]
+        # the gather of those inputs: values by position in the recording's
+        # trail (C speed), then the lifted literals put in their places
+        self.gather = _getter([k if p is None else 0 for k, p in self.places])
+        self.literal_places = [(n, k, p) for n, (k, p) in enumerate(self.places)
+                               if p is not None]
         self.slot = _ADJOINTS.slot(backward, cut.n_sources, len(cut.targets))
         # kept for as long as the structure recurs: no values of this recording
         self.cut = replace(cut, targets=[], literals=[])
@@ -400,9 +410,10 @@ class _Plan:
         cut = self.cut
         if cut is None:
             return None
-        vars_, values, eqns = builder.vars, builder.values, builder.eqns
-        leaves = [values[id(vars_[k])] if p is None else eqns[k].inputs[p].value
-                  for k, p in self.places]
+        leaves = self.gather(builder.trail)
+        eqns = builder.eqns
+        for n, k, p in self.literal_places:
+            leaves[n] = eqns[k].inputs[p].value
         kept = [targets[k] for k in cut.kept]
 
         def run(seeds):
@@ -410,6 +421,16 @@ class _Plan:
             return self.slot.run(leaves + [_seed(t, s, traced=False) for t, s in zip(kept, seeds)])
 
         return run
+
+
+def _getter(indices: list):
+    """items -> [items[k] for k in indices], in C."""
+    if not indices:
+        return lambda items: []
+    get = operator.itemgetter(*indices)
+    if len(indices) == 1:
+        return lambda items: [get(items)]
+    return lambda items: list(get(items))
 
 
 def _backward_program(program: Program, n_sources: int):
@@ -459,20 +480,37 @@ def _plan_key(tape: GradientTape, targets, sources):
     values, targets and sources. None when some value was not numbered."""
     builder = tape.builder
     ordinal = builder.ordinal
-    watched = set(tape._watched_ids)
-    for key in tape._watched_vars:
-        watched.update(tape._reads.get(key, ()))
-    ranges = list(tape._segments)
+    reads = tape._reads
+    ranges = tuple(tape._segments)
     if tape._open is not None:
-        ranges.append((tape._open, len(builder.eqns)))
+        ranges += ((tape._open, len(builder.eqns)),)
     try:
-        return (builder.node, tuple(ranges),
-                tuple(sorted(ordinal[i] for i in watched)),
-                tuple(ordinal[id(t.ir_var)] if isinstance(t, Tracer) and t.builder is builder
-                      else None for t in targets),
-                tuple(tuple(sorted(ordinal[i] for i in _source_ids(tape, s))) for s in sources))
+        watched = [ordinal[i] for i in tape._watched_ids]
+        for key in tape._watched_vars:
+            read = reads.get(key)
+            if read:
+                watched += [ordinal[i] for i in read]
+        watched.sort()  # (a multiset: a value both watched and read counts twice, always)
+        return (builder.node, ranges, tuple(watched),
+                tuple([ordinal[id(t.ir_var)] if isinstance(t, Tracer) and t.builder is builder
+                       else None for t in targets]),
+                tuple([_source_key(tape, s, ordinal) for s in sources]))
     except KeyError:
         return None
+
+
+def _source_key(tape: GradientTape, source, ordinal) -> tuple:
+    """A source's values, by position in the recording (`_source_ids`, cheaply
+    for a Variable, the common case)."""
+    if type(source) is Variable:
+        read = tape._reads.get(id(source))
+        if not read or id(source) not in tape._watched_vars:
+            return ()
+        return tuple(sorted([ordinal[i] for i in read]))
+    return tuple(sorted(ordinal[i] for i in _source_ids(tape, source)))
+
+
+_LEAF_TYPES = frozenset({Variable, EagerTracer, np.ndarray})
 
 
 def _seeds(seeds, cut: _Cut) -> list:
@@ -483,7 +521,11 @@ def _seeds(seeds, cut: _Cut) -> list:
 
 def _seed(target, seed, traced: bool):
     if seed is None:
-        return ops.full_like(target, 1.0) if traced else np.ones_like(target.value)
+        if traced:
+            return ops.full_like(target, 1.0)
+        value = target.value  # (np.ones_like is slow on a NumPy scalar: a 0-d array here too)
+        return np.ones(np.shape(value) if type(value) is not np.ndarray else value.shape,
+                       value.dtype if hasattr(value, "dtype") else np.result_type(value))
     if traced:
         return ops.convert(seed, target.dtype)
     return np.asarray(_value_of(seed), dtype=target.dtype)

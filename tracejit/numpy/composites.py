@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..trace import ops
+from ..trace.tracer import memoised
 from .api import amax, asarray, mean, sum_
 
 
@@ -42,6 +43,7 @@ def _shift_and_log_rest(x, axis):
     return shifted, ops.log1p(ops.add(others, extra_maxima)), shift
 
 
+@memoised  # (eager tapes replay it)
 def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) without overflow, accurate when one term dominates."""
     x = _as_float(x)
@@ -57,12 +59,14 @@ def _axes(axis, ndim):
     return tuple(a % ndim for a in axes)
 
 
+@memoised  # (eager tapes replay it)
 def softmax(x, axis=-1):
     x = _as_float(x)
     e = ops.exp(ops.sub(x, _safe_max(x, axis)))
     return ops.div(e, sum_(e, axis=axis, keepdims=True))
 
 
+@memoised  # (eager tapes replay it)
 def log_softmax(x, axis=-1):
     shifted, log_rest, _ = _shift_and_log_rest(_as_float(x), axis)
     return ops.sub(shifted, log_rest)
@@ -83,6 +87,7 @@ def _softplus_parts(x):
     return ops.select(right, x, 0.0), ops.select(right, 0.0, ops.neg(x)), tail
 
 
+@memoised  # (eager tapes replay it)
 def sigmoid(x):
     """1 / (1 + exp(-x)) from e = exp(-|x|): 1 / (1 + e) or e / (1 + e)."""
     x = _as_float(x)
@@ -91,33 +96,39 @@ def sigmoid(x):
     return ops.div(ops.select(right, 1.0, e), ops.add(1.0, e))
 
 
+@memoised  # (eager tapes replay it)
 def log_sigmoid(x):
     """log(sigmoid(x)) = -softplus(-x), accurate where sigmoid(x) underflows."""
     _, negative, tail = _softplus_parts(x)
     return ops.neg(ops.add(negative, tail))
 
 
+@memoised  # (eager tapes replay it)
 def relu(x):
     return ops.maximum(x, 0.0)
 
 
+@memoised  # (eager tapes replay it)
 def softplus(x):
     """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)); its derivative is sigmoid(x)."""
     positive, _, tail = _softplus_parts(x)
     return ops.add(positive, tail)
 
 
+@memoised  # (eager tapes replay it)
 def erf(x):
     """The error function (a primitive: SciPy's in NumPy, libm's in kernels)."""
     (x,) = ops.promote(x, to_float=True)
     return ops.bind(ops.R["erf"], x)
 
 
+@memoised  # (eager tapes replay it)
 def cross_entropy(logits, labels_one_hot, axis=-1):
     """Mean softmax cross-entropy from logits (Keras' `from_logits=True`)."""
     return mean(ops.neg(sum_(ops.mul(labels_one_hot, log_softmax(logits, axis)), axis=axis)))
 
 
+@memoised  # (eager tapes replay it)
 def sparse_cross_entropy(logits, labels, axis=-1):
     """Mean softmax cross-entropy from logits and integer class labels (the number of
     classes, `logits.shape[axis]`, becomes part of the kernel's key)."""
@@ -129,6 +140,7 @@ def sparse_cross_entropy(logits, labels, axis=-1):
     return mean(ops.neg(sum_(ops.select(picked, log_p, 0.0), axis=axis)))
 
 
+@memoised  # (eager tapes replay it)
 def sigmoid_cross_entropy(logits, labels):
     """Sigmoid cross-entropy from logits, per entry (TF's
     `sigmoid_cross_entropy_with_logits`): labels * softplus(-x) + (1 - labels) *
@@ -140,6 +152,7 @@ def sigmoid_cross_entropy(logits, labels):
                    tail)
 
 
+@memoised  # (eager tapes replay it)
 def binary_cross_entropy(logits, labels):
     """Mean sigmoid cross-entropy from logits (Keras' `BinaryCrossentropy(from_logits=
     True)`)."""

@@ -10,7 +10,9 @@ A record holds
 - the Numba emission: `scalar` (an expression template over scalar operand
   expressions) for elementwise ops (`complex_scalar` where complex operands
   need other math), `index_map` for ops that only move elements, a `monoid`
-  for reductions, or `emit` for array ops.
+  for reductions, or `emit` for array ops;
+- `batch`: the vmap rule (written with `tracejit.trace.batch_axes`): the
+  elementwise and reduction families' rules are set by their factories.
 
 Complex operands: `partials` are complex derivatives (exact for holomorphic
 ops, whose rules are their real ones under JAX's convention, see autodiff.py);
@@ -40,6 +42,19 @@ from ..core.shapes import (
     resolve,
 )
 from ..trace import ops
+from ..trace.batch_axes import (
+    aligned_operands,
+    all_front,
+    iota,
+    leading_batch_rule,
+    materialize,
+    move,
+    ndim,
+    shift_axes,
+    unbatched_aval,
+    with_unit_axes,
+)
+from ..trace.batch_axes import shape as shape_of
 from ..trace.registry import ARRAY, ELEMENTWISE, INDEXMAP, REDUCE, REGISTRY, Primitive, register
 
 # ------------------------------------------------------------ elementwise
@@ -85,6 +100,14 @@ def reject_complex(avals, name, why) -> None:
         raise TracerTypeError(f"{name} of a complex operand: {why}")
 
 
+def _batch_elementwise(prim):
+    """The elementwise family's vmap rule: batch axes first, operands broadcast per example."""
+    def rule(size, args, dims, **params):
+        return ops.bind(prim, *aligned_operands(args, dims), **params), 0
+
+    return rule
+
+
 def elementwise(name, nin, impl, scalar, partials=None, out_dtype=None, operands=slice(None),
                 dtype_rule=None, real_only=None, **extra) -> Primitive:
     base = _elementwise_rule(out_dtype, operands, dtype_rule, real_only)
@@ -93,6 +116,7 @@ def elementwise(name, nin, impl, scalar, partials=None, out_dtype=None, operands
     prim = Primitive(name, ELEMENTWISE, rule, impl, partials=partials, scalar=scalar,
                      differentiable=differentiable, **extra)
     prim.nin = nin
+    prim.batch = _batch_elementwise(prim)
     return register(prim)
 
 
@@ -595,6 +619,13 @@ broadcast_in_dim.view = lambda x, *, shape, bdims: _index_view(
 broadcast_in_dim.view_if = _adds_unit_axes
 
 
+def _batch_broadcast_params(size, p):
+    return dict(p, shape=(size,) + tuple(p["shape"]), bdims=(0,) + shift_axes(p["bdims"]))
+
+
+broadcast_in_dim.batch = leading_batch_rule("broadcast_in_dim", _batch_broadcast_params)
+
+
 def _transpose_rule(avals, params, checks):
     (x,) = avals
     perm = params["perm"]
@@ -613,6 +644,8 @@ transpose = _indexmap("transpose", _transpose_rule, lambda x, *, perm: np.transp
 transpose.view = _transpose_view
 transpose.impl_source = lambda eqn, lazy, sizes: _transpose_view("np.asarray({0})",
                                                                   **eqn.params)
+transpose.batch = leading_batch_rule(
+    "transpose", lambda size, p: dict(p, perm=(0,) + shift_axes(p["perm"])))
 
 
 def _squeeze_rule(avals, params, checks):
@@ -656,6 +689,7 @@ squeeze.view = lambda x, *, axes: _index_view(
     x, ["0" if k in axes else ":" for k in range(max(axes) + 1)])
 squeeze.fold = _squeeze_added_axes
 squeeze.impl_source = lambda eqn, lazy, sizes: squeeze.view("np.asarray({0})", **eqn.params)
+squeeze.batch = leading_batch_rule("squeeze", lambda size, p: dict(p, axes=shift_axes(p["axes"])))
 
 
 def _index_view(x: str, items: list) -> str:
@@ -705,9 +739,18 @@ _indexmap("slice", _slice_rule, _slice_impl,
           lambda g, out, x, *, starts, stops, steps: [
               ops.slice_embed(g, x.aval.shape, starts, steps)]).view = _slice_view
 
+
+def _batch_slice_params(size, p):
+    return dict(p, starts=(0,) + tuple(p["starts"]), stops=(None,) + tuple(p["stops"]),
+                steps=(1,) + tuple(p["steps"]))
+
+
+REGISTRY["slice"].batch = leading_batch_rule("slice", _batch_slice_params)
+
 _indexmap("stop_gradient", lambda avals, params, checks: [avals[0]], lambda x: x,
           lambda x, out: [(k, 0, 1) for k in range(x.ndim)],
           lambda g, out, x: [None], differentiable=False).forward_identity = True
+REGISTRY["stop_gradient"].batch = leading_batch_rule("stop_gradient")
 
 
 def _custom_vjp_vjp(g, out, value, *rest, bwd, n_res, res_def, arg_def):
@@ -824,6 +867,17 @@ def _unit_reduction_is_squeeze(eqn):
                eqn.location)
 
 
+def _batch_reduction(name):
+    """The reductions' vmap rule: the batch axis first, the reduced axes (`axes`;
+    `axis` for argmax/argmin) shifted past it."""
+    def rule(size, args, dims, **params):
+        key = "axes" if "axes" in params else "axis"
+        params = dict(params, **{key: shift_axes(params[key])})
+        return ops.bind(REGISTRY[name], move(args[0], dims[0], 0), **params), 0
+
+    return rule
+
+
 def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None,
                accumulate=None, empty_error=None, ordered=False):
     reduce = impl.reduce if isinstance(impl, np.ufunc) else impl
@@ -846,7 +900,8 @@ def _reduction(name, impl, identity, update, vjp=None, jvp=None, out_dtype=None,
                               impl_source=source if isinstance(impl, np.ufunc) else None,
                               differentiable=vjp is not None,
                               simplify=_unit_reduction_is_squeeze if vjp else None,
-                              accumulate=accumulate, empty_error=empty_error))
+                              accumulate=accumulate, empty_error=empty_error,
+                              batch=_batch_reduction(name)))
 
 
 def _no_identity(operation: str) -> str:
@@ -976,11 +1031,63 @@ def _emit_matmul(ctx, out, ins, eqn):
         return f"np.ascontiguousarray({name}[{', '.join(picks)}])"
 
     body = f"{out}[{', '.join(idx)}] = _rt.dot({operand(ins[0], a)}, {operand(ins[1], b)})"
-    return ([f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
+    return ([f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
             + [" " * indent + body])
 
 
 _array_op("matmul", _matmul_rule, np.matmul, _emit_matmul, _matmul_vjp, _matmul_jvp, blas=True)
+
+
+def _batch_matmul(size, args, dims):
+    """Products of one batched and one unbatched operand stay single BLAS calls
+    where the per-example operand is a vector (or a 1-row / 1-column matrix);
+    products over an inner size 1 (outer products, per-example gradients of a
+    dense layer) are elementwise; the rest become batched products."""
+    (a, b), (da, db) = args, dims
+    ra, rb = ndim(a) - (da is not None), ndim(b) - (db is not None)
+    pa, pb = _example_shape(a, da), _example_shape(b, db)
+    if db is None and rb <= 2 and (ra == 1 or (ra == 2 and is_one(pa[0]))):
+        rows = _drop_unit(move(a, da, 0), 1) if ra == 2 else move(a, da, 0)
+        out = ops.matmul(rows, b)  # rows of a against one matrix: one product
+        return (_insert_unit(out, 1) if ra == 2 else out), 0
+    if da is None and ra <= 2 and (rb == 1 or (rb == 2 and is_one(pb[1]))):
+        cols = move(b, db, 0) if rb == 1 else _drop_unit(move(b, db, 0), 2)
+        out = ops.matmul(cols, ops.swap_last(a) if ra == 2 else a)  # columns against one matrix
+        return (_insert_unit(out, ndim(out)) if rb == 2 else out), 0
+    a, b = move(a, da, 0) if da is not None else a, move(b, db, 0) if db is not None else b
+    if ra == 1:
+        a = _insert_unit(a, ndim(a) - 1)
+    if rb == 1:
+        b = _insert_unit(b, ndim(b))
+    n = max(max(ra, 2) - 2, max(rb, 2) - 2)
+    if da is not None:
+        a = with_unit_axes(a, n + 2)
+    if db is not None:
+        b = with_unit_axes(b, n + 2)
+    if is_one(shape_of(a)[-1]):  # an outer product: a (.., m, 1) * b (.., 1, n), exact
+        out = ops.mul(a, b)
+    else:
+        out = ops.bind(REGISTRY["matmul"], a, b)
+    drop = ([ndim(out) - 1] if rb == 1 else []) + ([ndim(out) - 2] if ra == 1 else [])
+    return ops.squeeze(out, drop), 0
+
+
+def _example_shape(x, dim) -> tuple:
+    return tuple(unbatched_aval(ops.aval_of(x), dim).shape)
+
+
+def _drop_unit(x, axis: int):
+    return ops.bind(REGISTRY["squeeze"], x, axes=(axis,))
+
+
+def _insert_unit(x, position: int):
+    full = shape_of(x)
+    bdims = tuple(k if k < position else k + 1 for k in range(len(full)))
+    return ops.bind(REGISTRY["broadcast_in_dim"], x,
+                    shape=full[:position] + (1,) + full[position:], bdims=bdims)
+
+
+REGISTRY["matmul"].batch = _batch_matmul
 
 
 def _cumsum_rule(avals, params, checks):
@@ -1005,7 +1112,7 @@ def _emit_cumsum(ctx, out, ins, eqn):
     prev = list(at)
     prev[axis] = f"{at[axis]} {step}"
     here = ", ".join(at)
-    return ([f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
+    return ([f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
             + [f"{pad}if {at[axis]} == {first}:", f"{pad}    {out}[{here}] = {ins[0]}[{here}]",
                f"{pad}else:",
                f"{pad}    {out}[{here}] = {out}[{', '.join(prev)}] + {ins[0]}[{here}]"])
@@ -1024,6 +1131,8 @@ def cumsum(x, axis, reverse=False):
 
 _array_op("cumsum", _cumsum_rule, _cumsum_impl, _emit_cumsum,
           lambda g, out, x, *, axis, reverse: [cumsum(g, axis, not reverse)], linear=True)
+REGISTRY["cumsum"].batch = leading_batch_rule(
+    "cumsum", lambda size, p: dict(p, axis=p["axis"] + 1))
 
 
 def _argsort_rule(avals, params, checks):
@@ -1041,7 +1150,7 @@ def _emit_argsort(ctx, out, ins, eqn):
         return [f"{out} = _rt.argsort(np.ascontiguousarray({ins[0]}))"]
     idx, lines, indent = ctx.loops(ctx.dims(aval)[:-1], 0)
     at = ", ".join(idx)
-    return ([f"{out} = np.empty({ctx.shape(aval)}, np.int64)"] + lines
+    return ([f"{out} = _rt.empty({ctx.shape(aval)}, np.int64)"] + lines
             + [" " * indent + f"{out}[{at}] = _rt.argsort(np.ascontiguousarray({ins[0]}[{at}]))"])
 
 
@@ -1049,6 +1158,7 @@ def _emit_argsort(ctx, out, ins, eqn):
 # sort is not stable, so its order of ties is unspecified).
 _array_op("argsort", _argsort_rule, lambda x: np.argsort(x, axis=-1, kind="stable"),
           _emit_argsort)
+REGISTRY["argsort"].batch = leading_batch_rule("argsort")  # along the last axis
 
 
 def _reshape_rule(avals, params, checks):
@@ -1064,6 +1174,8 @@ _array_op("reshape", _reshape_rule, lambda x, *, shape: np.reshape(x, concrete_s
           lambda ctx, out, ins, eqn: [
               f"{out} = np.ascontiguousarray({ins[0]}).reshape({ctx.shape(eqn.outputs[0].aval)})"],
           lambda g, out, x, *, shape: [ops.reshape(g, x.aval.shape)], linear=True)
+REGISTRY["reshape"].batch = leading_batch_rule(
+    "reshape", lambda size, p: dict(p, shape=(size,) + tuple(p["shape"])))
 
 
 def _concat_rule(avals, params, checks):
@@ -1084,7 +1196,7 @@ def _concat_rule(avals, params, checks):
 
 def _emit_concatenate(ctx, out, ins, eqn):
     axis, aval = eqn.params["axis"], eqn.outputs[0].aval
-    lines = [f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"]
+    lines = [f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"]
     sizes = [resolve(x.aval.shape[axis]) for x in eqn.inputs]
     if len(ins) >= 3 and aval.ndim <= 3 and all(type(n) is int for n in sizes):
         return lines + _put_pieces(out, ins, sizes, axis, aval.ndim)
@@ -1133,6 +1245,8 @@ def _concat_vjp(g, out, *xs, axis):
 _array_op("concatenate", _concat_rule, lambda *xs, axis: np.concatenate(xs, axis),
           _emit_concatenate, _concat_vjp,
           linear=True, strided_operands=True)
+REGISTRY["concatenate"].batch = lambda size, args, dims, *, axis: (
+    ops.bind(REGISTRY["concatenate"], *all_front(size, args, dims), axis=axis + 1), 0)
 
 
 def _gather_rule(avals, params, checks):
@@ -1157,6 +1271,32 @@ _array_op("gather", _gather_rule, _gather_impl,
           lambda g, out, x, *idx, axis: [ops.scatter_add(g, idx, axis, x.aval.shape)]
           + [None] * len(idx),
           lambda ts, out, x, *idx, axis: None if ts[0] is None else ops.gather(ts[0], idx, axis))
+
+
+def _index_rank(indices, dims) -> int:
+    return max(ndim(i) - (d is not None) for i, d in zip(indices, dims))
+
+
+def _batched_indices(indices, dims, rank):
+    return [i if d is None else with_unit_axes(move(i, d, 0), rank)
+            for i, d in zip(indices, dims)]
+
+
+def _batch_gather(size, args, dims, *, axis):
+    """Batched indices index the batch axis too, with an iota."""
+    (x, *indices), (dx, *di) = args, dims
+    if all(d is None for d in di):
+        return ops.bind(REGISTRY["gather"], move(x, dx, 0), *indices, axis=axis + 1), 0
+    rank = _index_rank(indices, di)
+    idx = _batched_indices(indices, di, rank)
+    if dx is None:  # the indices' batch axis lands where the index axes go
+        return ops.bind(REGISTRY["gather"], x, *idx, axis=axis), axis
+    # batch axis just before the indexed ones, indexed by an iota
+    x = move(move(x, dx, 0), 0, axis)
+    return ops.bind(REGISTRY["gather"], x, iota(size, rank), *idx, axis=axis), axis
+
+
+REGISTRY["gather"].batch = _batch_gather
 
 
 def _emit_indexed(ctx, out, ins, eqn, scatter):
@@ -1190,7 +1330,7 @@ def _emit_indexed(ctx, out, ins, eqn, scatter):
         head = [f"{out} = np.zeros({ctx.shape(big)}, {ctx.dtype(big)})"]
         body = f"{out}[{big_index}] += {ins[0]}{small}"
     elif idx:
-        head = [f"{out} = np.empty({ctx.shape(loop_aval)}, {ctx.dtype(loop_aval)})"]
+        head = [f"{out} = _rt.empty({ctx.shape(loop_aval)}, {ctx.dtype(loop_aval)})"]
         body = f"{out}{small} = {ins[0]}[{big_index}]"
     else:
         head, body = [], f"{out} = {ins[0]}[{big_index}]"
@@ -1213,6 +1353,23 @@ _array_op("scatter_add", _scatter_rule, _scatter_impl,
           lambda g, out, x, *idx, axis, shape: [ops.gather(g, idx, axis)] + [None] * len(idx),
           lambda ts, out, x, *idx, axis, shape: None if ts[0] is None
           else ops.scatter_add(ts[0], idx, axis, shape))
+
+
+def _batch_scatter_add(size, args, dims, *, axis, shape):
+    (g, *indices), (dg, *di) = args, dims
+    if all(d is None for d in di):
+        return ops.bind(REGISTRY["scatter_add"], move(g, dg, 0), *indices, axis=axis + 1,
+                        shape=(size,) + tuple(shape)), 0
+    rank = _index_rank(indices, di)
+    idx = _batched_indices(indices, di, rank)
+    g = move(materialize(g, dg, size), 0, axis)
+    full = tuple(shape)
+    out_shape = full[:axis] + (size,) + full[axis:]
+    return ops.bind(REGISTRY["scatter_add"], g, iota(size, rank), *idx, axis=axis,
+                    shape=out_shape), axis
+
+
+REGISTRY["scatter_add"].batch = _batch_scatter_add
 
 
 def _embed_impl(g, *, shape, starts, steps):
@@ -1245,6 +1402,10 @@ _array_op("slice_embed",
                                               avals[0].weak)],
           _embed_impl, lambda ctx, out, ins, eqn: _emit_embed(ctx, out, ins, eqn),
           _embed_vjp, linear=True)
+REGISTRY["slice_embed"].batch = leading_batch_rule(
+    "slice_embed", lambda size, p: dict(p, shape=(size,) + tuple(p["shape"]),
+                                        starts=(0,) + tuple(p["starts"]),
+                                        steps=(1,) + tuple(p["steps"])))
 
 
 def _dynamic_start(start, n, size):
@@ -1324,6 +1485,35 @@ _array_op("dynamic_slice_embed", _dynamic_rule, _dynamic_embed_impl,
               REGISTRY["dynamic_slice_embed"], ts[0], start, axis=axis, shape=shape))
 
 
+def _window(start, size_):
+    """The positions start, start + 1, ..., start + size_ - 1 per example."""
+    return ops.add(ops.expand_dims(ops.convert(start, np.int64), (1,)),
+                   np.arange(size_, dtype=np.int64)[None, :])
+
+
+def _batch_dynamic_slice(n, args, dims, /, *, axis, size):
+    """A batched start reads a window per example: a gather."""
+    (x, start), (dx, ds) = args, dims
+    if ds is None:
+        return ops.bind(REGISTRY["dynamic_slice"], move(x, dx, 0), start, axis=axis + 1,
+                        size=size), 0
+    return _batch_gather(n, [x, _window(move(start, ds, 0), size)], [dx, 0], axis=axis)
+
+
+def _batch_dynamic_embed(size, args, dims, *, axis, shape):
+    (g, start), (dg, ds) = args, dims
+    if ds is None:
+        return ops.bind(REGISTRY["dynamic_slice_embed"], move(g, dg, 0), start, axis=axis + 1,
+                        shape=(size,) + tuple(shape)), 0
+    width = resolve(unbatched_aval(ops.aval_of(g), dg).shape[axis])
+    return _batch_scatter_add(size, [g, _window(move(start, ds, 0), width)], [dg, 0],
+                              axis=axis, shape=shape)
+
+
+REGISTRY["dynamic_slice"].batch = _batch_dynamic_slice
+REGISTRY["dynamic_slice_embed"].batch = _batch_dynamic_embed
+
+
 def _known_size(eqn):
     """A size fixed at trace time is a constant."""
     sizes = [resolve(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]]
@@ -1349,3 +1539,12 @@ _array_op("dimsize", _dimsize_rule, _dimsize_impl,
 REGISTRY["dimsize"].impl_source = lambda eqn, lazy, sizes: (  # the sizes, not np.prod
     f"np.{np.dtype(eqn.params['dtype']).name}("
     + " * ".join(sizes(eqn.inputs[0].aval.shape[a]) for a in eqn.params["axes"]) + ")")
+
+
+def _batch_dimsize(size, args, dims, *, axes, dtype):
+    """Sizes are the same for every example: the result is unbatched."""
+    return ops.bind(REGISTRY["dimsize"], move(args[0], dims[0], 0), axes=shift_axes(axes),
+                    dtype=dtype), None
+
+
+REGISTRY["dimsize"].batch = _batch_dimsize

@@ -20,6 +20,7 @@ from ..core.errors import ShapeError, TracerTypeError
 from ..core.ir import AVal
 from ..core.shapes import broadcast_shapes, resolve
 from ..trace import ops
+from ..trace.batch_axes import leading_batch_rule
 from ..trace.registry import REGISTRY
 from .array import _array_op, elementwise
 
@@ -124,3 +125,4 @@ def _emit_fft(ctx, out, ins, eqn):
 
 _array_op("fft", _fft_rule, _fft_impl, _emit_fft,
           lambda g, out, x, *, inverse: [fft(g, inverse)], linear=True)
+REGISTRY["fft"].batch = leading_batch_rule("fft")  # along the last axis: the batch leads

@@ -25,6 +25,7 @@ from ..core.errors import ShapeError, TracerTypeError
 from ..core.ir import AVal
 from ..core.shapes import broadcast_shapes, format_shape, join
 from ..trace import ops
+from ..trace.batch_axes import all_front, leading_batch_rule
 from .array import _array_op, _same_dtype
 
 # ------------------------------------------------------------------ helpers
@@ -68,7 +69,7 @@ def _emit_call(helper, flags=()):
         idx, lines, indent = ctx.loops(ctx.dims(aval)[:nbatch], 0)
         at = ", ".join(idx)
         args = ", ".join(f"np.ascontiguousarray({i}[{at}])" for i in ins)
-        return ([f"{out} = np.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
+        return ([f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
                 + [" " * indent + f"{out}[{at}] = _rt.{helper}({args}{extra})"])
 
     return emit
@@ -139,6 +140,7 @@ def _cholesky_jvp(tangents, L, a):
 
 CHOLESKY = _array_op("cholesky", _cholesky_rule, _batched(np.linalg.cholesky),
                      _emit_call("cholesky"), _cholesky_vjp, _cholesky_jvp)
+CHOLESKY.batch = leading_batch_rule("cholesky")  # along the last two axes: the batch leads
 
 
 # ------------------------------------------------------ triangular solves
@@ -189,10 +191,19 @@ def _tri_jvp(tangents, x, a, b, *, lower, trans):
     return solve_triangular(a, rhs, lower, trans)
 
 
+def _batch_solve(prim):
+    """Under vmap both operands batched (a solve's operands share their leading axes)."""
+    def rule(size, args, dims, **params):
+        return ops.bind(prim, *all_front(size, args, dims), **params), 0
+
+    return rule
+
+
 SOLVE_TRIANGULAR = _array_op("solve_triangular", _solve_rule("solve_triangular"),
                              _batched(_tri_numpy), _emit_call("solve_triangular",
                                                               ("lower", "trans")),
                              _tri_vjp, _tri_jvp)
+SOLVE_TRIANGULAR.batch = _batch_solve(SOLVE_TRIANGULAR)
 
 
 # ------------------------------------------------------------ general solve
@@ -217,6 +228,7 @@ def _solve_jvp(tangents, x, a, b):
 
 SOLVE = _array_op("solve", _solve_rule("solve"), _batched(np.linalg.solve),
                   _emit_call("solve"), _solve_vjp, _solve_jvp)
+SOLVE.batch = _batch_solve(SOLVE)
 
 
 # ------------------------------------------------------------------ slogdet
@@ -266,6 +278,7 @@ def _slogdet_jvp(tangents, out, a):
 
 SLOGDET = _array_op("slogdet", _slogdet_rule, _batched(_slogdet_numpy), _emit_call("slogdet"),
                     _slogdet_vjp, _slogdet_jvp)
+SLOGDET.batch = leading_batch_rule("slogdet")
 
 
 # --------------------------------------------------------------------- eigh
@@ -352,6 +365,7 @@ def _hermitise(x):
 
 EIGH = _array_op("eigh", _eigh_rule, _batched(_eigh_numpy), _emit_call("eigh"),
                  _eigh_vjp, _eigh_jvp)
+EIGH.batch = leading_batch_rule("eigh")
 
 
 # ---------------------------------------------------------------------- svd
@@ -451,6 +465,7 @@ def _svd_jvp(tangents, packed, a):
 
 
 SVD = _array_op("svd", _svd_rule, _batched(_svd_numpy), _emit_call("svd"), _svd_vjp, _svd_jvp)
+SVD.batch = leading_batch_rule("svd")
 
 
 # ---------------------------------------------------------------------- eig
@@ -508,3 +523,4 @@ def _eig_vjp(g, packed, a):
 
 
 EIG = _array_op("eig", _eig_rule, _batched(_eig_numpy), _emit_call("eig"), _eig_vjp, _eig_jvp)
+EIG.batch = leading_batch_rule("eig")

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core.ir import AVal
 from ..core.shapes import broadcast_shapes
+from ..trace.batch_axes import aligned_operands
 from ..trace.registry import ELEMENTWISE, Primitive, register
 
 _MASK = np.uint64(0xFFFFFFFF)
@@ -89,3 +90,13 @@ def _scalar(k0, k1, c0, like, *, dtype, index=(), sizes=(), batch_dims=0):
 
 random_bits = register(Primitive("random_bits", ELEMENTWISE, _rule, _impl, scalar=_scalar,
                                  differentiable=False, indexed=True))
+
+
+def _batch(size, args, dims, *, dtype, batch_dims=0):
+    """As elementwise, and the batch axis is left out of a draw's position: each
+    example draws what it would alone (the same key, the same numbers, as JAX)."""
+    return random_bits.bind(*aligned_operands(args, dims), dtype=dtype,
+                            batch_dims=batch_dims + 1), 0
+
+
+random_bits.batch = _batch

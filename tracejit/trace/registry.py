@@ -70,8 +70,8 @@ class Primitive:
     # a tuple of sizes in the interpreter's source. None: call `impl`.
     impl_source: Callable | None = None
     # vmap: (size, args, dims, **p) -> (out, out dim), each dim an axis or None
-    # (unbatched); lists for multiple results. Elementwise ops and reductions
-    # get their family's rule (transforms/batching.py registers the rules).
+    # (unbatched); lists for multiple results. Set where the record is defined
+    # (elementwise ops and reductions get their family's), with trace/batch_axes.py.
     batch: Callable | None = None
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ a trace is open traces (or runs) on its own, never into that trace.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 
 import numpy as np
@@ -105,6 +106,7 @@ class Builder:
     """Collects the equations of one program while its function is traced."""
 
     fast_bind = None  # (prim, args, params, _traced) -> result or NotImplemented (eager tapes)
+    call_memo = None  # (head, fn, args, kwargs) -> fn's result, replayed (eager tapes)
 
     def __init__(self, name: str = "fn"):
         self.name = name
@@ -289,6 +291,19 @@ def bind(prim, *args, _traced=False, **params):
     if outs:  # an equation with no results is dead (the IR has no effects)
         builder.eqns.append(Eqn(prim, inputs, params, outs, location))
     return builder.result(prim, args, params, outs)
+
+
+def memoised(fn):
+    """`fn` (a pure function of arrays and static arguments) as one call that
+    an eager tape can replay instead of running its Python again."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        items = _builders.items
+        if items and items[-1].call_memo is not None:
+            return items[-1].call_memo(fn, fn, args, kwargs)
+        return fn(*args, **kwargs)
+
+    return call
 
 
 def _symbolic_params(params: dict) -> bool:

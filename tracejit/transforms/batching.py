@@ -10,13 +10,11 @@ whose batch size is the batched inputs' (symbolic) leading size: one kernel
 serves every batch size, and it can be differentiated, batched again and
 compiled like any other program.
 
-Rules are kept per family: elementwise ops move their batch axes to the front
-and broadcast; index maps, reductions and axis-parametrised array ops shift
-their axes past the batch axis; matmul folds the batch into its batch axes;
-gathers and scatters with batched indices index the batch axis with an iota.
-The loops and branches register theirs from control/batching.py. A primitive
-with neither a rule nor a family rule runs through `FALLBACK` (a loop over the
-batch) with a one-time warning naming it.
+Each record holds its rule, set where the record is defined (the families in
+tracejit/primitives, written with tracejit/trace/batch_axes.py; the loops and
+branches in control/batching.py); custom_vjp_call's is here, since it vmaps
+the user's bwd. A primitive without a rule runs through `FALLBACK` (a loop
+over the batch, a scan) with a one-time warning naming it.
 """
 
 from __future__ import annotations
@@ -27,83 +25,17 @@ import numpy as np
 
 from ..core import pytree
 from ..core.errors import ShapeError, TracerTypeError, UnsupportedError, with_location
-from ..core.ir import AVal, Literal, Program
-from ..core.shapes import bind_shape, is_one, join, resolve
+from ..core.ir import Literal, Program
+from ..core.shapes import bind_shape, join, resolve
 from ..trace import ops
-from ..trace.registry import ELEMENTWISE, REDUCE, REGISTRY
+from ..trace.batch_axes import batched_aval, front, materialize, move, ndim, shape, unbatched_aval
+from ..trace.registry import REGISTRY
 from ..trace.tracer import Builder, bind, current_builder, located, store, trace_closed
 from . import autodiff
 
 R = REGISTRY
 FALLBACK = None  # (prim, size, args, dims, params) -> (out, dims); set by control/batching.py
 _warned: set = set()
-
-
-# ----------------------------------------------------------------- helpers
-
-def ndim(x) -> int:
-    return ops.aval_of(x).ndim
-
-
-def shape(x) -> tuple:
-    return tuple(ops.aval_of(x).shape)
-
-
-def move(x, src: int, dst: int):
-    """`x` with its axis `src` moved to position `dst`."""
-    if src == dst:
-        return x
-    perm = list(range(ndim(x)))
-    perm.insert(dst, perm.pop(src))
-    return ops.transpose(x, perm)
-
-
-def front(x, dim):
-    """The batch axis first (an unbatched value as it is)."""
-    return x if dim is None else move(x, dim, 0)
-
-
-def materialize(x, dim, size):
-    """`x` batched along axis 0: moved there, or broadcast when unbatched."""
-    if dim is not None:
-        return move(x, dim, 0)
-    rank = ndim(x)
-    return bind(R["broadcast_in_dim"], x, _traced=True, shape=(size,) + shape(x),
-                bdims=tuple(range(1, rank + 1)))
-
-
-def with_unit_axes(x, rank: int):
-    """A front-batched `x` padded with unit axes after the batch axis to
-    `rank` per-example axes (right-aligned broadcasting against the others)."""
-    have = ndim(x) - 1
-    if have >= rank:
-        return x
-    full = shape(x)
-    pad = rank - have
-    return bind(R["broadcast_in_dim"], x, shape=full[:1] + (1,) * pad + full[1:],
-                bdims=(0,) + tuple(range(1 + pad, 1 + rank)))
-
-
-def batched_aval(aval: AVal, dim, size) -> AVal:
-    if dim is None:
-        return aval
-    dims = tuple(aval.shape)
-    return AVal(dims[:dim] + (size,) + dims[dim:], aval.dtype, aval.weak)
-
-
-def unbatched_aval(aval: AVal, dim) -> AVal:
-    if dim is None:
-        return aval
-    dims = tuple(aval.shape)
-    return AVal(dims[:dim] + dims[dim + 1:], aval.dtype, aval.weak)
-
-
-def iota(size, rank: int):
-    """0, 1, ..., size - 1 (int64) along axis 0, with `rank` unit axes after it
-    (the batch size may be symbolic: a running sum of ones, exact in integers)."""
-    ones = bind(R["broadcast_in_dim"], np.int64(1), _traced=True, shape=(size,), bdims=())
-    counts = ops.sub(bind(R["cumsum"], ones, axis=0, reverse=False), np.int64(1))
-    return with_unit_axes(counts, rank) if rank else counts
 
 
 # ------------------------------------------------------------------ replay
@@ -137,9 +69,8 @@ def _batch_equation(eqn, args, dims, size):
     if all(d is None for d in dims):
         out = bind(prim, *args, **params)
         return out, ([None] * len(out) if prim.multiple_results else None)
-    rule = rule_for(prim)
-    if rule is not None:
-        return rule(size, args, dims, **params)
+    if prim.batch is not None:
+        return prim.batch(size, args, dims, **params)
     if FALLBACK is None:
         raise UnsupportedError(with_location(f"vmap: the primitive {prim.name} has no batching "
                                              "rule"))
@@ -186,217 +117,7 @@ def batch_call(fn, leaves: list, dims: list, size, name: str = "vmap") -> tuple[
     return outs, out_dims, out_def
 
 
-# ------------------------------------------------------------ family rules
-
-def _elementwise(prim):
-    def rule(size, args, dims, **params):
-        rank = max(ndim(x) - (d is not None) for x, d in zip(args, dims))
-        moved = [x if d is None else with_unit_axes(move(x, d, 0), rank)
-                 for x, d in zip(args, dims)]
-        return bind(prim, *moved, **params), 0
-
-    return rule
-
-
-def _shift(axes) -> tuple:
-    return tuple(a + 1 for a in axes)
-
-
-def _reduction(prim):
-    def rule(size, args, dims, **params):
-        key = "axes" if "axes" in params else "axis"
-        params = dict(params, **{key: _shift(params[key])})
-        return bind(prim, move(args[0], dims[0], 0), **params), 0
-
-    return rule
-
-
-FAMILY = {ELEMENTWISE: _elementwise, REDUCE: _reduction}
-
-
-def rule_for(prim):
-    """The primitive's `batch` rule, else its family's (made once, kept on the record:
-    primitives registered after this module get theirs when first batched)."""
-    if prim.batch is None and prim.kind in FAMILY:
-        prim.batch = FAMILY[prim.kind](prim)
-    return prim.batch
-
-
-# ------------------------------------------------------------- index maps
-
-def _front_rule(name, shift_params=None):
-    """Rules of ops on one operand: the batch axis first, axis parameters
-    shifted past it (`shift_params(size, params) -> params`)."""
-    def rule(size, args, dims, **params):
-        x = move(args[0], dims[0], 0)
-        rest = list(args[1:])
-        if shift_params is not None:
-            params = shift_params(size, params)
-        return bind(R[name], x, *rest, **params), 0
-
-    return rule
-
-
-def _broadcast_params(size, p):
-    return dict(p, shape=(size,) + tuple(p["shape"]), bdims=(0,) + _shift(p["bdims"]))
-
-
-def _slice_params(size, p):
-    return dict(p, starts=(0,) + tuple(p["starts"]), stops=(None,) + tuple(p["stops"]),
-                steps=(1,) + tuple(p["steps"]))
-
-
-def _transpose_params(size, p):
-    return dict(p, perm=(0,) + _shift(p["perm"]))
-
-
-def _axes_params(size, p):
-    return dict(p, axes=_shift(p["axes"]))
-
-
-def _axis_params(size, p):
-    return dict(p, axis=p["axis"] + 1)
-
-
-def _reshape_params(size, p):
-    return dict(p, shape=(size,) + tuple(p["shape"]))
-
-
-def _embed_params(size, p):
-    return dict(p, shape=(size,) + tuple(p["shape"]), starts=(0,) + tuple(p["starts"]),
-                steps=(1,) + tuple(p["steps"]))
-
-
-def _dimsize(size, args, dims, *, axes, dtype):
-    """Sizes are the same for every example: the result is unbatched."""
-    return bind(R["dimsize"], move(args[0], dims[0], 0), axes=_shift(axes), dtype=dtype), None
-
-
-# ----------------------------------------------------------- array ops
-
-def _matmul(size, args, dims):
-    """Products of one batched and one unbatched operand stay single BLAS calls
-    where the per-example operand is a vector (or a 1-row / 1-column matrix);
-    products over an inner size 1 (outer products, per-example gradients of a
-    dense layer) are elementwise; the rest become batched products."""
-    (a, b), (da, db) = args, dims
-    ra, rb = ndim(a) - (da is not None), ndim(b) - (db is not None)
-    pa, pb = _example_shape(a, da), _example_shape(b, db)
-    if db is None and rb <= 2 and (ra == 1 or (ra == 2 and is_one(pa[0]))):
-        rows = _drop_unit(move(a, da, 0), 1) if ra == 2 else move(a, da, 0)
-        out = ops.matmul(rows, b)  # rows of a against one matrix: one product
-        return (_insert_unit(out, 1) if ra == 2 else out), 0
-    if da is None and ra <= 2 and (rb == 1 or (rb == 2 and is_one(pb[1]))):
-        cols = move(b, db, 0) if rb == 1 else _drop_unit(move(b, db, 0), 2)
-        out = ops.matmul(cols, ops.swap_last(a) if ra == 2 else a)  # columns against one matrix
-        return (_insert_unit(out, ndim(out)) if rb == 2 else out), 0
-    a, b = move(a, da, 0) if da is not None else a, move(b, db, 0) if db is not None else b
-    if ra == 1:
-        a = _insert_unit(a, ndim(a) - 1)
-    if rb == 1:
-        b = _insert_unit(b, ndim(b))
-    n = max(max(ra, 2) - 2, max(rb, 2) - 2)
-    if da is not None:
-        a = with_unit_axes(a, n + 2)
-    if db is not None:
-        b = with_unit_axes(b, n + 2)
-    if is_one(shape(a)[-1]):  # an outer product: a (.., m, 1) * b (.., 1, n), exact
-        out = ops.mul(a, b)
-    else:
-        out = bind(R["matmul"], a, b)
-    drop = ([ndim(out) - 1] if rb == 1 else []) + ([ndim(out) - 2] if ra == 1 else [])
-    return ops.squeeze(out, drop), 0
-
-
-def _example_shape(x, dim) -> tuple:
-    return tuple(unbatched_aval(ops.aval_of(x), dim).shape)
-
-
-def _drop_unit(x, axis: int):
-    return bind(R["squeeze"], x, axes=(axis,))
-
-
-def _insert_unit(x, position: int):
-    full = shape(x)
-    bdims = tuple(k if k < position else k + 1 for k in range(len(full)))
-    return bind(R["broadcast_in_dim"], x, shape=full[:position] + (1,) + full[position:],
-                bdims=bdims)
-
-
-def _all_front(size, args, dims):
-    return [materialize(x, d, size) for x, d in zip(args, dims)]
-
-
-def _concatenate(size, args, dims, *, axis):
-    return bind(R["concatenate"], *_all_front(size, args, dims), axis=axis + 1), 0
-
-
-def _same_batch(name):
-    """Ops whose operands must share their leading axes (solves): all batched."""
-    def rule(size, args, dims, **params):
-        return bind(R[name], *_all_front(size, args, dims), **params), 0
-
-    return rule
-
-
-def _index_rank(indices, dims) -> int:
-    return max(ndim(i) - (d is not None) for i, d in zip(indices, dims))
-
-
-def _batched_indices(indices, dims, rank):
-    return [i if d is None else with_unit_axes(move(i, d, 0), rank)
-            for i, d in zip(indices, dims)]
-
-
-def _gather(size, args, dims, *, axis):
-    (x, *indices), (dx, *di) = args, dims
-    if all(d is None for d in di):
-        return bind(R["gather"], move(x, dx, 0), *indices, axis=axis + 1), 0
-    rank = _index_rank(indices, di)
-    idx = _batched_indices(indices, di, rank)
-    if dx is None:  # the indices' batch axis lands where the index axes go
-        return bind(R["gather"], x, *idx, axis=axis), axis
-    # batch axis just before the indexed ones, indexed by an iota
-    x = move(move(x, dx, 0), 0, axis)
-    return bind(R["gather"], x, iota(size, rank), *idx, axis=axis), axis
-
-
-def _scatter_add(size, args, dims, *, axis, shape):
-    (g, *indices), (dg, *di) = args, dims
-    if all(d is None for d in di):
-        return bind(R["scatter_add"], move(g, dg, 0), *indices, axis=axis + 1,
-                    shape=(size,) + tuple(shape)), 0
-    rank = _index_rank(indices, di)
-    idx = _batched_indices(indices, di, rank)
-    g = move(materialize(g, dg, size), 0, axis)
-    full = tuple(shape)
-    out_shape = full[:axis] + (size,) + full[axis:]
-    return bind(R["scatter_add"], g, iota(size, rank), *idx, axis=axis, shape=out_shape), axis
-
-
-def _window(start, size_):
-    """The positions start, start + 1, ..., start + size_ - 1 per example."""
-    return ops.add(ops.expand_dims(ops.convert(start, np.int64), (1,)),
-                   np.arange(size_, dtype=np.int64)[None, :])
-
-
-def _dynamic_slice(n, args, dims, /, *, axis, size):
-    """A batched start reads a window per example: a gather."""
-    (x, start), (dx, ds) = args, dims
-    if ds is None:
-        return bind(R["dynamic_slice"], move(x, dx, 0), start, axis=axis + 1, size=size), 0
-    return _gather(n, [x, _window(move(start, ds, 0), size)], [dx, 0], axis=axis)
-
-
-def _dynamic_embed(size, args, dims, *, axis, shape):
-    (g, start), (dg, ds) = args, dims
-    if ds is None:
-        return bind(R["dynamic_slice_embed"], move(g, dg, 0), start, axis=axis + 1,
-                    shape=(size,) + tuple(shape)), 0
-    width = resolve(unbatched_aval(ops.aval_of(g), dg).shape[axis])
-    return _scatter_add(size, [g, _window(move(start, ds, 0), width)], [dg, 0], axis=axis,
-                        shape=shape)
-
+# ------------------------------------------------------------ custom_vjp
 
 def _custom_vjp(size, args, dims, *, bwd, n_res, res_def, arg_def):
     """The user's bwd is per-example: the batched equation's bwd is its vmap;
@@ -421,37 +142,9 @@ def _custom_vjp(size, args, dims, *, bwd, n_res, res_def, arg_def):
     return out, 0
 
 
-def _random_bits(size, args, dims, *, dtype, batch_dims=0):
-    """As elementwise, and the batch axis is left out of a draw's position: each
-    example draws what it would alone (the same key, the same numbers, as JAX)."""
-    return _elementwise(R["random_bits"])(size, args, dims, dtype=dtype,
-                                          batch_dims=batch_dims + 1)
-
-
-def _register_rules() -> None:
-    front_rules = {
-        "broadcast_in_dim": _broadcast_params, "transpose": _transpose_params,
-        "squeeze": _axes_params, "slice": _slice_params, "cumsum": _axis_params,
-        "reshape": _reshape_params, "slice_embed": _embed_params,
-    }
-    for name, shift in front_rules.items():
-        R[name].batch = _front_rule(name, shift)
-    for name in ("stop_gradient", "argsort", "fft", "cholesky", "slogdet", "eigh", "eig", "svd"):
-        R[name].batch = _front_rule(name)  # along trailing axes: the batch leads
-    for name in ("solve", "solve_triangular"):
-        R[name].batch = _same_batch(name)
-    R["matmul"].batch = _matmul
-    R["concatenate"].batch = _concatenate
-    R["gather"].batch = _gather
-    R["scatter_add"].batch = _scatter_add
-    R["dynamic_slice"].batch = _dynamic_slice
-    R["dynamic_slice_embed"].batch = _dynamic_embed
-    R["dimsize"].batch = _dimsize
-    R["custom_vjp_call"].batch = _custom_vjp
-    R["random_bits"].batch = _random_bits
-
-
-_register_rules()
+# Set here, not with the record (primitives/array.py): the rule vmaps the user's
+# bwd, which is this transformation.
+R["custom_vjp_call"].batch = _custom_vjp
 
 
 # ------------------------------------------------------------------ vmap
