@@ -168,9 +168,8 @@ class _Writer:
     def _equation(self, eqn, now: bool = False) -> None:
         if eqn.prim.name == "scan" and self._inline_scan(eqn):
             return
-        if not now and _one_position(eqn) and id(eqn.outputs[0]) not in self.outputs \
-                and len(self.consumers.get(id(eqn.outputs[0]), ())) == 1:
-            self.deferred[id(eqn.outputs[0])] = eqn  # its reader may add into a buffer
+        if not now and self._deferrable(eqn):
+            self.deferred[id(eqn.outputs[0])] = eqn  # its reader may take it apart
             return
         step = self.steps.get(id(eqn))
         if step is not None:  # a relu's slope; its masks are written into it
@@ -189,6 +188,23 @@ class _Writer:
             self.dims[id(resolve(sym))] = dim = self.fresh("n")
             self.lines.append(f"{dim} = int({outs[output]})")
 
+    def _deferrable(self, eqn) -> bool:
+        """Whether `eqn`'s one reader may write it away: a one-position scatter read
+        by an add (added in place), a unit row put into a stack left as rows, or a
+        row of such a stack whose unit axis is squeezed (the row itself, both)."""
+        out = eqn.outputs[0] if eqn.outputs else None
+        users = self.consumers.get(id(out), ()) if out is not None else ()
+        if len(users) != 1 or id(out) in self.outputs:
+            return False
+        (user,) = users
+        return (_one_position(eqn)
+                or _leading_unit(eqn) and self._rows_of(user)
+                or self._squeezed_row(user, eqn))
+
+    def _squeezed_row(self, user, eqn) -> bool:
+        return (user.prim.name == "squeeze" and tuple(user.params["axes"]) == (0,)
+                and _row_of(eqn) is not None and id(eqn.inputs[0]) in self.rows)
+
     def _name_outputs(self, eqn) -> list:
         outs = [self.fresh("v") for _ in eqn.outputs]
         for var, name in zip(eqn.outputs, outs):
@@ -200,9 +216,13 @@ class _Writer:
         added = self._added_at(eqn)
         if added is not None:
             return added
+        waiting = self.deferred.get(id(eqn.inputs[0])) if eqn.inputs else None
+        if waiting is not None and self._squeezed_row(eqn, waiting):
+            del self.deferred[id(eqn.inputs[0])]
+            return f"{self._atom(waiting.inputs[0])}[{_row_of(waiting)}]"
         static = {k: v for k, v in eqn.params.items() if not _sized_param(v)}
         dynamic = {k: v for k, v in eqn.params.items() if _sized_param(v)}
-        args = [self._atom(a) for a in eqn.inputs]
+        args = [] if self._rows_of(eqn) else [self._atom(a) for a in eqn.inputs]
         impl, inline = self._impl(eqn)
         if eqn.prim.name == "scan":
             static["unstacked"] = self._unstacked(eqn)
@@ -210,7 +230,7 @@ class _Writer:
         if self._rows_of(eqn):
             self.namespace["Rows"] = Rows
             self.rows.add(id(eqn.outputs[0]))
-            return f"Rows([{', '.join(f'{a}[0]' for a in args)}])"
+            return f"Rows([{', '.join(self._row(a) for a in eqn.inputs)}])"
         if row is not None:  # one row of a stack left as rows
             return f"{args[0]}[{row}][None]"
         if inline is not None:  # an expression, its parameters written in
@@ -222,6 +242,15 @@ class _Writer:
         if spare is not None:  # written into an operand's buffer, dead after this
             args.append(f"out={self._atom(spare)}")
         return f"{fn}({', '.join(args)})"
+
+    def _row(self, atom) -> str:
+        """A unit row of a stack left as rows: the array it was made from."""
+        waiting = self.deferred.pop(id(atom), None)
+        if waiting is not None and _leading_unit(waiting):
+            return self._atom(waiting.inputs[0])
+        if waiting is not None:
+            self._equation(waiting, now=True)
+        return f"{self._atom(atom)}[0]"
 
     def _inline_scan(self, eqn) -> bool:
         """A scan as a Python loop with its body written inline: no call, argument
@@ -518,6 +547,18 @@ def _pick_one(eqn):
         return None
     where = [":"] * eqn.params["axis"] + [f"{{{k}}}" for k in range(1, len(eqn.inputs))]
     return f"{{0}}[{', '.join(where)}]"
+
+
+def _leading_unit(eqn) -> bool:
+    """Whether `eqn` only puts a unit axis in front of its operand."""
+    if eqn.prim.name not in ("broadcast_in_dim", "reshape") or not eqn.inputs:
+        return False
+    x, out = eqn.inputs[0], eqn.outputs[0].aval
+    if not isinstance(x, Var) or out.ndim != x.aval.ndim + 1 or not is_one(out.shape[0]):
+        return False
+    same = resolve_shape(tuple(out.shape[1:])) == resolve_shape(tuple(x.aval.shape))
+    return same and (eqn.prim.name == "reshape"
+                     or tuple(eqn.params["bdims"]) == tuple(range(1, out.ndim)))
 
 
 def _one_position(eqn) -> bool:
