@@ -368,8 +368,10 @@ def interpreted_table(programs, dtypes, rounds) -> str:
 COUNTS = """
 import tracejit
 from tracejit.transforms import passes
-from bench_time_to_result import seed_programs
-for label, (fn, args) in seed_programs().items():
+from bench_time_to_result import PROGRAMS, seed_programs
+programs = dict(seed_programs())
+programs.update((name, (lambda p: (p[0], p[1]))(problem(name, np.float64))) for name in PROGRAMS)
+for label, (fn, args) in programs.items():
     program = tracejit.value_and_grad(fn).ir(*args)
     mark(label + " after", passes.equation_count(program))
     with passes.algebra_disabled():
@@ -379,14 +381,36 @@ for label, (fn, args) in seed_programs().items():
 
 
 def equation_table() -> str:
+    """Equations of each value-and-grad program (loop bodies included) with and
+    without the algebraic simplifier: the seeds (a test pins them), then the
+    benchmark's programs."""
     try:
-        marks = run_first_call(COUNTS, "", env={"TRACEJIT_DISABLE_JIT": "1"})["marks"]
+        marks = run_first_call(COUNTS, PROBLEMS, env={"TRACEJIT_DISABLE_JIT": "1"})["marks"]
     except FirstCallError as err:
         return f"equation counts: {err}"
     labels = dict.fromkeys(label.rsplit(" ", 1)[0] for label in marks)
     rows = [[label, f"{marks[label + ' before']}", f"{marks[label + ' after']}"]
             for label in labels]
     return markdown_table(["value-and-grad program", "equations before", "after"], rows)
+
+
+# ---------------------------------------------------------- the interpreter's source
+
+def print_source(name, dtype) -> None:
+    """The Python function the interpreter serves a program's value and grad with
+    (loop bodies written inline), to read next to the hand-written NumPy."""
+    os.environ["TRACEJIT_DISABLE_JIT"] = "1"
+    import tracejit
+    from tracejit.backend import interpreter
+
+    namespace: dict = {}
+    exec(PROBLEMS, namespace)  # noqa: S102 - this file's own source
+    loss, args, _ = namespace["problem"](name, getattr(np, dtype))
+    entry, _ = tracejit.value_and_grad(loss).entry(args)
+    source = interpreter.runner(entry.kernel.program).source
+    steps = [line for line in source.splitlines()[1:]
+             if not line.strip().startswith(("for ", "if ", "else", "return"))]
+    print(f"## {PROGRAMS[name]}, {dtype}: {len(steps)} lines\n\n```python\n{source}```\n")
 
 
 # ------------------------------------------------------------------------ main
@@ -402,6 +426,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-frameworks", action="store_true", help="NumPy and tracejit only")
     parser.add_argument("--interpreted-only", action="store_true",
                         help="only the equation counts and the interpreted tier's table")
+    parser.add_argument("--source", action="store_true",
+                        help="print the interpreter's source of each program, and stop")
     args = parser.parse_args(argv)
     checkpoints = QUICK_CHECKPOINTS if args.quick else CHECKPOINTS
     programs = (args.programs.split(",") if args.programs
@@ -409,6 +435,11 @@ def main(argv=None) -> int:
     dtypes = (args.dtypes.split(",") if args.dtypes
               else ("float64",) if args.quick else ("float64", "float32"))
     frameworks = [] if args.no_frameworks else installed_frameworks()
+    if args.source:
+        for name in programs:
+            for dtype in dtypes:
+                print_source(name, dtype)
+        return 0
     print("# Time to result (seconds from the first call to the N-th, each column a fresh "
           "process)\n")
     print("frameworks installed: " + (", ".join(frameworks) or "none") + "\n")

@@ -28,6 +28,9 @@ UNARY = [
     "np.log1p({a} * {a})", "np.expm1(np.sin({a}))", "np.logaddexp(0.0, {a})",
     "{a} ** 2", "0.2 * {a} ** 3", "1.0 / ({a} ** 2 + 1.0)", "({a} ** 2 + 1.0) ** 0.75",
     "np.square(np.cos({a})) * 2", "np.clip({a}, -0.5, 0.7)",
+    # log-softmax and softmax with the shift written out (algebra.detach_shifts)
+    "{a} - np.max({a}) - np.log(np.sum(np.exp({a} - np.max({a}))))",
+    "np.exp({a} - np.max({a})) / np.sum(np.exp({a} - np.max({a})))",
 ]
 BINARY = [
     "{a} + {b}", "{a} - {b}", "{a} * {b}", "{a} / ({b} ** 2 + 1.0)",

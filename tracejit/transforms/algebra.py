@@ -10,7 +10,13 @@ and Numba compiles less, all at once.
 - `fold_chains`: broadcast of a broadcast, broadcast undoing a squeeze (and
   back), a transposed broadcast, reshape of a reshape, a sum of a sum are one
   equation or none; a sum of negated terms is a negated sum (a scalar's
-  negation, not an array's);
+  negation, not an array's); in an adjoint, the total of a scatter-add (the
+  cotangent of picking elements) is the total of its updates;
+- `detach_shifts` (before differentiation): a max (or min) whose shift the
+  differentiated outputs cannot see, as in `x - max(x)` feeding log-sum-exp,
+  softmax or log-softmax, is under stop_gradient, as in JAX's logsumexp: its
+  cotangent is zero exactly (softmax rows sum to one), so the adjoint of the
+  max (a comparison, a count, a division, a product and a sum) is dropped;
 - `fold_selects`: `select(c, x, 0) * y` is `select(c, x * y, 0)`, a bool
   converted to a number and multiplied is a select, and two selects on
   exclusive conditions (`a > b`, `a == b`) that are added are one nested
@@ -234,6 +240,11 @@ def _fold_sum(rw, eqn):
     of negated terms is the negated sum (exactly: rounding is symmetric)."""
     (x,), axes = eqn.inputs, eqn.params["axes"]
     inner = rw.define(x)
+    if inner is not None and inner.prim.name == "scatter_add" and len(axes) == x.aval.ndim \
+            and eqn.location.endswith(BACKWARD):  # the forward's gather checked the indices
+        (g, *_) = inner.inputs  # every update lands once: the total is theirs
+        return g if not g.aval.ndim else rw.emit(
+            "reduce_sum", [g], {"axes": tuple(range(g.aval.ndim))}, eqn)
     if inner is None or not rw.single_use(x):
         return None
     negated = _negated(inner)
@@ -357,3 +368,136 @@ def _exclusive_sum(rw, eqn):
     inner = _masked(rw, second[0], second[1], True, eqn)
     result = rw.emit("select", [first[0], first[1], inner], like=eqn)
     return result if _same_shape(result.aval.shape, out.shape) else None  # no new broadcast
+
+
+# --------------------------------------------------------------- detach shifts
+#
+# Shift a max m by d (per kept element). A value that depends on m then changes
+# as v + c*d ("add", c) or v * exp(c*d) ("scale", c), for an integer c, d read
+# along some of the value's axes (`axes`, one per axis of m); c == 0 is not
+# changed at all. If every differentiated output is unchanged for every d, its
+# derivative with respect to m is zero, and m can be a constant to autodiff.
+
+_ADD, _SCALE = "add", "scale"
+
+
+class _Unknown(Exception):
+    """A value depends on the shift in a way these rules do not follow."""
+
+
+def detach_shifts(program: Program, seeded: list) -> Program:
+    """`program` with the shift-invariant maxes and mins under stop_gradient (seeded[k]:
+    whether output k is differentiated). The same max taken twice is one shift."""
+    consumers = consumers_of(program)
+    watched = {id(a) for a, s in zip(program.outvars, seeded) if s and isinstance(a, Var)}
+    groups: dict = {}
+    for k, eqn in enumerate(program.eqns):
+        if (eqn.prim.name in ("reduce_max", "reduce_min") and isinstance(eqn.inputs[0], Var)
+                and eqn.outputs[0].aval.dtype.kind == "f"):
+            key = (eqn.prim.name, id(eqn.inputs[0]), tuple(eqn.params["axes"]))
+            groups.setdefault(key, []).append(k)
+    detached = {}
+    for members in groups.values():
+        if _invisible_shift(program.eqns, members, consumers, watched):
+            for k in members:
+                out = program.eqns[k].outputs[0]
+                detached[id(out)] = Var(out.aval)
+    if not detached:
+        return program
+    eqns = []
+    for eqn in program.eqns:
+        inputs = [detached.get(id(a), a) if isinstance(a, Var) else a for a in eqn.inputs]
+        eqns.append(Eqn(eqn.prim, inputs, eqn.params, eqn.outputs, eqn.location))
+        if eqn.outputs and id(eqn.outputs[0]) in detached:
+            eqns.append(Eqn(REGISTRY["stop_gradient"], [eqn.outputs[0]], {},
+                            [detached[id(eqn.outputs[0])]], eqn.location))
+    return replace(program, eqns=eqns)
+
+
+def _invisible_shift(eqns: list, members: list, consumers: dict, watched: set) -> bool:
+    """Whether no differentiated output sees one shift of the results of eqns[members]."""
+    states, pending = {}, 0  # pending: reads of shifted values not yet followed
+    starts = set(members)
+    try:
+        for k in range(members[0], len(eqns)):
+            eqn = eqns[k]
+            if k in starts:
+                out = eqn.outputs[0]
+                state = (_ADD, 1, tuple(range(out.aval.ndim)))
+            elif pending == 0 and k > members[-1]:
+                break
+            else:
+                shifted = [states.get(id(a)) if isinstance(a, Var) else None
+                           for a in eqn.inputs]
+                if all(s is None for s in shifted):
+                    continue
+                pending -= sum(s is not None for s in shifted)
+                state = _shift_of(eqn, shifted)
+            if state is not None:
+                result = eqn.outputs[0]
+                if id(result) in watched:
+                    return False
+                states[id(result)] = state
+                pending += len(consumers.get(id(result), ()))
+    except _Unknown:
+        return False
+    return pending == 0
+
+
+def _shift_of(eqn: Eqn, shifted: list):
+    """How `eqn`'s result changes, given how its operands do (None: not at all)."""
+    name, params = eqn.prim.name, eqn.params
+    if eqn.prim.shape_only:
+        return None
+    if eqn.prim.multiple_results:
+        raise _Unknown
+    if eqn.prim.kind == ELEMENTWISE:
+        state = _elementwise_shift(eqn, shifted)
+    else:
+        if len(shifted) != 1:
+            raise _Unknown  # the shape ops and reductions below have one operand
+        ((kind, c, axes),) = shifted
+        state = kind, c, _moved_axes(name, params, axes, kind, eqn.inputs[0].aval.ndim)
+    return None if state[1] == 0 else state
+
+
+def _moved_axes(name: str, params: dict, axes: tuple, kind: str, rank: int) -> tuple:
+    """Where the shift's axes are after a shape op or a reduction."""
+    if name == "broadcast_in_dim":
+        return tuple(params["bdims"][a] for a in axes)
+    if name == "transpose":
+        return tuple(params["perm"].index(a) for a in axes)
+    if name == "reshape" and not axes:
+        return ()
+    if name in ("squeeze", "reduce_sum", "reduce_max", "reduce_min"):
+        gone = set(params["axes"])
+        if gone & set(axes) or (name == "reduce_sum" and kind != _SCALE):
+            raise _Unknown  # a sum of shifts, or a reduction along the shift
+        return tuple(a - sum(g < a for g in gone) for a in axes)
+    raise _Unknown
+
+
+def _elementwise_shift(eqn: Eqn, shifted: list) -> tuple:
+    name, rank = eqn.prim.name, eqn.outputs[0].aval.ndim
+    aligned = [None if s is None else (s[0], s[1], tuple(a + rank - x.aval.ndim for a in s[2]))
+               for s, x in zip(shifted, eqn.inputs)]
+    moved = [s for s in aligned if s is not None]
+    if any(s[2] != moved[0][2] for s in moved):
+        raise _Unknown  # two shifts along different axes
+    kinds, axes = {s[0] for s in moved}, moved[0][2]
+    cs = [0 if s is None else s[1] for s in aligned]
+    if name == "convert" and eqn.outputs[0].aval.dtype.kind == "f":
+        return aligned[0]
+    if name == "neg":
+        return (_ADD, -cs[0], axes) if kinds == {_ADD} else aligned[0]
+    if name == "exp" and kinds == {_ADD}:
+        return _SCALE, cs[0], axes
+    if name == "log" and kinds == {_SCALE}:
+        return _ADD, cs[0], axes
+    if name in ("add", "sub") and kinds == {_ADD}:
+        return _ADD, cs[0] + (cs[1] if name == "add" else -cs[1]), axes
+    if name in ("add", "sub") and kinds == {_SCALE} and len(moved) == 2 and cs[0] == cs[1]:
+        return _SCALE, cs[0], axes  # a * exp(c d) + b * exp(c d)
+    if name in ("mul", "div") and kinds == {_SCALE}:
+        return _SCALE, cs[0] + (cs[1] if name == "mul" else -cs[1]), axes
+    raise _Unknown

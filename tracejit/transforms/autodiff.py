@@ -29,6 +29,7 @@ from ..core.shapes import is_one, resolve
 from ..trace import ops
 from ..trace.registry import ELEMENTWISE
 from ..trace.tracer import Builder, Tracer, bind, located, store
+from .passes import before_reverse
 
 INPUT = "input"  # a seed given as a program input rather than a constant
 
@@ -89,6 +90,7 @@ def vjp_program(program: Program, wrt: list[int], seeds: list) -> Program:
 
     `seeds[k]` is the cotangent of output k: None (not differentiated), a
     constant (1.0 for a scalar loss), or INPUT (it becomes a trailing input)."""
+    program = before_reverse(program, [seed is not None for seed in seeds])
     builder = Builder(program.name + "_vjp")
     builder.checks.pairs.extend(program.checks.pairs)
     with builder, located(f"<gradient of {program.name}>"):

@@ -21,7 +21,7 @@ import numpy as np
 from ..core.ir import Eqn, Literal, Program, Var, programs_in, subprograms
 from ..core.shapes import resolve
 from ..trace.registry import canonical_params
-from .algebra import simplify_algebra
+from .algebra import detach_shifts, simplify_algebra
 
 
 def _rewrite(program: Program, visit) -> Program:
@@ -158,6 +158,12 @@ def optimize(program: Program) -> Program:
 
 
 _algebra = [True]
+
+
+def before_reverse(program: Program, seeded: list) -> Program:
+    """The program reverse mode differentiates: shifts its outputs cannot see
+    detached (algebra.detach_shifts), unless the simplifier is disabled."""
+    return detach_shifts(program, seeded) if _algebra[0] else program
 
 
 @contextmanager
