@@ -60,6 +60,53 @@ CASES = {
     "add": ("Add", {}, [(2, 3), (2, 3)], {}),
 }
 
+# Less common arguments: float64, eager only (no kernel compiles).
+EDGE_CASES = {
+    "dense_rank3_no_bias": ("Dense", dict(units=2, use_bias=False), [(2, 3, 4)], {}),
+    "conv1d_causal_dilated": ("Conv1D", dict(filters=2, kernel_size=3, padding="causal",
+                                             dilation_rate=2), [(2, 7, 3)], {}),
+    "conv2d_same_even_kernel_strided": ("Conv2D", dict(filters=2, kernel_size=(2, 4),
+                                                       strides=2, padding="same",
+                                                       use_bias=False), [(1, 5, 7, 2)], {}),
+    "max_pooling2d_same": ("MaxPooling2D", dict(pool_size=3, strides=2, padding="same"),
+                           [(2, 5, 6, 2)], {}),
+    "average_pooling2d_overlapping": ("AveragePooling2D", dict(pool_size=(3, 2), strides=1),
+                                      [(1, 4, 5, 2)], {}),
+    "max_pooling1d": ("MaxPooling1D", dict(pool_size=2), [(2, 7, 3)], {}),
+    "average_pooling1d_same": ("AveragePooling1D", dict(pool_size=3, strides=2,
+                                                        padding="same"), [(2, 7, 3)], {}),
+    "global_max_pooling2d": ("GlobalMaxPooling2D", {}, [(2, 3, 4, 5)], {}),
+    "global_average_pooling1d_keepdims": ("GlobalAveragePooling1D", dict(keepdims=True),
+                                          [(2, 4, 3)], {}),
+    "batch_norm_axis1_training": ("BatchNormalization", dict(axis=1, center=False),
+                                  [(5, 3, 4)], dict(training=True)),
+    "batch_norm_no_scale_inference": ("BatchNormalization", dict(scale=False, epsilon=0.1),
+                                      [(5, 3)], dict(training=False)),
+    "layer_norm_two_axes": ("LayerNormalization", dict(axis=(1, 2)), [(3, 2, 5)], {}),
+    "layer_norm_axis1": ("LayerNormalization", dict(axis=1, epsilon=0.01), [(3, 4, 2)], {}),
+    "simple_rnn_relu_backwards": ("SimpleRNN", _seq(activation="relu", go_backwards=True,
+                                                    return_sequences=True), [(2, 4, 3)], {}),
+    "lstm_backwards_state": ("LSTM", _seq(go_backwards=True, return_state=True),
+                             [(2, 4, 3)], {}),
+    "lstm_hard_sigmoid_relu": ("LSTM", _seq(recurrent_activation="hard_sigmoid",
+                                            activation="relu", return_sequences=True),
+                               [(2, 4, 3)], {}),
+    "gru_backwards_no_bias": ("GRU", _seq(go_backwards=True, use_bias=False,
+                                          return_sequences=True), [(2, 4, 3)], {}),
+    "bidirectional_rnn_ave": ("Bidirectional", dict(layer="SimpleRNN", merge_mode="ave",
+                                                    return_sequences=True), [(2, 4, 3)], {}),
+    "bidirectional_lstm_mul": ("Bidirectional", dict(layer="LSTM", merge_mode="mul"),
+                               [(2, 4, 3)], {}),
+    "bidirectional_gru_list": ("Bidirectional", dict(layer="GRU", merge_mode=None),
+                               [(2, 4, 3)], {}),
+    "multiply": ("Multiply", {}, [(2, 3), (2, 3), (2, 3)], {}),
+    "subtract": ("Subtract", {}, [(2, 3), (2, 3)], {}),
+    "average": ("Average", {}, [(2, 3), (2, 3)], {}),
+    "maximum": ("Maximum", {}, [(2, 3), (2, 3)], {}),
+    "minimum": ("Minimum", {}, [(2, 3), (2, 3)], {}),
+    "concatenate_axis0": ("Concatenate", dict(axis=0), [(2, 3), (1, 3)], {}),
+}
+
 
 def make_layer(module, name, args, dtype):
     args = dict(args)
@@ -134,7 +181,7 @@ def tracejit_grads(layer, xs, probes, call_kwargs, eager):
 
 
 def check_layer(case, dtype, compiled):
-    cls, args, shapes, call_kwargs = CASES[case]
+    cls, args, shapes, call_kwargs = {**CASES, **EDGE_CASES}[case]
     xs = make_inputs(shapes, dtype, seed=1)
     theirs = make_layer(keras.layers, cls, args, dtype)
     theirs(xs if len(xs) > 1 else xs[0])  # builds the weights
@@ -171,6 +218,11 @@ def check_layer(case, dtype, compiled):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_float64_eager_and_compiled_match_keras(case, compiled):
     check_layer(case, "float64", compiled=True)
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_CASES))
+def test_float64_eager_edge_cases_match_keras(case):
+    check_layer(case, "float64", compiled=False)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
