@@ -104,6 +104,16 @@ EDGE_CASES = {
     "average": ("Average", {}, [(2, 3), (2, 3)], {}),
     "maximum": ("Maximum", {}, [(2, 3), (2, 3)], {}),
     "minimum": ("Minimum", {}, [(2, 3), (2, 3)], {}),
+    "reshape_minus_one": ("Reshape", dict(target_shape=(-1, 5)), [(2, 3, 4, 5)], {}),
+    "dense_softmax": ("Dense", dict(units=4, activation="softmax"), [(3, 5)], {}),
+    "lstm_initial_state": ("LSTM", _seq(return_sequences=True), [(2, 4, 3)], dict(
+        initial_state=[np.full((2, 3), 0.3), np.full((2, 3), -0.2)])),
+    "gru_initial_state_state": ("GRU", _seq(return_state=True), [(2, 4, 3)], dict(
+        initial_state=[np.full((2, 3), 0.4)])),
+    "bidirectional_lstm_state": ("Bidirectional", dict(layer="LSTM", return_sequences=True,
+                                                       return_state=True), [(2, 4, 3)], {}),
+    "bidirectional_gru_list_state": ("Bidirectional", dict(layer="GRU", merge_mode=None,
+                                                           return_state=True), [(2, 4, 3)], {}),
     "concatenate_axis0": ("Concatenate", dict(axis=0), [(2, 3), (1, 3)], {}),
 }
 
@@ -112,7 +122,8 @@ def make_layer(module, name, args, dtype):
     args = dict(args)
     if name == "Bidirectional":
         inner = getattr(module, args.pop("layer"))(
-            3, return_sequences=args.pop("return_sequences", False), dtype=dtype)
+            3, return_sequences=args.pop("return_sequences", False),
+            return_state=args.pop("return_state", False), dtype=dtype)
         return module.Bidirectional(inner, dtype=dtype, **args)
     return getattr(module, name)(dtype=dtype, **args)
 
