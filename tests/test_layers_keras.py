@@ -224,11 +224,18 @@ def check_layer(case, dtype, compiled):
         for v, want in zip(ours.non_trainable_variables, want_state):
             np.testing.assert_allclose(v.numpy(), want, rtol=tol, atol=tol,
                                        err_msg=f"{how}: {v.name}")
+    if compiled:  # a Numba kernel ran, not the interpreter
+        assert step.stats.compiles + step.stats.disk_hits >= 1
+
+
+# Their kernels repeat another case's (or move data only): compiling them again
+# would add seconds per case and check nothing new.
+NOT_COMPILED = {"lstm_last", "bidirectional_gru_sum", "flatten", "reshape", "dropout_inference"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_float64_eager_and_compiled_match_keras(case, compiled):
-    check_layer(case, "float64", compiled=True)
+    check_layer(case, "float64", compiled=case not in NOT_COMPILED)
 
 
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
