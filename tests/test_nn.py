@@ -93,6 +93,14 @@ ACTIVATIONS = {
     "softmax": lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True),
     "log_softmax": lambda x: x - np.log(np.exp(x).sum(-1, keepdims=True)),
     "linear": lambda x: x,
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "hard_sigmoid": lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hard_silu": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "selu": lambda x: 1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(x)),
+    "softsign": lambda x: x / (1.0 + np.abs(x)),
+    "exponential": np.exp,
+    "mish": lambda x: x * np.tanh(np.log1p(np.exp(x))),
+    "log_sigmoid": lambda x: -np.log1p(np.exp(-x)),
 }
 
 

@@ -73,10 +73,52 @@ def silu(x):
     return x * functional.sigmoid(x)
 
 
+def relu6(x):
+    return np.clip(operand(x), 0.0, 6.0)
+
+
+def hard_sigmoid(x):
+    """relu6(x + 3) / 6, as Keras 3 (Keras 2's slope was 0.2)."""
+    return np.clip(operand(x) * (1.0 / 6.0) + 0.5, 0.0, 1.0)
+
+
+def hard_silu(x):
+    """x * hard_sigmoid(x), also called hard_swish."""
+    x = operand(x)
+    return x * hard_sigmoid(x)
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def selu(x):
+    return _SELU_SCALE * elu(x, _SELU_ALPHA)
+
+
+def softsign(x):
+    x = operand(x)
+    return x / (1.0 + np.abs(x))
+
+
+def exponential(x):
+    return np.exp(operand(x))
+
+
+def mish(x):
+    x = operand(x)
+    return x * np.tanh(functional.softplus(x))
+
+
+def log_sigmoid(x):
+    return functional.log_sigmoid(x)
+
+
 ACTIVATIONS = {
     "linear": linear, "relu": relu, "sigmoid": sigmoid, "tanh": tanh, "softmax": softmax,
     "log_softmax": log_softmax, "softplus": softplus, "gelu": gelu, "leaky_relu": leaky_relu,
-    "elu": elu, "silu": silu, "swish": silu,
+    "elu": elu, "silu": silu, "swish": silu, "relu6": relu6, "hard_sigmoid": hard_sigmoid,
+    "hard_silu": hard_silu, "hard_swish": hard_silu, "selu": selu, "softsign": softsign,
+    "exponential": exponential, "mish": mish, "log_sigmoid": log_sigmoid,
 }
 
 

@@ -302,12 +302,22 @@ class Bidirectional(Layer):
         layer.name, backward.name = f"forward_{layer.name}", f"backward_{layer.name}"
         self.forward_layer, self.backward_layer = layer, backward
         self.return_sequences = layer.return_sequences
+        self.return_state = layer.return_state
 
     def call(self, inputs):
         forward = self.forward_layer(inputs)
         backward = self.backward_layer(inputs)
+        states = []
+        if self.return_state:  # Keras' order: the output(s), the forward states, the backward
+            states = [*forward[1:], *backward[1:]]
+            forward, backward = forward[0], backward[0]
         if self.return_sequences:
             backward = backward[:, ::-1]  # back in the inputs' order
+        merged = self._merge(forward, backward)
+        return [*merged, *states] if self.merge_mode is None else (
+            [merged, *states] if self.return_state else merged)
+
+    def _merge(self, forward, backward):
         if self.merge_mode is None:
             return [forward, backward]
         if self.merge_mode == "concat":
