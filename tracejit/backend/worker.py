@@ -97,16 +97,20 @@ def _warm(start_worker: bool) -> None:
 
 
 def _set_up_loading() -> None:
-    """What machine code read back from the disk cache needs before it runs: Numba's
-    runtime symbols; not Numba's full set-up (numba_cache.VerifiedCache). Nothing the
-    user's code may import too (SciPy's BLAS, which a kernel's first product imports):
-    a module imported here could be seen half-initialised by a trace in the caller."""
+    """What reading machine code back from the disk cache needs, whatever the kernel:
+    Numba's runtime symbols (not Numba's full set-up: numba_cache.VerifiedCache), the
+    module that the environments of array code are rebuilt from (numba.np.arrayobj, and
+    what it imports: ~0.1 s), and Numba's typing of argument values (`describe_args`)."""
+    import numba
+    import numba.np.arrayobj  # noqa: F401
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     from numba.core.runtime import rtsys
 
     with global_compiler_lock:
         rtsys.initialize(cpu_target.target_context)
+    numba.typeof(np.ones((1, 1)))
+    numba.typeof(1.0)
 
 
 def _set_up_numba() -> None:
@@ -126,15 +130,89 @@ def numba_ready() -> None:
         _numba_set_up.wait()
 
 
+_blas: list = []  # the BLAS extension module, once bound
+
+
+def bind_blas() -> None:
+    """Bind BLAS for the matrix products of kernels loaded here (`runtime.gemm`) before
+    their first call. Numba's `numba_xxgemm` finds BLAS on its first call of each dtype by
+    importing scipy.linalg.cython_blas, and with it all of scipy.linalg: 0.2-0.4 s holding
+    the GIL inside the first call the kernel serves. Here the extension module alone is
+    loaded (its package is not imported, and the module is in sys.modules only for the
+    microseconds of Numba's lookups) and Numba's lookup made for every BLAS type; Numba
+    keeps the routines' addresses."""
+    from . import runtime
+
+    if _blas or not runtime.gemm.overloads:
+        return
+    imported = _CYTHON_BLAS in sys.modules
+    try:
+        _blas.append(_bind_blas(sys.modules.get(_CYTHON_BLAS) or _load_cython_blas()))
+    except Exception:  # noqa: BLE001 (Numba's own lookup then happens on the first call)
+        pass
+    finally:
+        if not imported:  # the module puts itself there: not imported, as far as users see
+            sys.modules.pop(_CYTHON_BLAS, None)
+
+
+_CYTHON_BLAS = "scipy.linalg.cython_blas"
+
+
+def _load_cython_blas():
+    import importlib.machinery
+    import importlib.util
+
+    scipy = importlib.util.find_spec("scipy")  # Numba imported it: no import here
+    folders = [os.path.join(path, "linalg") for path in scipy.submodule_search_locations]
+    spec = importlib.machinery.PathFinder.find_spec(_CYTHON_BLAS, folders)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bind_blas(module):
+    """Numba's lookup of each gemm, through a 1x1 product (PYFUNCTYPE: with the GIL, which
+    the lookup needs), finds `module` in sys.modules."""
+    import ctypes
+
+    from numba import _helperlib
+
+    size, pointer, char = ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_char
+    # (kind, trans a, trans b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    xxgemm = ctypes.PYFUNCTYPE(ctypes.c_int, char, char, char, size, size, size, pointer,
+                               pointer, size, pointer, size, pointer, pointer, size)(
+        _helperlib.c_helpers["xxgemm"])
+    calls = []
+    for kind, dtype in zip(b"sdcz", (np.float32, np.float64, np.complex64, np.complex128)):
+        one, zero, out = np.ones(1, dtype), np.zeros(1, dtype), np.zeros(1, dtype)
+        calls.append((bytes([kind]), b"n", b"n", 1, 1, 1, one.ctypes.data, one.ctypes.data,
+                      1, one.ctypes.data, 1, zero.ctypes.data, out.ctypes.data, 1, out))
+    sys.modules.setdefault(_CYTHON_BLAS, module)
+    for *args, _ in calls:
+        if xxgemm(*args) != 0:
+            raise RuntimeError("BLAS lookup failed")
+    return module
+
+
 def _ensure_child() -> None:
     """Start the worker unless it runs (its start-up is then off the first compile's path)."""
     from . import cache
 
     if enabled() and cache.disk_cache_enabled() and cache.store_writable():
         with _lock:
-            global _child
-            if _child is None or _child.poll() is not None:
-                _child = _start()
+            _running_child(str(cache.cache_dir()))
+
+
+def _running_child(directory: str) -> subprocess.Popen:
+    """The worker, (re)started unless it runs and compiles into `directory`: the cache
+    directory is read from the environment, which may change after a worker started
+    (a test's fixture, a script setting TRACEJIT_CACHE_DIR after its first function), and
+    code a worker puts in another directory never reaches this process. Under `_lock`."""
+    global _child
+    if _child is None or _child.poll() is not None or _child.cache_dir != directory:
+        _stop()
+        _child = _start(directory)
+    return _child
 
 
 def compile_elsewhere(kernel, args) -> dict | None:
@@ -163,15 +241,13 @@ def compile_elsewhere(kernel, args) -> dict | None:
 
 
 def _ask(request: dict) -> dict | None:
-    global _child
     line = json.dumps(request) + "\n"
     with _lock:
         try:
-            if _child is None or _child.poll() is not None:
-                _child = _start()
-            _child.stdin.write(line)
-            _child.stdin.flush()
-            answer = _child.stdout.readline()
+            child = _running_child(request["cache_dir"])
+            child.stdin.write(line)
+            child.stdin.flush()
+            answer = child.stdout.readline()
         except OSError:
             answer = ""
         if not answer:  # the worker died or never started
@@ -180,15 +256,17 @@ def _ask(request: dict) -> dict | None:
         return json.loads(answer)
 
 
-def _start() -> subprocess.Popen:
+def _start(directory: str) -> subprocess.Popen:
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
+    env = dict(os.environ, TRACEJIT_CACHE_DIR=directory)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH"))
                                         if p)
     package = os.path.join(package_parent, "tracejit")
-    return subprocess.Popen([sys.executable, "-c", _BOOT, package],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env, bufsize=1)
+    child = subprocess.Popen([sys.executable, "-c", _BOOT, package],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env, bufsize=1)
+    child.cache_dir = directory  # where it compiles to
+    return child
 
 
 # The worker needs the backend alone: a bare `tracejit` package spares it importing the
@@ -203,6 +281,12 @@ package.__version__ = __version__  # in every cache file's name: the parent's ve
 from tracejit.backend import worker
 worker._serve()
 """
+
+
+def stop() -> None:
+    """End the worker (the next request starts a new one)."""
+    with _lock:
+        _stop()
 
 
 def _stop() -> None:
