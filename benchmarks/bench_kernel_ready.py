@@ -60,6 +60,12 @@ mark("calls", calls)
 report = entry.kernel.worker_report or dict()
 mark("worker_s", report.get("seconds", 0.0))
 mark("worker_cpu_s", report.get("cpu_seconds", 0.0))
+if report:  # the cold compile's stages, in seconds from the first call
+    mark("sent", report["asked_at"] - t0)
+    mark("landed", report["answered_at"] - t0)
+    mark("worker_start_s", report.get("start_seconds") or 0.0)
+    for name, seconds in report.get("functions", dict()).items():
+        mark("fn:" + name, seconds)
 """
 
 IDLE = """
@@ -148,6 +154,30 @@ def table(results: dict, limit: float) -> list[str]:
     return lines
 
 
+def breakdown(name: str, cold: dict) -> list[str]:
+    """Where the cold kernel-ready time went: the first call, the wait for the worker
+    (its start-up), its compile (Numba's pipeline seconds per function: each nest with
+    the runtime helpers it compiled, then the driver), then the load here and the switch."""
+    if "landed" not in cold:
+        return []
+    functions = {k[3:]: v for k, v in cold.items() if k.startswith("fn:")}
+    driver = max(functions, key=lambda k: not k.startswith("nest_"), default=None)
+    nests = sum(v for k, v in functions.items() if k != driver)
+    compile_s = cold["worker_s"]
+    waited = cold["landed"] - cold["sent"] - compile_s
+    lines = [f"{LABELS[name]}, cold: first call {cold['first']:.2f} s; request sent at "
+             f"{cold['sent']:.2f} s; waited {waited:.2f} s for the worker (its start-up: "
+             f"{cold['worker_start_s']:.2f} s); compile {compile_s:.2f} s "
+             f"({cold['worker_cpu_s']:.2f} CPU s): {len(functions) - 1} nests "
+             f"{nests:.2f} s, then the driver {functions.get(driver, 0.0) - nests:.2f} s "
+             f"(Numba's pipeline times; a nest's include the runtime helpers it compiled); "
+             f"landed at {cold['landed']:.2f} s, "
+             f"load here and switch {cold.get('ready', cold['landed']) - cold['landed']:.2f} s"]
+    lines.append("  per nest: " + ", ".join(f"{k[:12]} {v:.2f}" for k, v in functions.items()
+                                              if k != driver))
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--programs", default="seed_mlp,rnn,mlp,logreg")
@@ -160,6 +190,8 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"Kernel ready from the first call, calls served meanwhile (load average {load:.2f}):")
     print("\n".join(table(results, args.limit)))
+    for name, runs in results.items():
+        print("\n".join(breakdown(name, runs["cold"])))
     return 0
 
 

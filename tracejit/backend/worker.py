@@ -235,8 +235,10 @@ def compile_elsewhere(kernel, args) -> dict | None:
                "kernel": [kernel.name, kernel.generated.source], "signature": signature,
                "cache_dir": str(cache.cache_dir())}
     for _ in range(2):  # a dead worker is replaced once
+        asked = time.perf_counter()
         reply = _ask(request)
-        if reply is not None:
+        if reply is not None:  # when it was sent and answered (benchmarks/bench_kernel_ready)
+            reply.update(asked_at=asked, answered_at=time.perf_counter())
             return reply if reply.get("ok") else None
     return None
 
@@ -273,6 +275,8 @@ def _start(directory: str) -> subprocess.Popen:
 # The worker needs the backend alone: a bare `tracejit` package spares it importing the
 # tracer, the NumPy surface and the front end (a third of its start-up).
 _BOOT = """
+import time
+booted = time.perf_counter()
 import sys, types
 package = types.ModuleType("tracejit")
 package.__path__ = [sys.argv[1]]
@@ -280,7 +284,7 @@ sys.modules["tracejit"] = package
 from tracejit.core.version import __version__
 package.__version__ = __version__  # in every cache file's name: the parent's version
 from tracejit.backend import worker
-worker._serve()
+worker._serve(booted)
 """
 
 
@@ -352,9 +356,14 @@ def describe_args(args) -> list | None:
 
 # ------------------------------------------------------------------ the child
 
-def _serve() -> None:
+_start_seconds: list = []  # the worker's: from its first line to Numba set up
+
+
+def _serve(booted: float | None = None) -> None:
     """Answer requests; between them (none waiting), do the next warm-up compile."""
     _set_up_numba()  # before the first request arrives
+    if booted is not None:
+        _start_seconds.append(time.perf_counter() - booted)
     warm_ups = _warm_ups()
     while True:
         while not _request_waiting() and _run_next(warm_ups):
@@ -409,10 +418,11 @@ def _compile_request(request: dict) -> dict:
 
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        for stem, text in request["modules"]:
-            cache.load_module(text, stem, use_disk=True, stem=stem)
+        nests = [cache.load_module(text, stem, use_disk=True, stem=stem)
+                 for stem, text in request["modules"]]
         name, source = request["kernel"]
         module = cache.load_module(source, name, use_disk=True)
+        before = {(fn, sig) for fn, sig, _ in _overloads([*nests, module])}
         kernel = module.function(name)
         sig = rebuild_signature(request["signature"])
         with _claim(request["cache_dir"]):
@@ -422,7 +432,9 @@ def _compile_request(request: dict) -> dict:
         known = _compiled_signatures(path) | {json.dumps(request["signature"])}
         cache.write_note(_signatures_file(path), "\n".join(known))
         return {"ok": True, "where": where, "seconds": time.perf_counter() - start,
-                "cpu_seconds": time.process_time() - cpu, "phases": _phases(kernel, sig)}
+                "cpu_seconds": time.process_time() - cpu, "phases": _phases(kernel, sig),
+                "functions": _compile_seconds([*nests, module], before),
+                "start_seconds": _start_seconds[0] if _start_seconds else None}
     except Exception as err:  # reported; the parent compiles in-process and warns
         return {"ok": False, "error": f"{type(err).__name__}: {err}"}
 
@@ -438,6 +450,27 @@ def _claim(directory: str):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _overloads(modules):
+    """(function name, signature, overload) of the Numba functions these modules define."""
+    for loaded in modules:
+        for name, fn in vars(loaded.module).items():
+            if hasattr(fn, "overloads") and fn.py_func.__module__ == loaded.module.__name__:
+                for sig, overload in list(fn.overloads.items()):
+                    yield name, sig, overload
+
+
+def _compile_seconds(modules, before: set) -> dict:
+    """{function: seconds of Numba's pipeline, the callees it compiled included} for the
+    machine code these modules compiled since `before` (not read from disk)."""
+    found = {}
+    for name, sig, overload in _overloads(modules):
+        times = (getattr(overload, "metadata", None) or {}).get("pipeline_times")
+        if times and (name, sig) not in before:
+            found[name] = round(sum(t.run for stages in times.values()
+                                    for t in stages.values()), 4)
+    return found
 
 
 def _phases(kernel, sig) -> dict:
