@@ -246,6 +246,9 @@ class Entry:
             report = worker.compile_elsewhere(self.kernel, leaves)
             self.kernel.worker_report = report
             events.compiled_elsewhere(remote, report)
+            if report is None and self.kernel.path is None and self.kernel.use_disk:
+                with worker.prompt_switching():  # no worker: is its machine code on disk?
+                    self.kernel.load()
             if report is not None or worker.known_compiled(self.kernel, leaves):
                 worker.numba_ready()  # waits (without the GIL) for Numba's set-up here
                 with worker.prompt_switching():
