@@ -200,14 +200,13 @@ def _bind_blas(module):
     xxgemm = ctypes.PYFUNCTYPE(ctypes.c_int, char, char, char, size, size, size, pointer,
                                pointer, size, pointer, size, pointer, pointer, size)(
         _helperlib.c_helpers["xxgemm"])
-    calls = []
-    for kind, dtype in zip(b"sdcz", (np.float32, np.float64, np.complex64, np.complex128)):
-        one, zero, out = np.ones(1, dtype), np.zeros(1, dtype), np.zeros(1, dtype)
-        calls.append((bytes([kind]), b"n", b"n", 1, 1, 1, one.ctypes.data, one.ctypes.data,
-                      1, one.ctypes.data, 1, zero.ctypes.data, out.ctypes.data, 1, out))
+    kinds = dict(zip(b"sdcz", (np.float32, np.float64, np.complex64, np.complex128)))
+    buffers = {kind: (np.ones(1, dtype), np.zeros(1, dtype), np.zeros(1, dtype))
+               for kind, dtype in kinds.items()}  # alive until the calls are done
     sys.modules.setdefault(_CYTHON_BLAS, module)
-    for *args, _ in calls:
-        if xxgemm(*args) != 0:
+    for kind, (one, zero, out) in buffers.items():
+        if xxgemm(bytes([kind]), b"n", b"n", 1, 1, 1, one.ctypes.data, one.ctypes.data, 1,
+                  one.ctypes.data, 1, zero.ctypes.data, out.ctypes.data, 1) != 0:
             raise RuntimeError("BLAS lookup failed")
     return module
 
