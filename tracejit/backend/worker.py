@@ -125,8 +125,9 @@ def _set_up_loading() -> None:
     from numba.core.registry import cpu_target
     from numba.core.runtime import rtsys
 
-    with global_compiler_lock:
-        rtsys.initialize(cpu_target.target_context)
+    context = cpu_target.target_context  # made under the lock by Numba itself: not held
+    with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
+        rtsys.initialize(context)
     numba.typeof(np.ones((1, 1)))
     numba.typeof(1.0)
 
