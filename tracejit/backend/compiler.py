@@ -246,7 +246,8 @@ class Entry:
             report = worker.compile_elsewhere(self.kernel, leaves)
             self.kernel.worker_report = report
             events.compiled_elsewhere(remote, report)
-            if report is None and self.kernel.path is None and self.kernel.use_disk:
+            if report is None and self.kernel.path is None and self.kernel.use_disk and \
+                    cache.disk_cache_enabled():
                 with worker.prompt_switching():  # no worker: is its machine code on disk?
                     self.kernel.load()
             if report is not None or worker.known_compiled(self.kernel, leaves):
