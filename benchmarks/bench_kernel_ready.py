@@ -9,7 +9,8 @@ the process then keeps calling it in a loop, as a training script does, and
 from an empty TRACEJIT_CACHE_DIR; "warm" is a new process on the directory
 the cold one filled; "idle" is a warm process that makes one call and then
 only polls (sleeps) until the kernel is there. "calls" is how many calls the
-interpreter served before the hand-over. A process gives up after --limit
+interpreter served before the hand-over; "longest call" the slowest of those
+calls and the kernel's first (no call should wait for the load). A process gives up after --limit
 seconds (shown as "> limit").
 
 Targets (issue 15): seeds' MLP <= 1 s cold, <= 0.2 s warm; RNN-25 and MLP16
@@ -48,18 +49,29 @@ BUSY = """
 g(*args)
 mark("first")
 entry, _ = g.entry(args)
-calls = 1
+calls, longest = 1, 0.0
 while not ready(entry):
+    start = time.perf_counter()
     g(*args)
+    longest = max(longest, time.perf_counter() - start)
     calls += 1
     if time.perf_counter() - t0 > {limit}:
         break
 else:
     mark("ready")
+start = time.perf_counter()
+g(*args)  # the kernel's first call
+mark("longest_ms", 1e3 * max(longest, time.perf_counter() - start))
 mark("calls", calls)
 report = entry.kernel.worker_report or dict()
 mark("worker_s", report.get("seconds", 0.0))
 mark("worker_cpu_s", report.get("cpu_seconds", 0.0))
+if report:  # the cold compile's stages, in seconds from the first call
+    mark("sent", report["asked_at"] - t0)
+    mark("landed", report["answered_at"] - t0)
+    mark("worker_start_s", report.get("start_seconds") or 0.0)
+    for name, seconds in report.get("functions", dict()).items():
+        mark("fn:" + name, seconds)
 """
 
 IDLE = """
@@ -135,7 +147,8 @@ def cell(marks: dict, limit: float) -> str:
 
 def table(results: dict, limit: float) -> list[str]:
     lines = ["| program | cold s (calls) | worker compile s (CPU s) | warm s (calls) "
-             "| warm, idle s | target cold / warm |", "|---|---:|---:|---:|---:|---:|"]
+             "| warm: longest call ms | warm, idle s | target cold / warm |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, runs in results.items():
         target = TARGETS.get(name)
         goal = f"{target[0]} / {target[1]}" if target else "-"
@@ -143,8 +156,32 @@ def table(results: dict, limit: float) -> list[str]:
         worker = (f"{cold['worker_s']:.2f} ({cold['worker_cpu_s']:.2f})"
                   if cold.get("worker_s") else "-")
         lines.append(f"| {LABELS[name]} | {cell(cold, limit)} | {worker} "
-                     f"| {cell(runs['warm'], limit)} "
+                     f"| {cell(runs['warm'], limit)} | {runs['warm'].get('longest_ms', 0):.0f} "
                      f"| {'-' if idle is None else f'{idle:.2f}'} | {goal} |")
+    return lines
+
+
+def breakdown(name: str, cold: dict) -> list[str]:
+    """Where the cold kernel-ready time went: the first call, the wait for the worker
+    (its start-up), its compile (Numba's pipeline seconds per function: each nest with
+    the runtime helpers it compiled, then the driver), then the load here and the switch."""
+    if "landed" not in cold:
+        return []
+    functions = {k[3:]: v for k, v in cold.items() if k.startswith("fn:")}
+    driver = max(functions, key=lambda k: not k.startswith("nest_"), default=None)
+    nests = sum(v for k, v in functions.items() if k != driver)
+    compile_s = cold["worker_s"]
+    waited = cold["landed"] - cold["sent"] - compile_s
+    lines = [f"{LABELS[name]}, cold: first call {cold['first']:.2f} s; request sent at "
+             f"{cold['sent']:.2f} s; waited {waited:.2f} s for the worker (its start-up: "
+             f"{cold['worker_start_s']:.2f} s); compile {compile_s:.2f} s "
+             f"({cold['worker_cpu_s']:.2f} CPU s): {len(functions) - 1} nests "
+             f"{nests:.2f} s, then the driver {functions.get(driver, 0.0) - nests:.2f} s "
+             f"(Numba's pipeline times; a nest's include the runtime helpers it compiled); "
+             f"landed at {cold['landed']:.2f} s, "
+             f"load here and switch {cold.get('ready', cold['landed']) - cold['landed']:.2f} s"]
+    lines.append("  per nest: " + ", ".join(f"{k[:12]} {v:.2f}" for k, v in functions.items()
+                                              if k != driver))
     return lines
 
 
@@ -160,6 +197,8 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"Kernel ready from the first call, calls served meanwhile (load average {load:.2f}):")
     print("\n".join(table(results, args.limit)))
+    for name, runs in results.items():
+        print("\n".join(breakdown(name, runs["cold"])))
     return 0
 
 

@@ -60,15 +60,15 @@ def test_calls_made_while_the_kernel_compiles_are_served_without_waiting(monkeyp
 
 @pytest.mark.usefixtures("background")
 def test_a_busy_caller_switches_to_the_kernel_without_pausing(monkeypatch):
-    """The worker compiles; the calling thread itself loads the machine code that landed
-    on disk, during one of its calls (a loading thread would fight it for the GIL)."""
+    """The worker compiles; a thread of ours loads the machine code while the caller's
+    calls keep running on the interpreter; the kernel then takes over, with equal results."""
     from tracejit.backend import compiler
 
     loaders = []
     real = compiler.Kernel.compile
 
     def noting_the_thread(self, leaves):
-        loaders.append(threading.get_ident())
+        loaders.append((self, threading.get_ident()))
         return real(self, leaves)
 
     monkeypatch.setattr(compiler.Kernel, "compile", noting_the_thread)
@@ -79,8 +79,93 @@ def test_a_busy_caller_switches_to_the_kernel_without_pausing(monkeypatch):
     while not entry.ready and time.monotonic() < deadline:
         assert f(x) == pytest.approx(np.sum(np.cos(x) * 1.25 - x))  # never sleeps or waits
     assert entry.ready and entry.kernel.worker_report is not None
-    assert loaders == [threading.get_ident()]
+    loaders = [thread for kernel, thread in loaders if kernel is entry.kernel]
+    assert len(loaders) == 1 and loaders[0] != threading.get_ident()
     assert f.stats.compiles == 1 and f(x) == pytest.approx(np.sum(np.cos(x) * 1.25 - x))
+
+
+WARM_USER = textwrap.dedent("""
+    import json, sys, threading
+    import numpy as np
+    import tracejit
+    from tracejit.backend import linking
+
+    def loss(W, x):
+        return np.sum(np.tanh(x @ W + 0.5) ** 2)
+
+    W, x = np.full((3, 2), 0.1), np.arange(12.0).reshape(4, 3) / 10
+    g = tracejit.value_and_grad(loss)
+    if sys.argv[1] == "cold":
+        g(W, x)
+        sys.exit()
+    release, load = threading.Event(), linking.load_recorded_callees
+
+    def held(*args):  # the load waits until the caller has served calls meanwhile
+        loader.append(threading.current_thread().name)
+        release.wait(timeout=300)
+        return load(*args)
+
+    loader, linking.load_recorded_callees = [], held
+    values = [g(W * (1 + k / 10), x) for k in range(20)]
+    entry = g.entry((W, x))[0]
+    served = not entry.ready
+    release.set()
+    g.wait()
+    values += [g(W * (1 + k / 10), x) for k in range(20)]
+    # BLAS was bound for the products without importing scipy.linalg (0.2-0.4 s)
+    bound = not any(name.startswith("scipy.linalg") for name in sys.modules)
+    import scipy.linalg.cython_blas as blas  # and imports as usual
+    import scipy.linalg
+    print(json.dumps({"served": served, "ready": entry.ready, "loader": loader,
+                      "stats": [g.stats.compiles, g.stats.disk_hits],
+                      "blas": bound and scipy.linalg.cython_blas is blas,
+                      "values": [[float(v), np.asarray(d).tolist()] for v, d in values]}))
+""")
+
+
+def test_a_warm_process_serves_calls_while_its_kernel_loads_then_switches(tmp_path):
+    """A new process whose disk cache holds the kernel: calls run on the interpreter while
+    a thread loads the machine code (held here until 20 calls were served), then the
+    kernel serves them; every value equals the NumPy reference."""
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path)}
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+
+    def run(mode, compile_mode):
+        proc = subprocess.run([sys.executable, "-c", WARM_USER, mode], capture_output=True,
+                              env={**env, "TRACEJIT_COMPILE": compile_mode}, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.strip().splitlines()
+
+    run("cold", "sync")  # fills the disk cache
+    warm = json.loads(run("warm", "background")[-1])
+    assert warm["served"] and warm["ready"] and warm["blas"]
+    assert warm["loader"] and warm["loader"][0] != "MainThread"
+    assert warm["stats"] == [0, 1]  # read back from disk, nothing compiled
+    x = np.arange(12.0).reshape(4, 3) / 10
+    for k, (value, grad) in enumerate(warm["values"]):
+        t = np.tanh(x @ (np.full((3, 2), 0.1) * (1 + k % 20 / 10)) + 0.5)
+        assert value == pytest.approx(np.sum(t**2), rel=1e-12)
+        np.testing.assert_allclose(grad, x.T @ (2 * t * (1 - t**2)), rtol=1e-12)
+
+
+@pytest.mark.usefixtures("background")
+def test_the_worker_compiles_into_the_cache_directory_in_use_now(monkeypatch, tmp_path):
+    """A worker started under another TRACEJIT_CACHE_DIR (a script or fixture setting it
+    after its first function) is replaced: code it wrote elsewhere would never be read
+    here, and every piece would be compiled again in this process."""
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path / "before"))
+    worker._ensure_child()
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path / "now"))
+    f = tracejit.function(lambda x: np.sum(np.sin(x) * 0.75 + x))
+    x = np.linspace(0, 1, 6)
+    assert f(x) == pytest.approx(np.sum(np.sin(x) * 0.75 + x))
+    f.wait()
+    kernel = entry_of(f, x).kernel
+    assert kernel.worker_report is not None and worker._child.cache_dir == str(tmp_path / "now")
+    assert kernel.worker_report["where"] == "compiled" and f.stats.compiles == 1
+    assert sum(sum(n.stats.cache_misses.values()) for n in kernel.nests) == 0  # all from disk
+    assert list((tmp_path / "now").glob("*.compiled"))
 
 
 @pytest.mark.usefixtures("background")

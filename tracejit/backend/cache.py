@@ -228,6 +228,9 @@ def clear_cache() -> None:
         # Loading again must rewrite the files, so forget the modules that came from here.
         for path in [p for p in _loaded if p.parent == directory]:
             del _loaded[path]
+    from . import worker
+
+    worker.stop()  # it remembers the modules and machine code of the files removed
 
 
 # --- cache directory ------------------------------------------------------------------

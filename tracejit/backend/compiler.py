@@ -103,6 +103,7 @@ class Kernel:
             where = linking.compile_driver(fn, self.path, sig, on_disk)
         if where == "compiled" and known and _cache_misses(self.nests) == misses:
             where = "disk"  # every nest came from disk: only the short driver compiled
+        worker.bind_blas()  # here, not in the kernel's first call
         if self.fn is None:
             self.fn = fn
             worker.record_compiled(self, leaves)
@@ -171,10 +172,6 @@ class Entry:
         self.bound_axes = bound_axes  # (leaf, axis) sizes the trace depended on
         self.extra = None
         self.compiling: threading.Thread | None = None
-        # Set by the background thread once machine code is on disk (loading it is cheap):
-        # (leaves, stats, compiled elsewhere); the next call loads it (`_hand_over`).
-        self.landed: tuple | None = None
-        self._handing = threading.Lock()
         self.interpreted_seconds = 0.0
         self.call = self._interpreting = _interpreting(weakref.ref(self))  # no cycle
         self.hits = 0  # calls served from the fast table (memory hits)
@@ -187,14 +184,11 @@ class Entry:
     def ready(self) -> bool:
         """Whether calls are served by the compiled kernel now (its specialised call in
         place: another thread may have set `kernel.fn` and not yet `call`)."""
-        return self.call is not self._interpreting and self.compiling is None and \
-            self.landed is None
+        return self.call is not self._interpreting and self.compiling is None
 
     def _interpreted(self, leaves):
-        """Serve a call while the kernel compiles (in the worker process: no call
-        ever waits for it); once its machine code has landed on disk, load it here."""
-        if self.landed is not None:
-            self._hand_over()
+        """Serve a call while the kernel compiles and loads (in the worker process and a
+        thread of ours: no call ever waits for either)."""
         if self.ready:
             return self.call(leaves)
         for leaf in leaves:  # as the compiled kernel would (the dispatcher names it)
@@ -214,9 +208,7 @@ class Entry:
         if self.kernel.interpret:
             stats.memory_hits += 1
             return
-        if self.landed is not None:
-            self._hand_over()
-        if self.compiling is not None or self.landed is not None:
+        if self.compiling is not None:
             stats.memory_hits += 1  # the pending compile will serve these too
             return
         if self.kernel.fn is not None or not background:
@@ -231,24 +223,6 @@ class Entry:
         thread = self.compiling
         if thread is not None:
             thread.join()
-        if self.landed is not None:
-            with self._handing:  # a concurrent call may be loading it: wait for that
-                self._hand_over(locked=True)
-
-    def _hand_over(self, locked: bool = False) -> None:
-        """Load the kernel whose machine code landed on disk, in the calling thread: a
-        background thread would fight this caller's calls for the GIL (each of its many
-        short releases, file reads and LLVM calls, costs it a switch interval), so a busy
-        caller would delay its own speed-up. Another thread already loading it: interpret."""
-        if not locked and not self._handing.acquire(blocking=False):
-            return
-        try:
-            landed, self.landed = self.landed, None
-            if landed is not None:
-                self._load_or_warn(*landed)
-        finally:
-            if not locked:
-                self._handing.release()
 
     def _compile(self, leaves, stats: Stats, elsewhere: bool = False) -> None:
         where = self.kernel.compile(leaves)
@@ -260,8 +234,10 @@ class Entry:
         self.call = events.kernel_call(self, self._specialise())
 
     def _compile_in_background(self, leaves, stats: Stats) -> None:
-        """Generate the code and have the worker compile it into the disk cache; the
-        load is left to the next call (`landed`). Without a worker: compile here."""
+        """Generate the code, have the worker compile it into the disk cache, and load
+        it, all in this thread while the caller's calls run the interpreter; the switch
+        interval is short meanwhile, so a busy caller does not starve the load (its many
+        short GIL releases: file reads, LLVM calls). Without a worker: compile here."""
         try:
             remote = events.compile_begin(self.kernel)
             with worker.prompt_switching():
@@ -270,9 +246,14 @@ class Entry:
             report = worker.compile_elsewhere(self.kernel, leaves)
             self.kernel.worker_report = report
             events.compiled_elsewhere(remote, report)
+            if report is None and self.kernel.path is None and self.kernel.use_disk and \
+                    cache.disk_cache_enabled():
+                with worker.prompt_switching():  # no worker: is its machine code on disk?
+                    self.kernel.load()
             if report is not None or worker.known_compiled(self.kernel, leaves):
                 worker.numba_ready()  # waits (without the GIL) for Numba's set-up here
-                self.landed = (leaves, stats, report is not None)
+                with worker.prompt_switching():
+                    self._load_or_warn(leaves, stats, report is not None)
             else:
                 self._load_or_warn(leaves, stats)
         except Exception as err:  # the interpreter keeps serving calls correctly

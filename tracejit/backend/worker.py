@@ -18,7 +18,6 @@ a new child.
 
 from __future__ import annotations
 
-import ast
 import atexit
 import contextlib
 import functools
@@ -48,9 +47,12 @@ def enabled() -> bool:
 
 def warm_up(start_worker: bool) -> None:
     """Called when the first traced function is made: calls will follow. In a background
-    thread, start the compile worker (its own start-up, ~0.8 s, then overlaps whatever the
-    program does before its first call) and get what loading machine code needs here.
-    `import tracejit` stays fast, and a process that makes no function pays nothing."""
+    thread, get what loading machine code needs here, then start the compile worker (its
+    own start-up, ~0.6 CPU s, then overlaps whatever the program does before its first
+    call) unless the first kernel turns out to be on disk already: a warm process has no
+    use for it, and its start-up slowed the load here (seeds' MLP, idle caller, load
+    average 3.6: ready 0.44 s with it, 0.26 s without). `import tracejit` stays fast,
+    and a process that makes no function pays nothing."""
     with _state_lock:
         if _warming:
             return
@@ -59,7 +61,7 @@ def warm_up(start_worker: bool) -> None:
     _warming[0].start()
 
 
-_SWITCH_SECONDS = 0.0002  # sys.setswitchinterval while tracejit works in the background
+_SWITCH_SECONDS = 0.00005  # sys.setswitchinterval while tracejit works in the background
 _switching = [0, None]  # background tasks under `prompt_switching`, the interval before
 
 
@@ -68,8 +70,10 @@ def prompt_switching():
     """Let a background thread of ours get the GIL back promptly. Its work (imports, file
     reads, LLVM calls) releases the GIL many times, and each time a busy calling thread
     keeps it for a whole switch interval (5 ms): a 0.3 s task would take seconds. With a
-    short interval the calls still run in between. The previous interval is restored when
-    the last such task ends."""
+    short interval the calls still run in between. A kernel's load from disk releases it
+    ~1,200 times (every LLVM call): at 0.2 ms that alone was ~0.25 s of waiting, at 50 us
+    ~0.06 s (a busy caller switches as often either way: once per release). The previous
+    interval is restored when the last such task ends."""
     with _state_lock:
         if _switching[0] == 0:
             _switching[1] = sys.getswitchinterval()
@@ -84,29 +88,48 @@ def prompt_switching():
                 sys.setswitchinterval(_switching[1])
 
 
+_VERDICT_SECONDS = 0.2  # how long the worker's start waits to learn if a compile is due
+_first_lookup = threading.Event()  # the first kernel's machine code was looked up on disk
+_first_on_disk: list = []
+
+
 def _warm(start_worker: bool) -> None:
     try:
-        if start_worker:
-            _ensure_child()
         with prompt_switching():
             _set_up_loading()
     except Exception:  # noqa: BLE001 (an optimisation only: the first compile does it)
         pass
     finally:
         _numba_set_up.set()
+    if start_worker:
+        _first_lookup.wait(_VERDICT_SECONDS)  # a compile due starts the worker meanwhile
+        if _first_on_disk != [True]:
+            with contextlib.suppress(Exception):
+                _ensure_child()
+
+
+def _note_lookup(on_disk: bool) -> None:
+    if not _first_lookup.is_set():
+        _first_on_disk.append(on_disk)
+        _first_lookup.set()
 
 
 def _set_up_loading() -> None:
-    """What machine code read back from the disk cache needs before it runs: Numba's
-    runtime symbols; not Numba's full set-up (numba_cache.VerifiedCache). Nothing the
-    user's code may import too (SciPy's BLAS, which a kernel's first product imports):
-    a module imported here could be seen half-initialised by a trace in the caller."""
+    """What reading machine code back from the disk cache needs, whatever the kernel:
+    Numba's runtime symbols (not Numba's full set-up: numba_cache.VerifiedCache), the
+    module that the environments of array code are rebuilt from (numba.np.arrayobj, and
+    what it imports: ~0.1 s), and Numba's typing of argument values (`describe_args`)."""
+    import numba
+    import numba.np.arrayobj  # noqa: F401
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     from numba.core.runtime import rtsys
 
-    with global_compiler_lock:
-        rtsys.initialize(cpu_target.target_context)
+    context = cpu_target.target_context  # made under the lock by Numba itself: not held
+    with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
+        rtsys.initialize(context)
+    numba.typeof(np.ones((1, 1)))
+    numba.typeof(1.0)
 
 
 def _set_up_numba() -> None:
@@ -126,15 +149,88 @@ def numba_ready() -> None:
         _numba_set_up.wait()
 
 
+_blas: list = []  # the BLAS extension module, once bound
+
+
+def bind_blas() -> None:
+    """Bind BLAS for the matrix products of kernels loaded here (`runtime.gemm`) before
+    their first call. Numba's `numba_xxgemm` finds BLAS on its first call of each dtype by
+    importing scipy.linalg.cython_blas, and with it all of scipy.linalg: 0.2-0.4 s holding
+    the GIL inside the first call the kernel serves. Here the extension module alone is
+    loaded (its package is not imported, and the module is in sys.modules only for the
+    microseconds of Numba's lookups) and Numba's lookup made for every BLAS type; Numba
+    keeps the routines' addresses."""
+    from . import runtime
+
+    if _blas or not runtime.gemm.overloads:
+        return
+    imported = _CYTHON_BLAS in sys.modules
+    try:
+        _blas.append(_bind_blas(sys.modules.get(_CYTHON_BLAS) or _load_cython_blas()))
+    except Exception:  # noqa: BLE001 (Numba's own lookup then happens on the first call)
+        pass
+    finally:
+        if not imported:  # the module puts itself there: not imported, as far as users see
+            sys.modules.pop(_CYTHON_BLAS, None)
+
+
+_CYTHON_BLAS = "scipy.linalg.cython_blas"
+
+
+def _load_cython_blas():
+    import importlib.machinery
+    import importlib.util
+
+    scipy = importlib.util.find_spec("scipy")  # Numba imported it: no import here
+    folders = [os.path.join(path, "linalg") for path in scipy.submodule_search_locations]
+    spec = importlib.machinery.PathFinder.find_spec(_CYTHON_BLAS, folders)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bind_blas(module):
+    """Numba's lookup of each gemm, through a 1x1 product (PYFUNCTYPE: with the GIL, which
+    the lookup needs), finds `module` in sys.modules."""
+    import ctypes
+
+    from numba import _helperlib
+
+    size, pointer, char = ctypes.c_ssize_t, ctypes.c_void_p, ctypes.c_char
+    # (kind, trans a, trans b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    xxgemm = ctypes.PYFUNCTYPE(ctypes.c_int, char, char, char, size, size, size, pointer,
+                               pointer, size, pointer, size, pointer, pointer, size)(
+        _helperlib.c_helpers["xxgemm"])
+    kinds = dict(zip(b"sdcz", (np.float32, np.float64, np.complex64, np.complex128)))
+    buffers = {kind: (np.ones(1, dtype), np.zeros(1, dtype), np.zeros(1, dtype))
+               for kind, dtype in kinds.items()}  # alive until the calls are done
+    sys.modules.setdefault(_CYTHON_BLAS, module)
+    for kind, (one, zero, out) in buffers.items():
+        if xxgemm(bytes([kind]), b"n", b"n", 1, 1, 1, one.ctypes.data, one.ctypes.data, 1,
+                  one.ctypes.data, 1, zero.ctypes.data, out.ctypes.data, 1) != 0:
+            raise RuntimeError("BLAS lookup failed")
+    return module
+
+
 def _ensure_child() -> None:
     """Start the worker unless it runs (its start-up is then off the first compile's path)."""
     from . import cache
 
     if enabled() and cache.disk_cache_enabled() and cache.store_writable():
         with _lock:
-            global _child
-            if _child is None or _child.poll() is not None:
-                _child = _start()
+            _running_child(str(cache.cache_dir()))
+
+
+def _running_child(directory: str) -> subprocess.Popen:
+    """The worker, (re)started unless it runs and compiles into `directory`: the cache
+    directory is read from the environment, which may change after a worker started
+    (a test's fixture, a script setting TRACEJIT_CACHE_DIR after its first function), and
+    code a worker puts in another directory never reaches this process. Under `_lock`."""
+    global _child
+    if _child is None or _child.poll() is not None or _child.cache_dir != directory:
+        _stop()
+        _child = _start(directory)
+    return _child
 
 
 def compile_elsewhere(kernel, args) -> dict | None:
@@ -150,28 +246,30 @@ def compile_elsewhere(kernel, args) -> dict | None:
         return None
     with prompt_switching():
         kernel.load()  # writes the module files: the worker reads the same ones
-    if known_compiled(kernel, args):
+    on_disk = known_compiled(kernel, args)
+    _note_lookup(on_disk)
+    if on_disk:
         return None  # on disk already: loading it here is quick
     request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
                "kernel": [kernel.name, kernel.generated.source], "signature": signature,
                "cache_dir": str(cache.cache_dir())}
     for _ in range(2):  # a dead worker is replaced once
+        asked = time.perf_counter()
         reply = _ask(request)
-        if reply is not None:
+        if reply is not None:  # when it was sent and answered (benchmarks/bench_kernel_ready)
+            reply.update(asked_at=asked, answered_at=time.perf_counter())
             return reply if reply.get("ok") else None
     return None
 
 
 def _ask(request: dict) -> dict | None:
-    global _child
     line = json.dumps(request) + "\n"
     with _lock:
         try:
-            if _child is None or _child.poll() is not None:
-                _child = _start()
-            _child.stdin.write(line)
-            _child.stdin.flush()
-            answer = _child.stdout.readline()
+            child = _running_child(request["cache_dir"])
+            child.stdin.write(line)
+            child.stdin.flush()
+            answer = child.stdout.readline()
         except OSError:
             answer = ""
         if not answer:  # the worker died or never started
@@ -180,20 +278,24 @@ def _ask(request: dict) -> dict | None:
         return json.loads(answer)
 
 
-def _start() -> subprocess.Popen:
+def _start(directory: str) -> subprocess.Popen:
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
+    env = dict(os.environ, TRACEJIT_CACHE_DIR=directory)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH"))
                                         if p)
     package = os.path.join(package_parent, "tracejit")
-    return subprocess.Popen([sys.executable, "-c", _BOOT, package],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env, bufsize=1)
+    child = subprocess.Popen([sys.executable, "-c", _BOOT, package],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env, bufsize=1)
+    child.cache_dir = directory  # where it compiles to
+    return child
 
 
 # The worker needs the backend alone: a bare `tracejit` package spares it importing the
 # tracer, the NumPy surface and the front end (a third of its start-up).
 _BOOT = """
+import time
+booted = time.perf_counter()
 import sys, types
 package = types.ModuleType("tracejit")
 package.__path__ = [sys.argv[1]]
@@ -201,8 +303,14 @@ sys.modules["tracejit"] = package
 from tracejit.core.version import __version__
 package.__version__ = __version__  # in every cache file's name: the parent's version
 from tracejit.backend import worker
-worker._serve()
+worker._serve(booted)
 """
+
+
+def stop() -> None:
+    """End the worker (the next request starts a new one)."""
+    with _lock:
+        _stop()
 
 
 def _stop() -> None:
@@ -267,9 +375,14 @@ def describe_args(args) -> list | None:
 
 # ------------------------------------------------------------------ the child
 
-def _serve() -> None:
+_start_seconds: list = []  # the worker's: from its first line to Numba set up
+
+
+def _serve(booted: float | None = None) -> None:
     """Answer requests; between them (none waiting), do the next warm-up compile."""
     _set_up_numba()  # before the first request arrives
+    if booted is not None:
+        _start_seconds.append(time.perf_counter() - booted)
     warm_ups = _warm_ups()
     while True:
         while not _request_waiting() and _run_next(warm_ups):
@@ -298,10 +411,10 @@ def _run_next(tasks) -> bool:
 
 def _warm_ups():
     """Compiles worth doing before any program asks, each short (a request waits for one
-    at most): a typical nest and driver, which ready Numba's typing and lowering of
-    arrays, loops and tuples in this process (its first compile of each costs ~1 s); then
-    the runtime helpers kernels call most, into the disk cache, once per machine (a quarter
-    of a small kernel's compile otherwise)."""
+    at most): the runtime helpers kernels call most, into the disk cache, once per
+    machine (a quarter of a small kernel's compile otherwise). (A typical nest and driver
+    compiled first, to ready Numba's typing of arrays and loops, saved a request nothing:
+    measured, the seeds' MLP compiled in 2.45-2.52 CPU s without it, 2.45-2.84 with.)"""
     from numba import types
 
     from . import cache
@@ -309,7 +422,6 @@ def _warm_ups():
 
     if not cache.store_writable():  # opens the store: the runtime's disk cache with it
         return
-    yield _compile_typical_kernel
     helpers = (rt.gemm, rt.exp, rt.tanh, rt.log, rt.maximum, rt.sigmoid, rt.log1p, rt.expm1,
                rt.minimum, rt.sign)
     for dtype in (types.float64, types.float32):
@@ -319,45 +431,17 @@ def _warm_ups():
             yield functools.partial(cache.compile_signature, helper, (arg,) * arity)
 
 
-def _typical_nest(a):  # compiled by _compile_typical_kernel, never called
-    out = np.empty((a.shape[0], a.shape[1]), a.dtype)
-    total = 0.0
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            out[i, j] = a[i, j] * 2 + 1
-            total += out[i, j]
-    return out, total
-
-
-def _typical_driver(a):
-    out, total = _typical_nest_compiled(a)
-    return out, total
-
-
-_typical_nest_compiled = None
-
-
-def _compile_typical_kernel() -> None:
-    from numba import njit, types
-
-    from . import codegen, runtime
-
-    global _typical_nest_compiled
-    flags = dict(error_model="numpy", nogil=True, fastmath=ast.literal_eval(codegen.FASTMATH))
-    _typical_nest_compiled = runtime.nest(**flags)(_typical_nest)
-    njit(**flags)(_typical_driver).compile((types.Array(types.float64, 2, "A"),))
-
-
 def _compile_request(request: dict) -> dict:
     """Compile one kernel into the disk cache; the reply for the parent."""
     from . import cache, linking
 
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        for stem, text in request["modules"]:
-            cache.load_module(text, stem, use_disk=True, stem=stem)
+        nests = [cache.load_module(text, stem, use_disk=True, stem=stem)
+                 for stem, text in request["modules"]]
         name, source = request["kernel"]
         module = cache.load_module(source, name, use_disk=True)
+        before = {(fn, sig) for fn, sig, _ in _overloads([*nests, module])}
         kernel = module.function(name)
         sig = rebuild_signature(request["signature"])
         with _claim(request["cache_dir"]):
@@ -367,7 +451,9 @@ def _compile_request(request: dict) -> dict:
         known = _compiled_signatures(path) | {json.dumps(request["signature"])}
         cache.write_note(_signatures_file(path), "\n".join(known))
         return {"ok": True, "where": where, "seconds": time.perf_counter() - start,
-                "cpu_seconds": time.process_time() - cpu, "phases": _phases(kernel, sig)}
+                "cpu_seconds": time.process_time() - cpu, "phases": _phases(kernel, sig),
+                "functions": _compile_seconds([*nests, module], before),
+                "start_seconds": _start_seconds[0] if _start_seconds else None}
     except Exception as err:  # reported; the parent compiles in-process and warns
         return {"ok": False, "error": f"{type(err).__name__}: {err}"}
 
@@ -383,6 +469,27 @@ def _claim(directory: str):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _overloads(modules):
+    """(function name, signature, overload) of the Numba functions these modules define."""
+    for loaded in modules:
+        for name, fn in vars(loaded.module).items():
+            if hasattr(fn, "overloads") and fn.py_func.__module__ == loaded.module.__name__:
+                for sig, overload in list(fn.overloads.items()):
+                    yield name, sig, overload
+
+
+def _compile_seconds(modules, before: set) -> dict:
+    """{function: seconds of Numba's pipeline, the callees it compiled included} for the
+    machine code these modules compiled since `before` (not read from disk)."""
+    found = {}
+    for name, sig, overload in _overloads(modules):
+        times = (getattr(overload, "metadata", None) or {}).get("pipeline_times")
+        if times and (name, sig) not in before:
+            found[name] = round(sum(t.run for stages in times.values()
+                                    for t in stages.values()), 4)
+    return found
 
 
 def _phases(kernel, sig) -> dict:
