@@ -212,8 +212,9 @@ def test_jvp_through_loops():
 
 # Loop bodies returning literals (`return c, 3.0`) or their own inputs: a literal
 # output once took no cotangent input in the body's adjoint, shifting the later
-# outputs' cotangents onto the wrong inputs; first derivatives hid it, the second
-# (grad of grad, through the adjoint's own stacked outputs) did not.
+# outputs' cotangents onto the wrong inputs: wrong first derivatives when a literal
+# per-step output came before a computed one, and wrong second derivatives (grad of
+# grad, through the adjoint's own stacked outputs) even when it came last.
 def _loops_with_literals(np_, lax_):  # and a cond
     def scan_literal_y(x):
         c, ys = lax_.scan(lambda c, xi: (c * np_.sin(xi) + c * c, 3.0), x[0], x)
@@ -271,6 +272,9 @@ def _second_derivatives(f, x, u):
 
 @pytest.mark.parametrize("f", LITERAL_LOOPS, ids=lambda f: f.__name__)
 def test_second_derivatives_through_loops_with_literal_outputs(f):
+    eps = 1e-6  # the first derivative too: a literal before a computed output zeroed it
+    np.testing.assert_allclose(np.sum(tracejit.grad(f)(X3) * U3),
+                               (f(X3 + eps * U3) - f(X3 - eps * U3)) / (2 * eps), rtol=1e-6)
     rev_rev, fwd_rev, finite = _second_derivatives(f, X3, U3)
     np.testing.assert_allclose(rev_rev, finite, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(fwd_rev, finite, rtol=1e-6, atol=1e-7)
