@@ -336,6 +336,16 @@ def test_vjp(interpret):
     np.testing.assert_allclose(dy, ct * x)
 
 
+def test_vjp_and_jacrev_of_a_function_with_a_literal_output(interpret):
+    # the literal takes a cotangent too, so the next output's is not shifted onto it
+    x = np.array([0.5, -1.0])
+    (dx,) = tracejit.vjp(lambda x: (3.0, x * x), x)[1]((7.0, np.array([1.0, 2.0])))
+    np.testing.assert_allclose(dx, [1.0, -4.0])
+    d_literal, d_square = tracejit.jacrev(lambda x: (3.0, x * x))(x)
+    np.testing.assert_allclose(d_literal, 0.0)
+    np.testing.assert_allclose(d_square, np.diag(2 * x))
+
+
 def test_vjp_of_integer_indexing(mode):
     E, idx = np.arange(8.0).reshape(4, 2), np.array([3, 0, 3])
     out, vjp_fn = tracejit.vjp(lambda E: E[idx] * 2.0, E)

@@ -208,3 +208,84 @@ def test_jvp_through_loops():
 
     x = np.array([0.3, 0.9])
     check_grads(f, (x,), order=2, modes=("fwd",))
+
+
+# Loop bodies returning literals (`return c, 3.0`) or their own inputs: a literal
+# output once took no cotangent input in the body's adjoint, shifting the later
+# outputs' cotangents onto the wrong inputs: wrong first derivatives when a literal
+# per-step output came before a computed one, and wrong second derivatives (grad of
+# grad, through the adjoint's own stacked outputs) even when it came last.
+def _loops_with_literals(np_, lax_):  # and a cond
+    def scan_literal_y(x):
+        c, ys = lax_.scan(lambda c, xi: (c * np_.sin(xi) + c * c, 3.0), x[0], x)
+        return c + ys.sum()
+
+    def scan_literal_before_var(x):
+        def body(c, xi):
+            return c * np_.cos(xi) + 0.5 * c * c, (2.0, xi * c, c)  # `c` aliases an input
+        c, (a, b, d) = lax_.scan(body, x[1], x)
+        return c * c + a.sum() + (b * b).sum() + (d * x).sum()
+
+    def scan_literal_carry(x):
+        def body(carry, xi):
+            c, k = carry
+            return (c * np_.sin(xi) + k * c * c, 1.5), xi  # `xi` aliases an input
+        (c, k), ys = lax_.scan(body, (x[0], x[2]), x, reverse=True)
+        return c * k + (ys * c).sum()
+
+    def fori_literal_carry(x):
+        def body(i, v):
+            a, b = v
+            return a * b + np_.sin(a), 0.5
+        a, b = lax_.fori_loop(0, 3, body, (x, x[0]))
+        return (a * a).sum() + b
+
+    def while_literal_carry(x):
+        def body(v):
+            a, b, i = v
+            return np_.tanh(a) * b + a, 0.75, i + 1
+        a, b, _ = lax_.while_loop(lambda v: v[2] < 3, body, (x, x[1], 0))
+        return (a * a).sum() * b
+
+    def cond_literal_in_one_branch(x):
+        a, b = lax_.cond(x.sum() > 0, lambda v: (2.0, np_.sin(v) * v), lambda v: (v[0], v), x)
+        return a * (b * b).sum()
+
+    return [scan_literal_y, scan_literal_before_var, scan_literal_carry, fori_literal_carry,
+            while_literal_carry, cond_literal_in_one_branch]
+
+
+LITERAL_LOOPS = _loops_with_literals(np, lax)
+X3 = np.array([0.3, 0.2, -0.1])
+U3 = np.array([0.7, -1.2, 0.4])
+
+
+def _second_derivatives(f, x, u):
+    """H u three ways: grad of <grad f, u>, jvp of grad f, central differences of grad f."""
+    grad = tracejit.grad(f)
+    rev_rev = tracejit.grad(lambda x: np.sum(grad(x) * u))(x)
+    fwd_rev = tracejit.jvp(grad, (x,), (u,))[1]
+    eps = 1e-6
+    finite = (grad(x + eps * u) - grad(x - eps * u)) / (2 * eps)
+    return rev_rev, fwd_rev, finite
+
+
+@pytest.mark.parametrize("f", LITERAL_LOOPS, ids=lambda f: f.__name__)
+def test_second_derivatives_through_loops_with_literal_outputs(f):
+    eps = 1e-6  # the first derivative too: a literal before a computed output zeroed it
+    np.testing.assert_allclose(np.sum(tracejit.grad(f)(X3) * U3),
+                               (f(X3 + eps * U3) - f(X3 - eps * U3)) / (2 * eps), rtol=1e-6)
+    rev_rev, fwd_rev, finite = _second_derivatives(f, X3, U3)
+    np.testing.assert_allclose(rev_rev, finite, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fwd_rev, finite, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(tracejit.grad(lambda x: tracejit.grad(f)(x)[1])(X3),
+                               tracejit.hessian(f)(X3)[1], rtol=1e-10, atol=1e-12)
+
+
+def test_second_derivatives_through_loops_with_literal_outputs_match_jax(jax_x64):
+    ours = _loops_with_literals(np, lax)
+    theirs = _loops_with_literals(jax_x64.numpy, jax_x64.lax)
+    for f, g in zip(ours, theirs):
+        want = jax_x64.jvp(jax_x64.jacfwd(g), (X3,), (U3,))[1]  # JAX reverses no while_loop
+        np.testing.assert_allclose(_second_derivatives(f, X3, U3)[0], want, rtol=1e-10,
+                                   atol=1e-12, err_msg=f.__name__)

@@ -4,10 +4,12 @@ finite differences (interpreter mode, float64).
 A program is a few lines of plain NumPy source, each making a new value from
 earlier ones: elementwise unary and binary ops (with broadcasting), reductions
 over random axes with or without keepdims, matmul, transpose, slicing,
-concatenate and stack. Domains are kept safe by construction (`log(a ** 2 +
-1)`, division by `b ** 2 + 1`, exp of a tanh), and inputs are drawn from a
-seeded generator so that kinks (max, where, clip-like ops) are almost surely
-not within the finite-difference step. A failing example prints as source.
+concatenate and stack, and small loops (scan, fori_loop) whose bodies return
+literals and their own inputs beside computed values. Domains are kept safe
+by construction (`log(a ** 2 + 1)`, division by `b ** 2 + 1`, exp of a tanh),
+and inputs are drawn from a seeded generator so that kinks (max, where,
+clip-like ops) are almost surely not within the finite-difference step. A
+failing example prints as source.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tracejit
+from tracejit import lax
 from tracejit.testing import check_grads
 
 UNARY = [
@@ -39,6 +42,16 @@ BINARY = [
 ]
 REDUCTIONS = ["np.sum", "np.mean", "np.max", "np.min", "np.prod", "np.var", "np.linalg.norm"]
 SLICES = ["1:", ":-1", "::2", "::-1", "1::2", "0", "-1", "None", ":"]
+# loops over {a}'s leading axis, bodies returning literals (per-step output, carry) beside
+# computed values and their own inputs: a literal once shifted its neighbours' cotangents
+LOOPS = [
+    "lax.scan(lambda c, x: (np.tanh(c * x) + c, 3.0), {a}[0], {a})[0]",
+    "lax.scan(lambda c, x: (np.sin(c) * x + c, (2.0, c * x)), {a}[0], {a})[1][1]",
+    "lax.scan(lambda c, x: ((c[0] * np.cos(x) + c[1] * c[0], 0.5), x), ({a}[0], np.mean({a})),"
+    " {a}, reverse=True)[0][0]",
+    "lax.fori_loop(0, 2, lambda i, c: (np.sin(c[0]) * c[1] + c[0], 1.5), ({a}, np.mean({a})))[0]",
+]
+NAMESPACE = {"np": np, "lax": lax}  # lax runs eagerly outside a trace
 
 
 def _shape_of(expr, shapes):
@@ -46,7 +59,7 @@ def _shape_of(expr, shapes):
     env = {f"v{i}": np.ones(s) for i, s in enumerate(shapes)}
     try:
         with np.errstate(all="ignore"):
-            return np.shape(eval(expr, {"np": np}, env))  # noqa: S307 - our own templates
+            return np.shape(eval(expr, dict(NAMESPACE), env))  # noqa: S307 - our own templates
     except (ValueError, IndexError):
         return None
 
@@ -63,7 +76,7 @@ class Program:
         return f"def program({args}):\n{body}    return v{self.output}\n"
 
     def function(self):
-        namespace = {"np": np}
+        namespace = dict(NAMESPACE)
         exec(self.source(), namespace)  # noqa: S102 - source built from our templates
         return namespace["program"]
 
@@ -134,7 +147,15 @@ def _join(draw, shapes):
     return expr if _shape_of(expr, shapes) is not None else None
 
 
-BUILDERS = [_unary, _binary, _reduction, _matmul, _transpose, _slice, _join]
+def _loop(draw, shapes):
+    candidates = [i for i, s in enumerate(shapes) if len(s) >= 1]
+    if not candidates:
+        return None
+    a = draw(st.sampled_from(candidates))
+    return draw(st.sampled_from(LOOPS)).format(a=f"v{a}")
+
+
+BUILDERS = [_unary, _binary, _reduction, _matmul, _transpose, _slice, _join, _loop]
 SIZES = (2, 3, 4)
 
 

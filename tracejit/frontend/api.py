@@ -20,7 +20,7 @@ from ..backend.compiler import Dispatcher, inline, is_tracing, make_kernel
 from ..control import rolling
 from ..core import errors, pytree
 from ..core.errors import TracerTypeError, UnsupportedError, with_location
-from ..core.ir import Program, Var
+from ..core.ir import Program
 from ..core.shapes import concrete_shape, resolve
 from ..observe import events
 from ..trace import ops
@@ -521,9 +521,8 @@ class Vjp(Transform):
         joint = autodiff.vjp_program(program, wrt, [autodiff.INPUT] * n_out)
         joint = run_passes(joint)
         fwd, bwd, n_res = autodiff.split_at_cotangents(joint, n_in, n_out)
-        # outputs that got a cotangent input (constant ones have no derivative)
-        seeded = [k for k, a in enumerate(program.outvars)
-                  if isinstance(a, Var) and autodiff.is_float(a.aval)]
+        # outputs that got a cotangent input (literal ones too, unread)
+        seeded = [k for k, a in enumerate(program.outvars) if autodiff.is_float(a.aval)]
         self._pending = (bwd, wrt, seeded, out_treedef)
         return fwd, ("t", (out_treedef, ("t", (pytree.LEAF,) * n_res))), input_syms
 

@@ -89,24 +89,35 @@ def vjp_program(program: Program, wrt: list[int], seeds: list) -> Program:
     """Program computing (outputs..., d<seeded outputs>/d inputs[wrt]...).
 
     `seeds[k]` is the cotangent of output k: None (not differentiated), a
-    constant (1.0 for a scalar loss), or INPUT (it becomes a trailing input)."""
+    constant (1.0 for a scalar loss), or INPUT (a trailing input, one per
+    float output seeded so, literal outputs included)."""
     program = before_reverse(program, [seed is not None for seed in seeds])
     builder = Builder(program.name + "_vjp")
     builder.checks.pairs.extend(program.checks.pairs)
     with builder, located(f"<gradient of {program.name}>"):
         primals = [builder.new_input(v.aval) for v in program.invars]
         env, outs, pullbacks = _replay_forward(program, builder, primals)
-        cts: dict[int, object] = {}
-        for atom, seed in zip(program.outvars, seeds):
-            if seed is None or isinstance(atom, Literal) or not is_float(atom.aval):
-                continue
-            value = builder.new_input(atom.aval) if seed is INPUT else ops.full_like(
-                env[id(atom)], seed)
-            _accumulate(cts, atom, value)
+        cts = _seed_cotangents(builder, program.outvars, seeds, env)
         _backward(program, env, cts, pullbacks)
         grads = [_gradient_of(cts, program.invars[i], primals[i]) for i in wrt]
         result = builder.program(list(outs) + grads)
     return result
+
+
+def _seed_cotangents(builder: Builder, outvars: list, seeds: list, env: dict) -> dict:
+    """The outputs' cotangents. Every float output seeded INPUT gets its input,
+    a literal one's (a loop body's `return c, 3.0`) included though nothing
+    reads it: callers pass one cotangent per seeded output, so skipping it
+    would shift the later outputs' onto the wrong inputs."""
+    cts: dict[int, object] = {}
+    for atom, seed in zip(outvars, seeds):
+        if seed is None or not is_float(atom.aval):
+            continue
+        value = builder.new_input(atom.aval) if seed is INPUT else None
+        if isinstance(atom, Var):
+            _accumulate(cts, atom, value if value is not None else ops.full_like(
+                env[id(atom)], seed))
+    return cts
 
 
 def _backward(program: Program, env: dict, cts: dict, pullbacks: dict) -> None:
