@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from numba.core.errors import TypingError
 
-from tracejit.backend import cache, numba_cache
+from tracejit.backend import cache, compiler, numba_cache
 
 SOURCE = textwrap.dedent(
     """\
@@ -67,6 +68,11 @@ X = np.arange(5.0)
 
 @pytest.fixture
 def cdir(tmp_path, monkeypatch):
+    # An earlier test's background compile may still be running: it must not
+    # write into this test's directory once the environment points there.
+    for thread in threading.enumerate():
+        if thread.name == compiler.BACKGROUND_COMPILE:
+            thread.join()
     path = tmp_path / "cache"
     monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(path))
     monkeypatch.delenv("TRACEJIT_DISABLE_CACHE", raising=False)

@@ -32,6 +32,8 @@ from .interpreter import server as interpreter_for
 
 _TRUE = {"1", "true", "yes", "on"}
 
+BACKGROUND_COMPILE = "tracejit-background-compile"  # the threads' name (tests wait on it)
+
 
 def jit_disabled() -> bool:
     return os.environ.get("TRACEJIT_DISABLE_JIT", "").lower() in _TRUE
@@ -215,7 +217,8 @@ class Entry:
             self._compile(leaves, stats)
             return
         self.compiling = threading.Thread(target=self._compile_in_background,
-                                          args=(list(leaves), stats), daemon=True)
+                                          args=(list(leaves), stats), daemon=True,
+                                          name=BACKGROUND_COMPILE)
         self.compiling.start()
 
     def wait(self) -> None:
