@@ -171,6 +171,7 @@ class Entry:
     def __init__(self, kernel: Kernel, out_treedef, bound_axes):
         self.kernel = kernel
         self.out_treedef = out_treedef
+        self.build_outputs = pytree.builder(out_treedef)
         self.bound_axes = bound_axes  # (leaf, axis) sizes the trace depended on
         self.extra = None
         self.compiling: threading.Thread | None = None
@@ -197,7 +198,7 @@ class Entry:
             if type(leaf) is int and not errors.fits_int64(leaf):
                 raise OverflowError(f"Python int too large for int64: {leaf}")
         start = time.perf_counter()
-        out = pytree.unflatten(self.out_treedef, self.kernel(leaves))
+        out = self.build_outputs(self.kernel(leaves))
         end = time.perf_counter()
         self.interpreted_seconds += end - start
         if events.recording:

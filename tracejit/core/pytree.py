@@ -131,6 +131,17 @@ def expression(treedef: tuple, leaf, counter=None) -> str | None:
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
+def builder(treedef: tuple):
+    """`leaves -> tree` for one treedef, generated once (`expression`): a hot call
+    rebuilds its outputs without walking the treedef."""
+    tree = expression(treedef, lambda k: f"r[{k}]")
+    if tree is None:
+        return lambda leaves: unflatten(treedef, leaves)
+    namespace: dict = {}
+    exec(f"def build(r):\n    return {tree}\n", namespace)
+    return namespace["build"]
+
+
 def num_leaves(treedef: tuple) -> int:
     tag = treedef[0]
     if tag == "*":
