@@ -5,6 +5,8 @@ while any trace is open and never read a module still being imported.
 
 import importlib.abc
 import importlib.util
+import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -132,3 +134,33 @@ def test_tracing_while_a_registered_module_is_half_imported(half_imported):
     expected = np.linalg.solve(a.T, np.ones(2))  # d/db sum(A^-1 b) = A^-T 1
     np.testing.assert_allclose(tracejit.grad(solve)(np.ones(2)), expected)
     assert FAKE in scipy_api._registered
+
+
+# ------------------------------------------ Numba's modules imported during a trace
+
+NUMBA_IMPORTED_DURING_A_TRACE = """
+import sys
+import numpy as np
+import numba
+import tracejit
+from tracejit.trace import tracer
+
+assert "numba.np.arraymath" not in sys.modules
+with tracer.Builder("held open"):  # Numba registers its overloads on the stand-ins
+    import numba.np.arraymath, numba.np.arrayobj  # noqa: E401,F401
+x = np.arange(6.0).reshape(2, 3)
+grad = tracejit.grad(lambda a: np.sum(a.T.reshape(-1) ** 2))(x)
+assert np.array_equal(grad, 2 * x), grad
+print(numba.njit(lambda a: np.asarray(a).sum() + np.ascontiguousarray(a.T).sum())(x))
+"""
+
+
+def test_numba_imported_during_a_trace_still_types_numpy(tmp_path):
+    """Numba's overloads of np.asarray & co., registered while a trace held them
+    rebound, serve the originals too (kernels and the user's own Numba code)."""
+    env = dict(os.environ, TRACEJIT_COMPILE="sync", TRACEJIT_CACHE_DIR=str(tmp_path))
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+    done = subprocess.run([sys.executable, "-c", NUMBA_IMPORTED_DURING_A_TRACE], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert float(done.stdout) == 30.0

@@ -37,7 +37,7 @@ from numba.core.dispatcher import Dispatcher
 
 from ..core.errors import TracejitCacheWarning, warn
 from ..core.version import __version__
-from . import numba_cache, store
+from . import numba_cache, rebound, store
 
 __all__ = ["TracejitCacheWarning", "cache_dir", "clear_cache", "compile_for",
            "disk_cache_enabled", "load_module"]
@@ -195,7 +195,13 @@ def _compile_apart(kernel: Dispatcher, sig: tuple) -> None:
 
     def run():
         try:
-            kernel.compile(sig)
+            rebound.type_alike()
+            try:
+                kernel.compile(sig)
+            except numba.core.errors.TypingError:
+                if not rebound.type_alike():  # Numba's NumPy overloads, registered
+                    raise  # on stand-ins while this compile imported them
+                kernel.compile(sig)
         except BaseException as err:  # re-raised in the caller
             failure.append(err)
 

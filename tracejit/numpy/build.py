@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core.errors import UnsupportedError, with_location
 from ..trace import ops
-from ..trace.tracer import Tracer, add_tracing_hook
+from ..trace.tracer import Tracer, add_tracing_hook, rebound_callables
 from .api import LIST_BUILDER, asarray, concatenate, implements
 
 
@@ -123,6 +123,8 @@ class _Rebindings:
         original = getattr(owner, name)
         had_own = name in getattr(owner, "__dict__", {})
         self.entries.append((owner, name, wrapper, original, had_own))
+        if callable(original):
+            rebound_callables.append((original, wrapper))
 
     def add_code(self, fn, code) -> None:
         """Swap a Python function's code (so references imported by name, as in

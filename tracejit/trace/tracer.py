@@ -67,6 +67,10 @@ _locations = _ThreadStack()  # set while replaying or differentiating an equatio
 # threads they run on (numpy_build rebinds np.array & co. for the duration)
 _tracing_hooks: list[tuple] = []
 _hooks_lock = threading.Lock()
+# (original, stand-in) pairs among those rebindings: the stand-in replaces a
+# callable process-wide, so code typed meanwhile on another thread (a Numba compile)
+# sees it; the backend gives both one Numba type (backend/rebound.py)
+rebound_callables: list[tuple] = []
 # Context-manager factories `guard(fn)` entered around each `trace(fn, ...)`
 _trace_guards: list = []
 tracing_thread: list[int] = []  # the threads with a trace open (one entry per thread)
