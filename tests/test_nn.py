@@ -33,6 +33,21 @@ def test_dense_builds_on_first_call_with_keras_names():
         nn.Dense(2, activation="nope")
 
 
+@pytest.mark.parametrize("cls, name", [
+    ("Conv2D", "conv2d"), ("MaxPooling2D", "max_pooling2d"), ("Conv1D", "conv1d"),
+    ("GlobalAveragePooling2D", "global_average_pooling2d"), ("SimpleRNN", "simple_rnn"),
+    ("LSTM", "lstm"), ("BatchNormalization", "batch_normalization"), ("ReLU", "re_lu"),
+    ("Dense", "dense")])
+def test_automatic_names_are_keras(cls, name):
+    assert nn.layers.snake_case(cls) == name
+
+
+def test_optimizer_names_are_keras():
+    names = [cls().name for cls in (nn.optimizers.SGD, nn.optimizers.Adam,
+                                    nn.optimizers.AdamW, nn.optimizers.RMSprop)]
+    assert names == ["SGD", "adam", "adamw", "rmsprop"]
+
+
 class TwoLayers(nn.Model):
     def __init__(self):
         super().__init__()

@@ -46,7 +46,11 @@ def unique_name(base: str) -> str:
 
 
 def snake_case(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+    """Keras' automatic names: a capitalised word starts a part, and so does a capital
+    after a lower-case letter (Conv2D -> conv2d, MaxPooling2D -> max_pooling2d,
+    SimpleRNN -> simple_rnn, ReLU -> re_lu)."""
+    name = re.sub(r"(?<=.)(?=[A-Z][a-z])", "_", name)
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
 
 
 def static_shape(x) -> tuple:

@@ -24,7 +24,7 @@ from ..frontend import protocol, variables
 from ..frontend.variables import Variable
 from ..trace import ops
 from ..trace.tracer import operand
-from . import arguments, layers
+from . import arguments
 
 
 class LearningRateSchedule:
@@ -103,15 +103,19 @@ class Optimizer:
     """The base: hyperparameters, slots, gradient clipping, weight decay and
     `apply_gradients`. Subclasses implement `build_slots` and `update_step`."""
 
+    default_name = "optimizer"
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         arguments.capture_init(cls)  # constructor arguments, for model.save
+        if "default_name" not in cls.__dict__:  # Keras': "adam", "rmsprop"; "SGD"
+            cls.default_name = cls.__name__.lower()
 
     def __init__(self, learning_rate, name=None, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None):
         if sum(c is not None for c in (clipnorm, clipvalue, global_clipnorm)) > 1:
             raise ValueError("set at most one of clipnorm, clipvalue and global_clipnorm")
-        self.name = name or layers.snake_case(type(self).__name__)
+        self.name = name or type(self).default_name
         self.iterations = Variable(np.int64(0), trainable=False, name="iteration")
         self.iterations.path = f"{self.name}/iteration"
         self._hyper: dict[str, Variable] = {}
@@ -264,6 +268,8 @@ def _current(var: Variable):
 class SGD(Optimizer):
     """Keras' SGD: with momentum m, v <- m v - lr g; w <- w + v (Nesterov:
     w <- w + m v - lr g); without, w <- w - lr g."""
+
+    default_name = "SGD"
 
     HYPERPARAMETERS = ("momentum", "weight_decay")
 
