@@ -149,6 +149,41 @@ def test_a_warm_process_serves_calls_while_its_kernel_loads_then_switches(tmp_pa
         np.testing.assert_allclose(grad, x.T @ (2 * t * (1 - t**2)), rtol=1e-12)
 
 
+SET_UP_USER = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tracejit
+    from tracejit.backend import worker
+
+    f = tracejit.function(lambda x: np.sin(x) * 2.0)
+    eager = list(worker._eager_set_up)
+    y = f(np.ones(3))
+    after_first_call = worker._numba_set_up.is_set()
+    f.wait()
+    print(json.dumps({"eager": eager, "after_first_call": after_first_call,
+                      "at_the_end": worker._numba_set_up.is_set(),
+                      "right": bool(np.allclose(y, 2.0 * np.sin(1.0)))}))
+""")
+
+
+def test_numba_loading_is_set_up_before_the_first_call_only_in_a_warm_process(tmp_path):
+    """Done beside busy interpreted calls, the set-up took 0.5-1.2 s of GIL hand-offs
+    and slowed those calls twofold: a process whose cache holds kernels does it before
+    its first call returns, a cold one once its first kernel goes to the worker."""
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "background"}
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+
+    def run():
+        proc = subprocess.run([sys.executable, "-c", SET_UP_USER], capture_output=True,
+                              env=env, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    cold, warm = run(), run()
+    assert cold["eager"] == [False] and cold["at_the_end"] and cold["right"]
+    assert warm["eager"] == [True] and warm["after_first_call"] and warm["right"]
+
+
 @pytest.mark.usefixtures("background")
 def test_the_worker_compiles_into_the_cache_directory_in_use_now(monkeypatch, tmp_path):
     """A worker started under another TRACEJIT_CACHE_DIR (a script or fixture setting it

@@ -244,9 +244,8 @@ class Entry:
         short GIL releases: file reads, LLVM calls). Without a worker: compile here."""
         try:
             remote = events.compile_begin(self.kernel)
-            with worker.prompt_switching():
-                events.codegen_end(remote, self.kernel.generated.source,
-                                   len(self.kernel.generated.helpers))
+            events.codegen_end(remote, self.kernel.generated.source,
+                               len(self.kernel.generated.helpers))
             report = worker.compile_elsewhere(self.kernel, leaves)
             self.kernel.worker_report = report
             events.compiled_elsewhere(remote, report)
@@ -445,6 +444,7 @@ class Dispatcher:
 
     def _trace_entry(self, abstract, args, statics, leaves) -> Entry:
         """A new entry: trace (`build`), make its kernel (compiled by `ensure_compiled`)."""
+        worker.before_first_trace()  # not beside the trace: each slowed the other
         traced = events.trace_begin(self, args, statics, abstract, leaves)
         program, out_treedef, input_syms = self.build(args, statics)
         events.trace_end(traced, program)

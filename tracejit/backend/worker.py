@@ -36,6 +36,8 @@ _lock = threading.Lock()  # one request at a time per parent
 _state_lock = threading.Lock()  # the warm-up thread and the switch interval (held briefly)
 _child: subprocess.Popen | None = None
 _warming: list = []  # the warm-up thread, once started
+_setting_up: list = []  # the thread running `_set_up_loading`, once started
+_eager_set_up: list = []  # [True] when it started with the first function (warm_up)
 _numba_set_up = threading.Event()  # machine code can be loaded in this process
 
 
@@ -47,18 +49,68 @@ def enabled() -> bool:
 
 def warm_up(start_worker: bool) -> None:
     """Called when the first traced function is made: calls will follow. In a background
-    thread, get what loading machine code needs here, then start the compile worker (its
-    own start-up, ~0.6 CPU s, then overlaps whatever the program does before its first
-    call) unless the first kernel turns out to be on disk already: a warm process has no
-    use for it, and its start-up slowed the load here (seeds' MLP, idle caller, load
-    average 3.6: ready 0.44 s with it, 0.26 s without). `import tracejit` stays fast,
-    and a process that makes no function pays nothing."""
+    thread, start the compile worker (its own start-up, ~0.6 CPU s, then overlaps
+    whatever the program does before its first call) unless the first kernel turns out
+    to be on disk already: a warm process has no use for it, and its start-up slowed the
+    load here (seeds' MLP, idle caller, load average 3.6: ready 0.44 s with it, 0.26 s
+    without). `import tracejit` stays fast, and a process that makes no function pays
+    nothing.
+
+    What loading machine code needs here (`_set_up_loading`) starts now too when the
+    cache directory already holds kernels (a warm process, most likely), and the first
+    trace waits for it (`before_first_trace`): done beside busy interpreted calls it
+    took 0.5-1.2 s of GIL hand-offs (its file reads and LLVM calls) instead of 0.05 s,
+    slowed those calls twofold, and delayed the kernel's hand-over as much. A cold
+    process needs it only when its first kernel comes back from the worker: it starts
+    with that compile (`set_up_soon`), off the first calls."""
     with _state_lock:
         if _warming:
             return
-        _warming.append(threading.Thread(target=_warm, args=(start_worker,), daemon=True,
-                                         name="tracejit-warm-up"))
+        likely_warm = _cache_holds_kernels()
+        _warming.append(threading.Thread(target=_warm, args=(start_worker, likely_warm),
+                                         daemon=True, name="tracejit-warm-up"))
+        _eager_set_up.append(likely_warm)
     _warming[0].start()
+
+
+def _cache_holds_kernels() -> bool:
+    """Has the disk cache machine code of an earlier process (a kernel's note of its
+    compiled signatures, see `record_compiled`)?"""
+    from . import cache
+
+    if not cache.disk_cache_enabled():
+        return False
+    try:
+        with os.scandir(cache.cache_dir()) as entries:
+            return any(entry.name.endswith(_SIGNATURES_SUFFIX) for entry in entries)
+    except OSError:
+        return False
+
+
+def before_first_trace() -> None:
+    """The first trace of a process whose set-up started eagerly waits for it."""
+    if _eager_set_up == [True] and not _numba_set_up.is_set():
+        _numba_set_up.wait()
+
+
+def set_up_soon() -> None:
+    """Start what loading machine code needs, in a thread of its own (once)."""
+    with _state_lock:
+        if _setting_up:
+            return
+        _setting_up.append(threading.Thread(target=_set_up, daemon=True,
+                                            name="tracejit-set-up"))
+    _setting_up[0].start()
+
+
+def _set_up() -> None:
+    try:
+        with prompt_switching():
+            _set_up_loading()
+    except Exception:  # noqa: BLE001 (an optimisation only: the first compile does it)
+        pass
+    finally:
+        _numba_set_up.set()
 
 
 _SWITCH_SECONDS = 0.00005  # sys.setswitchinterval while tracejit works in the background
@@ -93,14 +145,10 @@ _first_lookup = threading.Event()  # the first kernel's machine code was looked 
 _first_on_disk: list = []
 
 
-def _warm(start_worker: bool) -> None:
-    try:
-        with prompt_switching():
-            _set_up_loading()
-    except Exception:  # noqa: BLE001 (an optimisation only: the first compile does it)
-        pass
-    finally:
-        _numba_set_up.set()
+def _warm(start_worker: bool, likely_warm: bool) -> None:
+    if likely_warm:
+        set_up_soon()
+        _numba_set_up.wait()  # the worker's start (its Popen) after it, as before
     if start_worker:
         _first_lookup.wait(_VERDICT_SECONDS)  # a compile due starts the worker meanwhile
         if _first_on_disk != [True]:
@@ -145,7 +193,7 @@ def _set_up_numba() -> None:
 def numba_ready() -> None:
     """Block until machine code can be loaded here (starting the set-up if needed)."""
     if not _numba_set_up.is_set():
-        warm_up(start_worker=False)
+        set_up_soon()
         _numba_set_up.wait()
 
 
@@ -250,6 +298,7 @@ def compile_elsewhere(kernel, args) -> dict | None:
     _note_lookup(on_disk)
     if on_disk:
         return None  # on disk already: loading it here is quick
+    set_up_soon()  # needed when the machine code comes back: meanwhile, off the first calls
     request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
                "kernel": [kernel.name, kernel.generated.source], "signature": signature,
                "cache_dir": str(cache.cache_dir())}
@@ -348,8 +397,11 @@ def record_compiled(kernel, args) -> None:
         cache.write_note(_signatures_file(kernel.path), "\n".join(known | {json.dumps(signature)}))
 
 
+_SIGNATURES_SUFFIX = ".compiled"
+
+
 def _signatures_file(path) -> str:
-    return f"{path}.compiled"
+    return f"{path}{_SIGNATURES_SUFFIX}"
 
 
 def _compiled_signatures(path) -> set:
