@@ -40,7 +40,7 @@ from ..core.version import __version__
 from . import numba_cache, rebound, store
 
 __all__ = ["TracejitCacheWarning", "cache_dir", "clear_cache", "compile_for",
-           "disk_cache_enabled", "load_module"]
+           "configured_cache_dir", "disk_cache_enabled", "load_module"]
 
 _PACKAGE = "tracejit_kernels"
 _HEADER = "# tracejit-digest: "
@@ -74,7 +74,7 @@ class KernelModule:
 def cache_dir() -> Path:
     """The cache directory, created private (0700) if missing. Whether it is used is
     decided by its checks (see store.py): it may be unsafe, read-only or full."""
-    path = _configured_cache_dir()
+    path = configured_cache_dir()
     store.open_store(path)
     return path
 
@@ -214,7 +214,7 @@ def _compile_apart(kernel: Dispatcher, sig: tuple) -> None:
 
 def clear_cache() -> None:
     """Delete tracejit's module files, their Numba cache files and leftover temp files."""
-    directory = _configured_cache_dir()
+    directory = configured_cache_dir()
     if not directory.is_dir():
         return
     with _lock:
@@ -242,7 +242,8 @@ def clear_cache() -> None:
 # --- cache directory ------------------------------------------------------------------
 
 
-def _configured_cache_dir() -> Path:
+def configured_cache_dir() -> Path:
+    """The directory the environment names (TRACEJIT_CACHE_DIR, else XDG's), as is."""
     explicit = os.environ.get("TRACEJIT_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()
@@ -253,7 +254,7 @@ def _configured_cache_dir() -> Path:
 
 
 def _disk_store() -> store.Store | None:
-    target = store.open_store(_configured_cache_dir())
+    target = store.open_store(configured_cache_dir())
     if target is not None and not _runtime_store:
         # The runtime helpers' machine code is cached (verified) in the first store used.
         from . import runtime

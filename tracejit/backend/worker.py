@@ -80,8 +80,8 @@ def _cache_holds_kernels() -> bool:
 
     if not cache.disk_cache_enabled():
         return False
-    try:
-        with os.scandir(cache.cache_dir()) as entries:
+    try:  # names only: the directory is neither created nor checked here
+        with os.scandir(cache.configured_cache_dir()) as entries:
             return any(entry.name.endswith(_SIGNATURES_SUFFIX) for entry in entries)
     except OSError:
         return False
