@@ -184,6 +184,47 @@ def test_numba_loading_is_set_up_before_the_first_call_only_in_a_warm_process(tm
     assert warm["eager"] == [True] and warm["after_first_call"] and warm["right"]
 
 
+FORKING_USER = textwrap.dedent("""
+    import json, os, sys, threading, time
+    import numpy as np
+    import tracejit
+    from tracejit.backend import worker
+
+    held, set_up = threading.Event(), worker._set_up_loading
+    worker._set_up_loading = lambda: (held.wait(60), set_up())
+    f = tracejit.function(lambda x: np.sin(x) * 2.0)  # a warm cache: the set-up starts, held
+    pid = os.fork()
+    if pid == 0:  # the parent's threads are not here: nothing may wait for them
+        os._exit(0 if np.allclose(f(np.ones(3)), 2.0 * np.sin(1.0)) else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+    held.set()
+    y = f(np.ones(3))
+    print(json.dumps({"child": os.waitstatus_to_exitcode(done[1]) if done[0] else "hung",
+                      "parent": bool(np.allclose(y, 2.0 * np.sin(1.0)))}))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_wait_for_the_parents_set_up(tmp_path):
+    """A child forked while the warm set-up ran has no such thread: its first trace
+    used to wait for it forever."""
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "background"}
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+
+    def run(script):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.strip().splitlines()
+
+    run(SET_UP_USER)  # fills the cache: the next process is warm
+    assert json.loads(run(FORKING_USER)[-1]) == {"child": 0, "parent": True}
+
+
 @pytest.mark.usefixtures("background")
 def test_the_worker_compiles_into_the_cache_directory_in_use_now(monkeypatch, tmp_path):
     """A worker started under another TRACEJIT_CACHE_DIR (a script or fixture setting it

@@ -377,6 +377,30 @@ def _stop() -> None:
 atexit.register(_stop)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: a set-up they left half done
+    is started again when needed (its first trace waited for it forever), a lock they
+    held is new, and the parent's worker stays the parent's (this child's exit would
+    have stopped it)."""
+    global _lock, _state_lock, _child, _numba_set_up, _first_lookup
+    _lock, _state_lock, _child = threading.Lock(), threading.Lock(), None
+    if _switching[0]:  # a background task of the parent had shortened the interval
+        sys.setswitchinterval(_switching[1])
+        _switching[:] = [0, None]
+    ready, looked_up = _numba_set_up.is_set(), _first_lookup.is_set()
+    _numba_set_up, _first_lookup = threading.Event(), threading.Event()
+    if ready:
+        _numba_set_up.set()
+    if looked_up:
+        _first_lookup.set()
+    _warming.clear()
+    _setting_up.clear()
+    _eager_set_up.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def known_compiled(kernel, args) -> bool:
     """Was machine code for these argument types put on disk before?"""
     signature = describe_args(tuple(args) + tuple(kernel.consts))
