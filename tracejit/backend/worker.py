@@ -59,7 +59,7 @@ def warm_up(start_worker: bool) -> None:
     What loading machine code needs here (`_set_up_loading`) starts now too when the
     cache directory already holds kernels (a warm process, most likely), and the first
     trace waits for it (`before_first_trace`): done beside busy interpreted calls it
-    took 0.5-1.2 s of GIL hand-offs (its file reads and LLVM calls) instead of 0.05 s,
+    took 0.4-1.2 s of GIL hand-offs (its file reads and LLVM calls) instead of 0.05 s,
     slowed those calls twofold, and delayed the kernel's hand-over as much. A cold
     process needs it only when its first kernel comes back from the worker: it starts
     with that compile (`set_up_soon`), off the first calls."""
