@@ -72,3 +72,18 @@ def test_kernels_keep_numpys_special_values(dtype, compiled):
     problems = {name: found for name, found in problems.items() if found}
     assert not problems, "\n".join(f"{name} at {x.tolist()[:14]}: {found}"
                                    for name, found in problems.items())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_neutral_elements_keep_numpys_signed_zeros(dtype, mode):
+    """x + 0.0 is +0.0 at x = -0.0, so the simplifier may drop `- 0.0`, `+ (-0.0)` and
+    `* 1.0` but not `+ 0.0` (it did, in both tiers)."""
+    def neutral(x):
+        return {"x + 0": x + 0.0, "0 + x": 0.0 + x, "x - 0": x - 0.0, "x + -0": x + -0.0,
+                "x * 1": x * 1.0, "x / 1": x / 1.0}
+
+    x = special_values(dtype)
+    got = tracejit.function(neutral)(x)
+    problems = {name: differences(np.asarray(got[name]), want, 0.0)
+                for name, want in neutral(x).items()}
+    assert not any(problems.values()), problems

@@ -395,22 +395,29 @@ def _min_partials(out, x, y):
     return _max_partials(out, y, x)  # d min(x, y)/dx = [y > x], ties split
 
 
-def _drop_neutral(neutral, positions):
-    """`x + 0`, `x * 1`, ... is `x` (when it does not broadcast `x` further)."""
+def _drop_neutral(neutral, positions, signed_zero=False):
+    """`x + 0`, `x * 1`, ... is `x` (when it does not broadcast `x` further). With
+    `signed_zero` a float's neutral is -0.0: x + 0.0 is +0.0 at x = -0.0 (IEEE, NumPy)."""
     def rewrite(eqn):
         out = eqn.outputs[0].aval
         for pos in positions:
             literal, other = eqn.inputs[pos], eqn.inputs[1 - pos]
             if (isinstance(literal, Literal) and literal.value == neutral
-                    and other.aval.same_type(out)):
+                    and other.aval.same_type(out)
+                    and not (signed_zero and _positive_float_zero(literal, out))):
                 return other
         return None
 
     return rewrite
 
 
+def _positive_float_zero(literal, out) -> bool:
+    return np.dtype(out.dtype).kind in "fc" and not np.signbit(np.real(literal.value))
+
+
 binary = [
-    ("add", np.add, "({0} + {1})", lambda out, x, y: [1.0, 1.0], _drop_neutral(0, (0, 1))),
+    ("add", np.add, "({0} + {1})", lambda out, x, y: [1.0, 1.0],
+     _drop_neutral(0, (0, 1), signed_zero=True)),
     ("sub", np.subtract, "({0} - {1})", lambda out, x, y: [1.0, -1.0], _drop_neutral(0, (1,))),
     ("mul", np.multiply, "({0} * {1})", lambda out, x, y: [y, x], _drop_neutral(1, (0, 1))),
     ("div", np.divide, "({0} / {1})", lambda out, x, y: [_recip(y), -out / y],
