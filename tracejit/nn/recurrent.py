@@ -222,15 +222,12 @@ def _lstm_backward(residuals, g_seq):
     kernel, h0, c0, hs, cs, i, f, g, o, tc = residuals
     n = np.shape(kernel)[0]  # static (the batch size of h0 stays symbolic)
     c_prev = np.concatenate([operand(c0)[None], cs[:-1]], axis=0)
-    # U^T written out once, negated so that no simplification drops the pass (a
-    # transposed view made every step's dz @ U^T OpenBLAS's slower 'T' case: 87
-    # against 54 us); the carry is then -dh, folded into the sum below
-    kernel_neg_t = -np.swapaxes(kernel, 0, 1)
+    kernel_t = np.swapaxes(kernel, 0, 1)  # written out once before the loop (codegen)
 
     def body(carry, xs):
-        neg_dh, dc = carry
+        dh_next, dc = carry
         g_h, g_c, i, f, g, o, tc, c_prev = xs
-        dh = g_h - neg_dh
+        dh = g_h + dh_next
         dc = dc + g_c + dh * o * (1.0 - tc * tc)
         # pairs of pieces: a concatenation of two is a copy loop, of more a runtime
         # call whose first compile took 8 s here
@@ -238,14 +235,14 @@ def _lstm_backward(residuals, g_seq):
                                             axis=-1),
                              np.concatenate([dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)],
                                             axis=-1)], axis=-1)
-        return (dz @ kernel_neg_t, dc * f), dz
+        return (dz @ kernel_t, dc * f), dz
 
     zeros = np.zeros_like(operand(hs)[0])
-    (neg_dh0, dc0), dzs = lax.scan(body, (zeros, zeros),
+    (dh0, dc0), dzs = lax.scan(body, (zeros, zeros),
                                (g_seq[:, :, :n], g_seq[:, :, n:], i, f, g, o, tc, c_prev),
                                reverse=True)
     h_prev = np.concatenate([operand(h0)[None], hs[:-1]], axis=0)
-    return dzs, _rows_t_matmul(h_prev, dzs), -neg_dh0, dc0
+    return dzs, _rows_t_matmul(h_prev, dzs), dh0, dc0
 
 
 def _rows_t_matmul(a, g):
