@@ -225,6 +225,49 @@ def test_a_forked_child_does_not_wait_for_the_parents_set_up(tmp_path):
     assert json.loads(run(FORKING_USER)[-1]) == {"child": 0, "parent": True}
 
 
+FORKED_WHILE_LOCKED = textwrap.dedent("""
+    import os, threading, time
+    import numpy as np
+    import tracejit
+    from tracejit.backend import cache, store
+    from tracejit.observe import events
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():  # a compile thread of the parent, caught mid-way by the fork
+        with cache._lock, store._lock, events._lock:
+            held.set()
+            release.wait(60)
+
+    threading.Thread(target=hold, daemon=True).start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        f = tracejit.function(lambda x: np.cos(x) + 1.0)
+        right = np.allclose(f(np.ones(2)), np.cos(1.0) + 1.0)
+        os._exit(0 if right and f.stats.compiles + f.stats.disk_hits == 1 else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+    release.set()
+    print(os.waitstatus_to_exitcode(done[1]) if done[0] else "hung")
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_a_thread_held_tracejits_locks_compiles(tmp_path):
+    """multiprocessing forks on Linux: a lock a parent thread held at that moment was
+    held forever in the child, whose first compile then hung."""
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "sync"}
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+    proc = subprocess.run([sys.executable, "-c", FORKED_WHILE_LOCKED], capture_output=True,
+                          env=env, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "0"
+
+
 @pytest.mark.usefixtures("background")
 def test_the_worker_compiles_into_the_cache_directory_in_use_now(monkeypatch, tmp_path):
     """A worker started under another TRACEJIT_CACHE_DIR (a script or fixture setting it

@@ -35,6 +35,7 @@ import numba
 import numpy as np
 from numba.core.dispatcher import Dispatcher
 
+from ..core import forksafe
 from ..core.errors import TracejitCacheWarning, warn
 from ..core.version import __version__
 from . import numba_cache, rebound, store
@@ -50,6 +51,7 @@ _TRUE_WORDS = {"1", "true", "yes"}
 _OWN_FILE = re.compile(r"^\w+_[0-9a-f]{10,20}\.py$", re.ASCII)
 
 _lock = threading.RLock()  # one module file is executed once, even with compile threads
+forksafe.renew_after_fork(globals(), "_lock", threading.RLock)
 _loaded: dict[Path, KernelModule] = {}
 _private_dir: Path | None = None
 _runtime_store: list = []  # the store the runtime helpers cache their code in, once set

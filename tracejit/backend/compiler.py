@@ -535,6 +535,19 @@ def _forget_fast_paths() -> None:
 config.on_change(_forget_fast_paths)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: a dispatcher lock one of them
+    held is new, and a function whose compile one of them ran forgets its entries
+    (its next call traces and compiles again instead of waiting for that compile)."""
+    for dispatcher in list(_dispatchers):
+        dispatcher._lock = threading.RLock()
+        if any(entry.compiling is not None for entry in dispatcher._recent.values()):
+            dispatcher.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _sizes(leaves, axes) -> tuple:
     return tuple(np.shape(leaves[leaf])[axis] for leaf, axis in axes)
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import threading
 
+from ..core import forksafe
 from ..trace.tracer import rebound_callables
 
 _lock = threading.Lock()
+forksafe.renew_after_fork(globals(), "_lock", threading.Lock)
 _scanned = [0]  # entries of Numba's builtin typing registry already looked at
 
 

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core import forksafe
 from ..core.errors import TracejitCacheWarning, warn
 
 KEY_FILE = ".tracejit-key"
@@ -37,6 +38,7 @@ _MAC_SIZE = hashlib.sha256().digest_size
 _STALE_TEMP_SECONDS = 3600.0  # temp files of interrupted writes older than this are removed
 
 _lock = threading.RLock()
+forksafe.renew_after_fork(globals(), "_lock", threading.RLock)
 _stores: dict[str, Store | None] = {}
 _warned: set = set()
 

@@ -24,6 +24,7 @@ import types
 
 import numpy as np
 
+from ..core import forksafe
 from ..core.errors import UnsupportedError, with_location
 from ..trace import ops
 from ..trace.tracer import Tracer, add_tracing_hook, rebound_callables
@@ -150,6 +151,7 @@ class _Rebindings:
 
 
 REBINDINGS = _Rebindings()
+forksafe.renew_after_fork(vars(REBINDINGS), "lock", threading.Lock)
 
 
 def rebind_while_tracing(owner, name, traced):

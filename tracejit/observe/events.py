@@ -64,12 +64,14 @@ from time import perf_counter
 
 from numba.core import event as numba_event
 
+from ..core import forksafe
 from . import log
 
 recording = False  # a profiler is active: compiled calls go through timing wrappers
 _recorders: list = []  # active profilers: on_trace, on_compile, on_*_call(...)
 _entries: weakref.WeakSet = weakref.WeakSet()  # every entry whose call may be wrapped
 _lock = threading.RLock()
+forksafe.renew_after_fork(globals(), "_lock", threading.RLock)
 _tracing = threading.local()  # the traces in progress on this thread (nested calls)
 _open_compiles: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # kernel -> record
 

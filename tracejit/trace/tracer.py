@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from ..core import pytree
+from ..core import forksafe, pytree
 from ..core.errors import (
     ConcretizationError,
     LeakedTracerError,
@@ -67,6 +67,7 @@ _locations = _ThreadStack()  # set while replaying or differentiating an equatio
 # threads they run on (numpy_build rebinds np.array & co. for the duration)
 _tracing_hooks: list[tuple] = []
 _hooks_lock = threading.Lock()
+forksafe.renew_after_fork(globals(), "_hooks_lock", threading.Lock)
 # (original, stand-in) pairs among those rebindings: the stand-in replaces a
 # callable process-wide, so code typed meanwhile on another thread (a Numba compile)
 # sees it; the backend gives both one Numba type (backend/rebound.py)
