@@ -268,6 +268,37 @@ def test_a_child_forked_while_a_thread_held_tracejits_locks_compiles(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == "0"
 
 
+FORKED_WHILE_COMPILING = textwrap.dedent("""
+    import os
+    import numpy as np
+    import tracejit
+
+    f = tracejit.function(lambda x: np.cos(x) * 3.0)
+    x = np.ones(2)
+    f(x)  # its compile runs in a thread of this process, which a fork does not copy
+    pid = os.fork()
+    if pid == 0:
+        right = np.allclose(f(x), np.cos(1.0) * 3.0)
+        f.wait()
+        os._exit(0 if right and f.entry((x,))[0].ready else 1)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_during_a_compile_compiles_the_function_itself(tmp_path):
+    """The child's function waited for the parent's compile thread, which it does not
+    have: it stayed on the interpreter for good."""
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path),
+           "TRACEJIT_COMPILE": "background"}
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+    proc = subprocess.run([sys.executable, "-c", FORKED_WHILE_COMPILING], capture_output=True,
+                          env=env, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "0"
+
+
 @pytest.mark.usefixtures("background")
 def test_the_worker_compiles_into_the_cache_directory_in_use_now(monkeypatch, tmp_path):
     """A worker started under another TRACEJIT_CACHE_DIR (a script or fixture setting it
