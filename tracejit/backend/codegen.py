@@ -318,22 +318,16 @@ def _views(program: Program) -> set:
 
 
 def _transposed_for_every_step(eqn, users) -> bool:
-    """A transpose that a scan passes as a constant to a product in its body is
+    """A transpose that a loop passes as a constant to a product in its body is
     copied once before the loop: a transposed operand is BLAS's slower case, paid
     at every step (an LSTM's backward, dz @ U^T: 87 against 54 us a step)."""
     if eqn.prim.name != "transpose":
         return False
     out = eqn.outputs[0]
-    for user in users:
-        if user.prim.name != "scan":
-            continue
-        body = user.params["body"]
-        for position, operand in enumerate(user.inputs[:user.params["n_consts"]]):
-            inner = body.invars[position]
-            if operand is out and any(e.prim.blas and any(a is inner for a in e.inputs)
-                                      for e in body.eqns):
-                return True
-    return False
+    return any(operand is out and any(e.prim.blas and any(a is inner for a in e.inputs)
+                                      for e in body.eqns)
+               for user in users if user.prim.loop_constants is not None
+               for operand, body, inner in user.prim.loop_constants(user))
 
 
 # ------------------------------------------------------------ single ops

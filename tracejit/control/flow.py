@@ -447,9 +447,14 @@ def _scan_prune(eqn, used):
                    outputs=_select(eqn.outputs, keep_outs))
 
 
+def _scan_constants(eqn) -> list:
+    body = eqn.params["body"]
+    return [(a, body, body.invars[k]) for k, a in enumerate(eqn.inputs[:eqn.params["n_consts"]])]
+
+
 SCAN = register(Primitive(
     "scan", CONTROL, _scan_rule, _scan_impl, vjp_forward=_scan_vjp_forward, jvp=_scan_jvp,
-    multiple_results=True, prune=_scan_prune))
+    multiple_results=True, prune=_scan_prune, loop_constants=_scan_constants))
 
 
 # =============================================================== while loop
@@ -570,10 +575,16 @@ def _while_prune(eqn, used):
                    outputs=_select(eqn.outputs, [True] * (1 + ncarry) + keep_ys))
 
 
+def _while_constants(eqn) -> list:
+    body, first = eqn.params["body"], eqn.params["n_cond"]
+    consts = eqn.inputs[first:first + eqn.params["n_consts"]]
+    return [(a, body, body.invars[k]) for k, a in enumerate(consts)]
+
+
 WHILE = register(Primitive(
     "while_loop", CONTROL, _while_rule, _while_impl, vjp_forward=_while_vjp_forward,
     jvp=_while_jvp, multiple_results=True, prune=_while_prune,
-    dims_defined=lambda params: [(params["length"], 0)]))
+    dims_defined=lambda params: [(params["length"], 0)], loop_constants=_while_constants))
 
 
 # =================================================================== switch

@@ -61,6 +61,9 @@ class Primitive:
     prune: Callable | None = None
     # (params) -> sizes this equation defines (a while loop's trip count).
     dims_defined: Callable | None = None
+    # loops: (eqn) -> [(operand, body, the body's input for it)] for the operands the
+    # body reads unchanged at every step (codegen lays them out for that once)
+    loop_constants: Callable | None = None
     # interpreter: a cheaper `impl` whose result NumPy's broadcasting completes,
     # used when every consumer is elementwise (a broadcast need not be materialised)
     impl_broadcasting: Callable | None = None

@@ -69,8 +69,8 @@ _tracing_hooks: list[tuple] = []
 _hooks_lock = threading.Lock()
 forksafe.renew_after_fork(globals(), "_hooks_lock", threading.Lock)
 # (original, stand-in) pairs among those rebindings: the stand-in replaces a
-# callable process-wide, so code typed meanwhile on another thread (a Numba compile)
-# sees it; the backend gives both one Numba type (backend/rebound.py)
+# callable process-wide, so a module imported meanwhile on another thread (Numba's,
+# registering its overloads) sees it; backend/rebound.py registers the original too
 rebound_callables: list[tuple] = []
 # Context-manager factories `guard(fn)` entered around each `trace(fn, ...)`
 _trace_guards: list = []
