@@ -149,6 +149,30 @@ def test_a_warm_process_serves_calls_while_its_kernel_loads_then_switches(tmp_pa
         np.testing.assert_allclose(grad, x.T @ (2 * t * (1 - t**2)), rtol=1e-12)
 
 
+def run_script(script: str, cache_dir, compile_mode: str) -> list[str]:
+    """`python -c script` in a new process on this cache directory, JIT on: its output."""
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(cache_dir), "TRACEJIT_COMPILE": compile_mode}
+    env.pop("TRACEJIT_DISABLE_JIT", None)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()
+
+
+# Scripts that fork reap their child with this: its exit code, or "hung" (killed).
+REAP = textwrap.dedent("""
+    import os, time
+
+    def reap(pid):
+        deadline = time.monotonic() + 60
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            return "hung"
+        return os.waitstatus_to_exitcode(done[1])
+""")
+
 SET_UP_USER = textwrap.dedent("""
     import json
     import numpy as np
@@ -167,25 +191,17 @@ SET_UP_USER = textwrap.dedent("""
 
 
 def test_numba_loading_is_set_up_before_the_first_call_only_in_a_warm_process(tmp_path):
-    """Done beside busy interpreted calls, the set-up took 0.5-1.2 s of GIL hand-offs
+    """Done beside busy interpreted calls, the set-up took 0.4-1.2 s of GIL hand-offs
     and slowed those calls twofold: a process whose cache holds kernels does it before
     its first call returns, a cold one once its first kernel goes to the worker."""
-    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "background"}
-    env.pop("TRACEJIT_DISABLE_JIT", None)
-
-    def run():
-        proc = subprocess.run([sys.executable, "-c", SET_UP_USER], capture_output=True,
-                              env=env, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
-    cold, warm = run(), run()
+    cold, warm = (json.loads(run_script(SET_UP_USER, tmp_path, "background")[-1])
+                  for _ in range(2))
     assert cold["eager"] == [False] and cold["at_the_end"] and cold["right"]
     assert warm["eager"] == [True] and warm["after_first_call"] and warm["right"]
 
 
-FORKING_USER = textwrap.dedent("""
-    import json, os, sys, threading, time
+FORKING_USER = REAP + textwrap.dedent("""
+    import json, threading
     import numpy as np
     import tracejit
     from tracejit.backend import worker
@@ -196,15 +212,10 @@ FORKING_USER = textwrap.dedent("""
     pid = os.fork()
     if pid == 0:  # the parent's threads are not here: nothing may wait for them
         os._exit(0 if np.allclose(f(np.ones(3)), 2.0 * np.sin(1.0)) else 1)
-    deadline = time.monotonic() + 60
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if done[0] == 0:
-        os.kill(pid, 9)
+    child = reap(pid)
     held.set()
     y = f(np.ones(3))
-    print(json.dumps({"child": os.waitstatus_to_exitcode(done[1]) if done[0] else "hung",
-                      "parent": bool(np.allclose(y, 2.0 * np.sin(1.0)))}))
+    print(json.dumps({"child": child, "parent": bool(np.allclose(y, 2.0 * np.sin(1.0)))}))
 """)
 
 
@@ -212,21 +223,13 @@ FORKING_USER = textwrap.dedent("""
 def test_a_forked_child_does_not_wait_for_the_parents_set_up(tmp_path):
     """A child forked while the warm set-up ran has no such thread: its first trace
     used to wait for it forever."""
-    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "background"}
-    env.pop("TRACEJIT_DISABLE_JIT", None)
-
-    def run(script):
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env,
-                              text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return proc.stdout.strip().splitlines()
-
-    run(SET_UP_USER)  # fills the cache: the next process is warm
-    assert json.loads(run(FORKING_USER)[-1]) == {"child": 0, "parent": True}
+    run_script(SET_UP_USER, tmp_path, "background")  # fills the cache: the next is warm
+    assert json.loads(run_script(FORKING_USER, tmp_path, "background")[-1]) == {
+        "child": 0, "parent": True}
 
 
-FORKED_WHILE_LOCKED = textwrap.dedent("""
-    import os, threading, time
+FORKED_WHILE_LOCKED = REAP + textwrap.dedent("""
+    import threading
     import numpy as np
     import tracejit
     from tracejit.backend import cache, store
@@ -246,13 +249,9 @@ FORKED_WHILE_LOCKED = textwrap.dedent("""
         f = tracejit.function(lambda x: np.cos(x) + 1.0)
         right = np.allclose(f(np.ones(2)), np.cos(1.0) + 1.0)
         os._exit(0 if right and f.stats.compiles + f.stats.disk_hits == 1 else 1)
-    deadline = time.monotonic() + 60
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if done[0] == 0:
-        os.kill(pid, 9)
+    child = reap(pid)
     release.set()
-    print(os.waitstatus_to_exitcode(done[1]) if done[0] else "hung")
+    print(child)
 """)
 
 
@@ -260,16 +259,10 @@ FORKED_WHILE_LOCKED = textwrap.dedent("""
 def test_a_child_forked_while_a_thread_held_tracejits_locks_compiles(tmp_path):
     """multiprocessing forks on Linux: a lock a parent thread held at that moment was
     held forever in the child, whose first compile then hung."""
-    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "sync"}
-    env.pop("TRACEJIT_DISABLE_JIT", None)
-    proc = subprocess.run([sys.executable, "-c", FORKED_WHILE_LOCKED], capture_output=True,
-                          env=env, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "0"
+    assert run_script(FORKED_WHILE_LOCKED, tmp_path, "sync")[-1] == "0"
 
 
-FORKED_WHILE_COMPILING = textwrap.dedent("""
-    import os
+FORKED_WHILE_COMPILING = REAP + textwrap.dedent("""
     import numpy as np
     import tracejit
 
@@ -281,8 +274,7 @@ FORKED_WHILE_COMPILING = textwrap.dedent("""
         right = np.allclose(f(x), np.cos(1.0) * 3.0)
         f.wait()
         os._exit(0 if right and f.entry((x,))[0].ready else 1)
-    _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status))
+    print(reap(pid))
 """)
 
 
@@ -290,13 +282,7 @@ FORKED_WHILE_COMPILING = textwrap.dedent("""
 def test_a_child_forked_during_a_compile_compiles_the_function_itself(tmp_path):
     """The child's function waited for the parent's compile thread, which it does not
     have: it stayed on the interpreter for good."""
-    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path),
-           "TRACEJIT_COMPILE": "background"}
-    env.pop("TRACEJIT_DISABLE_JIT", None)
-    proc = subprocess.run([sys.executable, "-c", FORKED_WHILE_COMPILING], capture_output=True,
-                          env=env, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "0"
+    assert run_script(FORKED_WHILE_COMPILING, tmp_path, "background")[-1] == "0"
 
 
 @pytest.mark.usefixtures("background")
