@@ -6,9 +6,12 @@ Each number comes from a fresh process (`import tracejit` and the data are
 not timed). The clock starts at the first call of `value_and_grad(loss)`;
 the process then keeps calling it in a loop, as a training script does, and
 "ready" is the moment a call is served by the compiled kernel. "cold" starts
-from an empty TRACEJIT_CACHE_DIR; "warm" is a new process on the directory
-the cold one filled; "idle" is a warm process that makes one call and then
-only polls (sleeps) until the kernel is there. "calls" is how many calls the
+from an empty TRACEJIT_CACHE_DIR, on a machine where tracejit ran before: the
+runtime helpers' machine code, the same for every program, is in its own cache
+(TRACEJIT_RUNTIME_CACHE_DIR, filled first); "first on this machine" has that
+empty too; "warm" is a new process on the directory the cold one filled;
+"idle" is a warm process that makes one call and then only polls (sleeps)
+until the kernel is there. "calls" is how many calls the
 interpreter served before the hand-over; "longest call" the slowest of those
 calls and the kernel's first (no call should wait for the load). A process gives up after --limit
 seconds (shown as "> limit").
@@ -116,9 +119,9 @@ LABELS = {"seed_mlp": "seeds' MLP (value_and_grad)", "rnn": "char-RNN, 25 steps"
 TARGETS = {"seed_mlp": (1.0, 0.2), "rnn": (2.0, 0.3), "mlp": (2.0, 0.3)}
 
 
-def run(code: str, name: str, directory: str, limit: float) -> dict:
+def run(code: str, name: str, directory: str, limit: float, runtime: str) -> dict:
     t0 = "t0 = time.perf_counter()\n"
-    env = {"TRACEJIT_CACHE_DIR": directory,
+    env = {"TRACEJIT_CACHE_DIR": directory, "TRACEJIT_RUNTIME_CACHE_DIR": runtime,
            "NUMBA_CACHE_DIR": os.path.join(directory, "numba")}
     time.sleep(0.2)  # BLAS threads of the last process settle
     try:
@@ -129,12 +132,26 @@ def run(code: str, name: str, directory: str, limit: float) -> dict:
     return marks
 
 
-def measure(name: str, limit: float) -> dict:
+FILL_RUNTIME = """
+from tracejit.backend import worker
+for task in worker._warm_ups():
+    task()
+"""
+
+
+def fill_runtime_cache(runtime: str) -> None:
+    """What any earlier program on this machine left: the runtime helpers compiled."""
+    run_first_call(FILL_RUNTIME, env={"TRACEJIT_RUNTIME_CACHE_DIR": runtime}, timeout=600)
+
+
+def measure(name: str, limit: float, runtime: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="tracejit-ready-") as tmp:
+        first = os.path.join(tmp, "first")
         directory = os.path.join(tmp, "cache")
-        return {"cold": run(BUSY, name, directory, limit),
-                "warm": run(BUSY, name, directory, limit),
-                "idle": run(IDLE, name, directory, limit)}
+        return {"first": run(BUSY, name, first, limit, os.path.join(first, "runtime")),
+                "cold": run(BUSY, name, directory, limit, runtime),
+                "warm": run(BUSY, name, directory, limit, runtime),
+                "idle": run(IDLE, name, directory, limit, runtime)}
 
 
 def cell(marks: dict, limit: float) -> str:
@@ -146,16 +163,18 @@ def cell(marks: dict, limit: float) -> str:
 
 
 def table(results: dict, limit: float) -> list[str]:
-    lines = ["| program | cold s (calls) | worker compile s (CPU s) | warm s (calls) "
+    lines = ["| program | first on this machine s (calls) | cold s (calls) "
+             "| worker compile s (CPU s) | warm s (calls) "
              "| warm: longest call ms | warm, idle s | target cold / warm |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, runs in results.items():
         target = TARGETS.get(name)
         goal = f"{target[0]} / {target[1]}" if target else "-"
         idle, cold = runs["idle"].get("ready"), runs["cold"]
         worker = (f"{cold['worker_s']:.2f} ({cold['worker_cpu_s']:.2f})"
                   if cold.get("worker_s") else "-")
-        lines.append(f"| {LABELS[name]} | {cell(cold, limit)} | {worker} "
+        lines.append(f"| {LABELS[name]} | {cell(runs['first'], limit)} "
+                     f"| {cell(cold, limit)} | {worker} "
                      f"| {cell(runs['warm'], limit)} | {runs['warm'].get('longest_ms', 0):.0f} "
                      f"| {'-' if idle is None else f'{idle:.2f}'} | {goal} |")
     return lines
@@ -191,9 +210,11 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=float, default=30.0, help="seconds before giving up")
     args = parser.parse_args(argv)
     results = {}
-    for name in args.programs.split(","):
-        print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        results[name] = measure(name, args.limit)
+    with tempfile.TemporaryDirectory(prefix="tracejit-runtime-") as runtime:
+        fill_runtime_cache(runtime)
+        for name in args.programs.split(","):
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            results[name] = measure(name, args.limit, runtime)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"Kernel ready from the first call, calls served meanwhile (load average {load:.2f}):")
     print("\n".join(table(results, args.limit)))

@@ -12,9 +12,11 @@ settings.load_profile("default")
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_and_verifier(tmp_path_factory):
-    """Kernels go to a fresh cache directory, and every pass is verified."""
+    """Kernels and the runtime helpers go to fresh cache directories, and every pass is
+    verified."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRACEJIT_CACHE_DIR", str(tmp_path_factory.mktemp("tracejit-cache")))
+        mp.setenv("TRACEJIT_RUNTIME_CACHE_DIR", str(tmp_path_factory.mktemp("tracejit-runtime")))
         mp.setenv("TRACEJIT_VERIFY", "1")
         yield
 

@@ -121,7 +121,9 @@ def expected(light: bool = False) -> dict:
 
 def child_env(cache_dir: Path, fault: str = "", compile_mode: str = "sync", light=False,
               **extra) -> dict:
+    # The runtime helpers' machine code in the same directory: damaged and copied with it.
     env = {**os.environ, "TRACEJIT_CACHE_DIR": str(cache_dir), "TRACEJIT_COMPILE": compile_mode,
+           "TRACEJIT_RUNTIME_CACHE_DIR": str(cache_dir),
            "TJ_FAULT": fault, "PYTHONPATH": str(ROOT), "TJ_PROGRAM": "light" if light else ""}
     for name in ("TRACEJIT_DISABLE_JIT", "TRACEJIT_DISABLE_CACHE", "NUMBA_CACHE_DIR"):
         env.pop(name, None)

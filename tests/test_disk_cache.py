@@ -76,3 +76,41 @@ def test_damaged_module_file_is_rebuilt_with_a_warning(first_run, cache_dir, dam
     assert rebuilt["out"] == pytest.approx(EXPECTED)
     assert module.read_bytes() == text  # rewritten whole, not left half-written
     assert not [p for p in os.listdir(cache_dir) if p.endswith(".tmp")]
+
+
+HELPER_USER = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tracejit
+    from tracejit.backend import runtime
+
+    f = tracejit.function(lambda x: np.exp(x) * 2.0)  # exp is a runtime helper
+    out = f(np.ones(3))
+    print(json.dumps({"exp": [sum(runtime.exp.stats.cache_hits.values()),
+                              sum(runtime.exp.stats.cache_misses.values())],
+                      "right": bool(np.allclose(out, 2.0 * np.exp(1.0)))}))
+""")
+
+
+def test_runtime_helpers_are_compiled_once_for_every_cache_directory(tmp_path):
+    """The runtime helpers (a third of a small kernel's first compile) are the same for
+    every program: cached once in their own directory, then read back by a process
+    whose kernel cache directory is new."""
+    runtime_dir = tmp_path / "runtime"
+
+    def run(cache_dir):
+        env = {**os.environ, "TRACEJIT_CACHE_DIR": str(cache_dir), "TRACEJIT_COMPILE": "sync",
+               "TRACEJIT_RUNTIME_CACHE_DIR": str(runtime_dir)}
+        env.pop("TRACEJIT_DISABLE_JIT", None)
+        proc = subprocess.run([sys.executable, "-c", HELPER_USER], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    first, second = run(tmp_path / "one"), run(tmp_path / "two")
+    assert first == {"exp": [0, 1], "right": True}
+    assert second == {"exp": [1, 0], "right": True}  # read back: nothing compiled
+    assert list((runtime_dir / "__pycache__").glob("runtime.exp-*.nbc"))
+    for kernels in (tmp_path / "one", tmp_path / "two"):
+        assert not list((kernels / "__pycache__").glob("runtime.*"))
+        assert list(kernels.glob("*.py"))  # the kernels' own files stay there

@@ -100,9 +100,11 @@ def load_module(source: str, name_hint: str, *, use_disk: bool,
     nests by that name, whether the store took the files or not.
     """
     use_disk = use_disk and disk_cache_enabled()
-    stem = stem or f"{_sanitize(name_hint)}_{_digest(source)[:20]}"
+    stem = stem or _stem(source, name_hint)
     name = f"{package(use_disk)}.{stem}"
     target = _disk_store() if use_disk else None
+    if target is not None and not _runtime_store:  # before a module calls a helper
+        _install_runtime_cache()
     with _lock:
         if target is not None:
             loaded = _loaded.get(target.path / f"{stem}.py")
@@ -111,6 +113,20 @@ def load_module(source: str, name_hint: str, *, use_disk: bool,
             if loaded is not None:
                 return loaded
         return _load_private(name, source)
+
+
+def write_module(source: str, name_hint: str, *, stem: str | None = None) -> Path | None:
+    """Put the file `load_module(source, name_hint, use_disk=True, stem=stem)` would
+    import into the store, without importing it: where it is, or None if the store
+    cannot take it. A compile worker reads it; this process imports it meanwhile."""
+    target = _disk_store() if disk_cache_enabled() else None
+    if target is None:
+        return None
+    path = target.path / f"{stem or _stem(source, name_hint)}.py"
+    with _lock:
+        if path in _loaded or _put(target, path, _render(source)) is not None:
+            return path
+    return None
 
 
 def package(use_disk: bool) -> str:
@@ -162,6 +178,15 @@ def store_writable() -> bool:
     """Whether new files can go to the cache directory now (it is usable, and neither
     read-only nor full): a compile worker is only worth asking then."""
     target = _disk_store() if disk_cache_enabled() else None
+    return target is not None and target.writable
+
+
+def runtime_cache_writable() -> bool:
+    """Whether the runtime helpers' machine code can go to their disk cache now."""
+    if not disk_cache_enabled():
+        return False
+    _install_runtime_cache()
+    target = _runtime_store[0]
     return target is not None and target.writable
 
 
@@ -246,9 +271,24 @@ def clear_cache() -> None:
 
 def configured_cache_dir() -> Path:
     """The directory the environment names (TRACEJIT_CACHE_DIR, else XDG's), as is."""
-    explicit = os.environ.get("TRACEJIT_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
+    return _named_dir("TRACEJIT_CACHE_DIR") or _user_cache_dir()
+
+
+def runtime_cache_dir() -> Path:
+    """Where the runtime helpers' machine code is cached: TRACEJIT_RUNTIME_CACHE_DIR,
+    else `runtime` in the user's tracejit directory (XDG's), whatever TRACEJIT_CACHE_DIR
+    says. The helpers are the same for every program, so their compile (about 0.8 s of
+    a small kernel's first compile) is paid once per user and machine, not once per
+    cache directory; a kernel embeds their code, so its own cache never depends on it."""
+    return _named_dir("TRACEJIT_RUNTIME_CACHE_DIR") or _user_cache_dir() / "runtime"
+
+
+def _named_dir(variable: str) -> Path | None:
+    explicit = os.environ.get(variable)
+    return Path(explicit).expanduser() if explicit else None
+
+
+def _user_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     # The XDG spec says relative paths are invalid and must be ignored.
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
@@ -256,14 +296,20 @@ def configured_cache_dir() -> Path:
 
 
 def _disk_store() -> store.Store | None:
-    target = store.open_store(configured_cache_dir())
-    if target is not None and not _runtime_store:
-        # The runtime helpers' machine code is cached (verified) in the first store used.
-        from . import runtime
+    return store.open_store(configured_cache_dir())
 
+
+def _install_runtime_cache() -> None:
+    """Give the runtime helpers their verified disk cache (once per process)."""
+    from . import runtime
+
+    with _lock:
+        if _runtime_store:
+            return
+        target = store.open_store(runtime_cache_dir())
         _runtime_store.append(target)
-        numba_cache.install(runtime, target, requested_only=False)
-    return target
+        if target is not None:
+            numba_cache.install(runtime, target, requested_only=False)
 
 
 def _private_tmp_dir() -> Path | None:
@@ -335,25 +381,41 @@ def _render(source: str) -> bytes:
     return f"{_HEADER}{hashlib.sha256(body).hexdigest()}\n".encode() + body
 
 
+def _stem(source: str, name_hint: str) -> str:
+    return f"{_sanitize(name_hint)}_{_digest(source)[:20]}"
+
+
 def _load_from_store(target: store.Store, stem: str, source: str,
                      name: str) -> KernelModule | None:
     """The module from the store's file, written first unless it already holds exactly
     these bytes; None if the store cannot take the file (read-only, full)."""
     path = target.path / f"{stem}.py"
     expected = _render(source)
-    current = _read_if_present(path)
-    # An intact file is reused untouched: rewriting it would disturb concurrent readers.
-    written = current != expected
-    if written:
-        if current is not None:
-            warn(f"corrupt tracejit cache file {path} (not the source its name stands "
-                      "for); rewriting it", TracejitCacheWarning)
-        if not target.write(path, expected):
-            return None
+    if _put(target, path, expected) is None:
+        return None
     module = _import(path, name, expected.decode())
     numba_cache.install(module, target)
+    written = path in _written_here  # now, or by write_module before
+    _written_here.discard(path)
     loaded = _loaded[path] = KernelModule(path, module, written)
     return loaded
+
+
+_written_here: set = set()  # module files this process wrote and has not loaded yet
+
+
+def _put(target: store.Store, path: Path, expected: bytes) -> bool | None:
+    """Make `path` hold `expected`: whether this call wrote it, None if it could not."""
+    current = _read_if_present(path)
+    if current == expected:  # reused untouched: rewriting would disturb concurrent readers
+        return False
+    if current is not None:
+        warn(f"corrupt tracejit cache file {path} (not the source its name stands "
+             "for); rewriting it", TracejitCacheWarning)
+    if not target.write(path, expected):
+        return None
+    _written_here.add(path)
+    return True
 
 
 def _read_if_present(path: Path) -> bytes | None:

@@ -45,10 +45,13 @@ def decorator(parallel: bool, kernel: bool = False) -> str:
     """The decorator of a nest function, or of a kernel. A kernel calls its nests
     by symbol (`_rt.nest`), so its machine code is never cached on disk: a new
     process might load it before the nests it needs (a kernel is a short driver,
-    quick to compile once its nests are)."""
+    quick to compile once its nests are). A kernel is called from Python only: no C
+    callable wrapper is made for it (LLVM would optimise one per kernel)."""
     flags = f"error_model='numpy', nogil=True, fastmath={FASTMATH}"
     flags += ", parallel=True" if parallel else ""
-    return f"@njit({flags})" if kernel else f"@_rt.nest(cache=_CACHE, {flags})"
+    if kernel:
+        return f"@njit(no_cfunc_wrapper=True, {flags})"
+    return f"@_rt.nest(cache=_CACHE, {flags})"
 
 
 @dataclass
@@ -538,17 +541,17 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_) -> None:
     nest.parallel_safe = False  # several outer iterations update one output cell
     cell = f"{name}[{', '.join(out_idx)}]"
     if is_arg:
-        em.emit(f"{name}_v = np.full({em.shape(out.aval)}, {init})")
-        em.emit(f"{name} = np.zeros({em.shape(out.aval)}, np.int64)")
+        em.emit(f"{name}_v = _rt.full({em.shape(out.aval)}, {init})")
+        em.emit(f"{name} = _rt.full({em.shape(out.aval)}, np.int64(0))")
         acc_cell = f"{name}_v[{', '.join(out_idx)}]"
         lines.extend(update.format(acc=acc_cell, v=value, idx=cell, k=flat).split("\n"))
     elif wide:  # accumulate in a wide array, rounded once the nest is done
-        em.emit(f"{name}_w = np.full({em.shape(out.aval)}, {init})")
+        em.emit(f"{name}_w = _rt.full({em.shape(out.aval)}, {init})")
         wide_cell = f"{name}_w[{', '.join(out_idx)}]"
         lines.extend(update.format(acc=wide_cell, v=value, idx="", k="").split("\n"))
         nest.post[0].append(f"{name} = {name}_w.astype({em.dtype(out.aval)})")
     else:
-        em.emit(f"{name} = np.full({em.shape(out.aval)}, {init})")
+        em.emit(f"{name} = _rt.full({em.shape(out.aval)}, {init})")
         lines.extend(update.format(acc=cell, v=value, idx="", k="").split("\n"))
 
 

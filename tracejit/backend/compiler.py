@@ -77,6 +77,15 @@ class Kernel:
         """The kernel module and the shared nest modules it calls, readable."""
         return self.generated.text()
 
+    def write(self):
+        """Put the nest modules and the kernel module in the disk cache without importing
+        them (a compile worker reads them); the kernel module's path, or None."""
+        paths = [cache.write_module(text, module, stem=module)
+                 for module, (_, text) in self.generated.helpers.items()]
+        if None in paths:
+            return None
+        return cache.write_module(self.generated.source, self.name)
+
     def load(self):
         """Import the nest modules, then the kernel module; its Numba dispatcher."""
         self.nests = [cache.load_module(text, module, use_disk=self.use_disk, stem=module)

@@ -98,7 +98,10 @@ def _no_link_definitions() -> dict:
     from .runtime import _NestDispatcher
 
     found = {}
-    for module in [m for name, m in list(sys.modules.items())
+    # A copy in one step: building a list of (name, module) pairs allocates, a garbage
+    # collection can run Python code then, and another thread importing a module
+    # meanwhile broke the iteration ("dictionary changed size during iteration").
+    for module in [m for name, m in sys.modules.copy().items()
                    if name.startswith(("tracejit_kernels.", "tracejit.backend.runtime"))]:
         for fn in list(vars(module).values()):
             if isinstance(fn, _NestDispatcher):

@@ -50,9 +50,10 @@ def enabled() -> bool:
 def warm_up(start_worker: bool) -> None:
     """Called when the first traced function is made: calls will follow. In a background
     thread, start the compile worker (its own start-up, ~0.6 CPU s, then overlaps
-    whatever the program does before its first call) unless the first kernel turns out
-    to be on disk already: a warm process has no use for it, and its start-up slowed the
-    load here (seeds' MLP, idle caller, load average 3.6: ready 0.44 s with it, 0.26 s
+    whatever the program does before its first call): at once when the cache directory
+    holds no kernel yet (a cold process), else only if the first kernel turns out not
+    to be on disk: a warm process has no use for it, and its start-up slowed the load
+    here (seeds' MLP, idle caller, load average 3.6: ready 0.44 s with it, 0.26 s
     without). `import tracejit` stays fast, and a process that makes no function pays
     nothing.
 
@@ -149,8 +150,9 @@ def _warm(start_worker: bool, likely_warm: bool) -> None:
     if likely_warm:
         set_up_soon()
         _numba_set_up.wait()  # the worker's start (its Popen) after it, as before
+        if start_worker:  # a compile due starts the worker meanwhile
+            _first_lookup.wait(_VERDICT_SECONDS)
     if start_worker:
-        _first_lookup.wait(_VERDICT_SECONDS)  # a compile due starts the worker meanwhile
         if _first_on_disk != [True]:
             with contextlib.suppress(Exception):
                 _ensure_child()
@@ -293,10 +295,10 @@ def compile_elsewhere(kernel, args) -> dict | None:
     if signature is None:
         return None
     with prompt_switching():
-        kernel.load()  # writes the module files: the worker reads the same ones
-    on_disk = known_compiled(kernel, args)
+        path = kernel.write()  # the module files the worker reads (not imported here yet)
+    on_disk = path is not None and known_compiled(kernel, args, path)
     _note_lookup(on_disk)
-    if on_disk:
+    if path is None or on_disk:
         return None  # on disk already: loading it here is quick
     set_up_soon()  # needed when the machine code comes back: meanwhile, off the first calls
     request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
@@ -304,20 +306,30 @@ def compile_elsewhere(kernel, args) -> dict | None:
                "cache_dir": str(cache.cache_dir())}
     for _ in range(2):  # a dead worker is replaced once
         asked = time.perf_counter()
-        reply = _ask(request)
+        reply = _ask(request, meanwhile=lambda: _import_modules(kernel))
         if reply is not None:  # when it was sent and answered (benchmarks/bench_kernel_ready)
             reply.update(asked_at=asked, answered_at=time.perf_counter())
             return reply if reply.get("ok") else None
     return None
 
 
-def _ask(request: dict) -> dict | None:
+def _import_modules(kernel) -> None:
+    """While the worker compiles: import the modules here (0.03 s alone, 0.2-0.5 s beside
+    a busy caller: imports and Numba's dispatchers hand the GIL back and forth), so that
+    only the machine code is left to load when it comes back."""
+    if kernel.path is None:
+        with prompt_switching(), contextlib.suppress(Exception):  # loaded again later
+            kernel.load()
+
+
+def _ask(request: dict, meanwhile=lambda: None) -> dict | None:
     line = json.dumps(request) + "\n"
     with _lock:
         try:
             child = _running_child(request["cache_dir"])
             child.stdin.write(line)
             child.stdin.flush()
+            meanwhile()
             answer = child.stdout.readline()
         except OSError:
             answer = ""
@@ -401,11 +413,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def known_compiled(kernel, args) -> bool:
-    """Was machine code for these argument types put on disk before?"""
+def known_compiled(kernel, args, path=None) -> bool:
+    """Was machine code for these argument types put on disk before (beside the kernel
+    module's file: `path`, else where the kernel was loaded from)?"""
     signature = describe_args(tuple(args) + tuple(kernel.consts))
-    return (signature is not None and kernel.path is not None
-            and json.dumps(signature) in _compiled_signatures(kernel.path))
+    path = path or kernel.path
+    return (signature is not None and path is not None
+            and json.dumps(signature) in _compiled_signatures(path))
 
 
 def record_compiled(kernel, args) -> None:
@@ -440,13 +454,35 @@ def _compiled_signatures(path) -> set:
 
 def describe_args(args) -> list | None:
     """Numba's types of the arguments as JSON data (None if any is not an array or
-    a number)."""
-    import numba
-
+    a number). Plain arrays are described here as Numba would: its `typeof` of a
+    first array imports numpy.ma (0.03 s; 0.2 s beside a busy caller), on the way to
+    a cold process's first compile request."""
     try:
-        return describe_types([numba.typeof(arg) for arg in args])
+        described = [_describe_array(arg) if type(arg) is np.ndarray else None
+                     for arg in args]
+        for k, arg in enumerate(args):
+            if described[k] is None:
+                described[k] = _described_by_numba(arg)
     except ValueError:
         return None
+    return None if None in described else described
+
+
+def _describe_array(array: np.ndarray) -> list | None:
+    """`describe_types` of Numba's type of a plain numeric array (None for others)."""
+    dtype = array.dtype
+    if dtype.kind not in "biufc" or not dtype.isnative:
+        return None
+    flags = array.flags
+    layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
+    return ["array", dtype.name, array.ndim, layout, flags.writeable, flags.aligned]
+
+
+def _described_by_numba(arg) -> list | None:
+    import numba
+
+    described = describe_types([numba.typeof(arg)])
+    return None if described is None else described[0]
 
 
 # ------------------------------------------------------------------ the child
@@ -487,16 +523,18 @@ def _run_next(tasks) -> bool:
 
 def _warm_ups():
     """Compiles worth doing before any program asks, each short (a request waits for one
-    at most): the runtime helpers kernels call most, into the disk cache, once per
-    machine (a quarter of a small kernel's compile otherwise). (A typical nest and driver
-    compiled first, to ready Numba's typing of arrays and loops, saved a request nothing:
-    measured, the seeds' MLP compiled in 2.45-2.52 CPU s without it, 2.45-2.84 with.)"""
+    at most): the runtime helpers kernels call most, into their disk cache
+    (`cache.runtime_cache_dir`), once per machine, or read back from it: compiled, they
+    are a third of a small kernel's first compile (seeds' MLP in-process 2.3 s; 1.25 s
+    with them read back, which takes 0.05 s). (A typical nest and driver compiled first,
+    to ready Numba's typing of arrays and loops, saved a request nothing: the seeds' MLP
+    then compiled in 1.32-1.41 s.)"""
     from numba import types
 
     from . import cache
     from . import runtime as rt
 
-    if not cache.store_writable():  # opens the store: the runtime's disk cache with it
+    if not cache.runtime_cache_writable():  # opens the runtime's disk cache
         return
     helpers = (rt.gemm, rt.exp, rt.tanh, rt.log, rt.maximum, rt.sigmoid, rt.log1p, rt.expm1,
                rt.minimum, rt.sign)

@@ -1395,7 +1395,7 @@ def _emit_indexed(ctx, out, ins, eqn, scatter):
     # 0-d values are scalars in kernels: no index, no array
     small = f"[{', '.join(idx)}]" if idx else ""
     if scatter:
-        head = [f"{out} = np.zeros({ctx.shape(big)}, {ctx.dtype(big)})"]
+        head = [f"{out} = _rt.full({ctx.shape(big)}, {ctx.dtype(big)}(0))"]
         body = f"{out}[{big_index}] += {ins[0]}{small}"
     elif idx:
         head = [f"{out} = _rt.empty({ctx.shape(loop_aval)}, {ctx.dtype(loop_aval)})"]
@@ -1450,7 +1450,7 @@ def _embed_impl(g, *, shape, starts, steps):
 def _emit_embed(ctx, out, ins, eqn):
     aval, g = eqn.outputs[0].aval, eqn.inputs[0].aval
     placement = list(zip(eqn.params["starts"], eqn.params["steps"]))
-    return ([f"{out} = np.zeros({ctx.shape(aval)}, {ctx.dtype(aval)})"]
+    return ([f"{out} = _rt.full({ctx.shape(aval)}, {ctx.dtype(aval)}(0))"]
             + copy_loops(ctx, out, ins[0], g, placement))
 
 
@@ -1532,7 +1532,7 @@ def _emit_dynamic(ctx, out, ins, eqn, embed):
              f"elif {offset} + {size} > {n}:",
              f"    raise IndexError({message!r})"]
     if embed:
-        return lines + [f"{out} = np.zeros({ctx.shape(big)}, {ctx.dtype(big)})",
+        return lines + [f"{out} = _rt.full({ctx.shape(big)}, {ctx.dtype(big)}(0))",
                         f"{out}[{where}] = {ins[0]}"]
     return lines + [f"{out} = {ins[0]}[{where}]"]
 
