@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import FirstCallError, run_first_call  # noqa: E402
+from harness import FirstCallError, fill_runtime_cache, run_first_call  # noqa: E402
 
 SETUP = """
 import time
@@ -130,18 +130,6 @@ def run(code: str, name: str, directory: str, limit: float, runtime: str) -> dic
     except FirstCallError as err:
         return {"error": str(err)[:100]}
     return marks
-
-
-FILL_RUNTIME = """
-from tracejit.backend import worker
-for task in worker._warm_ups():
-    task()
-"""
-
-
-def fill_runtime_cache(runtime: str) -> None:
-    """What any earlier program on this machine left: the runtime helpers compiled."""
-    run_first_call(FILL_RUNTIME, env={"TRACEJIT_RUNTIME_CACHE_DIR": runtime}, timeout=600)
 
 
 def measure(name: str, limit: float, runtime: str) -> dict:

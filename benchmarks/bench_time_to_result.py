@@ -9,9 +9,11 @@ against the same maths written by hand in NumPy and against JAX `jit`,
 PyTorch eager and TensorFlow `tf.function` (each when installed)? Every column
 is its own fresh process; imports (and the data) come before the clock starts,
 tracing and compiling are on it. tracejit "cold" starts from an empty
-TRACEJIT_CACHE_DIR (and NUMBA_CACHE_DIR); "warm" is a new process on the cache
-the cold one filled. A column stops at the first checkpoint past `--limit`
-seconds.
+TRACEJIT_CACHE_DIR (and NUMBA_CACHE_DIR) on a machine where tracejit ran
+before: the runtime helpers, the same for every program, are in their own
+cache (TRACEJIT_RUNTIME_CACHE_DIR, filled first; `--first-on-machine` leaves
+it empty); "warm" is a new process on the cache the cold one filled. A column
+stops at the first checkpoint past `--limit` seconds.
 
 Also printed: the interpreted tier's µs per call while the kernel compiles
 and the kernel-ready time (cold, warm), from the same processes; the
@@ -34,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (  # noqa: E402
     FirstCallError,
+    fill_runtime_cache,
     fmt_ratio,
     markdown_table,
     run_first_call,
@@ -145,11 +148,12 @@ def run_column(framework, name, dtype, checkpoints, limit, env=None) -> dict:
         return {"error": str(err)[:120]}
 
 
-def run_program(name, dtype, checkpoints, limit, frameworks) -> dict:
+def run_program(name, dtype, checkpoints, limit, frameworks, runtime_dir=None) -> dict:
     """Every column of one program: hand NumPy, tracejit cold and warm, the frameworks."""
     columns = {"numpy": run_column("numpy", name, dtype, checkpoints, limit)}
     with tempfile.TemporaryDirectory(prefix="tracejit-ttr-") as tmp:
         env = {"TRACEJIT_CACHE_DIR": os.path.join(tmp, "tracejit"),
+               "TRACEJIT_RUNTIME_CACHE_DIR": runtime_dir or os.path.join(tmp, "runtime"),
                "NUMBA_CACHE_DIR": os.path.join(tmp, "numba")}
         for label in ("cold", "warm"):
             columns[f"tracejit {label}"] = run_column("tracejit", name, dtype, checkpoints,
@@ -424,6 +428,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=float, default=30.0,
                         help="stop a column at the first checkpoint past this many seconds")
     parser.add_argument("--no-frameworks", action="store_true", help="NumPy and tracejit only")
+    parser.add_argument("--first-on-machine", action="store_true",
+                        help="tracejit cold with the runtime helpers' cache empty too")
     parser.add_argument("--interpreted-only", action="store_true",
                         help="only the equation counts and the interpreted tier's table")
     parser.add_argument("--source", action="store_true",
@@ -444,9 +450,13 @@ def main(argv=None) -> int:
           "process)\n")
     print("frameworks installed: " + (", ".join(frameworks) or "none") + "\n")
     print(equation_table() + "\n", flush=True)
+    runtime = tempfile.TemporaryDirectory(prefix="tracejit-runtime-")
+    if not args.first_on_machine:
+        fill_runtime_cache(runtime.name)
     for name in programs if not args.interpreted_only else ():
         for dtype in dtypes:
-            columns = run_program(name, dtype, checkpoints, args.limit, frameworks)
+            columns = run_program(name, dtype, checkpoints, args.limit, frameworks,
+                                  None if args.first_on_machine else runtime.name)
             print(f"## {PROGRAMS[name]}, {dtype}\n")
             print(program_table(columns, checkpoints))
             print("\n" + tier_summary(columns) + "\n", flush=True)

@@ -178,6 +178,21 @@ def run_first_call(
     raise FirstCallError("ChildCrashed", (proc.stderr or proc.stdout)[-300:])
 
 
+FILL_RUNTIME = """
+from tracejit.backend import worker
+for task in worker._warm_ups():
+    task()
+"""
+
+
+def fill_runtime_cache(runtime_dir: str) -> None:
+    """Compile the runtime helpers into `runtime_dir` (TRACEJIT_RUNTIME_CACHE_DIR), as
+    any earlier program on the machine would have: a benchmark's "cold" then means
+    an empty kernel cache on a machine where tracejit ran before."""
+    run_first_call(FILL_RUNTIME, env={"TRACEJIT_RUNTIME_CACHE_DIR": runtime_dir},
+                   timeout=600)
+
+
 def cold_first_call(code_str: str, setup: str = "", after: str = "", timeout=600) -> FirstCall:
     """First-call seconds of ``code_str``: cold (empty caches), then warm from the disk cache.
 

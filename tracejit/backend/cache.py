@@ -104,7 +104,7 @@ def load_module(source: str, name_hint: str, *, use_disk: bool,
     name = f"{package(use_disk)}.{stem}"
     target = _disk_store() if use_disk else None
     if target is not None and not _runtime_store:  # before a module calls a helper
-        _install_runtime_cache()
+        install_runtime_cache()
     with _lock:
         if target is not None:
             loaded = _loaded.get(target.path / f"{stem}.py")
@@ -185,7 +185,7 @@ def runtime_cache_writable() -> bool:
     """Whether the runtime helpers' machine code can go to their disk cache now."""
     if not disk_cache_enabled():
         return False
-    _install_runtime_cache()
+    install_runtime_cache()
     target = _runtime_store[0]
     return target is not None and target.writable
 
@@ -299,7 +299,7 @@ def _disk_store() -> store.Store | None:
     return store.open_store(configured_cache_dir())
 
 
-def _install_runtime_cache() -> None:
+def install_runtime_cache() -> None:
     """Give the runtime helpers their verified disk cache (once per process)."""
     from . import runtime
 

@@ -168,18 +168,24 @@ def _set_up_loading() -> None:
     """What reading machine code back from the disk cache needs, whatever the kernel:
     Numba's runtime symbols (not Numba's full set-up: numba_cache.VerifiedCache), the
     module that the environments of array code are rebuilt from (numba.np.arrayobj, and
-    what it imports: ~0.1 s), and Numba's typing of argument values (`describe_args`)."""
+    what it imports: ~0.1 s), Numba's typing of argument values (`describe_args`), and
+    the runtime helpers' module with its disk cache, which every kernel imports (0.03 s
+    alone; beside a busy caller, inside the kernel's load, 0.1-0.3 s)."""
     import numba
     import numba.np.arrayobj  # noqa: F401
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     from numba.core.runtime import rtsys
 
+    from . import cache, runtime  # noqa: F401
+
     context = cpu_target.target_context  # made under the lock by Numba itself: not held
     with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
         rtsys.initialize(context)
     numba.typeof(np.ones((1, 1)))
     numba.typeof(1.0)
+    if cache.disk_cache_enabled():
+        cache.install_runtime_cache()
 
 
 def _set_up_numba() -> None:
