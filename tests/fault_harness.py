@@ -121,9 +121,11 @@ def expected(light: bool = False) -> dict:
 
 def child_env(cache_dir: Path, fault: str = "", compile_mode: str = "sync", light=False,
               **extra) -> dict:
-    # The runtime helpers' machine code in the same directory: damaged and copied with it.
+    # The runtime helpers' machine code in the (first) directory tried: damaged, copied
+    # and judged unsafe with it (one warning for both).
+    runtime_dir = str(extra.get("TJ_DIRS", cache_dir)).split(os.pathsep)[0]
     env = {**os.environ, "TRACEJIT_CACHE_DIR": str(cache_dir), "TRACEJIT_COMPILE": compile_mode,
-           "TRACEJIT_RUNTIME_CACHE_DIR": str(cache_dir),
+           "TRACEJIT_RUNTIME_CACHE_DIR": runtime_dir,
            "TJ_FAULT": fault, "PYTHONPATH": str(ROOT), "TJ_PROGRAM": "light" if light else ""}
     for name in ("TRACEJIT_DISABLE_JIT", "TRACEJIT_DISABLE_CACHE", "NUMBA_CACHE_DIR"):
         env.pop(name, None)
