@@ -114,3 +114,41 @@ def test_runtime_helpers_are_compiled_once_for_every_cache_directory(tmp_path):
     for kernels in (tmp_path / "one", tmp_path / "two"):
         assert not list((kernels / "__pycache__").glob("runtime.*"))
         assert list(kernels.glob("*.py"))  # the kernels' own files stay there
+
+
+WARNING_USER = textwrap.dedent("""
+    import json, warnings
+    import numpy as np
+    import tracejit
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = tracejit.function(lambda x: np.exp(x) * 2.0)(np.ones(3))
+    print(json.dumps({"warnings": [str(w.message) for w in caught],
+                      "right": bool(np.allclose(out, 2.0 * np.exp(1.0)))}))
+""")
+
+
+def test_an_unusable_default_runtime_directory_is_replaced_by_the_kernels_quietly(tmp_path):
+    """A read-only home (a cluster node) with TRACEJIT_CACHE_DIR on scratch: the runtime
+    helpers go to the kernels' directory, as before they had one of their own, and
+    nothing is said; a directory the user named and that cannot be used is reported."""
+    blocked = tmp_path / "home-cache"
+    blocked.write_text("a file where the cache home should be\n")
+
+    def run(**extra):
+        env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path / "kernels"),
+               "TRACEJIT_COMPILE": "sync", "XDG_CACHE_HOME": str(blocked), **extra}
+        env.pop("TRACEJIT_DISABLE_JIT", None)
+        if "TRACEJIT_RUNTIME_CACHE_DIR" not in extra:  # the default one, under XDG's
+            env.pop("TRACEJIT_RUNTIME_CACHE_DIR", None)
+        proc = subprocess.run([sys.executable, "-c", WARNING_USER], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert run() == {"warnings": [], "right": True}
+    assert list((tmp_path / "kernels" / "__pycache__").glob("runtime.exp-*.nbc"))
+    named = run(TRACEJIT_RUNTIME_CACHE_DIR=str(blocked / "runtime"))
+    assert named["right"] and len(named["warnings"]) == 1
+    assert str(blocked / "runtime") in named["warnings"][0]

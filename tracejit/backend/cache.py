@@ -283,6 +283,15 @@ def runtime_cache_dir() -> Path:
     return _named_dir("TRACEJIT_RUNTIME_CACHE_DIR") or _user_cache_dir() / "runtime"
 
 
+def _runtime_store_now() -> store.Store | None:
+    """The runtime helpers' store. The default one, when unusable (a read-only home on
+    a cluster node), is replaced by the kernels' own without a word: only a directory
+    the user named is worth a warning."""
+    if _named_dir("TRACEJIT_RUNTIME_CACHE_DIR"):
+        return store.open_store(runtime_cache_dir())
+    return store.open_store(runtime_cache_dir(), quiet=True) or _disk_store()
+
+
 def _named_dir(variable: str) -> Path | None:
     explicit = os.environ.get(variable)
     return Path(explicit).expanduser() if explicit else None
@@ -306,7 +315,7 @@ def install_runtime_cache() -> None:
     with _lock:
         if _runtime_store:
             return
-        target = store.open_store(runtime_cache_dir())
+        target = _runtime_store_now()
         _runtime_store.append(target)
         if target is not None:
             numba_cache.install(runtime, target, requested_only=False)

@@ -86,16 +86,17 @@ class Store:
                   "new kernels are kept in memory for the rest of this process")
 
 
-def open_store(path: Path) -> Store | None:
-    """The checked store at `path`, or None (after one warning) if it cannot be used.
-    The result is kept per process; a directory removed meanwhile is checked again."""
+def open_store(path: Path, quiet: bool = False) -> Store | None:
+    """The checked store at `path`, or None (after one warning, unless `quiet`) if it
+    cannot be used. The result is kept per process; a directory removed meanwhile is
+    checked again."""
     with _lock:
         name = str(path)
         if name in _stores:
             store = _stores[name]
             if store is None or _is_real_dir(store.path):
                 return store
-        store = _stores[name] = _open(path)
+        store = _stores[name] = _open(path, quiet)
         return store
 
 
@@ -106,22 +107,23 @@ def forget_stores() -> None:
         _warned.clear()
 
 
-def _open(path: Path) -> Store | None:
+def _open(path: Path, quiet: bool = False) -> Store | None:
+    say = (lambda key, message: None) if quiet else warn_once
     problem = _create(path) or unsafe_reason(path)
     if problem:
-        warn_once(("unusable", path), f"not using the tracejit cache directory {path}: "
-                  f"{problem}; kernels are kept in memory")
+        say(("unusable", path), f"not using the tracejit cache directory {path}: "
+            f"{problem}; kernels are kept in memory")
         return None
     _make_private(path)
     writable = _probe_writable(path)
     key = _load_key(path, writable)
     if key is None:
-        warn_once(("unusable", path), f"not using the tracejit cache directory {path}: it is "
-                  "read-only and holds no key; kernels are kept in memory")
+        say(("unusable", path), f"not using the tracejit cache directory {path}: it is "
+            "read-only and holds no key; kernels are kept in memory")
         return None
     if not writable:
-        warn_once(("unwritable", path), f"the tracejit cache directory {path} is read-only: "
-                  "kernels it holds are used, new kernels are kept in memory")
+        say(("unwritable", path), f"the tracejit cache directory {path} is read-only: "
+            "kernels it holds are used, new kernels are kept in memory")
     else:
         _remove_stale_temp_files(path)
     return Store(path, key, writable)
