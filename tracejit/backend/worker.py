@@ -306,23 +306,35 @@ def compile_elsewhere(kernel, args) -> dict | None:
     _note_lookup(on_disk)
     if path is None or on_disk:
         return None  # on disk already: loading it here is quick
-    set_up_soon()  # needed when the machine code comes back: meanwhile, off the first calls
     request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
                "kernel": [kernel.name, kernel.generated.source], "signature": signature,
                "cache_dir": str(cache.cache_dir())}
     for _ in range(2):  # a dead worker is replaced once
         asked = time.perf_counter()
-        reply = _ask(request, meanwhile=lambda: _import_modules(kernel))
+        reply = _ask(request, meanwhile=functools.partial(_prepare_to_load, kernel, asked))
         if reply is not None:  # when it was sent and answered (benchmarks/bench_kernel_ready)
             reply.update(asked_at=asked, answered_at=time.perf_counter())
             return reply if reply.get("ok") else None
     return None
 
 
+_PREPARE_AFTER = 0.2  # seconds between a request and the preparations for its answer
+
+
+def _prepare_to_load(kernel, asked: float) -> None:
+    """While the worker compiles (0.8 s at least): what loading its machine code needs
+    here, Numba's set-up and the modules. Not at once: the first calls, a short
+    script's thousand, run without sharing the GIL with it (seeds' MLP, busy caller:
+    0.1 CPU s of such work spread over them)."""
+    time.sleep(max(0.0, asked + _PREPARE_AFTER - time.perf_counter()))
+    set_up_soon()
+    _import_modules(kernel)
+
+
 def _import_modules(kernel) -> None:
-    """While the worker compiles: import the modules here (0.03 s alone, 0.2-0.5 s beside
-    a busy caller: imports and Numba's dispatchers hand the GIL back and forth), so that
-    only the machine code is left to load when it comes back."""
+    """Import the modules here (0.03 s alone, 0.2-0.5 s beside a busy caller: imports
+    and Numba's dispatchers hand the GIL back and forth), so that only the machine code
+    is left to load when it comes back."""
     if kernel.path is None:
         with prompt_switching(), contextlib.suppress(Exception):  # loaded again later
             kernel.load()
