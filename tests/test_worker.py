@@ -236,6 +236,21 @@ def test_a_cold_process_starts_its_worker_with_its_first_function(tmp_path):
     assert run("warm") == {"started_before_the_first_call": False, "right": True}
 
 
+def test_a_cold_processs_first_request_waits_for_its_starting_worker_only(monkeypatch):
+    """The first request's code generation and writes (0.02-0.03 CPU s) would share the
+    GIL with a cold process's first calls; they wait while its worker is starting
+    anyway (0.2 s at most), and never otherwise: a warm process, a worker up."""
+    def pause(starting):
+        monkeypatch.setattr(worker, "_worker_starting", starting)
+        start = time.perf_counter()
+        worker.before_a_request()
+        return time.perf_counter() - start
+
+    assert worker._QUIET_SECONDS - 0.01 <= pause([time.perf_counter()]) < 1.0
+    assert pause([time.perf_counter() - 10.0]) < 0.05  # its worker is up by now
+    assert pause([]) < 0.05  # a warm process, or no worker
+
+
 FORKING_USER = REAP + textwrap.dedent("""
     import json, threading
     import numpy as np

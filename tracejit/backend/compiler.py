@@ -252,6 +252,7 @@ class Entry:
         interval is short meanwhile, so a busy caller does not starve the load (its many
         short GIL releases: file reads, LLVM calls). Without a worker: compile here."""
         try:
+            worker.before_a_request()
             remote = events.compile_begin(self.kernel)
             events.codegen_end(remote, self.kernel.generated.source,
                                len(self.kernel.generated.helpers))
