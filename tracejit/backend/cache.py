@@ -240,7 +240,9 @@ def _compile_apart(kernel: Dispatcher, sig: tuple) -> None:
 
 
 def clear_cache() -> None:
-    """Delete tracejit's module files, their Numba cache files and leftover temp files."""
+    """Delete tracejit's module files, their Numba cache files and leftover temp files
+    from the cache directory. The runtime helpers' own directory, shared by every cache
+    directory (`runtime_cache_dir`), is kept: its files depend on no program."""
     directory = configured_cache_dir()
     if not directory.is_dir():
         return
