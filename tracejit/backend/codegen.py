@@ -315,16 +315,17 @@ def _views(program: Program) -> set:
                 and (users or id(out) in outputs)
                 and all(u.prim.blas or u.prim.strided_operands or u.prim.kind == CONTROL
                         or id(u) in views for u in users)
-                and not _transposed_for_every_step(eqn, users)):
+                and not _slow_view_multiplied_every_step(eqn, users)):
             views.add(id(eqn))
     return views
 
 
-def _transposed_for_every_step(eqn, users) -> bool:
-    """A transpose that a loop passes as a constant to a product in its body is
-    copied once before the loop: a transposed operand is BLAS's slower case, paid
-    at every step (an LSTM's backward, dz @ U^T: 87 against 54 us a step)."""
-    if eqn.prim.name != "transpose":
+def _slow_view_multiplied_every_step(eqn, users) -> bool:
+    """A view that is BLAS's slower case (a transpose: its record's
+    `view_slow_in_blas`) and that a loop passes as a constant to a product in its body
+    is copied once before the loop, not paid at every step (an LSTM's backward,
+    dz @ U^T: 87 against 54 us a step)."""
+    if not eqn.prim.view_slow_in_blas:
         return False
     out = eqn.outputs[0]
     return any(operand is out and any(e.prim.blas and any(a is inner for a in e.inputs)

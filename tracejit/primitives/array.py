@@ -652,6 +652,7 @@ transpose.view = lambda x, *, perm: (  # a cheap-to-compile view (runtime.permut
     f"_rt.permute_{''.join(map(str, perm))}({x})"
     if len(perm) in (3, 4) and tuple(perm) != tuple(range(len(perm)))[::-1]
     else _transpose_view(x, perm=perm))
+transpose.view_slow_in_blas = True  # a transposed operand: BLAS's 'T' case
 transpose.impl_source = lambda eqn, lazy, sizes: _transpose_view("np.asarray({0})",
                                                                   **eqn.params)
 transpose.batch = leading_batch_rule(

@@ -46,6 +46,9 @@ class Primitive:
     blas: bool = False  # codegen: calls BLAS (operands may be strided views)
     view: Callable | None = None  # (operand name, **params) -> a zero-copy view expression
     view_if: Callable | None = None  # (eqn) -> whether `view` applies (default: always)
+    # the view is BLAS's slower case (a transposed operand): copied once, before a loop
+    # whose body multiplies by it at every step, rather than read as a view there
+    view_slow_in_blas: bool = False
     strided_operands: bool = False  # codegen: reads operands by indexing (views welcome)
     raises: bool = False  # may raise inside a loop nest (codegen keeps such kernels serial)
     indexed: bool = False  # elementwise: `scalar` also gets index=[loop indices], sizes=[dims]
