@@ -494,11 +494,8 @@ def describe_args(args) -> list | None:
     first array imports numpy.ma (0.03 s; 0.2 s beside a busy caller), on the way to
     a cold process's first compile request."""
     try:
-        described = [_describe_array(arg) if type(arg) is np.ndarray else None
-                     for arg in args]
-        for k, arg in enumerate(args):
-            if described[k] is None:
-                described[k] = _described_by_numba(arg)
+        described = [(_describe_array(arg) if type(arg) is np.ndarray else None)
+                     or _described_by_numba(arg) for arg in args]
     except ValueError:
         return None
     return None if None in described else described
