@@ -133,6 +133,31 @@ def test_outlined_nests_take_lifted_offsets_as_int64_not_literals():
     assert "np.int64(3), np.int64(5)" in helper.call  # one compile for every offset
 
 
+def test_lifted_offsets_that_cannot_be_negative_index_unsigned():
+    from tracejit.backend.outline import outline
+
+    helper = outline(["for i in range(4):",
+                      "    y[i] = x[i + 3] + x[i - 2] + x[2 * i + 1] + x[i * -1 + 5]"],
+                     [], {}, "four reads", lambda parallel: "@njit")
+    assert "p1[np.uint64(v0 + o0)]" in helper.module  # counter + offset
+    assert "p1[np.uint64(o2 * v0 + o3)]" in helper.module  # a stride too
+    assert "p1[v0 - o1]" in helper.module and "p1[v0 * -o4 + o5]" in helper.module
+
+
+def test_a_nest_reading_at_column_offsets_is_vectorised(compiled):
+    # An LSTM's gates are column blocks of one product: read at lifted offsets, each
+    # signed index was wrapped (i < 0 ? i + n : i) and LLVM left the loop scalar.
+    def gates(z):
+        return np.tanh(z[:, 8:16]) * z[:, 16:24] + z[:, ::-1][:, :8]
+
+    z = np.linspace(-1.0, 1.0, 96).reshape(4, 24)
+    f = tracejit.function(gates)
+    np.testing.assert_allclose(f(z), gates(z), rtol=1e-15)
+    entry, _ = f.entry((z,))
+    (llvm,) = [text for nest in entry.kernel.nests for text in nest.inspect_llvm().values()]
+    assert re.search(r"= load <\d+ x double>", llvm), "the loop was not vectorised"
+
+
 @pytest.mark.parametrize("loop", ["scan", "while_loop"])
 def test_a_transpose_that_a_loop_multiplies_by_is_written_out_once(compiled, loop):
     # Read as a view, every step's product took BLAS's transposed-operand case
