@@ -181,6 +181,45 @@ def test_a_transpose_that_a_loop_multiplies_by_is_written_out_once(compiled, loo
     np.testing.assert_allclose(f(h0, u), h, rtol=1e-14)
 
 
+def test_a_scan_computes_the_rows_it_stacks_in_place(compiled):
+    # An LSTM's forward stacked seven gate arrays a step, each made and then copied.
+    from tracejit import lax
+
+    def run(h0, xs):
+        def step(h, x):
+            h = np.tanh(0.5 * h + x)
+            return h, (h, h, 2.0 * h, x)  # stacked twice, carried, and a pass-through
+        return lax.scan(step, h0, xs)
+
+    h0, xs = np.linspace(-1.0, 1.0, 6).reshape(2, 3), np.linspace(0.0, 1.0, 24).reshape(4, 2, 3)
+    f = tracejit.function(run)
+    src = f.source(h0, xs)
+    calls = [line for line in src.splitlines() if line.lstrip().startswith("# nest_")]
+    assert len(calls) == 3  # the step's nest, then the second copy of h, and x
+    assert sum(line.endswith("store a step's 2-d value") for line in calls) == 2
+    h, rows = h0, []
+    for x in xs:
+        h = np.tanh(0.5 * h + x)
+        rows.append((h, h, 2.0 * h, x))
+    carry, stacked = f(h0, xs)
+    np.testing.assert_allclose(carry, h, rtol=1e-15)
+    for got, want in zip(stacked, zip(*rows)):
+        np.testing.assert_allclose(got, np.stack(want), rtol=1e-15)
+    grad = tracejit.grad(lambda h0, xs: np.sum(run(h0, xs)[1][2] ** 2))(h0, xs)
+    eps, bumped = 1e-6, h0.copy()
+    bumped[0, 1] += eps
+    numeric = (np.sum(run_numpy(bumped, xs) ** 2) - np.sum(run_numpy(h0, xs) ** 2)) / eps
+    np.testing.assert_allclose(grad[0, 1], numeric, rtol=1e-5)
+
+
+def run_numpy(h, xs):
+    rows = []
+    for x in xs:
+        h = np.tanh(0.5 * h + x)
+        rows.append(2.0 * h)
+    return np.stack(rows)
+
+
 def test_a_concatenation_calls_its_copy_helper_without_inlining_it(compiled):
     """A rolled loop stacks every layer's weights: 16 copies, inlined, made one nest's
     compile 1.3 s. The copy helper stays a call, also when read back from disk."""

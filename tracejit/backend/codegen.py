@@ -83,6 +83,7 @@ class Emitter:
         self.virtual: dict = {}
         self.parallel = False
         self.helpers: dict[str, tuple] = {}
+        self.rows: dict[int, str] = {}  # value (var id) -> the loop stack's row it goes to
         # OpenBLAS threads keep spinning after a product; prange threads would
         # fight them for the cores, so kernels with a matmul stay serial.
         # Ops that raise inside a loop (debug checks) keep the loops serial too: a prange
@@ -134,6 +135,12 @@ class Emitter:
     def dim(self, d) -> str:
         d = resolve(d)
         return str(d) if type(d) is int else self.dim_names[id(d)]
+
+    def empty(self, name: str, var) -> str:
+        """The line making `name`, the array of `var`: a new buffer, or the row of a
+        scan's stacked output that `var` is stored to, written in place (no copy)."""
+        row = self.rows.pop(id(var), None)
+        return f"{name} = {row or f'_rt.empty({self.shape(var.aval)}, {self.dtype(var.aval)})'}"
 
     def shape(self, aval) -> str:
         dims = self.dims(aval)
@@ -380,7 +387,7 @@ def _emit_loop_group(em: Emitter, group, counts: dict) -> None:
                 em.names[id(out)] = local
             else:
                 array = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
-                em.emit(f"{array} = _rt.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
+                em.emit(em.empty(array, out))
                 lines.append(f"{array}[{', '.join(full_idx)}] = {local}")
             exports.append(em.names[id(out)])
         parallel = (nest.parallel_safe and dims and not em.calls_blas
@@ -532,7 +539,7 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_) -> None:
         if is_arg:
             nest.pre[depth].append(f"{name}_i = 0")
         if out.aval.ndim:
-            em.emit(f"{name} = _rt.empty({em.shape(out.aval)}, {em.dtype(out.aval)})")
+            em.emit(em.empty(name, out))
             nest.post[depth].append(f"{name}[{', '.join(out_idx)}] = {result}")
         else:
             rounded = f"{em.dtype(out.aval)}({result})" if wide else result
@@ -587,6 +594,8 @@ def _bind_inputs(em: Emitter, program: Program, names: list[str]) -> None:
 
 def _store_step(em: Emitter, stack: str, t: str, value: str, aval) -> None:
     """stack[t] = value: a scalar store, or a shared nest of copy loops."""
+    if value == f"{stack}[{t}]":
+        return  # computed in place
     if aval.ndim == 0:
         em.emit(f"{stack}[{t}] = {value}")
         return
@@ -618,12 +627,32 @@ def _emit_scan(em: Emitter, eqn) -> None:
             slices.append(em.fresh("x"))
             em.emit(f"{slices[-1]} = {name}[{t}]")
         _bind_inputs(em, body, ins[:nc] + carry + slices)
-        outs = emit_program(em, body)
+        outs = _emit_into_rows(em, body, ys, t, ncarry)
         for stack, value, var in zip(ys, outs[ncarry:], body.outvars[ncarry:]):
             _store_step(em, stack, t, value, var.aval)
         _assign(em, carry, outs[:ncarry])
     for var, name in zip(eqn.outputs, carry + ys):
         em.names[id(var)] = name
+
+
+def _emit_into_rows(em: Emitter, body: Program, ys: list[str], t: str, ncarry: int):
+    """Emit a scan's body so that the arrays it stacks are computed in their stack's
+    row `t` where they are made (`em.empty`); such outputs are named by their row."""
+    rows = {}
+    for stack, var in zip(ys, body.outvars[ncarry:]):
+        if isinstance(var, Var) and var.aval.ndim and var not in body.invars:
+            rows.setdefault(id(var), f"{stack}[{t}]")
+    saved, em.rows = em.rows, dict(rows)
+    try:
+        outs = emit_program(em, body)
+        unused = em.rows
+    finally:
+        em.rows = saved
+    for k, var in enumerate(body.outvars[ncarry:], ncarry):
+        row = f"{ys[k - ncarry]}[{t}]"
+        if rows.get(id(var)) == row and id(var) not in unused:
+            outs[k] = row
+    return outs
 
 
 def _emit_while(em: Emitter, eqn) -> None:

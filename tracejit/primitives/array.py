@@ -1048,8 +1048,7 @@ def _emit_matmul(ctx, out, ins, eqn):
         return f"np.ascontiguousarray({name}[{', '.join(picks)}])"
 
     body = f"{out}[{', '.join(idx)}] = _rt.dot({operand(ins[0], a)}, {operand(ins[1], b)})"
-    return ([f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
-            + [" " * indent + body])
+    return [ctx.empty(out, eqn.outputs[0])] + lines + [" " * indent + body]
 
 
 _array_op("matmul", _matmul_rule, np.matmul, _emit_matmul, _matmul_vjp, _matmul_jvp, blas=True)
@@ -1181,7 +1180,7 @@ def _emit_cumsum(ctx, out, ins, eqn):
     prev = list(at)
     prev[axis] = f"{at[axis]} {step}"
     here = ", ".join(at)
-    return ([f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
+    return ([ctx.empty(out, eqn.outputs[0])] + lines
             + [f"{pad}if {at[axis]} == {first}:", f"{pad}    {out}[{here}] = {ins[0]}[{here}]",
                f"{pad}else:",
                f"{pad}    {out}[{here}] = {out}[{', '.join(prev)}] + {ins[0]}[{here}]"])
@@ -1265,7 +1264,7 @@ def _concat_rule(avals, params, checks):
 
 def _emit_concatenate(ctx, out, ins, eqn):
     axis, aval = eqn.params["axis"], eqn.outputs[0].aval
-    lines = [f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"]
+    lines = [ctx.empty(out, eqn.outputs[0])]
     sizes = [resolve(x.aval.shape[axis]) for x in eqn.inputs]
     if len(ins) >= 3 and aval.ndim <= 3 and all(type(n) is int for n in sizes):
         return lines + _put_pieces(out, ins, sizes, axis, aval.ndim)

@@ -101,7 +101,7 @@ def _emit(ctx, out, ins, eqn, adjoint: bool):
         head = [f"{out} = _rt.empty({ctx.shape(big)}, {ctx.dtype(big)})", f"{out}[...] = 0"]
         body = f"{out}[{at_input}] += {ins[0]}[{at_patch}]"
     else:
-        head = [f"{out} = _rt.empty({ctx.shape(small)}, {ctx.dtype(small)})"]
+        head = [ctx.empty(out, eqn.outputs[0])]
         body = f"{out}[{at_patch}] = {ins[0]}[{at_input}]"
     return head + lines + [" " * indent + body]
 

@@ -69,7 +69,7 @@ def _emit_call(helper, flags=()):
         idx, lines, indent = ctx.loops(ctx.dims(aval)[:nbatch], 0)
         at = ", ".join(idx)
         args = ", ".join(f"np.ascontiguousarray({i}[{at}])" for i in ins)
-        return ([f"{out} = _rt.empty({ctx.shape(aval)}, {ctx.dtype(aval)})"] + lines
+        return ([ctx.empty(out, eqn.outputs[0])] + lines
                 + [" " * indent + f"{out}[{at}] = _rt.{helper}({args}{extra})"])
 
     return emit
