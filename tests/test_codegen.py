@@ -220,6 +220,30 @@ def run_numpy(h, xs):
     return np.stack(rows)
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_concatenation_of_one_nests_values_is_written_by_that_nest(compiled, axis):
+    # An LSTM's backward concatenates its four gates' derivatives every step.
+    def pieces(a, b):
+        h = a * b  # one nest computes them all
+        return np.concatenate([h, np.tanh(h), h - 1.0, h * a], axis=axis)
+
+    def shared(a, b):  # a piece read elsewhere too: stored, then concatenated
+        p = a * b
+        return np.concatenate([p, np.tanh(a)], axis=axis) * 2.0, p
+
+    a, b = np.linspace(-1.0, 1.0, 12).reshape(3, 4), np.linspace(0.0, 2.0, 12).reshape(3, 4)
+    f, g = tracejit.function(pieces), tracejit.function(shared)
+    assert "concatenate at" not in f.source(a, b) and "concatenate at" in g.source(a, b)
+    np.testing.assert_allclose(f(a, b), pieces(a, b), rtol=1e-15)
+    for got, want in zip(g(a, b), shared(a, b)):
+        np.testing.assert_allclose(got, want, rtol=1e-15)
+    h = a * b
+    dh = (np.cos(h) + np.cos(np.tanh(h)) * (1 - np.tanh(h) ** 2) + np.cos(h - 1.0)
+          + np.cos(h * a) * a)
+    dw = tracejit.grad(lambda a, b: np.sum(np.sin(pieces(a, b))))(a, b)
+    np.testing.assert_allclose(dw, dh * b + np.cos(h * a) * h, rtol=1e-13)
+
+
 def test_a_concatenation_calls_its_copy_helper_without_inlining_it(compiled):
     """A rolled loop stacks every layer's weights: 16 copies, inlined, made one nest's
     compile 1.3 s. The copy helper stays a call, also when read back from disk."""

@@ -226,9 +226,14 @@ def emit_program(em: Emitter, program: Program) -> list[str]:
     counts = use_counts(program)
     saved, em.virtual = em.virtual, virtual_reads(program, views)
     try:
-        for group in schedule(program, views, em.virtual):
+        groups = schedule(program, views, em.virtual)
+        pieces = _concatenated_in_nests(groups, counts)
+        written = {id(eqn) for eqn, _ in pieces.values()}
+        for group in groups:
             if group.is_loop:
-                _emit_loop_group(em, group, counts)
+                _emit_loop_group(em, group, counts, pieces)
+            elif id(group.eqns[0]) in written:
+                continue  # its pieces' nest wrote it
             elif group.eqns[0].prim.name in CONTROL_EMITTERS:
                 CONTROL_EMITTERS[group.eqns[0].prim.name](em, group.eqns[0])
             else:
@@ -357,7 +362,50 @@ def _emit_single(em: Emitter, eqn, as_view: bool) -> None:
 
 # ------------------------------------------------------------ loop nests
 
-def _emit_loop_group(em: Emitter, group, counts: dict) -> None:
+def _concatenated_in_nests(groups, counts: dict) -> dict:
+    """Concatenations whose pieces are all computed by one nest, for nothing else:
+    that nest stores each piece at its offset in the concatenation, which then
+    costs no copy and its pieces no arrays (an LSTM's backward concatenates its
+    four gates' derivatives each step). id(piece) -> (concatenate, offset)."""
+    made_in = {id(eqn.outputs[0]): (group, eqn) for group in groups if group.is_loop
+               for eqn in group.eqns}
+    reads = {id(group): _inside_reads(group) for group in groups if group.is_loop}
+    pieces = {}
+    for concat in (group.eqns[0] for group in groups if not group.is_loop):
+        if concat.prim.name != "concatenate":
+            continue
+        nests = {id(made_in[id(p)][0]) if _stored_in_place(p, concat, made_in, reads, counts)
+                 else None for p in concat.inputs}
+        if len(nests) == 1 and None not in nests:
+            sizes = [resolve(p.aval.shape[concat.params["axis"]]) for p in concat.inputs]
+            offsets = itertools.accumulate([0] + sizes[:-1])
+            pieces.update({id(p): (concat, k) for p, k in zip(concat.inputs, offsets)})
+    return pieces
+
+
+def _stored_in_place(piece, concat, made_in, reads, counts) -> bool:
+    """Whether a piece's nest can store it straight into the concatenation: made
+    element by element in the nest's body, read outside it by the concatenation
+    only, of a size known along the axis."""
+    group, eqn = made_in.get(id(piece), (None, None)) if isinstance(piece, Var) else (None, None)
+    return (eqn is not None and eqn.prim.kind != REDUCE and loop_space(eqn) == group.space
+            and id(piece) not in group.prologue
+            and counts.get(id(piece)) == reads[id(group)].get(id(piece), 0) + 1
+            and type(resolve(piece.aval.shape[concat.params["axis"]])) is int
+            and piece.aval.dtype == concat.outputs[0].aval.dtype)
+
+
+def _concatenation(em: Emitter, concat, exports: list) -> str:
+    """The array of a concatenation written by its pieces' nest, made once."""
+    out = concat.outputs[0]
+    if id(out) not in em.names:
+        em.names[id(out)] = em.fresh("t_concatenate_")
+        em.emit(em.empty(em.names[id(out)], out))
+        exports.append(em.names[id(out)])
+    return em.names[id(out)]
+
+
+def _emit_loop_group(em: Emitter, group, counts: dict, pieces: dict) -> None:
     dims = [em.dim(d) for d in group.space]
     outside_uses = _outside_uses(group, counts)
     exports: list[str] = []
@@ -382,6 +430,13 @@ def _emit_loop_group(em: Emitter, group, counts: dict) -> None:
             locals_[id(out)] = local
             lines.append(f"{local} = {value}")
             if id(out) not in outside_uses:
+                continue
+            if id(out) in pieces:
+                concat, offset = pieces[id(out)]
+                at = list(full_idx)
+                axis = concat.params["axis"]
+                at[axis] = str(offset) if at[axis] == "0" else f"{offset} + {at[axis]}"
+                lines.append(f"{_concatenation(em, concat, exports)}[{', '.join(at)}] = {local}")
                 continue
             if out.aval.ndim == 0:
                 em.names[id(out)] = local
@@ -452,13 +507,19 @@ def space_text(dims) -> str:
 
 
 def _outside_uses(group, counts: dict) -> set:
+    inside = _inside_reads(group)
+    return {id(e.outputs[0]) for e in group.eqns
+            if counts.get(id(e.outputs[0]), 0) > inside.get(id(e.outputs[0]), 0)}
+
+
+def _inside_reads(group) -> dict:
+    """id(var) -> how often the nest's own equations read it."""
     inside: dict[int, int] = {}
     for eqn in group.eqns:
         for a in eqn.inputs:
             if isinstance(a, Var):
                 inside[id(a)] = inside.get(id(a), 0) + 1
-    return {id(e.outputs[0]) for e in group.eqns
-            if counts.get(id(e.outputs[0]), 0) > inside.get(id(e.outputs[0]), 0)}
+    return inside
 
 
 def _read(em: Emitter, atom, index: list[str], locals_: dict) -> str:

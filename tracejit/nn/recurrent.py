@@ -229,12 +229,9 @@ def _lstm_backward(residuals, g_seq):
         g_h, g_c, i, f, g, o, tc, c_prev = xs
         dh = g_h + dh_next
         dc = dc + g_c + dh * o * (1.0 - tc * tc)
-        # pairs of pieces: a concatenation of two is a copy loop, of more a runtime
-        # call whose first compile took 8 s here
-        dz = np.concatenate([np.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f)],
-                                            axis=-1),
-                             np.concatenate([dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)],
-                                            axis=-1)], axis=-1)
+        # the gates' nest writes each piece into the concatenation (codegen)
+        dz = np.concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+                             dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
         return (dz @ kernel_t, dc * f), dz
 
     zeros = np.zeros_like(operand(hs)[0])
