@@ -267,6 +267,29 @@ def test_gemm_reads_any_layout_with_one_machine_code_per_dtype(dt):
     assert len(typed) == 1 and typed[0][0].layout == "A"
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_gemm_in_column_blocks_for_openblas_small_kernels_equals_numpy(dt):
+    """Products a little above OpenBLAS's small-matrix size (an LSTM's per-step one) are
+    made in blocks of columns that fit its small-matrix kernels, where it has them."""
+    @njit
+    def product(a, b):
+        return rt.gemm(rt.as_any(a), rt.as_any(b))
+
+    @njit
+    def columns(m, n, k):
+        return rt._columns_per_call(m, n, k, True)
+
+    if rt.SMALL_GEMM:
+        assert columns(32, 520, 130) == 240 and columns(32, 520, 1300) == 520  # blocks < 32
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((32, 130)).astype(dt)
+    B = rng.standard_normal((130, 520)).astype(dt)
+    for a, b in _layouts(A, B):
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        np.testing.assert_allclose(product(a, b), want, rtol=1e-4 if dt == np.float32 else 1e-12,
+                                   atol=1e-4 if dt == np.float32 else 1e-12)
+
+
 def test_helpers_have_no_python_wrapper_and_refuse_python_calls():
     """Compiled without the CPython/cfunc wrappers (a quarter of a small compile): kernels
     call them (the tests above); a call from Python would crash, so it raises."""
