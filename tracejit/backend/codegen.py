@@ -110,7 +110,15 @@ class Emitter:
             return repr(bool(value))
         if dtype == np.int64:
             return f"({int(value)})" if value < 0 else str(int(value))
-        key = (dtype.str, repr(value.item()))
+        return self._constant(dtype.str, repr(value.item()))
+
+    def fixed(self, value: int) -> str:
+        """An int64 that a nest's code is compiled for: a module constant (an integer
+        literal in a subscript becomes a parameter, shared by every value: outline.py)."""
+        return self._constant(np.dtype(np.int64).str, repr(int(value)))
+
+    def _constant(self, dtype_str: str, text: str) -> str:
+        key = (dtype_str, text)
         if key not in self.constants:
             self.constants[key] = f"_k{len(self.constants)}"
         return self.constants[key]
@@ -435,7 +443,9 @@ def _emit_loop_group(em: Emitter, group, counts: dict, pieces: dict) -> None:
                 concat, offset = pieces[id(out)]
                 at = list(full_idx)
                 axis = concat.params["axis"]
-                at[axis] = str(offset) if at[axis] == "0" else f"{offset} + {at[axis]}"
+                if offset:  # a constant of the nest (not a lifted parameter): LLVM then
+                    # sees the pieces' stores apart, and vectorises (a third of the time)
+                    at[axis] = em.fixed(offset) + ("" if at[axis] == "0" else f" + {at[axis]}")
                 lines.append(f"{_concatenation(em, concat, exports)}[{', '.join(at)}] = {local}")
                 continue
             if out.aval.ndim == 0:
