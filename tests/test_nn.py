@@ -130,6 +130,22 @@ def test_activations_by_name_match_their_formulas(name, interpret):
         tracejit.testing.check_grads(lambda x: np.sum(fn(x) ** 2), (x,), order=1)
 
 
+def test_relu_has_derivative_zero_at_zero_and_passes_nan(compiled):
+    """As relu in Keras, PyTorch and jax.nn; np.maximum(x, 0) splits a tie (as JAX's
+    jnp.maximum). Its backward is a select on a bool mask, not a product with a float
+    one."""
+    x = np.array([-1.0, -0.0, 0.0, 2.0, np.nan])
+    f = tracejit.function(nn.activations.relu)
+    np.testing.assert_array_equal(f(x), [0.0, 0.0, 0.0, 2.0, np.nan])
+    grad = tracejit.grad(lambda x: np.sum(nn.activations.relu(x) * 3.0))
+    np.testing.assert_array_equal(grad(x), [0.0, 0.0, 0.0, 3.0, 3.0])
+    np.testing.assert_array_equal(tracejit.grad(lambda x: np.sum(np.maximum(x, 0.0)))(x[:4]),
+                                  [0.0, 0.5, 0.5, 1.0])
+    program = tracejit.value_and_grad(lambda x: np.sum(nn.activations.relu(x) * 3.0)).ir(x)
+    names = [e.prim.name for e in program.eqns]
+    assert names.count("select") == 2 and "eq" not in names and "convert" not in names
+
+
 def test_gelu_approximation_and_activations_at_extremes(interpret):
     x = np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0])
     for name in ("sigmoid", "softplus", "elu", "silu", "gelu", "tanh"):

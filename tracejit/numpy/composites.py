@@ -105,7 +105,10 @@ def log_sigmoid(x):
 
 @memoised  # (eager tapes replay it)
 def relu(x):
-    return ops.maximum(x, 0.0)
+    """max(x, 0) with derivative 0 at 0, as relu in Keras, PyTorch and jax.nn (NaN
+    passes through). Its backward is then a select on a bool mask: np.maximum splits
+    a tie's gradient (as jnp.maximum), a float mask of 1, 0.5 and 0 kept for a product."""
+    return ops.select(ops.le(x, 0), 0, x)
 
 
 @memoised  # (eager tapes replay it)
