@@ -268,22 +268,26 @@ def test_gemm_reads_any_layout_with_one_machine_code_per_dtype(dt):
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-def test_gemm_in_column_blocks_for_openblas_small_kernels_equals_numpy(dt):
-    """Products a little above OpenBLAS's small-matrix size (an LSTM's per-step one) are
-    made in blocks of columns that fit its small-matrix kernels, where it has them."""
+@pytest.mark.parametrize("shape", [(32, 130, 520), (700, 60, 100)])
+def test_gemm_in_blocks_for_openblas_small_kernels_equals_numpy(dt, shape):
+    """Products above OpenBLAS's small-matrix size (an LSTM's per-step one, a
+    convolution's) are made in blocks of columns or of rows that fit its small-matrix
+    kernels, where it has them."""
     @njit
     def product(a, b):
         return rt.gemm(rt.as_any(a), rt.as_any(b))
 
     @njit
-    def columns(m, n, k):
-        return rt._columns_per_call(m, n, k, True)
+    def block(m, n, k):
+        return rt._block(m, n, k, True)
 
     if rt.SMALL_GEMM:
-        assert columns(32, 520, 130) == 240 and columns(32, 520, 1300) == 520  # blocks < 32
+        assert block(32, 520, 130) == (32, 240) and block(700, 100, 60) == (166, 100)
+        assert block(32, 520, 1300) == (32, 520) and block(1024, 256, 256) == (1024, 256)
+    m, k, n = shape
     rng = np.random.default_rng(1)
-    A = rng.standard_normal((32, 130)).astype(dt)
-    B = rng.standard_normal((130, 520)).astype(dt)
+    A = rng.standard_normal((m, k)).astype(dt)
+    B = rng.standard_normal((k, n)).astype(dt)
     for a, b in _layouts(A, B):
         want = a.astype(np.float64) @ b.astype(np.float64)
         np.testing.assert_allclose(product(a, b), want, rtol=1e-4 if dt == np.float32 else 1e-12,

@@ -917,11 +917,14 @@ def _blas_view(x):
 
 
 # OpenBLAS's AVX-512 builds have small-matrix kernels that skip packing the operands,
-# for real products of at most 100^3 multiply-adds. A product somewhat larger, made in
-# blocks of columns that fit, took 0.6-0.85x the time on this project's 2-core AVX-512
-# machine (an LSTM's per-step product 32x128 @ 128x512 in float32: 60 -> 37 us), with
-# blocks of at least 32 columns and up to 10^7 multiply-adds; beyond that, or in narrower
-# blocks, it took longer. Elsewhere (no such kernels) it would only add calls.
+# for real products of at most 100^3 multiply-adds. Larger products made in blocks
+# that fit took less time on this project's 2-core AVX-512 machine (float32 and float64):
+# - blocks of rows, for products at most 128 columns wide, when a block has at least 32
+#   rows: a convolution's product 7744x288 @ 288x64 3.7 -> 2.8 ms, 43264x9 @ 9x32
+#   0.44 -> 0.29 ms, 0.6-0.9x on ten other shapes; 288 or 256 columns: slower;
+# - else blocks of at least 32 columns, up to 10^7 multiply-adds: an LSTM's per-step
+#   product 32x128 @ 128x512 60 -> 37 us, 0.6-0.85x; larger, or narrower: slower.
+# Elsewhere (no such kernels) the blocks would only add calls.
 SMALL_GEMM = 100**3 if llvm_binding.get_host_cpu_features().get("avx512f") else 0
 
 
@@ -936,14 +939,16 @@ def _is_real_typed(x):
 
 
 @callee(**_JIT)
-def _columns_per_call(m, n, k, real):
-    """Columns of the product made by one BLAS call: all, or the blocks that fit
-    OpenBLAS's small-matrix kernels (see SMALL_GEMM)."""
-    if real and SMALL_GEMM < m * n * k <= 10 * SMALL_GEMM:
-        block = SMALL_GEMM // (m * k) // 16 * 16
-        if block >= 32:
-            return block
-    return n
+def _block(m, n, k, real):
+    """(rows, columns) of the product `(m, k) @ (k, n)` made by one BLAS call: all,
+    or a block that OpenBLAS's small-matrix kernels take (see SMALL_GEMM)."""
+    if real and SMALL_GEMM < m * n * k:
+        if n <= 128 and SMALL_GEMM // (n * k) >= 32:
+            return SMALL_GEMM // (n * k), n
+        columns = SMALL_GEMM // (m * k) // 16 * 16
+        if m * n * k <= 10 * SMALL_GEMM and columns >= 32:
+            return m, columns
+    return m, n
 
 
 @nest()  # disk-cached, verified, by tracejit.cache
@@ -959,10 +964,11 @@ def gemm(a, b):
     elif m > 0 and n > 0:  # row-major out is column-major out.T = b.T @ a.T
         b_, b_trans, ldb = _blas_view(b)
         a_, a_trans, lda = _blas_view(a)
-        block = _columns_per_call(m, n, k, _is_real(out))
-        for j in range(0, n, block):  # b_'s and out's columns j on: their pointers moved
-            _xxgemm(b_trans, a_trans, min(block, n - j), m, k, b_[:, j:], ldb, a_, lda,
-                    out[:, j:], n)
+        rows, columns = _block(m, n, k, _is_real(out))
+        for i in range(0, m, rows):  # a block's pointers: its first row and column
+            for j in range(0, n, columns):
+                _xxgemm(b_trans, a_trans, min(columns, n - j), min(rows, m - i), k,
+                        b_[:, j:], ldb, a_[i:], lda, out[i:, j:], n)
     return out
 
 
