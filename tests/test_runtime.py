@@ -268,11 +268,12 @@ def test_gemm_reads_any_layout_with_one_machine_code_per_dtype(dt):
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(32, 130, 520), (700, 60, 100)])
+@pytest.mark.parametrize("shape", [(32, 130, 520), (700, 60, 100), (60, 3000, 40)])
 def test_gemm_in_blocks_for_openblas_small_kernels_equals_numpy(dt, shape):
     """Products above OpenBLAS's small-matrix size (an LSTM's per-step one, a
-    convolution's) are made in blocks of columns or of rows that fit its small-matrix
-    kernels, where it has them."""
+    convolution's and its kernel gradient) are made in blocks of columns, of rows or
+    of the inner dimension (summed) that fit its small-matrix kernels, where it has
+    them."""
     @njit
     def product(a, b):
         return rt.gemm(rt.as_any(a), rt.as_any(b))
@@ -282,8 +283,10 @@ def test_gemm_in_blocks_for_openblas_small_kernels_equals_numpy(dt, shape):
         return rt._block(m, n, k, True)
 
     if rt.SMALL_GEMM:
-        assert block(32, 520, 130) == (32, 240) and block(700, 100, 60) == (166, 100)
-        assert block(32, 520, 1300) == (32, 520) and block(1024, 256, 256) == (1024, 256)
+        assert block(32, 520, 130) == (32, 240, 130) and block(700, 100, 60) == (166, 100, 60)
+        assert block(60, 40, 3000) == (60, 40, 416) and block(32, 520, 1300) == (32, 520, 60)
+        assert block(1024, 256, 256) == (1024, 256, 256)
+        assert block(128, 512, 1600) == (128, 512, 1600)
     m, k, n = shape
     rng = np.random.default_rng(1)
     A = rng.standard_normal((m, k)).astype(dt)

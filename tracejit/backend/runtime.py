@@ -856,9 +856,9 @@ def as_any(typingctx, x):
 
 
 @intrinsic
-def _xxgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
-    """c = op(a) @ op(b), column-major (BLAS's convention), through the gemm
-    wrapper Numba's own np.dot calls; `trans*` are 0 or 1, alpha 1, beta 0."""
+def _xxgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, c, ldc, beta):
+    """c = op(a) @ op(b) + beta c, column-major (BLAS's convention), through the gemm
+    wrapper Numba's own np.dot calls; `trans*` are 0 or 1, alpha 1."""
     if not isinstance(c, types.Array) or c.dtype not in _BLAS_KINDS:
         return None
     kind = _BLAS_KINDS[c.dtype]
@@ -887,14 +887,16 @@ def _xxgemm(typingctx, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
 
         def scalar(value):
             slot = cgutils.alloca_once(builder, context.get_value_type(c.dtype))
-            builder.store(context.get_constant(c.dtype, value), slot)
+            builder.store(value, slot)
             return builder.bitcast(slot, void_p)
 
+        beta_ = context.cast(builder, args[11], sig.args[11], c.dtype)
         return builder.call(fn, [ir.Constant(char, ord(kind)), flag(0), flag(1), size(2),
-                                 size(3), size(4), scalar(1.0), data(5), size(6), data(7),
-                                 size(8), scalar(0.0), data(9), size(10)])
+                                 size(3), size(4), scalar(context.get_constant(c.dtype, 1.0)),
+                                 data(5), size(6), data(7), size(8), scalar(beta_), data(9),
+                                 size(10)])
 
-    return types.int32(transa, transb, m, n, k, a, lda, b, ldb, c, ldc), codegen
+    return types.int32(transa, transb, m, n, k, a, lda, b, ldb, c, ldc, beta), codegen
 
 
 @callee(**_JIT)
@@ -923,7 +925,10 @@ def _blas_view(x):
 #   rows: a convolution's product 7744x288 @ 288x64 3.7 -> 2.8 ms, 43264x9 @ 9x32
 #   0.44 -> 0.29 ms, 0.6-0.9x on ten other shapes; 288 or 256 columns: slower;
 # - else blocks of at least 32 columns, up to 10^7 multiply-adds: an LSTM's per-step
-#   product 32x128 @ 128x512 60 -> 37 us, 0.6-0.85x; larger, or narrower: slower.
+#   product 32x128 @ 128x512 60 -> 37 us, 0.6-0.85x; larger, or narrower: slower;
+# - else, for a long inner dimension, a sum of blocks of at least 32 of it: a
+#   convolution's kernel gradient 288x7744 @ 7744x64 6.4 -> 3.4 ms, 9x43264 @ 43264x32
+#   1.1 -> 0.3 ms; blocks of 15 (an LSTM's 128x1600 @ 1600x512): slower in float64.
 # Elsewhere (no such kernels) the blocks would only add calls.
 SMALL_GEMM = 100**3 if llvm_binding.get_host_cpu_features().get("avx512f") else 0
 
@@ -940,15 +945,17 @@ def _is_real_typed(x):
 
 @callee(**_JIT)
 def _block(m, n, k, real):
-    """(rows, columns) of the product `(m, k) @ (k, n)` made by one BLAS call: all,
-    or a block that OpenBLAS's small-matrix kernels take (see SMALL_GEMM)."""
+    """(rows, columns, inner) of the product `(m, k) @ (k, n)` made by one BLAS call:
+    all, or a block that OpenBLAS's small-matrix kernels take (see SMALL_GEMM)."""
     if real and SMALL_GEMM < m * n * k:
         if n <= 128 and SMALL_GEMM // (n * k) >= 32:
-            return SMALL_GEMM // (n * k), n
+            return SMALL_GEMM // (n * k), n, k
         columns = SMALL_GEMM // (m * k) // 16 * 16
         if m * n * k <= 10 * SMALL_GEMM and columns >= 32:
-            return m, columns
-    return m, n
+            return m, columns, k
+        if SMALL_GEMM // (m * n) >= 32:
+            return m, n, SMALL_GEMM // (m * n)
+    return m, n, k
 
 
 @nest()  # disk-cached, verified, by tracejit.cache
@@ -964,11 +971,13 @@ def gemm(a, b):
     elif m > 0 and n > 0:  # row-major out is column-major out.T = b.T @ a.T
         b_, b_trans, ldb = _blas_view(b)
         a_, a_trans, lda = _blas_view(a)
-        rows, columns = _block(m, n, k, _is_real(out))
+        rows, columns, inner = _block(m, n, k, _is_real(out))
         for i in range(0, m, rows):  # a block's pointers: its first row and column
             for j in range(0, n, columns):
-                _xxgemm(b_trans, a_trans, min(columns, n - j), min(rows, m - i), k,
-                        b_[:, j:], ldb, a_[i:], lda, out[i:, j:], n)
+                for s in range(0, k, inner):  # summed into the block after the first
+                    _xxgemm(b_trans, a_trans, min(columns, n - j), min(rows, m - i),
+                            min(inner, k - s), b_[s:, j:], ldb, a_[i:, s:], lda,
+                            out[i:, j:], n, 0.0 if s == 0 else 1.0)
     return out
 
 
