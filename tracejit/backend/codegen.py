@@ -420,7 +420,8 @@ def _emit_loop_group(em: Emitter, group, counts: dict, pieces: dict) -> None:
     summary = f"loop over {space_text(dims)}: " + ", ".join(e.prim.name for e in group.eqns)
     with em.block(exports, summary):
         idx = [em.fresh("i") for _ in dims]
-        nest = Nest(idx)
+        order = _loop_order(group)
+        nest = Nest([idx[p] for p in order], order)
         locals_: dict[int, str] = {}
         for eqn in group.eqns:
             shape = full_shape(eqn)
@@ -457,7 +458,38 @@ def _emit_loop_group(em: Emitter, group, counts: dict, pieces: dict) -> None:
             exports.append(em.names[id(out)])
         parallel = (nest.parallel_safe and dims and not em.calls_blas
                     and _traced_size(group.space) >= PARALLEL_MIN_SIZE)
-        nest.write(em, dims, bool(parallel))
+        nest.write(em, [dims[p] for p in order], bool(parallel))
+
+
+WINDOW = 16  # reduced cells per result at most, for the reduced loops to go innermost
+
+
+def _loop_order(group) -> list[int]:
+    """The nest's loops, outermost first, as positions in the group's space: the
+    space's order, or the kept axes first when every equation runs in the innermost
+    body and the reductions sum small static windows over axes that are not innermost
+    (a max pool over a reshaped view): each result then accumulates in a scalar, not
+    by updating the output array cell by cell (a pool's max: 0.61 -> 0.29 ms)."""
+    order = list(range(len(group.space)))
+    reductions = [e for e in group.eqns if e.prim.kind == REDUCE]
+    if (not reductions or group.prologue
+            or any(loop_space(e) != group.space for e in group.eqns)):
+        return order
+    windows = {tuple(_reduced_positions(e)) for e in reductions}
+    (reduced,) = windows if len(windows) == 1 else ((),)
+    sizes = [group.space[p] for p in reduced]
+    if (not reduced or list(reduced) == order[-len(reduced):]
+            or not all(type(d) is int for d in sizes) or np.prod(sizes) > WINDOW):
+        return order
+    return [p for p in order if p not in reduced] + list(reduced)
+
+
+def _reduced_positions(eqn) -> list[int]:
+    """A reduction's reduced axes as positions in its loop space (unit axes have none)."""
+    shape = full_shape(eqn)
+    position = {k: pos for pos, k in enumerate(k for k in range(len(shape))
+                                                if not is_one(shape[k]))}
+    return sorted(position[k] for k in eqn.params["axes"] if k in position)
 
 
 def _expand(shape, idx) -> list[str]:
@@ -474,8 +506,10 @@ class Nest:
     """Statements of a loop nest: `pre[d]` runs before loop d starts, `post[d]`
     after it ends, `body` in the innermost loop."""
 
-    def __init__(self, idx):
-        self.idx = idx
+    def __init__(self, idx, order=None):
+        self.idx = idx  # loop variables, outermost first
+        order = range(len(idx)) if order is None else order
+        self.loop_at = {p: depth for depth, p in enumerate(order)}  # space pos -> loop
         self.pre = {d: [] for d in range(len(idx) + 1)}
         self.post = {d: [] for d in range(len(idx) + 1)}
         self.body: list[str] = []
@@ -597,8 +631,8 @@ def _reduction(em, eqn, shape, full_idx, nest: Nest, lines, locals_) -> None:
     flat = _flat_index(em, shape, axes, full_idx) if is_arg else ""
     name = em.names[id(out)] = em.fresh(f"t_{prim.name}_")
     out_idx = [full_idx[k] for k in kept]
-    loop_of = {k: pos for pos, k in enumerate(k for k in range(len(shape))
-                                              if not is_one(shape[k]))}
+    loop_of = {k: nest.loop_at[pos] for pos, k in enumerate(k for k in range(len(shape))
+                                                          if not is_one(shape[k]))}
     kept_loops = [loop_of[k] for k in kept if k in loop_of]
     if kept_loops == list(range(len(kept_loops))):
         depth = len(kept_loops)
