@@ -380,12 +380,12 @@ def _concatenated_in_nests(groups, counts: dict) -> dict:
     reads = {id(group): _inside_reads(group) for group in groups if group.is_loop}
     pieces = {}
     for concat in (group.eqns[0] for group in groups if not group.is_loop):
-        if concat.prim.name != "concatenate":
+        if not concat.prim.pieces_along:
             continue
         nests = {id(made_in[id(p)][0]) if _stored_in_place(p, concat, made_in, reads, counts)
                  else None for p in concat.inputs}
         if len(nests) == 1 and None not in nests:
-            sizes = [resolve(p.aval.shape[concat.params["axis"]]) for p in concat.inputs]
+            sizes = [resolve(p.aval.shape[_axis(concat)]) for p in concat.inputs]
             offsets = itertools.accumulate([0] + sizes[:-1])
             pieces.update({id(p): (concat, k) for p, k in zip(concat.inputs, offsets)})
     return pieces
@@ -399,15 +399,20 @@ def _stored_in_place(piece, concat, made_in, reads, counts) -> bool:
     return (eqn is not None and eqn.prim.kind != REDUCE and loop_space(eqn) == group.space
             and id(piece) not in group.prologue
             and counts.get(id(piece)) == reads[id(group)].get(id(piece), 0) + 1
-            and type(resolve(piece.aval.shape[concat.params["axis"]])) is int
+            and type(resolve(piece.aval.shape[_axis(concat)])) is int
             and piece.aval.dtype == concat.outputs[0].aval.dtype)
+
+
+def _axis(concat) -> int:
+    """The axis a concatenation lays its operands along (its record's `pieces_along`)."""
+    return concat.params[concat.prim.pieces_along]
 
 
 def _concatenation(em: Emitter, concat, exports: list) -> str:
     """The array of a concatenation written by its pieces' nest, made once."""
     out = concat.outputs[0]
     if id(out) not in em.names:
-        em.names[id(out)] = em.fresh("t_concatenate_")
+        em.names[id(out)] = em.fresh(f"t_{concat.prim.name}_")
         em.emit(em.empty(em.names[id(out)], out))
         exports.append(em.names[id(out)])
     return em.names[id(out)]
@@ -443,7 +448,7 @@ def _emit_loop_group(em: Emitter, group, counts: dict, pieces: dict) -> None:
             if id(out) in pieces:
                 concat, offset = pieces[id(out)]
                 at = list(full_idx)
-                axis = concat.params["axis"]
+                axis = _axis(concat)
                 if offset:  # a constant of the nest (not a lifted parameter): LLVM then
                     # sees the pieces' stores apart, and vectorises (a third of the time)
                     at[axis] = em.fixed(offset) + ("" if at[axis] == "0" else f" + {at[axis]}")

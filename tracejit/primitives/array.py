@@ -1312,7 +1312,7 @@ def _concat_vjp(g, out, *xs, axis):
 
 _array_op("concatenate", _concat_rule, lambda *xs, axis: np.concatenate(xs, axis),
           _emit_concatenate, _concat_vjp,
-          linear=True, strided_operands=True)
+          linear=True, strided_operands=True, pieces_along="axis")
 REGISTRY["concatenate"].batch = lambda size, args, dims, *, axis: (
     ops.bind(REGISTRY["concatenate"], *all_front(size, args, dims), axis=axis + 1), 0)
 

@@ -49,6 +49,9 @@ class Primitive:
     # the view is BLAS's slower case (a transposed operand): copied once, before a loop
     # whose body multiplies by it at every step, rather than read as a view there
     view_slow_in_blas: bool = False
+    # its output is its operands laid end to end along params[pieces_along]
+    # (concatenate): codegen lets the nest that makes them store them there
+    pieces_along: str | None = None
     strided_operands: bool = False  # codegen: reads operands by indexing (views welcome)
     raises: bool = False  # may raise inside a loop nest (codegen keeps such kernels serial)
     indexed: bool = False  # elementwise: `scalar` also gets index=[loop indices], sizes=[dims]
