@@ -467,6 +467,7 @@ def _emit_loop_group(em: Emitter, group, counts: dict, pieces: dict) -> None:
 
 
 WINDOW = 16  # cells of a window at most, for its loops to go innermost
+SMALL_AXIS = 4  # a window axis of a nest without reductions: at most this long
 
 
 def _loop_order(group) -> list[int]:
@@ -497,7 +498,7 @@ def _window(group) -> list[int]:
         windows = {tuple(_reduced_positions(e)) for e in reductions}
         return list(windows.pop()) if len(windows) == 1 else []
     space = group.space
-    small = [type(d) is int and d <= 4 for d in space]
+    small = [type(d) is int and d <= SMALL_AXIS for d in space]
     return [p for p in range(1, len(space) - 1)
             if small[p] and not small[p - 1] and not small[p + 1]]
 
