@@ -37,9 +37,9 @@ def test_calls_made_while_the_kernel_compiles_are_served_without_waiting(monkeyp
     release = threading.Event()
     real = worker.compile_elsewhere
 
-    def slow_compile(kernel, args):  # the compile takes until the calls are done
+    def slow_compile(kernel, args, **options):  # the compile takes until the calls are done
         release.wait(timeout=60)
-        return real(kernel, args)
+        return real(kernel, args, **options)
 
     monkeypatch.setattr(worker, "compile_elsewhere", slow_compile)
     g = tracejit.grad(loss)
@@ -59,7 +59,7 @@ def test_calls_made_while_the_kernel_compiles_are_served_without_waiting(monkeyp
 
 
 @pytest.mark.usefixtures("background")
-def test_a_busy_caller_switches_to_the_kernel_without_pausing(monkeypatch):
+def test_a_busy_caller_switches_to_the_kernel_while_it_keeps_calling(monkeypatch):
     """The worker compiles; a thread of ours loads the machine code while the caller's
     calls keep running on the interpreter; the kernel then takes over, with equal results."""
     from tracejit.backend import compiler
@@ -82,6 +82,65 @@ def test_a_busy_caller_switches_to_the_kernel_without_pausing(monkeypatch):
     loaders = [thread for kernel, thread in loaders if kernel is entry.kernel]
     assert len(loaders) == 1 and loaders[0] != threading.get_ident()
     assert f.stats.compiles == 1 and f(x) == pytest.approx(np.sum(np.cos(x) * 1.25 - x))
+
+
+@pytest.mark.usefixtures("background")
+@pytest.mark.parametrize("where", ["worker", "here"])
+def test_calls_pause_briefly_only_while_their_kernel_loads_here(monkeypatch, tmp_path, where):
+    """While this process prepares the request and loads the kernel, each interpreted
+    call pauses for a moment (`_YIELD_SECONDS`): a busy caller would starve that work.
+    Not while the worker compiles, nor while a compile runs here (seconds, either)."""
+    from tracejit.backend import compiler
+
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path))  # nothing on disk yet
+    if where == "here":
+        monkeypatch.setenv("TRACEJIT_COMPILE_WORKER", "0")
+    asked, loading_here = threading.Event(), threading.Event()
+    release_ask, release_load = threading.Event(), threading.Event()
+    real_ask, real_compile = worker._ask, compiler.Kernel.compile
+
+    def held_ask(request, meanwhile=lambda: None):
+        asked.set()
+        release_ask.wait(timeout=300)
+        return real_ask(request, meanwhile)
+
+    def held_compile(self, leaves):
+        loading_here.set()
+        release_load.wait(timeout=300)
+        return real_compile(self, leaves)
+
+    monkeypatch.setattr(worker, "_ask", held_ask)
+    monkeypatch.setattr(compiler.Kernel, "compile", held_compile)
+    f = tracejit.function(lambda x: np.sum(np.sin(x) * 0.75 + x))
+    x = np.linspace(0, 1, 7)
+    expected = np.sum(np.sin(x) * 0.75 + x)
+    f(x)
+    entry = entry_of(f, x)
+    if where == "worker":
+        assert asked.wait(timeout=300)
+        assert entry.loading is None and f(x) == pytest.approx(expected)
+        release_ask.set()
+    assert loading_here.wait(timeout=300)
+    loading = entry.loading
+    assert (loading is not None and not loading.is_set()) == (where == "worker")
+
+    class Recorded:
+        def __init__(self):
+            self.waits = []
+
+        def wait(self, timeout):
+            self.waits.append(timeout)
+
+        def set(self):
+            pass
+
+    if where == "worker":
+        entry.loading = recorded = Recorded()
+        assert f(x) == pytest.approx(expected)
+        assert recorded.waits == [compiler._YIELD_SECONDS]
+    release_load.set()
+    f.wait()
+    assert entry.ready and entry.loading is None and f(x) == pytest.approx(expected)
 
 
 WARM_USER = textwrap.dedent("""
@@ -206,6 +265,7 @@ WORKER_START_USER = textwrap.dedent("""
     import tracejit
     from tracejit.backend import worker
 
+    at_import = worker._child
     worker._VERDICT_SECONDS = 60  # how long a warm process waits for its first lookup
     f = tracejit.function(lambda x: np.cos(x) * 3.0)
     deadline = time.monotonic() + (20 if sys.argv[1] == "cold" else 1.5)
@@ -214,26 +274,60 @@ WORKER_START_USER = textwrap.dedent("""
     started = worker._child is not None
     y = f(np.ones(3))
     f.wait()
-    print(json.dumps({"started_before_the_first_call": started,
+    entry = f.entry((np.ones(3),))[0]
+    print(json.dumps({"at_import": at_import is not None,
+                      "started_before_the_first_call": started,
+                      "compiled_by_it": entry.kernel.worker_report is not None
+                                        and worker._child is at_import,
                       "right": bool(np.allclose(y, 3.0 * np.cos(1.0)))}))
 """)
 
 
-def test_a_cold_process_starts_its_worker_with_its_first_function(tmp_path):
-    """A cold process will compile: its worker's start-up (0.5-0.8 s) begins with the
-    first function, not 0.2 s later; a warm one still waits to learn whether it needs
-    a worker at all."""
+def test_a_cold_process_starts_its_worker_with_import_tracejit(tmp_path):
+    """A cold process will compile: its worker's start-up (0.5-0.9 s) begins with
+    `import tracejit`, beside the rest of that import, and that worker compiles its
+    first kernel; a warm one starts none, and waits to learn whether it needs one."""
     def run(kind):
         env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path),
                "TRACEJIT_COMPILE": "background"}
-        env.pop("TRACEJIT_DISABLE_JIT", None)
+        for name in ("TRACEJIT_DISABLE_JIT", "TRACEJIT_COMPILE_WORKER", "TRACEJIT_DISABLE_CACHE"):
+            env.pop(name, None)
         proc = subprocess.run([sys.executable, "-c", WORKER_START_USER, kind], env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    assert run("cold") == {"started_before_the_first_call": True, "right": True}
-    assert run("warm") == {"started_before_the_first_call": False, "right": True}
+    assert run("cold") == {"at_import": True, "started_before_the_first_call": True,
+                           "compiled_by_it": True, "right": True}
+    assert run("warm") == {"at_import": False, "started_before_the_first_call": False,
+                           "compiled_by_it": False, "right": True}
+
+
+@pytest.mark.parametrize("setting", [
+    {}, {"TRACEJIT_DISABLE_JIT": "1"}, {"TRACEJIT_COMPILE": "sync"},
+    {"TRACEJIT_COMPILE_WORKER": "0"}, {"TRACEJIT_DISABLE_CACHE": "1"}, "warm"])
+def test_import_starts_a_worker_only_where_one_will_compile(monkeypatch, tmp_path, setting):
+    """No worker at import when none would be asked: the JIT off, compiles in this
+    process, no disk cache to compile into, or kernels already in the cache."""
+    from tracejit.backend import startup
+
+    for name in ("TRACEJIT_DISABLE_JIT", "TRACEJIT_COMPILE", "TRACEJIT_COMPILE_WORKER",
+                 "TRACEJIT_DISABLE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path / "cache"))
+    if setting == "warm":
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / f"loss_0123456789ab.py{startup.SIGNATURES_SUFFIX}").write_text("")
+    else:
+        for name, value in setting.items():
+            monkeypatch.setenv(name, value)
+    spawned = []
+    monkeypatch.setattr(startup, "spawn", spawned.append)
+    monkeypatch.setattr(startup, "_started", [])
+    startup.start_worker_if_cold()
+    assert spawned == ([str(tmp_path / "cache")] if setting == {} else [])
+    assert (startup.take_started() is not None) == (setting == {})
+    assert startup.take_started() is None  # taken once
 
 
 def test_a_cold_processs_first_request_waits_for_its_starting_worker_only(monkeypatch):

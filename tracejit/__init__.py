@@ -6,6 +6,12 @@
     value, grads = tracejit.value_and_grad(loss)(params, x, y)
 """
 
+# ruff: noqa: E402 - a cold process's compile worker starts first (backend/startup.py,
+# standard library only), so that its start-up overlaps the rest of this import.
+from .backend import startup
+
+startup.start_worker_if_cold()
+
 # Registration, in one place and in pipeline order: the primitive records, NumPy's
 # and SciPy's surface on tracers, then the control-flow records (above the backend).
 # isort: off

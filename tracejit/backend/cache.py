@@ -39,6 +39,7 @@ from ..core import forksafe
 from ..core.errors import TracejitCacheWarning, warn
 from ..core.version import __version__
 from . import numba_cache, rebound, store
+from .startup import configured_cache_dir, disk_cache_enabled, named_dir, user_cache_dir
 
 __all__ = ["TracejitCacheWarning", "cache_dir", "clear_cache", "compile_for",
            "configured_cache_dir", "disk_cache_enabled", "load_module"]
@@ -46,7 +47,6 @@ __all__ = ["TracejitCacheWarning", "cache_dir", "clear_cache", "compile_for",
 _PACKAGE = "tracejit_kernels"
 _HEADER = "# tracejit-digest: "
 _FORMAT = "sealed-1"  # how files are written: part of every name, so old files are never read
-_TRUE_WORDS = {"1", "true", "yes"}
 # Our module files and the temporary files of interrupted writes (see store.atomic_write).
 _OWN_FILE = re.compile(r"^\w+_[0-9a-f]{10,20}\.py$", re.ASCII)
 
@@ -79,11 +79,6 @@ def cache_dir() -> Path:
     path = configured_cache_dir()
     store.open_store(path)
     return path
-
-
-def disk_cache_enabled() -> bool:
-    """False when the environment variable TRACEJIT_DISABLE_CACHE is 1/true/yes."""
-    return os.environ.get("TRACEJIT_DISABLE_CACHE", "").strip().lower() not in _TRUE_WORDS
 
 
 def load_module(source: str, name_hint: str, *, use_disk: bool,
@@ -271,39 +266,22 @@ def clear_cache() -> None:
 # --- cache directory ------------------------------------------------------------------
 
 
-def configured_cache_dir() -> Path:
-    """The directory the environment names (TRACEJIT_CACHE_DIR, else XDG's), as is."""
-    return _named_dir("TRACEJIT_CACHE_DIR") or _user_cache_dir()
-
-
 def runtime_cache_dir() -> Path:
     """Where the runtime helpers' machine code is cached: TRACEJIT_RUNTIME_CACHE_DIR,
     else `runtime` in the user's tracejit directory (XDG's), whatever TRACEJIT_CACHE_DIR
     says. The helpers are the same for every program, so their compile (about 0.8 s of
     a small kernel's first compile) is paid once per user and machine, not once per
     cache directory; a kernel embeds their code, so its own cache never depends on it."""
-    return _named_dir("TRACEJIT_RUNTIME_CACHE_DIR") or _user_cache_dir() / "runtime"
+    return named_dir("TRACEJIT_RUNTIME_CACHE_DIR") or user_cache_dir() / "runtime"
 
 
 def _runtime_store_now() -> store.Store | None:
     """The runtime helpers' store. The default one, when unusable (a read-only home on
     a cluster node), is replaced by the kernels' own without a word: only a directory
     the user named is worth a warning."""
-    if _named_dir("TRACEJIT_RUNTIME_CACHE_DIR"):
+    if named_dir("TRACEJIT_RUNTIME_CACHE_DIR"):
         return store.open_store(runtime_cache_dir())
     return store.open_store(runtime_cache_dir(), quiet=True) or _disk_store()
-
-
-def _named_dir(variable: str) -> Path | None:
-    explicit = os.environ.get(variable)
-    return Path(explicit).expanduser() if explicit else None
-
-
-def _user_cache_dir() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    # The XDG spec says relative paths are invalid and must be ignored.
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "tracejit"
 
 
 def _disk_store() -> store.Store | None:

@@ -29,14 +29,14 @@ from ..transforms import debug
 from ..transforms.pipeline import run_passes
 from . import cache, codegen, linking, worker
 from .interpreter import server as interpreter_for
-
-_TRUE = {"1", "true", "yes", "on"}
+from .startup import background_compile, jit_disabled
 
 BACKGROUND_COMPILE = "tracejit-background-compile"  # the threads' name (tests wait on it)
-
-
-def jit_disabled() -> bool:
-    return os.environ.get("TRACEJIT_DISABLE_JIT", "").lower() in _TRUE
+# How long an interpreted call pauses while its kernel's load runs here. The load
+# (~0.05 CPU s) releases the GIL at each of its ~1,000 LLVM calls and, beside a busy
+# caller, waited a switch interval to get it back each time: a warm seeds' MLP took
+# over after 0.5-0.8 s, 0.1-0.2 s when the caller pauses (a hundred calls or so).
+_YIELD_SECONDS = 0.0005
 
 
 @dataclass
@@ -184,6 +184,7 @@ class Entry:
         self.bound_axes = bound_axes  # (leaf, axis) sizes the trace depended on
         self.extra = None
         self.compiling: threading.Thread | None = None
+        self.loading: threading.Event | None = None  # while work here would want the GIL
         self.interpreted_seconds = 0.0
         self.call = self._interpreting = _interpreting(weakref.ref(self))  # no cycle
         self.hits = 0  # calls served from the fast table (memory hits)
@@ -206,6 +207,9 @@ class Entry:
         for leaf in leaves:  # as the compiled kernel would (the dispatcher names it)
             if type(leaf) is int and not errors.fits_int64(leaf):
                 raise OverflowError(f"Python int too large for int64: {leaf}")
+        loading = self.loading
+        if loading is not None:  # the kernel is being loaded here: let that have the GIL
+            loading.wait(_YIELD_SECONDS)
         start = time.perf_counter()
         out = self.build_outputs(self.kernel(leaves))
         end = time.perf_counter()
@@ -248,15 +252,18 @@ class Entry:
 
     def _compile_in_background(self, leaves, stats: Stats) -> None:
         """Generate the code, have the worker compile it into the disk cache, and load
-        it, all in this thread while the caller's calls run the interpreter; the switch
-        interval is short meanwhile, so a busy caller does not starve the load (its many
-        short GIL releases: file reads, LLVM calls). Without a worker: compile here."""
+        it, all in this thread while the caller's calls run the interpreter. A busy
+        caller would starve what runs here (its many short GIL releases: file reads,
+        LLVM calls): the switch interval is short meanwhile, and the calls pause briefly
+        (`loading`, `_YIELD_SECONDS`) except while the worker compiles. Without a
+        worker: compile here, the calls not pausing."""
         try:
             worker.before_a_request()
+            self.loading = threading.Event()  # work here until the request is sent
             remote = events.compile_begin(self.kernel)
             events.codegen_end(remote, self.kernel.generated.source,
                                len(self.kernel.generated.helpers))
-            report = worker.compile_elsewhere(self.kernel, leaves)
+            report = worker.compile_elsewhere(self.kernel, leaves, asking=self._stop_yielding)
             self.kernel.worker_report = report
             events.compiled_elsewhere(remote, report)
             if report is None and self.kernel.path is None and self.kernel.use_disk and \
@@ -265,14 +272,23 @@ class Entry:
                     self.kernel.load()
             if report is not None or worker.known_compiled(self.kernel, leaves):
                 worker.numba_ready()  # waits (without the GIL) for Numba's set-up here
+                self.loading = self.loading or threading.Event()
                 with worker.prompt_switching():
                     self._load_or_warn(leaves, stats, report is not None)
-            else:
+            else:  # compiled here: seconds, no yielding meanwhile
+                self._stop_yielding()
                 self._load_or_warn(leaves, stats)
         except Exception as err:  # the interpreter keeps serving calls correctly
             self._failed(err)
         finally:
             self.compiling = None
+            self._stop_yielding()
+
+    def _stop_yielding(self) -> None:
+        """Calls no longer pause for work here (the request is out, or all is done)."""
+        loading, self.loading = self.loading, None
+        if loading is not None:
+            loading.set()
 
     def _load_or_warn(self, leaves, stats: Stats, elsewhere: bool = False) -> None:
         try:
@@ -317,12 +333,6 @@ def _interpreting(entry_ref):
 
 class TracejitCompileWarning(UserWarning):
     """A background compile failed; results still come from the interpreter."""
-
-
-def background_compile() -> bool:
-    """Compile in the background - in the compile worker process, waited for by a
-    thread - while calls run the interpreter, unless TRACEJIT_COMPILE=sync."""
-    return os.environ.get("TRACEJIT_COMPILE", "background").lower() != "sync"
 
 
 class Dispatcher:

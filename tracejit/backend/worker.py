@@ -30,32 +30,32 @@ import time
 
 import numpy as np
 
+from . import startup
 from .linking import describe_types, rebuild_signature
 
 _lock = threading.Lock()  # one request at a time per parent
 _state_lock = threading.Lock()  # the warm-up thread and the switch interval (held briefly)
 _child: subprocess.Popen | None = None
+_adopted = startup.take_started()  # (worker, when it started), if `import tracejit` did
+if _adopted:
+    _child = _adopted[0]
 _warming: list = []  # the warm-up thread, once started
 _setting_up: list = []  # the thread running `_set_up_loading`, once started
 _eager_set_up: list = []  # [True] when it started with the first function (warm_up)
 _numba_set_up = threading.Event()  # machine code can be loaded in this process
 
 
-def enabled() -> bool:
-    """TRACEJIT_COMPILE_WORKER=0 compiles in-process (in a background thread)."""
-    return os.environ.get("TRACEJIT_COMPILE_WORKER", "1").strip().lower() not in {"0", "no",
-                                                                                   "false"}
+enabled = startup.worker_enabled
 
 
 def warm_up(start_worker: bool) -> None:
     """Called when the first traced function is made: calls will follow. In a background
     thread, start the compile worker (its own start-up, ~0.6 CPU s, then overlaps
-    whatever the program does before its first call): at once when the cache directory
-    holds no kernel yet (a cold process), else only if the first kernel turns out not
-    to be on disk: a warm process has no use for it, and its start-up slowed the load
-    here (seeds' MLP, idle caller, load average 3.6: ready 0.44 s with it, 0.26 s
-    without). `import tracejit` stays fast, and a process that makes no function pays
-    nothing.
+    whatever the program does before its first call) unless it runs: a cold process
+    (no kernel in its cache directory) started it with `import tracejit` (startup.py).
+    A warm one starts it only if the first kernel turns out not to be on disk: most
+    likely it has no use for it, and its start-up slowed the load here (seeds' MLP,
+    idle caller, load average 3.6: ready 0.44 s with it, 0.26 s without).
 
     What loading machine code needs here (`_set_up_loading`) starts now too when the
     cache directory already holds kernels (a warm process, most likely), and the first
@@ -72,7 +72,7 @@ def warm_up(start_worker: bool) -> None:
                                          daemon=True, name="tracejit-warm-up"))
         _eager_set_up.append(likely_warm)
         if start_worker and not likely_warm and enabled():
-            _worker_starting.append(time.perf_counter())
+            _worker_starting.append(_adopted[1] if _adopted else time.perf_counter())
     _warming[0].start()
 
 
@@ -98,11 +98,7 @@ def _cache_holds_kernels() -> bool:
 
     if not cache.disk_cache_enabled():
         return False
-    try:  # names only: the directory is neither created nor checked here
-        with os.scandir(cache.configured_cache_dir()) as entries:
-            return any(entry.name.endswith(_SIGNATURES_SUFFIX) for entry in entries)
-    except OSError:
-        return False
+    return startup.holds_kernels(cache.configured_cache_dir())
 
 
 def before_first_trace() -> None:
@@ -302,11 +298,11 @@ def _running_child(directory: str) -> subprocess.Popen:
     global _child
     if _child is None or _child.poll() is not None or _child.cache_dir != directory:
         _stop()
-        _child = _start(directory)
+        _child = startup.spawn(directory)
     return _child
 
 
-def compile_elsewhere(kernel, args) -> dict | None:
+def compile_elsewhere(kernel, args, asking=lambda: None) -> dict | None:
     """Have the worker put `kernel`'s machine code for these arguments in the disk
     cache. Blocks the calling thread (not the GIL). Returns the worker's report
     ({"seconds", "phases"}), or None when the caller must compile itself."""
@@ -326,6 +322,7 @@ def compile_elsewhere(kernel, args) -> dict | None:
     request = {"modules": [[stem, text] for stem, (_, text) in kernel.generated.helpers.items()],
                "kernel": [kernel.name, kernel.generated.source], "signature": signature,
                "cache_dir": str(cache.cache_dir())}
+    asking()
     for _ in range(2):  # a dead worker is replaced once
         asked = time.perf_counter()
         reply = _ask(request, meanwhile=functools.partial(_prepare_to_load, kernel, asked))
@@ -372,35 +369,6 @@ def _ask(request: dict, meanwhile=lambda: None) -> dict | None:
             _stop()
             return None
         return json.loads(answer)
-
-
-def _start(directory: str) -> subprocess.Popen:
-    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, TRACEJIT_CACHE_DIR=directory)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH"))
-                                        if p)
-    package = os.path.join(package_parent, "tracejit")
-    child = subprocess.Popen([sys.executable, "-c", _BOOT, package],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, env=env, bufsize=1)
-    child.cache_dir = directory  # where it compiles to
-    return child
-
-
-# The worker needs the backend alone: a bare `tracejit` package spares it importing the
-# tracer, the NumPy surface and the front end (a third of its start-up).
-_BOOT = """
-import time
-booted = time.perf_counter()
-import sys, types
-package = types.ModuleType("tracejit")
-package.__path__ = [sys.argv[1]]
-sys.modules["tracejit"] = package
-from tracejit.core.version import __version__
-package.__version__ = __version__  # in every cache file's name: the parent's version
-from tracejit.backend import worker
-worker._serve(booted)
-"""
 
 
 def stop() -> None:
@@ -471,11 +439,10 @@ def record_compiled(kernel, args) -> None:
         cache.write_note(_signatures_file(kernel.path), "\n".join(known | {json.dumps(signature)}))
 
 
-_SIGNATURES_SUFFIX = ".compiled"
 
 
 def _signatures_file(path) -> str:
-    return f"{path}{_SIGNATURES_SUFFIX}"
+    return f"{path}{startup.SIGNATURES_SUFFIX}"
 
 
 def _compiled_signatures(path) -> set:

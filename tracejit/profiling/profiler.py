@@ -451,7 +451,7 @@ def profile(fn, *args, seconds: float = 0.5, **kwargs) -> Report:
 
 def _waiting_for_kernel(prof: Profiler) -> bool:
     """Keep calling as a loop would while the kernel compiles in the background."""
-    from ..backend.compiler import jit_disabled
+    from ..backend.startup import jit_disabled
 
     if jit_disabled():
         return False
