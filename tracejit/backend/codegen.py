@@ -237,15 +237,17 @@ def emit_program(em: Emitter, program: Program) -> list[str]:
         groups = schedule(program, views, em.virtual)
         pieces = _concatenated_in_nests(groups, counts)
         written = {id(eqn) for eqn, _ in pieces.values()}
+        composed = _composed_views(program, groups, views, counts)
         for group in groups:
             if group.is_loop:
                 _emit_loop_group(em, group, counts, pieces)
-            elif id(group.eqns[0]) in written:
-                continue  # its pieces' nest wrote it
+            elif id(group.eqns[0]) in written or composed.get(id(group.eqns[0])) is _FOLDED:
+                continue  # its pieces' nest wrote it, or a later view indexes through it
             elif group.eqns[0].prim.name in CONTROL_EMITTERS:
                 CONTROL_EMITTERS[group.eqns[0].prim.name](em, group.eqns[0])
             else:
-                _emit_single(em, group.eqns[0], id(group.eqns[0]) in views)
+                _emit_single(em, group.eqns[0], id(group.eqns[0]) in views,
+                             composed.get(id(group.eqns[0])))
         return [em.name(a) for a in program.outvars]
     finally:
         em.virtual = saved
@@ -356,9 +358,95 @@ def _slow_view_multiplied_every_step(eqn, users) -> bool:
 
 # ------------------------------------------------------------ single ops
 
-def _emit_single(em: Emitter, eqn, as_view: bool) -> None:
+_FOLDED = object()  # a view that the one view reading it indexes through
+
+
+def _composed_views(program: Program, groups, views: set, counts: dict) -> dict:
+    """Chains of views that one basic index expresses: a slice of one row then its
+    squeeze (a rolled loop's gradient unstacks its layers so) is `x[k]`, not two
+    views. Each view costs the driver's compile ~100 LLVM instructions and
+    reference counting; the 16-layer MLP's driver had 64 such views.
+    id(eqn) -> (base atom, index items) for the view emitted as one index,
+    _FOLDED for the views it indexes through."""
+    singles = {id(group.eqns[0]) for group in groups if not group.is_loop}
+    outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
+    index_of: dict = {}  # id(view's value) -> (its base atom, mapping per base axis)
+    composed: dict = {}
+    for eqn in program.eqns:
+        if id(eqn) not in views or id(eqn) not in singles:
+            continue
+        (x,) = eqn.inputs
+        mapping = eqn.prim.index_map(x.aval, eqn.outputs[0].aval, **eqn.params)
+        inner = index_of.get(id(x))
+        if inner is None:
+            index_of[id(eqn.outputs[0])] = (x, mapping, eqn)
+            continue
+        base, first, producer = inner
+        chained = _chain(first, mapping)
+        items = _basic_index(base.aval, eqn.outputs[0].aval, chained)
+        if items is None or counts.get(id(x)) != 1 or id(x) in outputs:
+            index_of[id(eqn.outputs[0])] = (x, mapping, eqn)
+            continue
+        composed[id(producer)] = _FOLDED
+        composed[id(eqn)] = (base, items)
+        index_of[id(eqn.outputs[0])] = (base, chained, eqn)
+    return composed
+
+
+def _chain(first, second) -> list:
+    """The index map of two views applied in turn, per axis of the first's input."""
+    chained = []
+    for axis, start, step in first:
+        if axis is None:
+            chained.append((None, start, step))
+            continue
+        axis2, start2, step2 = second[axis]
+        chained.append((axis2, start + step * start2, step * step2))
+    return chained
+
+
+def _basic_index(base, out, mapping) -> list[str] | None:
+    """NumPy basic-index items taking `out` from `base` by `mapping` (per base axis:
+    output axis or None, start, step), or None when no basic index does (axes
+    reordered or broadcast, sizes not static)."""
+    items, placed = [], -1
+    for k, (axis, start, step) in enumerate(mapping):
+        if type(start) is not int or type(step) is not int:
+            return None
+        if axis is None:
+            items.append(str(start))
+            continue
+        if axis <= placed:
+            return None
+        added = range(placed + 1, axis)  # unit axes the views inserted
+        if not all(is_one(resolve(out.shape[a])) for a in added):
+            return None
+        items += ["None"] * len(added)
+        placed = axis
+        count, whole = resolve(out.shape[axis]), resolve(base.shape[k])
+        if (start, step) == (0, 1) and (count is whole or count == whole):
+            items.append(":")
+        elif type(count) is int:
+            stop = start + step * (count - 1) + (1 if step > 0 else -1)
+            items.append(f"{start}:{'' if stop < 0 else stop}:{step}")
+        else:
+            return None
+    trailing = range(placed + 1, len(out.shape))
+    if not all(is_one(resolve(out.shape[a])) for a in trailing):
+        return None
+    return items + ["None"] * len(trailing)
+
+
+def _emit_single(em: Emitter, eqn, as_view: bool, composed=None) -> None:
     out = eqn.outputs[0]
     name = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
+    if composed is not None:  # one index through the views before it
+        base, items = composed
+        while items and items[-1] == ":":
+            items = items[:-1]
+        em.emit(f"{name} = {em.name(base)}[{', '.join(items)}]" if items
+                else f"{name} = {em.name(base)}")
+        return
     ins = [] if eqn.prim.shape_only else [em.name(a) for a in eqn.inputs]
     if as_view:
         em.emit(f"{name} = {eqn.prim.view(ins[0], **eqn.params)}")
