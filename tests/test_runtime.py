@@ -311,3 +311,27 @@ def test_helpers_have_no_python_wrapper_and_refuse_python_calls():
         return rt.tanh(x) + rt.exp(x)
 
     assert caller(0.5) == pytest.approx(np.tanh(0.5) + np.exp(0.5), rel=1e-15)
+
+
+def test_no_helper_calls_itself():
+    """A Numba function calling another specialisation of itself (polygamma(0, .) from
+    polygamma(n, .)) holds an unresolved symbol in its machine code; a process that read
+    such code from the disk cache without that specialisation aborted at its next link
+    ("LLVM ERROR: Symbol not found: .numba.unresolved$..."). No helper recurses."""
+    tree = ast.parse(open(rt.__file__).read())
+    for fn in (node for node in tree.body if isinstance(node, ast.FunctionDef)):
+        calls = {node.func.id for node in ast.walk(fn)
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+        assert fn.name not in calls, fn.name
+    for n in (types.int64, types.IntegerLiteral(0), types.IntegerLiteral(1)):
+        rt.polygamma.compile((n, types.float64))
+    for overload in rt.polygamma.overloads.values():
+        assert ".numba.unresolved$" not in overload.library.get_llvm_str()
+
+
+@pytest.mark.parametrize("x", [-2.5, -0.3, -7.75, 0.2, 3.0, 41.5])
+def test_digamma_reflects_negative_arguments(x):
+    import scipy.special
+
+    got = njit(lambda x: rt.polygamma(0, x))(x)
+    assert got == pytest.approx(scipy.special.digamma(x), rel=4e-15)

@@ -1117,12 +1117,17 @@ _B2K = (1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0, -691.0 / 27
 @callee(**_JIT)
 def polygamma(n, x):
     """The n-th derivative of digamma (n = 0: digamma itself), any non-pole x:
-    shift x up past 20 by the recurrence, then the asymptotic series."""
+    shift x up past 20 by the recurrence, then the asymptotic series. Not recursive:
+    a call to another of its own specialisations (polygamma(0, .) from polygamma(n, .))
+    is an unresolved symbol in Numba's machine code, and a process that read such
+    code from the disk cache without that specialisation aborted at its next link."""
     if x != x or (x <= 0.0 and x == math.floor(x)):
         return np.nan + x * 0.0
+    reflected = 0.0
     if n == 0 and x < 0.0:  # reflection, with pi r exact to the last bit of r
         r = x - np.rint(x)
-        return polygamma(0, 1.0 - x) - math.pi / math.tan(math.pi * r)
+        reflected = math.pi / math.tan(math.pi * r)
+        x = 1.0 - x
     shift = 0.0
     factorial = 1.0
     for k in range(2, n + 1):
@@ -1139,7 +1144,7 @@ def polygamma(n, x):
         for k in range(7):
             series += _B2K[k] / (2 * k + 2) * power
             power *= inv2
-        return math.log(x) - 0.5 / x - series - shift
+        return math.log(x) - 0.5 / x - series - shift - reflected
     # (-1)^(n+1) [(n-1)!/x^n + n!/(2 x^(n+1)) + sum_k B_2k (2k+n-1)!/(2k)! / x^(2k+n)]
     total = factorial / n / x ** n + factorial / (2.0 * x ** (n + 1))
     inv = 1.0 / x ** (n + 2)
