@@ -237,8 +237,9 @@ def test_a_concatenation_of_one_nests_values_is_written_by_that_nest(compiled, a
     assert "concatenate at" not in src and "concatenate at" in g.source(a, b)
     # the offsets are the nest's constants, not parameters: LLVM then sees the pieces'
     # stores apart (an LSTM's gate derivatives: 14 -> 4 us a step)
-    driver = src.split("# ----")[0].split("def pieces")[1]
-    assert f"= np.int64({a.shape[axis]})" in src and "np.int64(" not in driver
+    nest = src.split("# ----")[1]
+    assert f"_k0 = np.int64({a.shape[axis]})" in nest
+    assert re.search(r"\[_k0 \+ |, _k0 \+ ", nest) and not re.search(r"\bo\d+ \+ ", nest)
     np.testing.assert_allclose(f(a, b), pieces(a, b), rtol=1e-15)
     for got, want in zip(g(a, b), shared(a, b)):
         np.testing.assert_allclose(got, want, rtol=1e-15)
@@ -283,6 +284,29 @@ def test_views_of_views_are_one_index(compiled):
             down[k][index] -= eps
             fd = (layers(up, h) - layers(down, h)) / (2 * eps)
             assert dW[index] == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+def test_outer_static_loop_counts_are_parameters_of_the_nest(compiled):
+    # LLVM unrolled outer loops of literal counts for nothing: a convnet's gradient
+    # mask over (n, 11, 11, 64) compiled in 0.45 s, 0.19 s with the 11s as parameters.
+    # A small static block (a pool's 2x2 window, an innermost loop) and the loop around
+    # it stay literal.
+    def pool_and_mask(x, m):
+        w = x.reshape(3, 6, 2, 7, 2, 5)
+        return w.max(axis=(2, 4)), np.sum(np.where(m, 0.0, x), axis=(0, 1, 2))
+
+    x = np.sin(np.arange(2520.0)).reshape(3, 12, 14, 5)
+    m = np.cos(np.arange(2520.0)).reshape(3, 12, 14, 5) > 0
+    f = tracejit.function(pool_and_mask)
+    src = f.source(x, m)
+    nests = [part for part in src.split("# ---- ")[1:]]
+    assert len(nests) == 2
+    counts = {"reduce_max" in nest: re.findall(r"for \w+ in range\((\w+)\):", nest)
+              for nest in nests}
+    assert counts[True] == ["o0", "o1", "o2", "5", "2", "2"]  # 3, 6, 7 lifted; the window
+    assert counts[False] == ["o0", "o1", "14", "5"]  # and the loop around it: literal
+    for got, want in zip(f(x, m), pool_and_mask(x, m)):
+        np.testing.assert_allclose(got, want, rtol=1e-14)
 
 
 @pytest.mark.parametrize("dt", [np.float64, np.float32])
