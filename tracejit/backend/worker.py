@@ -305,7 +305,8 @@ def _running_child(directory: str) -> subprocess.Popen:
 def compile_elsewhere(kernel, args, asking=lambda: None) -> dict | None:
     """Have the worker put `kernel`'s machine code for these arguments in the disk
     cache. Blocks the calling thread (not the GIL). Returns the worker's report
-    ({"seconds", "phases"}), or None when the caller must compile itself."""
+    ({"seconds", "phases"}), or None when the caller must compile itself. `asking` is
+    called just before the request goes out (from then on this thread only waits)."""
     from . import cache
 
     if not (enabled() and kernel.use_disk and cache.store_writable()):
