@@ -24,6 +24,7 @@ import numpy as np
 
 from ..core.ir import Literal, Program, Var, consumers_of, subprograms, use_counts
 from ..core.shapes import is_one, resolve
+from ..primitives.array import index_view, slice_item
 from ..trace.registry import CONTROL, INDEXMAP, REDUCE
 from .outline import outline
 from .schedule import full_shape, loop_space, schedule, virtual_reads
@@ -370,7 +371,7 @@ def _composed_views(program: Program, groups, views: set, counts: dict) -> dict:
     _FOLDED for the views it indexes through."""
     singles = {id(group.eqns[0]) for group in groups if not group.is_loop}
     outputs = {id(a) for a in program.outvars if isinstance(a, Var)}
-    index_of: dict = {}  # id(view's value) -> (its base atom, mapping per base axis)
+    index_of: dict = {}  # id(view's value) -> (base atom, mapping per base axis, view)
     composed: dict = {}
     for eqn in program.eqns:
         if id(eqn) not in views or id(eqn) not in singles:
@@ -427,8 +428,7 @@ def _basic_index(base, out, mapping) -> list[str] | None:
         if (start, step) == (0, 1) and (count is whole or count == whole):
             items.append(":")
         elif type(count) is int:
-            stop = start + step * (count - 1) + (1 if step > 0 else -1)
-            items.append(f"{start}:{'' if stop < 0 else stop}:{step}")
+            items.append(slice_item(start, step, count))
         else:
             return None
     trailing = range(placed + 1, len(out.shape))
@@ -442,10 +442,7 @@ def _emit_single(em: Emitter, eqn, as_view: bool, composed=None) -> None:
     name = em.names[id(out)] = em.fresh(f"t_{eqn.prim.name}_")
     if composed is not None:  # one index through the views before it
         base, items = composed
-        while items and items[-1] == ":":
-            items = items[:-1]
-        em.emit(f"{name} = {em.name(base)}[{', '.join(items)}]" if items
-                else f"{name} = {em.name(base)}")
+        em.emit(f"{name} = {index_view(em.name(base), items)}")
         return
     ins = [] if eqn.prim.shape_only else [em.name(a) for a in eqn.inputs]
     if as_view:

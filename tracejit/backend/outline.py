@@ -18,8 +18,7 @@ same width has the same nest. So the nest's code is put in canonical form:
   more than a small static block (at most UNROLLED iterations: a pool's
   window). With literal counts LLVM unrolled the outer loops too, for nothing:
   the convnet's gradient masks over (n, 11, 11, 64) compiled in 0.45 s, 0.19 s
-  with the two 11s as parameters, and ran as fast; nests that differ only in
-  such sizes are now one function;
+  with the two 11s as parameters, and ran as fast;
 - the function is named by a digest of that canonical source.
 
 Identical nests are then one function, in its own module file named by the
@@ -68,21 +67,27 @@ def _lifted(name: str) -> int | None:
     return int(name[1:]) if name[:1] == "o" and name[1:].isdigit() else None
 
 
+def _bound(loop: ast.For):
+    """n of `for i in range(n)` (or prange), else None."""
+    it = loop.iter
+    if (isinstance(it, ast.Call) and isinstance(it.func, ast.Name)
+            and it.func.id in ("range", "prange") and len(it.args) == 1):
+        return it.args[0]
+    return None
+
+
 def _counters(fn: ast.FunctionDef) -> set[str]:
     """Loop variables counting up from 0: `for i in range(n)` (or prange)."""
     return {node.target.id for node in ast.walk(fn)
             if isinstance(node, ast.For) and isinstance(node.target, ast.Name)
-            and isinstance(node.iter, ast.Call) and isinstance(node.iter.func, ast.Name)
-            and node.iter.func.id in ("range", "prange") and len(node.iter.args) == 1}
+            and _bound(node) is not None}
 
 
 def _static_count(loop: ast.For) -> int | None:
     """The trip count of `for i in range(K)` (or prange) with a literal K, else None."""
-    it = loop.iter
-    if (isinstance(it, ast.Call) and isinstance(it.func, ast.Name)
-            and it.func.id in ("range", "prange") and len(it.args) == 1
-            and isinstance(it.args[0], ast.Constant) and type(it.args[0].value) is int):
-        return it.args[0].value
+    bound = _bound(loop)
+    if isinstance(bound, ast.Constant) and type(bound.value) is int:
+        return bound.value
     return None
 
 

@@ -621,7 +621,7 @@ def _broadcast_source(eqn, lazy, sizes):
 
 
 broadcast_in_dim.impl_source = _broadcast_source
-broadcast_in_dim.view = lambda x, *, shape, bdims: _index_view(
+broadcast_in_dim.view = lambda x, *, shape, bdims: index_view(
     x, [":" if b in bdims else "None" for b in range(len(shape))])
 broadcast_in_dim.view_if = _adds_unit_axes
 
@@ -696,14 +696,14 @@ def _squeeze_added_axes(eqn, defining):
 
 squeeze = _indexmap("squeeze", _squeeze_rule, lambda x, *, axes: np.squeeze(x, axes),
                     _squeeze_map, _squeeze_vjp)
-squeeze.view = lambda x, *, axes: _index_view(
+squeeze.view = lambda x, *, axes: index_view(
     x, ["0" if k in axes else ":" for k in range(max(axes) + 1)])
 squeeze.fold = _squeeze_added_axes
 squeeze.impl_source = lambda eqn, lazy, sizes: squeeze.view("np.asarray({0})", **eqn.params)
 squeeze.batch = leading_batch_rule("squeeze", lambda size, p: dict(p, axes=shift_axes(p["axes"])))
 
 
-def _index_view(x: str, items: list) -> str:
+def index_view(x: str, items: list) -> str:
     """`x[items]` (trailing whole axes left out): a view, or a scalar when nothing is left."""
     while items and items[-1] == ":":
         items = items[:-1]
@@ -733,15 +733,20 @@ def _slice_impl(x, *, starts, stops, steps):
                    for a, b, c in zip(starts, stops, steps))]
 
 
+def slice_item(start: int, step: int, count: int) -> str:
+    """The index item `start:stop:step` taking `count` elements (negative steps too)."""
+    sl = _python_slice(start, step, count)
+    return f"{sl.start}:{'' if sl.stop is None else sl.stop}:{sl.step}"
+
+
 def _slice_view(x: str, *, starts, stops, steps) -> str:
     items = []
     for start, stop, step in zip(starts, stops, steps):
         if stop is None and (start, step) == (0, 1):
             items.append(":")
             continue
-        sl = _python_slice(start, step, len(range(start, stop, step)))
-        items.append(f"{sl.start}:{'' if sl.stop is None else sl.stop}:{sl.step}")
-    return _index_view(x, items)
+        items.append(slice_item(start, step, len(range(start, stop, step))))
+    return index_view(x, items)
 
 
 _indexmap("slice", _slice_rule, _slice_impl,
