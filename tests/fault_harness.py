@@ -176,12 +176,14 @@ def numba_files(cache_dir: Path, suffix: str) -> list[Path]:
 
 
 def kernel_files(cache_dir: Path, kernel: str, suffix: str) -> list[Path]:
-    """The module (.py) or Numba (.nbi/.nbc) files of kernel `a` or `b`: the kernel's
-    own module, or the machine code of its driver and of the loop nests it calls."""
+    """The module (.py), Numba (.nbi/.nbc) or object (.o) files of kernel `a` or `b`: the
+    kernel's own module, or the machine code of its driver and of the loop nests it calls."""
     (module,) = sorted(cache_dir.glob(f"{kernel}_*.py"))
     if suffix == "py":
         return [module]
     nests = re.findall(r"^from \w+\.(nest_\w+) import", module.read_text(), re.M)
+    if suffix == "o":  # the nests' translations, named by function and argument types
+        return sorted(p for stem in nests for p in cache_dir.glob(f"{stem.rsplit('_', 1)[0]}_*.o"))
     return sorted(p for stem in [module.stem, *nests]
                   for p in (cache_dir / "__pycache__").glob(f"{stem}.*.{suffix}"))
 
@@ -224,7 +226,7 @@ def malicious_pickle(marker: Path) -> bytes:
 
 
 def plant(cache_dir: Path, marker: Path) -> list[Path]:
-    """Replace every index/data file with a pickle that would create `marker`, some
+    """Replace every index/data/object file with a pickle that would create `marker`, some
     bare, some behind a header that looks like tracejit's (wrong key), and put a
     bytecode file that would do the same next to every module."""
     import hashlib
@@ -233,7 +235,8 @@ def plant(cache_dir: Path, marker: Path) -> list[Path]:
 
     payload = malicious_pickle(marker)
     planted = []
-    for k, path in enumerate(numba_files(cache_dir, "nbi") + numba_files(cache_dir, "nbc")):
+    files = numba_files(cache_dir, "nbi") + numba_files(cache_dir, "nbc")
+    for k, path in enumerate(files + sorted(cache_dir.glob("*.o"))):
         header = _MAGIC + hashlib.sha256(payload).digest() if k % 2 else b""
         path.write_bytes(header + payload)
         planted.append(path)

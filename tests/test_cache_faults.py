@@ -52,12 +52,12 @@ def test_warm_cache_serves_every_kernel_from_disk(warm, tmp_path):
 
 def test_damaged_files_of_every_kind_are_rebuilt(warm, tmp_path):
     dirs = {}
-    for suffix in ("py", "nbi", "nbc", "key", "compiled", "links"):
+    for suffix in ("py", "nbi", "nbc", "o", "key", "compiled", "links"):
         cache = dirs[suffix] = h.copy_cache(warm, tmp_path / suffix / "cache")
         rng = random.Random(suffix)
         if suffix == "key":
             targets = [cache / ".tracejit-key"]
-        elif suffix in ("py", "compiled", "links"):  # notes: what drivers were compiled for
+        elif suffix in ("py", "o", "compiled", "links"):  # "o": nests' translations
             targets = sorted(cache.glob(f"*.{suffix}"))
         else:  # every kernel's and every runtime helper's
             targets = h.numba_files(cache, suffix)
@@ -68,13 +68,14 @@ def test_damaged_files_of_every_kind_are_rebuilt(warm, tmp_path):
         # A bad key is replaced; a bad note is advice not taken (the driver compiles).
         assert h.cache_warnings(result) or suffix in ("key", "compiled", "links"), suffix
         # A rewritten module file is the source its machine code was cached for; with
-        # a bad `.links` only the driver compiles (counted as disk: its nests were).
-        assert result["compiles"] > 0 or suffix in ("py", "links"), suffix
+        # a bad `.links`, or bad Numba files where every nest is a translation, only the
+        # driver compiles (counted as disk: its nests were).
+        assert result["compiles"] > 0 or suffix in ("py", "links", "nbi", "nbc"), suffix
     for suffix, result in run_all({s: ((c,), {}) for s, c in dirs.items()}).items():
         assert result["compiles"] == 0 and not h.cache_warnings(result), suffix  # repaired
 
 
-@pytest.mark.parametrize("suffix", ["nbc", "nbi"])
+@pytest.mark.parametrize("suffix", ["nbc", "nbi", "o"])
 def test_swapped_files_of_two_kernels_with_one_signature_are_rejected(warm, tmp_path, suffix):
     cache = h.copy_cache(warm, tmp_path / "cache")
     first, second = h.kernel_files(cache, "a", suffix), h.kernel_files(cache, "b", suffix)
@@ -82,8 +83,12 @@ def test_swapped_files_of_two_kernels_with_one_signature_are_rejected(warm, tmp_
     for one, other in zip(first, second):
         h.swap(one, other)
     result = h.run_child(cache)  # checks a's and b's numbers
-    assert any("seal does not match" in w for w in h.cache_warnings(result))
-    assert result["compiles"] == 2
+    warned = any("seal does not match" in w for w in h.cache_warnings(result))
+    # A driver reads only the data file its record names (linking.py): another one is
+    # not opened. The nests here are translations (.o), so swapping the Numba files
+    # recompiles just the short drivers, which counts as disk.
+    assert warned or suffix == "nbc"
+    assert result["compiles"] == (2 if suffix == "o" else 0)
 
 
 def test_planted_pickles_and_bytecode_never_run(warm, tmp_path, marker):

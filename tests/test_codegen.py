@@ -8,6 +8,7 @@ import pytest
 
 import tracejit
 from tracejit import nn
+from tracejit.backend.nestcall import inspect_llvm
 
 
 def loop_headers(source: str) -> list[str]:
@@ -154,7 +155,7 @@ def test_a_nest_reading_at_column_offsets_is_vectorised(compiled):
     f = tracejit.function(gates)
     np.testing.assert_allclose(f(z), gates(z), rtol=1e-15)
     entry, _ = f.entry((z,))
-    (llvm,) = [text for nest in entry.kernel.nests for text in nest.inspect_llvm().values()]
+    (llvm,) = [text for nest in entry.kernel.nests for text in inspect_llvm(nest).values()]
     assert re.search(r"= load <\d+ x double>", llvm), "the loop was not vectorised"
 
 
@@ -349,6 +350,6 @@ def test_a_concatenation_calls_its_copy_helper_without_inlining_it(compiled):
     args = [np.full((2, 3), k) for k in (1.0, 2.0, 3.0)]
     np.testing.assert_array_equal(f(*args), 2.0 * np.concatenate(args))
     entry, _ = f.entry(tuple(args))
-    (llvm,) = [text for nest in entry.kernel.nests for text in nest.inspect_llvm().values()
+    (llvm,) = [text for nest in entry.kernel.nests for text in inspect_llvm(nest).values()
                if "put2" in text]
     assert re.search(r"call .*@\S*put2", llvm), "the copy was inlined"

@@ -530,7 +530,7 @@ NEST_USER = textwrap.dedent("""
     import json, sys
     import numpy as np
     import tracejit
-    from tracejit.backend import cache
+    from tracejit.backend import cache, nestcall
 
     def layer(W, x):  # the matmuls around it end its nest: the same in both programs
         return np.tanh(x @ W + 1.0) @ W.T
@@ -545,9 +545,7 @@ NEST_USER = textwrap.dedent("""
     f(np.full((3, 4), 0.1), np.ones((5, 3)))
     nests = {name: fn for m in cache._loaded.values() for name, fn in vars(m.module).items()
              if name.startswith("nest_") and hasattr(fn, "stats")}
-    print(json.dumps({name: [sum(fn.stats.cache_hits.values()),
-                             sum(fn.stats.cache_misses.values())]
-                      for name, fn in nests.items()}))
+    print(json.dumps({name: nestcall.cache_counts(fn) for name, fn in nests.items()}))
 """)
 
 
@@ -588,12 +586,14 @@ STACKER = textwrap.dedent("""
 """)
 
 
-def test_every_kernel_piece_loads_from_disk_in_a_new_process(tmp_path):
+@pytest.mark.parametrize("translated", [False, True], ids=["numba-nests", "translated-nests"])
+def test_every_kernel_piece_loads_from_disk_in_a_new_process(tmp_path, translated):
     # Machine code read from disk names the no-link functions it calls: a nest
     # calling one, or a driver loaded before its nests, aborted the next process
     # inside LLVM (symbol not found). The driver is read back only once
     # linking.py has loaded what it calls under the names it was compiled with.
-    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "sync"}
+    env = {**os.environ, "TRACEJIT_CACHE_DIR": str(tmp_path), "TRACEJIT_COMPILE": "sync",
+           "TRACEJIT_NEST_IR": "1" if translated else "0"}
     env.pop("TRACEJIT_DISABLE_JIT", None)
 
     def run():
@@ -605,8 +605,16 @@ def test_every_kernel_piece_loads_from_disk_in_a_new_process(tmp_path):
 
     first, second = run(), run()
     assert first[0] == 0 and second[0] == 1 and first[1] == second[1]
+    assert list(tmp_path.glob("loss_grad_*.links"))
+    if translated:  # named by content: made again under the same symbols, the driver loads
+        objects = list(tmp_path.glob("nest_*.o"))
+        assert len(objects) >= 3
+        for path in objects:
+            path.unlink()
+        assert run() == (1, first[1]) and len(list(tmp_path.glob("nest_*.o"))) == len(objects)
+        return
     nests = sorted((tmp_path / "__pycache__").glob("nest_*"))
-    assert nests and list(tmp_path.glob("loss_grad_*.links"))
+    assert nests
     (driver_code,) = (tmp_path / "__pycache__").glob("loss_grad_*.nbc")
     old_code = driver_code.read_bytes()
     stem = nests[0].name.split(".")[0]

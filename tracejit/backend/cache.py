@@ -49,6 +49,7 @@ _HEADER = "# tracejit-digest: "
 _FORMAT = "sealed-1"  # how files are written: part of every name, so old files are never read
 # Our module files and the temporary files of interrupted writes (see store.atomic_write).
 _OWN_FILE = re.compile(r"^\w+_[0-9a-f]{10,20}\.py$", re.ASCII)
+_OBJECT_FILE = re.compile(r"^nest_[0-9a-f]{16}_[0-9a-f]{10}\.o$", re.ASCII)  # irgen.py's
 
 _lock = threading.RLock()  # one module file is executed once, even with compile threads
 forksafe.renew_after_fork(globals(), "_lock", threading.RLock)
@@ -188,24 +189,42 @@ def runtime_cache_writable() -> bool:
 def read_note(path: Path) -> str | None:
     """A small text file written by `write_note` beside the modules in the cache
     directory; None if missing, unusable, or failing its seal."""
-    path = Path(path)
-    target = _disk_store()
-    if target is None or path.parent != target.path:
-        return None
-    try:
-        payload = target.unseal(path.name, path.read_bytes())
-    except OSError:
-        return None
+    payload = read_sealed(path)
     return None if payload is None else payload.decode(errors="replace")
 
 
 def write_note(path: Path, text: str) -> None:
     """Seal `text` into `path` in the cache directory (atomically; silently skipped when
     the directory cannot take it)."""
+    write_sealed(path, text.encode())
+
+
+def read_sealed(path: Path) -> bytes | None:
+    """The payload of a file written by `write_sealed`; None if missing, unusable, or
+    failing its seal."""
+    path = Path(path)
+    target = _disk_store()
+    if target is None or path.parent != target.path:
+        return None
+    try:
+        return target.unseal(path.name, path.read_bytes())
+    except OSError:
+        return None
+
+
+def write_sealed(path: Path, payload: bytes) -> None:
+    """Seal `payload` into `path` in the cache directory (atomically; silently skipped
+    when the directory cannot take it)."""
     path = Path(path)
     target = _disk_store()
     if target is not None and path.parent == target.path:
-        target.write(path, target.seal(path.name, text.encode()))
+        target.write(path, target.seal(path.name, payload))
+
+
+def object_path(symbol: str) -> Path | None:
+    """Where a loop nest's object code (irgen.py) is kept, or None without a disk cache."""
+    target = _disk_store() if disk_cache_enabled() else None
+    return None if target is None else target.path / f"{symbol}.o"
 
 
 def _compile_apart(kernel: Dispatcher, sig: tuple) -> None:
@@ -243,7 +262,8 @@ def clear_cache() -> None:
         return
     with _lock:
         for entry in directory.iterdir():
-            if _OWN_FILE.match(entry.name) or store.is_temp_name(entry.name):
+            if (_OWN_FILE.match(entry.name) or _OBJECT_FILE.match(entry.name)
+                    or store.is_temp_name(entry.name)):
                 entry.unlink(missing_ok=True)
             if _OWN_FILE.match(entry.name):
                 for note in (".compiled", ".links"):
@@ -467,7 +487,9 @@ def _forget_if_unused(kernel: Dispatcher) -> None:
     this process wrote them (a failed call leaves nothing behind)."""
     module = sys.modules.get(kernel.py_func.__module__)
     names = {kernel.py_func.__module__}
-    names |= {v.py_func.__module__ for v in vars(module).values() if isinstance(v, Dispatcher)}
+    called = [getattr(v, "_tracejit_nest", v) for v in vars(module).values()]
+    names |= {getattr(v, "dispatcher", v).py_func.__module__ for v in called
+              if isinstance(getattr(v, "dispatcher", v), Dispatcher)}
     for path, loaded in list(_loaded.items()):
         if loaded.module.__name__ in names and not any(
                 v.overloads for v in vars(loaded.module).values() if isinstance(v, Dispatcher)):

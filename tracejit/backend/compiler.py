@@ -27,7 +27,7 @@ from ..observe import events
 from ..trace.tracer import Tracer, current_builder, replay
 from ..transforms import debug
 from ..transforms.pipeline import run_passes
-from . import cache, codegen, linking, worker
+from . import cache, codegen, linking, nestcall, worker
 from .interpreter import server as interpreter_for
 from .startup import background_compile, jit_disabled
 
@@ -114,6 +114,8 @@ class Kernel:
             where = linking.compile_driver(fn, self.path, sig, on_disk)
         if where == "compiled" and known and _cache_misses(self.nests) == misses:
             where = "disk"  # every nest came from disk: only the short driver compiled
+        elif where == "disk" and _cache_misses(self.nests) != misses:
+            where = "compiled"  # the driver came from disk, not every nest did
         worker.bind_blas()  # here, not in the kernel's first call
         if self.fn is None:
             self.fn = fn
@@ -150,8 +152,9 @@ def make_kernel(program: Program, name: str, use_disk: bool, interpret: bool) ->
 
 
 def _cache_misses(nests) -> int:
-    """How often these nest functions were compiled rather than loaded from disk."""
-    return sum(sum(fn.stats.cache_misses.values()) for fn in nests)
+    """How often nests were compiled rather than loaded from disk: these Numba
+    functions, and any translation (nestcall.py) compiled in this process."""
+    return sum(sum(fn.stats.cache_misses.values()) for fn in nests) + nestcall.compiled_here[0]
 
 
 def _scalar_type(aval):

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 from llvmlite import binding as llvm
 
-from . import cache
+from . import cache, nestcall
 
 _DECLARED = re.compile(r'^declare [^@]*@"?([^"(\s]+)"?\(', re.M)
 
@@ -61,11 +61,11 @@ def record(path, key: str, dispatcher, sig) -> None:
     loads = []
     for name in needs:
         if name in defined:
-            fn, fn_sig = defined[name]
+            fn, fn_sig, how = defined[name]
             described = describe_types(fn_sig)
             if described is None:
                 return  # types a later process could not rebuild: no disk cache for it
-            loads.append([fn.py_func.__module__, fn.py_func.__name__, described])
+            loads.append([fn.py_func.__module__, fn.py_func.__name__, described, how])
     digest = dispatcher._cache._cache_file.saved_digest
     if digest is None:
         return  # nothing was written (storage read-only or full)
@@ -82,9 +82,13 @@ def load_recorded_callees(path, key: str) -> str | None:
     if entry is None or "digest" not in entry:
         return None
     try:
-        for module, name, described in entry["loads"]:
+        for module, name, described, how in entry["loads"]:
             fn = getattr(importlib.import_module(module), name)
-            cache.compile_signature(fn, rebuild_signature(described))
+            if how == "ir":
+                if not nestcall.load_translated(fn, rebuild_signature(described)):
+                    return None
+            else:
+                cache.compile_signature(fn, rebuild_signature(described))
     except Exception:  # noqa: BLE001 (anything: the driver is then compiled here)
         return None
     defined = _no_link_definitions()
@@ -94,7 +98,8 @@ def load_recorded_callees(path, key: str) -> str | None:
 
 
 def _no_link_definitions() -> dict:
-    """symbol -> (dispatcher, signature) for every no-link function loaded here."""
+    """symbol -> (dispatcher, signature, "numba" or "ir") for every function loaded here
+    that drivers call by symbol: nests compiled by Numba, and nests' translations."""
     from .runtime import _NestDispatcher
 
     found = {}
@@ -106,7 +111,9 @@ def _no_link_definitions() -> dict:
         for fn in list(vars(module).values()):
             if isinstance(fn, _NestDispatcher):
                 for sig, cres in list(fn.overloads.items()):
-                    found[cres.fndesc.mangled_name] = (fn, sig)
+                    found[cres.fndesc.mangled_name] = (fn, sig, "numba")
+    for symbol, (fn, sig) in nestcall.translated().items():
+        found[symbol] = (fn, sig, "ir")
     return found
 
 

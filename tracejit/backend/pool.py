@@ -1,5 +1,5 @@
 """Large kernel buffers, recycled: the blocks behind big arrays that kernels allocate
-(their outputs and temporaries of at least `runtime.POOL_MIN_BYTES`) come from here.
+(their outputs and temporaries of at least `MIN_BYTES`) come from here.
 
 Why: glibc returns a block above its mmap threshold (at most 32 MB) to the OS when it is
 freed, so a kernel that writes a 205 MB result page-faults all of it again on every call
@@ -116,6 +116,11 @@ def _take_meminfo(nbytes: int, pool=_pool, new=None, lease=_Lease) -> int:
         return 0
 
 
+# Below this, malloc's own reuse is cheaper than a call into Python. Not higher: glibc
+# hands the heap's free top back to the OS above 128 KiB (M_TRIM_THRESHOLD), so arrays
+# of 128 KiB-1 MiB were faulted again every call (the LSTM step's 800 KB stacks: 17% of
+# its time in the kernel's page-fault path, 0.2% pooled)
+MIN_BYTES = 1 << 17  # arrays this large or larger come from the pool
 SYMBOL = "tracejit_pool_take"  # what `runtime.empty` calls
 _callback = None
 

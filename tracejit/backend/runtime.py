@@ -670,11 +670,7 @@ def _as_scalar_typed(x):
 # Arrays: big ones on recycled, already-faulted blocks (pool.py).
 # --------------------------------------------------------------------------
 
-# Below this, malloc's own reuse is cheaper than a call into Python. Not higher: glibc
-# hands the heap's free top back to the OS above 128 KiB (M_TRIM_THRESHOLD), so arrays
-# of 128 KiB-1 MiB were faulted again every call (the LSTM step's 800 KB stacks: 17% of
-# its time in the kernel's page-fault path, 0.2% pooled)
-POOL_MIN_BYTES = 1 << 17
+POOL_MIN_BYTES = pool.MIN_BYTES  # arrays this large or larger come from the pool
 pool.install()
 
 
