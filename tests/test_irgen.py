@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tracejit
-from tracejit.backend import irgen, nestcall
+from tracejit.backend import irgen, irtypes, nestcall
 
 PROGRAMS = textwrap.dedent("""
     import json, sys
@@ -176,8 +176,8 @@ def test_what_the_translation_refuses_it_names(source, why):
     import ast
 
     fn = ast.parse(source).body[0]
-    params = [irgen.Param(np.float64, 1)] + [irgen.Param(np.int64)] * (len(fn.args.args) - 1)
-    with pytest.raises(irgen.Unsupported, match=why):
+    params = [irtypes.Param(np.float64, 1)] + [irtypes.Param(np.int64)] * (len(fn.args.args) - 1)
+    with pytest.raises(irtypes.Unsupported, match=why):
         irgen._Emitter(fn, {}, params, "n").translate()
 
 

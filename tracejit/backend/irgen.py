@@ -9,117 +9,61 @@ statement to a few instructions, into a plain function
 
     i32 sym(scalars and, per array, data pointer, shape, strides;
             then where to put the MemInfo and data of each array it allocates;
-            then a slot for each scalar it returns)   -> 1 if out of memory
+            then a slot for each scalar it returns)
+        -> 0; 1 if out of memory; 2, 3, ... for its bounds checks' errors
 
 compiled at O3 for this CPU, its object code kept in the cache directory, and
-loaded under `sym` for the kernel drivers that call it (nestcall.py makes
-the arrays of what it allocated). The translation follows Numba's
-typing of the same source (NumPy's promotion of scalars, int64 Python ints,
-float64 Python floats, signed indexes wrapping once) so that both give the same
-numbers. Anything outside the subset it knows raises `Unsupported`, and that
-nest is compiled by Numba as before: `prange`, `raise`, helpers with no
-spelling here, complex numbers, a nest returning one of its arguments.
+loaded under `sym` for the kernel drivers that call it (nestcall.py makes the
+arrays of what it allocated and raises what a status stands for). The
+translation follows Numba's typing of the same source (irtypes.py: NumPy's
+promotion of scalars, int64 Python ints, float64 Python floats, signed indexes
+wrapping once) so that both give the same numbers. Anything outside the subset
+it knows raises `Unsupported`, and that nest is compiled by Numba as before:
+`prange`, helpers with no spelling here (`np.fmod`, helpers Numba keeps as
+calls), complex numbers, a nest returning one of its arguments. irjit.py makes
+and loads the machine code.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
-import hashlib
-import json
 import linecache
-import os
-import threading
 
 import numpy as np
-from llvmlite import binding as llvm
 from llvmlite import ir
 
 from . import pool
+from .irtypes import (
+    ALLOCATORS,
+    BOOL,
+    COMPARE,
+    COPIES,
+    I1,
+    I8,
+    I32,
+    I64,
+    INT,
+    LIBM,
+    MATH,
+    VOID_P,
+    Param,
+    Types,
+    Unsupported,
+    arithmetic,
+    cast,
+    constant,
+    constant_type,
+    lltype,
+    memtype,
+    np_attr,
+    np_dtype,
+    promote,
+    rt_call,
+)
 
 FORMAT = "irgen-1"  # part of every symbol: objects of an older translation are never loaded
-ENABLED = os.environ.get("TRACEJIT_NEST_IR", "1").strip().lower() not in ("0", "false", "no")
 FASTMATH = ("contract", "reassoc")  # codegen.FASTMATH, as LLVM flags
-
-I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
-VOID_P = I8.as_pointer()
-BOOL = np.dtype(bool)
-INT = np.dtype(np.int64)
-FLOAT = np.dtype(np.float64)
-
-
-class Unsupported(Exception):
-    """The nest uses something this translation does not: Numba compiles it."""
-
-
-# ------------------------------------------------------------------ types
-
-def lltype(dtype: np.dtype) -> ir.Type:
-    """The LLVM type of a scalar in registers."""
-    if dtype.kind == "f" and dtype.itemsize in (4, 8):
-        return ir.FloatType() if dtype.itemsize == 4 else ir.DoubleType()
-    if dtype.kind in "iu":
-        return ir.IntType(8 * dtype.itemsize)
-    if dtype.kind == "b":
-        return I1
-    raise Unsupported(f"dtype {dtype}")
-
-
-def memtype(dtype: np.dtype) -> ir.Type:
-    """The LLVM type of a scalar in memory (a bool is a byte)."""
-    return I8 if dtype.kind == "b" else lltype(dtype)
-
-
-def promote(a: np.dtype, b: np.dtype) -> np.dtype:
-    """The type of a mixed operation, as Numba types it (NumPy's scalar promotion);
-    signed with unsigned is not decided the same way everywhere: refused."""
-    if {a.kind, b.kind} == {"i", "u"}:
-        raise Unsupported("signed and unsigned integers mixed")
-    return np.promote_types(a, b)
-
-
-def arithmetic(a: np.dtype, b: np.dtype) -> np.dtype:
-    kind = promote(a, b)
-    return INT if kind == BOOL else kind
-
-
-
-def cast(builder: ir.IRBuilder, value, source: np.dtype, target: np.dtype):
-    """`value` of type `source` converted as Numba converts it."""
-    if source == target:
-        return value
-    to = lltype(target)
-    if source.kind == "b":
-        return (builder.uitofp(value, to) if target.kind == "f" else builder.zext(value, to))
-    if target.kind == "b":
-        zero = ir.Constant(value.type, 0)
-        return (builder.fcmp_unordered("!=", value, zero) if source.kind == "f"
-                else builder.icmp_unsigned("!=", value, zero))
-    if source.kind == "f":
-        if target.kind == "f":
-            wider = target.itemsize > source.itemsize
-            return builder.fpext(value, to) if wider else builder.fptrunc(value, to)
-        return builder.fptosi(value, to) if target.kind == "i" else builder.fptoui(value, to)
-    if target.kind == "f":
-        return builder.sitofp(value, to) if source.kind == "i" else builder.uitofp(value, to)
-    if target.itemsize == source.itemsize:
-        return value
-    if target.itemsize < source.itemsize:
-        return builder.trunc(value, to)
-    return builder.sext(value, to) if source.kind == "i" else builder.zext(value, to)
-
-
-# ------------------------------------------------------------------ the nest's parts
-
-class Param:
-    """One argument of the nest, from its Numba type: a scalar or an array."""
-
-    def __init__(self, dtype: np.dtype, ndim: int | None = None, layout: str = "C"):
-        self.dtype, self.ndim, self.layout = np.dtype(dtype), ndim, layout
-
-    @property
-    def is_array(self) -> bool:
-        return self.ndim is not None
 
 
 class Allocation:
@@ -159,176 +103,6 @@ class _Array:
             data, dtype, dims, strides, layout, raw)
 
 
-_COMPARE = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
-            ast.GtE: ">="}
-# NumPy functions Numba lowers to these LLVM intrinsics (np.log2 it does not)
-_MATH = {"log", "sqrt", "sin", "cos", "floor", "ceil", "log10", "fabs"}
-# ... and these to the C library's (float32: the name with an f)
-_LIBM = {"log1p": "log1p", "tan": "tan", "sinh": "sinh", "cosh": "cosh", "arcsin": "asin",
-         "arccos": "acos", "arctan": "atan", "arcsinh": "asinh", "arccosh": "acosh",
-         "arctanh": "atanh"}
-_ALLOCATORS = ("empty", "full")
-_COPIES = ("put1", "put2", "put3")
-
-
-def _rt_call(node, names) -> str | None:
-    """`f` of a call `_rt.f(...)` whose f is in `names`, else None."""
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Name) and node.func.value.id == "_rt"
-            and node.func.attr in names):
-        return node.func.attr
-    return None
-
-
-def _np_attr(node) -> str | None:
-    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-            and node.value.id == "np"):
-        return node.attr
-    return None
-
-
-def _np_dtype(name: str | None) -> np.dtype | None:
-    try:
-        dtype = np.dtype(name) if name else None
-    except TypeError:
-        return None
-    return dtype if dtype is not None and dtype.kind in "biuf" else None
-
-
-def _constant_type(value) -> np.dtype:
-    if isinstance(value, (bool, np.bool_)):
-        return BOOL
-    if type(value) is int:
-        return INT
-    if type(value) is float:
-        return FLOAT
-    if isinstance(value, np.generic) and value.dtype.kind in "iuf":
-        return value.dtype
-    raise Unsupported(f"constant {value!r}")
-
-
-def _constant(value, dtype: np.dtype):
-    if dtype.kind == "f":
-        return ir.Constant(lltype(dtype), float(value))
-    return ir.Constant(lltype(dtype), int(value))
-
-
-# ------------------------------------------------------------------ types of the source
-
-class _Types:
-    """The type of every scalar name, inferred as Numba does: a name assigned values
-    of several types has their common type."""
-
-    def __init__(self, scalars: dict, arrays: dict, helpers=None):
-        self.scalars = dict(scalars)  # name -> dtype
-        self.arrays = arrays  # name -> dtype
-        self.helpers = helpers  # (name, argument dtypes) -> Helper, or raises Unsupported
-
-    def infer(self, body: list) -> None:
-        for _ in range(8):
-            before = dict(self.scalars)
-            self._block(body)
-            if before == self.scalars:
-                return
-        raise Unsupported("types do not settle")
-
-    def _assign(self, name: str, dtype: np.dtype) -> None:
-        if name in self.arrays:
-            raise Unsupported(f"{name} is an array and a scalar")
-        old = self.scalars.get(name)
-        self.scalars[name] = dtype if old is None else promote(old, dtype)
-
-    def _block(self, body: list) -> None:
-        for stmt in body:
-            if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
-                if stmt.targets[0].id not in self.arrays:  # not an allocation or a view
-                    self._assign(stmt.targets[0].id, self.of(stmt.value))
-            elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
-                name = stmt.target.id
-                if name in self.scalars:
-                    self._assign(name, self._binop(stmt.op, self.scalars[name],
-                                                   self.of(stmt.value)))
-            elif isinstance(stmt, ast.For):
-                self._assign(stmt.target.id, INT)
-                self._block(stmt.body)
-            elif isinstance(stmt, ast.If):
-                self._block(stmt.body)
-                self._block(stmt.orelse)
-
-    def of(self, node) -> np.dtype:  # noqa: C901 - one case per expression kind
-        if isinstance(node, ast.Constant):
-            return _constant_type(node.value)
-        if isinstance(node, ast.Name):
-            if node.id in self.scalars:
-                return self.scalars[node.id]
-            raise Unsupported(f"name {node.id} not a known scalar here")
-        if isinstance(node, ast.BinOp):
-            return self._binop(node.op, self.of(node.left), self.of(node.right))
-        if isinstance(node, ast.UnaryOp):
-            inner = self.of(node.operand)
-            if isinstance(node.op, ast.Not):
-                return BOOL
-            if inner == BOOL or not isinstance(node.op, (ast.USub, ast.UAdd)):
-                raise Unsupported("unary operator")
-            return inner
-        if isinstance(node, ast.Compare):
-            if len(node.ops) != 1 or type(node.ops[0]) not in _COMPARE:
-                raise Unsupported("comparison")
-            promote(self.of(node.left), self.of(node.comparators[0]))
-            return BOOL
-        if isinstance(node, (ast.BoolOp)):
-            if any(self.of(v) != BOOL for v in node.values):
-                raise Unsupported("and/or of non-booleans")
-            return BOOL
-        if isinstance(node, ast.IfExp):
-            self.of(node.test)
-            return promote(self.of(node.body), self.of(node.orelse))
-        if isinstance(node, ast.Subscript):
-            if isinstance(node.value, ast.Name) and node.value.id in self.arrays:
-                return self.arrays[node.value.id]
-            raise Unsupported("subscript of a non-array")
-        if isinstance(node, ast.Call):
-            return self._call(node)
-        raise Unsupported(type(node).__name__)
-
-    @staticmethod
-    def _binop(op, left: np.dtype, right: np.dtype) -> np.dtype:
-        if isinstance(op, (ast.Add, ast.Sub, ast.Mult)):
-            return arithmetic(left, right)
-        if isinstance(op, ast.Div):
-            kind = arithmetic(left, right)
-            return FLOAT if kind.kind in "iu" else kind
-        if isinstance(op, (ast.BitAnd, ast.BitOr, ast.BitXor)) and left == right == BOOL:
-            return BOOL
-        if isinstance(op, ast.Pow) and left.kind == right.kind == "f":
-            return promote(left, right)  # llvm.pow, as Numba's float ** float
-        raise Unsupported(f"operator {type(op).__name__}")
-
-    def _call(self, node: ast.Call) -> np.dtype:
-        if node.keywords:
-            raise Unsupported("keyword arguments")
-        args = [self.of(a) for a in node.args]
-        helper = _rt_call(node, ("maximum", "minimum"))
-        if helper and len(args) == 2:
-            return promote(*args)
-        if _rt_call(node, (node.func.attr,) if isinstance(node.func, ast.Attribute) else ()):
-            if self.helpers is None:
-                raise Unsupported(f"call {ast.unparse(node.func)}")
-            return self.helpers(node.func.attr, tuple(args)).result
-        target = _np_dtype(_np_attr(node.func))
-        if target is not None and len(args) == 1:
-            return target
-        if (_np_attr(node.func) in _MATH or _np_attr(node.func) in _LIBM) and len(args) == 1:
-            return args[0] if args[0].kind == "f" else FLOAT
-        if isinstance(node.func, ast.Name) and node.func.id == "abs" and len(args) == 1:
-            if args[0] == BOOL:
-                raise Unsupported("abs of a bool")
-            return args[0]
-        raise Unsupported(f"call {ast.unparse(node.func)}")
-
-
-# ------------------------------------------------------------------ the translation
-
 class _Emitter:
     """Statements of the nest's source to instructions. Every scalar name lives in a
     stack slot (LLVM's mem2reg makes registers of them), so loops, branches and
@@ -343,7 +117,7 @@ class _Emitter:
         if not isinstance(last, ast.Return):
             raise Unsupported("no return at the end")
         self.params = dict(zip(names, params))
-        self.constants = {k: (v, _constant_type(v)) for k, v in constants.items()}
+        self.constants = {k: (v, constant_type(v)) for k, v in constants.items()}
         self.allocations = [self._allocation(s) for s in body if _allocates(s)]
         self.body = [s for s in body if not _allocates(s)]
         self.converted = {}  # name -> source: `v = u.astype(np.float32)` of an allocation
@@ -370,7 +144,7 @@ class _Emitter:
         scalars = {n: p.dtype for n, p in self.params.items() if not p.is_array}
         scalars.update({k: t for k, (_, t) in self.constants.items()})
         self.raises: list[tuple[str, str]] = []  # (exception, message): status 2, 3, ...
-        self.types = _Types(scalars, arrays, helpers)
+        self.types = Types(scalars, arrays, helpers)
         self.types.infer(self.body)
         self.linked: dict[str, Helper] = {}  # symbol -> helper called
         self.counters: set[str] = set()
@@ -380,7 +154,7 @@ class _Emitter:
     # ---- reading the source's shape
     def _allocation(self, stmt: ast.Assign) -> Allocation:
         call = stmt.value
-        kind = _rt_call(call, _ALLOCATORS)
+        kind = rt_call(call, ALLOCATORS)
         if len(call.args) != 2 or call.keywords:
             raise Unsupported("allocation arguments")
         dims = call.args[0].elts if isinstance(call.args[0], ast.Tuple) else [call.args[0]]
@@ -396,14 +170,14 @@ class _Emitter:
         if not shape:
             raise Unsupported("0-d allocation")
         if kind == "empty":
-            dtype = _np_dtype(_np_attr(call.args[1]))
+            dtype = np_dtype(np_attr(call.args[1]))
             if dtype is None:
                 raise Unsupported("allocation dtype")
             return Allocation(stmt.targets[0].id, dtype, shape, None)
         fill = call.args[1]
         scalars = {n: p.dtype for n, p in self.params.items() if not p.is_array}
         scalars.update({k: t for k, (_, t) in self.constants.items()})
-        return Allocation(stmt.targets[0].id, _Types(scalars, {}).of(fill), shape, fill)
+        return Allocation(stmt.targets[0].id, Types(scalars, {}).of(fill), shape, fill)
 
     def _returned(self, ret: ast.Return) -> list:
         value = ret.value
@@ -553,7 +327,7 @@ class _Emitter:
                       else node.target if isinstance(node, ast.AugAssign) else None)
             if isinstance(target, ast.Subscript) and target.value.id in aliases:
                 return True
-            if isinstance(node, ast.Expr) and _rt_call(node.value, _COPIES):
+            if isinstance(node, ast.Expr) and rt_call(node.value, COPIES):
                 return True  # a copy into an argument
         return False
 
@@ -617,7 +391,7 @@ class _Emitter:
             self._assign(stmt.targets[0], lambda: self.expr(stmt.value))
         elif isinstance(stmt, ast.Raise):
             self._raise(stmt)
-        elif isinstance(stmt, ast.Expr) and _rt_call(stmt.value, _COPIES):
+        elif isinstance(stmt, ast.Expr) and rt_call(stmt.value, COPIES):
             self._copy(stmt.value)
         elif isinstance(stmt, ast.AugAssign):
             target = stmt.target
@@ -704,7 +478,7 @@ class _Emitter:
         loop stacks 16 layers: 16 copies of the loop would be optimised 16 times)."""
         args = call.args
         if len(args) != 3 or call.keywords or not all(
-                _rt_call(a, ("as_any",)) and isinstance(a.args[0], ast.Name)
+                rt_call(a, ("as_any",)) and isinstance(a.args[0], ast.Name)
                 and a.args[0].id in self.arrays for a in (args[0], args[2])):
             raise Unsupported("copy arguments")
         out, src = self.arrays[args[0].args[0].id], self.arrays[args[2].args[0].id]
@@ -781,8 +555,8 @@ class _Emitter:
     def expr(self, node):  # noqa: C901 - one case per expression kind
         b = self.builder
         if isinstance(node, ast.Constant):
-            dtype = _constant_type(node.value)
-            return _constant(node.value, dtype), dtype
+            dtype = constant_type(node.value)
+            return constant(node.value, dtype), dtype
         if isinstance(node, ast.Name):
             return self._load_name(node.id), self.types.of(node)
         if isinstance(node, ast.BinOp):
@@ -812,7 +586,7 @@ class _Emitter:
             return self.values[name]
         if name in self.constants:
             value, dtype = self.constants[name]
-            return _constant(value, dtype)
+            return constant(value, dtype)
         if name in self.slots:
             return self.builder.load(self.slots[name])
         raise Unsupported(f"name {name}")
@@ -839,7 +613,7 @@ class _Emitter:
         (left, lt), (right, rt) = self.expr(node.left), self.expr(node.comparators[0])
         dtype = promote(lt, rt)
         a, c = cast(self.builder, left, lt, dtype), cast(self.builder, right, rt, dtype)
-        op = _COMPARE[type(node.ops[0])]
+        op = COMPARE[type(node.ops[0])]
         if dtype.kind == "f":
             if op == "!=":
                 return self.builder.fcmp_unordered(op, a, c)
@@ -876,7 +650,7 @@ class _Emitter:
         b = self.builder
         dtype = self.types.of(node)
         args = [self.expr(a) for a in node.args]
-        helper = _rt_call(node, ("maximum", "minimum"))
+        helper = rt_call(node, ("maximum", "minimum"))
         if helper:
             x, y = (cast(b, v, t, dtype) for v, t in args)
             op = ">" if helper == "maximum" else "<"
@@ -885,10 +659,10 @@ class _Emitter:
             else:
                 pick = (b.icmp_signed if dtype.kind == "i" else b.icmp_unsigned)(op, x, y)
             return b.select(pick, x, y), dtype
-        if isinstance(node.func, ast.Attribute) and _rt_call(node, (node.func.attr,)):
+        if isinstance(node.func, ast.Attribute) and rt_call(node, (node.func.attr,)):
             return self._helper_call(node.func.attr, args), dtype
         (value, source), = args
-        name = node.func.id if isinstance(node.func, ast.Name) else _np_attr(node.func)
+        name = node.func.id if isinstance(node.func, ast.Name) else np_attr(node.func)
         if name == "abs":
             if dtype.kind == "f":
                 return self._intrinsic("fabs", value, dtype), dtype
@@ -896,11 +670,11 @@ class _Emitter:
                 return value, dtype
             return b.select(b.icmp_signed("<", value, ir.Constant(value.type, 0)),
                             b.neg(value), value), dtype
-        if name in _MATH:
+        if name in MATH:
             return self._intrinsic(name, cast(b, value, source, dtype), dtype), dtype
-        if name in _LIBM:
+        if name in LIBM:
             typ = lltype(dtype)
-            fn = self._declare(_LIBM[name] + ("f" if dtype.itemsize == 4 else ""), typ, [typ])
+            fn = self._declare(LIBM[name] + ("f" if dtype.itemsize == 4 else ""), typ, [typ])
             return b.call(fn, [cast(b, value, source, dtype)]), dtype
         return cast(b, value, source, dtype), dtype
 
@@ -975,7 +749,7 @@ def _conversion(stmt, allocations: list):
     if (isinstance(call.func, ast.Attribute) and call.func.attr == "astype"
             and isinstance(call.func.value, ast.Name) and len(call.args) == 1
             and not call.keywords and call.func.value.id in [a.name for a in allocations]):
-        dtype = _np_dtype(_np_attr(call.args[0]))
+        dtype = np_dtype(np_attr(call.args[0]))
         if dtype is not None:
             return stmt.targets[0].id, call.func.value.id, dtype
     return None
@@ -1004,10 +778,8 @@ def _view(stmt, ndims: dict):
 def _allocates(stmt) -> bool:
     return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
             and isinstance(stmt.targets[0], ast.Name)
-            and _rt_call(stmt.value, _ALLOCATORS) is not None)
+            and rt_call(stmt.value, ALLOCATORS) is not None)
 
-
-# ------------------------------------------------------------------ source to machine code
 
 def translate(py_func, params: list, symbol: str, helpers=None) -> Translation:
     """The nest `py_func` (a generated module's function) for these argument types."""
@@ -1026,79 +798,3 @@ def translate(py_func, params: list, symbol: str, helpers=None) -> Translation:
     return _Emitter(fn, constants, params, symbol, helpers).translate()
 
 
-def symbol_for(py_func, params: list, salt: str) -> str:
-    """The nest's symbol for these argument types on this machine (translation, LLVM
-    and CPU included, so an object file is only ever loaded where it was made for;
-    `salt` stands for the rest: the runtime helpers' code, Numba's version)."""
-    described = [[p.dtype.str, p.ndim, p.layout] for p in params]
-    key = json.dumps([FORMAT, salt, described, llvm.llvm_version_info, _cpu()])
-    return f"{py_func.__name__}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-
-
-def _cpu() -> list:
-    return [llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()]
-
-
-def machine_code(translation: Translation) -> bytes:
-    """Object code of the translation, optimised at O3 (loops vectorised) for this
-    CPU, with Numba's target machine (the same features and options as its kernels)."""
-    from numba.core.compiler_lock import global_compiler_lock
-
-    with global_compiler_lock:  # Numba's target machine is not shared across threads
-        module, machine = _optimised_module(translation)
-        return machine.emit_object(module)
-
-
-def optimised(translation: Translation) -> str:
-    """The translation's LLVM IR after optimisation (what `machine_code` compiles)."""
-    from numba.core.compiler_lock import global_compiler_lock
-
-    with global_compiler_lock:
-        return str(_optimised_module(translation)[0])
-
-
-def _optimised_module(translation: Translation):
-    from numba.core.registry import cpu_target
-
-    machine = cpu_target.target_context.codegen()._tm
-    module = llvm.parse_assembly(translation.text)
-    for helper in translation.helpers:
-        module.link_in(llvm.parse_assembly(helper.text))
-    module.triple = machine.triple
-    module.data_layout = str(machine.target_data)
-    module.verify()
-    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
-    tuning.loop_vectorization = True
-    tuning.slp_vectorization = True
-    passes = llvm.create_pass_builder(machine, tuning)
-    passes.getModulePassManager().run(module, passes)
-    return module, machine
-
-
-_lock = threading.Lock()
-_engine: list = []  # one MCJIT engine holds every nest object loaded in this process
-_loaded: dict[str, int] = {}  # symbol -> address
-
-
-def load(symbol: str, code: bytes) -> None:
-    """Make `symbol` resolvable by the kernels' machine code (Numba links by symbol)."""
-    with _lock:
-        if symbol in _loaded:
-            return
-        if not _engine:
-            target = llvm.Target.from_triple(llvm.get_process_triple())
-            machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                                   features=_cpu()[1], jit=True)
-            _engine.append(llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine))
-        engine = _engine[0]
-        engine.add_object_file(llvm.ObjectFileRef.from_data(code))
-        engine.finalize_object()
-        address = engine.get_function_address(symbol)
-        if not address:
-            raise RuntimeError(f"nest object without its symbol {symbol}")
-        llvm.add_symbol(symbol, address)
-        _loaded[symbol] = address
-
-
-def is_loaded(symbol: str) -> bool:
-    return symbol in _loaded

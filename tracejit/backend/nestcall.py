@@ -23,7 +23,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from . import cache, irgen
+from . import cache, irgen, irjit, irtypes
 from .numba_cache import VerifiedCache
 from .store import warn_once
 
@@ -55,7 +55,7 @@ def inspect_llvm(dispatcher) -> dict:
     call = nest_call(dispatcher)._tracejit_nest
     with _lock:
         mine = [sig for d, sig in _direct.values() if d is dispatcher]
-    found.update({sig: irgen.optimised(call.translate(sig)) for sig in mine})
+    found.update({sig: irjit.optimised(call.translate(sig)) for sig in mine})
     return found
 
 
@@ -66,7 +66,7 @@ def load_translated(dispatcher, argtys) -> bool:
     call = nest_call(dispatcher)._tracejit_nest
     try:
         call.load(tuple(argtys), lazy=True)
-    except irgen.Unsupported:
+    except irtypes.Unsupported:
         return False
     return True
 
@@ -113,7 +113,7 @@ class _NestCall:
         """(signature, codegen) calling the nest's translation, or None."""
         try:
             translation = self.load(argtys)
-        except irgen.Unsupported as why:
+        except irtypes.Unsupported as why:
             _log.debug("%s%s: compiled by Numba (not translated: %s)",
                        self.dispatcher.py_func.__name__, argtys, why)
             return None
@@ -121,24 +121,24 @@ class _NestCall:
 
     def translate(self, argtys: tuple) -> irgen.Translation:
         params = [_param(t) for t in argtys]
-        symbol = irgen.symbol_for(self.dispatcher.py_func, params, cache.version_tag())
+        symbol = irjit.symbol_for(self.dispatcher.py_func, params, cache.version_tag())
         return irgen.translate(self.dispatcher.py_func, params, symbol, _helper)
 
     def load(self, argtys: tuple, lazy: bool = False):
         """Make the translation for `argtys` callable (from the disk, else compiled here);
         the translation, or with `lazy` None if its object code was on disk. Raises
-        irgen.Unsupported when the nest has none (or TRACEJIT_NEST_IR=0)."""
-        if not irgen.ENABLED:
-            raise irgen.Unsupported("TRACEJIT_NEST_IR=0")
+        irtypes.Unsupported when the nest has none (or TRACEJIT_NEST_IR=0)."""
+        if not irjit.ENABLED:
+            raise irtypes.Unsupported("TRACEJIT_NEST_IR=0")
         params = [_param(t) for t in argtys]
-        symbol = irgen.symbol_for(self.dispatcher.py_func, params, cache.version_tag())
+        symbol = irjit.symbol_for(self.dispatcher.py_func, params, cache.version_tag())
         translation = None if lazy else self.translate(argtys)
-        if not irgen.is_loaded(symbol):
+        if not irjit.is_loaded(symbol):
             code = self._read(symbol)
             if code is None:
                 translation = translation or self.translate(argtys)
                 code = self._compile(translation)
-            irgen.load(symbol, code)
+            irjit.load(symbol, code)
         with _lock:
             _direct[symbol] = (self.dispatcher, argtys)
         return translation
@@ -159,7 +159,7 @@ class _NestCall:
         return code
 
     def _compile(self, translation) -> bytes:
-        code = irgen.machine_code(translation)
+        code = irjit.machine_code(translation)
         compiled_here[0] += 1
         self.compiled += 1
         path = self._path(translation.symbol)
@@ -195,16 +195,16 @@ def _helper(name: str, dtypes: tuple) -> irgen.Helper:
     # Helpers Numba keeps as calls (_NotInlined) and anything that is not a plain
     # scalar function stay with Numba.
     if type(fn) is not runtime._CompiledOnly or any(d.kind not in "iuf" for d in dtypes):
-        raise irgen.Unsupported(f"call _rt.{name}")
+        raise irtypes.Unsupported(f"call _rt.{name}")
     sig = tuple(numba.from_dtype(d) for d in dtypes)
     fn.compile(sig)
     compiled = fn.overloads[sig]
     result = compiled.signature.return_type
     if not isinstance(result, (types.Integer, types.Float)):
-        raise irgen.Unsupported(f"_rt.{name} returns {result}")
+        raise irtypes.Unsupported(f"_rt.{name} returns {result}")
     text = str(compiled.library._get_module_for_linking())
     if any(not d.startswith("llvm.") for d in _DECLARED.findall(text)):
-        raise irgen.Unsupported(f"_rt.{name} calls outside LLVM")
+        raise irtypes.Unsupported(f"_rt.{name} calls outside LLVM")
     found = irgen.Helper(compiled.fndesc.mangled_name, text, dtypes,
                          numba.np.numpy_support.as_dtype(result))
     with _lock:
@@ -212,14 +212,14 @@ def _helper(name: str, dtypes: tuple) -> irgen.Helper:
     return found
 
 
-def _param(t) -> irgen.Param:
+def _param(t) -> irtypes.Param:
     if isinstance(t, types.Array):
         if not isinstance(t.dtype, (types.Integer, types.Float, types.Boolean)):
-            raise irgen.Unsupported(f"array of {t.dtype}")
-        return irgen.Param(numba.np.numpy_support.as_dtype(t.dtype), t.ndim, t.layout)
+            raise irtypes.Unsupported(f"array of {t.dtype}")
+        return irtypes.Param(numba.np.numpy_support.as_dtype(t.dtype), t.ndim, t.layout)
     if isinstance(t, (types.Integer, types.Float, types.Boolean)):
-        return irgen.Param(numba.np.numpy_support.as_dtype(t))
-    raise irgen.Unsupported(f"argument of type {t}")
+        return irtypes.Param(numba.np.numpy_support.as_dtype(t))
+    raise irtypes.Unsupported(f"argument of type {t}")
 
 
 def _lowering(translation, argtys: tuple):
@@ -247,14 +247,14 @@ def _lowering(translation, argtys: tuple):
         from numba.core import cgutils
 
         values = _arguments(context, builder, sig, args)
-        made = cgutils.alloca_once(builder, irgen.VOID_P, size=max(1, 2 * len(made_types)))
-        values.append(builder.bitcast(made, irgen.VOID_P))
+        made = cgutils.alloca_once(builder, irtypes.VOID_P, size=max(1, 2 * len(made_types)))
+        values.append(builder.bitcast(made, irtypes.VOID_P))
         slots = []
         for kind, *rest in translation.results:
             if kind == "scalar":
-                slots.append(cgutils.alloca_once(builder, irgen.memtype(rest[0])))
-                values.append(builder.bitcast(slots[-1], irgen.VOID_P))
-        fnty = ir.FunctionType(irgen.I32, [v.type for v in values])
+                slots.append(cgutils.alloca_once(builder, irtypes.memtype(rest[0])))
+                values.append(builder.bitcast(slots[-1], irtypes.VOID_P))
+        fnty = ir.FunctionType(irtypes.I32, [v.type for v in values])
         status = builder.call(cgutils.get_or_insert_function(builder.module, fnty,
                                                              translation.symbol), values)
         raised = [(MemoryError, "tracejit: cannot allocate an array")]
@@ -275,7 +275,7 @@ def _lowering(translation, argtys: tuple):
                 out.append(_view(context, builder, sig, args, k, rest[1], result_type))
             else:
                 value = builder.load(next(scalars))
-                out.append(builder.trunc(value, irgen.I1) if k == irgen.BOOL else value)
+                out.append(builder.trunc(value, irtypes.I1) if k == irtypes.BOOL else value)
         for arrtype, value in zip(made_types, arrays):
             context.nrt.decref(builder, arrtype, value)  # the results hold their own
         if not out:
@@ -306,7 +306,7 @@ def _view(context, builder, sig, args, base: int, index: list, view_type):
         value = builder.select(builder.icmp_signed("<", value, value.type(0)), wrapped, value)
         offset = builder.add(offset, builder.mul(value, strides[axis]))
     view = make_array(view_type)(context, builder)
-    data = builder.gep(builder.bitcast(array.data, irgen.VOID_P), [offset])
+    data = builder.gep(builder.bitcast(array.data, irtypes.VOID_P), [offset])
     populate_array(view, data=builder.bitcast(data, view.data.type),
                    shape=cgutils.pack_array(builder, dims[len(index):], ty=intp),
                    strides=cgutils.pack_array(builder, strides[len(index):], ty=intp),
@@ -348,9 +348,9 @@ def _arguments(context, builder, sig, args) -> list:
     for t, v in zip(sig.args, args):
         if isinstance(t, types.Array):
             array = context.make_array(t)(context, builder, v)
-            values.append(builder.bitcast(array.data, irgen.VOID_P))
+            values.append(builder.bitcast(array.data, irtypes.VOID_P))
             values += cgutils.unpack_tuple(builder, array.shape, t.ndim)
             values += cgutils.unpack_tuple(builder, array.strides, t.ndim)
         else:
-            values.append(builder.zext(v, irgen.I8) if t == types.boolean else v)
+            values.append(builder.zext(v, irtypes.I8) if t == types.boolean else v)
     return values

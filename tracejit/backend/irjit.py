@@ -1,0 +1,94 @@
+"""A translated nest's machine code: compiled at O3 with Numba's target machine
+(the features and options of its kernels), loaded into one MCJIT engine, and
+registered by symbol for the kernels' machine code, which Numba links by name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+
+from llvmlite import binding as llvm
+
+from .irgen import FORMAT, Translation
+
+ENABLED = os.environ.get("TRACEJIT_NEST_IR", "1").strip().lower() not in ("0", "false", "no")
+
+
+def symbol_for(py_func, params: list, salt: str) -> str:
+    """The nest's symbol for these argument types on this machine (translation, LLVM
+    and CPU included, so an object file is only ever loaded where it was made for;
+    `salt` stands for the rest: the runtime helpers' code, Numba's version)."""
+    described = [[p.dtype.str, p.ndim, p.layout] for p in params]
+    key = json.dumps([FORMAT, salt, described, llvm.llvm_version_info, _cpu()])
+    return f"{py_func.__name__}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def _cpu() -> list:
+    return [llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()]
+
+
+def machine_code(translation: Translation) -> bytes:
+    """Object code of the translation, optimised at O3 (loops vectorised) for this
+    CPU, with Numba's target machine (the same features and options as its kernels)."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    with global_compiler_lock:  # Numba's target machine is not shared across threads
+        module, machine = _optimised_module(translation)
+        return machine.emit_object(module)
+
+
+def optimised(translation: Translation) -> str:
+    """The translation's LLVM IR after optimisation (what `machine_code` compiles)."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    with global_compiler_lock:
+        return str(_optimised_module(translation)[0])
+
+
+def _optimised_module(translation: Translation):
+    from numba.core.registry import cpu_target
+
+    machine = cpu_target.target_context.codegen()._tm
+    module = llvm.parse_assembly(translation.text)
+    for helper in translation.helpers:
+        module.link_in(llvm.parse_assembly(helper.text))
+    module.triple = machine.triple
+    module.data_layout = str(machine.target_data)
+    module.verify()
+    tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+    tuning.loop_vectorization = True
+    tuning.slp_vectorization = True
+    passes = llvm.create_pass_builder(machine, tuning)
+    passes.getModulePassManager().run(module, passes)
+    return module, machine
+
+
+_lock = threading.Lock()
+_engine: list = []  # one MCJIT engine holds every nest object loaded in this process
+_loaded: dict[str, int] = {}  # symbol -> address
+
+
+def load(symbol: str, code: bytes) -> None:
+    """Make `symbol` resolvable by the kernels' machine code (Numba links by symbol)."""
+    with _lock:
+        if symbol in _loaded:
+            return
+        if not _engine:
+            target = llvm.Target.from_triple(llvm.get_process_triple())
+            machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                                   features=_cpu()[1], jit=True)
+            _engine.append(llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine))
+        engine = _engine[0]
+        engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+        engine.finalize_object()
+        address = engine.get_function_address(symbol)
+        if not address:
+            raise RuntimeError(f"nest object without its symbol {symbol}")
+        llvm.add_symbol(symbol, address)
+        _loaded[symbol] = address
+
+
+def is_loaded(symbol: str) -> bool:
+    return symbol in _loaded
