@@ -4,29 +4,42 @@ registered by symbol for the kernels' machine code, which Numba links by name.""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import threading
+from pathlib import Path
 
 from llvmlite import binding as llvm
 
+from ..core import forksafe
 from .irgen import FORMAT, Translation
 
 ENABLED = os.environ.get("TRACEJIT_NEST_IR", "1").strip().lower() not in ("0", "false", "no")
 
 
 def symbol_for(py_func, params: list, salt: str) -> str:
-    """The nest's symbol for these argument types on this machine (translation, LLVM
-    and CPU included, so an object file is only ever loaded where it was made for;
-    `salt` stands for the rest: the runtime helpers' code, Numba's version)."""
+    """The nest's symbol for these argument types on this machine (the translation's
+    code, LLVM and the CPU included, so an object file is only ever loaded where it
+    was made for; `salt` stands for the rest: the runtime helpers, Numba's version)."""
     described = [[p.dtype.str, p.ndim, p.layout] for p in params]
-    key = json.dumps([FORMAT, salt, described, llvm.llvm_version_info, _cpu()])
+    key = json.dumps([FORMAT, _translator_digest(), salt, described, _machine()])
     return f"{py_func.__name__}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def _cpu() -> list:
-    return [llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()]
+@functools.lru_cache(maxsize=1)
+def _translator_digest() -> str:
+    """The translation's own code (a changed irgen.py never loads an older object)."""
+    here = Path(__file__).parent
+    return hashlib.sha256(b"".join((here / name).read_bytes()
+                                   for name in ("irgen.py", "irtypes.py"))).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> list:
+    return [llvm.llvm_version_info, llvm.get_host_cpu_name(),
+            llvm.get_host_cpu_features().flatten()]
 
 
 def machine_code(translation: Translation) -> bytes:
@@ -66,6 +79,7 @@ def _optimised_module(translation: Translation):
 
 
 _lock = threading.Lock()
+forksafe.renew_after_fork(globals(), "_lock", threading.Lock)
 _engine: list = []  # one MCJIT engine holds every nest object loaded in this process
 _loaded: dict[str, int] = {}  # symbol -> address
 
@@ -77,8 +91,8 @@ def load(symbol: str, code: bytes) -> None:
             return
         if not _engine:
             target = llvm.Target.from_triple(llvm.get_process_triple())
-            machine = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                                   features=_cpu()[1], jit=True)
+            machine = target.create_target_machine(cpu=_machine()[1], features=_machine()[2],
+                                                   jit=True)
             _engine.append(llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine))
         engine = _engine[0]
         engine.add_object_file(llvm.ObjectFileRef.from_data(code))

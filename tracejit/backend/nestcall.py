@@ -23,12 +23,14 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from ..core import forksafe
 from . import cache, irgen, irjit, irtypes
 from .numba_cache import VerifiedCache
 from .store import warn_once
 
 _log = logging.getLogger("tracejit")
 _lock = threading.RLock()
+forksafe.renew_after_fork(globals(), "_lock", threading.RLock)
 _direct: dict[str, tuple] = {}  # symbol -> (nest dispatcher, argument types): translated
 compiled_here = [0]  # translations compiled in this process (not read from the disk)
 
