@@ -217,3 +217,18 @@ def test_a_new_process_reads_the_driver_and_the_translations_from_disk(tmp_path)
     assert warm["value"] == cold["value"] and warm["translated"] == cold["translated"]
     assert warm["translations compiled"] == 0
     assert warm["driver read"] == 1 and warm["driver compiled"] == 0
+
+
+def test_a_translation_llvm_refuses_is_compiled_by_numba(compiled, monkeypatch, caplog):
+    def refuse(translation):
+        raise RuntimeError("LLVM IR parsing error")
+
+    monkeypatch.setattr(nestcall.irjit, "machine_code", refuse)
+    f = tracejit.function(lambda x: np.sum(np.exp(x) * 3.0 - x))
+    x = np.linspace(-1.0, 1.0, 11)
+    with caplog.at_level(logging.DEBUG, logger="tracejit"):
+        assert f(x) == pytest.approx(np.sum(np.exp(x) * 3.0 - x), rel=1e-14)
+    assert any("not translated: LLVM: LLVM IR parsing error" in r.getMessage()
+               for r in caplog.records)
+    (nest,) = f.entry((x,))[0].kernel.nests
+    assert nest.overloads  # Numba's machine code

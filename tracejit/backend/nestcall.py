@@ -4,10 +4,10 @@ one (irgen.py), else through the nest compiled by Numba, both by symbol.
 A driver's module rebinds each nest it imports, `nest_x = nest_call(nest_x)`: an
 intrinsic that, for the argument types the driver passes, translates the nest,
 compiles it (or reads its object code from the cache directory), loads it, and
-lowers the call as the nest's allocations (the buffer pool's, as `_rt.empty`),
-one call of the symbol, and the results. When the translation refuses the nest,
-the intrinsic compiles the Numba dispatcher instead and calls its symbol, never
-linking its code (runtime._NestDispatcher).
+lowers the call as one call of the symbol, then the arrays made of what the nest
+allocated, the views it returned, and the exception its status stands for. When
+the translation refuses the nest, the intrinsic compiles the Numba dispatcher
+instead and calls its symbol, never linking its code (runtime._NestDispatcher).
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def cache_counts(dispatcher) -> tuple[int, int]:
 
 
 class _NestCall:
+    """One nest's calls: per argument types, its translation's or Numba's."""
+
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
         self.built: dict[tuple, tuple] = {}  # argument types -> (signature, codegen)
@@ -161,7 +163,10 @@ class _NestCall:
         return code
 
     def _compile(self, translation) -> bytes:
-        code = irjit.machine_code(translation)
+        try:
+            code = irjit.machine_code(translation)
+        except RuntimeError as err:  # LLVM refused the module: Numba compiles the nest
+            raise irtypes.Unsupported(f"LLVM: {str(err).strip()[:200]}") from err
         compiled_here[0] += 1
         self.compiled += 1
         path = self._path(translation.symbol)
