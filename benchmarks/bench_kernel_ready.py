@@ -184,7 +184,8 @@ def breakdown(name: str, cold: dict) -> list[str]:
              f"{cold['worker_start_s']:.2f} s); compile {compile_s:.2f} s "
              f"({cold['worker_cpu_s']:.2f} CPU s): {len(functions) - 1} nests "
              f"{nests:.2f} s, then the driver {functions.get(driver, 0.0) - nests:.2f} s "
-             f"(Numba's pipeline times; a nest's include the runtime helpers it compiled); "
+             f"(Numba's pipeline times, or a translated nest's translation and compile; "
+             f"a nest's include the runtime helpers it compiled); "
              f"landed at {cold['landed']:.2f} s, "
              f"load here and switch {cold.get('ready', cold['landed']) - cold['landed']:.2f} s"]
     lines.append("  per nest: " + ", ".join(f"{k[:12]} {v:.2f}" for k, v in functions.items()

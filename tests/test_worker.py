@@ -637,3 +637,18 @@ def test_background_work_gets_the_gil_back_promptly_and_the_interval_is_restored
             assert sys.getswitchinterval() < before
         assert sys.getswitchinterval() < before
     assert sys.getswitchinterval() == before
+
+
+@pytest.mark.usefixtures("background")
+def test_the_workers_report_times_each_translated_nest(monkeypatch, tmp_path):
+    # bench_kernel_ready splits a compile into its nests and its driver from this.
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path))
+    f = tracejit.function(lambda x: np.sum(np.exp(x) * 0.25 + x) * np.max(x * 3.0))
+    x = np.linspace(0, 1, 6)
+    assert f(x) == pytest.approx(np.sum(np.exp(x) * 0.25 + x) * np.max(x * 3.0))
+    f.wait()
+    kernel = entry_of(f, x).kernel
+    names = {nest.py_func.__name__ for nest in kernel.nests}
+    seconds = kernel.worker_report["functions"]
+    assert names and names <= set(seconds), (names, seconds)
+    assert all(seconds[name] > 0 for name in names)

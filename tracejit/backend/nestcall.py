@@ -17,6 +17,7 @@ import inspect
 import logging
 import re
 import threading
+import time
 
 import numba
 from llvmlite import ir
@@ -33,6 +34,7 @@ _lock = threading.RLock()
 forksafe.renew_after_fork(globals(), "_lock", threading.RLock)
 _direct: dict[str, tuple] = {}  # symbol -> (nest dispatcher, argument types): translated
 compiled_here = [0]  # translations compiled in this process (not read from the disk)
+_seconds: dict[str, float] = {}  # nest name -> seconds spent translating and compiling it
 
 
 def nest_call(dispatcher):
@@ -59,6 +61,13 @@ def inspect_llvm(dispatcher) -> dict:
         mine = [sig for d, sig in _direct.values() if d is dispatcher]
     found.update({sig: irjit.optimised(call.translate(sig)) for sig in mine})
     return found
+
+
+def compile_seconds() -> dict:
+    """{nest name: seconds spent translating and compiling it here so far} (the compile
+    worker reports these beside Numba's pipeline times)."""
+    with _lock:
+        return dict(_seconds)
 
 
 def load_translated(dispatcher, argtys) -> bool:
@@ -140,8 +149,12 @@ class _NestCall:
         if not irjit.is_loaded(symbol):
             code = self._read(symbol)
             if code is None:
+                start = time.perf_counter()
                 translation = translation or self.translate(argtys)
                 code = self._compile(translation)
+                name = self.dispatcher.py_func.__name__
+                with _lock:
+                    _seconds[name] = _seconds.get(name, 0.0) + time.perf_counter() - start
             irjit.load(symbol, code)
         with _lock:
             _direct[symbol] = (self.dispatcher, argtys)

@@ -548,9 +548,10 @@ def _warm_ups():
 
 def _compile_request(request: dict) -> dict:
     """Compile one kernel into the disk cache; the reply for the parent."""
-    from . import cache, linking
+    from . import cache, linking, nestcall
 
     start, cpu = time.perf_counter(), time.process_time()
+    translated_before = nestcall.compile_seconds()
     try:
         nests = [cache.load_module(text, stem, use_disk=True, stem=stem)
                  for stem, text in request["modules"]]
@@ -567,7 +568,8 @@ def _compile_request(request: dict) -> dict:
         cache.write_note(_signatures_file(path), "\n".join(known))
         return {"ok": True, "where": where, "seconds": time.perf_counter() - start,
                 "cpu_seconds": time.process_time() - cpu, "phases": _phases(kernel, sig),
-                "functions": _compile_seconds([*nests, module], before),
+                "functions": {**_compile_seconds([*nests, module], before),
+                              **_translated_seconds(translated_before)},
                 "start_seconds": _start_seconds[0] if _start_seconds else None}
     except Exception as err:  # reported; the parent compiles in-process and warns
         return {"ok": False, "error": f"{type(err).__name__}: {err}"}
@@ -605,6 +607,16 @@ def _compile_seconds(modules, before: set) -> dict:
             found[name] = round(sum(t.run for stages in times.values()
                                     for t in stages.values()), 4)
     return found
+
+
+def _translated_seconds(before: dict) -> dict:
+    """{nest: seconds} of the nests translated and compiled since `before` (nestcall.py;
+    inside the driver's typing, as Numba's nests were)."""
+    from . import nestcall
+
+    return {name: round(seconds - before.get(name, 0.0), 4)
+            for name, seconds in nestcall.compile_seconds().items()
+            if seconds > before.get(name, 0.0)}
 
 
 def _phases(kernel, sig) -> dict:
