@@ -175,6 +175,15 @@ def test_read_only_storage_serves_what_it_holds(warm, tmp_path):
             assert result["compiles"] == 3, name
 
 
+def test_a_full_directory_that_holds_kernels_says_why_it_is_not_written(warm, tmp_path):
+    # Another process (a cold one's worker, started at import) may have made the key
+    # first: the directory is then used read-only, and the warning says why.
+    result = h.run_child(h.copy_cache(warm, tmp_path / "cache"), "enospc")
+    (warning,) = h.cache_warnings(result)
+    assert "No space left" in warning and "read-only" in warning
+    assert result["disk_hits"] == 3 and result["compiles"] == 0
+
+
 def test_full_storage_keeps_kernels_in_memory(tmp_path):
     results = run_all({mode: ((tmp_path / mode, "enospc"), {"compile_mode": mode, "light": True})
                        for mode in ("sync", "background")})

@@ -115,15 +115,16 @@ def _open(path: Path, quiet: bool = False) -> Store | None:
             f"{problem}; kernels are kept in memory")
         return None
     _make_private(path)
-    writable = _probe_writable(path)
+    unwritable = _why_unwritable(path)
+    writable = unwritable is None
     key = _load_key(path, writable)
     if key is None:
         say(("unusable", path), f"not using the tracejit cache directory {path}: it is "
             "read-only and holds no key; kernels are kept in memory")
         return None
     if not writable:
-        say(("unwritable", path), f"the tracejit cache directory {path} is read-only: "
-            "kernels it holds are used, new kernels are kept in memory")
+        say(("unwritable", path), f"the tracejit cache directory {path} is read-only "
+            f"({unwritable}): kernels it holds are used, new kernels are kept in memory")
     else:
         _remove_stale_temp_files(path)
     return Store(path, key, writable)
@@ -202,15 +203,16 @@ def _make_private(path: Path) -> None:
             os.chmod(path, 0o700)
 
 
-def _probe_writable(path: Path) -> bool:
+def _why_unwritable(path: Path) -> str | None:
+    """None if a file can be made in `path`, else why not ("No space left on device")."""
     try:
         fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-", suffix=".tmp")
-    except OSError:
-        return False
+    except OSError as err:
+        return err.strerror or str(err)
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(probe)
-    return True
+    return None
 
 
 def _load_key(path: Path, writable: bool) -> bytes | None:
