@@ -152,9 +152,9 @@ def make_kernel(program: Program, name: str, use_disk: bool, interpret: bool) ->
 
 
 def _cache_misses(nests) -> int:
-    """How often nests were compiled rather than loaded from disk: these Numba
-    functions, and any translation (nestcall.py) compiled in this process."""
-    return sum(sum(fn.stats.cache_misses.values()) for fn in nests) + nestcall.compiled_here[0]
+    """How often these nests' machine code was compiled rather than loaded from disk
+    (by Numba or as translations: nestcall.py)."""
+    return sum(nestcall.cache_counts(fn)[1] for fn in nests)
 
 
 def _scalar_type(aval):

@@ -281,9 +281,7 @@ class _Emitter:
         made[2k], made[2k + 1] for the caller, which makes the array of them. If it
         cannot be had, the arrays before it are released and the nest returns 1."""
         b = self.builder
-        nbytes = ir.Constant(I64, alloc.dtype.itemsize)
-        for d in dims:
-            nbytes = b.mul(nbytes, d)
+        nbytes = b.mul(self._product(dims), ir.Constant(I64, alloc.dtype.itemsize))
         meminfo = self._entry_alloca(VOID_P)
         big = b.icmp_signed(">=", nbytes, ir.Constant(I64, pool.MIN_BYTES))
         with b.if_else(big, likely=False) as (pooled, small):
@@ -333,14 +331,17 @@ class _Emitter:
 
     def _fill(self, array: _Array, fill) -> None:
         value, dtype = self.expr(fill)
-        count = ir.Constant(I64, 1)
-        for d in array.dims:
-            count = self.builder.mul(count, d)
-        with self._loop(count) as k:
+        with self._loop(self._product(array.dims)) as k:
             self._store(self.builder.gep(array.data, [k], inbounds=True),
                         cast(self.builder, value, dtype, array.dtype), array.dtype)
 
     # ---- helpers
+    def _product(self, dims: list):
+        count = ir.Constant(I64, 1)
+        for d in dims:
+            count = self.builder.mul(count, d)
+        return count
+
     def _typed(self, raw, dtype: np.dtype):
         return self.builder.bitcast(raw, memtype(dtype).as_pointer())
 
@@ -421,10 +422,7 @@ class _Emitter:
     def _convert(self, name: str) -> None:
         """`v = u.astype(T)`: u's elements converted (both C order, one flat loop)."""
         out, source = self.arrays[name], self.arrays[self.converted[name]]
-        count = ir.Constant(I64, 1)
-        for d in out.dims:
-            count = self.builder.mul(count, d)
-        with self._loop(count) as k:
+        with self._loop(self._product(out.dims)) as k:
             value = self._load(self.builder.gep(source.data, [k], inbounds=True), source.dtype)
             self._store(self.builder.gep(out.data, [k], inbounds=True),
                         cast(self.builder, value, source.dtype, out.dtype), out.dtype)
@@ -433,27 +431,11 @@ class _Emitter:
         """`v = p[k]`: the rows of `p` at k, sharing its memory."""
         base_name, index = self.views[name]
         base = self.arrays[base_name]
-        ks = [self._index(i, d) for i, d in zip(index, base.dims)]
-        b = self.builder
-        rest = base.dims[len(ks):]
-        if base.layout == "C":
-            flat = ks[0]
-            for k, d in zip(ks[1:], base.dims[1:]):
-                flat = b.add(b.mul(flat, d), k)
-            for d in rest:
-                flat = b.mul(flat, d)
-            data = b.gep(base.data, [flat], inbounds=True)
-            raw = b.bitcast(data, VOID_P)
-            strides = None if base.strides is None else base.strides[len(ks):]
-        else:
-            offset = ir.Constant(I64, 0)
-            for k, s in zip(ks, base.strides):
-                offset = b.add(offset, b.mul(k, s))
-            raw = b.gep(base.raw, [offset], inbounds=True)
-            data = b.bitcast(raw, memtype(base.dtype).as_pointer())
-            strides = base.strides[len(ks):]
-        self.arrays[name] = _Array(data, base.dtype, rest, strides,
-                                   "C" if base.layout == "C" else "A", raw)
+        data = self._pointer(base, [self._index(i, d) for i, d in zip(index, base.dims)])
+        strides = None if base.strides is None else base.strides[len(index):]
+        self.arrays[name] = _Array(data, base.dtype, base.dims[len(index):], strides,
+                                   "C" if base.layout == "C" else "A",
+                                   self.builder.bitcast(data, VOID_P))
 
     def _raise(self, stmt: ast.Raise) -> None:
         """`raise IndexError('...')`: the arrays made so far are released and the nest
@@ -592,7 +574,7 @@ class _Emitter:
         raise Unsupported(f"name {name}")
 
     def _binop(self, op, left, right):
-        dtype = self.types._binop(op, left[1], right[1])
+        dtype = self.types.binop(op, left[1], right[1])
         work = arithmetic(left[1], right[1]) if dtype == BOOL else dtype
         if isinstance(op, ast.Div):
             work = dtype
@@ -650,15 +632,6 @@ class _Emitter:
         b = self.builder
         dtype = self.types.of(node)
         args = [self.expr(a) for a in node.args]
-        helper = rt_call(node, ("maximum", "minimum"))
-        if helper:
-            x, y = (cast(b, v, t, dtype) for v, t in args)
-            op = ">" if helper == "maximum" else "<"
-            if dtype.kind == "f":  # NaN if either is NaN; on a tie, y
-                pick = b.or_(b.fcmp_ordered(op, x, y), b.fcmp_unordered("uno", x, x))
-            else:
-                pick = (b.icmp_signed if dtype.kind == "i" else b.icmp_unsigned)(op, x, y)
-            return b.select(pick, x, y), dtype
         if isinstance(node.func, ast.Attribute) and rt_call(node, (node.func.attr,)):
             return self._helper_call(node.func.attr, args), dtype
         (value, source), = args
@@ -705,18 +678,26 @@ class _Emitter:
         index = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
         if len(index) != len(array.dims) or not index:
             raise Unsupported("not one element")
-        ks = [self._index(i, d) for i, d in zip(index, array.dims)]
+        return array, self._pointer(array, [self._index(i, d)
+                                            for i, d in zip(index, array.dims)])
+
+    def _pointer(self, array: _Array, ks: list):
+        """A pointer to array[ks] (leading indexes: the first element of those rows). In
+        C order it is computed from the sizes, as Numba does, so that the last axis is
+        seen to be contiguous (and vectorised); otherwise from the strides."""
         b = self.builder
         if array.layout == "C":
             flat = ks[0]
             for k, d in zip(ks[1:], array.dims[1:]):
                 flat = b.add(b.mul(flat, d), k)
-            return array, b.gep(array.data, [flat], inbounds=True)
+            for d in array.dims[len(ks):]:
+                flat = b.mul(flat, d)
+            return b.gep(array.data, [flat], inbounds=True)
         offset = ir.Constant(I64, 0)
-        for k, s in zip(ks, array.strides):
-            offset = b.add(offset, b.mul(k, s))
+        for k, stride in zip(ks, array.strides):
+            offset = b.add(offset, b.mul(k, stride))
         pointer = b.gep(array.raw, [offset], inbounds=True)
-        return array, b.bitcast(pointer, memtype(array.dtype).as_pointer())
+        return b.bitcast(pointer, memtype(array.dtype).as_pointer())
 
     def _index(self, node, dim):
         """An index as Numba reads it: a signed one that may be negative counts from

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -17,6 +18,12 @@ from ..core import forksafe
 from .irgen import FORMAT, Translation
 
 ENABLED = os.environ.get("TRACEJIT_NEST_IR", "1").strip().lower() not in ("0", "false", "no")
+_DECLARED = re.compile(r'^declare [^@]*@"?([^"(\s]+)"?\(', re.M)
+
+
+def declared(llvm_ir: str) -> list[str]:
+    """The functions a module's LLVM IR declares (calls, defined elsewhere)."""
+    return _DECLARED.findall(llvm_ir)
 
 
 def symbol_for(py_func, params: list, salt: str) -> str:

@@ -176,7 +176,7 @@ class Types:
             elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
                 name = stmt.target.id
                 if name in self.scalars:
-                    self._assign(name, self._binop(stmt.op, self.scalars[name],
+                    self._assign(name, self.binop(stmt.op, self.scalars[name],
                                                    self.of(stmt.value)))
             elif isinstance(stmt, ast.For):
                 self._assign(stmt.target.id, INT)
@@ -193,7 +193,7 @@ class Types:
                 return self.scalars[node.id]
             raise Unsupported(f"name {node.id} not a known scalar here")
         if isinstance(node, ast.BinOp):
-            return self._binop(node.op, self.of(node.left), self.of(node.right))
+            return self.binop(node.op, self.of(node.left), self.of(node.right))
         if isinstance(node, ast.UnaryOp):
             inner = self.of(node.operand)
             if isinstance(node.op, ast.Not):
@@ -222,7 +222,7 @@ class Types:
         raise Unsupported(type(node).__name__)
 
     @staticmethod
-    def _binop(op, left: np.dtype, right: np.dtype) -> np.dtype:
+    def binop(op, left: np.dtype, right: np.dtype) -> np.dtype:
         if isinstance(op, (ast.Add, ast.Sub, ast.Mult)):
             return arithmetic(left, right)
         if isinstance(op, ast.Div):
@@ -238,9 +238,6 @@ class Types:
         if node.keywords:
             raise Unsupported("keyword arguments")
         args = [self.of(a) for a in node.args]
-        helper = rt_call(node, ("maximum", "minimum"))
-        if helper and len(args) == 2:
-            return promote(*args)
         if rt_call(node, (node.func.attr,) if isinstance(node.func, ast.Attribute) else ()):
             if self.helpers is None:
                 raise Unsupported(f"call {ast.unparse(node.func)}")

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 import sys
 
 import numpy as np
 from llvmlite import binding as llvm
 
-from . import cache, nestcall
-
-_DECLARED = re.compile(r'^declare [^@]*@"?([^"(\s]+)"?\(', re.M)
+from . import cache, irjit, nestcall
 
 
 def compile_driver(driver, path, sig, known: bool) -> str:
@@ -55,7 +52,7 @@ def compile_driver(driver, path, sig, known: bool) -> str:
 def record(path, key: str, dispatcher, sig) -> None:
     """Note what the driver's machine code for `sig` calls (after it compiled)."""
 
-    needs = [name for name in _DECLARED.findall(dispatcher.overloads[sig].library.get_llvm_str())
+    needs = [name for name in irjit.declared(dispatcher.overloads[sig].library.get_llvm_str())
              if not name.startswith("llvm.")]
     defined = _no_link_definitions()
     loads = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 import builtins
 import inspect
 import logging
-import re
 import threading
 import time
 
@@ -33,7 +32,6 @@ _log = logging.getLogger("tracejit")
 _lock = threading.RLock()
 forksafe.renew_after_fork(globals(), "_lock", threading.RLock)
 _direct: dict[str, tuple] = {}  # symbol -> (nest dispatcher, argument types): translated
-compiled_here = [0]  # translations compiled in this process (not read from the disk)
 _seconds: dict[str, float] = {}  # nest name -> seconds spent translating and compiling it
 
 
@@ -180,7 +178,6 @@ class _NestCall:
             code = irjit.machine_code(translation)
         except RuntimeError as err:  # LLVM refused the module: Numba compiles the nest
             raise irtypes.Unsupported(f"LLVM: {str(err).strip()[:200]}") from err
-        compiled_here[0] += 1
         self.compiled += 1
         path = self._path(translation.symbol)
         if path is not None:
@@ -198,7 +195,6 @@ class _NestCall:
 
 
 _helpers: dict[tuple, irgen.Helper] = {}
-_DECLARED = re.compile(r'^declare [^@]*@"?([^"(\s]+)"?\(', re.M)
 
 
 def _helper(name: str, dtypes: tuple) -> irgen.Helper:
@@ -223,7 +219,7 @@ def _helper(name: str, dtypes: tuple) -> irgen.Helper:
     if not isinstance(result, (types.Integer, types.Float)):
         raise irtypes.Unsupported(f"_rt.{name} returns {result}")
     text = str(compiled.library._get_module_for_linking())
-    if any(not d.startswith("llvm.") for d in _DECLARED.findall(text)):
+    if any(not d.startswith("llvm.") for d in irjit.declared(text)):
         raise irtypes.Unsupported(f"_rt.{name} calls outside LLVM")
     found = irgen.Helper(compiled.fndesc.mangled_name, text, dtypes,
                          numba.np.numpy_support.as_dtype(result))
@@ -338,25 +334,14 @@ def _view(context, builder, sig, args, base: int, index: list, view_type):
 
 def _array(context, builder, sig, args, alloc, arrtype, made, k: int):
     """The k-th array the nest allocated (C order), from its MemInfo and data."""
-    from numba.core import cgutils
-    from numba.np.arrayobj import make_array, populate_array
+    from .runtime import c_order_array
 
     intp = context.get_value_type(types.intp)
     dims = [ir.Constant(intp, d[1]) if isinstance(d, tuple)
             else context.cast(builder, args[d], sig.args[d], types.intp) for d in alloc.shape]
-    itemsize = ir.Constant(intp, alloc.dtype.itemsize)
-    strides = [itemsize]
-    for d in reversed(dims[1:]):
-        strides.append(builder.mul(strides[-1], d))
-    strides.reverse()
-    array = make_array(arrtype)(context, builder)
     meminfo = builder.load(builder.gep(made, [ir.Constant(intp, 2 * k)]))
     data = builder.load(builder.gep(made, [ir.Constant(intp, 2 * k + 1)]))
-    populate_array(array, data=builder.bitcast(data, array.data.type),
-                   shape=cgutils.pack_array(builder, dims, ty=intp),
-                   strides=cgutils.pack_array(builder, strides, ty=intp),
-                   itemsize=itemsize, meminfo=meminfo)
-    return array._getvalue()
+    return c_order_array(context, builder, arrtype, dims, meminfo, data)._getvalue()
 
 
 def _arguments(context, builder, sig, args) -> list:

@@ -734,7 +734,6 @@ def _new_array_type(shape, elem):
 def _allocate(context, builder, shape_type, shape, arrtype):
     """A new C-order array of `arrtype` (its struct), on the pool when it is large."""
     from numba.core import cgutils
-    from numba.np.arrayobj import make_array, populate_array
 
     elem, ndim = arrtype.dtype, arrtype.ndim
     intp = context.get_value_type(types.intp)
@@ -744,10 +743,7 @@ def _allocate(context, builder, shape_type, shape, arrtype):
     else:
         dims = [context.cast(builder, shape, shape_type, types.intp)]
     itemsize = ir.Constant(intp, context.get_abi_sizeof(context.get_data_type(elem)))
-    strides = [itemsize]
-    for d in reversed(dims[1:]):
-        strides.append(builder.mul(strides[-1], d))
-    strides.reverse()
+    strides = _c_strides(builder, dims, itemsize)
     nbytes = builder.mul(strides[0], dims[0]) if ndim else itemsize
     big = builder.icmp_signed(">=", nbytes, ir.Constant(intp, POOL_MIN_BYTES))
     with builder.if_else(big, likely=False) as (pooled, small):
@@ -766,11 +762,30 @@ def _allocate(context, builder, shape_type, shape, arrtype):
     with builder.if_then(cgutils.is_null(builder, meminfo), likely=False):
         context.call_conv.return_user_exc(builder, MemoryError,
                                           ("tracejit: cannot allocate an array",))
+    return c_order_array(context, builder, arrtype, dims, meminfo,
+                         context.nrt.meminfo_data(builder, meminfo))
+
+
+def _c_strides(builder, dims: list, itemsize) -> list:
+    strides = [itemsize]
+    for d in reversed(dims[1:]):
+        strides.append(builder.mul(strides[-1], d))
+    return strides[::-1]
+
+
+def c_order_array(context, builder, arrtype, dims: list, meminfo, data):
+    """The struct of a C-order array of `arrtype` with these sizes (intp values) over
+    memory that `meminfo` owns (`_allocate`'s, or a translated nest's: nestcall.py)."""
+    from numba.core import cgutils
+    from numba.np.arrayobj import make_array, populate_array
+
+    intp = context.get_value_type(types.intp)
+    itemsize = ir.Constant(intp, context.get_abi_sizeof(context.get_data_type(arrtype.dtype)))
     array = make_array(arrtype)(context, builder)
-    populate_array(array, data=builder.bitcast(context.nrt.meminfo_data(builder, meminfo),
-                                               array.data.type),
+    populate_array(array, data=builder.bitcast(data, array.data.type),
                    shape=cgutils.pack_array(builder, dims, ty=intp),
-                   strides=cgutils.pack_array(builder, strides, ty=intp),
+                   strides=cgutils.pack_array(builder, _c_strides(builder, dims, itemsize),
+                                              ty=intp),
                    itemsize=itemsize, meminfo=meminfo)
     return array
 
