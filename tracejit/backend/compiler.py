@@ -211,8 +211,8 @@ class Entry:
             if type(leaf) is int and not errors.fits_int64(leaf):
                 raise OverflowError(f"Python int too large for int64: {leaf}")
         loading = self.loading
-        if loading is not None:  # the kernel is being loaded here: let that have the GIL
-            loading.wait(_YIELD_SECONDS)
+        if loading is not None and not worker.calls_come_first():
+            loading.wait(_YIELD_SECONDS)  # the kernel is loaded here: let that have the GIL
         start = time.perf_counter()
         out = self.build_outputs(self.kernel(leaves))
         end = time.perf_counter()
@@ -242,6 +242,7 @@ class Entry:
         """Block until a background compile has finished and its kernel is loaded."""
         thread = self.compiling
         if thread is not None:
+            worker.give_way()
             thread.join()
 
     def _compile(self, leaves, stats: Stats, elsewhere: bool = False) -> None:
@@ -467,7 +468,7 @@ class Dispatcher:
 
     def _trace_entry(self, abstract, args, statics, leaves) -> Entry:
         """A new entry: trace (`build`), make its kernel (compiled by `ensure_compiled`)."""
-        worker.before_first_trace()  # not beside the trace: each slowed the other
+        worker.first_trace()
         traced = events.trace_begin(self, args, statics, abstract, leaves)
         program, out_treedef, input_syms = self.build(args, statics)
         events.trace_end(traced, program)

@@ -96,6 +96,7 @@ def load(symbol: str, code: bytes) -> None:
     with _lock:
         if symbol in _loaded:
             return
+        _runtime_symbols()
         if not _engine:
             target = llvm.Target.from_triple(llvm.get_process_triple())
             machine = target.create_target_machine(cpu=_machine()[1], features=_machine()[2],
@@ -109,6 +110,19 @@ def load(symbol: str, code: bytes) -> None:
             raise RuntimeError(f"nest object without its symbol {symbol}")
         llvm.add_symbol(symbol, address)
         _loaded[symbol] = address
+
+
+def _runtime_symbols() -> None:
+    """Register Numba's runtime functions that nests call (NRT_MemInfo_alloc_aligned...)
+    before their objects are linked, as numba_cache does before a driver's load: an
+    object naming a symbol not yet there aborts the process inside LLVM."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+    from numba.core.runtime import rtsys
+
+    context = cpu_target.target_context  # made under the lock by Numba itself: not held
+    with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
+        rtsys.initialize(context)
 
 
 def is_loaded(symbol: str) -> bool:

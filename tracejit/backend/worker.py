@@ -58,10 +58,10 @@ def warm_up(start_worker: bool) -> None:
     idle caller, load average 3.6: ready 0.44 s with it, 0.26 s without).
 
     What loading machine code needs here (`_set_up_loading`) starts now too when the
-    cache directory already holds kernels (a warm process, most likely), and the first
-    trace waits for it (`before_first_trace`): done beside busy interpreted calls it
-    took 0.4-1.2 s of GIL hand-offs (its file reads and LLVM calls) instead of 0.05 s,
-    slowed those calls twofold, and delayed the kernel's hand-over as much. A cold
+    cache directory already holds kernels (a warm process, most likely). Its steps wait
+    while the first calls come first (`first_trace`), then the calls give way to it:
+    done beside busy interpreted calls it took 0.4-1.2 s of GIL hand-offs (its file
+    reads and LLVM calls) instead of 0.05 s, and slowed those calls twofold. A cold
     process needs it only when its first kernel comes back from the worker: it starts
     with that compile (`set_up_soon`), off the first calls."""
     with _state_lock:
@@ -101,10 +101,38 @@ def _cache_holds_kernels() -> bool:
     return startup.holds_kernels(cache.configured_cache_dir())
 
 
-def before_first_trace() -> None:
-    """The first trace of a process whose set-up started eagerly waits for it."""
-    if _eager_set_up == [True] and not _numba_set_up.is_set():
-        _numba_set_up.wait()
+# A warm process's first calls run before its set-up and load (ski rental: a short
+# script's answers come first, then the calls give way). Seeds' MLP, warm, first call
+# 0.11 -> 0.01 s and the hundredth 0.15 -> 0.02 s; its kernel ready ~0.05 s later.
+_CALLS_FIRST_SECONDS = 0.05
+_calls_first_until = [0.0]  # perf_counter until which the calls here come first
+_calls_gave_way = threading.Event()
+
+
+def first_trace() -> None:
+    """The first trace of a process whose set-up started eagerly (a warm one): its calls
+    come first for `_CALLS_FIRST_SECONDS`. The set-up pauses at its next step (done
+    beside busy calls, each slowed the other twofold), and the calls don't give way to
+    a kernel's load until then."""
+    if _eager_set_up == [True] and not _numba_set_up.is_set() and \
+            _calls_first_until[0] == 0.0:
+        _calls_first_until[0] = time.perf_counter() + _CALLS_FIRST_SECONDS
+
+
+def calls_come_first() -> bool:
+    """Do this process's calls still run without pausing for work in the background?"""
+    return time.perf_counter() < _calls_first_until[0] and not _calls_gave_way.is_set()
+
+
+def give_way() -> None:
+    """The caller waits (`wait()`): background work no longer waits for its calls."""
+    _calls_gave_way.set()
+
+
+def _after_the_first_calls() -> None:
+    """Between the set-up's steps: wait while the first calls come first."""
+    while calls_come_first():
+        _calls_gave_way.wait(_calls_first_until[0] - time.perf_counter())
 
 
 def set_up_soon() -> None:
@@ -183,18 +211,23 @@ def _set_up_loading() -> None:
     module that the environments of array code are rebuilt from (numba.np.arrayobj, and
     what it imports: ~0.1 s), Numba's typing of argument values (`describe_args`), and
     the runtime helpers' module with its disk cache, which every kernel imports (0.03 s
-    alone; beside a busy caller, inside the kernel's load, 0.1-0.3 s)."""
+    alone; beside a busy caller, inside the kernel's load, 0.1-0.3 s). Its steps wait
+    while a warm process's first calls come first (`first_trace`)."""
     import numba
-    import numba.np.arrayobj  # noqa: F401
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     from numba.core.runtime import rtsys
 
+    _after_the_first_calls()
+    import numba.np.arrayobj  # noqa: F401
+    _after_the_first_calls()
     from . import cache, runtime  # noqa: F401
 
+    _after_the_first_calls()
     context = cpu_target.target_context  # made under the lock by Numba itself: not held
     with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
         rtsys.initialize(context)
+    _after_the_first_calls()
     numba.typeof(np.ones((1, 1)))
     numba.typeof(1.0)
     if cache.disk_cache_enabled():
