@@ -353,3 +353,58 @@ def test_a_concatenation_calls_its_copy_helper_without_inlining_it(compiled):
     (llvm,) = [text for nest in entry.kernel.nests for text in inspect_llvm(nest).values()
                if "put2" in text]
     assert re.search(r"call .*@\S*put2", llvm), "the copy was inlined"
+
+
+def _pool_loss(x):
+    w = np.maximum(x, 0.0).reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2] // 2, 2,
+                                   x.shape[3])
+    return np.sum(np.sin(w.max(axis=(2, 4))))
+
+
+def _pool_grad_by_hand(x):
+    w = np.maximum(x, 0.0).reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2] // 2, 2,
+                                   x.shape[3])
+    top = w.max(axis=(2, 4), keepdims=True)
+    hit = w == top
+    return ((hit / hit.sum(axis=(2, 4), keepdims=True) * np.cos(top)).reshape(x.shape)
+            * (x > 0))
+
+
+def test_a_pools_ties_mask_is_recomputed_where_its_gradient_is_spread(compiled):
+    # Max pooling's gradient counts each window's ties in one nest and spreads the
+    # cotangent over them in the next: there the mask (x == max, as floats) is computed
+    # again from x and the window's max (remat.py), not written by the first nest and
+    # read back. The relu's boolean mask is not: that would read floats for a byte.
+    x = np.sin(np.arange(8 * 32 * 32 * 8.0)).reshape(8, 32, 32, 8)
+    grad = tracejit.grad(_pool_loss)
+    headers = loop_headers(grad.source(x))
+    counting = [h for h in headers if "reduce_sum" in h and "eq" in h]
+    spreading = [h for h in headers if "div" in h]
+    assert len(counting) == 1 and len(spreading) == 1, headers
+    assert "eq, convert" in spreading[0], headers  # the mask made again where it is used
+    assert sum("gt" in h or "le" in h or "lt" in h or "ge" in h for h in headers) == 1, headers
+    np.testing.assert_allclose(grad(x), _pool_grad_by_hand(x), rtol=1e-14)
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_rematerialised_kernels_agree_with_numpy_at_any_size(compiled, monkeypatch, dt):
+    # Copies made for every value worth it, however small, then checked by value.
+    from tracejit.backend import remat
+
+    monkeypatch.setattr(remat, "FEWEST_ELEMENTS", 1)
+    x = np.cos(np.arange(2 * 4 * 6 * 3.0)).reshape(2, 4, 6, 3).astype(dt)
+    tol = 1e-5 if dt == np.float32 else 1e-13
+    np.testing.assert_allclose(tracejit.grad(_pool_loss)(x), _pool_grad_by_hand(x), rtol=tol)
+
+    def layer_norm(h):
+        mu = h.mean(axis=-1, keepdims=True)
+        var = ((h - mu) ** 2).mean(axis=-1, keepdims=True)
+        return np.sum(np.tanh((h - mu) / np.sqrt(var + 1e-5)) * (h > 0.1))
+
+    h = x.reshape(8, 18)
+    value, g = tracejit.value_and_grad(layer_norm)(h)
+    assert np.isclose(value, layer_norm(h), rtol=tol)
+    h64, e = h.astype(np.float64), np.zeros((8, 18))
+    e[3, 5] = 1e-6
+    numeric = (layer_norm(h64 + e) - layer_norm(h64 - e)) / 2e-6
+    assert np.isclose(g[3, 5], numeric, rtol=1e-3 if dt == np.float32 else 1e-6)

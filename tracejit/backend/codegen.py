@@ -27,6 +27,7 @@ from ..core.shapes import is_one, resolve
 from ..primitives.array import index_view, slice_item
 from ..trace.registry import CONTROL, INDEXMAP, REDUCE
 from .outline import outline
+from .remat import landed, rematerialised
 from .schedule import full_shape, loop_space, schedule, virtual_reads
 
 # Fast-math flags of nests and kernels: 'reassoc' vectorises float reductions,
@@ -231,11 +232,10 @@ def generate(program: Program, kernel_name: str, tag: str = "",
 def emit_program(em: Emitter, program: Program) -> list[str]:
     """Emit a program's equations (its inputs already named); returns the
     expressions of its outputs. Loop bodies and branches come through here too."""
-    views = _views(program)
+    program, views, groups, virtual = _scheduled(program)
     counts = use_counts(program)
-    saved, em.virtual = em.virtual, virtual_reads(program, views)
+    saved, em.virtual = em.virtual, virtual
     try:
-        groups = schedule(program, views, em.virtual)
         pieces = _concatenated_in_nests(groups, counts)
         written = {id(eqn) for eqn, _ in pieces.values()}
         composed = _composed_views(program, groups, views, counts)
@@ -252,6 +252,23 @@ def emit_program(em: Emitter, program: Program) -> list[str]:
         return [em.name(a) for a in program.outvars]
     finally:
         em.virtual = saved
+
+
+def _scheduled(program: Program):
+    """The program (rematerialised where that pays: remat.py), its views, its nests and
+    its virtual reads."""
+    views = _views(program)
+    virtual = virtual_reads(program, views)
+    groups = schedule(program, views, virtual)
+    rewritten = rematerialised(program, groups, virtual, views)
+    if rewritten is not None:
+        copied, copies = rewritten
+        copied_views = _views(copied)
+        copied_virtual = virtual_reads(copied, copied_views)
+        copied_groups = schedule(copied, copied_views, copied_virtual, copies)
+        if landed(copied, copies, copied_groups):
+            return copied, copied_views, copied_groups, copied_virtual
+    return program, views, groups, virtual
 
 
 def identifier(name: str) -> str:

@@ -167,10 +167,13 @@ def virtual_reads(program: Program, views: set) -> dict:
     return virtual
 
 
-def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
+def schedule(program: Program, views: set, virtual: dict,
+             copies: frozenset = frozenset()) -> list[Group]:
     """List scheduling with a ready queue: keep adding ready consumers of the
     open nest that fit it; otherwise start a new group with the earliest
-    ready equation (program order)."""
+    ready equation (program order). Equations in `pulled_only` (remat.py's copies)
+    join only a nest that one of them began: the copies precede their reader, which
+    then joins them."""
     eqns = [e for e in program.eqns if id(e.outputs[0]) not in virtual]
     order = {id(e): k for k, e in enumerate(eqns)}
     producer = {id(v): e for e in eqns for v in e.outputs}
@@ -216,6 +219,9 @@ def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
             elif user.prim.kind in FUSABLE:
                 wanted.append(user)
 
+    def _may_join(eqn) -> bool:
+        return id(eqn) not in copies or id(current.eqns[0]) in copies
+
     def missing_input(eqn, depth: int):
         """A ready equation `eqn` waits for (directly or through a short chain)
         that fits the open nest: sibling chains meeting in a consumer fuse."""
@@ -223,7 +229,7 @@ def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
             if id(dep) in done or id(dep) in explored or id(dep) in views:
                 continue
             if waiting[id(dep)] == 0:
-                if _fits(current, dep, produced, virtual):
+                if _may_join(dep) and _fits(current, dep, produced, virtual):
                     return dep
             elif depth and dep.prim.kind in FUSABLE:
                 explored.add(id(dep))
@@ -235,8 +241,8 @@ def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
     def next_fitting():
         while candidates:
             eqn = candidates.popleft()
-            if id(eqn) not in done and id(eqn) not in views and _fits(current, eqn, produced,
-                                                                       virtual):
+            if (id(eqn) not in done and id(eqn) not in views and _may_join(eqn)
+                    and _fits(current, eqn, produced, virtual)):
                 return eqn
         while wanted and current.is_loop:
             found = missing_input(wanted[0], PULL_DEPTH)
@@ -268,7 +274,7 @@ def schedule(program: Program, views: set, virtual: dict) -> list[Group]:
         if space is None:
             current = None  # a standalone equation takes nothing else
     # The recursive closure refers to itself: break that cycle, freed without the gc.
-    missing_input = None  # noqa: F811
+    missing_input = _may_join = None  # noqa: F811
     return groups
 
 
