@@ -264,6 +264,26 @@ def test_a_warm_process_sets_up_numba_eagerly_after_its_first_calls(tmp_path):
     assert warm["at_the_end"] and warm["right"]
 
 
+def test_a_warm_processs_calls_come_first_then_wait_for_the_load(monkeypatch):
+    # Ski rental: a warm process's first calls don't pause for the set-up and load
+    # running beside them; the call after them waits for the load (capped), which
+    # interleaved calls slowed; a cold process's calls only ever pause briefly.
+    monkeypatch.setattr(worker, "_calls_gave_way", threading.Event())
+    monkeypatch.setattr(worker, "_calls_first_until", [0.0])
+    assert worker.pause_seconds(0.001) == 0.001  # cold
+    monkeypatch.setattr(worker, "_eager_set_up", [True])
+    monkeypatch.setattr(worker, "_numba_set_up", threading.Event())
+    worker.first_trace()
+    assert worker.calls_come_first() and worker.pause_seconds(0.001) == 0.0
+    worker._calls_first_until[0] = time.perf_counter() - 0.01  # those calls are served
+    assert 0.9 < worker.pause_seconds(0.001) <= worker._WAITS_UNTIL_SECONDS
+    worker._calls_first_until[0] -= worker._WAITS_UNTIL_SECONDS  # waited long enough
+    assert worker.pause_seconds(0.001) == 0.001
+    worker._calls_first_until[0] = time.perf_counter() + 60
+    worker.give_way()  # the caller waits itself: its calls no longer come first
+    assert not worker.calls_come_first() and worker.pause_seconds(0.001) > 0.9
+
+
 WORKER_START_USER = textwrap.dedent("""
     import json, sys, time
     import numpy as np

@@ -204,15 +204,18 @@ class Entry:
 
     def _interpreted(self, leaves):
         """Serve a call while the kernel compiles and loads (in the worker process and a
-        thread of ours: no call ever waits for either)."""
+        thread of ours: no call waits for a compile; in a warm process, once its first
+        calls are served, one waits for the load: `worker.pause_seconds`)."""
         if self.ready:
             return self.call(leaves)
         for leaf in leaves:  # as the compiled kernel would (the dispatcher names it)
             if type(leaf) is int and not errors.fits_int64(leaf):
                 raise OverflowError(f"Python int too large for int64: {leaf}")
         loading = self.loading
-        if loading is not None and not worker.calls_come_first():
-            loading.wait(_YIELD_SECONDS)  # the kernel is loaded here: let that have the GIL
+        if loading is not None:  # the kernel is loaded here: let that have the GIL
+            loading.wait(worker.pause_seconds(_YIELD_SECONDS))
+            if self.ready:  # it was waited for
+                return self.call(leaves)
         start = time.perf_counter()
         out = self.build_outputs(self.kernel(leaves))
         end = time.perf_counter()

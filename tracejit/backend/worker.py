@@ -101,9 +101,10 @@ def _cache_holds_kernels() -> bool:
     return startup.holds_kernels(cache.configured_cache_dir())
 
 
-# A warm process's first calls run before its set-up and load (ski rental: a short
-# script's answers come first, then the calls give way). Seeds' MLP, warm, first call
-# 0.11 -> 0.01 s and the hundredth 0.15 -> 0.02 s; its kernel ready ~0.05 s later.
+# A warm process's first calls run before its set-up and load, then a call waits for
+# them (ski rental: a short script's answers come first, then the kernel). Seeds' MLP,
+# warm: first call 0.10-0.11 -> 0.01 s, the hundredth 0.14-0.15 -> 0.02 s, kernel
+# ready 0.13-0.15 -> 0.16-0.18 s.
 _CALLS_FIRST_SECONDS = 0.05
 _calls_first_until = [0.0]  # perf_counter until which the calls here come first
 _calls_gave_way = threading.Event()
@@ -122,6 +123,22 @@ def first_trace() -> None:
 def calls_come_first() -> bool:
     """Do this process's calls still run without pausing for work in the background?"""
     return time.perf_counter() < _calls_first_until[0] and not _calls_gave_way.is_set()
+
+
+_WAITS_UNTIL_SECONDS = 1.0  # after its first calls, how long a warm process waits at most
+
+
+def pause_seconds(short: float) -> float:
+    """How long an interpreted call waits for a kernel's load here. A cold process's:
+    `short`, then it goes on. A warm one's first calls: not at all; the next call waits
+    for the load (until `_WAITS_UNTIL_SECONDS` after those calls, then `short` again).
+    Interleaved, the calls and the load each slowed the other, and a warm RNN-25's
+    kernel was ready at 0.17-0.21 s; waited for, at 0.15-0.16 s, the first calls served."""
+    if _calls_first_until[0] == 0.0:
+        return short
+    if calls_come_first():
+        return 0.0
+    return max(short, _calls_first_until[0] + _WAITS_UNTIL_SECONDS - time.perf_counter())
 
 
 def give_way() -> None:
