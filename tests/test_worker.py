@@ -265,16 +265,22 @@ def test_a_warm_process_sets_up_numba_eagerly_after_its_first_calls(tmp_path):
 
 
 def test_a_warm_processs_calls_come_first_then_wait_for_the_load(monkeypatch):
-    # Ski rental: a warm process's first calls don't pause for the set-up and load
-    # running beside them; the call after them waits for the load (capped), which
-    # interleaved calls slowed; a cold process's calls only ever pause briefly.
+    # Ski rental: a warm process's first calls (its first answer, and 50 ms after it)
+    # don't pause for the set-up and load running beside them; the call after them
+    # waits for the load (capped), which interleaved calls slowed; a cold process's
+    # calls only ever pause briefly.
     monkeypatch.setattr(worker, "_calls_gave_way", threading.Event())
     monkeypatch.setattr(worker, "_calls_first_until", [0.0])
     assert worker.pause_seconds(0.001) == 0.001  # cold
     monkeypatch.setattr(worker, "_eager_set_up", [True])
     monkeypatch.setattr(worker, "_numba_set_up", threading.Event())
-    worker.first_trace()
+    monkeypatch.setattr(worker, "_first_answered", threading.Event())
+    worker.first_trace()  # until the first answer (a second at most)
     assert worker.calls_come_first() and worker.pause_seconds(0.001) == 0.0
+    assert worker._calls_first_until[0] > time.perf_counter() + 0.5
+    worker.answered()  # and 50 ms after it
+    assert worker.calls_come_first() and worker.pause_seconds(0.001) == 0.0
+    assert worker._calls_first_until[0] <= time.perf_counter() + worker._CALLS_FIRST_SECONDS
     worker._calls_first_until[0] = time.perf_counter() - 0.01  # those calls are served
     assert 0.9 < worker.pause_seconds(0.001) <= worker._WAITS_UNTIL_SECONDS
     worker._calls_first_until[0] -= worker._WAITS_UNTIL_SECONDS  # waited long enough

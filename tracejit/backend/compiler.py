@@ -220,6 +220,7 @@ class Entry:
         out = self.build_outputs(self.kernel(leaves))
         end = time.perf_counter()
         self.interpreted_seconds += end - start
+        worker.answered()
         if events.recording:
             events.interpreted_call(self, leaves, start, end)
         return out
@@ -265,6 +266,7 @@ class Entry:
         (`loading`, `_YIELD_SECONDS`) except while the worker compiles. Without a
         worker: compile here, the calls not pausing."""
         try:
+            worker.after_the_first_calls()  # a warm process's: its code generation and load
             worker.before_a_request()
             self.loading = threading.Event()  # work here until the request is sent
             remote = events.compile_begin(self.kernel)

@@ -93,10 +93,12 @@ _loaded: dict[str, int] = {}  # symbol -> address
 
 def load(symbol: str, code: bytes) -> None:
     """Make `symbol` resolvable by the kernels' machine code (Numba links by symbol)."""
+    if symbol in _loaded:
+        return
+    _runtime_symbols()  # before our lock: a compile holds Numba's while it takes ours
     with _lock:
         if symbol in _loaded:
             return
-        _runtime_symbols()
         if not _engine:
             target = llvm.Target.from_triple(llvm.get_process_triple())
             machine = target.create_target_machine(cpu=_machine()[1], features=_machine()[2],
@@ -120,6 +122,8 @@ def _runtime_symbols() -> None:
     from numba.core.registry import cpu_target
     from numba.core.runtime import rtsys
 
+    if getattr(rtsys, "_init", False):
+        return  # set up: no need to wait for a compile that holds Numba's lock
     context = cpu_target.target_context  # made under the lock by Numba itself: not held
     with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
         rtsys.initialize(context)

@@ -102,22 +102,33 @@ def _cache_holds_kernels() -> bool:
 
 
 # A warm process's first calls run before its set-up and load, then a call waits for
-# them (ski rental: a short script's answers come first, then the kernel). Seeds' MLP,
-# warm: first call 0.10-0.11 -> 0.01 s, the hundredth 0.14-0.15 -> 0.02 s, kernel
-# ready 0.13-0.15 -> 0.16-0.18 s.
+# them (ski rental: a short script's answers come first, then the kernel). The first
+# answer and 50 ms of calls after it: seeds' MLP, warm, first call 0.10-0.11 -> 0.01 s,
+# the hundredth 0.14-0.15 -> 0.02 s, kernel ready 0.13-0.15 -> 0.16-0.18 s.
 _CALLS_FIRST_SECONDS = 0.05
+_FIRST_ANSWER_SECONDS = 1.0  # the first trace and call, at most (one that fails)
 _calls_first_until = [0.0]  # perf_counter until which the calls here come first
 _calls_gave_way = threading.Event()
+_first_answered = threading.Event()
+_WAKE_SECONDS = 0.005  # how often the paused set-up looks at the time
 
 
 def first_trace() -> None:
     """The first trace of a process whose set-up started eagerly (a warm one): its calls
-    come first for `_CALLS_FIRST_SECONDS`. The set-up pauses at its next step (done
-    beside busy calls, each slowed the other twofold), and the calls don't give way to
-    a kernel's load until then."""
+    come first until its first answer and `_CALLS_FIRST_SECONDS` after it. The set-up
+    pauses at its next step (done beside busy calls, each slowed the other twofold),
+    and the calls don't give way to a kernel's load until then."""
     if _eager_set_up == [True] and not _numba_set_up.is_set() and \
             _calls_first_until[0] == 0.0:
-        _calls_first_until[0] = time.perf_counter() + _CALLS_FIRST_SECONDS
+        _calls_first_until[0] = time.perf_counter() + _FIRST_ANSWER_SECONDS
+
+
+def answered() -> None:
+    """An interpreted call returned: the first one starts the calls' last 50 ms."""
+    if not _first_answered.is_set():
+        _first_answered.set()
+        _calls_first_until[0] = min(_calls_first_until[0],
+                                    time.perf_counter() + _CALLS_FIRST_SECONDS)
 
 
 def calls_come_first() -> bool:
@@ -146,10 +157,11 @@ def give_way() -> None:
     _calls_gave_way.set()
 
 
-def _after_the_first_calls() -> None:
-    """Between the set-up's steps: wait while the first calls come first."""
-    while calls_come_first():
-        _calls_gave_way.wait(_calls_first_until[0] - time.perf_counter())
+def after_the_first_calls() -> None:
+    """Before work that loads machine code here (the set-up's steps, a kernel's
+    modules): wait while the first calls come first."""
+    while calls_come_first():  # in slices: the first answer moves the end nearer
+        _calls_gave_way.wait(min(_WAKE_SECONDS, _calls_first_until[0] - time.perf_counter()))
 
 
 def set_up_soon() -> None:
@@ -235,16 +247,16 @@ def _set_up_loading() -> None:
     from numba.core.registry import cpu_target
     from numba.core.runtime import rtsys
 
-    _after_the_first_calls()
+    after_the_first_calls()
     import numba.np.arrayobj  # noqa: F401
-    _after_the_first_calls()
+    after_the_first_calls()
     from . import cache, runtime  # noqa: F401
 
-    _after_the_first_calls()
+    after_the_first_calls()
     context = cpu_target.target_context  # made under the lock by Numba itself: not held
     with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
         rtsys.initialize(context)
-    _after_the_first_calls()
+    after_the_first_calls()
     numba.typeof(np.ones((1, 1)))
     numba.typeof(1.0)
     if cache.disk_cache_enabled():
