@@ -102,10 +102,11 @@ def _cache_holds_kernels() -> bool:
 
 
 # A warm process's first calls run before its set-up and load, then a call waits for
-# them (ski rental: a short script's answers come first, then the kernel). The first
-# answer and 50 ms of calls after it: seeds' MLP, warm, first call 0.10-0.11 -> 0.01 s,
-# the hundredth 0.14-0.15 -> 0.02 s, kernel ready 0.13-0.15 -> 0.16-0.18 s.
-_CALLS_FIRST_SECONDS = 0.05
+# them (ski rental: a short script's answers come first, then the kernel): the first
+# answer and 30 ms of calls after it. Against waiting for the set-up before the first
+# trace, then interleaving: first call 0.10-0.16 -> 0.01-0.04 s on the seeds' MLP, the
+# 16-layer MLP and the RNN-25, tenth 0.14-0.22 -> 0.01-0.05 s, kernel ready +0-0.05 s.
+_CALLS_FIRST_SECONDS = 0.03
 _FIRST_ANSWER_SECONDS = 1.0  # the first trace and call, at most (one that fails)
 _calls_first_until = [0.0]  # perf_counter until which the calls here come first
 _calls_gave_way = threading.Event()
@@ -124,7 +125,7 @@ def first_trace() -> None:
 
 
 def answered() -> None:
-    """An interpreted call returned: the first one starts the calls' last 50 ms."""
+    """An interpreted call returned: the first one starts the calls' last 30 ms."""
     if not _first_answered.is_set():
         _first_answered.set()
         _calls_first_until[0] = min(_calls_first_until[0],
