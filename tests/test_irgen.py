@@ -249,16 +249,16 @@ def test_loading_a_nest_takes_numbas_lock_outside_its_own(compiled, monkeypatch)
     # compiler lock there; a compile holds Numba's lock when it loads the nests it
     # calls. A kernel loaded in the background while another compiled in the
     # foreground hung the suite that way.
-    from tracejit.backend import irjit
+    from tracejit.backend import irjit, numba_cache
 
     held = []
-    register = irjit._runtime_symbols
+    register = numba_cache.runtime_symbols
 
     def recording():
         held.append(irjit._lock.locked())
         register()
 
-    monkeypatch.setattr(irjit, "_runtime_symbols", recording)
+    monkeypatch.setattr(numba_cache, "runtime_symbols", recording)
     f = tracejit.function(lambda x: np.tanh(x) * 1.2345678 + 0.25)  # a nest of its own
     np.testing.assert_allclose(f(np.ones(3)), np.tanh(1.0) * 1.2345678 + 0.25, rtol=1e-15)
     assert held and not any(held)

@@ -15,6 +15,7 @@ from pathlib import Path
 from llvmlite import binding as llvm
 
 from ..core import forksafe
+from . import numba_cache
 from .irgen import FORMAT, Translation
 
 ENABLED = os.environ.get("TRACEJIT_NEST_IR", "1").strip().lower() not in ("0", "false", "no")
@@ -95,7 +96,7 @@ def load(symbol: str, code: bytes) -> None:
     """Make `symbol` resolvable by the kernels' machine code (Numba links by symbol)."""
     if symbol in _loaded:
         return
-    _runtime_symbols()  # before our lock: a compile holds Numba's while it takes ours
+    numba_cache.runtime_symbols()  # before our lock: a compile holds Numba's, then ours
     with _lock:
         if symbol in _loaded:
             return
@@ -112,21 +113,6 @@ def load(symbol: str, code: bytes) -> None:
             raise RuntimeError(f"nest object without its symbol {symbol}")
         llvm.add_symbol(symbol, address)
         _loaded[symbol] = address
-
-
-def _runtime_symbols() -> None:
-    """Register Numba's runtime functions that nests call (NRT_MemInfo_alloc_aligned...)
-    before their objects are linked, as numba_cache does before a driver's load: an
-    object naming a symbol not yet there aborts the process inside LLVM."""
-    from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.registry import cpu_target
-    from numba.core.runtime import rtsys
-
-    if getattr(rtsys, "_init", False):
-        return  # set up: no need to wait for a compile that holds Numba's lock
-    context = cpu_target.target_context  # made under the lock by Numba itself: not held
-    with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
-        rtsys.initialize(context)
 
 
 def is_loaded(symbol: str) -> bool:

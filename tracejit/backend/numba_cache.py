@@ -39,6 +39,22 @@ from .store import Store, warn_once
 CACHE_SUBDIR = "__pycache__"
 
 
+def runtime_symbols() -> None:
+    """Register Numba's runtime functions (NRT_MemInfo_alloc_aligned, ...) that machine
+    code read back calls: code naming a symbol not yet there aborts the process inside
+    LLVM. Numba's own load refreshes the whole target context for this (its registries,
+    SciPy's BLAS: ~0.5 s per process). Never under a lock of ours: a compile holds
+    Numba's lock while it takes them."""
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+
+    if getattr(rtsys, "_init", False):
+        return  # set up: no need to wait for a compile that holds Numba's lock
+    context = cpu_target.target_context  # made under the lock by Numba itself: not held
+    with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
+        rtsys.initialize(context)
+
+
 def install(module, store: Store, requested_only: bool = True) -> None:
     """Give the Numba dispatchers defined in `module` a verified disk cache in `store`:
     those whose decorator asks for one (`cache=_CACHE`, which generated modules set
@@ -199,10 +215,9 @@ class VerifiedCache(caching.FunctionCache):
         if self._save_only:
             return None
         try:
-            # Numba's own load refreshes the whole target context first (imports its
-            # registries, SciPy's BLAS: ~0.5 s per process); machine code read back needs
-            # only the runtime's symbols. Compiles refresh for themselves.
-            rtsys.initialize(target_context)
+            # Not Numba's refresh of the whole target context: the runtime's symbols
+            # (compiles refresh for themselves).
+            runtime_symbols()
             with self._guard_against_spurious_io_errors():
                 return self._load_overload(sig, target_context)
         except Exception as err:  # verified, but its code does not rebuild here

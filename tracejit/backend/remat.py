@@ -18,34 +18,36 @@ must land in its reader's nest, or the program is kept as it was.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from ..core.ir import Program, Var, consumers_of
-from ..core.shapes import resolve
+from ..core.shapes import concrete_shape
 from ..trace.registry import ELEMENTWISE
+from .schedule import source
 
 CHEAP = frozenset({"eq", "ne", "lt", "le", "gt", "ge", "convert", "select", "logical_and",
                    "logical_or", "logical_not", "neg", "add", "sub", "mul", "maximum",
                    "minimum"})
 LONGEST_CHAIN = 3  # equations copied for one value at most
-FEWEST_ELEMENTS = 1 << 16  # smaller values: no bandwidth to save
-SYMBOLIC_SIZE = 1024  # a symbolic dimension's size when weighing bytes per element
+FEWEST_ELEMENTS = 1 << 16  # smaller values (their traced sizes): no bandwidth to save
 
 
 def rematerialised(program: Program, groups, virtual: dict, views: set):
     """The program with each worthwhile value's chain copied in front of its readers
     in other nests, and the ids of the copies (None when there is none)."""
-    group_of = {id(v): g for g in groups for e in g.eqns for v in e.outputs}
+    group_of = _nests_of(groups)
     consumers = consumers_of(program)
     returned = {id(a) for a in program.outvars if isinstance(a, Var)}
+    made_by = {id(v): e for e in program.eqns for v in e.outputs}
     copies: dict[int, list] = {}  # id(reader) -> the chains copied in front of it
     for group in groups:
         if not group.is_loop:
             continue
         for eqn in group.eqns:
             readers = _outside_readers(eqn, group, consumers, group_of, views, returned)
-            chain = readers and _chain(eqn, group, group_of, virtual)
+            chain = readers and _chain(eqn, group, group_of, made_by, virtual)
             if chain and _pays(eqn, chain, virtual):
                 for reader in readers:
                     copies.setdefault(id(reader), []).append(chain)
@@ -54,10 +56,15 @@ def rematerialised(program: Program, groups, virtual: dict, views: set):
 
 def landed(copied: Program, copies: frozenset, groups) -> bool:
     """Did every copy join the nest of the equation that reads it?"""
-    group_of = {id(v): g for g in groups for e in g.eqns for v in e.outputs}
+    group_of = _nests_of(groups)
     made = {id(v) for e in copied.eqns if id(e) in copies for v in e.outputs}
     return all(group_of.get(id(atom)) is group_of.get(id(eqn.outputs[0]))
                for eqn in copied.eqns for atom in eqn.inputs if id(atom) in made)
+
+
+def _nests_of(groups) -> dict:
+    """id(value) -> the group (nest) that computes it."""
+    return {id(v): g for g in groups for e in g.eqns for v in e.outputs}
 
 
 def _outside_readers(eqn, group, consumers, group_of, views, returned) -> list:
@@ -75,7 +82,7 @@ def _outside_readers(eqn, group, consumers, group_of, views, returned) -> list:
     return readers
 
 
-def _chain(eqn, group, group_of, virtual) -> list | None:
+def _chain(eqn, group, group_of, made_by, virtual) -> list | None:
     """`eqn` and the cheap equations of its nest it needs, in program order, when
     everything else they read is stored (None otherwise)."""
     chain, todo = [], [eqn]
@@ -88,31 +95,13 @@ def _chain(eqn, group, group_of, virtual) -> list | None:
             return None
         chain.append(current)
         for atom in current.inputs:
-            made_here = _producer_in(atom, group, group_of, virtual)
-            if made_here is False:
+            if not isinstance(atom, Var) or group_of.get(id(source(atom, virtual))) is not group:
+                continue  # a literal, or stored by another nest
+            if atom is not source(atom, virtual):
                 return None  # read through an index map from this nest's own values
-            if made_here is not None:
-                todo.append(made_here)
-    return sorted(chain, key=lambda e: _position(e, group))
-
-
-def _producer_in(atom, group, group_of, virtual):
-    """The equation of `group` that makes `atom`; None when it is stored elsewhere (or
-    a literal); False for an index map read of a value made in `group`."""
-    if not isinstance(atom, Var):
-        return None
-    if id(atom) in virtual:
-        stored = virtual[id(atom)].inputs[0]
-        while isinstance(stored, Var) and id(stored) in virtual:
-            stored = virtual[id(stored)].inputs[0]
-        return False if group_of.get(id(stored)) is group else None
-    if group_of.get(id(atom)) is not group:
-        return None
-    return next(e for e in group.eqns if any(v is atom for v in e.outputs))
-
-
-def _position(eqn, group) -> int:
-    return next(k for k, e in enumerate(group.eqns) if e is eqn)
+            todo.append(made_by[id(atom)])
+    order = {id(e): k for k, e in enumerate(group.eqns)}
+    return sorted(chain, key=lambda e: order[id(e)])
 
 
 def _pays(eqn, chain, virtual) -> bool:
@@ -124,19 +113,13 @@ def _pays(eqn, chain, virtual) -> bool:
     size = _elements(out.shape)
     cost = 0.0
     for atom in read.values():
-        stored = atom
-        while id(stored) in virtual:
-            stored = virtual[id(stored)].inputs[0]
+        stored = source(atom, virtual)
         cost += np.dtype(stored.aval.dtype).itemsize * _elements(stored.aval.shape) / size
     return cost <= 2 * np.dtype(out.dtype).itemsize
 
 
 def _elements(shape) -> int:
-    total = 1
-    for d in shape:
-        d = resolve(d)
-        total *= d if type(d) is int else SYMBOLIC_SIZE
-    return max(total, 1)
+    return max(math.prod(concrete_shape(shape)), 1)
 
 
 def _rewritten(program: Program, copies: dict):

@@ -171,7 +171,7 @@ def schedule(program: Program, views: set, virtual: dict,
              copies: frozenset = frozenset()) -> list[Group]:
     """List scheduling with a ready queue: keep adding ready consumers of the
     open nest that fit it; otherwise start a new group with the earliest
-    ready equation (program order). Equations in `pulled_only` (remat.py's copies)
+    ready equation (program order). Equations in `copies` (remat.py's)
     join only a nest that one of them began: the copies precede their reader, which
     then joins them."""
     eqns = [e for e in program.eqns if id(e.outputs[0]) not in virtual]

@@ -244,19 +244,14 @@ def _set_up_loading() -> None:
     alone; beside a busy caller, inside the kernel's load, 0.1-0.3 s). Its steps wait
     while a warm process's first calls come first (`first_trace`)."""
     import numba
-    from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.registry import cpu_target
-    from numba.core.runtime import rtsys
 
     after_the_first_calls()
     import numba.np.arrayobj  # noqa: F401
     after_the_first_calls()
-    from . import cache, runtime  # noqa: F401
+    from . import cache, numba_cache, runtime  # noqa: F401
 
     after_the_first_calls()
-    context = cpu_target.target_context  # made under the lock by Numba itself: not held
-    with global_compiler_lock:  # here (its property's lock and this one: a deadlock)
-        rtsys.initialize(context)
+    numba_cache.runtime_symbols()
     after_the_first_calls()
     numba.typeof(np.ones((1, 1)))
     numba.typeof(1.0)
